@@ -1,0 +1,293 @@
+"""Group commit: many waiting appends become one ``writev`` + one ``fdatasync``.
+
+One :class:`GroupCommitter` serves one log directory.  Appenders call
+:meth:`GroupCommitter.submit` (synchronous, never blocks: it only queues the
+buffers) and later ``await`` :meth:`GroupCommitter.wait_durable` on the
+returned :class:`CommitBatch`.  A single committer task takes the oldest open
+batch, hands it to the backend's ``write_and_sync`` (which runs the system
+calls off the event-loop thread), and when that returns sets the batch's one
+event: every appender in the batch wakes at once -- one wake-up per batch, not
+per record.
+
+Batching is natural: while one batch is being written and synced, new appends
+gather in the next one.  A :class:`CommitProfile` bounds a batch (appends,
+bytes) and may *linger* (wait a little for more appends before starting a
+sync, trading latency for fewer syncs).
+
+Invariants
+----------
+* Batches are flushed strictly in submission order, one at a time, so a
+  file's bytes reach the disk in append order and "batch N durable" implies
+  "every batch before N durable".
+* Appends to the same file inside one batch that are contiguous are merged
+  into one :class:`FileWrite` (one ``pwritev``); every file in the batch gets
+  one ``fdatasync``.
+* After each durable batch, every :class:`CommitTarget` it wrote to is told
+  the new durable end of its file (``durable_through``) *before* the waiters
+  wake.
+* A failed ``write_and_sync`` fails the log directory for good: that batch,
+  every queued batch and every later ``submit`` raise
+  :class:`~chronik.storage.errors.LogDirectoryFailed`.  Nothing is retried,
+  nothing not durable is ever reported durable.
+* On shutdown (:func:`open_group_committer` exiting) the queue is drained;
+  if the committer task is cancelled instead, unflushed batches fail with
+  :class:`~chronik.storage.errors.CommitterClosed` (not acknowledged -- they
+  may or may not be on disk).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+import trio
+
+from .errors import CommitterClosed, LogDirectoryFailed
+from .interface import Buffer, FileWrite, StorageBackend
+
+
+@dataclass(frozen=True, slots=True)
+class CommitProfile:
+    """Bounds of one commit batch.
+
+    ``linger_seconds`` is how long the committer waits, after the first append
+    of an idle period, for more appends before it starts the sync; 0 means
+    "sync at once; whatever arrives meanwhile forms the next batch".
+    """
+
+    name: str
+    max_batch_appends: int
+    max_batch_bytes: int
+    linger_seconds: float
+
+
+COMMIT_PROFILES: dict[str, CommitProfile] = {
+    p.name: p
+    for p in (
+        CommitProfile("low-latency", max_batch_appends=4096, max_batch_bytes=8 << 20, linger_seconds=0.0),
+        CommitProfile("balanced", max_batch_appends=16384, max_batch_bytes=32 << 20, linger_seconds=0.0005),
+        CommitProfile("throughput", max_batch_appends=65536, max_batch_bytes=64 << 20, linger_seconds=0.002),
+    )
+}
+DEFAULT_PROFILE = "low-latency"
+
+
+def get_profile(name: str) -> CommitProfile:
+    try:
+        return COMMIT_PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown WAL profile {name!r}; choose one of {', '.join(COMMIT_PROFILES)}") from None
+
+
+class CommitTarget(Protocol):
+    """A file that appends go to; told how far it is durable after each batch."""
+
+    @property
+    def fd(self) -> int: ...
+
+    def durable_through(self, end: int) -> None: ...
+
+
+class CommitBatch:
+    """The appends that will be written and synced together.
+
+    ``done`` is set once, when the batch is durable or has failed (``error``).
+    """
+
+    __slots__ = ("writes", "_ends", "appends", "nbytes", "done", "error", "full", "opened_at")
+
+    def __init__(self, opened_at: float) -> None:
+        self.writes: list[FileWrite] = []
+        # fd -> (target, index in writes of the file's last write, its end offset)
+        self._ends: dict[int, tuple[CommitTarget, int, int]] = {}
+        self.appends = 0
+        self.nbytes = 0
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.full = trio.Event()
+        self.opened_at = opened_at
+
+    def add(self, target: CommitTarget, offset: int, chunks: list[Buffer], nbytes: int) -> None:
+        fd = target.fd
+        last = self._ends.get(fd)
+        if last is not None and last[2] == offset:
+            self.writes[last[1]].chunks.extend(chunks)
+            self._ends[fd] = (target, last[1], offset + nbytes)
+        else:
+            self.writes.append(FileWrite(fd, offset, chunks))
+            self._ends[fd] = (target, len(self.writes) - 1, offset + nbytes)
+        self.appends += 1
+        self.nbytes += nbytes
+
+    def notify_targets(self) -> None:
+        for target, _, end in self._ends.values():
+            target.durable_through(end)
+
+    def finish(self, error: BaseException | None) -> None:
+        self.error = error
+        self.done.set()
+
+
+@dataclass(slots=True)
+class CommitterStats:
+    batches: int = 0
+    appends: int = 0
+    bytes: int = 0
+    max_batch_appends: int = 0
+
+    @property
+    def mean_batch_appends(self) -> float:
+        return self.appends / self.batches if self.batches else 0.0
+
+
+class GroupCommitter:
+    """The committer of one log directory (see the module docstring).
+
+    Create it with :func:`open_group_committer`, which runs :meth:`run` in a
+    nursery and drains the queue on exit.
+    """
+
+    def __init__(self, backend: StorageBackend, directory: str, profile: CommitProfile) -> None:
+        self.backend = backend
+        self.directory = directory
+        self.profile = profile
+        self.stats = CommitterStats()
+        self._queue: deque[CommitBatch] = deque()
+        self._wakeup = trio.Event()
+        self._closing = False
+        self._failure: LogDirectoryFailed | None = None
+
+    @property
+    def failure(self) -> LogDirectoryFailed | None:
+        """The error that failed this log directory, or None while healthy."""
+        return self._failure
+
+    @property
+    def pending_batches(self) -> int:
+        return len(self._queue)
+
+    def submit(self, target: CommitTarget, offset: int, chunks: list[Buffer]) -> CommitBatch:
+        """Queue ``chunks`` to be written at ``offset`` of ``target``'s file.
+
+        Never blocks.  The buffers must not change until the batch is done.
+        Raises :class:`LogDirectoryFailed` once the directory has failed and
+        :class:`CommitterClosed` after shutdown began.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise CommitterClosed(f"group committer of {self.directory!r} is closed")
+        nbytes = 0
+        for chunk in chunks:
+            nbytes += len(chunk)
+        profile = self.profile
+        batch = self._queue[-1] if self._queue else None
+        if batch is None or batch.appends >= profile.max_batch_appends or (
+            batch.nbytes and batch.nbytes + nbytes > profile.max_batch_bytes
+        ):
+            batch = CommitBatch(trio.current_time())
+            self._queue.append(batch)
+            self._wakeup.set()
+        batch.add(target, offset, chunks, nbytes)
+        if batch.appends >= profile.max_batch_appends or batch.nbytes >= profile.max_batch_bytes:
+            batch.full.set()
+        return batch
+
+    async def wait_durable(self, batch: CommitBatch) -> None:
+        """Return once ``batch`` is durable; raise its error if it failed.
+
+        Cancellation: cancelling the wait does not withdraw the append -- it
+        is still written and synced; only this caller stops waiting.
+        """
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    def fail(self, cause: OSError) -> LogDirectoryFailed:
+        """Mark the directory failed (e.g. ENOSPC while preallocating) and return the error.
+
+        Queued batches fail now; a batch being flushed finishes as it may, but
+        nothing after it is written.
+        """
+        if self._failure is None:
+            self._failure = LogDirectoryFailed(self.directory, cause)
+        for batch in self._queue:
+            batch.finish(self._failure)
+        self._queue.clear()
+        self._wakeup.set()
+        return self._failure
+
+    def close(self) -> None:
+        """Stop accepting appends; the committer drains the queue and exits."""
+        self._closing = True
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Flush batches in order until closed (and drained) or failed.
+
+        Cancellation: a flush in progress finishes (the backend shields it);
+        then every unflushed batch fails with :class:`CommitterClosed`.
+        """
+        task_status.started()
+        try:
+            while True:
+                while not self._queue:
+                    if self._closing or self._failure is not None:
+                        return
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+                batch = self._queue[0]
+                linger = self.profile.linger_seconds
+                if linger and not self._closing:
+                    with trio.move_on_at(batch.opened_at + linger):
+                        await batch.full.wait()
+                self._queue.popleft()
+                await self._flush(batch)
+        finally:
+            closed = CommitterClosed(f"group committer of {self.directory!r} stopped before the append was durable")
+            for batch in self._queue:
+                batch.finish(self._failure or closed)
+            self._queue.clear()
+
+    async def _flush(self, batch: CommitBatch) -> None:
+        try:
+            await self.backend.write_and_sync(batch.writes)
+        except OSError as exc:
+            batch.finish(self.fail(exc))
+            return
+        except BaseException:
+            batch.finish(CommitterClosed(f"group committer of {self.directory!r} was cancelled mid-commit"))
+            raise
+        stats = self.stats
+        stats.batches += 1
+        stats.appends += batch.appends
+        stats.bytes += batch.nbytes
+        stats.max_batch_appends = max(stats.max_batch_appends, batch.appends)
+        batch.notify_targets()
+        batch.finish(None)
+
+
+@asynccontextmanager
+async def open_group_committer(
+    backend: StorageBackend, directory: str, profile: CommitProfile | str = DEFAULT_PROFILE
+) -> AsyncIterator[GroupCommitter]:
+    """Run a :class:`GroupCommitter` for ``directory`` for the duration of the block.
+
+    On normal exit the committer stops accepting appends, drains its queue and
+    the task ends; on an exception or cancellation it is cancelled (unflushed
+    appends fail with :class:`CommitterClosed`).
+    """
+    if isinstance(profile, str):
+        profile = get_profile(profile)
+    committer = GroupCommitter(backend, directory, profile)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(committer.run)
+        try:
+            yield committer
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            raise
+        committer.close()
+

@@ -1,0 +1,680 @@
+"""The write-ahead log: a directory of segment files of checksummed entries.
+
+A :class:`WriteAheadLog` stores opaque payloads, each labelled with a caller
+chosen, strictly increasing 64-bit ``index`` (a partition log uses the Kafka
+base offset of the record batch; the WAL does not care).  It knows bytes,
+positions and indices -- never Kafka types.
+
+On-disk format (version 1, all integers big-endian)
+---------------------------------------------------
+Directory::
+
+    <base_index:020d>.wal   one file per segment, named by the index of its
+                            first entry (or, for an empty log, the start index)
+    recovery-point          where recovery may start scanning (see below)
+
+Segment file::
+
+    0   8  magic  b"CHRNKWAL"
+    8   4  format version (1)
+    12  4  reserved (0)
+    16  ...entries, back to back, then zero bytes up to the preallocated size
+
+Entry::
+
+    0   4  crc      CRC-32C (Castagnoli) of bytes 4 .. 16+length
+    4   4  length   payload length in bytes
+    8   8  index    caller's label, > the previous entry's index
+    16  length      payload
+
+The CRC covers the length and the index, so a zero-filled (preallocated)
+region never parses as an entry: the CRC-32C of 12 zero bytes is not zero.
+
+Recovery point file (24 bytes): ``segment_base:u64, position:u64,
+last_index:i64`` followed by the CRC-32C of those 24 bytes (28 bytes in all).
+Every entry before ``position`` of segment ``segment_base`` (and every earlier
+segment) is known complete and durable; ``last_index`` is the index of the
+entry just before ``position`` (-1 if ``position`` is the segment start).
+
+Invariants
+----------
+* Entries are appended only at the end of the newest ("active") segment.
+  Earlier segments are *sealed*: truncated to their data size when the log
+  rolls past them, before the next segment is created.
+* ``durable_end`` of a segment only grows (until an explicit truncate); only
+  entries below it are returned by :meth:`WriteAheadLog.read`, and every
+  returned entry passed its CRC check -- garbage is never handed to a reader.
+* Appends are durable in order: the group committer flushes batches in
+  submission order.
+* After a crash, the log is its longest valid prefix: recovery scans from the
+  recovery point, stops at the first entry that is incomplete, fails its
+  CRC, or breaks index order, physically truncates the file there (so stale
+  bytes can never reappear behind new entries) and deletes every later
+  segment.  What it did is reported in a :class:`RecoveryReport`.
+
+Blocking: appends never block (they queue); segment roll and preallocation
+run file-system calls with an fsync on the calling thread, once per segment
+or per ``preallocate_bytes`` of data.  Reads are ``pread`` calls.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import crc32c
+
+from .committer import CommitBatch, GroupCommitter
+from .errors import CorruptEntryError, StorageError
+from .interface import Buffer, SegmentFile, StorageBackend
+
+SEGMENT_SUFFIX = ".wal"
+SEGMENT_MAGIC = b"CHRNKWAL"
+FORMAT_VERSION = 1
+SEGMENT_HEADER = struct.Struct(">8sII")
+ENTRY_HEADER = struct.Struct(">IIQ")
+RECOVERY_POINT_FILE = "recovery-point"
+_RECOVERY_POINT = struct.Struct(">QQq")
+_RECOVERY_POINT_CRC = struct.Struct(">I")
+MAX_ENTRY_PAYLOAD = (1 << 31) - 1
+_SCAN_CHUNK = 4 << 20
+
+
+def segment_name(base_index: int) -> str:
+    return f"{base_index:020d}{SEGMENT_SUFFIX}"
+
+
+def entry_crc(length: int, index: int, payload: Buffer) -> int:
+    return crc32c.crc32c(payload, crc32c.crc32c(struct.pack(">IQ", length, index)))
+
+
+def encode_entry_header(index: int, payload: Buffer) -> bytes:
+    length = len(payload)
+    return ENTRY_HEADER.pack(entry_crc(length, index, payload), length, index)
+
+
+class _InvalidEntry(Exception):
+    """An entry that fails its checks (internal: becomes corruption or end of log)."""
+
+
+def _decode_entry(buf: memoryview, pos: int) -> tuple[int, memoryview, int] | None:
+    """Decode the entry at ``buf[pos:]``: ``(index, payload, size)``.
+
+    Returns None if ``buf`` ends before the entry does (read more);
+    raises :class:`_InvalidEntry` if the entry is not valid.
+    """
+    if len(buf) - pos < ENTRY_HEADER.size:
+        return None
+    crc, length, index = ENTRY_HEADER.unpack_from(buf, pos)
+    if length > MAX_ENTRY_PAYLOAD:
+        raise _InvalidEntry(f"absurd length {length}")
+    end = pos + ENTRY_HEADER.size + length
+    if end > len(buf):
+        return None
+    payload = buf[pos + ENTRY_HEADER.size : end]
+    if entry_crc(length, index, payload) != crc:
+        raise _InvalidEntry("CRC-32C mismatch" if crc or length or index else "zero bytes (end of data)")
+    return index, payload, end - pos
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLocation:
+    """Where an entry lives: segment (by base index), byte position, size on disk."""
+
+    segment: int
+    position: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    index: int
+    location: EntryLocation
+    payload: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An append that was queued; ``await wal.wait_durable(appended)`` for durability."""
+
+    index: int
+    location: EntryLocation
+    batch: CommitBatch
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What opening the log found and did."""
+
+    segments: int
+    entries_scanned: int
+    bytes_scanned: int
+    truncated_bytes: int  # non-zero bytes cut off behind the last good entry
+    segments_deleted: int
+    last_index: int | None
+    from_recovery_point: bool
+    seconds: float
+    reason: str | None  # why the tail was cut, if it was
+
+    @property
+    def truncated(self) -> bool:
+        return self.truncated_bytes > 0 or self.segments_deleted > 0
+
+
+class Segment:
+    """One segment file and its positions (see the module docstring).
+
+    Also the commit target the group committer reports durability to.
+    """
+
+    __slots__ = ("base_index", "file", "write_end", "durable_end", "allocated", "last_index")
+
+    def __init__(self, base_index: int, file: SegmentFile, data_end: int, last_index: int | None) -> None:
+        self.base_index = base_index
+        self.file = file
+        self.write_end = data_end
+        self.durable_end = data_end
+        self.allocated = file.size()
+        self.last_index = last_index
+
+    @property
+    def fd(self) -> int:
+        return self.file.fd
+
+    @property
+    def path(self) -> str:
+        return self.file.path
+
+    def durable_through(self, end: int) -> None:
+        if end > self.durable_end:
+            self.durable_end = end
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    base_index: int
+    path: str
+    data_bytes: int
+    last_index: int | None
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WalStats:
+    segments: int
+    appended_entries: int
+    appended_bytes: int
+    write_end: int
+    durable_end: int
+    last_index: int | None
+
+
+class WriteAheadLog:
+    """A segmented, checksummed, group-committed log of indexed entries.
+
+    Open with :meth:`open`; its appends are committed by the directory's
+    :class:`~chronik.storage.committer.GroupCommitter`.
+    """
+
+    def __init__(
+        self,
+        committer: GroupCommitter,
+        directory: str,
+        segments: list[Segment],
+        *,
+        segment_bytes: int,
+        preallocate_bytes: int,
+        recovery: RecoveryReport,
+    ) -> None:
+        self._last_index_cache: int | None = recovery.last_index
+        self.committer = committer
+        self.backend = committer.backend
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.preallocate_bytes = preallocate_bytes
+        self.recovery = recovery
+        self._segments = segments
+        self._last_batch: CommitBatch | None = None
+        self._appended_entries = 0
+        self._appended_bytes = 0
+        self._closed = False
+
+    # -- opening and recovery ------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        committer: GroupCommitter,
+        directory: str,
+        *,
+        segment_bytes: int = 1 << 30,
+        preallocate_bytes: int = 32 << 20,
+        start_index: int = 0,
+    ) -> "WriteAheadLog":
+        """Open (creating if needed) the log in ``directory`` and recover its tail.
+
+        ``start_index`` names the first segment of a brand-new log.  The
+        result's :attr:`recovery` says what was scanned and cut.
+        """
+        if segment_bytes < SEGMENT_HEADER.size + ENTRY_HEADER.size:
+            raise ValueError(f"segment_bytes {segment_bytes} is too small")
+        started = time.perf_counter()
+        backend = committer.backend
+        backend.make_dirs(directory)
+        bases = sorted(
+            int(name[: -len(SEGMENT_SUFFIX)])
+            for name in backend.list_dir(directory)
+            if name.endswith(SEGMENT_SUFFIX) and name[: -len(SEGMENT_SUFFIX)].isdigit()
+        )
+        point = _read_recovery_point(backend, directory)
+        if point is not None and point[0] not in bases:
+            point = None
+        scanner = _Recovery(backend, directory)
+        segments: list[Segment] = []
+        deleted = 0
+        for base in bases:
+            path = f"{directory}/{segment_name(base)}"
+            file = backend.open_file(path)
+            if scanner.stopped:
+                if scanner.reason is None:
+                    scanner.reason = f"{scanner.stopped_at}, before its sealed size; later segments dropped"
+                file.close()
+                backend.delete_file(path)
+                deleted += 1
+                continue
+            if point is not None and base < point[0]:
+                # Before the recovery point: sealed, complete and durable.
+                size = file.size()
+                segments.append(Segment(base, file, size, None))
+                continue
+            if point is not None and base == point[0]:
+                data_end, last = scanner.scan(file, base, point[1], point[2] if point[2] >= 0 else None)
+            else:
+                data_end, last = scanner.scan(file, base, SEGMENT_HEADER.size, None)
+            segments.append(Segment(base, file, data_end, last))
+        if scanner.stopped and deleted:
+            backend.sync_dir(directory)
+        if not segments:
+            segments.append(_create_segment(backend, directory, start_index, min(preallocate_bytes, segment_bytes)))
+        last_index = next((s.last_index for s in reversed(segments) if s.last_index is not None), None)
+        report = RecoveryReport(
+            segments=len(segments),
+            entries_scanned=scanner.entries,
+            bytes_scanned=scanner.bytes,
+            truncated_bytes=scanner.truncated_bytes,
+            segments_deleted=deleted,
+            last_index=last_index,
+            from_recovery_point=point is not None,
+            seconds=time.perf_counter() - started,
+            reason=scanner.reason,
+        )
+        return cls(
+            committer,
+            directory,
+            segments,
+            segment_bytes=segment_bytes,
+            preallocate_bytes=preallocate_bytes,
+            recovery=report,
+        )
+
+    # -- appending -------------------------------------------------------
+
+    @property
+    def last_index(self) -> int | None:
+        """Index of the newest entry appended (durable or not), None if empty."""
+        return self._last_index_cache
+
+    @property
+    def active_segment(self) -> Segment:
+        return self._segments[-1]
+
+    def append(self, index: int, payload: Buffer) -> Appended:
+        """Queue one entry; never blocks.  ``index`` must exceed :attr:`last_index`.
+
+        The payload buffer must stay unchanged until the append is durable.
+        Raises :class:`~chronik.storage.errors.LogDirectoryFailed` if the
+        directory has failed.
+        """
+        if self._closed:
+            raise StorageError(f"write-ahead log {self.directory!r} is closed")
+        last = self._last_index_cache
+        if last is not None and index <= last:
+            raise ValueError(f"index {index} is not above the last index {last}")
+        if index < self._segments[-1].base_index:
+            raise ValueError(f"index {index} is below the active segment's base {self._segments[-1].base_index}")
+        length = len(payload)
+        if length > MAX_ENTRY_PAYLOAD:
+            raise ValueError(f"entry of {length} bytes is too large")
+        if self.committer.failure is not None:
+            raise self.committer.failure
+        size = ENTRY_HEADER.size + length
+        segment = self._segments[-1]
+        try:
+            if segment.last_index is not None and segment.write_end + size > self.segment_bytes:
+                segment = self._roll(index)
+            self._ensure_allocated(segment, segment.write_end + size)
+        except OSError as exc:  # a full or failing disk: the directory is done
+            raise self.committer.fail(exc) from exc
+        position = segment.write_end
+        batch = self.committer.submit(segment, position, [encode_entry_header(index, payload), payload])
+        segment.write_end = position + size
+        segment.last_index = index
+        self._last_index_cache = index
+        self._last_batch = batch
+        self._appended_entries += 1
+        self._appended_bytes += size
+        return Appended(index, EntryLocation(segment.base_index, position, size), batch)
+
+    async def wait_durable(self, appended: Appended) -> None:
+        """Return once ``appended`` (and everything before it) is durable.
+
+        Raises :class:`~chronik.storage.errors.LogDirectoryFailed` if the
+        commit failed.  Cancellation: the append stays queued and will still
+        be written; only the wait ends.
+        """
+        await self.committer.wait_durable(appended.batch)
+
+    async def append_durable(self, index: int, payload: Buffer) -> EntryLocation:
+        appended = self.append(index, payload)
+        await self.wait_durable(appended)
+        return appended.location
+
+    async def flush(self) -> None:
+        """Wait until every entry appended so far is durable."""
+        if self._last_batch is not None:
+            await self.committer.wait_durable(self._last_batch)
+
+    def _ensure_allocated(self, segment: Segment, end: int) -> None:
+        if end <= segment.allocated:
+            return
+        target = max(end, min(segment.allocated + self.preallocate_bytes, max(self.segment_bytes, end)))
+        segment.file.preallocate(target)
+        segment.allocated = segment.file.size()
+
+    def _roll(self, next_index: int) -> Segment:
+        """Seal the active segment and start a new one named ``next_index``."""
+        old = self._segments[-1]
+        if old.allocated > old.write_end:
+            old.file.truncate(old.write_end)
+            old.allocated = old.write_end
+        new = _create_segment(
+            self.backend, self.directory, next_index, min(self.preallocate_bytes, self.segment_bytes)
+        )
+        self._segments.append(new)
+        self._write_recovery_point()
+        return new
+
+    def roll(self) -> None:
+        """Start a new segment now (e.g. for time-based rolling); no-op if empty."""
+        if self._segments[-1].last_index is not None:
+            assert self._last_index_cache is not None
+            self._roll(self._last_index_cache + 1)
+
+    def _write_recovery_point(self) -> None:
+        """Record where recovery must start: the first segment not fully durable
+        (from its start), or else the durable end of the active segment."""
+        for segment in self._segments:
+            if segment.durable_end < segment.write_end:
+                point = (segment.base_index, SEGMENT_HEADER.size, -1)
+                break
+        else:
+            active = self._segments[-1]
+            point = (active.base_index, active.durable_end, -1 if active.last_index is None else active.last_index)
+        _write_recovery_point(self.backend, self.directory, point)
+
+    # -- reading ---------------------------------------------------------
+
+    def segments(self) -> list[SegmentInfo]:
+        last = self._segments[-1]
+        return [
+            SegmentInfo(s.base_index, s.path, s.write_end - SEGMENT_HEADER.size, s.last_index, s is last)
+            for s in self._segments
+        ]
+
+    def _segment(self, base_index: int) -> Segment:
+        for segment in self._segments:
+            if segment.base_index == base_index:
+                return segment
+        raise KeyError(f"no segment {base_index} in {self.directory!r}")
+
+    def durable_end(self, segment_base: int) -> int:
+        return self._segment(segment_base).durable_end
+
+    def read(self, segment_base: int, position: int, max_bytes: int) -> list[Entry]:
+        """Durable entries of one segment from ``position``, about ``max_bytes`` of them.
+
+        Returns at least one whole entry if any is durable at ``position``
+        (even if larger than ``max_bytes``), never a partial one.  Payloads
+        are views into one read buffer, not copies.  Raises
+        :class:`CorruptEntryError` if an entry fails its checks.
+        """
+        segment = self._segment(segment_base)
+        end = segment.durable_end
+        if position >= end:
+            return []
+        want = min(end - position, max(max_bytes, ENTRY_HEADER.size))
+        buf = memoryview(segment.file.pread(position, want))
+        entries: list[Entry] = []
+        pos = 0
+        while pos < len(buf):
+            try:
+                decoded = _decode_entry(buf, pos)
+            except _InvalidEntry as exc:
+                raise CorruptEntryError(segment.path, position + pos, str(exc)) from None
+            if decoded is None:
+                if entries:
+                    break
+                # The first entry is larger than max_bytes: read it whole.
+                length = ENTRY_HEADER.unpack_from(buf, pos)[1] if len(buf) - pos >= ENTRY_HEADER.size else 0
+                whole = ENTRY_HEADER.size + length
+                if position + pos + whole > end:
+                    raise CorruptEntryError(segment.path, position + pos, "entry runs past the durable end")
+                buf = memoryview(segment.file.pread(position + pos, whole))
+                position, pos = position + pos, 0
+                continue
+            index, payload, size = decoded
+            entries.append(Entry(index, EntryLocation(segment_base, position + pos, size), payload))
+            pos += size
+        return entries
+
+    def iter_entries(self, segment_base: int, position: int = SEGMENT_HEADER.size) -> Iterator[Entry]:
+        """Every durable entry of one segment from ``position`` (for index rebuilds)."""
+        while True:
+            entries = self.read(segment_base, position, _SCAN_CHUNK)
+            if not entries:
+                return
+            yield from entries
+            last = entries[-1].location
+            position = last.position + last.size
+
+    # -- truncation and deletion -------------------------------------------
+
+    def truncate(self, location: EntryLocation) -> None:
+        """Remove the entry at ``location`` and every entry after it, durably.
+
+        Only allowed when nothing appended is still waiting to be written.
+        """
+        if any(s.durable_end < s.write_end for s in self._segments):
+            raise StorageError("cannot truncate a write-ahead log while appends are in flight")
+        keep = [s for s in self._segments if s.base_index <= location.segment]
+        if keep[-1].base_index != location.segment:
+            raise KeyError(f"no segment {location.segment} in {self.directory!r}")
+        for segment in self._segments[len(keep) :]:
+            segment.file.close()
+            self.backend.delete_file(segment.path)
+        self._segments = keep
+        segment = keep[-1]
+        if location.position < SEGMENT_HEADER.size or location.position > segment.write_end:
+            raise ValueError(f"position {location.position} is outside segment {location.segment}")
+        segment.file.truncate(location.position)
+        segment.file.preallocate(segment.allocated)  # zeros, so stale bytes never reappear
+        segment.write_end = segment.durable_end = location.position
+        segment.last_index = None
+        for entry in self.iter_entries(segment.base_index):
+            segment.last_index = entry.index
+        self._last_index_cache = next(
+            (s.last_index for s in reversed(self._segments) if s.last_index is not None), None
+        )
+        self._write_recovery_point()
+        self.backend.sync_dir(self.directory)
+
+    def delete_segment(self, base_index: int) -> None:
+        """Delete a sealed segment (retention).  The active segment cannot be deleted."""
+        segment = self._segment(base_index)
+        if segment is self._segments[-1]:
+            raise StorageError("cannot delete the active segment")
+        self._segments.remove(segment)
+        segment.file.close()
+        self.backend.delete_file(segment.path)
+        self.backend.sync_dir(self.directory)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def stats(self) -> WalStats:
+        active = self._segments[-1]
+        return WalStats(
+            segments=len(self._segments),
+            appended_entries=self._appended_entries,
+            appended_bytes=self._appended_bytes,
+            write_end=active.write_end,
+            durable_end=active.durable_end,
+            last_index=self._last_index_cache,
+        )
+
+    async def aclose(self) -> None:
+        """Wait for every append to be durable, record the recovery point, close files.
+
+        If the directory failed, files are closed without a recovery point.
+        Cancellation: files are closed regardless; the recovery point is
+        written only if every append was durable.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            try:
+                await self.flush()
+            except StorageError:
+                return  # failed directory: the next open recovers by scanning
+            if self.committer.failure is None:
+                self._write_recovery_point()
+        finally:
+            for segment in self._segments:
+                segment.file.close()
+
+
+def _create_segment(backend: StorageBackend, directory: str, base_index: int, preallocate: int) -> Segment:
+    path = f"{directory}/{segment_name(base_index)}"
+    file = backend.open_file(path, create=True)
+    header = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0)
+    file.preallocate(max(preallocate, SEGMENT_HEADER.size + ENTRY_HEADER.size))
+    file.write_durably(0, header)
+    backend.sync_dir(directory)
+    return Segment(base_index, file, SEGMENT_HEADER.size, None)
+
+
+class _Recovery:
+    """Scans segment tails in order; remembers where and why the log ends."""
+
+    def __init__(self, backend: StorageBackend, directory: str) -> None:
+        self.backend = backend
+        self.directory = directory
+        self.stopped = False
+        self.entries = 0
+        self.bytes = 0
+        self.truncated_bytes = 0
+        self.reason: str | None = None
+        self.stopped_at = ""
+
+    def scan(self, file: SegmentFile, base: int, start: int, last_index: int | None) -> tuple[int, int | None]:
+        """Validate entries from ``start``; cut the file at the first bad one.
+
+        Returns ``(data_end, last_index)``.  Sets :attr:`stopped` when the
+        segment ended before its sealed size (all later segments must go).
+        """
+        size = file.size()
+        header = file.pread(0, SEGMENT_HEADER.size)
+        if len(header) < SEGMENT_HEADER.size or SEGMENT_HEADER.unpack(header)[:2] != (SEGMENT_MAGIC, FORMAT_VERSION):
+            raise CorruptEntryError(file.path, 0, "not a Chronik WAL segment (bad magic or version)")
+        pos = start
+        minimum = base if last_index is None else last_index + 1
+        reason: str | None = None
+        buf = memoryview(b"")
+        buf_start = pos
+        while True:
+            rel = pos - buf_start
+            try:
+                decoded = _decode_entry(buf, rel)
+            except _InvalidEntry as exc:
+                reason = str(exc)
+                break
+            if decoded is None:
+                if buf_start + len(buf) >= size:
+                    if rel < len(buf):
+                        reason = "incomplete entry at the end of the file"
+                    break
+                buf = memoryview(file.pread(pos, max(_SCAN_CHUNK, self._needed(buf, rel))))
+                buf_start = pos
+                continue
+            index, _, entry_size = decoded
+            if index < minimum:
+                reason = f"index {index} out of order (expected >= {minimum})"
+                break
+            minimum = index + 1
+            last_index = index
+            self.entries += 1
+            self.bytes += entry_size
+            pos += entry_size
+        if pos < size:
+            tail = file.pread(pos, size - pos)
+            garbage = len(tail.rstrip(b"\0"))
+            if garbage or reason not in (None, "zero bytes (end of data)"):
+                self.truncated_bytes += garbage
+                self.reason = reason
+                file.truncate(pos)
+                file.preallocate(size)
+            self.stopped = True
+            self.stopped_at = f"{file.path} ends at byte {pos} of {size}"
+        return pos, last_index
+
+    @staticmethod
+    def _needed(buf: memoryview, rel: int) -> int:
+        if len(buf) - rel >= ENTRY_HEADER.size:
+            return ENTRY_HEADER.size + ENTRY_HEADER.unpack_from(buf, rel)[1]
+        return ENTRY_HEADER.size
+
+
+def _read_recovery_point(backend: StorageBackend, directory: str) -> tuple[int, int, int] | None:
+    try:
+        file = backend.open_file(f"{directory}/{RECOVERY_POINT_FILE}")
+    except FileNotFoundError:
+        return None
+    try:
+        raw = file.pread(0, _RECOVERY_POINT.size + _RECOVERY_POINT_CRC.size)
+    finally:
+        file.close()
+    if len(raw) != _RECOVERY_POINT.size + _RECOVERY_POINT_CRC.size:
+        return None
+    body = raw[: _RECOVERY_POINT.size]
+    if crc32c.crc32c(body) != _RECOVERY_POINT_CRC.unpack_from(raw, _RECOVERY_POINT.size)[0]:
+        return None
+    return _RECOVERY_POINT.unpack(body)
+
+
+def _write_recovery_point(backend: StorageBackend, directory: str, point: tuple[int, int, int]) -> None:
+    body = _RECOVERY_POINT.pack(*point)
+    data = body + _RECOVERY_POINT_CRC.pack(crc32c.crc32c(body))
+    tmp = f"{directory}/{RECOVERY_POINT_FILE}.tmp"
+    try:
+        backend.delete_file(tmp)
+    except FileNotFoundError:
+        pass
+    file = backend.open_file(tmp, create=True)
+    try:
+        file.write_durably(0, data)
+    finally:
+        file.close()
+    backend.rename_file(tmp, f"{directory}/{RECOVERY_POINT_FILE}")
+    backend.sync_dir(directory)

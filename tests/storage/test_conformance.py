@@ -1,0 +1,223 @@
+"""One contract, every backend: file operations, write_and_sync, group commit, the WAL."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from chronik.storage import (
+    FileWrite,
+    StorageBackend,
+    StorageError,
+    WriteAheadLog,
+    open_group_committer,
+)
+from chronik.storage.wal import ENTRY_HEADER, SEGMENT_HEADER, EntryLocation
+
+
+# -- the StorageBackend contract ----------------------------------------------
+
+
+async def test_file_operations(backend: StorageBackend, log_dir: str) -> None:
+    backend.make_dirs(log_dir)
+    path = f"{log_dir}/a.bin"
+    with pytest.raises(FileNotFoundError):
+        backend.open_file(path)
+    f = backend.open_file(path, create=True)
+    with pytest.raises(FileExistsError):
+        backend.open_file(path, create=True)
+    assert f.size() == 0
+    f.preallocate(4096)
+    assert f.size() == 4096
+    assert f.pread(0, 16) == bytes(16)
+    f.write_durably(10, b"hello")
+    assert f.pread(8, 9) == b"\0\0hello\0\0"
+    assert f.pread(4090, 100) == bytes(6)  # clipped at the end of the file
+    f.truncate(12)
+    assert f.size() == 12
+    assert f.pread(0, 100) == b"\0" * 10 + b"he"
+    f.close()
+    backend.rename_file(path, f"{log_dir}/b.bin")
+    backend.sync_dir(log_dir)
+    assert backend.list_dir(log_dir) == ["b.bin"]
+    g = backend.open_file(f"{log_dir}/b.bin")
+    assert g.pread(10, 2) == b"he"
+    g.close()
+    backend.delete_file(f"{log_dir}/b.bin")
+    assert backend.list_dir(log_dir) == []
+
+
+async def test_write_and_sync_places_every_write(backend: StorageBackend, log_dir: str) -> None:
+    backend.make_dirs(log_dir)
+    a = backend.open_file(f"{log_dir}/a", create=True)
+    b = backend.open_file(f"{log_dir}/b", create=True)
+    a.preallocate(1 << 16)
+    chunks = [bytes([i]) * (i + 1) for i in range(200)]
+    await backend.write_and_sync(
+        [
+            FileWrite(a.fd, 100, list(chunks)),
+            FileWrite(b.fd, 0, [b"xyz"]),
+            FileWrite(a.fd, 50_000, [memoryview(b"tail")]),
+        ]
+    )
+    assert a.pread(100, sum(map(len, chunks))) == b"".join(chunks)
+    assert a.pread(50_000, 4) == b"tail"
+    assert b.pread(0, 10) == b"xyz"
+    stats = backend.stats()
+    assert stats.write_calls == 1 and stats.files_synced == 2
+    await backend.write_and_sync([])
+    a.close()
+    b.close()
+
+
+async def test_write_and_sync_reports_bad_handle(backend: StorageBackend, log_dir: str) -> None:
+    backend.make_dirs(log_dir)
+    f = backend.open_file(f"{log_dir}/a", create=True)
+    fd = f.fd
+    f.close()
+    with pytest.raises(OSError):
+        await backend.write_and_sync([FileWrite(fd, 0, [b"lost"])])
+    assert backend.stats().failures == 1
+
+
+# -- group commit -------------------------------------------------------------
+
+
+async def test_concurrent_appends_share_syncs(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20, preallocate_bytes=1 << 16)
+        durable: list[int] = []
+
+        async def appender(worker: int) -> None:
+            for i in range(20):
+                index = wal.last_index + 1 if wal.last_index is not None else 0
+                appended = wal.append(index, f"w{worker}-{i}".encode())
+                await wal.wait_durable(appended)
+                assert wal.durable_end(appended.location.segment) >= appended.location.position + appended.location.size
+                durable.append(index)
+
+        async with trio.open_nursery() as nursery:
+            for w in range(64):
+                nursery.start_soon(appender, w)
+        await wal.aclose()
+    assert sorted(durable) == list(range(64 * 20))
+    # 1280 appends from 64 concurrent appenders need far fewer than 1280 syncs.
+    assert committer.stats.appends == 1280
+    assert committer.stats.batches < 1280 / 4
+    assert committer.stats.max_batch_appends > 1
+
+
+async def test_reopen_returns_every_entry(backend: StorageBackend, log_dir: str) -> None:
+    rng = random.Random(7)
+    payloads = [rng.randbytes(rng.randrange(0, 3000)) for _ in range(300)]
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=64 << 10, preallocate_bytes=16 << 10)
+        assert wal.last_index is None
+        for i, payload in enumerate(payloads):
+            wal.append(i * 10, payload)
+        await wal.flush()
+        assert len(wal.segments()) > 3  # rolled by size
+        await wal.aclose()
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=64 << 10, preallocate_bytes=16 << 10)
+        assert wal.recovery.last_index == 2990
+        assert wal.recovery.from_recovery_point and not wal.recovery.truncated
+        got = [(e.index, bytes(e.payload)) for s in wal.segments() for e in wal.iter_entries(s.base_index)]
+        assert got == [(i * 10, p) for i, p in enumerate(payloads)]
+        segments = wal.segments()
+        assert [s.base_index for s in segments][0] == 0
+        assert all(s.data_bytes <= (64 << 10) for s in segments)
+        # appending continues after the last index
+        with pytest.raises(ValueError):
+            wal.append(2990, b"dup")
+        await wal.append_durable(3000, b"next")
+        await wal.aclose()
+
+
+async def test_read_limits_and_durability(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20)
+        base = wal.active_segment.base_index
+        pending = wal.append(0, b"a" * 100)
+        # Not durable yet: not readable.
+        assert wal.read(base, SEGMENT_HEADER.size, 1 << 20) == []
+        await wal.wait_durable(pending)
+        wal.append(1, b"b" * 5000)
+        last = wal.append(2, b"c" * 10)
+        await wal.wait_durable(last)
+        # At least one whole entry even when larger than max_bytes...
+        first = wal.read(base, SEGMENT_HEADER.size, 1)
+        assert [e.index for e in first] == [0]
+        second = wal.read(base, first[0].location.position + first[0].location.size, 10)
+        assert [(e.index, len(e.payload)) for e in second] == [(1, 5000)]
+        # ...and never a partial one.
+        everything = wal.read(base, SEGMENT_HEADER.size, 100 + ENTRY_HEADER.size + 10)
+        assert [e.index for e in everything] == [0]
+        everything = wal.read(base, SEGMENT_HEADER.size, 1 << 20)
+        assert [bytes(e.payload[:1]) for e in everything] == [b"a", b"b", b"c"]
+        await wal.aclose()
+
+
+async def test_truncate_and_delete_segment(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=4096, preallocate_bytes=4096)
+        locations = [await wal.append_durable(i, bytes([i]) * 1000) for i in range(12)]
+        bases = [s.base_index for s in wal.segments()]
+        assert len(bases) >= 3
+        with pytest.raises(StorageError):
+            wal.delete_segment(bases[-1])
+        # cut at entry 7: 7..11 gone, also later segments
+        wal.truncate(locations[7])
+        assert wal.last_index == 6
+        await wal.append_durable(7, b"new seven")
+        wal.delete_segment(bases[0])
+        await wal.aclose()
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=4096, preallocate_bytes=4096)
+        got = [(e.index, bytes(e.payload)) for s in wal.segments() for e in wal.iter_entries(s.base_index)]
+        assert got[-1] == (7, b"new seven")
+        assert [i for i, _ in got] == list(range(bases[1], 8))
+        assert not wal.recovery.truncated
+        await wal.aclose()
+
+
+async def test_truncate_refused_with_appends_in_flight(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir)
+        first = await wal.append_durable(0, b"x")
+        wal.append(1, b"y")
+        with pytest.raises(StorageError):
+            wal.truncate(first)
+        await wal.aclose()
+
+
+async def test_index_must_increase(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, start_index=100)
+        with pytest.raises(ValueError):
+            wal.append(99, b"below the start")
+        wal.append(100, b"ok")
+        with pytest.raises(ValueError):
+            wal.append(100, b"again")
+        await wal.aclose()
+
+
+async def test_unknown_location_is_rejected(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir)
+        with pytest.raises(KeyError):
+            wal.read(12345, SEGMENT_HEADER.size, 100)
+        with pytest.raises(KeyError):
+            wal.truncate(EntryLocation(12345, SEGMENT_HEADER.size, 0))
+        await wal.aclose()
+
+
+@pytest.mark.parametrize("profile", ["low-latency", "balanced", "throughput"])
+async def test_every_profile_commits(backend: StorageBackend, log_dir: str, profile: str) -> None:
+    async with open_group_committer(backend, log_dir, profile) as committer:
+        wal = WriteAheadLog.open(committer, log_dir)
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(wal.wait_durable, wal.append(i, b"p" * 64))
+        assert committer.stats.appends == 50
+        await wal.aclose()
