@@ -62,7 +62,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import crc32c
 
@@ -169,7 +169,7 @@ class Segment:
     Also the commit target the group committer reports durability to.
     """
 
-    __slots__ = ("base_index", "file", "write_end", "durable_end", "allocated", "last_index")
+    __slots__ = ("base_index", "file", "write_end", "durable_end", "allocated", "last_index", "on_durable")
 
     def __init__(self, base_index: int, file: SegmentFile, data_end: int, last_index: int | None) -> None:
         self.base_index = base_index
@@ -178,6 +178,7 @@ class Segment:
         self.durable_end = data_end
         self.allocated = file.size()
         self.last_index = last_index
+        self.on_durable: Callable[[int, int], None] | None = None
 
     @property
     def fd(self) -> int:
@@ -190,6 +191,8 @@ class Segment:
     def durable_through(self, end: int) -> None:
         if end > self.durable_end:
             self.durable_end = end
+            if self.on_durable is not None:
+                self.on_durable(self.base_index, end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +230,12 @@ class WriteAheadLog:
         segment_bytes: int,
         preallocate_bytes: int,
         recovery: RecoveryReport,
+        on_durable: Callable[[int, int], None] | None = None,
     ) -> None:
         self._last_index_cache: int | None = recovery.last_index
+        self._on_durable = on_durable
+        for segment in segments:
+            segment.on_durable = on_durable
         self.committer = committer
         self.backend = committer.backend
         self.directory = directory
@@ -252,11 +259,15 @@ class WriteAheadLog:
         segment_bytes: int = 1 << 30,
         preallocate_bytes: int = 32 << 20,
         start_index: int = 0,
+        on_durable: Callable[[int, int], None] | None = None,
     ) -> "WriteAheadLog":
         """Open (creating if needed) the log in ``directory`` and recover its tail.
 
         ``start_index`` names the first segment of a brand-new log.  The
         result's :attr:`recovery` says what was scanned and cut.
+        ``on_durable(segment_base, end_position)`` is called (from the
+        committer task, before the appenders wake) each time entries of a
+        segment become durable -- also for appends nobody waits for.
         """
         if segment_bytes < SEGMENT_HEADER.size + ENTRY_HEADER.size:
             raise ValueError(f"segment_bytes {segment_bytes} is too small")
@@ -317,6 +328,7 @@ class WriteAheadLog:
             segment_bytes=segment_bytes,
             preallocate_bytes=preallocate_bytes,
             recovery=report,
+            on_durable=on_durable,
         )
 
     # -- appending -------------------------------------------------------
@@ -402,6 +414,7 @@ class WriteAheadLog:
         new = _create_segment(
             self.backend, self.directory, next_index, min(self.preallocate_bytes, self.segment_bytes)
         )
+        new.on_durable = self._on_durable
         self._segments.append(new)
         self._write_recovery_point()
         return new

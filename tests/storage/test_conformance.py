@@ -221,3 +221,16 @@ async def test_every_profile_commits(backend: StorageBackend, log_dir: str, prof
                 nursery.start_soon(wal.wait_durable, wal.append(i, b"p" * 64))
         assert committer.stats.appends == 50
         await wal.aclose()
+
+
+async def test_on_durable_reports_positions_without_waiters(backend: StorageBackend, log_dir: str) -> None:
+    seen: list[tuple[int, int]] = []
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=2048, on_durable=lambda s, e: seen.append((s, e)))
+        appended = [wal.append(i, bytes(300)) for i in range(20)]  # nobody waits
+        await wal.flush()
+        last = appended[-1].location
+        assert seen[-1] == (last.segment, last.position + last.size)
+        assert seen == sorted(seen)
+        assert {s for s, _ in seen} == {a.location.segment for a in appended}
+        await wal.aclose()

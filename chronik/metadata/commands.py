@@ -1,0 +1,110 @@
+"""Metadata commands: the entries of the metadata log ``__chronik_metadata`` partition 0.
+
+Every change to topics, partitions, configs, brokers and producer-id blocks is
+one command.  Commands are *intents*: validation against the current state
+happens when the command is applied (in log order, deterministically), so the
+same log replayed on any node, at any time, yields the same image and the same
+per-command results.
+
+Wire format (version 1): UTF-8 JSON object ``{"v": 1, "type": <name>, ...fields}``.
+A reader refuses a version or type it does not know (a newer Chronik wrote it)
+instead of guessing.  New fields get defaults so old entries still decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+FORMAT_VERSION = 1
+
+
+class UnknownCommand(ValueError):
+    """A metadata log entry this version cannot decode."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    type_name: ClassVar[str] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterBroker(Command):
+    type_name: ClassVar[str] = "register_broker"
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTopic(Command):
+    type_name: ClassVar[str] = "create_topic"
+    name: str
+    topic_id: str  # 32 hex digits (a UUID)
+    replicas: list[list[int]]  # per partition, leader first
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTopic(Command):
+    type_name: ClassVar[str] = "delete_topic"
+    name: str
+    topic_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePartitions(Command):
+    type_name: ClassVar[str] = "create_partitions"
+    name: str
+    new_replicas: list[list[int]]  # replicas of each added partition
+
+
+@dataclass(frozen=True, slots=True)
+class AlterTopicConfigs(Command):
+    """``replace`` sets the whole explicit config (AlterConfigs); otherwise
+    ``set`` and ``delete`` edit it (IncrementalAlterConfigs)."""
+
+    type_name: ClassVar[str] = "alter_topic_configs"
+    name: str
+    set: dict[str, str] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    replace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateProducerIds(Command):
+    type_name: ClassVar[str] = "allocate_producer_ids"
+    count: int
+
+
+COMMAND_TYPES: dict[str, type[Command]] = {
+    cls.type_name: cls
+    for cls in (RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds)
+}
+
+
+def encode_command(command: Command) -> bytes:
+    body: dict[str, Any] = {"v": FORMAT_VERSION, "type": command.type_name}
+    body.update((f.name, getattr(command, f.name)) for f in dataclasses.fields(command))
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_command(payload: bytes | memoryview) -> Command:
+    try:
+        body = json.loads(bytes(payload))
+    except ValueError as exc:
+        raise UnknownCommand(f"metadata entry is not JSON: {exc}") from None
+    if not isinstance(body, dict) or body.get("v") != FORMAT_VERSION:
+        raise UnknownCommand(f"unsupported metadata command version {body.get('v') if isinstance(body, dict) else body!r}")
+    cls = COMMAND_TYPES.get(body.pop("type", None))
+    if cls is None:
+        raise UnknownCommand(f"unknown metadata command type in {bytes(payload)[:80]!r}")
+    body.pop("v")
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in body.items() if k in names})
+    except TypeError as exc:
+        raise UnknownCommand(f"malformed {cls.type_name} command: {exc}") from None

@@ -1,0 +1,216 @@
+"""The metadata image: the state machine the metadata log's commands build.
+
+:meth:`MetadataImage.apply` is deterministic and pure of I/O: given the same
+commands in the same order, every node (and every restart) reaches the same
+image and the same per-command results.  A command that is not valid against
+the current state is *rejected* -- it stays in the log, changes nothing, and
+its submitter gets :class:`CommandRejected` with a Kafka error name.
+
+Invariants: topic names and ids are unique among live topics; partition
+counts only grow; ``next_producer_id`` only grows; ``applied_offset`` is the
+log offset of the last applied command.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .commands import (
+    AllocateProducerIds,
+    AlterTopicConfigs,
+    Command,
+    CreatePartitions,
+    CreateTopic,
+    DeleteTopic,
+    RegisterBroker,
+)
+from .topic_configs import InvalidConfig, validate_topic_config
+
+
+class CommandRejected(Exception):
+    """A command that was valid to log but not to apply; ``error`` is a Kafka error name."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+@dataclass(slots=True)
+class PartitionImage:
+    replicas: list[int]
+    leader: int
+    leader_epoch: int = 0
+    isr: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TopicImage:
+    name: str
+    topic_id: uuid.UUID
+    partitions: list[PartitionImage]
+    configs: dict[str, str]
+
+
+@dataclass(slots=True)
+class BrokerImage:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None
+
+
+MAX_TOPIC_NAME = 249
+_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def topic_name_problem(name: str | None) -> str | None:
+    """Why ``name`` is not a legal topic name (Kafka's rules), or None."""
+    if not name:
+        return "topic name is empty"
+    if name in (".", ".."):
+        return f"topic name {name!r} is not allowed"
+    if len(name) > MAX_TOPIC_NAME:
+        return f"topic name is longer than {MAX_TOPIC_NAME} characters"
+    if not set(name) <= _TOPIC_CHARS:
+        return f"topic name {name!r} has characters other than ASCII letters, digits, '.', '_' and '-'"
+    return None
+
+
+class MetadataImage:
+    """Topics, brokers and producer-id allocation, as of ``applied_offset``."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, TopicImage] = {}
+        self.topics_by_id: dict[uuid.UUID, TopicImage] = {}
+        self.brokers: dict[int, BrokerImage] = {}
+        self.next_producer_id = 0
+        self.applied_offset = -1
+
+    # -- applying ------------------------------------------------------------
+
+    def apply(self, offset: int, command: Command) -> Any:
+        """Apply the command at ``offset``; return its result or raise CommandRejected.
+
+        The offset is recorded as applied either way.
+        """
+        if offset <= self.applied_offset:
+            raise ValueError(f"metadata offset {offset} applied out of order (last {self.applied_offset})")
+        self.applied_offset = offset
+        handler = getattr(self, f"_apply_{command.type_name}")
+        return handler(command)
+
+    def _apply_register_broker(self, c: RegisterBroker) -> None:
+        self.brokers[c.node_id] = BrokerImage(c.node_id, c.host, c.port, c.rack)
+
+    def _apply_create_topic(self, c: CreateTopic) -> TopicImage:
+        problem = topic_name_problem(c.name)
+        if problem:
+            raise CommandRejected("INVALID_TOPIC_EXCEPTION", problem)
+        if c.name in self.topics:
+            raise CommandRejected("TOPIC_ALREADY_EXISTS", f"topic {c.name!r} already exists")
+        if not c.replicas:
+            raise CommandRejected("INVALID_PARTITIONS", "a topic needs at least one partition")
+        topic_id = uuid.UUID(hex=c.topic_id)
+        if topic_id in self.topics_by_id:
+            raise CommandRejected("TOPIC_ALREADY_EXISTS", f"topic id {topic_id} already exists")
+        configs = self._checked_configs(c.configs)
+        topic = TopicImage(
+            c.name,
+            topic_id,
+            [PartitionImage(list(r), r[0], 0, list(r)) for r in c.replicas],
+            configs,
+        )
+        self.topics[c.name] = topic
+        self.topics_by_id[topic_id] = topic
+        return topic
+
+    def _apply_delete_topic(self, c: DeleteTopic) -> TopicImage:
+        topic = self.topics.get(c.name)
+        if topic is None or topic.topic_id.hex != c.topic_id:
+            raise CommandRejected("UNKNOWN_TOPIC_OR_PARTITION", f"topic {c.name!r} does not exist")
+        del self.topics[c.name]
+        del self.topics_by_id[topic.topic_id]
+        return topic
+
+    def _apply_create_partitions(self, c: CreatePartitions) -> TopicImage:
+        topic = self._topic(c.name)
+        if not c.new_replicas:
+            raise CommandRejected("INVALID_PARTITIONS", "the partition count can only grow")
+        topic.partitions.extend(PartitionImage(list(r), r[0], 0, list(r)) for r in c.new_replicas)
+        return topic
+
+    def _apply_alter_topic_configs(self, c: AlterTopicConfigs) -> TopicImage:
+        topic = self._topic(c.name)
+        configs = {} if c.replace else dict(topic.configs)
+        for key in c.delete:
+            configs.pop(key, None)
+        configs.update(self._checked_configs(c.set))
+        topic.configs = configs
+        return topic
+
+    def _apply_allocate_producer_ids(self, c: AllocateProducerIds) -> int:
+        if c.count <= 0:
+            raise CommandRejected("INVALID_REQUEST", "producer id block must not be empty")
+        first = self.next_producer_id
+        self.next_producer_id += c.count
+        return first
+
+    def _topic(self, name: str) -> TopicImage:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise CommandRejected("UNKNOWN_TOPIC_OR_PARTITION", f"topic {name!r} does not exist")
+        return topic
+
+    @staticmethod
+    def _checked_configs(configs: dict[str, str]) -> dict[str, str]:
+        checked = {}
+        for key, value in configs.items():
+            try:
+                checked[key] = validate_topic_config(key, value)
+            except InvalidConfig as exc:
+                raise CommandRejected("INVALID_CONFIG", f"{key}: {exc}") from None
+        return checked
+
+    # -- snapshots -----------------------------------------------------------
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "applied_offset": self.applied_offset,
+            "next_producer_id": self.next_producer_id,
+            "brokers": [vars_of(b) for b in self.brokers.values()],
+            "topics": [
+                {
+                    "name": t.name,
+                    "topic_id": t.topic_id.hex,
+                    "configs": t.configs,
+                    "partitions": [vars_of(p) for p in t.partitions],
+                }
+                for t in self.topics.values()
+            ],
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> "MetadataImage":
+        image = cls()
+        image.applied_offset = data["applied_offset"]
+        image.next_producer_id = data["next_producer_id"]
+        for b in data["brokers"]:
+            image.brokers[b["node_id"]] = BrokerImage(**b)
+        for t in data["topics"]:
+            topic = TopicImage(
+                t["name"], uuid.UUID(hex=t["topic_id"]), [PartitionImage(**p) for p in t["partitions"]], t["configs"]
+            )
+            image.topics[topic.name] = topic
+            image.topics_by_id[topic.topic_id] = topic
+        return image
+
+    def copy(self) -> "MetadataImage":
+        return copy.deepcopy(self)
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {name: copy.copy(getattr(obj, name)) for name in obj.__slots__}
