@@ -1,0 +1,281 @@
+"""fsync micro-benchmarks: what durable appends cost on this file system.
+
+Run:  python bench/fsync.py [--dir DIR] [--seconds 2] [--record-bytes 512]
+                            [--concurrency 1,16,64,256] [--json out.json] [--plot out.png]
+
+Measures, in one run on the same file system (a preallocated file each):
+
+* ``raw-write``   one ``os.pwrite`` + one ``os.fdatasync`` per record, no
+                  event loop: the per-record baseline.
+* ``raw-writev``  ``os.pwritev`` of N records + one ``os.fdatasync``, where N
+                  is the concurrency: the limit group commit can reach with N
+                  appenders (zero per-record work).
+* ``chronik-native`` / ``chronik-python``  N trio tasks appending to a
+                  :class:`~chronik.storage.WriteAheadLog` and waiting for
+                  durability, group-committed.
+* ``trio.wrap_file``  N trio tasks each doing write + flush + fdatasync through
+                  trio's async file wrapper (a thread hop per call), no group
+                  commit.
+* ``aiofiles+trio-asyncio``  the same through aiofiles running under
+                  trio-asyncio (optional: skipped when not installed).
+
+Prints a table (records/s, syncs/s, p50/p99 append-to-durable latency in ms)
+and ratios against the raw numbers; writes JSON and, with matplotlib, a PNG
+of latency against concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from chronik.storage import WriteAheadLog, available_backends, create_backend, open_group_committer  # noqa: E402
+
+PREALLOCATE = 1 << 30
+
+
+@dataclass
+class Result:
+    method: str
+    concurrency: int
+    records: int
+    syncs: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def syncs_per_s(self) -> float:
+        return self.syncs / self.seconds
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000 if ordered else float("nan")
+
+
+def preallocated_file(directory: str, name: str) -> int:
+    fd = os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.posix_fallocate(fd, 0, PREALLOCATE)
+    os.fsync(fd)
+    return fd
+
+
+def bench_raw(directory: str, record: bytes, per_sync: int, seconds: float) -> Result:
+    fd = preallocated_file(directory, f"raw-{per_sync}")
+    latencies: list[float] = []
+    offset = syncs = 0
+    chunks = [record] * per_sync
+    stride = len(record) * per_sync
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    while time.perf_counter() < deadline and offset + stride < PREALLOCATE:
+        t = time.perf_counter()
+        if per_sync == 1:
+            os.pwrite(fd, record, offset)
+        else:
+            os.pwritev(fd, chunks, offset)
+        os.fdatasync(fd)
+        latencies.append(time.perf_counter() - t)
+        offset += stride
+        syncs += 1
+    elapsed = time.perf_counter() - started
+    os.close(fd)
+    method = "raw-write" if per_sync == 1 else "raw-writev"
+    return Result(method, per_sync, syncs * per_sync, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+
+
+async def closed_loop(
+    concurrency: int, seconds: float, one_append: Callable[[], Awaitable[None]]
+) -> tuple[int, list[float], float]:
+    """Run ``concurrency`` tasks calling ``one_append`` until ``seconds`` pass."""
+    latencies: list[float] = []
+    stop = False
+
+    async def worker() -> None:
+        while not stop:
+            t = time.perf_counter()
+            await one_append()
+            latencies.append(time.perf_counter() - t)
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+        await trio.sleep(seconds)
+        stop = True
+    return len(latencies), latencies, time.perf_counter() - started
+
+
+async def bench_chronik(directory: str, backend_name: str, profile: str, record: bytes, concurrency: int, seconds: float) -> Result:
+    backend = create_backend(backend_name)
+    log_dir = os.path.join(directory, f"wal-{backend_name}-{concurrency}")
+    try:
+        async with open_group_committer(backend, log_dir, profile) as committer:
+            wal = WriteAheadLog.open(committer, log_dir, segment_bytes=PREALLOCATE, preallocate_bytes=PREALLOCATE)
+            next_index = 0
+
+            async def one_append() -> None:
+                nonlocal next_index
+                index = next_index
+                next_index += 1
+                await wal.wait_durable(wal.append(index, record))
+
+            records, latencies, elapsed = await closed_loop(concurrency, seconds, one_append)
+            syncs = committer.stats.batches
+            await wal.aclose()
+    finally:
+        await backend.aclose()
+    return Result(f"chronik-{backend_name}", concurrency, records, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+
+
+async def bench_trio_wrap_file(directory: str, record: bytes, concurrency: int, seconds: float) -> Result:
+    path = os.path.join(directory, f"wrap-{concurrency}")
+    os.close(preallocated_file(directory, f"wrap-{concurrency}"))
+    f = await trio.open_file(path, "r+b", buffering=0)  # unbuffered: one write(2) per call
+
+    async def one_append() -> None:
+        await f.write(record)
+        await trio.to_thread.run_sync(os.fdatasync, f.fileno())
+
+    records, latencies, elapsed = await closed_loop(concurrency, seconds, one_append)
+    await f.aclose()
+    return Result("trio.wrap_file", concurrency, records, records, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+
+
+def bench_aiofiles(directory: str, record: bytes, concurrency: int, seconds: float) -> Result | None:
+    try:
+        import aiofiles
+        import aiofiles.os
+        import trio_asyncio
+    except ImportError:
+        return None
+    path = os.path.join(directory, f"aiofiles-{concurrency}")
+    os.close(preallocated_file(directory, f"aiofiles-{concurrency}"))
+
+    async def run() -> Result:
+        async with trio_asyncio.open_loop():
+            f = await trio_asyncio.aio_as_trio(aiofiles.open)(path, "r+b", buffering=0)
+
+            async def write_and_sync() -> None:
+                await f.write(record)
+                await aiofiles.os.wrap(os.fdatasync)(f.fileno())
+
+            async def one_append() -> None:
+                await trio_asyncio.aio_as_trio(write_and_sync)()
+
+            records, latencies, elapsed = await closed_loop(concurrency, seconds, one_append)
+            await trio_asyncio.aio_as_trio(f.close)()
+        return Result("aiofiles+trio-asyncio", concurrency, records, records, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+
+    return trio.run(run)
+
+
+def print_table(results: list[Result], raw_write: Result, writev: dict[int, Result]) -> None:
+    header = f"{'method':<24}{'appenders':>10}{'records/s':>12}{'syncs/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs writev':>11}{'p50 vs 1 sync':>15}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        limit = writev.get(r.concurrency)
+        ratio = f"{r.records_per_s / limit.records_per_s:.2f}x" if limit and r.method != "raw-writev" else ""
+        p50_ratio = f"{r.p50_ms / raw_write.p50_ms:.2f}x"
+        print(
+            f"{r.method:<24}{r.concurrency:>10}{r.records_per_s:>12,.0f}{r.syncs_per_s:>10,.0f}"
+            f"{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{ratio:>11}{p50_ratio:>15}"
+        )
+
+
+def plot(results: list[Result], path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_lat, ax_rate) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for method in dict.fromkeys(r.method for r in results):
+        rows = [r for r in results if r.method == method]
+        xs = [r.concurrency for r in rows]
+        ax_lat.plot(xs, [r.p50_ms for r in rows], marker="o", label=f"{method} p50")
+        ax_rate.plot(xs, [r.records_per_s for r in rows], marker="o", label=method)
+    for ax in (ax_lat, ax_rate):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent appenders")
+        ax.grid(True, alpha=0.3)
+    ax_lat.set_yscale("log")
+    ax_lat.set_ylabel("append-to-durable p50 (ms)")
+    ax_rate.set_yscale("log")
+    ax_rate.set_ylabel("durable records/s")
+    ax_lat.legend(fontsize=7)
+    ax_rate.legend(fontsize=7)
+    fig.suptitle("Chronik fsync micro-benchmark (latency and throughput vs concurrency)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", help="directory on the file system to measure (default: a temp dir under the cwd)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="duration of each measurement")
+    parser.add_argument("--record-bytes", type=int, default=512)
+    parser.add_argument("--concurrency", default="1,16,64,256")
+    parser.add_argument("--profile", default="low-latency", help="WAL profile for the chronik rows")
+    parser.add_argument("--skip-comparisons", action="store_true", help="skip trio.wrap_file and aiofiles")
+    parser.add_argument("--json", default="bench/results/fsync.json")
+    parser.add_argument("--plot", default="bench/results/fsync.png")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+    record = os.urandom(args.record_bytes)
+    directory = tempfile.mkdtemp(prefix="chronik-fsync-", dir=args.dir or os.getcwd())
+    results: list[Result] = []
+    try:
+        raw_write = bench_raw(directory, record, 1, args.seconds)
+        results.append(raw_write)
+        writev = {n: bench_raw(directory, record, n, args.seconds) for n in levels}
+        results.extend(writev.values())
+        for backend in (b for b in ("native", "python") if b in available_backends()):
+            for n in levels:
+                results.append(trio.run(bench_chronik, directory, backend, args.profile, record, n, args.seconds))
+        if not args.skip_comparisons:
+            for n in levels:
+                results.append(trio.run(bench_trio_wrap_file, directory, record, n, args.seconds))
+            for n in levels:
+                r = bench_aiofiles(directory, record, n, args.seconds)
+                if r is not None:
+                    results.append(r)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"record {args.record_bytes} B, {args.seconds:.1f} s per row, profile {args.profile}, cpus {os.cpu_count()}")
+    print_table(results, raw_write, writev)
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(
+            [asdict(r) | {"records_per_s": r.records_per_s, "syncs_per_s": r.syncs_per_s} for r in results],
+            f,
+            indent=2,
+        )
+    print(f"json: {args.json}")
+    if plot(results, args.plot):
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
