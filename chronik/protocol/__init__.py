@@ -1,0 +1,134 @@
+"""The Kafka wire protocol, sans-I/O: bytes in, objects out; objects in, bytes out.
+
+Nothing here reads a socket, a file or a clock, and nothing imports trio or
+os: a connection task feeds received bytes in and writes the returned buffers
+out, and any byte split (down to one byte at a time) gives the same result.
+
+Layering (dependencies point down)::
+
+    messages   decode_request_frame / decode_request / encode_response
+               (and decode_response / encode_request, for clients)
+    prescan    bounds-checked walk of a body before kio parses it; strips
+               unknown tagged fields (KIP-482)
+    headers    request header v0-v2, response header v0-v1, which version
+               each API version uses
+    apis       the API table: kio's schema classes per (api_key, version)
+    framing    INT32 size-prefixed frames: FrameDecoder, encode_frame
+    records    record batch v2: header, CRC-32C, in-place offset/epoch/
+               LogAppendTime rewrites, record decoding, compression codecs
+    primitives big-endian integers and varints
+    errors     ErrorCode, and the ProtocolError family (each with the
+               ErrorCode a client is told)
+
+A request's life: ``FrameDecoder`` yields a payload; ``peek_request_ids``
+reads api key, version and correlation id (available even when the version is
+unsupported); ``decode_request_frame`` parses header and body into a kio
+object; the handler's kio response goes through ``encode_response`` and
+``encode_frame`` into a list of buffers for the socket.  The produce path
+splits the ``records`` field with ``split_batches``, checks each batch with
+``validate_batch``, and stamps offsets with ``assign_offsets``.
+"""
+
+from .apis import ApiVersionRange, api_version_range, known_api_versions, request_schema, response_schema
+from .errors import (
+    CorruptRecord,
+    ErrorCode,
+    FrameTooLarge,
+    InvalidFrame,
+    InvalidRecord,
+    MalformedMessage,
+    ProtocolError,
+    RecordTooLarge,
+    UnsupportedCompressionType,
+    UnsupportedVersion,
+)
+from .framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
+from .headers import (
+    RequestHeader,
+    RequestIds,
+    encode_request_header,
+    encode_response_header,
+    parse_request_header,
+    parse_response_header,
+    peek_request_ids,
+    request_header_version,
+    response_header_version,
+)
+from .messages import decode_request, decode_request_frame, decode_response, encode_request, encode_response
+from .primitives import BytesLike
+from .records import (
+    BATCH_HEADER_BYTES,
+    DEFAULT_MAX_UNCOMPRESSED_BYTES,
+    BatchHeader,
+    Compression,
+    ControlRecordType,
+    Record,
+    RecordHeader,
+    TimestampType,
+    assign_offsets,
+    compute_crc,
+    control_record,
+    control_record_type,
+    decode_records,
+    encode_batch,
+    parse_batch_header,
+    set_log_append_time,
+    set_partition_leader_epoch,
+    split_batches,
+    validate_batch,
+)
+
+__all__ = [
+    "BATCH_HEADER_BYTES",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_UNCOMPRESSED_BYTES",
+    "ApiVersionRange",
+    "BatchHeader",
+    "BytesLike",
+    "Compression",
+    "ControlRecordType",
+    "CorruptRecord",
+    "ErrorCode",
+    "FrameDecoder",
+    "FrameTooLarge",
+    "InvalidFrame",
+    "InvalidRecord",
+    "MalformedMessage",
+    "ProtocolError",
+    "Record",
+    "RecordHeader",
+    "RecordTooLarge",
+    "RequestHeader",
+    "RequestIds",
+    "TimestampType",
+    "UnsupportedCompressionType",
+    "UnsupportedVersion",
+    "api_version_range",
+    "assign_offsets",
+    "compute_crc",
+    "control_record",
+    "control_record_type",
+    "decode_records",
+    "decode_request",
+    "decode_request_frame",
+    "decode_response",
+    "encode_batch",
+    "encode_frame",
+    "encode_request",
+    "encode_request_header",
+    "encode_response",
+    "encode_response_header",
+    "known_api_versions",
+    "parse_batch_header",
+    "parse_request_header",
+    "parse_response_header",
+    "peek_request_ids",
+    "request_header_version",
+    "request_schema",
+    "response_header_version",
+    "response_schema",
+    "set_log_append_time",
+    "set_partition_leader_epoch",
+    "split_batches",
+    "validate_batch",
+]
