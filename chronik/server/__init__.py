@@ -1,0 +1,1 @@
+"""The broker's network side: listeners, connections, request pipeline, operator HTTP."""
