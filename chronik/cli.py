@@ -1,6 +1,7 @@
 """Command line: ``python -m chronik <command>``.
 
 Commands:
+  serve   run a broker node (see ``serve --help`` for every option)
   info    print one JSON object describing this install (version, WAL backends)
 """
 
@@ -12,6 +13,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
+from .config import add_serve_arguments
 
 
 def _info() -> dict[str, object]:
@@ -43,12 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chronik", description="Chronik, a Kafka-compatible broker.")
     parser.add_argument("--version", action="version", version=f"chronik {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run a broker node",
+        description="Run a Chronik broker node until SIGINT/SIGTERM.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_serve_arguments(serve)
     commands.add_parser("info", help="print this install's version and WAL backends as JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from .serve import serve_main
+
+        return serve_main(args)
     if args.command == "info":
         print(json.dumps(_info(), indent=2))
         return 0

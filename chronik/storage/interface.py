@@ -134,6 +134,10 @@ class StorageBackend(Protocol):
 
     def make_dirs(self, directory: str) -> None: ...
 
+    def remove_dir(self, directory: str) -> None:
+        """Remove an empty directory (``OSError`` if it is not empty)."""
+        ...
+
     def sync_dir(self, directory: str) -> None:
         """Make creations, renames and deletions in ``directory`` durable."""
         ...

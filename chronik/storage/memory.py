@@ -188,6 +188,12 @@ class MemoryBackend:
             self._dirs.add(directory)
             directory = posixpath.dirname(directory)
 
+    def remove_dir(self, directory: str) -> None:
+        directory = self._norm(directory)
+        if self.list_dir(directory):
+            raise OSError(errno.ENOTEMPTY, "directory not empty", directory)
+        self._dirs.discard(directory)
+
     def sync_dir(self, directory: str) -> None:
         if self._norm(directory) not in self._dirs:
             raise FileNotFoundError(errno.ENOENT, "no such directory", directory)

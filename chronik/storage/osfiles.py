@@ -104,6 +104,9 @@ class OsBackend:
     def make_dirs(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
 
+    def remove_dir(self, directory: str) -> None:
+        os.rmdir(directory)
+
     def sync_dir(self, directory: str) -> None:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

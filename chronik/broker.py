@@ -1,0 +1,291 @@
+"""One broker node: the disk layer, the metadata log, the partition logs and the listeners.
+
+:func:`open_broker` assembles a :class:`Broker` in a nursery it owns:
+
+1. the WAL backend and one group committer for the data directory;
+2. the metadata log, replayed (snapshot + WAL tail), then this node's
+   RegisterBroker command if the image does not already say the same;
+3. the partition logs, opened (recovered) to match the metadata image;
+4. background tasks: retention.
+
+:meth:`Broker.serve` then runs the Kafka listener (and the operator HTTP
+endpoint if configured) until cancelled.  Leaving :func:`open_broker` cancels
+the tasks, flushes and closes every log, and stops the committer -- in that
+order, so nothing acknowledged is lost and nothing is left half-written.
+
+Handlers reach everything through the :class:`Broker`; they never touch files.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from .config import BrokerConfig, HostPort
+from .log.manager import LogManager
+from .metadata import (
+    AllocateProducerIds,
+    Command,
+    CommandRejected,
+    CreateTopic,
+    MetadataImage,
+    MetadataLog,
+    RegisterBroker,
+    TopicImage,
+)
+from .metadata.topic_configs import TOPIC_CONFIGS
+from .storage import create_backend, get_profile, open_group_committer
+
+log = logging.getLogger(__name__)
+
+CLUSTER_ID_FILE = "cluster.id"
+PRODUCER_ID_BLOCK = 1000
+RETENTION_CHECK_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRequest:
+    """A topic to create, as CreateTopics or auto-creation asks for it."""
+
+    name: str
+    num_partitions: int
+    replication_factor: int
+    configs: dict[str, str]
+
+
+class Broker:
+    """The state a request handler works against (see the module docstring)."""
+
+    def __init__(self, config: BrokerConfig, metadata: MetadataLog, logs: LogManager, cluster_id: str) -> None:
+        from .server.metrics import BrokerMetrics
+
+        self.config = config
+        self.metrics = BrokerMetrics()
+        self.committer = logs.committer
+        self.metadata = metadata
+        self.logs = logs
+        self.cluster_id = cluster_id
+        self.node_id = config.node_id
+        self.advertised: HostPort = config.advertise
+        self.started_at = time.time()
+        self._producer_ids: range = range(0)
+        self._producer_id_lock = trio.Lock()
+
+    @property
+    def image(self) -> MetadataImage:
+        return self.metadata.image
+
+    # -- metadata changes ------------------------------------------------------
+
+    async def submit(self, command: Command) -> object:
+        """Append a metadata command durably, apply it, bring the logs in step.
+
+        Raises :class:`CommandRejected` with a Kafka error name.
+        Cancellation: the command may still be applied; the logs are synced
+        on the next change or restart.
+        """
+        try:
+            return await self.metadata.submit(command)
+        finally:
+            await self.logs.sync_with(self.image)
+
+    def topic_request_problem(self, request: TopicRequest) -> tuple[str, str] | None:
+        """(Kafka error name, message) if the request cannot be served on this cluster."""
+        live_brokers = max(len(self.image.brokers), 1)
+        if request.num_partitions < 1:
+            return "INVALID_PARTITIONS", f"number of partitions must be at least 1, not {request.num_partitions}"
+        if request.replication_factor < 1:
+            return "INVALID_REPLICATION_FACTOR", f"replication factor must be at least 1, not {request.replication_factor}"
+        if request.replication_factor > live_brokers:
+            return (
+                "INVALID_REPLICATION_FACTOR",
+                f"replication factor {request.replication_factor} is larger than the {live_brokers} available broker(s)",
+            )
+        if request.num_partitions > 100_000:
+            return "INVALID_PARTITIONS", f"{request.num_partitions} partitions is more than this broker allows (100000)"
+        return None
+
+    def replica_assignment(self, num_partitions: int, replication_factor: int, first_partition: int = 0) -> list[list[int]]:
+        """Replicas per partition, leader first, spread round-robin over the registered brokers."""
+        brokers = sorted(self.image.brokers) or [self.node_id]
+        return [
+            [brokers[(first_partition + p + r) % len(brokers)] for r in range(replication_factor)]
+            for p in range(num_partitions)
+        ]
+
+    async def create_topic(self, request: TopicRequest) -> TopicImage:
+        """Create a topic.  Raises :class:`CommandRejected` (Kafka error name)."""
+        problem = self.topic_request_problem(request)
+        if problem is not None:
+            raise CommandRejected(*problem)
+        command = CreateTopic(
+            name=request.name,
+            topic_id=uuid.uuid4().hex,
+            replicas=self.replica_assignment(request.num_partitions, request.replication_factor),
+            configs=dict(request.configs),
+        )
+        topic = await self.submit(command)
+        assert isinstance(topic, TopicImage)
+        log.info("created topic %s with %d partition(s)", request.name, request.num_partitions)
+        return topic
+
+    async def auto_create_topic(self, name: str) -> TopicImage | None:
+        """Create ``name`` with the broker defaults if auto-creation is on; None if not created."""
+        if not self.config.auto_create_topics_enable:
+            return None
+        request = TopicRequest(name, self.config.num_partitions, self.config.default_replication_factor, {})
+        try:
+            return await self.create_topic(request)
+        except CommandRejected as exc:
+            if exc.error == "TOPIC_ALREADY_EXISTS":
+                return self.image.topics.get(name)
+            raise
+
+    def topic_config(self, topic: TopicImage) -> dict[str, str]:
+        """Every topic config's effective value: the topic's own, else the broker default."""
+        broker_defaults = self.config.kafka_configs()
+        out = {}
+        for name, definition in TOPIC_CONFIGS.items():
+            if name in topic.configs:
+                out[name] = topic.configs[name]
+            elif definition.broker_key is not None and definition.broker_key in broker_defaults:
+                out[name] = broker_defaults[definition.broker_key]
+            else:
+                out[name] = definition.default
+        return out
+
+    async def next_producer_id(self) -> int:
+        """A producer id never handed out before (blocks are allocated through the metadata log)."""
+        async with self._producer_id_lock:
+            if not self._producer_ids:
+                first = await self.metadata.submit(AllocateProducerIds(count=PRODUCER_ID_BLOCK))
+                assert isinstance(first, int)
+                self._producer_ids = range(first, first + PRODUCER_ID_BLOCK)
+            producer_id = self._producer_ids[0]
+            self._producer_ids = self._producer_ids[1:]
+            return producer_id
+
+    def health(self) -> str | None:
+        """None when healthy, else why not (served by /health with 503)."""
+        failure = self.committer.failure
+        return None if failure is None else f"log directory failed: {failure}"
+
+    # -- background work -------------------------------------------------------
+
+    def apply_retention(self) -> int:
+        """Delete segments past each topic's retention limits; returns segments deleted."""
+        now_ms = int(time.time() * 1000)
+        deleted = 0
+        for partition_log in self.logs:
+            topic = self.image.topics.get(partition_log.topic)
+            if topic is None:
+                continue
+            configs = self.topic_config(topic)
+            deleted += partition_log.apply_retention(now_ms, int(configs["retention.ms"]), int(configs["retention.bytes"]))
+        return deleted
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await trio.sleep(RETENTION_CHECK_SECONDS)
+            deleted = self.apply_retention()
+            if deleted:
+                log.info("retention deleted %d segment(s)", deleted)
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[HostPort]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the Kafka listener (and the operator HTTP endpoint) until cancelled.
+
+        ``task_status.started`` gets the bound Kafka addresses once clients can connect.
+        """
+        from .server.kafka import serve_kafka
+
+        async with trio.open_nursery() as nursery:
+            if self.config.metrics_listen is not None:
+                from .server.http import serve_operator_http
+
+                listen = (self.config.metrics_listen.host, self.config.metrics_listen.port)
+                port = await nursery.start(serve_operator_http, listen, self.metrics.registry, self.health)
+                log.info("operator HTTP (/metrics, /health) listening on %s:%d", listen[0], port)
+            bound = await nursery.start(serve_kafka, self)
+            task_status.started(bound)
+
+
+def _load_cluster_id(backend: object, data_dir: str) -> str:
+    """The cluster id stored in the data directory, created on first start."""
+    path = f"{data_dir}/{CLUSTER_ID_FILE}"
+    try:
+        file = backend.open_file(path)  # type: ignore[attr-defined]
+    except FileNotFoundError:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        tmp_path = f"{path}.tmp"
+        if _exists(backend, tmp_path):
+            backend.delete_file(tmp_path)  # type: ignore[attr-defined]
+        tmp = backend.open_file(tmp_path, create=True)  # type: ignore[attr-defined]
+        try:
+            tmp.write_durably(0, cluster_id.encode())
+        finally:
+            tmp.close()
+        backend.rename_file(tmp_path, path)  # type: ignore[attr-defined]
+        backend.sync_dir(data_dir)  # type: ignore[attr-defined]
+        return cluster_id
+    try:
+        return file.pread(0, file.size()).decode().strip()
+    finally:
+        file.close()
+
+
+def _exists(backend: object, path: str) -> bool:
+    directory, _, name = path.rpartition("/")
+    return name in backend.list_dir(directory)  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
+    """Recover the data directory and yield a ready :class:`Broker` (see the module docstring).
+
+    Raises :class:`~chronik.storage.UnknownBackendError` for an unusable WAL
+    backend and ``OSError`` for an unusable data directory.
+    """
+    started = time.perf_counter()
+    data_dir = str(config.data_dir)
+    backend = create_backend(config.wal_backend)
+    backend.make_dirs(data_dir)
+    cluster_id = _load_cluster_id(backend, data_dir)
+    try:
+        async with open_group_committer(backend, data_dir, get_profile(config.wal_profile)) as committer:
+            metadata = MetadataLog.open(committer, data_dir)
+            logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes)
+            broker = Broker(config, metadata, logs, cluster_id)
+            try:
+                await logs.sync_with(metadata.image)
+                recovered = sum(p.recovery.batches for p in logs if p.recovery is not None)
+                log.info(
+                    "recovered %d partition(s), %d batches and metadata offset %d in %.0f ms (WAL backend %s)",
+                    len(logs), recovered, metadata.image.applied_offset,
+                    (time.perf_counter() - started) * 1000, backend.name,
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(broker._retention_loop)
+                    yield broker
+                    nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await logs.aclose()
+                    await metadata.aclose()
+    finally:
+        with trio.CancelScope(shield=True):
+            await backend.aclose()
+
+
+async def register_self(broker: Broker) -> None:
+    """Record this node (id and advertised address) in the metadata log if it changed."""
+    current = broker.image.brokers.get(broker.node_id)
+    host, port = broker.advertised.host, broker.advertised.port
+    if current is None or (current.host, current.port, current.rack) != (host, port, broker.config.rack):
+        await broker.submit(RegisterBroker(node_id=broker.node_id, host=host, port=port, rack=broker.config.rack))

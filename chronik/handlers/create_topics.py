@@ -1,0 +1,91 @@
+"""CreateTopics (key 19): validated, written through the metadata log.
+
+Errors per topic: TOPIC_ALREADY_EXISTS, INVALID_TOPIC_EXCEPTION,
+INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_CONFIG,
+INVALID_REQUEST (duplicate names in one request).  ``num_partitions`` and
+``replication_factor`` of -1 (v4+) take the broker defaults; manual replica
+assignments are accepted when they name registered brokers.  v5+ returns the
+topic's effective configs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from ..metadata import CommandRejected, topic_name_problem
+from ..metadata.topic_configs import TOPIC_CONFIGS, InvalidConfig, validate_topic_config
+from ..broker import TopicRequest
+from ..protocol import ErrorCode
+from .registry import RequestContext, handles
+
+CONFIG_SOURCE_DEFAULT = 5
+CONFIG_SOURCE_STATIC_BROKER = 4
+CONFIG_SOURCE_TOPIC = 1
+
+
+def topic_result(name: str, code: ErrorCode, message: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "error_code": int(code), "error_message": message, "num_partitions": -1,
+            "replication_factor": -1, "configs": [], "topic_id": None, **extra}
+
+
+async def create_one(ctx: RequestContext, creatable: Any, validate_only: bool) -> dict[str, Any]:
+    broker = ctx.broker
+    name = creatable.name
+    problem = topic_name_problem(name)
+    if problem is not None:
+        return topic_result(name, ErrorCode.INVALID_TOPIC_EXCEPTION, problem)
+    if name in broker.image.topics:
+        return topic_result(name, ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+    configs: dict[str, str] = {}
+    for config in creatable.configs:
+        try:
+            value = validate_topic_config(config.name, config.value)
+        except InvalidConfig as exc:
+            return topic_result(name, ErrorCode.INVALID_CONFIG, str(exc))
+        if value is not None:
+            configs[config.name] = value
+    num_partitions = creatable.num_partitions
+    replication_factor = creatable.replication_factor
+    if creatable.assignments:
+        if num_partitions != -1 or replication_factor != -1:
+            return topic_result(name, ErrorCode.INVALID_REQUEST,
+                                "give either replica assignments or partition count and replication factor")
+        num_partitions = len(creatable.assignments)
+        replication_factor = len(creatable.assignments[0].broker_ids)
+    if num_partitions == -1:
+        num_partitions = broker.config.num_partitions
+    if replication_factor == -1:
+        replication_factor = broker.config.default_replication_factor
+    request = TopicRequest(name, num_partitions, replication_factor, configs)
+    problem2 = broker.topic_request_problem(request)
+    if problem2 is not None:
+        return topic_result(name, ErrorCode[problem2[0]], problem2[1])
+    if validate_only:
+        return topic_result(name, ErrorCode.NONE, num_partitions=num_partitions, replication_factor=replication_factor)
+    try:
+        topic = await broker.create_topic(request)
+    except CommandRejected as exc:
+        return topic_result(name, ErrorCode[exc.error], exc.message)
+    effective = broker.topic_config(topic)
+    return topic_result(
+        name, ErrorCode.NONE, topic_id=topic.topic_id, num_partitions=len(topic.partitions),
+        replication_factor=len(topic.partitions[0].replicas),
+        configs=[
+            {"name": key, "value": value, "read_only": False, "is_sensitive": False,
+             "config_source": CONFIG_SOURCE_TOPIC if key in topic.configs else CONFIG_SOURCE_DEFAULT}
+            for key, value in sorted(effective.items()) if key in TOPIC_CONFIGS
+        ],
+    )
+
+
+@handles(19, 2, 7)
+async def handle_create_topics(ctx: RequestContext, request: Any) -> Any:
+    counts = Counter(t.name for t in request.topics)
+    results = []
+    for creatable in request.topics:
+        if counts[creatable.name] > 1:
+            results.append(topic_result(creatable.name, ErrorCode.INVALID_REQUEST, "topic named more than once in the request"))
+            continue
+        results.append(await create_one(ctx, creatable, request.validate_only))
+    return ctx.respond(throttle_time=0, topics=results)

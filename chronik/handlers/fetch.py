@@ -1,0 +1,92 @@
+"""Fetch (key 1): durable batches below the high watermark, with long-poll.
+
+A fetch is answered at once when it has ``min_bytes`` of data (or an error
+to report); otherwise it is parked until any of its partitions' high
+watermark advances -- and re-checked then, so it is answered as soon as data
+arrives -- or until ``max_wait`` passes.  Limits: ``partition_max_bytes``
+per partition and ``max_bytes`` in all, except that the first batch found is
+always sent whole so a consumer can make progress past a batch larger than
+its limits (as Kafka does).
+
+Fetch sessions (KIP-227, v7+): the broker declines to create sessions (it
+answers session id 0, which the protocol allows), so clients keep sending
+full fetch requests; an incremental request naming a session id gets
+FETCH_SESSION_ID_NOT_FOUND.  Batches are served exactly as stored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import trio
+
+from ..log.partition import OffsetOutOfRange, PartitionLog
+from ..protocol import ErrorCode
+from .registry import RequestContext, handles
+
+
+def partition_data(index: int, code: ErrorCode, partition_log: PartitionLog | None, records: bytes = b"") -> dict[str, Any]:
+    hw = partition_log.high_watermark if partition_log is not None else -1
+    return {
+        "partition_index": index,
+        "error_code": int(code),
+        "high_watermark": hw,
+        "last_stable_offset": hw,
+        "log_start_offset": partition_log.log_start_offset if partition_log is not None else -1,
+        "aborted_transactions": [],
+        "preferred_read_replica": -1,
+        "records": records,
+    }
+
+
+def read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], int, bool, list[PartitionLog]]:
+    """One pass over the requested partitions: (responses, bytes, any error, logs read)."""
+    broker = ctx.broker
+    budget = request.max_bytes if ctx.api_version >= 3 else math.inf
+    total = 0
+    errors = False
+    logs: list[PartitionLog] = []
+    responses = []
+    for fetch_topic in request.topics:
+        name = fetch_topic.topic
+        partitions = []
+        responses.append({"topic": name, "partitions": partitions})
+        for fetch_partition in fetch_topic.partitions:
+            index = fetch_partition.partition
+            partition_log = broker.logs.get(name, index)
+            if partition_log is None:
+                partitions.append(partition_data(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None))
+                errors = True
+                continue
+            logs.append(partition_log)
+            limit = min(fetch_partition.partition_max_bytes, budget - total)
+            try:
+                batches = partition_log.read(fetch_partition.fetch_offset, int(limit)) if limit > 0 or total == 0 else []
+            except OffsetOutOfRange:
+                partitions.append(partition_data(index, ErrorCode.OFFSET_OUT_OF_RANGE, partition_log))
+                errors = True
+                continue
+            records = b"".join(batches)
+            total += len(records)
+            partitions.append(partition_data(index, ErrorCode.NONE, partition_log, records))
+    return responses, total, errors, logs
+
+
+@handles(1, 4, 12)
+async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
+    session_id = getattr(request, "session_id", 0)
+    session_epoch = getattr(request, "session_epoch", -1)
+    if session_id != 0 and session_epoch not in (0, -1):
+        return ctx.respond(throttle_time=0, error_code=int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND), session_id=0, responses=[])
+    deadline = trio.current_time() + request.max_wait.total_seconds()
+    while True:
+        responses, total, errors, logs = read_once(ctx, request)
+        if total >= request.min_bytes or errors or trio.current_time() >= deadline or not logs:
+            break
+        data_arrived = trio.Event()
+        for partition_log in logs:
+            partition_log.register_waiter(data_arrived)
+        with trio.move_on_at(deadline):
+            await data_arrived.wait()
+    return ctx.respond(throttle_time=0, error_code=0, session_id=0, responses=responses)

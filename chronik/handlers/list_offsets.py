@@ -1,0 +1,60 @@
+"""ListOffsets (key 2): earliest, latest, max-timestamp, or by timestamp.
+
+Special timestamps: -2 earliest (log start offset), -1 latest (next offset
+to be written, i.e. the high watermark: nothing above it is visible), -3
+(v7+) the record with the largest timestamp.  A timestamp >= 0 gives the
+first record whose timestamp is at least it, at record granularity, or
+offset -1 when there is none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..protocol import ErrorCode
+from .registry import RequestContext, handles
+
+LATEST = -1
+EARLIEST = -2
+MAX_TIMESTAMP = -3
+
+
+def partition_offset(index: int, code: ErrorCode, timestamp: int = -1, offset: int = -1) -> dict[str, Any]:
+    return {
+        "partition_index": index,
+        "error_code": int(code),
+        "old_style_offsets": [] if offset < 0 else [offset],
+        "timestamp": timestamp,
+        "offset": offset,
+        "leader_epoch": 0 if code == ErrorCode.NONE else -1,
+    }
+
+
+@handles(2, 1, 7)
+async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    topics = []
+    for list_topic in request.topics:
+        partitions = []
+        topics.append({"name": list_topic.name, "partitions": partitions})
+        for p in list_topic.partitions:
+            partition_log = broker.logs.get(list_topic.name, p.partition_index)
+            if partition_log is None:
+                partitions.append(partition_offset(p.partition_index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            target = p.timestamp
+            if target == LATEST:
+                partitions.append(partition_offset(p.partition_index, ErrorCode.NONE, -1, partition_log.high_watermark))
+            elif target == EARLIEST:
+                partitions.append(partition_offset(p.partition_index, ErrorCode.NONE, -1, partition_log.log_start_offset))
+            elif target == MAX_TIMESTAMP:
+                found = partition_log.max_timestamp()
+                offset, timestamp = found if found is not None else (-1, -1)
+                partitions.append(partition_offset(p.partition_index, ErrorCode.NONE, timestamp, offset))
+            elif target >= 0:
+                found = partition_log.offset_for_timestamp(target)
+                offset, timestamp = found if found is not None else (-1, -1)
+                partitions.append(partition_offset(p.partition_index, ErrorCode.NONE, timestamp, offset))
+            else:
+                partitions.append(partition_offset(p.partition_index, ErrorCode.INVALID_REQUEST))
+    return ctx.respond(throttle_time=0, topics=topics)

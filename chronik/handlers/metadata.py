@@ -1,0 +1,88 @@
+"""Metadata (key 3): brokers, controller, topics and partitions, with topic ids.
+
+Topics the client names that do not exist are auto-created (when the broker
+allows it and the request does too, v4+); the reply then carries the new
+topic.  v0 with an empty list and v1+ with a null list mean "all topics".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..metadata import CommandRejected, TopicImage, topic_name_problem
+from ..metadata.log import METADATA_TOPIC
+from ..protocol import ErrorCode
+from ..protocol.build import is_zero_uuid
+from .registry import RequestContext, handles
+
+
+def describe_topic(ctx: RequestContext, topic: TopicImage) -> dict[str, Any]:
+    return {
+        "error_code": 0,
+        "name": topic.name,
+        "topic_id": topic.topic_id,
+        "is_internal": topic.name == METADATA_TOPIC,
+        "partitions": [
+            {
+                "error_code": 0,
+                "partition_index": index,
+                "leader_id": p.leader,
+                "leader_epoch": p.leader_epoch,
+                "replica_nodes": list(p.replicas),
+                "isr_nodes": list(p.isr),
+                "offline_replicas": [],
+            }
+            for index, p in enumerate(topic.partitions)
+        ],
+        "topic_authorized_operations": -2147483648,
+    }
+
+
+def topic_error(name: str | None, code: ErrorCode, topic_id: Any = None) -> dict[str, Any]:
+    return {"error_code": int(code), "name": name, "topic_id": topic_id, "is_internal": False, "partitions": []}
+
+
+def brokers_of(ctx: RequestContext) -> list[dict[str, Any]]:
+    broker = ctx.broker
+    out = {b.node_id: {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack} for b in broker.image.brokers.values()}
+    out[broker.node_id] = {
+        "node_id": broker.node_id, "host": broker.advertised.host, "port": broker.advertised.port, "rack": broker.config.rack,
+    }
+    return [out[k] for k in sorted(out)]
+
+
+@handles(3, 0, 12)
+async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    topics: list[dict[str, Any]] = []
+    wanted = request.topics
+    if wanted is None or (ctx.api_version == 0 and not wanted):
+        topics = [describe_topic(ctx, t) for t in sorted(broker.image.topics.values(), key=lambda t: t.name)]
+    else:
+        may_create = getattr(request, "allow_auto_topic_creation", True)
+        for requested in wanted:
+            name = requested.name
+            topic_id = getattr(requested, "topic_id", None)
+            if name is None and not is_zero_uuid(topic_id):
+                found = broker.image.topics_by_id.get(topic_id)
+                topics.append(describe_topic(ctx, found) if found else topic_error(None, ErrorCode.UNKNOWN_TOPIC_ID, topic_id))
+                continue
+            topic = broker.image.topics.get(name)
+            if topic is None and topic_name_problem(name) is not None:
+                topics.append(topic_error(name, ErrorCode.INVALID_TOPIC_EXCEPTION))
+                continue
+            if topic is None and may_create:
+                try:
+                    topic = await broker.auto_create_topic(name)
+                except CommandRejected as exc:
+                    topics.append(topic_error(name, ErrorCode[exc.error]))
+                    continue
+            topics.append(describe_topic(ctx, topic) if topic else topic_error(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+    return ctx.respond(
+        throttle_time=0,
+        brokers=brokers_of(ctx),
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        topics=topics,
+        cluster_authorized_operations=-2147483648,
+    )

@@ -1,0 +1,117 @@
+"""Produce (key 0): validate, assign offsets, append durably, answer.
+
+Per partition: the ``records`` field is split into batches (v2 only), each
+checked (length, CRC-32C, record count, compression id) and appended exactly
+as sent apart from the base offset (and LogAppendTime stamping on topics
+configured for it).  With acks=1 or acks=all the response waits until every
+batch is durable (on one node the in-sync replicas are this node, so acks=all
+means the same); acks=0 gets no response.  A batch refused by the
+idempotent-producer rules fails its partition with the error those rules give;
+a retried batch is answered with its original offset and not stored again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..log.partition import AppendInfo, PartitionLog
+from ..log.producer_state import SequenceError
+from ..metadata import CommandRejected
+from ..protocol import ErrorCode, InvalidRecord, ProtocolError, split_batches, validate_batch
+from ..storage import StorageError
+from .registry import RequestContext, handles
+
+log = logging.getLogger(__name__)
+
+
+def partition_result(index: int, code: ErrorCode, base_offset: int = -1, log_append_time: int = -1,
+                     log_start_offset: int = -1, message: str | None = None) -> dict[str, Any]:
+    return {
+        "index": index,
+        "error_code": int(code),
+        "base_offset": base_offset,
+        "log_append_time": log_append_time,
+        "log_start_offset": log_start_offset,
+        "record_errors": [],
+        "error_message": message,
+    }
+
+
+def append_records(partition_log: PartitionLog, records: bytes | None, max_message_bytes: int,
+                   log_append_time: bool) -> list[AppendInfo]:
+    """Validate and append every batch of one partition's ``records``; raises ProtocolError/SequenceError."""
+    if not records:
+        raise InvalidRecord("the produce request has no record batch for this partition")
+    batches = split_batches(bytearray(records), max_message_bytes)
+    headers = [validate_batch(batch) for batch in batches]
+    for header in headers:
+        if header.is_control:
+            raise InvalidRecord("clients may not produce control batches")
+        if header.is_transactional:
+            raise InvalidRecord("transactional batches are not supported by this broker")
+    now = int(time.time() * 1000) if log_append_time else None
+    return [partition_log.append_batch(batch, header, log_append_time=now) for batch, header in zip(batches, headers)]
+
+
+@handles(0, 3, 9)
+async def handle_produce(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    acks = request.acks
+    responses: list[dict[str, Any]] = []
+    waits: list[tuple[dict[str, Any], PartitionLog, AppendInfo]] = []
+    for topic_data in request.topic_data:
+        name = topic_data.name
+        results: list[dict[str, Any]] = []
+        responses.append({"name": name, "partition_responses": results})
+        topic = broker.image.topics.get(name)
+        if topic is None and acks in (0, 1, -1) and request.transactional_id is None:
+            try:
+                topic = await broker.auto_create_topic(name)
+            except CommandRejected:
+                topic = None
+        configs = broker.topic_config(topic) if topic is not None else {}
+        for partition_data in topic_data.partition_data:
+            index = partition_data.index
+            if acks not in (0, 1, -1):
+                results.append(partition_result(index, ErrorCode.INVALID_REQUIRED_ACKS))
+                continue
+            if request.transactional_id is not None:
+                results.append(partition_result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                                                message="transactions are not supported"))
+                continue
+            partition_log = broker.logs.get(name, index) if topic is not None else None
+            if partition_log is None:
+                results.append(partition_result(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            try:
+                infos = append_records(
+                    partition_log, partition_data.records, int(configs["max.message.bytes"]),
+                    configs["message.timestamp.type"] == "LogAppendTime",
+                )
+            except ProtocolError as exc:
+                log.warning("produce to %s-%d from %s refused: %s", name, index, ctx.client_host, exc)
+                results.append(partition_result(index, exc.error_code, log_start_offset=partition_log.log_start_offset,
+                                                message=str(exc)))
+                continue
+            except SequenceError as exc:
+                results.append(partition_result(index, exc.error, log_start_offset=partition_log.log_start_offset,
+                                                message=str(exc)))
+                continue
+            except StorageError as exc:
+                log.error("produce to %s-%d failed: %s", name, index, exc)
+                results.append(partition_result(index, ErrorCode.KAFKA_STORAGE_ERROR, message=str(exc)))
+                continue
+            result = partition_result(index, ErrorCode.NONE, infos[0].base_offset, infos[0].log_append_time,
+                                      partition_log.log_start_offset)
+            results.append(result)
+            waits.append((result, partition_log, infos[-1]))
+    if acks == 0:
+        return None
+    for result, partition_log, info in waits:
+        try:
+            await partition_log.wait_durable(info)
+        except StorageError as exc:
+            result.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), base_offset=-1, error_message=str(exc))
+    return ctx.respond(responses=responses, throttle_time=0)

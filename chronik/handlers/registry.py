@@ -1,0 +1,95 @@
+"""The handler registry: which API versions this broker serves, and by what.
+
+A handler module registers one async function per API with :func:`handles`,
+naming the versions it fully serves.  ApiVersions is derived from this table
+(never a hand-kept list), and the server dispatches through it: an API or
+version not registered is answered UNSUPPORTED_VERSION.
+
+A handler is ``async def handle(ctx: RequestContext, request) -> response``;
+it builds its response with ``ctx.respond({...})`` from one description
+written for all the versions it serves (see :mod:`chronik.protocol.build`).
+Returning ``None`` means "send no response" (Produce with acks=0).
+
+Cancellation: handlers are cancelled only when the connection or the server
+shuts down; a cancelled handler sends nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import ApiVersionRange, RequestHeader, api_version_range, response_schema
+from ..protocol.build import build
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    api_key: int
+    min_version: int
+    max_version: int
+    handle: Handler
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a handler knows about the request besides its body."""
+
+    broker: "Broker"
+    header: RequestHeader
+    client_host: str
+
+    @property
+    def api_version(self) -> int:
+        return self.header.api_version
+
+    @property
+    def response_type(self) -> type:
+        return response_schema(self.header.api_key, self.header.api_version)
+
+    def respond(self, data: Mapping[str, Any] | None = None, /, **values: Any) -> Any:
+        """The response of the negotiated version, built from ``data``/``values``."""
+        return build(self.response_type, data, **values)
+
+
+_REGISTRY: dict[int, Registration] = {}
+
+
+def handles(api_key: int, min_version: int, max_version: int) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``api_key`` versions min..max."""
+    known = api_version_range(api_key)
+    if known is None or not (known.min_version <= min_version <= max_version <= known.max_version):
+        raise ValueError(f"the codec cannot serve API {api_key} versions {min_version}..{max_version}")
+
+    def register(handle: Handler) -> Handler:
+        if api_key in _REGISTRY:
+            raise ValueError(f"API {api_key} already has a handler")
+        _REGISTRY[api_key] = Registration(api_key, min_version, max_version, handle)
+        return handle
+
+    return register
+
+
+def lookup(api_key: int, api_version: int) -> Registration | None:
+    """The handler serving this API version, or None."""
+    registration = _REGISTRY.get(api_key)
+    if registration is None or not registration.min_version <= api_version <= registration.max_version:
+        return None
+    return registration
+
+
+def served_versions() -> tuple[ApiVersionRange, ...]:
+    """What ApiVersions advertises: exactly the registered handlers' ranges."""
+    out = []
+    for key in sorted(_REGISTRY):
+        r = _REGISTRY[key]
+        known = api_version_range(key)
+        assert known is not None
+        out.append(ApiVersionRange(key, r.min_version, r.max_version, known.name))
+    return tuple(out)

@@ -1,0 +1,450 @@
+"""The partition log: record batches on a write-ahead log, with offsets and an index.
+
+A :class:`PartitionLog` is one Kafka partition replica on this node.  It knows
+record batches and offsets, never sockets.
+
+On-disk layout (directory ``<data_dir>/<topic>-<partition>``)::
+
+    <base_offset:020d>.wal   WAL segments (see :mod:`chronik.storage.wal`);
+                             one entry per record batch, entry index = the
+                             batch's base offset, payload = the batch exactly
+                             as served (offsets stamped, otherwise as sent)
+    recovery-point           the WAL's
+    partition.json           {"format": 1, "topic", "partition", "topic_id",
+                              "log_start_offset"}, replaced atomically
+
+Invariants
+----------
+* Offsets are dense and increasing: each appended batch gets base offset =
+  :attr:`log_end_offset`, written into its bytes 0-7 (outside the CRC) before
+  the append; nothing else in the batch is changed, except the LogAppendTime
+  stamp (timestamp type bit, maxTimestamp, CRC) on LogAppendTime topics.
+* ``high_watermark`` is the end of the durable prefix: it advances only when
+  the WAL reports batches durable (before any appender wakes) and never goes
+  back; readers never see a batch at or above it.
+* ``log_start_offset`` only grows (retention, DeleteRecords); it is persisted
+  in ``partition.json`` before the segments below it are deleted.
+* The in-memory batch index (base, last offset, max timestamp, location) and
+  the producer state are rebuilt on open by scanning the recovered WAL's
+  batch headers; the WAL has already truncated a torn tail, so the index only
+  covers CRC-checked entries.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..protocol import (
+    BatchHeader,
+    assign_offsets,
+    decode_records,
+    parse_batch_header,
+    set_log_append_time,
+)
+from ..storage import Appended, EntryLocation, GroupCommitter, WriteAheadLog
+from .producer_state import ProducerStateTable, SequenceError, is_idempotent
+
+log = logging.getLogger(__name__)
+
+PARTITION_FILE = "partition.json"
+_FORMAT = 1
+
+
+class OffsetOutOfRange(Exception):
+    """A read or lookup at an offset outside [log start, log end]."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendInfo:
+    """Where a produced batch went.  ``appended`` is None for a deduplicated retry."""
+
+    base_offset: int
+    last_offset: int
+    log_append_time: int  # -1 unless the topic uses LogAppendTime
+    appended: Appended | None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRecovery:
+    batches: int
+    log_start_offset: int
+    log_end_offset: int
+    truncated_bytes: int
+    seconds: float
+
+
+class PartitionLog:
+    """One partition: append batches, read them back by offset, look up by time."""
+
+    def __init__(self, wal: WriteAheadLog, directory: str, topic: str, partition: int, topic_id: str) -> None:
+        self.wal = wal
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.topic_id = topic_id
+        self.log_start_offset = 0
+        self.log_end_offset = 0
+        self.high_watermark = 0
+        self.producers = ProducerStateTable()
+        # The batch index: parallel lists in offset order.
+        self._bases: list[int] = []
+        self._lasts: list[int] = []
+        self._max_timestamps: list[int] = []
+        self._running_max_timestamp: list[int] = []
+        self._locations: list[EntryLocation] = []
+        # Appended but not yet durable: (segment, end position, next offset).
+        self._in_flight: deque[tuple[int, int, int]] = deque()
+        self._waiters: list[trio.Event] = []
+        self._closed = False
+        self.recovery: PartitionRecovery | None = None
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        committer: GroupCommitter,
+        directory: str,
+        *,
+        topic: str,
+        partition: int,
+        topic_id: str,
+        segment_bytes: int,
+    ) -> "PartitionLog":
+        """Open (creating if needed) the partition in ``directory`` and rebuild its index.
+
+        Raises ``ValueError`` if the directory belongs to another topic id.
+        """
+        started = time.perf_counter()
+        backend = committer.backend
+        backend.make_dirs(directory)
+        meta = _read_partition_file(backend, directory)
+        if meta is not None and meta.get("topic_id") != topic_id:
+            raise ValueError(f"{directory} holds topic id {meta.get('topic_id')}, not {topic_id}")
+        holder: list[PartitionLog] = []
+        wal = WriteAheadLog.open(
+            committer,
+            directory,
+            segment_bytes=segment_bytes,
+            preallocate_bytes=min(segment_bytes, 8 << 20),
+            on_durable=lambda segment, end: holder[0]._on_durable(segment, end),
+        )
+        self = cls(wal, directory, topic, partition, topic_id)
+        holder.append(self)
+        if meta is None:
+            self._write_partition_file()
+        else:
+            self.log_start_offset = int(meta.get("log_start_offset", 0))
+        for info in wal.segments():
+            for entry in wal.iter_entries(info.base_index):
+                header = parse_batch_header(entry.payload)
+                self._index(header, entry.location)
+                self.producers.observe(header)
+        active_base = wal.segments()[-1].base_index
+        self.log_end_offset = max(self._lasts[-1] + 1 if self._lasts else 0, active_base, self.log_start_offset)
+        self.high_watermark = self.log_end_offset
+        self.recovery = PartitionRecovery(
+            len(self._bases), self.log_start_offset, self.log_end_offset, wal.recovery.truncated_bytes,
+            time.perf_counter() - started,
+        )
+        if wal.recovery.truncated:
+            log.warning("%s-%d: recovery truncated the log tail (%s)", topic, partition, wal.recovery.reason)
+        return self
+
+    def _index(self, header: BatchHeader, location: EntryLocation) -> None:
+        self._bases.append(header.base_offset)
+        self._lasts.append(header.last_offset)
+        self._max_timestamps.append(header.max_timestamp)
+        previous = self._running_max_timestamp[-1] if self._running_max_timestamp else -1
+        self._running_max_timestamp.append(max(previous, header.max_timestamp))
+        self._locations.append(location)
+
+    # -- appending -----------------------------------------------------------
+
+    def append_batch(self, batch: memoryview | bytearray, header: BatchHeader, *, log_append_time: int | None) -> AppendInfo:
+        """Assign offsets to one validated batch and queue it on the WAL.
+
+        ``batch`` is rewritten in place and must stay unchanged until durable.
+        ``log_append_time`` (ms) stamps the batch LogAppendTime when given.
+        Never blocks; wait with :meth:`wait_durable`.
+
+        :raises SequenceError: the idempotent-producer rules refuse the batch.
+        """
+        if is_idempotent(header):
+            original = self.producers.check(header)
+            if original is not None:
+                return AppendInfo(original, original + header.last_offset_delta, -1, None)
+        base = self.log_end_offset
+        assign_offsets(batch, base)
+        if log_append_time is not None:
+            set_log_append_time(batch, log_append_time)
+        stored = parse_batch_header(batch)
+        appended = self.wal.append(base, batch)
+        location = appended.location
+        self._index(stored, location)
+        self.producers.observe(stored)
+        self.log_end_offset = stored.next_offset
+        self._in_flight.append((location.segment, location.position + location.size, self.log_end_offset))
+        return AppendInfo(base, stored.last_offset, -1 if log_append_time is None else log_append_time, appended)
+
+    async def wait_durable(self, info: AppendInfo) -> None:
+        """Return once the batch is durable (and so below the high watermark).
+
+        Cancellation: the append stays queued and becomes durable anyway.
+        """
+        if info.appended is not None:
+            await self.wal.wait_durable(info.appended)
+        elif self.high_watermark <= info.last_offset:
+            await self.wal.flush()  # a retry of a batch still in flight
+
+    def _on_durable(self, segment: int, end: int) -> None:
+        in_flight = self._in_flight
+        advanced = False
+        while in_flight and (in_flight[0][0], in_flight[0][1]) <= (segment, end):
+            self.high_watermark = in_flight.popleft()[2]
+            advanced = True
+        if advanced:
+            self._wake_readers()
+
+    # -- reading -------------------------------------------------------------
+
+    def _check_offset(self, offset: int) -> None:
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRange(
+                f"offset {offset} is outside [{self.log_start_offset}, {self.log_end_offset}] of {self.topic}-{self.partition}"
+            )
+
+    def read(self, offset: int, max_bytes: int) -> list[memoryview]:
+        """Whole durable batches from the one containing ``offset``, about ``max_bytes``.
+
+        The first batch is returned even if it is larger than ``max_bytes`` (so
+        a consumer always progresses); later ones only while they fit.
+        Payloads are views of read buffers, never copied.
+
+        :raises OffsetOutOfRange: outside [log start, log end].
+        """
+        self._check_offset(offset)
+        if offset >= self.high_watermark:
+            return []
+        i = bisect.bisect_left(self._lasts, offset)
+        batches: list[memoryview] = []
+        total = 0
+        while i < len(self._bases) and self._bases[i] < self.high_watermark:
+            location = self._locations[i]
+            entries = self.wal.read(location.segment, location.position, max(max_bytes - total, 1))
+            if not entries:
+                break
+            for entry in entries:
+                size = len(entry.payload)
+                if batches and total + size > max_bytes:
+                    return batches
+                if entry.index >= self.high_watermark:
+                    return batches
+                batches.append(entry.payload)
+                total += size
+                i += 1
+            if total >= max_bytes:
+                break
+        return batches
+
+    def bytes_available(self, offset: int) -> int:
+        """Durable bytes from ``offset`` to the high watermark (for Fetch min_bytes)."""
+        if offset >= self.high_watermark or offset < self.log_start_offset:
+            return 0
+        first = bisect.bisect_left(self._lasts, offset)
+        end = bisect.bisect_left(self._bases, self.high_watermark)
+        return sum(loc.size for loc in self._locations[first:end])
+
+    def register_waiter(self, event: trio.Event) -> None:
+        """Set ``event`` the next time the high watermark advances (or the log closes)."""
+        self._waiters.append(event)
+
+    def _wake_readers(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for event in waiters:
+            event.set()
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp >= ``timestamp``, or None."""
+        i = bisect.bisect_left(self._running_max_timestamp, timestamp)
+        while i < len(self._bases) and self._bases[i] < self.high_watermark:
+            if self._max_timestamps[i] >= timestamp:
+                for record in self._records_of(i):
+                    if record.timestamp >= timestamp and record.offset >= self.log_start_offset:
+                        return record.offset, record.timestamp
+            i += 1
+        return None
+
+    def max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the largest timestamp (earliest such), or None."""
+        best = -1
+        for i in range(len(self._bases)):
+            if self._bases[i] >= self.high_watermark:
+                break
+            if self._max_timestamps[i] > (self._max_timestamps[best] if best >= 0 else -2):
+                best = i
+        if best < 0:
+            return None
+        target = self._max_timestamps[best]
+        for record in self._records_of(best):
+            if record.timestamp == target:
+                return record.offset, record.timestamp
+        return self._lasts[best], target
+
+    def _records_of(self, i: int) -> list[Any]:
+        location = self._locations[i]
+        entries = self.wal.read(location.segment, location.position, location.size)
+        return decode_records(entries[0].payload)
+
+    # -- log start, retention, deletion ----------------------------------------
+
+    def size_bytes(self) -> int:
+        return sum(info.data_bytes for info in self.wal.segments())
+
+    def advance_log_start(self, offset: int) -> int:
+        """Move the log start offset up to ``offset`` (DeleteRecords); return the new start.
+
+        :raises OffsetOutOfRange: ``offset`` is above the high watermark.
+        """
+        if offset > self.high_watermark:
+            raise OffsetOutOfRange(f"offset {offset} is above the high watermark {self.high_watermark}")
+        if offset > self.log_start_offset:
+            self.log_start_offset = offset
+            self._write_partition_file()
+            self._delete_segments_below(offset)
+        return self.log_start_offset
+
+    def apply_retention(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int:
+        """Delete whole segments beyond the retention limits; return how many went.
+
+        A segment goes when its newest timestamp is older than ``retention_ms``
+        (-1: keep), or while the log is larger than ``retention_bytes`` (-1: no
+        limit) without it.  The active segment is rolled first when everything
+        in it has expired, so an idle topic's data also ages out.
+        """
+        segments = self.wal.segments()
+        deletable: list[int] = []  # next offset after each segment that may go, oldest first
+        sizes = [info.data_bytes for info in segments]
+        total = sum(sizes)
+        for n, info in enumerate(segments):
+            if info.last_index is None:
+                break
+            next_offset = self._next_offset_after_segment(info.base_index)
+            if next_offset > self.high_watermark:
+                break
+            expired = retention_ms >= 0 and self._segment_max_timestamp(info.base_index) < now_ms - retention_ms
+            too_big = retention_bytes >= 0 and total - sizes[n] >= retention_bytes
+            if not (expired or too_big):
+                break
+            deletable.append(next_offset)
+            total -= sizes[n]
+        if not deletable:
+            return 0
+        if len(deletable) == len(segments):
+            if self.wal.stats().durable_end != self.wal.stats().write_end:
+                deletable.pop()
+            else:
+                self.wal.roll()
+        if not deletable:
+            return 0
+        self.log_start_offset = max(self.log_start_offset, deletable[-1])
+        self._write_partition_file()
+        return self._delete_segments_below(self.log_start_offset)
+
+    def _next_offset_after_segment(self, base: int) -> int:
+        segments = self.wal.segments()
+        for info, following in zip(segments, segments[1:]):
+            if info.base_index == base:
+                return following.base_index
+        return self.log_end_offset
+
+    def _segment_max_timestamp(self, base: int) -> int:
+        start = bisect.bisect_left(self._bases, base)
+        end = bisect.bisect_left(self._bases, self._next_offset_after_segment(base))
+        return max(self._max_timestamps[start:end], default=-1)
+
+    def _delete_segments_below(self, offset: int) -> int:
+        """Delete sealed segments whose every batch is below ``offset``."""
+        deleted = 0
+        segments = self.wal.segments()
+        for info, following in zip(segments, segments[1:]):
+            if following.base_index > offset:
+                break
+            self.wal.delete_segment(info.base_index)
+            deleted += 1
+        if deleted:
+            keep_from = bisect.bisect_left(self._bases, self.wal.segments()[0].base_index)
+            del self._bases[:keep_from], self._lasts[:keep_from], self._max_timestamps[:keep_from]
+            del self._running_max_timestamp[:keep_from], self._locations[:keep_from]
+        return deleted
+
+    def _write_partition_file(self) -> None:
+        data = json.dumps(
+            {
+                "format": _FORMAT,
+                "topic": self.topic,
+                "partition": self.partition,
+                "topic_id": self.topic_id,
+                "log_start_offset": self.log_start_offset,
+            }
+        ).encode()
+        backend = self.wal.backend
+        tmp = f"{self.directory}/{PARTITION_FILE}.tmp"
+        try:
+            backend.delete_file(tmp)
+        except FileNotFoundError:
+            pass
+        file = backend.open_file(tmp, create=True)
+        try:
+            file.write_durably(0, data)
+        finally:
+            file.close()
+        backend.rename_file(tmp, f"{self.directory}/{PARTITION_FILE}")
+        backend.sync_dir(self.directory)
+
+    async def aclose(self) -> None:
+        """Flush and close; readers parked on this log are woken."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.wal.aclose()
+        finally:
+            self._wake_readers()
+
+    async def delete(self) -> None:
+        """Close the log and remove its directory and files."""
+        await self.aclose()
+        backend = self.wal.backend
+        for name in backend.list_dir(self.directory):
+            backend.delete_file(f"{self.directory}/{name}")
+        backend.remove_dir(self.directory)
+
+
+def _read_partition_file(backend: Any, directory: str) -> dict[str, Any] | None:
+    try:
+        file = backend.open_file(f"{directory}/{PARTITION_FILE}")
+    except FileNotFoundError:
+        return None
+    try:
+        raw = file.pread(0, file.size())
+    finally:
+        file.close()
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{directory}/{PARTITION_FILE} is damaged: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise ValueError(f"{directory}/{PARTITION_FILE} has an unknown format")
+    return meta
+
+
+__all__ = ["AppendInfo", "OffsetOutOfRange", "PartitionLog", "PartitionRecovery", "SequenceError"]

@@ -1,0 +1,206 @@
+"""The Kafka listener: one trio task per connection, requests answered in order.
+
+Per connection, like Kafka's own SocketServer (which mutes a channel while
+its request is in progress), requests are handled one at a time in arrival
+order, so responses always go back in request order; clients pipeline
+requests on one connection and get them back in order.  A Produce with
+acks=0 gets no response.
+
+Errors:
+
+* a frame over ``socket.request.max.bytes`` or with a negative size cannot
+  be resynchronised: it is logged and the connection is closed;
+* an API or version that no handler serves gets an UNSUPPORTED_VERSION
+  response with the request's correlation id (for ApiVersions, a v0
+  response listing what is served, so the client can downgrade);
+* a malformed request body is logged and the connection is closed (Kafka
+  does the same: the stream position can no longer be trusted);
+* a handler's unexpected exception is logged with its traceback and the
+  client gets UNKNOWN_SERVER_ERROR in every error field; the server and the
+  connection go on.
+
+Cancellation: the listener nursery owns every connection task; cancelling
+it closes every socket.  A request being handled when its connection is
+cancelled is abandoned; a produce that was already appended still becomes
+durable (the WAL owns that), it is only not answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import MISSING, fields
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..config import HostPort
+from ..handlers import lookup, served_versions
+from ..handlers.registry import RequestContext
+from ..protocol import (
+    ErrorCode,
+    FrameDecoder,
+    InvalidFrame,
+    MalformedMessage,
+    UnsupportedVersion,
+    api_version_range,
+    decode_request_frame,
+    encode_frame,
+    encode_response,
+    peek_request_ids,
+    response_schema,
+)
+from ..protocol.build import build
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+log = logging.getLogger(__name__)
+
+RECEIVE_BYTES = 256 * 1024
+API_VERSIONS = 18
+
+
+async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[HostPort]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on ``broker.config.listen`` and serve clients until cancelled.
+
+    With listen port 0 the bound port is also advertised (the broker's
+    ``advertised`` address is updated before ``started``).
+    """
+    from ..broker import register_self
+
+    listen = broker.config.listen
+    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    if listen.port == 0:
+        for extra in listeners[1:]:
+            await extra.aclose()
+        listeners = listeners[:1]
+    bound = [HostPort(*listener.socket.getsockname()[:2]) for listener in listeners]
+    if broker.advertised.port == 0:
+        broker.advertised = HostPort(broker.advertised.host, bound[0].port)
+    await register_self(broker)
+    for address in bound:
+        log.info("listening for Kafka clients on %s:%d (advertised as %s)", address.host, address.port, broker.advertised)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await serve_connection(broker, stream)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        task_status.started(bound)
+
+
+async def serve_connection(broker: "Broker", stream: trio.SocketStream) -> None:
+    """Read frames, handle them one at a time, write responses in order."""
+    try:
+        peer = stream.socket.getpeername()
+        client_host = str(peer[0])
+    except OSError:
+        client_host = "?"
+    decoder = FrameDecoder(broker.config.socket_request_max_bytes)
+    try:
+        async with stream:
+            while True:
+                data = await stream.receive_some(RECEIVE_BYTES)
+                if not data:
+                    return
+                decoder.feed(data)
+                for frame in decoder:
+                    buffers = await handle_frame(broker, frame, client_host)
+                    if buffers:
+                        await send_buffers(stream, buffers)
+    except InvalidFrame as exc:
+        log.warning("closing connection from %s: %s", client_host, exc)
+    except MalformedMessage as exc:
+        log.warning("closing connection from %s: malformed request: %s", client_host, exc)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        pass  # the client went away
+
+
+async def send_buffers(stream: trio.SocketStream, buffers: list[Any]) -> None:
+    if len(buffers) == 1:
+        await stream.send_all(buffers[0])
+    else:
+        await stream.send_all(b"".join(buffers))
+
+
+async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> list[Any] | None:
+    """Decode, dispatch and encode one request; None means "no response"."""
+    api_key, api_version, correlation_id = peek_request_ids(frame)
+    registration = lookup(api_key, api_version)
+    if registration is None:
+        log.warning("unsupported API %d version %d from %s", api_key, api_version, client_host)
+        return encode_frame(unsupported_version_response(api_key, api_version, correlation_id))
+    try:
+        header, request = decode_request_frame(frame)
+    except UnsupportedVersion:  # registered but unknown to the codec: cannot happen (handles() checks)
+        return encode_frame(unsupported_version_response(api_key, api_version, correlation_id))
+    ctx = RequestContext(broker, header, client_host)
+    started = time.perf_counter()
+    error_names: set[str] = set()
+    try:
+        response = await registration.handle(ctx, request)
+    except Exception:
+        log.exception("handler of API %d v%d failed for %s", api_key, api_version, client_host)
+        error_names.add(ErrorCode.UNKNOWN_SERVER_ERROR.name)
+        response = error_response(response_schema(api_key, api_version), ErrorCode.UNKNOWN_SERVER_ERROR)
+    finally:
+        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, error_names)
+    if response is None:
+        return None
+    return encode_frame(encode_response(api_key, api_version, correlation_id, response))
+
+
+def _api_name(api_key: int) -> str:
+    known = api_version_range(api_key)
+    return known.name if known is not None else str(api_key)
+
+
+def unsupported_version_response(api_key: int, api_version: int, correlation_id: int) -> list[Any]:
+    """UNSUPPORTED_VERSION for a version no handler serves.
+
+    ApiVersions gets a v0 response with the served list (KIP-511: the client
+    retries with a version from it).  Another API gets an error response in
+    its requested version if the codec knows it; otherwise a bare header and
+    INT16 error code, which is all a client of an unknown version can parse.
+    """
+    if api_key == API_VERSIONS:
+        from ..handlers.api_versions import api_versions_body
+
+        schema = response_schema(API_VERSIONS, 0)
+        return encode_response(API_VERSIONS, 0, correlation_id, build(schema, api_versions_body(ErrorCode.UNSUPPORTED_VERSION)))
+    known = api_version_range(api_key)
+    if known is not None and api_version in known:
+        schema = response_schema(api_key, api_version)
+        return encode_response(api_key, api_version, correlation_id, error_response(schema, ErrorCode.UNSUPPORTED_VERSION))
+    return [correlation_id.to_bytes(4, "big", signed=True) + int(ErrorCode.UNSUPPORTED_VERSION).to_bytes(2, "big")]
+
+
+def error_response(schema: type, code: ErrorCode) -> Any:
+    """A response of ``schema`` whose top-level error fields carry ``code``; arrays empty."""
+    values: dict[str, Any] = {}
+    for field in fields(schema):
+        kafka_type = field.metadata.get("kafka_type")
+        if kafka_type == "error_code":
+            values[field.name] = int(code)
+        elif field.default is MISSING and field.default_factory is MISSING:
+            values[field.name] = _zero(field)
+    return build(schema, values)
+
+
+def _zero(field: Any) -> Any:
+    kafka_type = field.metadata.get("kafka_type")
+    if "tuple" in str(field.type):
+        return ()
+    if kafka_type is None:  # a nested entity
+        return None
+        return ()
+    if kafka_type in ("string",):
+        return ""
+    if kafka_type == "bool":
+        return False
+    if kafka_type in ("uuid",):
+        return None
+    if kafka_type in ("bytes", "records"):
+        return b""
+    return -1 if kafka_type.startswith("int") else 0
