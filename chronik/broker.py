@@ -69,6 +69,9 @@ class Broker:
         self.config = config
         self.metrics = BrokerMetrics()
         self.committer = logs.committer
+        self.committer.on_commit = self.metrics.record_wal_sync
+        self.metrics.partitions.set_function(lambda: len(self.logs))
+        self.metrics.log_dir_failed.set_function(lambda: 0 if self.committer.failure is None else 1)
         self.metadata = metadata
         self.logs = logs
         self.cluster_id = cluster_id

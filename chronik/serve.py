@@ -41,6 +41,13 @@ def serve_main(args: object) -> int:
     except ConfigError as exc:
         print(f"chronik: configuration error: {exc}", file=sys.stderr)
         return 2
+    if len(config.peers) > 1:
+        print(
+            "chronik: cluster mode (several peers) is not available in this version yet; "
+            "run one node without --peer / [[peers]]",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, Protocol
 
 import trio
 
@@ -158,6 +158,8 @@ class GroupCommitter:
         self._wakeup = trio.Event()
         self._closing = False
         self._failure: LogDirectoryFailed | None = None
+        self.on_commit: Callable[[int, int, float], None] | None = None
+        """Observer called after each durable batch with (appends, bytes, seconds), before waiters wake."""
 
     @property
     def failure(self) -> LogDirectoryFailed | None:
@@ -252,6 +254,7 @@ class GroupCommitter:
             self._queue.clear()
 
     async def _flush(self, batch: CommitBatch) -> None:
+        started = trio.current_time()
         try:
             await self.backend.write_and_sync(batch.writes)
         except OSError as exc:
@@ -265,6 +268,8 @@ class GroupCommitter:
         stats.appends += batch.appends
         stats.bytes += batch.nbytes
         stats.max_batch_appends = max(stats.max_batch_appends, batch.appends)
+        if self.on_commit is not None:
+            self.on_commit(batch.appends, batch.nbytes, trio.current_time() - started)
         batch.notify_targets()
         batch.finish(None)
 
