@@ -471,6 +471,9 @@ _SETTINGS: dict[str, _Setting] = {s.name: s for s in _SETTINGS_LIST}
 KAFKA_SETTINGS: Mapping[str, str] = MappingProxyType({s.kafka: s.name for s in _SETTINGS_LIST if s.kafka})
 """Kafka broker setting name -> :class:`BrokerConfig` field name."""
 
+KAFKA_SETTING_DOCS: Mapping[str, str] = MappingProxyType({s.kafka: s.doc for s in _SETTINGS_LIST if s.kafka})
+"""Kafka broker setting name -> its one-line description (DescribeConfigs documentation)."""
+
 _FILE_KEYS: dict[str, str] = {key: s.name for s in _SETTINGS_LIST for key in s.keys}
 _DERIVE_ADVERTISE = HostPort("", 0)  # sentinel: "work it out from listen"
 

@@ -28,7 +28,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import KAFKA_SETTINGS, BrokerConfig
+from ..config import KAFKA_SETTING_DOCS, KAFKA_SETTINGS, BrokerConfig
 from ..metadata import TopicImage, topic_name_problem
 from ..metadata.topic_configs import TOPIC_CONFIGS
 from ..protocol import ErrorCode
@@ -153,7 +153,7 @@ def describe_resource(ctx: RequestContext, resource: Any, synonyms: bool, docume
         for key, value in sorted(config.kafka_configs().items()):
             if not wanted or key in wanted:
                 entries.append(config_entry(key, broker_synonyms(config, key), read_only=True,
-                                            kind=_broker_config_kind(key, value), doc=None,
+                                            kind=_broker_config_kind(key, value), doc=KAFKA_SETTING_DOCS.get(key),
                                             synonyms=synonyms, documentation=documentation))
     return resource_result(resource, configs=entries)
 

@@ -29,6 +29,7 @@ from confluent_kafka.admin import (
 )
 
 from chronik.handlers import served_versions
+from chronik.config import KAFKA_SETTING_DOCS
 from chronik.metadata.topic_configs import TOPIC_CONFIGS
 
 from .brokerproc import BrokerProcess
@@ -204,10 +205,10 @@ def test_describe_configs_every_version_raw(broker: BrokerProcess) -> None:
         response = raw(broker, DescribeConfigsRequest, DescribeConfigsResponse, version, resources=[
             config_resource(TOPIC, "raw", ["segment.bytes", "nope"]), config_resource(TOPIC, "raw"),
             config_resource(BROKER, ""), config_resource(BROKER, "7"), config_resource(BROKER_LOGGER, str(NODE_ID)),
-            config_resource(TOPIC, "bad/name"),
+            config_resource(TOPIC, "bad/name"), config_resource(BROKER, str(NODE_ID), ["num.partitions"]),
         ], **fields)
-        filtered, every, default_broker, other_broker, logger, bad_name = response.results
-        assert [r.error_code for r in response.results] == [0, 0, 0, 42, 42, 17], version
+        filtered, every, default_broker, other_broker, logger, bad_name, this_broker = response.results
+        assert [r.error_code for r in response.results] == [0, 0, 0, 42, 42, 17, 0], version
         (segment,) = filtered.configs
         assert (segment.name, segment.value, segment.config_source, segment.read_only) == ("segment.bytes", "4096", SOURCE_TOPIC, False)
         assert len(every.configs) == len(TOPIC_CONFIGS)
@@ -221,6 +222,7 @@ def test_describe_configs_every_version_raw(broker: BrokerProcess) -> None:
         if version >= 3:
             assert segment.config_type == 3  # INT
             assert segment.documentation == TOPIC_CONFIGS["segment.bytes"].doc
+            assert this_broker.configs[0].documentation == KAFKA_SETTING_DOCS["num.partitions"]
     # A configuration key list that is empty means "all", as in Kafka.
     response = raw(broker, DescribeConfigsRequest, DescribeConfigsResponse, 4,
                    resources=[config_resource(TOPIC, "raw", [])])
