@@ -41,6 +41,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stats import percentile_ms  # noqa: E402  (bench/stats.py, next to this script)
 from chronik.storage import WriteAheadLog, available_backends, create_backend, open_group_committer  # noqa: E402
 
 PREALLOCATE = 1 << 30
@@ -66,8 +67,8 @@ class Result:
 
 
 def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000 if ordered else float("nan")
+    value = percentile_ms(samples, q)
+    return float("nan") if value is None else value
 
 
 def preallocated_file(directory: str, name: str) -> int:
@@ -77,8 +78,10 @@ def preallocated_file(directory: str, name: str) -> int:
     return fd
 
 
-def bench_raw(directory: str, record: bytes, per_sync: int, seconds: float) -> Result:
-    fd = preallocated_file(directory, f"raw-{per_sync}")
+def bench_raw(directory: str, record: bytes, per_sync: int, seconds: float, *, vectored: bool) -> Result:
+    """``vectored=False``: one pwrite + fdatasync per record; ``True``: pwritev of ``per_sync`` records."""
+    method = "raw-writev" if vectored else "raw-write"
+    fd = preallocated_file(directory, f"{method}-{per_sync}")
     latencies: list[float] = []
     offset = syncs = 0
     chunks = [record] * per_sync
@@ -87,7 +90,7 @@ def bench_raw(directory: str, record: bytes, per_sync: int, seconds: float) -> R
     started = time.perf_counter()
     while time.perf_counter() < deadline and offset + stride < PREALLOCATE:
         t = time.perf_counter()
-        if per_sync == 1:
+        if not vectored:
             os.pwrite(fd, record, offset)
         else:
             os.pwritev(fd, chunks, offset)
@@ -97,7 +100,6 @@ def bench_raw(directory: str, record: bytes, per_sync: int, seconds: float) -> R
         syncs += 1
     elapsed = time.perf_counter() - started
     os.close(fd)
-    method = "raw-write" if per_sync == 1 else "raw-writev"
     return Result(method, per_sync, syncs * per_sync, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
 
 
@@ -170,12 +172,15 @@ def bench_aiofiles(directory: str, record: bytes, concurrency: int, seconds: flo
     os.close(preallocated_file(directory, f"aiofiles-{concurrency}"))
 
     async def run() -> Result:
-        async with trio_asyncio.open_loop():
-            f = await trio_asyncio.aio_as_trio(aiofiles.open)(path, "r+b", buffering=0)
+        async with trio_asyncio.open_loop() as loop:
+            f = await trio_asyncio.aio_as_trio(aiofiles.open)(path, "r+b", buffering=0, loop=loop)
+            fdatasync = aiofiles.os.wrap(os.fdatasync)
 
             async def write_and_sync() -> None:
                 await f.write(record)
-                await aiofiles.os.wrap(os.fdatasync)(f.fileno())
+                # The loop is passed explicitly: under trio-asyncio, asyncio.get_running_loop()
+                # (aiofiles' default) finds no loop inside aio_as_trio and raises.
+                await fdatasync(f.fileno(), loop=loop)
 
             async def one_append() -> None:
                 await trio_asyncio.aio_as_trio(write_and_sync)()
@@ -247,9 +252,9 @@ def main() -> None:
     directory = tempfile.mkdtemp(prefix="chronik-fsync-", dir=args.dir or os.getcwd())
     results: list[Result] = []
     try:
-        raw_write = bench_raw(directory, record, 1, args.seconds)
+        raw_write = bench_raw(directory, record, 1, args.seconds, vectored=False)
         results.append(raw_write)
-        writev = {n: bench_raw(directory, record, n, args.seconds) for n in levels}
+        writev = {n: bench_raw(directory, record, n, args.seconds, vectored=True) for n in levels}
         results.extend(writev.values())
         for backend in (b for b in ("native", "python") if b in available_backends()):
             for n in levels:
