@@ -8,6 +8,9 @@ per partition and ``max_bytes`` in all, except that the first batch found is
 always sent whole so a consumer can make progress past a batch larger than
 its limits (as Kafka does).
 
+From v13 on, topics are named by topic id (as Metadata reports it) in the
+request and the response; an unknown id gets UNKNOWN_TOPIC_ID.
+
 Fetch sessions (KIP-227, v7+): the broker declines to create sessions (it
 answers session id 0, which the protocol allows), so clients keep sending
 full fetch requests; an incremental request naming a session id gets
@@ -24,6 +27,8 @@ import trio
 from ..log.partition import OffsetOutOfRange, PartitionLog
 from ..protocol import ErrorCode
 from .registry import RequestContext, handles
+
+TOPIC_IDS_VERSION = 13
 
 
 def partition_data(index: int, code: ErrorCode, partition_log: PartitionLog | None, records: bytes = b"") -> dict[str, Any]:
@@ -48,15 +53,22 @@ def read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], 
     errors = False
     logs: list[PartitionLog] = []
     responses = []
+    by_id = ctx.api_version >= TOPIC_IDS_VERSION
     for fetch_topic in request.topics:
-        name = fetch_topic.topic
+        if by_id:
+            topic = broker.image.topics_by_id.get(fetch_topic.topic_id)
+            name = topic.name if topic is not None else None
+            missing = ErrorCode.UNKNOWN_TOPIC_ID
+        else:
+            name = fetch_topic.topic
+            missing = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         partitions = []
-        responses.append({"topic": name, "partitions": partitions})
+        responses.append({"topic": name, "topic_id": getattr(fetch_topic, "topic_id", None), "partitions": partitions})
         for fetch_partition in fetch_topic.partitions:
             index = fetch_partition.partition
-            partition_log = broker.logs.get(name, index)
+            partition_log = broker.logs.get(name, index) if name is not None else None
             if partition_log is None:
-                partitions.append(partition_data(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None))
+                partitions.append(partition_data(index, missing, None))
                 errors = True
                 continue
             logs.append(partition_log)
@@ -73,7 +85,7 @@ def read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], 
     return responses, total, errors, logs
 
 
-@handles(1, 4, 12)
+@handles(1, 4, 16)
 async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
     session_id = getattr(request, "session_id", 0)
     session_epoch = getattr(request, "session_epoch", -1)

@@ -50,6 +50,7 @@ from ..protocol import (
     set_log_append_time,
 )
 from ..storage import Appended, EntryLocation, GroupCommitter, WriteAheadLog
+from ..storage.wal import ENTRY_HEADER
 from .producer_state import ProducerStateTable, SequenceError, is_idempotent
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ class PartitionLog:
             return 0
         first = bisect.bisect_left(self._lasts, offset)
         end = bisect.bisect_left(self._bases, self.high_watermark)
-        return sum(loc.size for loc in self._locations[first:end])
+        return sum(loc.size for loc in self._locations[first:end]) - ENTRY_HEADER.size * (end - first)
 
     def register_waiter(self, event: trio.Event) -> None:
         """Set ``event`` the next time the high watermark advances (or the log closes)."""

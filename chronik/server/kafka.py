@@ -15,9 +15,13 @@ Errors:
   response listing what is served, so the client can downgrade);
 * a malformed request body is logged and the connection is closed (Kafka
   does the same: the stream position can no longer be trusted);
-* a handler's unexpected exception is logged with its traceback and the
-  client gets UNKNOWN_SERVER_ERROR in every error field; the server and the
-  connection go on.
+* a handler's unexpected exception (or a response that cannot be encoded)
+  is logged with its traceback; if the response has a top-level error code
+  the client gets UNKNOWN_SERVER_ERROR in it and the connection goes on,
+  otherwise (an empty response would read as success) the connection is
+  closed so the client retries elsewhere or later;
+* anything else going wrong on one connection closes that connection only:
+  the server keeps serving the others.
 
 Cancellation: the listener nursery owns every connection task; cancelling
 it closes every socket.  A request being handled when its connection is
@@ -115,6 +119,14 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream) -> None:
         log.warning("closing connection from %s: malformed request: %s", client_host, exc)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass  # the client went away
+    except _CloseConnection:
+        pass  # already logged
+    except Exception:
+        log.exception("closing connection from %s after an unexpected error", client_host)
+
+
+class _CloseConnection(Exception):
+    """The request cannot be answered in a way the client would understand."""
 
 
 async def send_buffers(stream: trio.SocketStream, buffers: list[Any]) -> None:
@@ -140,15 +152,19 @@ async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> list
     error_names: set[str] = set()
     try:
         response = await registration.handle(ctx, request)
+        if response is None:
+            return None
+        return encode_frame(encode_response(api_key, api_version, correlation_id, response))
     except Exception:
         log.exception("handler of API %d v%d failed for %s", api_key, api_version, client_host)
         error_names.add(ErrorCode.UNKNOWN_SERVER_ERROR.name)
-        response = error_response(response_schema(api_key, api_version), ErrorCode.UNKNOWN_SERVER_ERROR)
+        schema = response_schema(api_key, api_version)
+        if not has_top_level_error(schema):
+            raise _CloseConnection from None
+        response = error_response(schema, ErrorCode.UNKNOWN_SERVER_ERROR)
+        return encode_frame(encode_response(api_key, api_version, correlation_id, response))
     finally:
         broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, error_names)
-    if response is None:
-        return None
-    return encode_frame(encode_response(api_key, api_version, correlation_id, response))
 
 
 def _api_name(api_key: int) -> str:
@@ -161,8 +177,9 @@ def unsupported_version_response(api_key: int, api_version: int, correlation_id:
 
     ApiVersions gets a v0 response with the served list (KIP-511: the client
     retries with a version from it).  Another API gets an error response in
-    its requested version if the codec knows it; otherwise a bare header and
-    INT16 error code, which is all a client of an unknown version can parse.
+    its requested version if the codec knows it and that response has a
+    top-level error code; otherwise a bare header and INT16 error code (an
+    empty response without an error would read as success).
     """
     if api_key == API_VERSIONS:
         from ..handlers.api_versions import api_versions_body
@@ -172,8 +189,14 @@ def unsupported_version_response(api_key: int, api_version: int, correlation_id:
     known = api_version_range(api_key)
     if known is not None and api_version in known:
         schema = response_schema(api_key, api_version)
-        return encode_response(api_key, api_version, correlation_id, error_response(schema, ErrorCode.UNSUPPORTED_VERSION))
+        if has_top_level_error(schema):
+            return encode_response(api_key, api_version, correlation_id, error_response(schema, ErrorCode.UNSUPPORTED_VERSION))
     return [correlation_id.to_bytes(4, "big", signed=True) + int(ErrorCode.UNSUPPORTED_VERSION).to_bytes(2, "big")]
+
+
+def has_top_level_error(schema: type) -> bool:
+    """Whether a response of ``schema`` can carry an error without naming the request's partitions."""
+    return any(field.metadata.get("kafka_type") == "error_code" for field in fields(schema))
 
 
 def error_response(schema: type, code: ErrorCode) -> Any:
@@ -194,7 +217,6 @@ def _zero(field: Any) -> Any:
         return ()
     if kafka_type is None:  # a nested entity
         return None
-        return ()
     if kafka_type in ("string",):
         return ""
     if kafka_type == "bool":

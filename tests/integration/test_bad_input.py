@@ -1,0 +1,196 @@
+"""Hostile and broken input over raw sockets: each gets an error or a closed connection, nothing else breaks.
+
+After every kind of abuse the broker must still serve a fresh connection and
+still hold the records stored before, unchanged (the ``broker`` fixture also
+fails the test if the broker logged a traceback).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from chronik.protocol import decode_response
+
+from .brokerproc import BrokerProcess
+from .raw import Raw, fetch_frame, framed, produce_frame, raw_header, request_frame
+from .clients import Sent, confluent_consume, confluent_produce
+
+STORED = [Sent(b"k%d" % i, b"stored-%d" % i, [("h", b"%d" % i)], 1_700_000_000_000 + i) for i in range(20)]
+
+
+@pytest.fixture
+def stored(broker: BrokerProcess) -> Iterator[BrokerProcess]:
+    """A broker holding STORED in topic "kept"; afterwards: still serving, records unchanged."""
+    confluent_produce(broker.bootstrap, "kept", STORED, **{"compression.type": "gzip"})
+    yield broker
+    assert broker.proc is not None and broker.proc.poll() is None, broker.output()
+    api_versions_answered(broker)
+    got = confluent_consume(broker.bootstrap, "kept", len(STORED))
+    assert [(r.key, r.value, r.headers, r.timestamp) for r in got] == [tuple(s) for s in STORED]
+
+
+def api_versions_answered(broker: BrokerProcess, correlation_id: int = 99) -> None:
+    with Raw(broker) as raw:
+        raw.send(request_frame(18, 3, {"client_software_name": "t", "client_software_version": "1"}, correlation_id))
+        response = raw.read_frame()
+    assert response is not None
+    assert struct.unpack_from(">ih", response) == (correlation_id, 0)
+
+
+# -- unknown APIs and versions --------------------------------------------------
+
+
+def test_api_versions_too_new_gets_a_v0_answer_with_the_list(stored: BrokerProcess) -> None:
+    with Raw(stored) as raw:
+        raw.send(framed(raw_header(18, 99, 4242) + b"\x00whatever a future version sends"))
+        response = raw.read_frame()
+    assert response is not None
+    body = decode_response(18, 0, response, 4)
+    assert struct.unpack_from(">i", response)[0] == 4242
+    assert body.error_code == 35
+    served = {k.api_key: (k.min_version, k.max_version) for k in body.api_keys}
+    assert served[18] == (0, 3) and served[0][1] >= 9 and 1 in served
+
+
+@pytest.mark.parametrize(("api_key", "version"), [
+    (9999, 0), (-5, 0), (0, 99), (1, 3), (0, 0), (22, 99),
+    (0, 10), (2, 8), (10, 6),  # known to the codec, not served, and no top-level error field in the response
+])
+def test_unknown_api_or_version_gets_unsupported_version_under_its_correlation_id(
+        stored: BrokerProcess, api_key: int, version: int) -> None:
+    with Raw(stored) as raw:
+        for correlation_id in (1, 2):  # the connection stays usable
+            raw.send(framed(raw_header(api_key, version, correlation_id) + b"\x01\x02\x03"))
+            response = raw.read_frame()
+            assert response is not None
+            assert struct.unpack_from(">ih", response) == (correlation_id, 35)
+
+
+def test_a_known_but_unserved_version_gets_a_typed_error_response(stored: BrokerProcess) -> None:
+    """Fetch v17 is known to the codec but not served: a Fetch v17 response with error 35."""
+    with Raw(stored) as raw:
+        raw.send(fetch_frame("kept", 0, version=17, correlation_id=5))
+        response = raw.read_frame()
+    assert response is not None
+    assert struct.unpack_from(">i", response)[0] == 5
+    assert decode_response(1, 17, response, 5).error_code == 35
+
+
+# -- broken framing --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [2**31 - 1, 104857601, -1, -(2**31)])
+def test_absurd_frame_sizes_close_the_connection_at_once(stored: BrokerProcess, size: int) -> None:
+    with Raw(stored, timeout=5) as raw:
+        raw.send(struct.pack(">i", size) + b"\x00" * 16)
+        assert raw.closed_by_broker()
+
+
+def test_a_frame_shorter_than_a_request_header_closes_the_connection(stored: BrokerProcess) -> None:
+    with Raw(stored, timeout=5) as raw:
+        raw.send(framed(b"\x00\x03\x00"))
+        assert raw.closed_by_broker()
+
+
+def test_a_truncated_request_body_closes_the_connection(stored: BrokerProcess) -> None:
+    frame = request_frame(3, 12, {"topics": [{"name": "kept", "topic_id": None}], "allow_auto_topic_creation": False,
+                                  "include_topic_authorized_operations": False})
+    payload = frame[4:]
+    with Raw(stored, timeout=5) as raw:
+        raw.send(framed(payload[:-6]))  # a whole frame whose body stops early
+        assert raw.closed_by_broker()
+
+
+def test_clients_disconnecting_mid_request(stored: BrokerProcess) -> None:
+    produce = produce_frame("kept", 0, b"never stored")
+    fetch = fetch_frame("kept", len(STORED), max_wait_ms=30_000)
+    for data in (produce[: len(produce) // 2], produce[:3], fetch, fetch + produce[:10]):
+        with Raw(stored) as raw:
+            raw.send(data)
+    # A half-sent produce never reaches the log; the parked fetches are dropped with their connections.
+    assert confluent_produce(stored.bootstrap, "kept", [Sent(None, b"next", [], 1)]) == [len(STORED)]
+
+
+def test_random_bytes(stored: BrokerProcess) -> None:
+    rng = random.Random(11)
+    for _ in range(50):
+        with Raw(stored, timeout=0.5) as raw:
+            try:
+                raw.send(rng.randbytes(rng.randrange(1, 2000)))
+                raw.closed_by_broker()
+            except (TimeoutError, ConnectionError):
+                pass
+    api_versions_answered(stored)
+
+
+# -- floods and fuzzing ------------------------------------------------------------
+
+
+def test_thousands_of_garbage_frames_on_one_connection(stored: BrokerProcess) -> None:
+    """5000 pipelined frames of APIs nobody serves: 5000 answers, in order, and the connection lives on."""
+    rng = random.Random(5)
+    count = 5000
+    frames = b"".join(framed(raw_header(rng.randrange(1000, 32767), rng.randrange(-5, 100), i) + rng.randbytes(rng.randrange(60)))
+                      for i in range(count))
+    with Raw(stored) as raw:
+        sender = threading.Thread(target=raw.send, args=(frames,))
+        sender.start()
+        for i in range(count):
+            response = raw.read_frame()
+            assert response is not None and struct.unpack_from(">ih", response) == (i, 35)
+        sender.join()
+        raw.send(request_frame(18, 3, {"client_software_name": "t", "client_software_version": "1"}, 123456))
+        response = raw.read_frame()
+        assert response is not None and struct.unpack_from(">ih", response) == (123456, 0)
+
+
+def fuzz_seeds() -> list[bytes]:
+    """Valid requests of the APIs that read and write data, to mutate."""
+    return [
+        produce_frame("fuzzed", 0, b"x" * 30),
+        fetch_frame("kept", 3),
+        request_frame(3, 12, {"topics": [{"name": "kept", "topic_id": None}], "allow_auto_topic_creation": True,
+                              "include_topic_authorized_operations": False}),
+        request_frame(2, 7, {"replica_id": -1, "isolation_level": 0, "topics": [{"name": "kept", "partitions": [
+            {"partition_index": 0, "current_leader_epoch": -1, "timestamp": t} for t in (-1, -2, -3, 1_700_000_000_005)]}]}),
+        request_frame(18, 3, {"client_software_name": "fuzz", "client_software_version": "1.0"}),
+        request_frame(22, 4, {"transactional_id": None, "transaction_timeout": 1000, "producer_id": -1, "producer_epoch": -1}),
+    ]
+
+
+def mutate(rng: random.Random, frame: bytes) -> bytes:
+    """Flip a few bytes after the size prefix and the API key and version (so the right decoder sees it)."""
+    data = bytearray(frame)
+    for _ in range(rng.randrange(1, 4)):
+        at = rng.randrange(8, len(data))
+        data[at] = rng.choice([0x00, 0xFF, 0x7F, 0x80, rng.randrange(256)])
+    if rng.random() < 0.1:  # truncate, fixing up the size prefix
+        data = data[: rng.randrange(12, len(data))]
+        data[:4] = struct.pack(">i", len(data) - 4)
+    return bytes(data)
+
+
+def test_mutated_requests_get_an_answer_or_a_closed_connection(stored: BrokerProcess) -> None:
+    rng = random.Random(2024)
+    seeds = fuzz_seeds()
+    raw = Raw(stored, timeout=2)
+    answered = closed = 0
+    try:
+        for _ in range(1500):
+            try:
+                raw.send(mutate(rng, rng.choice(seeds)))
+                if raw.read_frame() is None:
+                    raise ConnectionError
+                answered += 1
+            except (ConnectionError, TimeoutError):  # closed, or a fetch parked by a mutated max_wait
+                closed += 1
+                raw.sock.close()
+                raw = Raw(stored, timeout=2)
+    finally:
+        raw.sock.close()
+    assert answered > 100 and closed > 100
