@@ -25,13 +25,14 @@ from typing import Any
 import trio
 
 from ..log.partition import OffsetOutOfRange, PartitionLog
-from ..protocol import ErrorCode
+from ..protocol import BufferList, ErrorCode
 from .registry import RequestContext, handles
 
 TOPIC_IDS_VERSION = 13
 
 
-def partition_data(index: int, code: ErrorCode, partition_log: PartitionLog | None, records: bytes = b"") -> dict[str, Any]:
+def partition_data(index: int, code: ErrorCode, partition_log: PartitionLog | None,
+                   records: BufferList | bytes = b"") -> dict[str, Any]:
     hw = partition_log.high_watermark if partition_log is not None else -1
     return {
         "partition_index": index,
@@ -79,7 +80,7 @@ def read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], 
                 partitions.append(partition_data(index, ErrorCode.OFFSET_OUT_OF_RANGE, partition_log))
                 errors = True
                 continue
-            records = b"".join(batches)
+            records = BufferList(batches)  # served by reference, never joined
             total += len(records)
             partitions.append(partition_data(index, ErrorCode.NONE, partition_log, records))
     return responses, total, errors, logs
@@ -92,13 +93,22 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
     if session_id != 0 and session_epoch not in (0, -1):
         return ctx.respond(throttle_time=0, error_code=int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND), session_id=0, responses=[])
     deadline = trio.current_time() + request.max_wait.total_seconds()
-    while True:
-        responses, total, errors, logs = read_once(ctx, request)
-        if total >= request.min_bytes or errors or trio.current_time() >= deadline or not logs:
-            break
-        data_arrived = trio.Event()
-        for partition_log in logs:
-            partition_log.register_waiter(data_arrived)
-        with trio.move_on_at(deadline):
-            await data_arrived.wait()
-    return ctx.respond(throttle_time=0, error_code=0, session_id=0, responses=responses)
+    responses, total, errors, logs = read_once(ctx, request)
+
+    def answered() -> bool:
+        return total >= request.min_bytes or errors or trio.current_time() >= deadline or not logs
+
+    async def long_poll() -> Any:
+        """Park until a partition's high watermark moves (then re-read) or max_wait passes."""
+        nonlocal responses, total, errors, logs
+        while not answered():
+            data_arrived = trio.Event()
+            for partition_log in logs:
+                partition_log.register_waiter(data_arrived)
+            with trio.move_on_at(deadline):
+                await data_arrived.wait()
+            responses, total, errors, logs = read_once(ctx, request)
+        return ctx.respond(throttle_time=0, error_code=0, session_id=0, responses=responses)
+
+    # A parked fetch is deferred, so it does not hold up the requests behind it.
+    return await long_poll() if answered() else ctx.later(long_poll)

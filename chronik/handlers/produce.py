@@ -109,9 +109,15 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
             waits.append((result, partition_log, infos[-1]))
     if acks == 0:
         return None
-    for result, partition_log, info in waits:
-        try:
-            await partition_log.wait_durable(info)
-        except StorageError as exc:
-            result.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), base_offset=-1, error_message=str(exc))
-    return ctx.respond(responses=responses, throttle_time=0)
+
+    async def respond_when_durable() -> Any:
+        for result, partition_log, info in waits:
+            try:
+                await partition_log.wait_durable(info)
+            except StorageError as exc:
+                result.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), base_offset=-1, error_message=str(exc))
+        return ctx.respond(responses=responses, throttle_time=0)
+
+    # Appended in request order above; the wait for the fsync is deferred so
+    # the connection's next requests join the same group commit.
+    return ctx.later(respond_when_durable) if waits else await respond_when_durable()

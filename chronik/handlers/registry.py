@@ -10,6 +10,13 @@ it builds its response with ``ctx.respond({...})`` from one description
 written for all the versions it serves (see :mod:`chronik.protocol.build`).
 Returning ``None`` means "send no response" (Produce with acks=0).
 
+Pipelining: the connection runs each handler up to its return in arrival
+order, one at a time, so whatever a handler does before returning (validate,
+append to a log) happens in request order.  A handler whose answer must wait
+(for durability, for new data) returns ``ctx.later(finish)`` instead: the
+connection goes on with the next request while ``finish()`` completes, and
+responses are still written in request order.
+
 Cancellation: handlers are cancelled only when the connection or the server
 shuts down; a cancelled handler sends nothing.
 """
@@ -56,6 +63,22 @@ class RequestContext:
     def respond(self, data: Mapping[str, Any] | None = None, /, **values: Any) -> Any:
         """The response of the negotiated version, built from ``data``/``values``."""
         return build(self.response_type, data, **values)
+
+
+    def later(self, finish: Callable[[], Awaitable[Any]]) -> "Deferred":
+        """A response that ``finish()`` will produce while the connection reads on."""
+        return Deferred(finish)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A handler's answer still being completed (see the module docstring).
+
+    ``finish()`` returns the response (or None for none); it runs in the
+    connection's nursery and is cancelled with the connection.
+    """
+
+    finish: Callable[[], Awaitable[Any]]
 
 
 _REGISTRY: dict[int, Registration] = {}

@@ -54,7 +54,7 @@ from .headers import (
     request_header_version,
     response_header_version,
 )
-from .messages import decode_request, decode_request_frame, decode_response, encode_request, encode_response
+from .messages import BufferList, decode_request, decode_request_frame, decode_response, encode_request, encode_response
 from .primitives import BytesLike
 from .records import (
     BATCH_HEADER_BYTES,
@@ -84,6 +84,7 @@ __all__ = [
     "DEFAULT_MAX_UNCOMPRESSED_BYTES",
     "ApiVersionRange",
     "BatchHeader",
+    "BufferList",
     "BytesLike",
     "Compression",
     "ControlRecordType",

@@ -148,6 +148,27 @@ def _writer(schema: type[Payload]) -> Callable[[Any, Any], None]:
     return entity_writer(schema)
 
 
+class BufferList:
+    """Several buffers that encode as one ``bytes``/``records`` value, never joined.
+
+    A FetchResponse's ``records`` is the stored batches back to back; passing
+    them as a ``BufferList`` lets the encoder emit the length prefix and then
+    the batches by reference, so no record byte is copied into a new string.
+    """
+
+    __slots__ = ("parts", "_size")
+
+    def __init__(self, parts: list[BytesLike]) -> None:
+        self.parts = parts
+        self._size = sum(len(p) for p in parts)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
 class _GatherSink:
     """A ``write()`` target for kio's writers that does not copy large buffers.
 
@@ -162,8 +183,14 @@ class _GatherSink:
         self._parts: list[BytesLike] = []
         self._small = bytearray()
 
-    def write(self, data: BytesLike) -> int:
+    def write(self, data: BytesLike | BufferList) -> int:
         size = len(data)
+        if isinstance(data, BufferList):
+            if self._small:
+                self._parts.append(self._small)
+                self._small = bytearray()
+            self._parts.extend(data.parts)
+            return size
         if size < _ZERO_COPY_MIN_BYTES:
             self._small += data
         else:

@@ -1,10 +1,11 @@
 """The Kafka listener: one trio task per connection, requests answered in order.
 
-Per connection, like Kafka's own SocketServer (which mutes a channel while
-its request is in progress), requests are handled one at a time in arrival
-order, so responses always go back in request order; clients pipeline
-requests on one connection and get them back in order.  A Produce with
-acks=0 gets no response.
+Per connection, handlers run up to their return one at a time in arrival
+order (so appends happen in request order); a handler that must wait -- a
+produce for its fsync, a fetch for new data -- hands back a deferred answer
+and the next request proceeds, so the requests a client pipelines share
+group commits.  Responses still go back strictly in request order
+(:mod:`.connection`).  A Produce with acks=0 gets no response.
 
 Errors:
 
@@ -34,13 +35,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import MISSING, fields
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..config import HostPort
 from ..handlers import lookup, served_versions
-from ..handlers.registry import RequestContext
+from ..handlers.registry import Deferred, RequestContext
 from ..protocol import (
     ErrorCode,
     FrameDecoder,
@@ -55,13 +57,13 @@ from ..protocol import (
     response_schema,
 )
 from ..protocol.build import build
+from .connection import Buffers, PendingResponse, serve_pipelined
 
 if TYPE_CHECKING:
     from ..broker import Broker
 
 log = logging.getLogger(__name__)
 
-RECEIVE_BYTES = 256 * 1024
 API_VERSIONS = 18
 
 
@@ -95,24 +97,21 @@ async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[Hos
 
 
 async def serve_connection(broker: "Broker", stream: trio.SocketStream) -> None:
-    """Read frames, handle them one at a time, write responses in order."""
+    """Serve one client: requests pipelined, responses in request order (see :mod:`.connection`)."""
     try:
         peer = stream.socket.getpeername()
         client_host = str(peer[0])
     except OSError:
         client_host = "?"
     decoder = FrameDecoder(broker.config.socket_request_max_bytes)
+
+    def dispatch(frame: bytes) -> Awaitable[Buffers | PendingResponse | None]:
+        return handle_frame(broker, frame, client_host)
+
+    broker.metrics.connections.inc()
     try:
         async with stream:
-            while True:
-                data = await stream.receive_some(RECEIVE_BYTES)
-                if not data:
-                    return
-                decoder.feed(data)
-                for frame in decoder:
-                    buffers = await handle_frame(broker, frame, client_host)
-                    if buffers:
-                        await send_buffers(stream, buffers)
+            await serve_pipelined(stream, decoder, dispatch)
     except InvalidFrame as exc:
         log.warning("closing connection from %s: %s", client_host, exc)
     except MalformedMessage as exc:
@@ -123,21 +122,16 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream) -> None:
         pass  # already logged
     except Exception:
         log.exception("closing connection from %s after an unexpected error", client_host)
+    finally:
+        broker.metrics.connections.dec()
 
 
 class _CloseConnection(Exception):
     """The request cannot be answered in a way the client would understand."""
 
 
-async def send_buffers(stream: trio.SocketStream, buffers: list[Any]) -> None:
-    if len(buffers) == 1:
-        await stream.send_all(buffers[0])
-    else:
-        await stream.send_all(b"".join(buffers))
-
-
-async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> list[Any] | None:
-    """Decode, dispatch and encode one request; None means "no response"."""
+async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> Buffers | PendingResponse | None:
+    """Decode and dispatch one request; return its encoded response, a pending one, or None."""
     api_key, api_version, correlation_id = peek_request_ids(frame)
     registration = lookup(api_key, api_version)
     if registration is None:
@@ -149,22 +143,26 @@ async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> list
         return encode_frame(unsupported_version_response(api_key, api_version, correlation_id))
     ctx = RequestContext(broker, header, client_host)
     started = time.perf_counter()
-    error_names: set[str] = set()
-    try:
-        response = await registration.handle(ctx, request)
-        if response is None:
-            return None
-        return encode_frame(encode_response(api_key, api_version, correlation_id, response))
-    except Exception:
-        log.exception("handler of API %d v%d failed for %s", api_key, api_version, client_host)
-        error_names.add(ErrorCode.UNKNOWN_SERVER_ERROR.name)
-        schema = response_schema(api_key, api_version)
-        if not has_top_level_error(schema):
-            raise _CloseConnection from None
-        response = error_response(schema, ErrorCode.UNKNOWN_SERVER_ERROR)
-        return encode_frame(encode_response(api_key, api_version, correlation_id, response))
-    finally:
-        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, error_names)
+
+    async def answer(work: Awaitable[Any]) -> Buffers | PendingResponse | None:
+        """Await the handler (or its deferred part) and encode what it returns."""
+        try:
+            response = await work
+            if isinstance(response, Deferred):
+                return PendingResponse(lambda: answer(response.finish()))
+            buffers = None if response is None else encode_frame(encode_response(api_key, api_version, correlation_id, response))
+        except Exception:
+            log.exception("handler of API %d v%d failed for %s", api_key, api_version, client_host)
+            broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, {"UNKNOWN_SERVER_ERROR"})
+            schema = response_schema(api_key, api_version)
+            if not has_top_level_error(schema):
+                raise _CloseConnection from None
+            response = error_response(schema, ErrorCode.UNKNOWN_SERVER_ERROR)
+            return encode_frame(encode_response(api_key, api_version, correlation_id, response))
+        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started)
+        return buffers
+
+    return await answer(registration.handle(ctx, request))
 
 
 def _api_name(api_key: int) -> str:

@@ -1,0 +1,55 @@
+"""Requests pipelined on one connection: handled in order, answered in order, waits overlapped."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+from chronik.protocol import decode_response
+
+from .brokerproc import BrokerProcess
+from .raw import Raw, fetch_frame, produce_frame, request_frame
+
+
+def correlation_id(response: bytes) -> int:
+    return struct.unpack_from(">i", response)[0]
+
+
+def create_topic(raw: Raw, name: str) -> None:
+    raw.send(request_frame(19, 5, {"topics": [{"name": name, "num_partitions": 1, "replication_factor": 1,
+                                               "assignments": [], "configs": []}],
+                                   "timeout": 5000, "validate_only": False}, correlation_id=999))
+    response = raw.read_frame()
+    assert response is not None and decode_response(19, 5, response, 5).topics[0].error_code == 0
+
+
+def test_pipelined_produces_are_answered_in_order_with_consecutive_offsets(broker: BrokerProcess) -> None:
+    with Raw(broker) as raw:
+        create_topic(raw, "pipe")
+        raw.send(b"".join(produce_frame("pipe", 0, b"v%d" % i, correlation_id=i) for i in range(200)))
+        offsets = []
+        for i in range(200):
+            response = raw.read_frame()
+            assert response is not None
+            assert correlation_id(response) == i
+            (topic,) = decode_response(0, 9, response, 5).responses
+            (partition,) = topic.partition_responses
+            assert partition.error_code == 0
+            offsets.append(partition.base_offset)
+    assert offsets == list(range(200))
+
+
+def test_a_parked_fetch_does_not_hold_up_a_produce_behind_it(broker: BrokerProcess) -> None:
+    """Fetch (max_wait 8 s, empty topic) then Produce on the same connection: the produce is
+    handled at once, its record wakes the fetch, and both answers arrive, in order, quickly."""
+    with Raw(broker) as raw:
+        create_topic(raw, "park")
+        started = time.monotonic()
+        raw.send(fetch_frame("park", 0, max_wait_ms=8000, correlation_id=1) + produce_frame("park", 0, b"x", correlation_id=2))
+        first, second = raw.read_frame(), raw.read_frame()
+        elapsed = time.monotonic() - started
+    assert first is not None and second is not None
+    assert (correlation_id(first), correlation_id(second)) == (1, 2)
+    (topic,) = decode_response(1, 12, first, 5).responses
+    assert topic.partitions[0].high_watermark == 1
+    assert elapsed < 4, f"the produce waited behind the parked fetch ({elapsed:.1f} s)"
