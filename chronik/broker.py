@@ -6,7 +6,7 @@
 2. the metadata log, replayed (snapshot + WAL tail), then this node's
    RegisterBroker command if the image does not already say the same;
 3. the partition logs, opened (recovered) to match the metadata image;
-4. background tasks: retention.
+4. background tasks: retention, the group coordinator's timers.
 
 :meth:`Broker.serve` then runs the Kafka listener (and the operator HTTP
 endpoint if configured) until cancelled.  Leaving :func:`open_broker` cancels
@@ -22,13 +22,15 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import trio
 
 from .config import BrokerConfig, HostPort
+from .groups import GroupCoordinator
 from .log.manager import LogManager
 from .metadata import (
     AllocateProducerIds,
@@ -78,8 +80,16 @@ class Broker:
         self.node_id = config.node_id
         self.advertised: HostPort = config.advertise
         self.started_at = time.time()
+        broker_defaults = config.kafka_configs()
+        self._topic_defaults = {
+            name: broker_defaults.get(definition.broker_key or "", definition.default)
+            for name, definition in TOPIC_CONFIGS.items()
+        }
+        self._topic_configs: dict[uuid.UUID, tuple[dict[str, str], Mapping[str, str]]] = {}
         self._producer_ids: range = range(0)
         self._producer_id_lock = trio.Lock()
+        # consumer groups (issue 4): offsets go through the metadata log; timers run in open_broker's nursery
+        self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms)
 
     @property
     def image(self) -> MetadataImage:
@@ -151,18 +161,18 @@ class Broker:
                 return self.image.topics.get(name)
             raise
 
-    def topic_config(self, topic: TopicImage) -> dict[str, str]:
-        """Every topic config's effective value: the topic's own, else the broker default."""
-        broker_defaults = self.config.kafka_configs()
-        out = {}
-        for name, definition in TOPIC_CONFIGS.items():
-            if name in topic.configs:
-                out[name] = topic.configs[name]
-            elif definition.broker_key is not None and definition.broker_key in broker_defaults:
-                out[name] = broker_defaults[definition.broker_key]
-            else:
-                out[name] = definition.default
-        return out
+    def topic_config(self, topic: TopicImage) -> Mapping[str, str]:
+        """Every topic config's effective value: the topic's own, else the broker default.
+
+        Computed once per version of the topic's config (the produce path asks
+        on every request); the image replaces ``topic.configs`` with a new dict
+        on every change, so identity tells a stale entry.  Read-only result.
+        """
+        cached = self._topic_configs.get(topic.topic_id)
+        if cached is None or cached[0] is not topic.configs:
+            cached = self._topic_configs[topic.topic_id] = (
+                topic.configs, MappingProxyType({**self._topic_defaults, **topic.configs}))
+        return cached[1]
 
     async def next_producer_id(self) -> int:
         """A producer id never handed out before (blocks are allocated through the metadata log)."""
@@ -275,6 +285,7 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
                 )
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(broker._retention_loop)
+                    await nursery.start(broker.groups.run)
                     yield broker
                     nursery.cancel_scope.cancel()
             finally:

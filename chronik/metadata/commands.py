@@ -80,9 +80,43 @@ class AllocateProducerIds(Command):
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class CommitOffsets(Command):
+    """A consumer group's committed offsets, one OffsetCommit request each.
+
+    ``offsets`` holds ``[topic, partition, offset, leader_epoch, metadata]``
+    entries (leader_epoch -1 = unknown, metadata may be null).  Entries whose
+    partition does not exist when the command is applied are skipped.
+    """
+
+    type_name: ClassVar[str] = "commit_offsets"
+    group: str
+    offsets: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteGroup(Command):
+    """Forget every committed offset of ``group`` (DeleteGroups)."""
+
+    type_name: ClassVar[str] = "delete_group"
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOffsets(Command):
+    """Forget ``group``'s committed offsets of ``[topic, partition]`` entries (OffsetDelete)."""
+
+    type_name: ClassVar[str] = "delete_offsets"
+    group: str
+    partitions: list[list[Any]]
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.type_name: cls
-    for cls in (RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds)
+    for cls in (
+        RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds,
+        CommitOffsets, DeleteGroup, DeleteOffsets,
+    )
 }
 
 

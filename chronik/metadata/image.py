@@ -8,13 +8,16 @@ its submitter gets :class:`CommandRejected` with a Kafka error name.
 
 Invariants: topic names and ids are unique among live topics; partition
 counts only grow; ``next_producer_id`` only grows; ``applied_offset`` is the
-log offset of the last applied command.
+log offset of the last applied command; every committed offset in
+``group_offsets`` names a partition of a live topic (deleting a topic deletes
+its offsets), and a group with no offsets has no entry.
 """
 
 from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +25,11 @@ from .commands import (
     AllocateProducerIds,
     AlterTopicConfigs,
     Command,
+    CommitOffsets,
     CreatePartitions,
     CreateTopic,
+    DeleteGroup,
+    DeleteOffsets,
     DeleteTopic,
     RegisterBroker,
 )
@@ -53,6 +59,15 @@ class TopicImage:
     topic_id: uuid.UUID
     partitions: list[PartitionImage]
     configs: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOffset:
+    """One partition's committed offset in a consumer group (leader_epoch -1: unknown)."""
+
+    offset: int
+    leader_epoch: int
+    metadata: str | None
 
 
 @dataclass(slots=True)
@@ -89,6 +104,7 @@ class MetadataImage:
         self.brokers: dict[int, BrokerImage] = {}
         self.next_producer_id = 0
         self.applied_offset = -1
+        self.group_offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
 
     # -- applying ------------------------------------------------------------
 
@@ -134,6 +150,8 @@ class MetadataImage:
             raise CommandRejected("UNKNOWN_TOPIC_OR_PARTITION", f"topic {c.name!r} does not exist")
         del self.topics[c.name]
         del self.topics_by_id[topic.topic_id]
+        for group in list(self.group_offsets):
+            self._drop_offsets(group, lambda key: key[0] == c.name)
         return topic
 
     def _apply_create_partitions(self, c: CreatePartitions) -> TopicImage:
@@ -158,6 +176,60 @@ class MetadataImage:
         first = self.next_producer_id
         self.next_producer_id += c.count
         return first
+
+    def replica_assignment_problem(self, replicas: list[list[int]], replication_factor: int) -> str | None:
+        """Why a manual assignment (replicas per partition, leader first) cannot be used, or None.
+
+        Every partition needs exactly ``replication_factor`` distinct replicas,
+        each a registered broker.  (Kafka's error: INVALID_REPLICA_ASSIGNMENT.)
+        """
+        for index, partition_replicas in enumerate(replicas):
+            if len(partition_replicas) != replication_factor:
+                return (f"partition {index} of the assignment has {len(partition_replicas)} replica(s),"
+                        f" the topic's replication factor is {replication_factor}")
+            if len(set(partition_replicas)) != len(partition_replicas):
+                return f"partition {index} of the assignment names a broker more than once: {partition_replicas}"
+            unknown = sorted(set(partition_replicas) - set(self.brokers))
+            if unknown:
+                return f"partition {index} of the assignment names unregistered broker(s) {unknown}"
+        return None
+
+    # -- consumer group offsets ---------------------------------------------
+
+    def _apply_commit_offsets(self, c: CommitOffsets) -> list[str | None]:
+        """Per entry: None if stored, else the Kafka error name (its partition does not exist)."""
+        results: list[str | None] = []
+        stored = self.group_offsets.get(c.group)
+        for topic_name, partition, offset, leader_epoch, metadata in c.offsets:
+            topic = self.topics.get(topic_name)
+            if topic is None or not 0 <= partition < len(topic.partitions):
+                results.append("UNKNOWN_TOPIC_OR_PARTITION")
+                continue
+            if stored is None:
+                stored = self.group_offsets[c.group] = {}
+            stored[(topic_name, partition)] = CommittedOffset(offset, leader_epoch, metadata)
+            results.append(None)
+        return results
+
+    def _apply_delete_group(self, c: DeleteGroup) -> int:
+        """Returns how many committed offsets were deleted."""
+        return len(self.group_offsets.pop(c.group, {}))
+
+    def _apply_delete_offsets(self, c: DeleteOffsets) -> int:
+        """Returns how many committed offsets were deleted."""
+        doomed = {(topic, partition) for topic, partition in c.partitions}
+        return self._drop_offsets(c.group, doomed.__contains__)
+
+    def _drop_offsets(self, group: str, doomed: Callable[[tuple[str, int]], bool]) -> int:
+        stored = self.group_offsets.get(group)
+        if stored is None:
+            return 0
+        keys = [key for key in stored if doomed(key)]
+        for key in keys:
+            del stored[key]
+        if not stored:
+            del self.group_offsets[group]
+        return len(keys)
 
     def _topic(self, name: str) -> TopicImage:
         topic = self.topics.get(name)
@@ -191,6 +263,10 @@ class MetadataImage:
                 }
                 for t in self.topics.values()
             ],
+            "group_offsets": {
+                group: [[topic, partition, o.offset, o.leader_epoch, o.metadata] for (topic, partition), o in stored.items()]
+                for group, stored in self.group_offsets.items()
+            },
         }
 
     @classmethod
@@ -206,6 +282,11 @@ class MetadataImage:
             )
             image.topics[topic.name] = topic
             image.topics_by_id[topic.topic_id] = topic
+        for group, entries in data.get("group_offsets", {}).items():
+            image.group_offsets[group] = {
+                (topic_name, partition): CommittedOffset(offset, leader_epoch, metadata)
+                for topic_name, partition, offset, leader_epoch, metadata in entries
+            }
         return image
 
     def copy(self) -> "MetadataImage":

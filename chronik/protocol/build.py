@@ -72,7 +72,9 @@ def _field_builder(field: Field[Any]) -> Callable[[Any], Any]:
             return lambda value: None if value is None else (value if isinstance(value, nested) else nested_builder(value))
         case EntityTupleField(type_=nested):
             nested_builder = _builder(nested)
-            return lambda value: tuple(v if isinstance(v, nested) else nested_builder(v) for v in value)
+            return lambda value: None if value is None else tuple(
+                v if isinstance(v, nested) else nested_builder(v) for v in value
+            )
     convert = _CONVERTERS.get(field.metadata.get("kafka_type", ""))
     if convert is None:
         return _identity

@@ -1,0 +1,38 @@
+"""FindCoordinator (key 10): this node coordinates every group; transactions are not supported yet.
+
+v0-3 ask for one key, v4 for a batch (``coordinator_keys``).  A GROUP key
+(type 0) gets this node's advertised address -- the answer depends only on
+the key, so in a cluster every node can give the same one.  A TRANSACTION key
+(type 1) gets COORDINATOR_NOT_AVAILABLE until transactions exist; any other
+key type is INVALID_REQUEST.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..protocol import ErrorCode
+from .registry import RequestContext, handles
+
+KEY_TYPE_GROUP = 0
+KEY_TYPE_TRANSACTION = 1
+
+
+def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
+    if key_type == KEY_TYPE_GROUP:
+        advertised = ctx.broker.advertised
+        return {"key": key, "node_id": ctx.broker.node_id, "host": advertised.host, "port": advertised.port,
+                "error_code": 0, "error_message": None}
+    if key_type == KEY_TYPE_TRANSACTION:
+        code, message = ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported by this broker"
+    else:
+        code, message = ErrorCode.INVALID_REQUEST, f"unknown coordinator key type {key_type}"
+    return {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": int(code), "error_message": message}
+
+
+@handles(10, 0, 4)
+async def handle_find_coordinator(ctx: RequestContext, request: Any) -> Any:
+    key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
+    if ctx.api_version >= 4:
+        return ctx.respond(throttle_time=0, coordinators=[coordinator_for(ctx, key, key_type) for key in request.coordinator_keys])
+    return ctx.respond(coordinator_for(ctx, request.key, key_type), throttle_time=0)

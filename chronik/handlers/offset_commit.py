@@ -1,0 +1,44 @@
+"""OffsetCommit (key 8): committed offsets, durable (one metadata command per request) before the answer.
+
+A member of a group commits with its generation (ILLEGAL_GENERATION,
+UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID, REBALANCE_IN_PROGRESS when it may not);
+generation -1 commits without membership into a group that has no members
+(consumers that only ``assign()``, admin clients).  v2-4's retention time is
+ignored (offsets are kept until deleted); v6+ stores the leader epoch; v9+
+answers GROUP_ID_NOT_FOUND instead of ILLEGAL_GENERATION for a member commit
+to a group that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..groups import OffsetToCommit
+from ..protocol import ErrorCode
+from .registry import RequestContext, handles
+
+
+@handles(8, 2, 9)
+async def handle_offset_commit(ctx: RequestContext, request: Any) -> Any:
+    offsets = [
+        OffsetToCommit(topic.name, p.partition_index, p.committed_offset,
+                       getattr(p, "committed_leader_epoch", -1), p.committed_metadata)
+        for topic in request.topics
+        for p in topic.partitions
+    ]
+    errors = iter(await ctx.broker.groups.commit_offsets(
+        request.group_id,
+        request.member_id,
+        getattr(request, "group_instance_id", None),
+        request.generation_id_or_member_epoch,
+        offsets,
+        unknown_group=ErrorCode.GROUP_ID_NOT_FOUND if ctx.api_version >= 9 else ErrorCode.ILLEGAL_GENERATION,
+    ))
+    return ctx.respond(
+        throttle_time=0,
+        topics=[
+            {"name": topic.name,
+             "partitions": [{"partition_index": p.partition_index, "error_code": int(next(errors))} for p in topic.partitions]}
+            for topic in request.topics
+        ],
+    )

@@ -1,0 +1,49 @@
+"""OffsetFetch (key 9): committed offsets (-1 where none), for one group (v1-7) or several (v8+).
+
+Null topics (v2+) ask for every committed offset of the group.
+``require_stable`` (v7+) needs no waiting: without transactions no offset
+commit is ever pending.  An empty group id is INVALID_GROUP_ID.  v9's member
+id and epoch belong to the consumer protocol and are not checked for
+classic groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..protocol import ErrorCode
+from .registry import RequestContext, handles
+
+
+def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None) -> dict[str, Any]:
+    """One group's answer: ``topics`` and its group-level ``error_code``."""
+    if not group_id:
+        error = ErrorCode.INVALID_GROUP_ID
+        wanted: list[tuple[str, int]] | None = [(t.name, p) for t in topics or () for p in t.partition_indexes]
+        found = [(topic, partition, None) for topic, partition in wanted]
+    else:
+        error = ErrorCode.NONE
+        wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
+        found = ctx.broker.groups.committed_offsets(group_id, wanted)
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for topic, partition, committed in found:
+        by_topic.setdefault(topic, []).append({
+            "partition_index": partition,
+            "committed_offset": -1 if committed is None else committed.offset,
+            "committed_leader_epoch": -1 if committed is None else committed.leader_epoch,
+            "metadata": "" if committed is None else committed.metadata,
+            "error_code": int(error) if ctx.api_version < 2 else 0,
+        })
+    return {
+        "group_id": group_id,
+        "error_code": int(error),
+        "topics": [{"name": name, "partitions": partitions} for name, partitions in by_topic.items()],
+    }
+
+
+@handles(9, 1, 9)
+async def handle_offset_fetch(ctx: RequestContext, request: Any) -> Any:
+    if ctx.api_version >= 8:
+        return ctx.respond(throttle_time=0, groups=[fetch_group(ctx, g.group_id, g.topics) for g in request.groups])
+    return ctx.respond(fetch_group(ctx, request.group_id, request.topics), throttle_time=0)
