@@ -55,6 +55,23 @@ class MetadataWriter(Protocol):
 
     async def submit(self, command: Command) -> Any: ...
 
+    def append(self, command: Command) -> Any: ...
+
+    async def outcome(self, handle: Any) -> Any: ...
+
+
+@dataclass(slots=True)
+class StagedCommit:
+    """An OffsetCommit checked and appended to the metadata log, not yet durable.
+
+    ``errors`` holds one code per offset; the accepted ones (``accepted``, by
+    index) are settled by :meth:`GroupCoordinator.finish_commit`.
+    """
+
+    errors: list[ErrorCode]
+    accepted: list[int]
+    pending: Any = None
+
 
 @dataclass(frozen=True, slots=True)
 class OffsetToCommit:
@@ -237,19 +254,30 @@ class GroupCoordinator:
                              offsets: Sequence[OffsetToCommit], *, unknown_group: ErrorCode) -> list[ErrorCode]:
         """OffsetCommit: an error per entry; the accepted ones are durable when this returns.
 
+        :meth:`stage_commit` then :meth:`finish_commit`.  Cancellation: the
+        offsets may still be committed; only the answer is lost.
+        """
+        staged = self.stage_commit(group_id, member_id, group_instance_id, generation, offsets,
+                                   unknown_group=unknown_group)
+        return await self.finish_commit(staged)
+
+    def stage_commit(self, group_id: str, member_id: str, group_instance_id: str | None, generation: int,
+                     offsets: Sequence[OffsetToCommit], *, unknown_group: ErrorCode) -> StagedCommit:
+        """Check an OffsetCommit and append the accepted offsets as one metadata command; never blocks.
+
         ``unknown_group`` is the error for a generation >= 0 commit to a group
         that does not exist (ILLEGAL_GENERATION before v9, GROUP_ID_NOT_FOUND after).
-        Cancellation: the offsets may still be committed; only the answer is lost.
+        Commits staged in this order are applied in this order.
         """
         if not group_id:
-            return [ErrorCode.INVALID_GROUP_ID] * len(offsets)
+            return StagedCommit([ErrorCode.INVALID_GROUP_ID] * len(offsets), [])
         group = self._groups.get(group_id)
         if group is None:
             problem = unknown_group if generation >= 0 else None
         else:
             problem = group.commit_problem(self._now(), member_id, group_instance_id, generation)
         if problem is not None:
-            return [problem] * len(offsets)
+            return StagedCommit([problem] * len(offsets), [])
         errors = [ErrorCode.NONE] * len(offsets)
         accepted: list[int] = []
         topics = self.image.topics
@@ -261,12 +289,22 @@ class GroupCoordinator:
                 errors[index] = ErrorCode.OFFSET_METADATA_TOO_LARGE
             else:
                 accepted.append(index)
+        staged = StagedCommit(errors, accepted)
         if accepted:
-            command = CommitOffsets(group_id, [
+            staged.pending = self._metadata.append(CommitOffsets(group_id, [
                 [e.topic, e.partition, e.offset, e.leader_epoch, e.metadata] for e in (offsets[i] for i in accepted)
-            ])
-            results = await self._metadata.submit(command)
-            for index, result in zip(accepted, results):
+            ]))
+        return staged
+
+    async def finish_commit(self, staged: StagedCommit) -> list[ErrorCode]:
+        """Wait until a staged commit is durable and applied; its error per offset.
+
+        Cancellation: the offsets may still be committed; only the answer is lost.
+        """
+        errors = staged.errors
+        if staged.pending is not None:
+            results = await self._metadata.outcome(staged.pending)
+            for index, result in zip(staged.accepted, results):
                 if result is not None:
                     errors[index] = ErrorCode[result]
         return errors

@@ -26,19 +26,28 @@ async def handle_offset_commit(ctx: RequestContext, request: Any) -> Any:
         for topic in request.topics
         for p in topic.partitions
     ]
-    errors = iter(await ctx.broker.groups.commit_offsets(
+    groups = ctx.broker.groups
+    staged = groups.stage_commit(
         request.group_id,
         request.member_id,
         getattr(request, "group_instance_id", None),
         request.generation_id_or_member_epoch,
         offsets,
         unknown_group=ErrorCode.GROUP_ID_NOT_FOUND if ctx.api_version >= 9 else ErrorCode.ILLEGAL_GENERATION,
-    ))
-    return ctx.respond(
-        throttle_time=0,
-        topics=[
-            {"name": topic.name,
-             "partitions": [{"partition_index": p.partition_index, "error_code": int(next(errors))} for p in topic.partitions]}
-            for topic in request.topics
-        ],
     )
+
+    async def respond_when_durable() -> Any:
+        errors = iter(await groups.finish_commit(staged))
+        return ctx.respond(
+            throttle_time=0,
+            topics=[
+                {"name": topic.name,
+                 "partitions": [{"partition_index": p.partition_index, "error_code": int(next(errors))}
+                                for p in topic.partitions]}
+                for topic in request.topics
+            ],
+        )
+
+    # Appended in request order; the fsync wait is deferred so that commits a
+    # client pipelines share one group commit.
+    return ctx.later(respond_when_durable) if staged.pending is not None else await respond_when_durable()

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import crc32c
 
-from ..storage import GroupCommitter, WriteAheadLog
+from ..storage import Appended, GroupCommitter, WriteAheadLog
 from .commands import Command, decode_command, encode_command
 from .image import CommandRejected, MetadataImage
 
@@ -61,6 +61,16 @@ class _Pending:
     result: Any = None
     error: CommandRejected | None = None
     applied: bool = False
+
+
+class PendingCommand:
+    """A command appended to the metadata log, its result still to come (see :meth:`MetadataLog.outcome`)."""
+
+    __slots__ = ("pending", "appended")
+
+    def __init__(self, pending: _Pending, appended: Appended) -> None:
+        self.pending = pending
+        self.appended = appended
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,26 +142,41 @@ class MetadataLog:
         """Call ``listener(offset, command, result, rejection)`` after each apply."""
         self._listeners.append(listener)
 
-    async def submit(self, command: Command) -> Any:
-        """Append ``command`` durably, apply it, return its result.
+    def append(self, command: Command) -> "PendingCommand":
+        """Queue ``command`` on the WAL at the next offset; never blocks.
 
-        Raises :class:`CommandRejected` if applying rejected it, and
-        :class:`~chronik.storage.LogDirectoryFailed` if the append failed.
-        Cancellation: the command may still be appended and applied; only the
-        wait for its result ends.
+        Commands are applied in append order, so a caller that appends before
+        its first checkpoint keeps its commands in its own order.  Await the
+        result with :meth:`outcome`.  Raises
+        :class:`~chronik.storage.LogDirectoryFailed` if the directory failed.
         """
         offset = self.next_offset
         appended = self.wal.append(offset, encode_command(command))
         location = appended.location
         pending = _Pending(offset, command, location.segment, location.position + location.size)
         self._pending.append(pending)
-        await self.wal.wait_durable(appended)
+        return PendingCommand(pending, appended)
+
+    async def outcome(self, handle: "PendingCommand") -> Any:
+        """Wait until the command is durable and applied; return its result.
+
+        Raises :class:`CommandRejected` if applying rejected it, and
+        :class:`~chronik.storage.LogDirectoryFailed` if the append failed.
+        Cancellation: the command may still be appended and applied; only the
+        wait for its result ends.
+        """
+        pending = handle.pending
+        await self.wal.wait_durable(handle.appended)
         assert pending.applied, "durable metadata command was not applied"
         if self.image.applied_offset - self._last_snapshot >= self.snapshot_every:
             self.take_snapshot()
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    async def submit(self, command: Command) -> Any:
+        """Append ``command`` durably, apply it, return its result (:meth:`append` + :meth:`outcome`)."""
+        return await self.outcome(self.append(command))
 
     def _on_durable(self, segment: int, end: int) -> None:
         pending = self._pending

@@ -24,10 +24,16 @@ class MemoryMetadata:
         self.image = MetadataImage()
         self.submitted: list[Command] = []
 
-    async def submit(self, command: Command) -> Any:
-        await trio.lowlevel.checkpoint()
+    def append(self, command: Command) -> Command:
         self.submitted.append(command)
+        return command
+
+    async def outcome(self, command: Command) -> Any:
+        await trio.lowlevel.checkpoint()
         return self.image.apply(self.image.applied_offset + 1, command)
+
+    async def submit(self, command: Command) -> Any:
+        return await self.outcome(self.append(command))
 
 
 @pytest.fixture
