@@ -60,6 +60,8 @@ class TopicRequest:
     num_partitions: int
     replication_factor: int
     configs: dict[str, str]
+    replicas: list[list[int]] | None = None
+    """A manual assignment (replicas per partition, leader first); None: spread over the brokers."""
 
 
 class Broker:
@@ -141,7 +143,7 @@ class Broker:
         command = CreateTopic(
             name=request.name,
             topic_id=uuid.uuid4().hex,
-            replicas=self.replica_assignment(request.num_partitions, request.replication_factor),
+            replicas=request.replicas or self.replica_assignment(request.num_partitions, request.replication_factor),
             configs=dict(request.configs),
         )
         topic = await self.submit(command)

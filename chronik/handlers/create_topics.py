@@ -17,11 +17,8 @@ from ..metadata import CommandRejected, topic_name_problem
 from ..metadata.topic_configs import TOPIC_CONFIGS, InvalidConfig, validate_topic_config
 from ..broker import TopicRequest
 from ..protocol import ErrorCode
+from .describe_configs import topic_synonyms
 from .registry import RequestContext, handles
-
-CONFIG_SOURCE_DEFAULT = 5
-CONFIG_SOURCE_STATIC_BROKER = 4
-CONFIG_SOURCE_TOPIC = 1
 
 
 def topic_result(name: str, code: ErrorCode, message: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -47,17 +44,25 @@ async def create_one(ctx: RequestContext, creatable: Any, validate_only: bool) -
             configs[config.name] = value
     num_partitions = creatable.num_partitions
     replication_factor = creatable.replication_factor
+    replicas: list[list[int]] | None = None
     if creatable.assignments:
         if num_partitions != -1 or replication_factor != -1:
             return topic_result(name, ErrorCode.INVALID_REQUEST,
                                 "give either replica assignments or partition count and replication factor")
-        num_partitions = len(creatable.assignments)
-        replication_factor = len(creatable.assignments[0].broker_ids)
+        ordered = sorted(creatable.assignments, key=lambda a: a.partition_index)
+        if [a.partition_index for a in ordered] != list(range(len(ordered))):
+            return topic_result(name, ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                                "assigned partitions must be numbered consecutively from 0")
+        replicas = [list(a.broker_ids) for a in ordered]
+        num_partitions, replication_factor = len(replicas), len(replicas[0])
+        assignment_problem = broker.image.replica_assignment_problem(replicas, replication_factor)
+        if assignment_problem is not None:
+            return topic_result(name, ErrorCode.INVALID_REPLICA_ASSIGNMENT, assignment_problem)
     if num_partitions == -1:
         num_partitions = broker.config.num_partitions
     if replication_factor == -1:
         replication_factor = broker.config.default_replication_factor
-    request = TopicRequest(name, num_partitions, replication_factor, configs)
+    request = TopicRequest(name, num_partitions, replication_factor, configs, replicas)
     problem2 = broker.topic_request_problem(request)
     if problem2 is not None:
         return topic_result(name, ErrorCode[problem2[0]], problem2[1])
@@ -67,14 +72,14 @@ async def create_one(ctx: RequestContext, creatable: Any, validate_only: bool) -
         topic = await broker.create_topic(request)
     except CommandRejected as exc:
         return topic_result(name, ErrorCode[exc.error], exc.message)
-    effective = broker.topic_config(topic)
     return topic_result(
         name, ErrorCode.NONE, topic_id=topic.topic_id, num_partitions=len(topic.partitions),
         replication_factor=len(topic.partitions[0].replicas),
         configs=[
-            {"name": key, "value": value, "read_only": False, "is_sensitive": False,
-             "config_source": CONFIG_SOURCE_TOPIC if key in topic.configs else CONFIG_SOURCE_DEFAULT}
-            for key, value in sorted(effective.items()) if key in TOPIC_CONFIGS
+            {"name": key, "value": chain[0].value, "read_only": False, "is_sensitive": False,
+             "config_source": chain[0].source}
+            for key in sorted(TOPIC_CONFIGS)
+            for chain in [topic_synonyms(broker.config, topic, key)]
         ],
     )
 

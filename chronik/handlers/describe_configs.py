@@ -32,7 +32,6 @@ from ..config import KAFKA_SETTING_DOCS, KAFKA_SETTINGS, BrokerConfig
 from ..metadata import TopicImage, topic_name_problem
 from ..metadata.topic_configs import TOPIC_CONFIGS
 from ..protocol import ErrorCode
-from .create_topics import CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_STATIC_BROKER, CONFIG_SOURCE_TOPIC
 from .registry import RequestContext, handles
 
 RESOURCE_TOPIC = 2
@@ -40,6 +39,11 @@ RESOURCE_BROKER = 4
 
 # Kafka's ConfigDef.Type ids, as DescribeConfigs v3+ reports them.
 CONFIG_TYPES = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7, "CLASS": 8, "PASSWORD": 9}
+
+# Kafka's DescribeConfigs config sources.
+CONFIG_SOURCE_TOPIC = 1
+CONFIG_SOURCE_STATIC_BROKER = 4
+CONFIG_SOURCE_DEFAULT = 5
 
 
 class ResourceRefused(Exception):

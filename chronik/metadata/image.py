@@ -130,6 +130,7 @@ class MetadataImage:
             raise CommandRejected("TOPIC_ALREADY_EXISTS", f"topic {c.name!r} already exists")
         if not c.replicas:
             raise CommandRejected("INVALID_PARTITIONS", "a topic needs at least one partition")
+        self._check_replica_lists(c.replicas, len(c.replicas[0]))
         topic_id = uuid.UUID(hex=c.topic_id)
         if topic_id in self.topics_by_id:
             raise CommandRejected("TOPIC_ALREADY_EXISTS", f"topic id {topic_id} already exists")
@@ -158,6 +159,7 @@ class MetadataImage:
         topic = self._topic(c.name)
         if not c.new_replicas:
             raise CommandRejected("INVALID_PARTITIONS", "the partition count can only grow")
+        self._check_replica_lists(c.new_replicas, len(topic.partitions[0].replicas))
         topic.partitions.extend(PartitionImage(list(r), r[0], 0, list(r)) for r in c.new_replicas)
         return topic
 
@@ -176,6 +178,19 @@ class MetadataImage:
         first = self.next_producer_id
         self.next_producer_id += c.count
         return first
+
+    @staticmethod
+    def _check_replica_lists(replicas: list[list[int]], replication_factor: int) -> None:
+        """Reject replica lists a partition could not be built from (apply must never fail otherwise:
+        a command that raised anything but CommandRejected would stop every later replay)."""
+        for index, partition_replicas in enumerate(replicas):
+            if (not isinstance(partition_replicas, list) or len(partition_replicas) != replication_factor
+                    or replication_factor < 1 or len(set(partition_replicas)) != replication_factor
+                    or not all(isinstance(r, int) for r in partition_replicas)):
+                raise CommandRejected(
+                    "INVALID_REPLICA_ASSIGNMENT",
+                    f"partition {index}: {partition_replicas!r} is not {replication_factor} distinct broker ids",
+                )
 
     def replica_assignment_problem(self, replicas: list[list[int]], replication_factor: int) -> str | None:
         """Why a manual assignment (replicas per partition, leader first) cannot be used, or None.

@@ -495,3 +495,36 @@ def test_offset_for_leader_epoch(broker: BrokerProcess) -> None:
         assert (message.offset(), message.leader_epoch()) == (3, 0)
     finally:
         consumer.close()
+
+
+def test_create_topics_manual_assignment_and_config_sources(tmp_path: Any) -> None:
+    """(confluent-kafka 2.16's NewTopic refuses replica assignments client-side, so these are raw v5 requests.)"""
+    from chronik.protocol import decode_response
+
+    from .raw import Raw, request_frame
+
+    def create_v5(connection: Raw, name: str, assignments: list[list[int]], configs: dict[str, str]) -> Any:
+        connection.send(request_frame(19, 5, {"topics": [{
+            "name": name, "num_partitions": -1 if assignments else 1, "replication_factor": -1 if assignments else 1,
+            "assignments": [{"partition_index": i, "broker_ids": ids} for i, ids in enumerate(assignments)],
+            "configs": [{"name": k, "value": v} for k, v in configs.items()]}], "timeout": 5000, "validate_only": False}))
+        response = connection.read_frame()
+        assert response is not None
+        return decode_response(19, 5, response, 5).topics[0]
+
+    proc = BrokerProcess(tmp_path / "data", "--set", "log.retention.ms=123456").start()
+    try:
+        with Raw(proc) as connection:
+            assert create_v5(connection, "manual", [[NODE_ID]] * 3, {}).error_code == 0
+            assert create_v5(connection, "unknown-broker", [[NODE_ID], [7]], {}).error_code == 39
+            assert create_v5(connection, "twice", [[NODE_ID, NODE_ID]], {}).error_code == 39
+            result = create_v5(connection, "sourced", [], {"segment.bytes": "4096"})
+        topics = admin(proc).list_topics(timeout=10).topics
+        assert len(topics["manual"].partitions) == 3 and "unknown-broker" not in topics
+        sources = {c.name: (c.value, c.config_source) for c in result.configs}
+        assert sources["segment.bytes"] == ("4096", SOURCE_TOPIC)
+        assert sources["retention.ms"] == ("123456", SOURCE_STATIC_BROKER)
+        assert sources["cleanup.policy"] == ("delete", SOURCE_DEFAULT)
+    finally:
+        proc.stop()
+        assert "Traceback" not in proc.output(), proc.output()

@@ -108,3 +108,23 @@ async def test_snapshots_bound_replay(backend: StorageBackend, log_dir: str) -> 
         again = MetadataLog.open(committer, log_dir, snapshot_every=25)
         assert again.image.to_snapshot() == expected
         await again.aclose()
+
+
+def test_malformed_replica_lists_are_rejected_not_crashing_replay() -> None:
+    """apply() must only ever raise CommandRejected: anything else in a durable
+    command would stop every later replay of the log."""
+    from chronik.metadata import CommandRejected, CreatePartitions, CreateTopic, MetadataImage
+
+    image = MetadataImage()
+    image.apply(0, CreateTopic(name="t", topic_id="0" * 31 + "1", replicas=[[1]]))
+    for offset, command in enumerate([
+        CreateTopic(name="u", topic_id="0" * 31 + "2", replicas=[[]]),
+        CreateTopic(name="v", topic_id="0" * 31 + "3", replicas=[[1], [1, 2]]),
+        CreateTopic(name="w", topic_id="0" * 31 + "4", replicas=[[1, 1]]),
+        CreatePartitions(name="t", new_replicas=[[]]),
+        CreatePartitions(name="t", new_replicas=[[1, 2]]),
+    ], start=1):
+        with pytest.raises(CommandRejected) as rejected:
+            image.apply(offset, command)
+        assert rejected.value.error == "INVALID_REPLICA_ASSIGNMENT"
+    assert sorted(image.topics) == ["t"] and len(image.topics["t"].partitions) == 1
