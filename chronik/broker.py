@@ -32,6 +32,7 @@ import trio
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
 from .log.manager import LogManager
+from .log.partition import PartitionLog
 from .metadata import (
     AllocateProducerIds,
     Command,
@@ -100,16 +101,20 @@ class Broker:
     # -- metadata changes ------------------------------------------------------
 
     async def submit(self, command: Command) -> object:
-        """Append a metadata command durably, apply it, bring the logs in step.
+        """Append a metadata command durably and apply it; the logs follow in the background.
 
         Raises :class:`CommandRejected` with a Kafka error name.
-        Cancellation: the command may still be applied; the logs are synced
-        on the next change or restart.
+        Cancellation: the command may still be applied (and the logs synced).
         """
         try:
             return await self.metadata.submit(command)
         finally:
-            await self.logs.sync_with(self.image)
+            self.logs.request_sync()
+
+    async def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
+        """The local log of a partition the metadata has, opened if it is new; None if unknown."""
+        await self.logs.in_step_with(self.image)
+        return self.logs.get(topic, partition)
 
     def topic_request_problem(self, request: TopicRequest) -> tuple[str, str] | None:
         """(Kafka error name, message) if the request cannot be served on this cluster."""
@@ -287,6 +292,7 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
                 )
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(broker._retention_loop)
+                    await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)
                     yield broker
                     nursery.cancel_scope.cancel()

@@ -54,6 +54,7 @@ def delete_records(ctx: RequestContext, topic: str, partition: int, offset: int)
 
 @handles(21, 0, 2)
 async def handle_delete_records(ctx: RequestContext, request: Any) -> Any:
+    await ctx.broker.logs.in_step_with(ctx.broker.image)
     return ctx.respond(throttle_time=0, topics=[
         {"name": t.name, "partitions": [delete_records(ctx, t.name, p.partition_index, p.offset) for p in t.partitions]}
         for t in request.topics

@@ -93,6 +93,7 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
     if session_id != 0 and session_epoch not in (0, -1):
         return ctx.respond(throttle_time=0, error_code=int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND), session_id=0, responses=[])
     deadline = trio.current_time() + request.max_wait.total_seconds()
+    await ctx.broker.logs.in_step_with(ctx.broker.image)
     responses, total, errors, logs = read_once(ctx, request)
 
     def answered() -> bool:

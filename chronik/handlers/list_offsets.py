@@ -38,7 +38,7 @@ async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
         partitions = []
         topics.append({"name": list_topic.name, "partitions": partitions})
         for p in list_topic.partitions:
-            partition_log = broker.logs.get(list_topic.name, p.partition_index)
+            partition_log = await broker.partition_log(list_topic.name, p.partition_index)
             if partition_log is None:
                 partitions.append(partition_offset(p.partition_index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue

@@ -56,6 +56,7 @@ def epoch_end(ctx: RequestContext, topic: str, request: Any) -> dict[str, Any]:
 
 @handles(23, 2, 4)
 async def handle_offset_for_leader_epoch(ctx: RequestContext, request: Any) -> Any:
+    await ctx.broker.logs.in_step_with(ctx.broker.image)
     return ctx.respond(throttle_time=0, topics=[
         {"topic": t.topic, "partitions": [epoch_end(ctx, t.topic, p) for p in t.partitions]} for t in request.topics
     ])

@@ -81,7 +81,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                 results.append(partition_result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                                                 message="transactions are not supported"))
                 continue
-            partition_log = broker.logs.get(name, index) if topic is not None else None
+            partition_log = await broker.partition_log(name, index) if topic is not None else None
             if partition_log is None:
                 results.append(partition_result(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue

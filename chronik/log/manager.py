@@ -3,9 +3,16 @@
 :meth:`LogManager.sync_with` makes the logs on disk match the image: opens
 (creating) every partition the image has, deletes the logs of topics that are
 gone (or were re-created under a new topic id).  It runs at start-up, after
-the metadata log is replayed -- which also removes directories left behind by
-a crash between a DeleteTopic command and the deletion of its files -- and
-after every metadata change that adds or removes partitions.
+the metadata log is replayed -- the first pass also removes directories left
+behind by a crash between a DeleteTopic command and the deletion of its files.
+
+After a metadata change the broker calls :meth:`request_sync` and answers its
+client at once (as Kafka does: CreateTopics returns once the metadata is
+committed; the logs follow).  The background task :meth:`run` then brings the
+logs in step; a request that needs a partition calls :meth:`in_step_with`
+first, which does the pending work itself if the background task has not yet.
+A created topic is durable through its metadata command: after a crash the
+start-up pass creates whatever partitions were still missing.
 
 Partition directories are ``<data_dir>/<topic>-<partition>``; Kafka topic
 names cannot contain ``/``, and the metadata log's own directory
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -37,6 +44,11 @@ class LogManager:
         self.default_segment_bytes = default_segment_bytes
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._lock = trio.Lock()
+        self._known: dict[str, tuple[str, int]] = {}  # topic -> (topic id hex, partitions) in step
+        self._sweep_orphans = True
+        self._requested_syncs = 0  # request_sync() calls so far
+        self._completed_syncs = 0  # of those, how many a finished pass covered
+        self._sync_requested = trio.Event()
 
     def get(self, topic: str, partition: int) -> PartitionLog | None:
         return self._logs.get((topic, partition))
@@ -47,58 +59,113 @@ class LogManager:
     def __len__(self) -> int:
         return len(self._logs)
 
+    def request_sync(self) -> None:
+        """The image changed: bring the logs in step soon (never blocks)."""
+        self._requested_syncs += 1
+        self._sync_requested.set()
+
+    async def in_step_with(self, image: MetadataImage) -> None:
+        """Return once the logs match ``image`` (at once when nothing is pending).
+
+        A pass already running is waited for (it may not have opened a
+        partition yet), then any change it did not cover is synced.
+        """
+        if self._completed_syncs < self._requested_syncs:
+            await self.sync_with(image)
+
+    async def run(self, image_source: Callable[[], MetadataImage], *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sync the logs after every :meth:`request_sync`, until cancelled.
+
+        Cancellation: a deletion in progress completes (see :meth:`sync_with`).
+        """
+        task_status.started()
+        while True:
+            await self._sync_requested.wait()
+            self._sync_requested = trio.Event()
+            await self.in_step_with(image_source())
+
     async def sync_with(self, image: MetadataImage) -> None:
         """Open the partitions ``image`` has, delete the logs it no longer has.
 
+        Only topics that changed since the last pass are looked at.
         Cancellation: a deletion in progress completes (shielded), so a log
         is never left half-closed.
         """
         async with self._lock:
-            wanted: dict[tuple[str, int], tuple[str, int]] = {}
-            for topic in image.topics.values():
-                segment_bytes = int(topic.configs.get("segment.bytes", self.default_segment_bytes))
-                for index in range(len(topic.partitions)):
-                    wanted[(topic.name, index)] = (topic.topic_id.hex, segment_bytes)
-            for key, partition_log in list(self._logs.items()):
-                want = wanted.get(key)
-                if want is None or want[0] != partition_log.topic_id:
-                    del self._logs[key]
-                    with trio.CancelScope(shield=True):
-                        await partition_log.delete()
-                    log.info("deleted partition %s-%d", *key)
-            self._remove_orphans(wanted)
-            for key, (topic_id, segment_bytes) in wanted.items():
-                if key not in self._logs:
-                    self._open(key, topic_id, segment_bytes)
+            covers = self._requested_syncs
+            changed = {
+                name: (topic.topic_id.hex, len(topic.partitions), int(topic.configs.get("segment.bytes", self.default_segment_bytes)))
+                for name, topic in image.topics.items()
+                if self._known.get(name, (None, -1))[1] != len(topic.partitions)
+                or self._known[name][0] != topic.topic_id.hex
+            }
+            gone = [name for name in self._known if name not in image.topics]
+            for name in gone + list(changed):
+                known = self._known.pop(name, None)
+                if known is None or (name in changed and changed[name][0] == known[0]):
+                    continue  # new topic, or more partitions of the same one
+                for index in range(known[1]):
+                    partition_log = self._logs.pop((name, index), None)
+                    if partition_log is not None:
+                        with trio.CancelScope(shield=True):
+                            await partition_log.delete()
+                log.info("deleted the logs of topic %s", name)
+            if self._sweep_orphans:
+                self.committer.backend.make_dirs(self.data_dir)
+                self._remove_orphans(image)
+                self._sweep_orphans = False
+            to_open = [
+                ((name, index), topic_id, segment_bytes)
+                for name, (topic_id, partitions, segment_bytes) in changed.items()
+                for index in range(partitions)
+                if (name, index) not in self._logs
+            ]
+            if to_open:
+                # Creating a partition costs a few fsyncs (~1 ms): done in a
+                # worker thread so the event loop keeps serving meanwhile.
+                # Not abandoned on cancellation: the logs are always registered.
+                for key, partition_log in await trio.to_thread.run_sync(self._open_all, to_open):
+                    self._logs[key] = partition_log
+            for name, (topic_id, partitions, _) in changed.items():
+                self._known[name] = (topic_id, partitions)
+            self._completed_syncs = max(self._completed_syncs, covers)
 
-    def _open(self, key: tuple[str, int], topic_id: str, segment_bytes: int) -> None:
-        topic, partition = key
-        started = time.perf_counter()
-        partition_log = PartitionLog.open(
-            self.committer,
-            f"{self.data_dir}/{topic}-{partition}",
-            topic=topic,
-            partition=partition,
-            topic_id=topic_id,
-            segment_bytes=segment_bytes,
-        )
-        self._logs[key] = partition_log
-        recovery = partition_log.recovery
-        if recovery is not None and recovery.batches:
-            log.info(
-                "recovered %s-%d: %d batches, offsets %d..%d in %.1f ms",
-                topic, partition, recovery.batches, recovery.log_start_offset, recovery.log_end_offset,
-                (time.perf_counter() - started) * 1000,
+    def _open_all(self, to_open: list[tuple[tuple[str, int], str, int]]) -> list[tuple[tuple[str, int], PartitionLog]]:
+        """Open (create, recover) partitions, then make their directory entries durable.
+
+        Runs in a worker thread; touches no shared state but the files of these partitions.
+        """
+        opened = []
+        for (topic, partition), topic_id, segment_bytes in to_open:
+            started = time.perf_counter()
+            partition_log = PartitionLog.open(
+                self.committer,
+                f"{self.data_dir}/{topic}-{partition}",
+                topic=topic,
+                partition=partition,
+                topic_id=topic_id,
+                segment_bytes=segment_bytes,
             )
+            opened.append(((topic, partition), partition_log))
+            recovery = partition_log.recovery
+            if recovery is not None and recovery.batches:
+                log.info(
+                    "recovered %s-%d: %d batches, offsets %d..%d in %.1f ms",
+                    topic, partition, recovery.batches, recovery.log_start_offset, recovery.log_end_offset,
+                    (time.perf_counter() - started) * 1000,
+                )
+        self.committer.backend.sync_dir(self.data_dir)
+        return opened
 
-    def _remove_orphans(self, wanted: dict[tuple[str, int], tuple[str, int]]) -> None:
+    def _remove_orphans(self, image: MetadataImage) -> None:
         """Delete partition directories on disk that the image does not have."""
         backend = self.committer.backend
         for name in backend.list_dir(self.data_dir):
             if name == METADATA_DIR or "-" not in name:
                 continue
-            topic, _, number = name.rpartition("-")
-            if not number.isdigit() or (topic, int(number)) in self._logs:
+            topic_name, _, number = name.rpartition("-")
+            if not number.isdigit() or (topic_name, int(number)) in self._logs:
                 continue
             directory = f"{self.data_dir}/{name}"
             try:
@@ -107,8 +174,8 @@ class LogManager:
                 continue  # not ours, or unreadable: leave it for an operator
             if meta is None:
                 continue
-            want = wanted.get((topic, int(number)))
-            if want is not None and want[0] == meta.get("topic_id"):
+            topic = image.topics.get(topic_name)
+            if topic is not None and int(number) < len(topic.partitions) and topic.topic_id.hex == meta.get("topic_id"):
                 continue
             for entry in backend.list_dir(directory):
                 backend.delete_file(f"{directory}/{entry}")
