@@ -20,6 +20,7 @@ FETCH_SESSION_ID_NOT_FOUND.  Batches are served exactly as stored.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import trio
@@ -48,6 +49,14 @@ def partition_data(index: int, code: ErrorCode, partition_log: PartitionLog | No
 
 def read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], int, bool, list[PartitionLog]]:
     """One pass over the requested partitions: (responses, bytes, any error, logs read)."""
+    started = time.perf_counter()
+    try:
+        return _read_once(ctx, request)
+    finally:
+        ctx.broker.metrics.fetch_duration.observe(time.perf_counter() - started)
+
+
+def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], int, bool, list[PartitionLog]]:
     broker = ctx.broker
     budget = request.max_bytes if ctx.api_version >= 3 else math.inf
     total = 0
@@ -109,6 +118,7 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
             with trio.move_on_at(deadline):
                 await data_arrived.wait()
             responses, total, errors, logs = read_once(ctx, request)
+        ctx.broker.metrics.bytes_out.inc(total)
         return ctx.respond(throttle_time=0, error_code=0, session_id=0, responses=responses)
 
     # A parked fetch is deferred, so it does not hold up the requests behind it.

@@ -40,8 +40,11 @@ def partition_result(index: int, code: ErrorCode, base_offset: int = -1, log_app
 
 
 def append_records(partition_log: PartitionLog, records: bytes | None, max_message_bytes: int,
-                   log_append_time: bool) -> list[AppendInfo]:
-    """Validate and append every batch of one partition's ``records``; raises ProtocolError/SequenceError."""
+                   log_append_time: bool) -> tuple[list[AppendInfo], int, int]:
+    """Validate and append every batch of one partition's ``records``.
+
+    Returns the appends, their bytes and their record count; raises ProtocolError/SequenceError.
+    """
     if not records:
         raise InvalidRecord("the produce request has no record batch for this partition")
     batches = split_batches(bytearray(records), max_message_bytes)
@@ -52,12 +55,14 @@ def append_records(partition_log: PartitionLog, records: bytes | None, max_messa
         if header.is_transactional:
             raise InvalidRecord("transactional batches are not supported by this broker")
     now = int(time.time() * 1000) if log_append_time else None
-    return [partition_log.append_batch(batch, header, log_append_time=now) for batch, header in zip(batches, headers)]
+    infos = [partition_log.append_batch(batch, header, log_append_time=now) for batch, header in zip(batches, headers)]
+    return infos, sum(h.size for h in headers), sum(h.records_count for h in headers)
 
 
 @handles(0, 3, 9)
 async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
+    metrics = broker.metrics
     acks = request.acks
     responses: list[dict[str, Any]] = []
     waits: list[tuple[dict[str, Any], PartitionLog, AppendInfo]] = []
@@ -86,7 +91,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                 results.append(partition_result(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             try:
-                infos = append_records(
+                infos, nbytes, nrecords = append_records(
                     partition_log, partition_data.records, int(configs["max.message.bytes"]),
                     configs["message.timestamp.type"] == "LogAppendTime",
                 )
@@ -103,6 +108,8 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                 log.error("produce to %s-%d failed: %s", name, index, exc)
                 results.append(partition_result(index, ErrorCode.KAFKA_STORAGE_ERROR, message=str(exc)))
                 continue
+            metrics.bytes_in.inc(nbytes)
+            metrics.records_appended.inc(nrecords)
             result = partition_result(index, ErrorCode.NONE, infos[0].base_offset, infos[0].log_append_time,
                                       partition_log.log_start_offset)
             results.append(result)
@@ -110,12 +117,16 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     if acks == 0:
         return None
 
+    appended_at = time.perf_counter()
+
     async def respond_when_durable() -> Any:
         for result, partition_log, info in waits:
             try:
                 await partition_log.wait_durable(info)
             except StorageError as exc:
                 result.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), base_offset=-1, error_message=str(exc))
+        if waits:
+            metrics.produce_duration.observe(time.perf_counter() - appended_at)
         return ctx.respond(responses=responses, throttle_time=0)
 
     # Appended in request order above; the wait for the fsync is deferred so

@@ -124,3 +124,55 @@ def _field_names(entity: type) -> frozenset[str]:
 
 def is_zero_uuid(value: uuid.UUID | None) -> bool:
     return value is None or value == _ZERO_UUID
+
+
+def error_codes(message: Any) -> set[int]:
+    """Every non-zero ``error_code`` anywhere in a kio message (for metrics).
+
+    The walk is compiled once per entity class, visiting only fields that
+    are, or can contain, an error code.
+    """
+    found: set[int] = set()
+    _error_walker(type(message))(message, found)
+    return found
+
+
+@functools.cache
+def _error_walker(entity: type) -> Callable[[Any, set[int]], None]:
+    own = [f.name for f in fields(entity) if f.metadata.get("kafka_type") == "error_code"]
+    nested: list[tuple[str, bool, Callable[[Any, set[int]], None]]] = []
+    for f in fields(entity):
+        match classify_field(f):
+            case EntityField(type_=inner) if _may_hold_errors(inner):
+                nested.append((f.name, False, _error_walker(inner)))
+            case EntityTupleField(type_=inner) if _may_hold_errors(inner):
+                nested.append((f.name, True, _error_walker(inner)))
+
+    def walk(message: Any, found: set[int]) -> None:
+        for name in own:
+            code = getattr(message, name)
+            if code:
+                found.add(int(code.value if hasattr(code, "value") else code))
+        for name, many, inner_walk in nested:
+            value = getattr(message, name)
+            if value is None:
+                continue
+            if many:
+                for item in value:
+                    inner_walk(item, found)
+            else:
+                inner_walk(value, found)
+
+    return walk
+
+
+@functools.cache
+def _may_hold_errors(entity: type) -> bool:
+    for f in fields(entity):
+        if f.metadata.get("kafka_type") == "error_code":
+            return True
+        match classify_field(f):
+            case EntityField(type_=inner) | EntityTupleField(type_=inner):
+                if _may_hold_errors(inner):
+                    return True
+    return False

@@ -56,7 +56,7 @@ from ..protocol import (
     peek_request_ids,
     response_schema,
 )
-from ..protocol.build import build
+from ..protocol.build import build, error_codes
 from .connection import Buffers, PendingResponse, serve_pipelined
 
 if TYPE_CHECKING:
@@ -159,10 +159,18 @@ async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> Buff
                 raise _CloseConnection from None
             response = error_response(schema, ErrorCode.UNKNOWN_SERVER_ERROR)
             return encode_frame(encode_response(api_key, api_version, correlation_id, response))
-        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started)
+        errors = {_error_name(code) for code in error_codes(response)} if response is not None else set()
+        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, errors)
         return buffers
 
     return await answer(registration.handle(ctx, request))
+
+
+def _error_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
 
 
 def _api_name(api_key: int) -> str:
