@@ -1,0 +1,97 @@
+"""Messages the consensus core exchanges between voters (sans-I/O, plain data).
+
+Every message carries the sender's ``term`` (the Kafka *epoch*) and the ids of
+its sender ``src`` and addressee ``dst``.  Offsets are 0-based, dense metadata
+offsets; an *end* is exclusive (the offset after the last entry), like Kafka's
+log end offset and high watermark.  How these objects are framed on the
+replication port is the transport's business, not this module's.
+
+Replication is *push* (Raft AppendEntries): the leader sends entries and its
+commit end to each follower, the follower answers with how far its log is
+known to match the leader's and how much of that is durable.  Push keeps the
+leader the only place that decides what to send and lets one message type be
+heartbeat, probe and catch-up at once; check-quorum falls out of the
+responses.  (KRaft pulls with Fetch; the safety rules are the same.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One metadata log entry: the epoch of the leader that created it, and its bytes.
+
+    ``control`` entries (the no-op a new leader appends so that it can commit
+    its predecessors' entries, like KRaft's LeaderChange record) take an
+    offset but carry no command; the state machine skips them.
+    """
+
+    epoch: int
+    payload: bytes
+    control: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    """RequestVote.  With ``pre_vote`` it is a Pre-Vote: ``term`` is the term the
+    sender *would* campaign in (its own term + 1) and nobody changes state."""
+
+    term: int
+    src: int
+    dst: int
+    last_epoch: int  # epoch of the sender's last log entry (or of its snapshot)
+    log_end: int
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResponse:
+    """``term`` is the voter's term, or for a granted pre-vote the requested term."""
+
+    term: int
+    src: int
+    dst: int
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """AppendEntries: ``entries`` go at offsets ``prev_end``, ``prev_end + 1``, ...
+
+    The follower accepts them only if its entry at ``prev_end - 1`` has epoch
+    ``prev_epoch`` (0 when ``prev_end == 0``); an empty request is a heartbeat.
+    """
+
+    term: int
+    src: int
+    dst: int
+    prev_end: int
+    prev_epoch: int
+    entries: tuple[Entry, ...]
+    leader_commit: int  # the leader's commit end (high watermark)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResponse:
+    """The follower's answer to an AppendRequest, or an unsolicited durability ack.
+
+    On success, ``match_end``: the follower's log matches the leader's below
+    it; ``durable_end`` (<= ``match_end``): of that prefix, this much is
+    durable, which is what the leader counts towards commit.  On rejection,
+    ``match_end`` is a hint: an offset at or below the first divergence, where
+    the leader should try again.
+    """
+
+    term: int
+    src: int
+    dst: int
+    success: bool
+    match_end: int
+    durable_end: int
+
+
+Message = Union[VoteRequest, VoteResponse, AppendRequest, AppendResponse]

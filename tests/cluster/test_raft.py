@@ -1,0 +1,283 @@
+"""Unit tests of the consensus core's rules, one event at a time."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+from chronik.cluster import messages, raft
+from chronik.cluster.messages import AppendRequest, AppendResponse, Entry, VoteRequest, VoteResponse
+from chronik.cluster.raft import (
+    Action,
+    AppendLog,
+    CommitAdvanced,
+    DurableState,
+    NotLeader,
+    PersistHardState,
+    RaftConfig,
+    RaftNode,
+    Role,
+    Send,
+    TruncateLog,
+)
+
+VOTERS = (1, 2, 3)
+TIMEOUT = 1.0
+
+
+def node(node_id: int = 1, *, voters: tuple[int, ...] = VOTERS, pre_vote: bool = False, **durable) -> RaftNode:  # type: ignore[no-untyped-def]
+    config = RaftConfig(node_id, voters, election_timeout=TIMEOUT, heartbeat_interval=0.1, pre_vote=pre_vote)
+    return RaftNode(config, DurableState(**durable), lambda: 0.5, now=0.0)
+
+
+def entries(*epochs: int) -> tuple[Entry, ...]:
+    return tuple(Entry(epoch, b"e%d" % i) for i, epoch in enumerate(epochs))
+
+
+def sent(actions: list[Action]) -> list:  # type: ignore[type-arg]
+    return [a.message for a in actions if isinstance(a, Send)]
+
+
+def persist_all(n: RaftNode, actions: list[Action], now: float = 0.0) -> list[Action]:
+    """Report every PersistHardState in ``actions`` durable; returns what that released."""
+    released: list[Action] = []
+    for action in actions:
+        if isinstance(action, PersistHardState):
+            released += n.hard_state_durable(now, action.term, action.voted_for)
+    return released
+
+
+def elect(n: RaftNode, now: float = 10.0) -> list[Action]:
+    """Make ``n`` (pre_vote off) leader of term + 1 with the votes of every other voter."""
+    actions = n.tick(now)
+    actions += persist_all(n, actions, now)
+    for voter in n.config.voters:
+        if voter != n.node_id:
+            actions += n.receive(now, VoteResponse(n.term, voter, n.node_id, True))
+    assert n.role is Role.LEADER
+    return actions
+
+
+def test_vote_is_durable_before_it_is_sent() -> None:
+    n = node(1)
+    actions = n.receive(0.0, VoteRequest(1, 2, 1, last_epoch=0, log_end=0))
+    assert [a for a in actions if isinstance(a, PersistHardState)] == [
+        PersistHardState(1, None),
+        PersistHardState(1, 2),
+    ]
+    assert sent(actions) == []  # held until the vote is durable
+    assert n.hard_state_durable(0.0, 1, None) == []
+    assert sent(n.hard_state_durable(0.0, 1, 2)) == [VoteResponse(1, 1, 2, True)]
+
+
+def test_one_vote_per_term() -> None:
+    n = node(1)
+    persist_all(n, n.receive(0.0, VoteRequest(1, 2, 1, 0, 0)))
+    assert sent(n.receive(0.0, VoteRequest(1, 3, 1, 0, 0))) == [VoteResponse(1, 1, 3, False)]
+    assert sent(n.receive(0.0, VoteRequest(1, 2, 1, 0, 0))) == [VoteResponse(1, 1, 2, True)]  # a retry
+    assert n.voted_for == 2
+
+
+def test_stale_term_vote_request_is_refused_with_our_term() -> None:
+    n = node(1, term=5)
+    assert sent(n.receive(0.0, VoteRequest(4, 2, 1, 9, 100))) == [VoteResponse(5, 1, 2, False)]
+
+
+@pytest.mark.parametrize(
+    ("last_epoch", "log_end", "granted"),
+    [
+        (2, 3, True),  # same log
+        (2, 4, True),  # longer, same last epoch
+        (2, 2, False),  # shorter, same last epoch
+        (1, 10, False),  # longer, but older last epoch
+        (3, 1, True),  # shorter, but newer last epoch
+    ],
+)
+def test_vote_only_for_an_up_to_date_log(last_epoch: int, log_end: int, granted: bool) -> None:
+    n = node(1, term=2, entries=entries(1, 2, 2))
+    actions = n.receive(0.0, VoteRequest(3, 2, 1, last_epoch, log_end))
+    actions += persist_all(n, actions)
+    assert sent(actions) == [VoteResponse(3, 1, 2, granted)]
+
+
+def test_candidate_leads_only_once_its_own_vote_is_durable() -> None:
+    n = node(1, voters=(1,))
+    actions = n.tick(5.0)
+    assert n.role is Role.CANDIDATE and PersistHardState(1, 1) in actions
+    actions = n.hard_state_durable(5.0, 1, 1)
+    assert n.role is Role.LEADER
+    assert AppendLog(0, (Entry(1, b"", control=True),)) in actions
+    assert not any(isinstance(a, CommitAdvanced) for a in actions)  # the no-op is not durable yet
+    assert n.log_durable(5.0, 1, 1) == [CommitAdvanced(1)]
+
+
+def test_pre_vote_changes_no_term_and_respects_a_live_leader() -> None:
+    n = node(1, pre_vote=True)
+    actions = n.tick(5.0)
+    assert n.role is Role.PRE_CANDIDATE and n.term == 0
+    assert not any(isinstance(a, PersistHardState) for a in actions)
+    assert {m.term for m in sent(actions)} == {1} and all(m.pre_vote for m in sent(actions))
+
+    follower = node(2, pre_vote=True)
+    follower.receive(5.0, AppendRequest(1, 3, 2, 0, 0, (), 0))
+    persist_all(follower, [PersistHardState(1, None)])
+    assert sent(follower.receive(5.5, VoteRequest(2, 1, 2, 0, 0, pre_vote=True))) == [
+        VoteResponse(1, 2, 1, False, pre_vote=True)
+    ]
+    # once the leader has been silent for an election timeout, the pre-vote is granted
+    assert sent(follower.receive(6.5, VoteRequest(2, 1, 2, 0, 0, pre_vote=True))) == [
+        VoteResponse(2, 2, 1, True, pre_vote=True)
+    ]
+    assert follower.term == 1
+
+
+def test_follower_truncates_the_divergent_suffix_only() -> None:
+    n = node(2, term=1, entries=entries(1, 1, 1))
+    actions = n.receive(0.0, AppendRequest(2, 1, 2, 1, 1, entries(2, 2), leader_commit=0))
+    assert [a for a in actions if isinstance(a, TruncateLog | AppendLog)] == [
+        TruncateLog(1),
+        AppendLog(1, entries(2, 2)),
+    ]
+    assert [n.entry(i).epoch for i in range(n.log_end)] == [1, 2, 2]
+    # a delayed, shorter copy of the same request truncates nothing
+    actions = n.receive(0.0, AppendRequest(2, 1, 2, 1, 1, entries(2), leader_commit=0))
+    assert not any(isinstance(a, TruncateLog | AppendLog) for a in actions)
+    assert n.log_end == 3
+
+
+def test_follower_rejects_a_gap_or_mismatch_with_a_hint() -> None:
+    n = node(2, term=2, entries=entries(1, 1, 1, 1))
+    (response,) = sent(n.receive(0.0, AppendRequest(2, 1, 2, 6, 2, (), 0)))
+    assert response == AppendResponse(2, 2, 1, False, 4, 0)  # too short: try at our end
+    (response,) = sent(n.receive(0.0, AppendRequest(2, 1, 2, 3, 2, (), 0)))
+    assert not response.success and response.match_end == 0  # start of our epoch-1 run
+
+
+def test_follower_commits_only_the_prefix_known_to_match() -> None:
+    n = node(2, term=1, entries=entries(1, 1, 1, 1))
+    actions = n.receive(0.0, AppendRequest(2, 1, 2, 0, 0, entries(1), leader_commit=4))
+    assert CommitAdvanced(1) in actions  # offsets 1..3 may still be divergent
+    actions = persist_all(n, actions)
+    (ack,) = sent(actions)
+    assert ack == AppendResponse(2, 2, 1, True, 1, 1)
+
+
+def test_follower_acks_only_durable_entries() -> None:
+    n = node(2, term=1)
+    actions = n.receive(0.0, AppendRequest(1, 1, 2, 0, 0, entries(1, 1), leader_commit=0))
+    assert sent(actions) == [AppendResponse(1, 2, 1, True, 2, 0)]
+    assert n.log_durable(0.0, 1, 0) == []  # wrong epoch for offset 0: a stale report
+    assert sent(n.log_durable(0.0, 2, 1)) == [AppendResponse(1, 2, 1, True, 2, 2)]
+
+
+def test_leader_commits_by_counting_only_entries_of_its_own_term() -> None:
+    """Raft section 5.4.2 (Figure 8): replicas of an older term's entry do not commit it."""
+    leader = node(1, term=2, voted_for=None, entries=entries(1, 2))
+    elect(leader)
+    assert leader.term == 3 and leader.log_end == 3  # + the no-op of term 3
+    leader.log_durable(10.0, 3, 3)
+    # follower 2 has offsets 0..1 (epochs 1, 2) durable, not yet the no-op
+    actions = leader.receive(10.0, AppendResponse(3, 2, 1, True, 3, 2))
+    assert not any(isinstance(a, CommitAdvanced) for a in actions)
+    assert leader.commit_end == 0
+    actions = leader.receive(10.0, AppendResponse(3, 2, 1, True, 3, 3))
+    assert CommitAdvanced(3) in actions
+
+
+def test_leader_counts_only_its_own_durable_entries() -> None:
+    leader = node(1)
+    elect(leader)
+    offset, _ = leader.propose(10.0, b"x")
+    assert offset == 1
+    # follower 2 has both entries durable, the leader has neither: one copy of three
+    assert leader.receive(10.0, AppendResponse(1, 2, 1, True, 2, 2)) == []
+    assert leader.log_durable(10.0, 2, 1) == [CommitAdvanced(2)]
+
+
+def test_leader_backs_up_on_rejection_and_resends() -> None:
+    leader = node(1, term=1, entries=entries(1, 1, 1))
+    elect(leader)
+    (request,) = sent(leader.receive(10.0, AppendResponse(2, 2, 1, False, 1, 0)))
+    assert isinstance(request, AppendRequest)
+    assert (request.prev_end, request.prev_epoch, len(request.entries)) == (1, 1, 3)
+
+
+def test_leader_without_a_quorum_steps_down() -> None:
+    leader = node(1)
+    elect(leader, now=10.0)
+    leader.receive(10.5, AppendResponse(1, 2, 1, True, 1, 1))
+    leader.tick(11.0)
+    assert leader.role is Role.LEADER  # heard from 2 within the timeout
+    leader.tick(12.0)
+    assert leader.role is Role.FOLLOWER and leader.term == 1 and leader.leader_id is None
+
+
+def test_proposal_to_a_follower_names_the_leader() -> None:
+    n = node(2)
+    persist_all(n, n.receive(0.0, AppendRequest(1, 3, 2, 0, 0, (), 0)))
+    result, actions = n.propose(0.0, b"x")
+    assert result == NotLeader(3) and actions == []
+
+
+def test_higher_term_response_deposes_the_leader() -> None:
+    leader = node(1)
+    elect(leader)
+    leader.receive(10.0, AppendResponse(7, 2, 1, False, 0, 0))
+    assert leader.role is Role.FOLLOWER and leader.term == 7
+
+
+def test_stale_durability_report_after_truncation_is_ignored() -> None:
+    n = node(2, term=1, entries=entries(1, 1))
+    n.receive(0.0, AppendRequest(2, 1, 2, 1, 1, entries(2), leader_commit=0))
+    assert n.durable_end == 1
+    n.log_durable(0.0, 2, 1)  # the old offset 1 (epoch 1) became durable: not what we hold now
+    assert n.durable_end == 1
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError):
+        RaftConfig(4, (1, 2, 3))
+    with pytest.raises(ValueError):
+        RaftConfig(1, (1, 1, 2))
+    with pytest.raises(ValueError):
+        RaftConfig(1, (1, 2, 3), election_timeout=0.1, heartbeat_interval=0.2)
+
+
+def test_log_starting_after_a_snapshot() -> None:
+    """A log that starts at offset 2, the entry at 1 (epoch 1) covered by a snapshot."""
+    leader = node(1, term=1, log_start=2, start_epoch=1, entries=entries(1))
+    assert leader.commit_end == 2  # what the snapshot covers is committed
+    elect(leader)
+    follower = node(2, term=1, log_start=2, start_epoch=1)
+    (request,) = [m for m in sent(leader.tick(10.2)) if m.dst == 2]
+    actions = follower.receive(10.2, request)
+    actions += persist_all(follower, actions, 10.2)
+    (reject,) = sent(actions)
+    assert not reject.success and reject.match_end == 2
+    (request,) = sent(leader.receive(10.2, reject))
+    assert (request.prev_end, request.prev_epoch, [e.epoch for e in request.entries]) == (2, 1, [1, 2])
+    follower.receive(10.2, request)
+    assert follower.log_end == 4
+
+
+def test_compact_forgets_only_committed_entries() -> None:
+    n = node(1, voters=(1,))
+    n.tick(5.0)
+    n.hard_state_durable(5.0, 1, 1)
+    n.propose(5.0, b"x")
+    n.log_durable(5.0, 2, 1)
+    with pytest.raises(ValueError):
+        n.compact(3)
+    n.compact(2)
+    assert (n.log_start, n.log_end, n.commit_end) == (2, 2, 2)
+    assert n.propose(5.0, b"y")[0] == 2
+
+
+def test_core_has_no_io_clock_or_randomness_of_its_own() -> None:
+    for module in (raft, messages):
+        tree = ast.parse(pathlib.Path(module.__file__).read_text())
+        imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+        imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+        assert not {name.split(".")[0] for name in imported} & {"trio", "os", "time", "random", "socket"}
