@@ -21,7 +21,8 @@ from ..log.producer_state import SequenceError
 from ..metadata import CommandRejected
 from ..protocol import ErrorCode, InvalidRecord, ProtocolError, split_batches, validate_batch
 from ..storage import StorageError
-from .registry import RequestContext, handles
+from ..protocol.produce_response import FIRST_VERSION, LAST_VERSION, PartitionProduceResult, encode_produce_response
+from .registry import Encoded, RequestContext, handles
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,21 @@ def append_records(partition_log: PartitionLog, records: bytes | None, max_messa
     return infos, sum(h.size for h in headers), sum(h.records_count for h in headers)
 
 
-@handles(0, 3, 9)
+def encoded_response(ctx: RequestContext, responses: list[dict[str, Any]]) -> Encoded:
+    """The ProduceResponse, written by the hand-written encoder (the hot path)."""
+    topics = [
+        (t["name"], [
+            PartitionProduceResult(p["index"], p["error_code"], p["base_offset"], p["log_append_time"],
+                                   p["log_start_offset"], p["error_message"])
+            for p in t["partition_responses"]
+        ])
+        for t in responses
+    ]
+    errors = frozenset(p.error_code for _, partitions in topics for p in partitions if p.error_code)
+    return ctx.encoded(encode_produce_response(ctx.api_version, ctx.header.correlation_id, topics), errors)
+
+
+@handles(0, FIRST_VERSION, LAST_VERSION)
 async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     metrics = broker.metrics
@@ -127,7 +142,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                 result.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), base_offset=-1, error_message=str(exc))
         if waits:
             metrics.produce_duration.observe(time.perf_counter() - appended_at)
-        return ctx.respond(responses=responses, throttle_time=0)
+        return encoded_response(ctx, responses)
 
     # Appended in request order above; the wait for the fsync is deferred so
     # the connection's next requests join the same group commit.

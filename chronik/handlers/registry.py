@@ -64,10 +64,24 @@ class RequestContext:
         """The response of the negotiated version, built from ``data``/``values``."""
         return build(self.response_type, data, **values)
 
-
     def later(self, finish: Callable[[], Awaitable[Any]]) -> "Deferred":
         """A response that ``finish()`` will produce while the connection reads on."""
         return Deferred(finish)
+
+    def encoded(self, payload: bytes, errors: frozenset[int]) -> "Encoded":
+        """A response a hand-written encoder produced (response header included)."""
+        return Encoded(payload, errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A response already encoded, header included, by a hot path's own encoder.
+
+    ``errors`` holds its non-zero error codes (for the request-error metrics).
+    """
+
+    payload: bytes
+    errors: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ import trio
 
 from ..config import HostPort
 from ..handlers import lookup, served_versions
-from ..handlers.registry import Deferred, RequestContext
+from ..handlers.registry import Deferred, Encoded, RequestContext
 from ..protocol import (
     ErrorCode,
     FrameDecoder,
@@ -150,6 +150,10 @@ async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> Buff
             response = await work
             if isinstance(response, Deferred):
                 return PendingResponse(lambda: answer(response.finish()))
+            if isinstance(response, Encoded):
+                broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started,
+                                              {_error_name(code) for code in response.errors})
+                return encode_frame([response.payload])
             buffers = None if response is None else encode_frame(encode_response(api_key, api_version, correlation_id, response))
         except Exception:
             log.exception("handler of API %d v%d failed for %s", api_key, api_version, client_host)
