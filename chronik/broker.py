@@ -44,7 +44,8 @@ from .metadata import (
     TopicImage,
 )
 from .metadata.topic_configs import TOPIC_CONFIGS
-from .storage import create_backend, get_profile, open_group_committer
+from .storage import StorageBackend, create_backend, get_profile, open_group_committer
+from .storage.files import read_file, replace_file_durably
 
 log = logging.getLogger(__name__)
 
@@ -236,33 +237,14 @@ class Broker:
             task_status.started(bound)
 
 
-def _load_cluster_id(backend: object, data_dir: str) -> str:
+def _load_cluster_id(backend: StorageBackend, data_dir: str) -> str:
     """The cluster id stored in the data directory, created on first start."""
-    path = f"{data_dir}/{CLUSTER_ID_FILE}"
-    try:
-        file = backend.open_file(path)  # type: ignore[attr-defined]
-    except FileNotFoundError:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        tmp_path = f"{path}.tmp"
-        if _exists(backend, tmp_path):
-            backend.delete_file(tmp_path)  # type: ignore[attr-defined]
-        tmp = backend.open_file(tmp_path, create=True)  # type: ignore[attr-defined]
-        try:
-            tmp.write_durably(0, cluster_id.encode())
-        finally:
-            tmp.close()
-        backend.rename_file(tmp_path, path)  # type: ignore[attr-defined]
-        backend.sync_dir(data_dir)  # type: ignore[attr-defined]
-        return cluster_id
-    try:
-        return file.pread(0, file.size()).decode().strip()
-    finally:
-        file.close()
-
-
-def _exists(backend: object, path: str) -> bool:
-    directory, _, name = path.rpartition("/")
-    return name in backend.list_dir(directory)  # type: ignore[attr-defined]
+    stored = read_file(backend, f"{data_dir}/{CLUSTER_ID_FILE}")
+    if stored is not None and stored.strip():
+        return stored.decode().strip()
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    replace_file_durably(backend, data_dir, CLUSTER_ID_FILE, cluster_id.encode())
+    return cluster_id
 
 
 @asynccontextmanager

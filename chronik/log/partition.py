@@ -50,6 +50,7 @@ from ..protocol import (
     set_log_append_time,
 )
 from ..storage import Appended, EntryLocation, GroupCommitter, WriteAheadLog
+from ..storage.files import read_file, replace_file_durably
 from ..storage.wal import ENTRY_HEADER
 from .producer_state import ProducerStateTable, SequenceError, is_idempotent
 
@@ -397,19 +398,7 @@ class PartitionLog:
                 "log_start_offset": self.log_start_offset,
             }
         ).encode()
-        backend = self.wal.backend
-        tmp = f"{self.directory}/{PARTITION_FILE}.tmp"
-        try:
-            backend.delete_file(tmp)
-        except FileNotFoundError:
-            pass
-        file = backend.open_file(tmp, create=True)
-        try:
-            file.write_durably(0, data)
-        finally:
-            file.close()
-        backend.rename_file(tmp, f"{self.directory}/{PARTITION_FILE}")
-        backend.sync_dir(self.directory)
+        replace_file_durably(self.wal.backend, self.directory, PARTITION_FILE, data)
 
     async def aclose(self) -> None:
         """Flush and close; readers parked on this log are woken."""
@@ -431,14 +420,9 @@ class PartitionLog:
 
 
 def _read_partition_file(backend: Any, directory: str) -> dict[str, Any] | None:
-    try:
-        file = backend.open_file(f"{directory}/{PARTITION_FILE}")
-    except FileNotFoundError:
+    raw = read_file(backend, f"{directory}/{PARTITION_FILE}")
+    if raw is None:
         return None
-    try:
-        raw = file.pread(0, file.size())
-    finally:
-        file.close()
     try:
         meta = json.loads(raw)
     except ValueError as exc:

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import crc32c
 
 from ..storage import Appended, GroupCommitter, WriteAheadLog
+from ..storage.files import read_file, replace_file_durably
 from .commands import Command, decode_command, encode_command
 from .image import CommandRejected, MetadataImage
 
@@ -197,15 +198,7 @@ class MetadataLog:
         canonical = json.dumps(image, sort_keys=True, separators=(",", ":")).encode()
         data = json.dumps({"format": 1, "crc32c": crc32c.crc32c(canonical), "image": image}).encode()
         backend = self.wal.backend
-        name = f"{SNAPSHOT_PREFIX}{offset:020d}{SNAPSHOT_SUFFIX}"
-        tmp = f"{self.directory}/{name}.tmp"
-        file = backend.open_file(tmp, create=True)
-        try:
-            file.write_durably(0, data)
-        finally:
-            file.close()
-        backend.rename_file(tmp, f"{self.directory}/{name}")
-        backend.sync_dir(self.directory)
+        replace_file_durably(backend, self.directory, f"{SNAPSHOT_PREFIX}{offset:020d}{SNAPSHOT_SUFFIX}", data)
         self._last_snapshot = offset
         # Keep the newest snapshots, and the WAL from the oldest kept one on,
         # so a damaged newest snapshot can fall back to the previous one.
@@ -238,11 +231,7 @@ def _snapshot_offsets(backend: Any, directory: str) -> list[int]:
 def _load_newest_snapshot(backend: Any, directory: str) -> tuple[MetadataImage, int | None]:
     for offset in reversed(_snapshot_offsets(backend, directory)):
         path = f"{directory}/{SNAPSHOT_PREFIX}{offset:020d}{SNAPSHOT_SUFFIX}"
-        file = backend.open_file(path)
-        try:
-            raw = file.pread(0, file.size())
-        finally:
-            file.close()
+        raw = read_file(backend, path) or b""
         try:
             doc = json.loads(raw)
             canonical = json.dumps(doc["image"], sort_keys=True, separators=(",", ":")).encode()
