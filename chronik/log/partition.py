@@ -128,7 +128,15 @@ class PartitionLog:
         started = time.perf_counter()
         backend = committer.backend
         backend.make_dirs(directory)
-        meta = _read_partition_file(backend, directory)
+        damaged = False
+        try:
+            meta = _read_partition_file(backend, directory)
+        except ValueError as exc:
+            # Written atomically, so only disk damage gets here.  The metadata
+            # image says which topic this is; the log start falls back to the
+            # oldest stored batch (segments below it were already deleted).
+            log.warning("%s; rewriting it from the metadata (topic id %s)", exc, topic_id)
+            meta, damaged = None, True
         if meta is not None and meta.get("topic_id") != topic_id:
             raise ValueError(f"{directory} holds topic id {meta.get('topic_id')}, not {topic_id}")
         holder: list[PartitionLog] = []
@@ -141,15 +149,17 @@ class PartitionLog:
         )
         self = cls(wal, directory, topic, partition, topic_id)
         holder.append(self)
-        if meta is None:
-            self._write_partition_file()
-        else:
+        if meta is not None:
             self.log_start_offset = int(meta.get("log_start_offset", 0))
         for info in wal.segments():
             for entry in wal.iter_entries(info.base_index):
                 header = parse_batch_header(entry.payload)
                 self._index(header, entry.location)
                 self.producers.observe(header)
+        if meta is None:
+            if damaged and self._bases:
+                self.log_start_offset = self._bases[0]
+            self._write_partition_file()
         active_base = wal.segments()[-1].base_index
         self.log_end_offset = max(self._lasts[-1] + 1 if self._lasts else 0, active_base, self.log_start_offset)
         self.high_watermark = self.log_end_offset

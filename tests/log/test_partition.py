@@ -7,7 +7,7 @@ import pytest
 from chronik.log import OffsetOutOfRange, PartitionLog
 from chronik.protocol import TimestampType, decode_records, parse_batch_header
 
-from .conftest import OpenLog, append, batch
+from .conftest import LOG_DIR, OpenLog, append, batch
 
 
 def offsets_of(views: list[memoryview]) -> list[int]:
@@ -214,3 +214,21 @@ async def test_open_refuses_a_directory_of_another_topic_id(open_log: OpenLog, c
     await log.aclose()
     with pytest.raises(ValueError, match="topic id"):
         PartitionLog.open(committer, log.directory, topic="t", partition=0, topic_id="f" * 32, segment_bytes=1 << 20)
+
+
+async def test_a_damaged_partition_file_is_rewritten_not_fatal(open_log, committer) -> None:  # type: ignore[no-untyped-def]
+    from chronik.log.partition import PARTITION_FILE
+
+    log = open_log()
+    for ts in (1, 2, 3):
+        await append(log, batch([ts]))
+    await log.aclose()
+    backend = committer.backend
+    backend.overwrite(f"{LOG_DIR}/{PARTITION_FILE}", 0, b"\xff{{garbage")
+    reopened = open_log()
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (0, 3)
+    assert len(reopened.read(0, 1 << 20)) == 3
+    await reopened.aclose()
+    again = open_log()  # the file was rewritten
+    assert again.log_end_offset == 3
+    await again.aclose()
