@@ -44,6 +44,7 @@ from .metadata import (
     TopicImage,
 )
 from .metadata.topic_configs import TOPIC_CONFIGS
+from .protocol import ErrorCode
 from .storage import StorageBackend, create_backend, get_profile, open_group_committer
 from .storage.files import read_file, replace_file_durably
 
@@ -111,6 +112,11 @@ class Broker:
             return await self.metadata.submit(command)
         finally:
             self.logs.request_sync()
+
+    def missing_log_error(self, topic: str | None, partition: int,
+                          unknown: ErrorCode = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) -> ErrorCode:
+        """Why a partition has no log to serve: offline (damaged on disk) or ``unknown``."""
+        return ErrorCode.KAFKA_STORAGE_ERROR if (topic, partition) in self.logs.offline else unknown
 
     async def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
         """The local log of a partition the metadata has, opened if it is new; None if unknown."""

@@ -29,7 +29,7 @@ def leader_log(ctx: RequestContext, topic: str, partition: int) -> tuple[Partiti
     topic_image = ctx.broker.image.topics.get(topic)
     partition_log = ctx.broker.logs.get(topic, partition)
     if topic_image is None or not 0 <= partition < len(topic_image.partitions) or partition_log is None:
-        return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        return ctx.broker.missing_log_error(topic, partition)
     partition_image = topic_image.partitions[partition]
     if partition_image.leader != ctx.broker.node_id:
         return ErrorCode.NOT_LEADER_OR_FOLLOWER

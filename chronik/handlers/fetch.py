@@ -78,7 +78,7 @@ def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]],
             index = fetch_partition.partition
             partition_log = broker.logs.get(name, index) if name is not None else None
             if partition_log is None:
-                partitions.append(partition_data(index, missing, None))
+                partitions.append(partition_data(index, broker.missing_log_error(name, index, missing), None))
                 errors = True
                 continue
             logs.append(partition_log)

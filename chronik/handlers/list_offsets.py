@@ -40,7 +40,7 @@ async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
         for p in list_topic.partitions:
             partition_log = await broker.partition_log(list_topic.name, p.partition_index)
             if partition_log is None:
-                partitions.append(partition_offset(p.partition_index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                partitions.append(partition_offset(p.partition_index, broker.missing_log_error(list_topic.name, p.partition_index)))
                 continue
             target = p.timestamp
             if target == LATEST:

@@ -103,7 +103,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                 continue
             partition_log = await broker.partition_log(name, index) if topic is not None else None
             if partition_log is None:
-                results.append(partition_result(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                results.append(partition_result(index, broker.missing_log_error(name, index)))
                 continue
             try:
                 infos, nbytes, nrecords = append_records(

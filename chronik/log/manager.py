@@ -30,7 +30,7 @@ import trio
 from ..metadata import MetadataImage
 from ..metadata.log import METADATA_DIR
 from ..storage import GroupCommitter
-from .partition import PartitionLog, _read_partition_file
+from .partition import PartitionLog, PartitionUnreadable, _read_partition_file
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ class LogManager:
         self._requested_syncs = 0  # request_sync() calls so far
         self._completed_syncs = 0  # of those, how many a finished pass covered
         self._sync_requested = trio.Event()
+        self.offline: dict[tuple[str, int], str] = {}
+        """Partitions whose logs could not be read, and why (served as KAFKA_STORAGE_ERROR)."""
 
     def get(self, topic: str, partition: int) -> PartitionLog | None:
         return self._logs.get((topic, partition))
@@ -139,14 +141,23 @@ class LogManager:
         opened = []
         for (topic, partition), topic_id, segment_bytes in to_open:
             started = time.perf_counter()
-            partition_log = PartitionLog.open(
-                self.committer,
-                f"{self.data_dir}/{topic}-{partition}",
-                topic=topic,
-                partition=partition,
-                topic_id=topic_id,
-                segment_bytes=segment_bytes,
-            )
+            try:
+                partition_log = PartitionLog.open(
+                    self.committer,
+                    f"{self.data_dir}/{topic}-{partition}",
+                    topic=topic,
+                    partition=partition,
+                    topic_id=topic_id,
+                    segment_bytes=segment_bytes,
+                )
+            except PartitionUnreadable as exc:
+                # Damage inside the durable part of the log (not a torn tail,
+                # which recovery cuts): keep serving everything else, keep the
+                # files for the operator, answer this partition KAFKA_STORAGE_ERROR.
+                log.error("partition %s-%d is offline: %s", topic, partition, exc)
+                self.offline[(topic, partition)] = str(exc)
+                continue
+            self.offline.pop((topic, partition), None)
             opened.append(((topic, partition), partition_log))
             recovery = partition_log.recovery
             if recovery is not None and recovery.batches:

@@ -44,12 +44,13 @@ import trio
 
 from ..protocol import (
     BatchHeader,
+    ProtocolError,
     assign_offsets,
     decode_records,
     parse_batch_header,
     set_log_append_time,
 )
-from ..storage import Appended, EntryLocation, GroupCommitter, WriteAheadLog
+from ..storage import Appended, CorruptEntryError, EntryLocation, GroupCommitter, WriteAheadLog
 from ..storage.files import read_file, replace_file_durably
 from ..storage.wal import ENTRY_HEADER
 from .producer_state import ProducerStateTable, SequenceError, is_idempotent
@@ -58,6 +59,10 @@ log = logging.getLogger(__name__)
 
 PARTITION_FILE = "partition.json"
 _FORMAT = 1
+
+
+class PartitionUnreadable(Exception):
+    """The log's durable part is damaged (a checksum fails below the recovery point)."""
 
 
 class OffsetOutOfRange(Exception):
@@ -151,11 +156,15 @@ class PartitionLog:
         holder.append(self)
         if meta is not None:
             self.log_start_offset = int(meta.get("log_start_offset", 0))
-        for info in wal.segments():
-            for entry in wal.iter_entries(info.base_index):
-                header = parse_batch_header(entry.payload)
-                self._index(header, entry.location)
-                self.producers.observe(header)
+        try:
+            for info in wal.segments():
+                for entry in wal.iter_entries(info.base_index):
+                    header = parse_batch_header(entry.payload)
+                    self._index(header, entry.location)
+                    self.producers.observe(header)
+        except (CorruptEntryError, ProtocolError) as exc:
+            wal.close_files()
+            raise PartitionUnreadable(str(exc)) from exc
         if meta is None:
             if damaged and self._bases:
                 self.log_start_offset = self._bases[0]
@@ -442,4 +451,4 @@ def _read_partition_file(backend: Any, directory: str) -> dict[str, Any] | None:
     return meta
 
 
-__all__ = ["AppendInfo", "OffsetOutOfRange", "PartitionLog", "PartitionRecovery", "SequenceError"]
+__all__ = ["AppendInfo", "OffsetOutOfRange", "PartitionLog", "PartitionRecovery", "PartitionUnreadable", "SequenceError"]

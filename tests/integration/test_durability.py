@@ -111,3 +111,56 @@ def test_sigkill_after_acknowledged_topic_creation_keeps_the_topic(broker: Broke
     metadata = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics("made", timeout=10)
     assert len(metadata.topics["made"].partitions) == 4
     assert read_partition(broker, "made", 3, 1) == {offsets[0]: b"x"}
+
+
+def test_garbage_behind_the_log_end_is_cut_on_restart_and_nothing_is_lost(broker: BrokerProcess) -> None:
+    """Bytes after the last entry (a torn write, or junk) are truncated by recovery, reported,
+    never served; every acknowledged record stays and appends continue after them."""
+    records = [Sent(b"k", b"v%d" % i, [], T0 + i) for i in range(20)]
+    assert confluent_produce(broker.bootstrap, "junk", records) == list(range(20))
+    broker.stop()
+    (segment,) = sorted((broker.data_dir / "junk-0").glob("*.wal"))
+    data = segment.read_bytes()
+    end = 16  # after the segment header: walk the entries (crc, length, index, payload)
+    while end + 16 <= len(data) and data[end:end + 16] != bytes(16):
+        end += 16 + int.from_bytes(data[end + 4:end + 8], "big")
+    with segment.open("r+b") as f:
+        f.seek(end)
+        f.write(b"\x13\x37" * 300)  # junk right behind the last entry
+    broker.start()
+    broker.wait_for_log(r"junk-0: recovery truncated the log tail")
+    got = confluent_consume(broker.bootstrap, "junk", 20)
+    assert [(r.offset, r.value) for r in got] == [(i, s.value) for i, s in enumerate(records)]
+    assert confluent_produce(broker.bootstrap, "junk", [Sent(None, b"after", [], T0)]) == [20]
+    assert [r.value for r in confluent_consume(broker.bootstrap, "junk", 21)][-1] == b"after"
+
+
+def test_damage_inside_the_durable_log_takes_only_that_partition_offline(broker: BrokerProcess) -> None:
+    """A flipped byte inside an acknowledged entry: the broker still starts and serves the
+    other partitions; the damaged one answers KAFKA_STORAGE_ERROR; its files are left as they are."""
+    assert confluent_produce(broker.bootstrap, "healthy", [Sent(None, b"ok", [], T0)]) == [0]
+    assert confluent_produce(broker.bootstrap, "rotten", [Sent(None, b"x" * 200, [], T0)]) == [0]
+    broker.stop()
+    (segment,) = sorted((broker.data_dir / "rotten-0").glob("*.wal"))
+    with segment.open("r+b") as f:
+        f.seek(16 + 16 + 100)  # inside the first entry's payload
+        original = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([original[0] ^ 0xFF]))
+    damaged = segment.read_bytes()
+    broker.start()
+    broker.wait_for_log(r"partition rotten-0 is offline: .*CRC")
+    assert [r.value for r in confluent_consume(broker.bootstrap, "healthy", 1)] == [b"ok"]
+    from chronik.protocol import decode_response
+
+    from .raw import Raw, fetch_frame, produce_frame
+
+    with Raw(broker) as connection:
+        connection.send(produce_frame("rotten", 0, b"more", correlation_id=1))
+        produced = connection.read_frame()
+        connection.send(fetch_frame("rotten", 0, correlation_id=2))
+        fetched = connection.read_frame()
+    assert produced is not None and fetched is not None
+    assert decode_response(0, 9, produced, 5).responses[0].partition_responses[0].error_code == 56
+    assert decode_response(1, 12, fetched, 5).responses[0].partitions[0].error_code == 56
+    assert segment.read_bytes() == damaged
