@@ -8,6 +8,7 @@ are one clear line on stderr and exit status 2, not a traceback.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -22,10 +23,20 @@ from .storage import UnknownBackendError
 log = logging.getLogger("chronik")
 
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""CPython's defaults (700, 10, 10) run a young-generation collection every
+700 allocations; a request allocates dozens of short-lived objects, so the
+collector ran every few requests (about half the produce path's CPU in a
+profile).  A larger first threshold collects the same garbage in fewer,
+larger passes."""
+
+
 async def run_broker(config: BrokerConfig) -> None:
     """Serve until SIGINT or SIGTERM, then shut down cleanly (logs flushed and closed)."""
+    gc.set_threshold(*GC_THRESHOLDS)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_broker(config) as broker:
+            gc.freeze()  # what recovery built lives as long as the process: never rescan it
             async with trio.open_nursery() as nursery:
                 await nursery.start(broker.serve)
                 async for signum in signals:

@@ -36,6 +36,7 @@ import bisect
 import json
 import logging
 import time
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -101,12 +102,16 @@ class PartitionLog:
         self.log_end_offset = 0
         self.high_watermark = 0
         self.producers = ProducerStateTable()
-        # The batch index: parallel lists in offset order.
-        self._bases: list[int] = []
-        self._lasts: list[int] = []
-        self._max_timestamps: list[int] = []
-        self._running_max_timestamp: list[int] = []
-        self._locations: list[EntryLocation] = []
+        # The batch index: parallel arrays in offset order.  Plain machine
+        # integers, not objects: compact, and invisible to the garbage
+        # collector (a million indexed batches must not slow every full GC).
+        self._bases = array("q")
+        self._lasts = array("q")
+        self._max_timestamps = array("q")
+        self._running_max_timestamp = array("q")
+        self._segments = array("q")  # WAL location of each batch: segment base,
+        self._positions = array("q")  # byte position,
+        self._sizes = array("q")  # and entry size on disk
         # Appended but not yet durable: (segment, end position, next offset).
         self._in_flight: deque[tuple[int, int, int]] = deque()
         self._waiters: list[trio.Event] = []
@@ -186,7 +191,9 @@ class PartitionLog:
         self._max_timestamps.append(header.max_timestamp)
         previous = self._running_max_timestamp[-1] if self._running_max_timestamp else -1
         self._running_max_timestamp.append(max(previous, header.max_timestamp))
-        self._locations.append(location)
+        self._segments.append(location.segment)
+        self._positions.append(location.position)
+        self._sizes.append(location.size)
 
     # -- appending -----------------------------------------------------------
 
@@ -259,8 +266,7 @@ class PartitionLog:
         batches: list[memoryview] = []
         total = 0
         while i < len(self._bases) and self._bases[i] < self.high_watermark:
-            location = self._locations[i]
-            entries = self.wal.read(location.segment, location.position, max(max_bytes - total, 1))
+            entries = self.wal.read(self._segments[i], self._positions[i], max(max_bytes - total, 1))
             if not entries:
                 break
             for entry in entries:
@@ -282,7 +288,7 @@ class PartitionLog:
             return 0
         first = bisect.bisect_left(self._lasts, offset)
         end = bisect.bisect_left(self._bases, self.high_watermark)
-        return sum(loc.size for loc in self._locations[first:end]) - ENTRY_HEADER.size * (end - first)
+        return sum(self._sizes[first:end]) - ENTRY_HEADER.size * (end - first)
 
     def register_waiter(self, event: trio.Event) -> None:
         """Set ``event`` the next time the high watermark advances (or the log closes)."""
@@ -321,8 +327,7 @@ class PartitionLog:
         return self._lasts[best], target
 
     def _records_of(self, i: int) -> list[Any]:
-        location = self._locations[i]
-        entries = self.wal.read(location.segment, location.position, location.size)
+        entries = self.wal.read(self._segments[i], self._positions[i], self._sizes[i])
         return decode_records(entries[0].payload)
 
     # -- log start, retention, deletion ----------------------------------------
@@ -404,7 +409,8 @@ class PartitionLog:
         if deleted:
             keep_from = bisect.bisect_left(self._bases, self.wal.segments()[0].base_index)
             del self._bases[:keep_from], self._lasts[:keep_from], self._max_timestamps[:keep_from]
-            del self._running_max_timestamp[:keep_from], self._locations[:keep_from]
+            del self._running_max_timestamp[:keep_from], self._segments[:keep_from]
+            del self._positions[:keep_from], self._sizes[:keep_from]
         return deleted
 
     def _write_partition_file(self) -> None:
