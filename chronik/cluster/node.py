@@ -1,0 +1,390 @@
+"""A running consensus node: the sans-I/O Raft core over real disk, sockets and clock.
+
+:func:`open_raft_node` wires one :class:`~chronik.cluster.raft.RaftNode` to
+
+* :class:`~chronik.cluster.storage.RaftStorage` -- hard state file and the
+  replicated log in a write-ahead log (formats documented there);
+* :class:`~chronik.cluster.transport.RaftTransport` -- the replication port
+  (wire format and loss policy documented there);
+* trio's clock (so tests may use ``MockClock``) and a seeded ``random.Random``.
+
+How the driver keeps the core's ordering contract (see :mod:`.raft`)
+---------------------------------------------------------------------
+Every core call happens on the trio thread, from whichever task has the
+event (a connection task for a message, the timer task for ``tick``, the
+group committer's task for ``log_durable``, the hard-state writer for
+``hard_state_durable``, a caller for ``propose``).  The actions it returns go
+to one FIFO queue which is drained at once, synchronously, by the call that
+filled it -- unless a drain is already running higher up the stack (a commit
+callback that proposes), or a truncation is in progress: ``TruncateLog``
+must wait for the WAL's appends in flight, so it hands the queue to the
+truncation task, which truncates and then drains the rest.  So actions run
+in exactly the order the core made them.  ``PersistHardState`` goes to one
+writer task that writes in issue order (a queued write that a newer one
+supersedes is skipped; only written states are reported durable).  Log
+durability comes from the WAL's ``on_durable`` hook.
+
+Committed entries are applied in offset order through ``on_commit`` and
+:meth:`ConsensusNode.committed`; ``control`` entries (a new leader's no-op)
+are skipped but take an offset.  After a restart the commit end starts at 0
+again, so every committed entry is delivered again (the state machine replays
+from the start; snapshots are the next step).
+
+A failure of the disk (``LogDirectoryFailed``) or a broken invariant
+(``ConsensusError``) propagates out of the task that met it and so out of
+:func:`open_raft_node`: the node stops rather than run on a lie.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable, Mapping
+
+import trio
+
+from ..storage import DEFAULT_PROFILE, StorageBackend, create_backend, open_group_committer
+from . import raft
+from .messages import Message
+from .raft import NotLeader, RaftConfig, RaftNode, Role
+from .storage import RaftStorage
+from .transport import DEFAULT_MAX_FRAME_BYTES, DEFAULT_SEND_QUEUE, RaftTransport, open_replication_listener
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CommittedEntry", "ConsensusNode", "NotLeaderError", "ProposalLost", "open_raft_node"]
+
+
+class NotLeaderError(Exception):
+    """This node does not lead; ``leader_id`` is the leader it knows of (None: unknown)."""
+
+    def __init__(self, node_id: int, leader_id: int | None) -> None:
+        super().__init__(f"node {node_id} is not the leader; leader is {leader_id if leader_id is not None else 'unknown'}")
+        self.leader_id = leader_id
+
+
+class ProposalLost(Exception):
+    """The proposal's offset was committed with another leader's entry: it will never commit."""
+
+    def __init__(self, offset: int, epoch: int, committed_epoch: int) -> None:
+        super().__init__(f"proposal at offset {offset} (epoch {epoch}) lost to an entry of epoch {committed_epoch}")
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedEntry:
+    offset: int
+    epoch: int
+    payload: bytes
+
+
+class ConsensusNode:
+    """One running voter; create with :func:`open_raft_node`."""
+
+    def __init__(
+        self,
+        core: RaftNode,
+        storage: RaftStorage,
+        listener: trio.SocketListener,
+        peers: Mapping[int, str],
+        rng: random.Random,
+        on_commit: Callable[[CommittedEntry], None] | None,
+        *,
+        max_frame_bytes: int,
+        send_queue: int,
+    ) -> None:
+        self._core = core
+        self._storage = storage
+        self._on_commit = on_commit
+        self.transport = RaftTransport(
+            core.node_id, listener, peers, self._receive, rng, max_frame_bytes=max_frame_bytes, send_queue=send_queue
+        )
+        storage.on_log_durable = self._log_durable
+        self._actions: deque[raft.Action] = deque()
+        self._draining = False
+        self._truncating: int | None = None
+        self._truncate_wake = trio.Event()
+        self._hard_states: deque[tuple[int, int | None]] = deque()
+        self._hard_wake = trio.Event()
+        self._timer_wake = trio.Event()
+        self._timer_at = float("inf")
+        self._commit_end = 0
+        self._waiters: list[tuple[int, int, trio.Event]] = []
+        self._seq = itertools.count()
+        self._announce_commit = True
+        self._closed = False
+
+    # ------------------------------------------------------------ public view
+
+    @property
+    def node_id(self) -> int:
+        return self._core.node_id
+
+    @property
+    def role(self) -> Role:
+        return self._core.role
+
+    @property
+    def leader_id(self) -> int | None:
+        return self._core.leader_id
+
+    @property
+    def term(self) -> int:
+        return self._core.term
+
+    @property
+    def voted_for(self) -> int | None:
+        return self._core.voted_for
+
+    @property
+    def log_end(self) -> int:
+        return self._core.log_end
+
+    @property
+    def commit_end(self) -> int:
+        """Offsets below it are committed and have been delivered to ``on_commit``."""
+        return self._commit_end
+
+    @property
+    def recovered(self) -> raft.DurableState:
+        """What this node found on its disk at start (term, vote, log)."""
+        return self._storage.recovered
+
+    @property
+    def address(self) -> str:
+        """The replication address this node listens on (``host:port``)."""
+        return self.transport.address
+
+    def entry(self, offset: int) -> raft.Entry:
+        return self._core.entry(offset)
+
+    # ------------------------------------------------------------ API
+
+    async def propose(self, payload: bytes) -> int:
+        """Append ``payload`` to the replicated log; return its offset once committed.
+
+        :raises NotLeaderError: this node does not lead (with the leader's id if known).
+        :raises ProposalLost: leadership changed and another entry committed at the offset.
+
+        Cancellation: only the wait ends; the entry may still commit.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("consensus node is closed")
+        result, actions = self._core.propose(trio.current_time(), payload)
+        epoch = self._core.term
+        self._run(actions)
+        if isinstance(result, NotLeader):
+            await trio.lowlevel.checkpoint()
+            raise NotLeaderError(self.node_id, result.leader_id)
+        await self.wait_committed(result)
+        committed = self._core.entry(result).epoch
+        if committed != epoch:
+            raise ProposalLost(result, epoch, committed)
+        return result
+
+    async def wait_committed(self, offset: int) -> None:
+        """Return once ``offset`` is committed (and delivered to ``on_commit``).
+
+        Cancellation: safe; nothing changes but that the caller stops waiting.
+        """
+        if offset < self._commit_end:
+            await trio.lowlevel.checkpoint()
+            return
+        event = trio.Event()
+        heapq.heappush(self._waiters, (offset, next(self._seq), event))
+        await event.wait()
+
+    async def committed(self, start: int = 0) -> AsyncIterator[CommittedEntry]:
+        """Every committed command from offset ``start`` on, in order, forever.
+
+        Control entries are skipped.  Cancellation: ends the iteration.
+        """
+        offset = start
+        while True:
+            await self.wait_committed(offset)
+            while offset < self._commit_end:
+                entry = self._core.entry(offset)
+                if not entry.control:
+                    yield CommittedEntry(offset, entry.epoch, entry.payload)
+                offset += 1
+
+    # ------------------------------------------------------------ events into the core
+
+    def _receive(self, message: Message) -> None:
+        if not self._closed:
+            self._run(self._core.receive(trio.current_time(), message))
+
+    def _log_durable(self, end: int, last_epoch: int) -> None:
+        if not self._closed:
+            self._run(self._core.log_durable(trio.current_time(), end, last_epoch))
+
+    # ------------------------------------------------------------ carrying out actions
+
+    def _run(self, actions: list[raft.Action]) -> None:
+        self._actions.extend(actions)
+        if self._draining or self._truncating is not None:
+            return  # the drain running up the stack, or the truncation task, will get to them
+        self._draining = True
+        try:
+            while self._actions and self._truncating is None and not self._closed:
+                self._execute(self._actions.popleft())
+        finally:
+            self._draining = False
+        if self._core.next_deadline() < self._timer_at:
+            self._timer_wake.set()
+
+    def _execute(self, action: raft.Action) -> None:
+        if isinstance(action, raft.Send):
+            self.transport.send(action.message)
+        elif isinstance(action, raft.AppendLog):
+            self._storage.append(action.offset, action.entries)
+        elif isinstance(action, raft.PersistHardState):
+            self._hard_states.append((action.term, action.voted_for))
+            self._hard_wake.set()
+        elif isinstance(action, raft.TruncateLog):
+            self._truncating = action.offset
+            self._truncate_wake.set()
+        elif isinstance(action, raft.CommitAdvanced):
+            self._advance_commit(action.commit_end)
+        elif isinstance(action, raft.RoleChanged):
+            self._announce_commit = True
+            if action.role is Role.LEADER:
+                log.info("node %d became leader (epoch %d)", self.node_id, action.term)
+            elif action.role is Role.FOLLOWER and action.leader_id is not None:
+                log.info("node %d: follower of %d (epoch %d)", self.node_id, action.leader_id, action.term)
+            else:
+                log.debug("node %d: %s in epoch %d", self.node_id, action.role.value, action.term)
+
+    def _advance_commit(self, commit_end: int) -> None:
+        start = self._commit_end
+        if commit_end <= start:
+            return
+        if self._on_commit is not None:
+            for offset in range(start, commit_end):
+                entry = self._core.entry(offset)
+                if not entry.control:
+                    self._on_commit(CommittedEntry(offset, entry.epoch, entry.payload))
+        self._commit_end = commit_end
+        if self._announce_commit:
+            self._announce_commit = False
+            log.info("node %d: committed offset %d", self.node_id, commit_end - 1)
+        else:
+            log.debug("node %d: committed offset %d", self.node_id, commit_end - 1)
+        waiters = self._waiters
+        while waiters and waiters[0][0] < commit_end:
+            heapq.heappop(waiters)[2].set()
+
+    # ------------------------------------------------------------ tasks
+
+    async def _run_timer(self) -> None:
+        while True:
+            self._timer_wake = trio.Event()
+            self._timer_at = self._core.next_deadline()
+            with trio.move_on_at(self._timer_at):
+                await self._timer_wake.wait()
+            now = trio.current_time()
+            if now >= self._core.next_deadline():
+                self._run(self._core.tick(now))
+
+    async def _write_hard_states(self) -> None:
+        while True:
+            while not self._hard_states:
+                self._hard_wake = trio.Event()
+                await self._hard_wake.wait()
+            term, voted_for = self._hard_states[-1]  # the newest supersedes the queued ones
+            self._hard_states.clear()
+            await self._storage.write_hard_state(term, voted_for)
+            self._run(self._core.hard_state_durable(trio.current_time(), term, voted_for))
+
+    async def _run_truncations(self) -> None:
+        while True:
+            while self._truncating is None:
+                self._truncate_wake = trio.Event()
+                await self._truncate_wake.wait()
+            await self._storage.truncate(self._truncating)
+            log.info("node %d: truncated the log at offset %d (divergent suffix)", self.node_id, self._truncating)
+            self._truncating = None
+            self._run([])
+
+    async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.transport.run)
+            nursery.start_soon(self._write_hard_states)
+            nursery.start_soon(self._run_truncations)
+            nursery.start_soon(self._run_timer)
+            task_status.started()
+
+
+@asynccontextmanager
+async def open_raft_node(
+    node_id: int,
+    voters: Mapping[int, str],
+    data_dir: str,
+    *,
+    rng: random.Random,
+    backend: StorageBackend | str | None = None,
+    listener: trio.SocketListener | None = None,
+    election_timeout: float = 1.0,
+    heartbeat_interval: float = 0.1,
+    on_commit: Callable[[CommittedEntry], None] | None = None,
+    commit_profile: str = DEFAULT_PROFILE,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    send_queue: int = DEFAULT_SEND_QUEUE,
+) -> AsyncIterator[ConsensusNode]:
+    """Run voter ``node_id`` of the cluster ``voters`` (id -> replication ``host:port``).
+
+    Recovers term, vote and log from ``data_dir``, listens on ``listener`` (or
+    binds ``voters[node_id]``), and serves until the block exits.  A backend
+    given by name (None: the default) is created and closed here; an
+    instance is the caller's.  ``rng`` draws election timeouts and backoff
+    jitter.  ``on_commit`` is called synchronously, in offset order, for every
+    committed command.
+
+    Raises :class:`~chronik.cluster.storage.HardStateCorrupt` if the term and
+    vote cannot be trusted.  Exit: tasks are cancelled, then the WAL is
+    flushed and closed (shielded).  Errors from the body or the node's tasks
+    come out as an exception group.
+    """
+    config = RaftConfig(
+        node_id, tuple(sorted(voters)), election_timeout=election_timeout, heartbeat_interval=heartbeat_interval
+    )
+    owned = not isinstance(backend, StorageBackend)
+    disk = create_backend(backend) if not isinstance(backend, StorageBackend) else backend
+    try:
+        if listener is None:
+            listener = await open_replication_listener(voters[node_id])
+        async with open_group_committer(disk, data_dir, commit_profile) as committer:
+            storage = await RaftStorage.open(committer, data_dir)
+            recovered = storage.recovered
+            log.info(
+                "node %d: recovered epoch %d, vote %s, %d log entries",
+                node_id, recovered.term, recovered.voted_for, len(recovered.entries),
+            )
+            core = RaftNode(config, recovered, rng.random, trio.current_time())
+            peers = {peer: address for peer, address in voters.items() if peer != node_id}
+            node = ConsensusNode(
+                core, storage, listener, peers, rng, on_commit, max_frame_bytes=max_frame_bytes, send_queue=send_queue
+            )
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(node._serve)
+                    log.info("node %d: replication listening on %s", node_id, node.address)
+                    try:
+                        yield node
+                    finally:
+                        nursery.cancel_scope.cancel()
+            finally:
+                node._closed = True
+                with trio.CancelScope(shield=True):
+                    await storage.aclose()
+    finally:
+        with trio.CancelScope(shield=True):
+            if listener is not None:
+                await listener.aclose()
+            if owned:
+                await disk.aclose()
