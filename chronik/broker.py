@@ -13,6 +13,15 @@ endpoint if configured) until cancelled.  Leaving :func:`open_broker` cancels
 the tasks, flushes and closes every log, and stops the committer -- in that
 order, so nothing acknowledged is lost and nothing is left half-written.
 
+Cluster mode (two or more ``peers``): step 2 runs a Raft voter on the
+replication port instead (:mod:`chronik.cluster`), and the metadata image is
+built from the committed entries of the replicated log
+(:class:`~chronik.cluster.metadata.ReplicatedMetadataLog`); metadata writes
+on any node go through the controller (the Raft leader).  This node
+registers itself once there is a controller, opens the logs only of the
+partitions it is a replica of, and serves produce/fetch only for those it
+leads.  With no peers or one, none of this runs.
+
 Handlers reach everything through the :class:`Broker`; they never touch files.
 """
 
@@ -20,12 +29,14 @@ from __future__ import annotations
 
 import base64
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -45,11 +56,18 @@ from .metadata import (
 )
 from .metadata.topic_configs import TOPIC_CONFIGS
 from .protocol import ErrorCode
-from .storage import StorageBackend, create_backend, get_profile, open_group_committer
+from .storage import GroupCommitter, StorageBackend, create_backend, get_profile, open_group_committer
 from .storage.files import read_file, replace_file_durably
+
+if TYPE_CHECKING:
+    from .cluster.metadata import ReplicatedMetadataLog
+    from .cluster.node import ConsensusNode
 
 log = logging.getLogger(__name__)
 
+RAFT_DIR = "__chronik_raft"
+"""The replicated metadata log (Raft hard state and WAL) in cluster mode."""
+REGISTER_RETRY_SECONDS = 0.5
 CLUSTER_ID_FILE = "cluster.id"
 PRODUCER_ID_BLOCK = 1000
 RETENTION_CHECK_SECONDS = 30.0
@@ -70,7 +88,8 @@ class TopicRequest:
 class Broker:
     """The state a request handler works against (see the module docstring)."""
 
-    def __init__(self, config: BrokerConfig, metadata: MetadataLog, logs: LogManager, cluster_id: str) -> None:
+    def __init__(self, config: BrokerConfig, metadata: "MetadataLog | ReplicatedMetadataLog", logs: LogManager, cluster_id: str,
+                 consensus: "ConsensusNode | None" = None) -> None:
         from .server.metrics import BrokerMetrics
 
         self.config = config
@@ -80,6 +99,9 @@ class Broker:
         self.metrics.partitions.set_function(lambda: len(self.logs))
         self.metrics.log_dir_failed.set_function(lambda: 0 if self.committer.failure is None else 1)
         self.metadata = metadata
+        """A :class:`MetadataLog`, or in cluster mode a :class:`~chronik.cluster.metadata.ReplicatedMetadataLog`."""
+        self.consensus = consensus
+        """The Raft voter in cluster mode; None on a single node."""
         self.logs = logs
         self.cluster_id = cluster_id
         self.node_id = config.node_id
@@ -100,6 +122,14 @@ class Broker:
     def image(self) -> MetadataImage:
         return self.metadata.image
 
+    @property
+    def controller_id(self) -> int:
+        """The controller's node id: the Raft leader in cluster mode (-1: none known), else this node."""
+        if self.consensus is None:
+            return self.node_id
+        leader = self.consensus.leader_id
+        return -1 if leader is None else leader
+
     # -- metadata changes ------------------------------------------------------
 
     async def submit(self, command: Command) -> object:
@@ -115,13 +145,29 @@ class Broker:
 
     def missing_log_error(self, topic: str | None, partition: int,
                           unknown: ErrorCode = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) -> ErrorCode:
-        """Why a partition has no log to serve: offline (damaged on disk) or ``unknown``."""
-        return ErrorCode.KAFKA_STORAGE_ERROR if (topic, partition) in self.logs.offline else unknown
+        """Why a partition has no log to serve: offline (damaged on disk), led by
+        another node (cluster mode), or ``unknown``."""
+        if (topic, partition) in self.logs.offline:
+            return ErrorCode.KAFKA_STORAGE_ERROR
+        if self.consensus is not None and topic is not None:
+            found = self.image.topics.get(topic)
+            if found is not None and 0 <= partition < len(found.partitions) and found.partitions[partition].leader != self.node_id:
+                return ErrorCode.NOT_LEADER_OR_FOLLOWER
+        return unknown
+
+    def led_log(self, topic: str, partition: int) -> PartitionLog | None:
+        """The local log of a partition this node serves (in cluster mode: leads); None if none."""
+        partition_log = self.logs.get(topic, partition)
+        if partition_log is not None and self.consensus is not None:
+            found = self.image.topics.get(topic)
+            if found is None or partition >= len(found.partitions) or found.partitions[partition].leader != self.node_id:
+                return None
+        return partition_log
 
     async def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
-        """The local log of a partition the metadata has, opened if it is new; None if unknown."""
+        """The local log of a partition the metadata has (and this node leads), opened if it is new; None if not."""
         await self.logs.in_step_with(self.image)
-        return self.logs.get(topic, partition)
+        return self.led_log(topic, partition)
 
     def topic_request_problem(self, request: TopicRequest) -> tuple[str, str] | None:
         """(Kafka error name, message) if the request cannot be served on this cluster."""
@@ -253,6 +299,14 @@ def _load_cluster_id(backend: StorageBackend, data_dir: str) -> str:
     return cluster_id
 
 
+def _voters_cluster_id(config: BrokerConfig) -> str:
+    """Cluster mode: every node must report the same cluster id, so it is derived
+    from the voters (ids and replication addresses) rather than stored per node."""
+    voters = ",".join(f"{p.id}@{p.replication}" for p in sorted(config.peers, key=lambda p: p.id))
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, f"chronik-cluster:{voters}").bytes
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 @asynccontextmanager
 async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
     """Recover the data directory and yield a ready :class:`Broker` (see the module docstring).
@@ -264,12 +318,15 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
     data_dir = str(config.data_dir)
     backend = create_backend(config.wal_backend)
     backend.make_dirs(data_dir)
-    cluster_id = _load_cluster_id(backend, data_dir)
+    cluster_id = _load_cluster_id(backend, data_dir) if len(config.peers) < 2 else _voters_cluster_id(config)
     try:
-        async with open_group_committer(backend, data_dir, get_profile(config.wal_profile)) as committer:
-            metadata = MetadataLog.open(committer, data_dir)
-            logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes)
-            broker = Broker(config, metadata, logs, cluster_id)
+        async with open_group_committer(backend, data_dir, get_profile(config.wal_profile)) as committer, \
+                _open_metadata(config, committer, backend, data_dir) as (metadata, consensus):
+            logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes,
+                              replica_of=None if consensus is None else config.node_id)
+            broker = Broker(config, metadata, logs, cluster_id, consensus)
+            if consensus is not None:
+                metadata.add_listener(lambda *_: logs.request_sync())  # changes made through other nodes
             try:
                 await logs.sync_with(metadata.image)
                 recovered = sum(p.recovery.batches for p in logs if p.recovery is not None)
@@ -287,14 +344,57 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
             finally:
                 with trio.CancelScope(shield=True):
                     await logs.aclose()
-                    await metadata.aclose()
     finally:
         with trio.CancelScope(shield=True):
             await backend.aclose()
 
 
+@asynccontextmanager
+async def _open_metadata(
+    config: BrokerConfig, committer: GroupCommitter, backend: StorageBackend, data_dir: str,
+) -> AsyncIterator[tuple["MetadataLog | ReplicatedMetadataLog", "ConsensusNode | None"]]:
+    """The metadata log, and in cluster mode the Raft voter that feeds it; closed on exit."""
+    if len(config.peers) < 2:
+        metadata = MetadataLog.open(committer, data_dir)
+        try:
+            yield metadata, None
+        finally:
+            with trio.CancelScope(shield=True):
+                await metadata.aclose()
+        return
+    from .cluster.metadata import ReplicatedMetadataLog
+    from .cluster.node import open_raft_node
+    from .cluster.transport import open_replication_listener
+
+    replicated = ReplicatedMetadataLog()
+    listener = await open_replication_listener(str(config.replication_listen))
+    voters = {peer.id: str(peer.replication) for peer in config.peers}
+    async with open_raft_node(
+        config.node_id, voters, f"{data_dir}/{RAFT_DIR}", rng=random.Random(), backend=backend, listener=listener,
+        on_commit=replicated.apply_committed, commit_profile=config.wal_profile,
+    ) as node:
+        replicated.node = node
+        yield replicated, node
+
+
 async def register_self(broker: Broker) -> None:
-    """Record this node (id and advertised address) in the metadata log if it changed."""
+    """Record this node (id and advertised address) in the metadata log if it changed.
+
+    In cluster mode this waits for a controller: it tries again until the
+    command is committed (run it as a background task there).
+    """
+    while broker.consensus is not None:
+        try:
+            await _register(broker)
+            log.info("registered broker %d with controller %d", broker.node_id, broker.controller_id)
+            return
+        except CommandRejected as exc:
+            log.info("cannot register with a controller yet (%s); retrying", exc.error)
+            await trio.sleep(REGISTER_RETRY_SECONDS)
+    await _register(broker)
+
+
+async def _register(broker: Broker) -> None:
     current = broker.image.brokers.get(broker.node_id)
     host, port = broker.advertised.host, broker.advertised.port
     if current is None or (current.host, current.port, current.rack) != (host, port, broker.config.rack):

@@ -52,10 +52,10 @@ def serve_main(args: object) -> int:
     except ConfigError as exc:
         print(f"chronik: configuration error: {exc}", file=sys.stderr)
         return 2
-    if len(config.peers) > 1:
+    if len(config.peers) > 1 and config.metadata_commit != "quorum":
         print(
-            "chronik: cluster mode (several peers) is not available in this version yet; "
-            "run one node without --peer / [[peers]]",
+            f"chronik: configuration error: metadata.commit = {config.metadata_commit!r} is not available in "
+            "cluster mode yet; use \"quorum\" (the default)",
             file=sys.stderr,
         )
         return 2
@@ -64,8 +64,9 @@ def serve_main(args: object) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    log.info("starting node %d, data in %s, WAL backend %s (%s)", config.node_id, config.data_dir,
-             config.wal_backend, config.wal_profile)
+    log.info("starting node %d, data in %s, WAL backend %s (%s)%s", config.node_id, config.data_dir,
+             config.wal_backend, config.wal_profile,
+             f", cluster of {len(config.peers)} voters" if len(config.peers) > 1 else "")
     try:
         trio.run(run_broker, config)
     except UnknownBackendError as exc:

@@ -95,3 +95,34 @@ class AppendResponse:
 
 
 Message = Union[VoteRequest, VoteResponse, AppendRequest, AppendResponse]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRequest:
+    """A follower asks the leader to propose ``payload`` (a metadata write sent to a non-controller).
+
+    Not a Raft message: it travels on its own short connection and is answered
+    on it (see :mod:`.transport`).  ``term`` is the sender's term (informational).
+    """
+
+    term: int
+    src: int
+    dst: int
+    request_id: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardResponse:
+    """The leader's answer: the committed ``offset`` of the payload, or -1 and the
+    leader it knows of (-1: none) when it does not lead or the proposal was lost."""
+
+    term: int
+    src: int
+    dst: int
+    request_id: int
+    offset: int
+    leader_id: int
+
+
+Frame = Union[Message, ForwardRequest, ForwardResponse]

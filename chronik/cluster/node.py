@@ -53,11 +53,20 @@ from . import raft
 from .messages import Message
 from .raft import NotLeader, RaftConfig, RaftNode, Role
 from .storage import RaftStorage
-from .transport import DEFAULT_MAX_FRAME_BYTES, DEFAULT_SEND_QUEUE, RaftTransport, open_replication_listener
+from .transport import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_SEND_QUEUE,
+    ForwardFailed,
+    RaftTransport,
+    open_replication_listener,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CommittedEntry", "ConsensusNode", "NotLeaderError", "ProposalLost", "open_raft_node"]
+__all__ = ["CommitUncertain", "CommittedEntry", "ConsensusNode", "NotLeaderError", "ProposalLost", "open_raft_node"]
+
+RETRY_SECONDS = 0.02
+"""Pause before :meth:`ConsensusNode.submit` tries again while there is no (known) leader."""
 
 
 class NotLeaderError(Exception):
@@ -66,6 +75,10 @@ class NotLeaderError(Exception):
     def __init__(self, node_id: int, leader_id: int | None) -> None:
         super().__init__(f"node {node_id} is not the leader; leader is {leader_id if leader_id is not None else 'unknown'}")
         self.leader_id = leader_id
+
+
+class CommitUncertain(Exception):
+    """A leader took the payload, but its commit was not seen in time: it may still commit."""
 
 
 class ProposalLost(Exception):
@@ -118,6 +131,7 @@ class ConsensusNode:
         self._seq = itertools.count()
         self._announce_commit = True
         self._closed = False
+        self.transport.on_forward = self._answer_forward
 
     # ------------------------------------------------------------ public view
 
@@ -187,6 +201,53 @@ class ConsensusNode:
             raise ProposalLost(result, epoch, committed)
         return result
 
+    async def submit(self, payload: bytes, *, timeout: float = 10.0) -> int:
+        """Commit ``payload`` through the leader, wherever it is; its offset, once committed here.
+
+        On the leader this is :meth:`propose`; on a follower the payload is
+        forwarded to the leader (see :meth:`RaftTransport.forward`) and the
+        call returns once this node has the offset committed too (so it has
+        been delivered to ``on_commit`` here).  While there is no leader, or
+        leadership moves, it tries again until ``timeout`` seconds passed.
+
+        :raises NotLeaderError: no leader could take the payload in time (``leader_id`` None).
+        :raises CommitUncertain: a leader took the payload but its commit was
+            not seen here in time; it may or may not commit.
+
+        Cancellation: only the wait ends; the payload may still commit.
+        """
+        deadline = trio.current_time() + timeout
+        while True:
+            leader = self._core.leader_id
+            try:
+                with trio.move_on_at(deadline):
+                    if leader == self.node_id:
+                        return await self.propose(payload)
+                    if leader is not None:
+                        answer = await self.transport.forward(leader, payload, max(deadline - trio.current_time(), 0.001))
+                        if answer.offset >= 0:
+                            await self.wait_committed(answer.offset)
+                            return answer.offset
+                if leader is not None and trio.current_time() >= deadline:
+                    raise CommitUncertain(f"no commit of the payload seen within {timeout:g} s (leader {leader})")
+            except (NotLeaderError, ProposalLost):
+                pass  # never committed: safe to try again
+            except ForwardFailed as exc:
+                if exc.sent:
+                    raise CommitUncertain(str(exc)) from exc
+            if trio.current_time() >= deadline:
+                raise NotLeaderError(self.node_id, None)
+            await trio.sleep(RETRY_SECONDS)
+
+    async def _answer_forward(self, payload: bytes) -> tuple[int, int]:
+        """A follower's forwarded payload: ``(offset, leader_id)``, offset -1 when not committed here."""
+        try:
+            return await self.propose(payload), self.node_id
+        except NotLeaderError as exc:
+            return -1, exc.leader_id if exc.leader_id is not None else -1
+        except ProposalLost:
+            return -1, -1
+
     async def wait_committed(self, offset: int) -> None:
         """Return once ``offset`` is committed (and delivered to ``on_commit``).
 
@@ -254,7 +315,7 @@ class ConsensusNode:
         elif isinstance(action, raft.RoleChanged):
             self._announce_commit = True
             if action.role is Role.LEADER:
-                log.info("node %d became leader (epoch %d)", self.node_id, action.term)
+                log.info("node %d became controller (epoch %d)", self.node_id, action.term)
             elif action.role is Role.FOLLOWER and action.leader_id is not None:
                 log.info("node %d: follower of %d (epoch %d)", self.node_id, action.leader_id, action.term)
             else:

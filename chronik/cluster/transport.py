@@ -11,7 +11,8 @@ dials every peer for what it sends and serves what peers dial in)::
 Body::
 
     0  1  version  (1)
-    1  1  type     1 VoteRequest, 2 VoteResponse, 3 AppendRequest, 4 AppendResponse
+    1  1  type     1 VoteRequest, 2 VoteResponse, 3 AppendRequest, 4 AppendResponse,
+                   5 ForwardRequest, 6 ForwardResponse
     2  .  fields, in the order of the dataclass in :mod:`chronik.cluster.messages`:
           term u64, src i32, dst i32, then
           VoteRequest     last_epoch u64, log_end u64, pre_vote u8
@@ -20,6 +21,8 @@ Body::
                           then per entry: epoch u64, flags u8 (bit 0: control),
                           length u32, payload
           AppendResponse  success u8, match_end u64, durable_end u64
+          ForwardRequest  request_id u64, length u32, payload
+          ForwardResponse request_id u64, offset i64, leader_id i32
 
 No checksum: TCP's is enough for messages that Raft re-checks anyway (a
 corrupted entry would fail its CRC in the WAL only after it is durable, so
@@ -36,6 +39,14 @@ rejected or missing append is re-sent from the leader's ``next`` offset), so
 loss costs latency, never safety.  This is only acceptable for Raft messages:
 nothing else may ride on this queue.  A lost connection is redialled with
 exponential backoff (50 ms doubling to 1 s, with jitter).
+
+Forwarding (a metadata write sent to a follower) is request/response, so it
+does not ride on those queues: :meth:`RaftTransport.forward` dials the leader
+on a connection of its own, sends one ``ForwardRequest`` and reads the
+``ForwardResponse`` from the same connection.  The listener tells the two
+kinds of connection apart by their first frame; a forward request is
+answered by the ``on_forward`` callback (the leader proposes and waits for
+the commit) in a task of its own.
 """
 
 from __future__ import annotations
@@ -45,11 +56,21 @@ import random
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 import trio
 
-from .messages import AppendRequest, AppendResponse, Entry, Message, VoteRequest, VoteResponse
+from .messages import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    ForwardRequest,
+    ForwardResponse,
+    Frame,
+    Message,
+    VoteRequest,
+    VoteResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +85,20 @@ _VOTE_RESPONSE = struct.Struct(">BB")
 _APPEND_REQUEST = struct.Struct(">QQQI")
 _ENTRY = struct.Struct(">QBI")
 _APPEND_RESPONSE = struct.Struct(">BQQ")
+_FORWARD_REQUEST = struct.Struct(">QI")
+_FORWARD_RESPONSE = struct.Struct(">Qqi")
 _CONTROL = 1
 
-_TYPES: dict[type, int] = {VoteRequest: 1, VoteResponse: 2, AppendRequest: 3, AppendResponse: 4}
+_TYPES: dict[type, int] = {
+    VoteRequest: 1, VoteResponse: 2, AppendRequest: 3, AppendResponse: 4, ForwardRequest: 5, ForwardResponse: 6,
+}
 
 
 class CodecError(ValueError):
     """Bytes that are not a valid replication frame."""
 
 
-def encode_message(message: Message) -> bytes:
+def encode_message(message: Frame) -> bytes:
     """The frame body of ``message`` (without the length prefix)."""
     head = _HEAD.pack(WIRE_VERSION, _TYPES[type(message)], message.term, message.src, message.dst)
     if isinstance(message, AppendRequest):
@@ -86,10 +111,14 @@ def encode_message(message: Message) -> bytes:
         return head + _APPEND_RESPONSE.pack(message.success, message.match_end, message.durable_end)
     if isinstance(message, VoteRequest):
         return head + _VOTE_REQUEST.pack(message.last_epoch, message.log_end, message.pre_vote)
+    if isinstance(message, ForwardRequest):
+        return head + _FORWARD_REQUEST.pack(message.request_id, len(message.payload)) + message.payload
+    if isinstance(message, ForwardResponse):
+        return head + _FORWARD_RESPONSE.pack(message.request_id, message.offset, message.leader_id)
     return head + _VOTE_RESPONSE.pack(message.granted, message.pre_vote)
 
 
-def encode_frame(message: Message) -> bytes:
+def encode_frame(message: Frame) -> bytes:
     body = encode_message(message)
     return _LENGTH.pack(len(body)) + body
 
@@ -100,14 +129,14 @@ def _unpack(layout: struct.Struct, body: memoryview, pos: int, what: str) -> tup
     return layout.unpack_from(body, pos)
 
 
-def decode_message(body: bytes | bytearray | memoryview) -> Message:
+def decode_message(body: bytes | bytearray | memoryview) -> Frame:
     """Parse one frame body; raises :class:`CodecError` if it is not a valid message."""
     view = memoryview(body)
     if len(view) >= 1 and view[0] != WIRE_VERSION:
         raise CodecError(f"unsupported wire version {view[0]} (this node speaks {WIRE_VERSION})")
     version, kind, term, src, dst = _unpack(_HEAD, view, 0, "message header")
     pos = _HEAD.size
-    message: Message
+    message: Frame
     if kind == 1:
         last_epoch, log_end, pre_vote = _unpack(_VOTE_REQUEST, view, pos, "VoteRequest")
         message, pos = VoteRequest(term, src, dst, last_epoch, log_end, bool(pre_vote)), pos + _VOTE_REQUEST.size
@@ -129,6 +158,15 @@ def decode_message(body: bytes | bytearray | memoryview) -> Message:
     elif kind == 4:
         success, match_end, durable_end = _unpack(_APPEND_RESPONSE, view, pos, "AppendResponse")
         message, pos = AppendResponse(term, src, dst, bool(success), match_end, durable_end), pos + _APPEND_RESPONSE.size
+    elif kind == 5:
+        request_id, length = _unpack(_FORWARD_REQUEST, view, pos, "ForwardRequest")
+        pos += _FORWARD_REQUEST.size
+        if length > len(view) - pos:
+            raise CodecError(f"truncated ForwardRequest: payload of {length} bytes, {len(view) - pos} left")
+        message, pos = ForwardRequest(term, src, dst, request_id, bytes(view[pos : pos + length])), pos + length
+    elif kind == 6:
+        request_id, offset, leader_id = _unpack(_FORWARD_RESPONSE, view, pos, "ForwardResponse")
+        message, pos = ForwardResponse(term, src, dst, request_id, offset, leader_id), pos + _FORWARD_RESPONSE.size
     else:
         raise CodecError(f"unknown message type {kind}")
     if pos != len(view):
@@ -143,11 +181,11 @@ class FrameReader:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes) -> list[Frame]:
         """Messages completed by ``data``; raises :class:`CodecError` on a bad frame."""
         buf = self._buf
         buf += data
-        out: list[Message] = []
+        out: list[Frame] = []
         pos = 0
         while len(buf) - pos >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(buf, pos)
@@ -200,6 +238,23 @@ class TransportStats:
     received: int = 0
     bad_frames: int = 0  # connections closed for a bad frame
     connects: int = 0
+    forwarded: int = 0  # forward requests answered
+
+
+class ForwardFailed(Exception):
+    """A forward request got no answer (the leader is unreachable or died while proposing).
+
+    ``sent``: the request went out, so the payload may or may not have been
+    committed; if not, it certainly was not.
+    """
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+ForwardHandler = Callable[[bytes], Awaitable[tuple[int, int]]]
+"""``payload -> (offset, leader_id)``: the committed offset, or -1 and the known leader (-1: none)."""
 
 
 class RaftTransport:
@@ -227,6 +282,8 @@ class RaftTransport:
         self._rng = rng
         self.max_frame_bytes = max_frame_bytes
         self.stats = TransportStats()
+        self.on_forward: ForwardHandler | None = None
+        self._request_ids = 0
         self._queues: dict[int, tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]] = {
             peer: trio.open_memory_channel[bytes](send_queue) for peer in self.peers
         }
@@ -269,6 +326,11 @@ class RaftTransport:
                     if not data:
                         return
                     for message in reader.feed(data):
+                        if isinstance(message, ForwardRequest):
+                            await self._answer_forward(stream, message)
+                            return
+                        if isinstance(message, ForwardResponse):
+                            raise CodecError("unexpected ForwardResponse")
                         self.stats.received += 1
                         self._deliver(message)
             except CodecError as exc:
@@ -276,6 +338,46 @@ class RaftTransport:
                 log.warning("node %d: closing replication connection from %s: %s", self.node_id, peer, exc)
             except trio.BrokenResourceError:
                 return
+
+    async def _answer_forward(self, stream: trio.SocketStream, request: ForwardRequest) -> None:
+        offset, leader_id = -1, -1
+        if self.on_forward is not None:
+            offset, leader_id = await self.on_forward(request.payload)
+        self.stats.forwarded += 1
+        await stream.send_all(encode_frame(ForwardResponse(0, self.node_id, request.src, request.request_id, offset, leader_id)))
+
+    async def forward(self, peer: int, payload: bytes, timeout: float) -> ForwardResponse:
+        """Ask ``peer`` (the leader) to propose ``payload``; its answer.
+
+        :raises ForwardFailed: no connection, or no answer within ``timeout``
+            seconds (the payload may have been committed all the same).
+
+        Cancellation: the connection is closed; the peer may still commit the payload.
+        """
+        self._request_ids += 1
+        request = ForwardRequest(0, self.node_id, peer, self._request_ids, payload)
+        host, port = parse_address(self.peers[peer])
+        reader = FrameReader(self.max_frame_bytes)
+        with trio.move_on_after(timeout):
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                raise ForwardFailed(f"cannot reach node {peer} at {host}:{port}: {exc}", sent=False) from exc
+            async with stream:
+                try:
+                    await stream.send_all(encode_frame(request))
+                    while True:
+                        data = await stream.receive_some(1 << 16)
+                        if not data:
+                            break
+                        for message in reader.feed(data):
+                            if isinstance(message, ForwardResponse) and message.request_id == request.request_id:
+                                return message
+                            raise CodecError(f"unexpected {type(message).__name__} in answer to a forward request")
+                except (trio.BrokenResourceError, OSError, CodecError) as exc:
+                    raise ForwardFailed(f"forward request to node {peer} failed: {exc}", sent=True) from exc
+            raise ForwardFailed(f"node {peer} closed the connection without answering the forward request", sent=True)
+        raise ForwardFailed(f"node {peer} did not answer the forward request within {timeout:g} s", sent=True)
 
     async def _feed_peer(self, peer: int) -> None:
         host, port = parse_address(self.peers[peer])

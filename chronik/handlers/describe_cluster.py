@@ -1,7 +1,8 @@
 """DescribeCluster (key 60, v0-v1): the brokers, the cluster id and the controller.
 
 The broker list is the one Metadata gives (:func:`.metadata.brokers_of`);
-this node answers as the controller.  Cluster authorized operations are not
+the controller is this node, or in cluster mode the Raft leader (-1 while
+there is none).  Cluster authorized operations are not
 computed (Kafka's "not requested" value is sent).  ``endpoint_type`` (v1)
 must be 1 (brokers): 2 (controllers) is UNSUPPORTED_ENDPOINT_TYPE, as on a
 Kafka broker, and any other value INVALID_REQUEST; both with no brokers.
@@ -24,7 +25,7 @@ async def handle_describe_cluster(ctx: RequestContext, request: Any) -> Any:
     endpoint_type = getattr(request, "endpoint_type", ENDPOINT_BROKERS)
     answer: dict[str, Any] = {
         "throttle_time": 0, "error_code": 0, "error_message": None, "endpoint_type": endpoint_type,
-        "cluster_id": ctx.broker.cluster_id, "controller_id": ctx.broker.node_id, "brokers": [],
+        "cluster_id": ctx.broker.cluster_id, "controller_id": ctx.broker.controller_id, "brokers": [],
         "cluster_authorized_operations": -2147483648,
     }
     if endpoint_type == ENDPOINT_CONTROLLERS:

@@ -76,7 +76,7 @@ def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]],
         responses.append({"topic": name, "topic_id": getattr(fetch_topic, "topic_id", None), "partitions": partitions})
         for fetch_partition in fetch_topic.partitions:
             index = fetch_partition.partition
-            partition_log = broker.logs.get(name, index) if name is not None else None
+            partition_log = broker.led_log(name, index) if name is not None else None
             if partition_log is None:
                 partitions.append(partition_data(index, broker.missing_log_error(name, index, missing), None))
                 errors = True

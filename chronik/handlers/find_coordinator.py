@@ -1,8 +1,10 @@
-"""FindCoordinator (key 10): this node coordinates every group; transactions are not supported yet.
+"""FindCoordinator (key 10): one node coordinates every group; transactions are not supported yet.
 
 v0-3 ask for one key, v4 for a batch (``coordinator_keys``).  A GROUP key
-(type 0) gets this node's advertised address -- the answer depends only on
-the key, so in a cluster every node can give the same one.  A TRANSACTION key
+(type 0) gets this node's advertised address, or in cluster mode the
+controller's (COORDINATOR_NOT_AVAILABLE while there is no registered
+controller), so every node gives the same answer.  (Group state is not
+replicated: after a controller change the members rejoin the new one.)  A TRANSACTION key
 (type 1) gets COORDINATOR_NOT_AVAILABLE until transactions exist; any other
 key type is INVALID_REQUEST.
 """
@@ -19,9 +21,16 @@ KEY_TYPE_TRANSACTION = 1
 
 
 def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
+    broker = ctx.broker
     if key_type == KEY_TYPE_GROUP:
-        advertised = ctx.broker.advertised
-        return {"key": key, "node_id": ctx.broker.node_id, "host": advertised.host, "port": advertised.port,
+        if broker.consensus is None or broker.controller_id == broker.node_id:
+            host, port = broker.advertised.host, broker.advertised.port
+        elif (controller := broker.image.brokers.get(broker.controller_id)) is not None:
+            host, port = controller.host, controller.port
+        else:
+            return {"key": key, "node_id": -1, "host": "", "port": -1,
+                    "error_code": int(ErrorCode.COORDINATOR_NOT_AVAILABLE), "error_message": "no controller elected yet"}
+        return {"key": key, "node_id": broker.controller_id, "host": host, "port": port,
                 "error_code": 0, "error_message": None}
     if key_type == KEY_TYPE_TRANSACTION:
         code, message = ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported by this broker"

@@ -82,7 +82,7 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
         throttle_time=0,
         brokers=brokers_of(ctx),
         cluster_id=broker.cluster_id,
-        controller_id=broker.node_id,
+        controller_id=broker.controller_id,
         topics=topics,
         cluster_authorized_operations=-2147483648,
     )

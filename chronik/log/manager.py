@@ -14,6 +14,11 @@ first, which does the pending work itself if the background task has not yet.
 A created topic is durable through its metadata command: after a crash the
 start-up pass creates whatever partitions were still missing.
 
+In cluster mode (``replica_of`` set) only the partitions that list this node
+among their replicas are opened, and the start-up sweep of orphaned
+directories is skipped: the image is still empty when the node starts (it
+is rebuilt from the Raft log), so it cannot tell an orphan from a live log.
+
 Partition directories are ``<data_dir>/<topic>-<partition>``; Kafka topic
 names cannot contain ``/``, and the metadata log's own directory
 (``__chronik_metadata-0``) is never touched.
@@ -38,14 +43,16 @@ log = logging.getLogger(__name__)
 class LogManager:
     """Partition logs by (topic, partition)."""
 
-    def __init__(self, committer: GroupCommitter, data_dir: str, *, default_segment_bytes: int) -> None:
+    def __init__(self, committer: GroupCommitter, data_dir: str, *, default_segment_bytes: int,
+                 replica_of: int | None = None) -> None:
         self.committer = committer
+        self.replica_of = replica_of
         self.data_dir = data_dir
         self.default_segment_bytes = default_segment_bytes
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._lock = trio.Lock()
         self._known: dict[str, tuple[str, int]] = {}  # topic -> (topic id hex, partitions) in step
-        self._sweep_orphans = True
+        self._sweep_orphans = replica_of is None
         self._requested_syncs = 0  # request_sync() calls so far
         self._completed_syncs = 0  # of those, how many a finished pass covered
         self._sync_requested = trio.Event()
@@ -122,6 +129,7 @@ class LogManager:
                 for name, (topic_id, partitions, segment_bytes) in changed.items()
                 for index in range(partitions)
                 if (name, index) not in self._logs
+                and (self.replica_of is None or self.replica_of in image.topics[name].partitions[index].replicas)
             ]
             if to_open:
                 # Creating a partition costs a few fsyncs (~1 ms): done in a

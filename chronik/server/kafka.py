@@ -84,7 +84,8 @@ async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[Hos
     bound = [HostPort(*listener.socket.getsockname()[:2]) for listener in listeners]
     if broker.advertised.port == 0:
         broker.advertised = HostPort(broker.advertised.host, bound[0].port)
-    await register_self(broker)
+    if broker.consensus is None:
+        await register_self(broker)
     for address in bound:
         log.info("listening for Kafka clients on %s:%d (advertised as %s)", address.host, address.port, broker.advertised)
 
@@ -93,6 +94,8 @@ async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[Hos
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
+        if broker.consensus is not None:
+            nursery.start_soon(register_self, broker)  # once the cluster has a controller
         task_status.started(bound)
 
 

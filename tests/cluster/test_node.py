@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable
 import pytest
 import trio
 
-from chronik.cluster.node import CommittedEntry, ConsensusNode, NotLeaderError, open_raft_node
+from chronik.cluster.node import CommitUncertain, CommittedEntry, ConsensusNode, NotLeaderError, open_raft_node
 from chronik.cluster.raft import Role
 from chronik.cluster.transport import listener_address, open_replication_listener
 from chronik.storage import MemoryBackend
@@ -230,3 +230,24 @@ async def test_a_returning_leader_truncates_its_uncommitted_suffix(caplog: pytes
         expected = [b"committed", *(b"new-%d" % i for i in range(4)), b"last"]
         assert all(cluster.payloads(i) == expected for i in cluster.ids)
     assert any("truncated the log at offset 2" in r.getMessage() for r in caplog.records)
+
+
+async def test_submit_on_a_follower_is_forwarded_to_the_leader_and_applied_there_first() -> None:
+    async with running_cluster(5) as (cluster, leader):
+        follower = next(n for n in cluster.nodes.values() if n is not leader)
+        offsets = [await follower.submit(b"fwd-%d" % i) for i in range(5)]
+        offsets.append(await leader.submit(b"direct"))
+        assert offsets == sorted(offsets) and len(set(offsets)) == 6
+        # submit returned only once the submitting node had the entry applied
+        assert [e.offset for e in cluster.applied[follower.node_id]][:5] == offsets[:5]
+        await cluster.wait_converged()
+        assert cluster.payloads(leader.node_id) == [*(b"fwd-%d" % i for i in range(5)), b"direct"]
+        assert leader.transport.stats.forwarded == 5
+
+
+async def test_submit_without_a_majority_gives_up_with_not_leader() -> None:
+    async with running_cluster(6) as (cluster, leader):
+        for i in [i for i in cluster.ids if i != leader.node_id]:
+            await cluster.stop(i)
+        with pytest.raises((CommitUncertain, NotLeaderError)):  # which one depends on when it steps down
+            await leader.submit(b"alone", timeout=0.5)

@@ -6,7 +6,15 @@ import struct
 
 import pytest
 
-from chronik.cluster.messages import AppendRequest, AppendResponse, Entry, VoteRequest, VoteResponse
+from chronik.cluster.messages import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    ForwardRequest,
+    ForwardResponse,
+    VoteRequest,
+    VoteResponse,
+)
 from chronik.cluster.transport import CodecError, FrameReader, decode_message, encode_frame, encode_message, parse_address
 
 MESSAGES = [
@@ -18,6 +26,9 @@ MESSAGES = [
     AppendRequest(9, 1, 3, 10, 8, (Entry(9, b"", control=True), Entry(9, b"create topic x"), Entry(9, bytes(range(256)))), 11),
     AppendResponse(9, 3, 1, True, 13, 12),
     AppendResponse(9, 3, 1, False, 4, 0),
+    ForwardRequest(0, 2, 1, 17, b"create topic y"),
+    ForwardResponse(0, 1, 2, 17, 42, 1),
+    ForwardResponse(0, 1, 2, 18, -1, -1),
 ]
 
 

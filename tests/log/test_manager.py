@@ -58,3 +58,20 @@ async def test_startup_removes_orphans_and_creates_missing_partitions(committer:
     await restarted.sync_with(image)
     assert sorted(committer.backend.list_dir("/data")) == ["kept-0", "late-0"]
     await restarted.aclose()
+
+
+async def test_cluster_mode_opens_only_this_nodes_replicas_and_keeps_unknown_directories(committer: GroupCommitter) -> None:
+    image = MetadataImage()
+    create(image, "old")
+    single = LogManager(committer, "/data", default_segment_bytes=1 << 20)
+    await single.sync_with(image)
+    await single.aclose()
+    # Restart in cluster mode: the image is still empty (being rebuilt from the
+    # replicated log), so nothing on disk may be taken for an orphan.
+    manager = LogManager(committer, "/data", default_segment_bytes=1 << 20, replica_of=2)
+    fresh = MetadataImage()
+    fresh.apply(0, CreateTopic(name="spread", topic_id=uuid.uuid4().hex, replicas=[[1, 2], [2, 3], [3, 1]]))
+    await manager.sync_with(fresh)
+    assert {(p.topic, p.partition) for p in manager} == {("spread", 0), ("spread", 1)}
+    assert sorted(committer.backend.list_dir("/data")) == ["old-0", "spread-0", "spread-1"]
+    await manager.aclose()

@@ -1,0 +1,172 @@
+"""Cluster mode: three real ``python -m chronik serve`` nodes on loopback agree on metadata.
+
+Each node gets every voter with ``--peer`` (ports chosen by binding port 0
+first).  Metadata is read from one node at a time with raw Metadata
+requests, so "visible on every node" means exactly that.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from chronik.protocol import decode_response
+
+from .brokerproc import BrokerProcess
+from .clients import Sent, confluent_consume, confluent_produce
+from .raw import Raw, request_frame
+
+IDS = (1, 2, 3)
+T0 = 1_700_000_000_000
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        ports = free_ports(2 * len(IDS))
+        kafka, replication = dict(zip(IDS, ports)), dict(zip(IDS, ports[len(IDS):]))
+        peers = [f"--peer={i}@127.0.0.1:{kafka[i]}/127.0.0.1:{replication[i]}" for i in IDS]
+        self.nodes = {
+            i: BrokerProcess(root / f"node{i}", "--node-id", str(i), "--replication-listen", f"127.0.0.1:{replication[i]}",
+                             *peers, port=kafka[i])
+            for i in IDS
+        }
+
+    def metadata(self, node_id: int) -> Any:
+        """A Metadata v12 answer (all topics) from this node alone."""
+        with Raw(self.nodes[node_id]) as connection:
+            connection.send(request_frame(3, 12, {"topics": None, "allow_auto_topic_creation": False,
+                                                  "include_topic_authorized_operations": False}))
+            frame = connection.read_frame()
+        assert frame is not None
+        return decode_response(3, 12, frame, 5)
+
+    def controller(self, among: tuple[int, ...] = IDS) -> int | None:
+        """The controller every node in ``among`` names, once all have registered brokers; else None."""
+        answers = [self.metadata(i) for i in among]
+        ids = {a.controller_id for a in answers}
+        if len(ids) == 1 and -1 not in ids and all(len(a.brokers) == len(IDS) for a in answers):
+            return ids.pop()
+        return None
+
+    def topics(self, node_id: int) -> dict[str, Any]:
+        return {t.name: t for t in self.metadata(node_id).topics}
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        for node in cluster.nodes.values():
+            node.start()
+        yield cluster
+    finally:
+        for node in cluster.nodes.values():
+            if node.proc is not None and node.proc.poll() is None:
+                node.stop()
+        for node in cluster.nodes.values():
+            assert "Traceback" not in node.output(), node.output()
+
+
+def create(node: BrokerProcess, name: str, partitions: int, replication_factor: int) -> None:
+    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    admin.create_topics([NewTopic(name, partitions, replication_factor)], operation_timeout=10)[name].result(15)
+
+
+def test_three_nodes_agree_forward_writes_and_serve_clients(cluster: Cluster) -> None:
+    controller = eventually(cluster.controller)
+    assert len({cluster.metadata(i).cluster_id for i in IDS}) == 1
+    assert cluster.nodes[controller].wait_for_log(r"became controller \(epoch \d+\)")
+    follower = next(i for i in IDS if i != controller)
+    assert cluster.nodes[follower].wait_for_log(rf"follower of {controller}")
+
+    create(cluster.nodes[follower], "spread", 3, 1)
+    for i in IDS:
+        topic = eventually(lambda: cluster.topics(i).get("spread"), 2.0)
+        assert sorted(p.leader_id for p in topic.partitions) == [1, 2, 3]  # one partition led by each node
+    assert cluster.nodes[controller].wait_for_log("committed metadata offset")
+
+    # RF 3 is placed over the three brokers; RF 4 cannot be.
+    create(cluster.nodes[follower], "wide", 1, 3)
+    assert sorted(cluster.topics(controller)["wide"].partitions[0].replica_nodes) == [1, 2, 3]
+    with pytest.raises(Exception, match="INVALID_REPLICATION_FACTOR"):
+        create(cluster.nodes[follower], "too-wide", 1, 4)
+
+    # Clients follow partition leaders: produce and read back every partition through one node.
+    bootstrap = cluster.nodes[follower].bootstrap
+    for partition in range(3):
+        records = [Sent(None, b"p%d-%d" % (partition, n), [], T0 + n) for n in range(5)]
+        assert confluent_produce(bootstrap, "spread", records, partition=partition) == list(range(5))
+        got = confluent_consume(bootstrap, "spread", 5, partition=partition)
+        assert [r.value for r in got] == [r.value for r in records]
+
+    # A node that does not lead a partition says so (clients then go to the leader).
+    led_elsewhere = next(p for p, meta in enumerate(cluster.topics(follower)["spread"].partitions) if meta.leader_id != follower)
+    from .raw import produce_frame
+
+    with Raw(cluster.nodes[follower]) as connection:
+        connection.send(produce_frame("spread", led_elsewhere, b"x"))
+        frame = connection.read_frame()
+    assert frame is not None
+    answer = decode_response(0, 9, frame, 5)
+    assert answer.responses[0].partition_responses[0].error_code == 6  # NOT_LEADER_OR_FOLLOWER
+
+
+def test_controller_failover_and_restarted_node_catches_up(cluster: Cluster) -> None:
+    old = eventually(cluster.controller)
+    create(cluster.nodes[old], "before", 1, 1)
+    cluster.nodes[old].kill()
+    killed_at = time.monotonic()
+    survivors = tuple(i for i in IDS if i != old)
+
+    def new_controller() -> int | None:
+        ids = {cluster.metadata(i).controller_id for i in survivors}
+        return ids.pop() if len(ids) == 1 and ids != {-1} and ids != {old} else None
+
+    new = eventually(new_controller, 5.0)
+    assert time.monotonic() - killed_at < 5.0
+    follower = next(i for i in survivors if i != new)
+    create(cluster.nodes[follower], "after", 2, 1)
+    for i in survivors:
+        eventually(lambda: "after" in cluster.topics(i), 2.0)
+
+    cluster.nodes[old].start()
+    eventually(lambda: {"before", "after"} <= set(cluster.topics(old)), 10.0)
+    assert eventually(lambda: cluster.metadata(old).controller_id == new, 5.0)
+
+
+def test_leader_commit_mode_is_refused_in_cluster_mode(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    peers = [f"--peer={i}@127.0.0.1:{9000 + i}/127.0.0.1:{9100 + i}" for i in IDS]
+    done = subprocess.run([sys.executable, "-m", "chronik", "serve", "--data-dir", str(tmp_path), "--node-id", "1",
+                           "--metadata-commit", "leader", *peers], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "not available in cluster mode" in done.stderr and "Traceback" not in done.stderr
