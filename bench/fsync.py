@@ -3,7 +3,8 @@
 Run:  python bench/fsync.py [--dir DIR] [--seconds 2] [--record-bytes 512]
                             [--concurrency 1,16,64,256] [--json out.json] [--plot out.png]
 
-Measures, in one run on the same file system (a preallocated file each):
+Measures, in one run on the same file system (a preallocated 1 GiB file per
+row, deleted when the row is done):
 
 * ``raw-write``   one ``os.pwrite`` + one ``os.fdatasync`` per record, no
                   event loop: the per-record baseline.
@@ -12,7 +13,17 @@ Measures, in one run on the same file system (a preallocated file each):
                   appenders (zero per-record work).
 * ``chronik-native`` / ``chronik-python``  N trio tasks appending to a
                   :class:`~chronik.storage.WriteAheadLog` and waiting for
-                  durability, group-committed.
+                  durability, group-committed.  These are the rows issue 2's
+                  targets are about.
+* ``chronik-<backend>-1task``  ONE trio task appending N entries, then
+                  waiting for the last to be durable (latency: per round of
+                  N).  Not "N concurrent appenders": it has the shape of
+                  ``raw-writev`` N (one caller, N records per sync), so it
+                  shows what the WAL itself costs without N tasks to wake.
+* ``trio-tasks (no I/O)``  the closed loop of N trio tasks alone: each
+                  waits on an event that is set once all N arrived, with no
+                  WAL and no disk -- the ceiling the harness (one trio task
+                  per appender) puts on any ``chronik-*`` row.
 * ``trio.wrap_file``  N trio tasks each doing write + flush + fdatasync through
                   trio's async file wrapper (a thread hop per call), no group
                   commit.
@@ -100,6 +111,7 @@ def bench_raw(directory: str, record: bytes, per_sync: int, seconds: float, *, v
         syncs += 1
     elapsed = time.perf_counter() - started
     os.close(fd)
+    os.unlink(os.path.join(directory, f"{method}-{per_sync}"))
     return Result(method, per_sync, syncs * per_sync, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
 
 
@@ -144,7 +156,58 @@ async def bench_chronik(directory: str, backend_name: str, profile: str, record:
             await wal.aclose()
     finally:
         await backend.aclose()
+        shutil.rmtree(log_dir, ignore_errors=True)  # 1 GiB preallocated per row
     return Result(f"chronik-{backend_name}", concurrency, records, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+
+
+async def bench_chronik_one_task(
+    directory: str, backend_name: str, profile: str, record: bytes, per_round: int, seconds: float
+) -> Result:
+    """One task: append ``per_round`` entries, wait for the last, repeat (the shape of raw-writev)."""
+    backend = create_backend(backend_name)
+    log_dir = os.path.join(directory, f"wal-{backend_name}-1task-{per_round}")
+    try:
+        async with open_group_committer(backend, log_dir, profile) as committer:
+            wal = WriteAheadLog.open(committer, log_dir, segment_bytes=PREALLOCATE, preallocate_bytes=PREALLOCATE)
+            latencies: list[float] = []
+            index = 0
+            deadline = time.perf_counter() + seconds
+            started = time.perf_counter()
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                for _ in range(per_round):
+                    appended = wal.append(index, record)
+                    index += 1
+                await wal.wait_durable(appended)
+                latencies.append(time.perf_counter() - t)
+            elapsed = time.perf_counter() - started
+            syncs = committer.stats.batches
+            await wal.aclose()
+    finally:
+        await backend.aclose()
+        shutil.rmtree(log_dir, ignore_errors=True)  # 1 GiB preallocated per row
+    return Result(
+        f"chronik-{backend_name}-1task", per_round, index, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99)
+    )
+
+
+async def bench_harness_only(concurrency: int, seconds: float) -> Result:
+    """``closed_loop`` with no WAL and no I/O: each round ends when all tasks arrived."""
+    arrived = 0
+    release = trio.Event()
+
+    async def one_append() -> None:
+        nonlocal arrived, release
+        event = release
+        arrived += 1
+        if arrived == concurrency:
+            arrived = 0
+            release = trio.Event()
+            event.set()
+        await event.wait()  # a checkpoint even for the task that set it
+
+    records, latencies, elapsed = await closed_loop(concurrency, seconds, one_append)
+    return Result("trio-tasks (no I/O)", concurrency, records, 0, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
 
 
 async def bench_trio_wrap_file(directory: str, record: bytes, concurrency: int, seconds: float) -> Result:
@@ -158,6 +221,7 @@ async def bench_trio_wrap_file(directory: str, record: bytes, concurrency: int, 
 
     records, latencies, elapsed = await closed_loop(concurrency, seconds, one_append)
     await f.aclose()
+    os.unlink(path)
     return Result("trio.wrap_file", concurrency, records, records, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
 
 
@@ -187,6 +251,7 @@ def bench_aiofiles(directory: str, record: bytes, concurrency: int, seconds: flo
 
             records, latencies, elapsed = await closed_loop(concurrency, seconds, one_append)
             await trio_asyncio.aio_as_trio(f.close)()
+        os.unlink(path)
         return Result("aiofiles+trio-asyncio", concurrency, records, records, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
 
     return trio.run(run)
@@ -250,15 +315,22 @@ def main() -> None:
     levels = [int(x) for x in args.concurrency.split(",")]
     record = os.urandom(args.record_bytes)
     directory = tempfile.mkdtemp(prefix="chronik-fsync-", dir=args.dir or os.getcwd())
+    load_before = os.getloadavg()
     results: list[Result] = []
     try:
         raw_write = bench_raw(directory, record, 1, args.seconds, vectored=False)
         results.append(raw_write)
         writev = {n: bench_raw(directory, record, n, args.seconds, vectored=True) for n in levels}
         results.extend(writev.values())
-        for backend in (b for b in ("native", "python") if b in available_backends()):
+        backends = [b for b in ("native", "python") if b in available_backends()]
+        for backend in backends:
             for n in levels:
                 results.append(trio.run(bench_chronik, directory, backend, args.profile, record, n, args.seconds))
+        for backend in backends:
+            for n in levels:
+                results.append(trio.run(bench_chronik_one_task, directory, backend, args.profile, record, n, args.seconds))
+        for n in levels:
+            results.append(trio.run(bench_harness_only, n, min(args.seconds, 1.0)))
         if not args.skip_comparisons:
             for n in levels:
                 results.append(trio.run(bench_trio_wrap_file, directory, record, n, args.seconds))
@@ -268,8 +340,17 @@ def main() -> None:
                     results.append(r)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(f"record {args.record_bytes} B, {args.seconds:.1f} s per row, profile {args.profile}, cpus {os.cpu_count()}")
+    load = ", ".join(f"{a:.2f}->{b:.2f}" for a, b in zip(load_before, os.getloadavg()))
+    print(
+        f"record {args.record_bytes} B, {args.seconds:.1f} s per row, profile {args.profile}, cpus {os.cpu_count()}, "
+        f"load average (1/5/15 min, before->after) {load}"
+    )
     print_table(results, raw_write, writev)
+    print(
+        "chronik-* rows: N trio tasks, one append + durability wait each (the issue 2 targets); "
+        "*-1task rows: one task appending N entries per durability wait, the shape of raw-writev N; "
+        "trio-tasks (no I/O): the N-task harness alone, an upper bound for the chronik-* rows."
+    )
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(

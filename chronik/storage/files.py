@@ -11,8 +11,15 @@ from __future__ import annotations
 from .interface import StorageBackend
 
 
-def replace_file_durably(backend: StorageBackend, directory: str, name: str, data: bytes) -> None:
-    """Atomically replace ``directory/name`` with ``data``, durably (see the module docstring)."""
+def replace_file_durably(
+    backend: StorageBackend, directory: str, name: str, data: bytes, *, preallocate: int = 0
+) -> None:
+    """Atomically replace ``directory/name`` with ``data``, durably (see the module docstring).
+
+    ``preallocate``: the file is first made that long (zero-filled, allocated,
+    see :meth:`~chronik.storage.interface.SegmentFile.preallocate`), so
+    ``data`` is followed by zeros up to that size.
+    """
     tmp = f"{directory}/{name}.tmp"
     try:
         backend.delete_file(tmp)
@@ -20,6 +27,8 @@ def replace_file_durably(backend: StorageBackend, directory: str, name: str, dat
         pass
     file = backend.open_file(tmp, create=True)
     try:
+        if preallocate:
+            file.preallocate(preallocate)
         file.write_durably(0, data)
     finally:
         file.close()

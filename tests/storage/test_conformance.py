@@ -14,7 +14,8 @@ from chronik.storage import (
     WriteAheadLog,
     open_group_committer,
 )
-from chronik.storage.wal import ENTRY_HEADER, SEGMENT_HEADER, EntryLocation
+from chronik.storage.committer import COPY_BELOW
+from chronik.storage.wal import ENTRY_HEADER, SEGMENT_HEADER, EntryLocation, segment_name
 
 
 # -- the StorageBackend contract ----------------------------------------------
@@ -234,3 +235,67 @@ async def test_on_durable_reports_positions_without_waiters(backend: StorageBack
         assert seen == sorted(seen)
         assert {s for s, _ in seen} == {a.location.segment for a in appended}
         await wal.aclose()
+
+
+async def test_interleaved_small_and_large_payloads_in_two_logs(backend: StorageBackend, log_dir: str) -> None:
+    # One committer, two logs (two files per batch); payloads on both sides of
+    # COPY_BELOW, so batches mix copied runs with chunks kept by reference.
+    rng = random.Random(11)
+    sizes = [0, 1, 500, COPY_BELOW - ENTRY_HEADER.size - 1, COPY_BELOW - 1, COPY_BELOW, 3 * COPY_BELOW + 5]
+    async with open_group_committer(backend, log_dir) as committer:
+        logs = [
+            WriteAheadLog.open(committer, f"{log_dir}/{name}", segment_bytes=1 << 20, preallocate_bytes=1 << 16)
+            for name in ("a", "b")
+        ]
+        expected: list[list[tuple[int, bytes]]] = [[], []]
+        for round_ in range(6):
+            for i in range(40):
+                which = rng.randrange(2)
+                payload = rng.randbytes(rng.choice(sizes))
+                index = len(expected[which])
+                logs[which].append(index, payload)
+                expected[which].append((index, payload))
+            await trio.sleep(0)  # let some batches go while others fill
+        for wal in logs:
+            await wal.flush()
+        for wal, want in zip(logs, expected):
+            got = [(e.index, bytes(e.payload)) for s in wal.segments() for e in wal.iter_entries(s.base_index)]
+            assert got == want
+            await wal.aclose()
+        reopened = WriteAheadLog.open(committer, f"{log_dir}/a", segment_bytes=1 << 20)
+        got = [(e.index, bytes(e.payload)) for s in reopened.segments() for e in reopened.iter_entries(s.base_index)]
+        assert got == expected[0] and not reopened.recovery.truncated
+        await reopened.aclose()
+
+
+async def test_segment_creation_cut_short_leaves_no_segment(backend: StorageBackend, log_dir: str) -> None:
+    # A crash while a segment is being created leaves only its temporary file,
+    # never a segment without a header; the next open deletes it.
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20)
+        await wal.append_durable(0, b"kept")
+        await wal.aclose()
+        leftover = backend.open_file(f"{log_dir}/{segment_name(1)}.tmp", create=True)
+        leftover.preallocate(4096)  # zeros: what a crash before the header write leaves
+        leftover.close()
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20)
+        assert [e.payload for e in wal.iter_entries(0)] == [b"kept"]
+        assert not any(name.endswith(".tmp") for name in backend.list_dir(log_dir))
+        wal.roll()
+        await wal.append_durable(1, b"after")
+        assert [s.base_index for s in wal.segments()] == [0, 1]
+        await wal.aclose()
+
+
+async def test_close_files_gives_a_log_up(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20)
+        await wal.append_durable(0, b"durable")
+        wal.close_files()
+        wal.close_files()  # idempotent
+        with pytest.raises(StorageError):
+            wal.append(1, b"refused")
+        await wal.aclose()  # nothing left to do
+        reopened = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20)
+        assert [bytes(e.payload) for e in reopened.iter_entries(0)] == [b"durable"]
+        await reopened.aclose()
