@@ -280,19 +280,27 @@ async def test_close_is_idempotent_and_final(worker: SyncWorker, open_file: Open
         await worker.write_and_sync([FileWrite(open_file("segment"), 0, [b"x"])])
 
 
-async def test_close_during_a_job_raises(worker: SyncWorker, open_file: OpenFile) -> None:
+async def test_close_during_a_job_raises(worker: SyncWorker, open_file: OpenFile,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     fd = open_file("segment")
-    job_started = trio.Event()
+    job_submitted = trio.Event()
+    close_tried = trio.Event()
+    wait_for_outcome = worker._wait_for_outcome  # type: ignore[attr-defined]
 
-    async def write() -> None:
-        job_started.set()
-        await worker.write_and_sync([FileWrite(fd, 0, [b"x"])])
+    async def held_wait_for_outcome() -> object:
+        # The job is submitted and in flight; keep it so (however fast the
+        # disk) until close() has been tried.
+        job_submitted.set()
+        await close_tried.wait()
+        return await wait_for_outcome()
 
+    monkeypatch.setattr(worker, "_wait_for_outcome", held_wait_for_outcome)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(write)
-        await job_started.wait()
+        nursery.start_soon(worker.write_and_sync, [FileWrite(fd, 0, [b"x"])])
+        await job_submitted.wait()
         with pytest.raises(RuntimeError, match="during write_and_sync"):
             worker.close()
+        close_tried.set()
     assert contents(fd) == b"x"
 
 
