@@ -178,9 +178,12 @@ async def test_leader_failover_keeps_committed_entries_and_a_restarted_node_catc
         assert cluster.payloads(new.node_id) == expected
 
         restarted = await cluster.start(old_id)
-        recovered = restarted.recovered  # from its disk: its own vote, the no-op and ten entries
+        recovered = restarted.recovered  # from its disk: its own vote, the no-op and the entries it had
         assert (recovered.term, recovered.voted_for) == (old_term, old_id)
-        assert [e.payload for e in recovered.entries if not e.control] == expected[:10]
+        # An entry commits once a majority has it durable, which may be the two
+        # followers before the leader's own append ran: its disk may lack the tail.
+        own = [e.payload for e in recovered.entries if not e.control]
+        assert own == expected[: len(own)] and len(own) >= 1
         assert {e.epoch for e in recovered.entries} == {old_term} and recovered.entries[0].control
         await eventually(lambda: cluster.leader() is not None and len(cluster.nodes) == 3)
         await cluster.propose(b"last")
