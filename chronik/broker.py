@@ -20,7 +20,9 @@ built from the committed entries of the replicated log
 on any node go through the controller (the Raft leader).  This node
 registers itself once there is a controller, opens the logs only of the
 partitions it is a replica of, and serves produce/fetch only for those it
-leads.  With no peers or one, none of this runs.
+leads; a :class:`~chronik.cluster.replication.ReplicaManager` copies the
+data of partitions with more than one replica from their leaders to their
+followers and keeps their ISR.  With no peers or one, none of this runs.
 
 Handlers reach everything through the :class:`Broker`; they never touch files.
 """
@@ -325,8 +327,14 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
             logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes,
                               replica_of=None if consensus is None else config.node_id)
             broker = Broker(config, metadata, logs, cluster_id, consensus)
+            replicas = None
             if consensus is not None:
+                from .cluster.replication import ReplicaManager
+
+                replicas = ReplicaManager(broker, {peer.id: str(peer.replication) for peer in config.peers},
+                                          lag_max_seconds=config.replica_lag_time_max_ms / 1000)
                 metadata.add_listener(lambda *_: logs.request_sync())  # changes made through other nodes
+                metadata.add_listener(lambda *_: replicas.request_reconcile())
             try:
                 await logs.sync_with(metadata.image)
                 recovered = sum(p.recovery.batches for p in logs if p.recovery is not None)
@@ -339,6 +347,8 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
                     nursery.start_soon(broker._retention_loop)
                     await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)
+                    if replicas is not None:
+                        await nursery.start(replicas.run)
                     yield broker
                     nursery.cancel_scope.cancel()
             finally:

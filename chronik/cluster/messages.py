@@ -125,4 +125,42 @@ class ForwardResponse:
     leader_id: int
 
 
-Frame = Union[Message, ForwardRequest, ForwardResponse]
+@dataclass(frozen=True, slots=True)
+class ReplicaFetchRequest:
+    """A follower asks a partition's leader for batches from its own log end (data replication).
+
+    ``fetch_offset`` is the follower's log end, all of it durable there, so
+    the request also reports the follower's position.  The leader answers at
+    once when it has batches from there, else parks the request up to
+    ``max_wait_ms`` for new ones.  Like forwarding it is not a Raft message:
+    it travels on a connection of its own (one per followed partition) and
+    is answered on it.  ``term`` is unused (0).
+    """
+
+    term: int
+    src: int
+    dst: int
+    topic: str
+    topic_id: str  # 32 hex digits
+    partition: int
+    fetch_offset: int
+    max_wait_ms: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaFetchResponse:
+    """The leader's answer: ``error`` (a Kafka error code, 0: none), its high
+    watermark and log start, and whole record batches from the requested
+    offset, back to back, exactly as the leader stores them."""
+
+    term: int
+    src: int
+    dst: int
+    error: int
+    high_watermark: int
+    log_start_offset: int
+    records: bytes
+
+
+Frame = Union[Message, ForwardRequest, ForwardResponse, ReplicaFetchRequest, ReplicaFetchResponse]

@@ -12,7 +12,8 @@ Body::
 
     0  1  version  (1)
     1  1  type     1 VoteRequest, 2 VoteResponse, 3 AppendRequest, 4 AppendResponse,
-                   5 ForwardRequest, 6 ForwardResponse
+                   5 ForwardRequest, 6 ForwardResponse, 7 ReplicaFetchRequest,
+                   8 ReplicaFetchResponse
     2  .  fields, in the order of the dataclass in :mod:`chronik.cluster.messages`:
           term u64, src i32, dst i32, then
           VoteRequest     last_epoch u64, log_end u64, pre_vote u8
@@ -23,6 +24,10 @@ Body::
           AppendResponse  success u8, match_end u64, durable_end u64
           ForwardRequest  request_id u64, length u32, payload
           ForwardResponse request_id u64, offset i64, leader_id i32
+          ReplicaFetchRequest  topic_id 16 bytes, partition i32, fetch_offset u64,
+                               max_wait_ms u32, max_bytes u32, length u16, topic (UTF-8)
+          ReplicaFetchResponse error i16, high_watermark i64, log_start_offset i64,
+                               length u32, records
 
 No checksum: TCP's is enough for messages that Raft re-checks anyway (a
 corrupted entry would fail its CRC in the WAL only after it is durable, so
@@ -47,6 +52,13 @@ on a connection of its own, sends one ``ForwardRequest`` and reads the
 kinds of connection apart by their first frame; a forward request is
 answered by the ``on_forward`` callback (the leader proposes and waits for
 the commit) in a task of its own.
+
+Data replication (:mod:`chronik.cluster.replication`) is request/response
+too, and pulled by the follower: each followed partition has a connection
+of its own to its leader, carrying one ``ReplicaFetchRequest`` at a time
+and its ``ReplicaFetchResponse``, for as long as both live.  Nothing is
+queued or dropped: a slow follower simply asks less often.  The listener
+answers them through the ``on_replica_fetch`` callback.
 """
 
 from __future__ import annotations
@@ -67,6 +79,8 @@ from .messages import (
     ForwardRequest,
     ForwardResponse,
     Frame,
+    ReplicaFetchRequest,
+    ReplicaFetchResponse,
     Message,
     VoteRequest,
     VoteResponse,
@@ -87,11 +101,18 @@ _ENTRY = struct.Struct(">QBI")
 _APPEND_RESPONSE = struct.Struct(">BQQ")
 _FORWARD_REQUEST = struct.Struct(">QI")
 _FORWARD_RESPONSE = struct.Struct(">Qqi")
+_REPLICA_FETCH_REQUEST = struct.Struct(">16siQIIH")
+_REPLICA_FETCH_RESPONSE = struct.Struct(">hqqI")
 _CONTROL = 1
 
 _TYPES: dict[type, int] = {
     VoteRequest: 1, VoteResponse: 2, AppendRequest: 3, AppendResponse: 4, ForwardRequest: 5, ForwardResponse: 6,
+    ReplicaFetchRequest: 7, ReplicaFetchResponse: 8,
 }
+
+
+NOT_LEADER_OR_FOLLOWER = 6
+"""The Kafka error code a ReplicaFetchResponse carries when this node does not lead the partition."""
 
 
 class CodecError(ValueError):
@@ -115,6 +136,14 @@ def encode_message(message: Frame) -> bytes:
         return head + _FORWARD_REQUEST.pack(message.request_id, len(message.payload)) + message.payload
     if isinstance(message, ForwardResponse):
         return head + _FORWARD_RESPONSE.pack(message.request_id, message.offset, message.leader_id)
+    if isinstance(message, ReplicaFetchRequest):
+        topic = message.topic.encode()
+        return head + _REPLICA_FETCH_REQUEST.pack(
+            bytes.fromhex(message.topic_id), message.partition, message.fetch_offset, message.max_wait_ms,
+            message.max_bytes, len(topic)) + topic
+    if isinstance(message, ReplicaFetchResponse):
+        return head + _REPLICA_FETCH_RESPONSE.pack(
+            message.error, message.high_watermark, message.log_start_offset, len(message.records)) + message.records
     return head + _VOTE_RESPONSE.pack(message.granted, message.pre_vote)
 
 
@@ -167,6 +196,25 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
     elif kind == 6:
         request_id, offset, leader_id = _unpack(_FORWARD_RESPONSE, view, pos, "ForwardResponse")
         message, pos = ForwardResponse(term, src, dst, request_id, offset, leader_id), pos + _FORWARD_RESPONSE.size
+    elif kind == 7:
+        topic_id, partition, fetch_offset, max_wait_ms, max_bytes, length = _unpack(
+            _REPLICA_FETCH_REQUEST, view, pos, "ReplicaFetchRequest")
+        pos += _REPLICA_FETCH_REQUEST.size
+        if length > len(view) - pos:
+            raise CodecError(f"truncated ReplicaFetchRequest: topic of {length} bytes, {len(view) - pos} left")
+        try:
+            topic = bytes(view[pos : pos + length]).decode()
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"ReplicaFetchRequest topic is not UTF-8: {exc}") from None
+        message = ReplicaFetchRequest(term, src, dst, topic, topic_id.hex(), partition, fetch_offset, max_wait_ms, max_bytes)
+        pos += length
+    elif kind == 8:
+        error, high_watermark, log_start, length = _unpack(_REPLICA_FETCH_RESPONSE, view, pos, "ReplicaFetchResponse")
+        pos += _REPLICA_FETCH_RESPONSE.size
+        if length > len(view) - pos:
+            raise CodecError(f"truncated ReplicaFetchResponse: records of {length} bytes, {len(view) - pos} left")
+        message = ReplicaFetchResponse(term, src, dst, error, high_watermark, log_start, bytes(view[pos : pos + length]))
+        pos += length
     else:
         raise CodecError(f"unknown message type {kind}")
     if pos != len(view):
@@ -256,6 +304,9 @@ class ForwardFailed(Exception):
 ForwardHandler = Callable[[bytes], Awaitable[tuple[int, int]]]
 """``payload -> (offset, leader_id)``: the committed offset, or -1 and the known leader (-1: none)."""
 
+ReplicaFetchHandler = Callable[[ReplicaFetchRequest], Awaitable[ReplicaFetchResponse]]
+"""A partition leader's answer to a follower's fetch (see :mod:`chronik.cluster.replication`)."""
+
 
 class RaftTransport:
     """One node's side of the replication port: a listener and one sender per peer.
@@ -283,6 +334,7 @@ class RaftTransport:
         self.max_frame_bytes = max_frame_bytes
         self.stats = TransportStats()
         self.on_forward: ForwardHandler | None = None
+        self.on_replica_fetch: ReplicaFetchHandler | None = None
         self._request_ids = 0
         self._queues: dict[int, tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]] = {
             peer: trio.open_memory_channel[bytes](send_queue) for peer in self.peers
@@ -329,8 +381,11 @@ class RaftTransport:
                         if isinstance(message, ForwardRequest):
                             await self._answer_forward(stream, message)
                             return
-                        if isinstance(message, ForwardResponse):
-                            raise CodecError("unexpected ForwardResponse")
+                        if isinstance(message, ReplicaFetchRequest):
+                            await self._answer_replica_fetch(stream, message)
+                            continue
+                        if isinstance(message, (ForwardResponse, ReplicaFetchResponse)):
+                            raise CodecError(f"unexpected {type(message).__name__}")
                         self.stats.received += 1
                         self._deliver(message)
             except CodecError as exc:
@@ -345,6 +400,14 @@ class RaftTransport:
             offset, leader_id = await self.on_forward(request.payload)
         self.stats.forwarded += 1
         await stream.send_all(encode_frame(ForwardResponse(0, self.node_id, request.src, request.request_id, offset, leader_id)))
+
+    async def _answer_replica_fetch(self, stream: trio.SocketStream, request: ReplicaFetchRequest) -> None:
+        handler = self.on_replica_fetch
+        if handler is None:
+            answer = ReplicaFetchResponse(0, self.node_id, request.src, NOT_LEADER_OR_FOLLOWER, -1, -1, b"")
+        else:
+            answer = await handler(request)
+        await stream.send_all(encode_frame(answer))
 
     async def forward(self, peer: int, payload: bytes, timeout: float) -> ForwardResponse:
         """Ask ``peer`` (the leader) to propose ``payload``; its answer.

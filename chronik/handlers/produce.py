@@ -5,7 +5,13 @@ checked (length, CRC-32C, record count, compression id) and appended exactly
 as sent apart from the base offset (and LogAppendTime stamping on topics
 configured for it).  With acks=1 or acks=all the response waits until every
 batch is durable (on one node the in-sync replicas are this node, so acks=all
-means the same); acks=0 gets no response.  A batch refused by the
+means the same); acks=0 gets no response.  In cluster mode, for a partition
+with more than one replica, acks=all also waits until the high watermark
+passes the batches, i.e. until every in-sync replica has them durable (see
+:mod:`chronik.cluster.replication`): it is refused with NOT_ENOUGH_REPLICAS
+while the ISR is smaller than ``min.insync.replicas``, answered
+NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below it meanwhile, and
+REQUEST_TIMED_OUT if the request's timeout passes first.  A batch refused by the
 idempotent-producer rules fails its partition with the error those rules give;
 a retried batch is answered with its original offset and not stored again.
 """
@@ -13,8 +19,11 @@ a retried batch is answered with its original offset and not stored again.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
+
+import trio
 
 from ..log.partition import AppendInfo, PartitionLog
 from ..log.producer_state import SequenceError
@@ -80,7 +89,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     metrics = broker.metrics
     acks = request.acks
     responses: list[dict[str, Any]] = []
-    waits: list[tuple[dict[str, Any], PartitionLog, AppendInfo]] = []
+    waits: list[tuple[dict[str, Any], PartitionLog, AppendInfo, tuple[str, int, int] | None]] = []
     for topic_data in request.topic_data:
         name = topic_data.name
         results: list[dict[str, Any]] = []
@@ -105,6 +114,16 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
             if partition_log is None:
                 results.append(partition_result(index, broker.missing_log_error(name, index)))
                 continue
+            replicated = broker.consensus is not None and len(topic.partitions[index].replicas) > 1
+            in_sync = None  # acks=all on a replicated partition: (topic, partition, min.insync.replicas)
+            if replicated and acks == -1:
+                in_sync = (name, index, int(configs["min.insync.replicas"]))
+                isr = topic.partitions[index].isr
+                if len(isr) < in_sync[2]:
+                    results.append(partition_result(
+                        index, ErrorCode.NOT_ENOUGH_REPLICAS, log_start_offset=partition_log.log_start_offset,
+                        message=f"the ISR {isr} is smaller than min.insync.replicas={in_sync[2]}"))
+                    continue
             try:
                 infos, nbytes, nrecords = append_records(
                     partition_log, partition_data.records, int(configs["max.message.bytes"]),
@@ -128,18 +147,38 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
             result = partition_result(index, ErrorCode.NONE, infos[0].base_offset, infos[0].log_append_time,
                                       partition_log.log_start_offset)
             results.append(result)
-            waits.append((result, partition_log, infos[-1]))
+            waits.append((result, partition_log, infos[-1], in_sync))
     if acks == 0:
         return None
 
     appended_at = time.perf_counter()
 
+    async def wait_in_sync(result: dict[str, Any], partition_log: PartitionLog, info: AppendInfo,
+                           in_sync: tuple[str, int, int]) -> None:
+        """acks=all on a replicated partition: wait until every in-sync replica has the batch."""
+        timeout = request.timeout.total_seconds()
+        with trio.move_on_after(timeout if timeout > 0 else math.inf):
+            await partition_log.wait_high_watermark(info.last_offset + 1)
+        if partition_log.high_watermark <= info.last_offset:
+            result.update(error_code=int(ErrorCode.REQUEST_TIMED_OUT), base_offset=-1,
+                          error_message="the in-sync replicas did not all store the records in time")
+            return
+        name, index, min_insync = in_sync
+        topic = broker.image.topics.get(name)
+        isr = topic.partitions[index].isr if topic is not None and index < len(topic.partitions) else []
+        if len(isr) < min_insync:
+            result.update(error_code=int(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND), base_offset=-1,
+                          error_message=f"the ISR shrank to {isr}, below min.insync.replicas={min_insync}")
+
     async def respond_when_durable() -> Any:
-        for result, partition_log, info in waits:
+        for result, partition_log, info, in_sync in waits:
             try:
                 await partition_log.wait_durable(info)
             except StorageError as exc:
                 result.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), base_offset=-1, error_message=str(exc))
+                continue
+            if in_sync is not None:
+                await wait_in_sync(result, partition_log, info, in_sync)
         if waits:
             metrics.produce_duration.observe(time.perf_counter() - appended_at)
         return encoded_response(ctx, responses)

@@ -56,6 +56,8 @@ class LogManager:
         self._requested_syncs = 0  # request_sync() calls so far
         self._completed_syncs = 0  # of those, how many a finished pass covered
         self._sync_requested = trio.Event()
+        self.on_open: Callable[[PartitionLog], None] | None = None
+        """Called with every log opened, before any request can use it (cluster mode: its replication role)."""
         self.offline: dict[tuple[str, int], str] = {}
         """Partitions whose logs could not be read, and why (served as KAFKA_STORAGE_ERROR)."""
 
@@ -136,6 +138,8 @@ class LogManager:
                 # worker thread so the event loop keeps serving meanwhile.
                 # Not abandoned on cancellation: the logs are always registered.
                 for key, partition_log in await trio.to_thread.run_sync(self._open_all, to_open):
+                    if self.on_open is not None:
+                        self.on_open(partition_log)
                     self._logs[key] = partition_log
             for name, (topic_id, partitions, _) in changed.items():
                 self._known[name] = (topic_id, partitions)

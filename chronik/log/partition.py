@@ -19,9 +19,19 @@ Invariants
   :attr:`log_end_offset`, written into its bytes 0-7 (outside the CRC) before
   the append; nothing else in the batch is changed, except the LogAppendTime
   stamp (timestamp type bit, maxTimestamp, CRC) on LogAppendTime topics.
-* ``high_watermark`` is the end of the durable prefix: it advances only when
-  the WAL reports batches durable (before any appender wakes) and never goes
-  back; readers never see a batch at or above it.
+* ``durable_end`` is the end of the durable prefix: it advances when the WAL
+  reports batches durable (before any appender wakes).
+* ``high_watermark`` never goes back; readers never see a batch at or above
+  it.  On a single node (and for a partition with one replica) it is
+  ``durable_end``.  The leader of a replicated partition (:meth:`lead`) holds
+  it at the minimum of its own durable end and the log ends its in-sync
+  followers reported (:meth:`record_follower_end`); a follower
+  (:meth:`follow`) at the minimum of its durable end and the leader's high
+  watermark.  After a restart it starts at the log end (a high-watermark
+  checkpoint is not kept yet).
+* A follower appends the leader's batches unchanged, at the leader's offsets
+  (:meth:`append_replicated`), so every replica holds the same bytes at the
+  same offsets.
 * ``log_start_offset`` only grows (retention, DeleteRecords); it is persisted
   in ``partition.json`` before the segments below it are deleted.
 * The in-memory batch index (base, last offset, max timestamp, location) and
@@ -101,6 +111,10 @@ class PartitionLog:
         self.log_start_offset = 0
         self.log_end_offset = 0
         self.high_watermark = 0
+        self.durable_end = 0
+        self._isr_followers: frozenset[int] | None = None  # leading a replicated partition
+        self._follower_ends: dict[int, int] = {}
+        self._leader_high_watermark: int | None = None  # following
         self.producers = ProducerStateTable()
         # The batch index: parallel arrays in offset order.  Plain machine
         # integers, not objects: compact, and invisible to the garbage
@@ -176,7 +190,7 @@ class PartitionLog:
             self._write_partition_file()
         active_base = wal.segments()[-1].base_index
         self.log_end_offset = max(self._lasts[-1] + 1 if self._lasts else 0, active_base, self.log_start_offset)
-        self.high_watermark = self.log_end_offset
+        self.high_watermark = self.durable_end = self.log_end_offset
         self.recovery = PartitionRecovery(
             len(self._bases), self.log_start_offset, self.log_end_offset, wal.recovery.truncated_bytes,
             time.perf_counter() - started,
@@ -223,6 +237,30 @@ class PartitionLog:
         self._in_flight.append((location.segment, location.position + location.size, self.log_end_offset))
         return AppendInfo(base, stored.last_offset, -1 if log_append_time is None else log_append_time, appended)
 
+    def append_replicated(self, batch: memoryview | bytes) -> AppendInfo:
+        """Append a batch exactly as the leader stored it, at the leader's offsets (followers).
+
+        Never blocks; wait with :meth:`wait_durable`.
+
+        :raises ProtocolError: not a whole record batch.
+        :raises OffsetOutOfRange: the batch does not start at :attr:`log_end_offset`.
+        """
+        header = parse_batch_header(batch)
+        if header.size != len(batch):
+            raise ProtocolError(f"replicated batch of {len(batch)} bytes says it has {header.size}")
+        if header.base_offset != self.log_end_offset:
+            raise OffsetOutOfRange(
+                f"replicated batch at offset {header.base_offset} does not follow the log end {self.log_end_offset}"
+                f" of {self.topic}-{self.partition}"
+            )
+        appended = self.wal.append(header.base_offset, batch)
+        location = appended.location
+        self._index(header, location)
+        self.producers.observe(header)
+        self.log_end_offset = header.next_offset
+        self._in_flight.append((location.segment, location.position + location.size, self.log_end_offset))
+        return AppendInfo(header.base_offset, header.last_offset, -1, appended)
+
     async def wait_durable(self, info: AppendInfo) -> None:
         """Return once the batch is durable (and so below the high watermark).
 
@@ -233,14 +271,77 @@ class PartitionLog:
         elif self.high_watermark <= info.last_offset:
             await self.wal.flush()  # a retry of a batch still in flight
 
+    async def wait_high_watermark(self, end: int) -> None:
+        """Return once the high watermark is at least ``end`` (or the log closed).
+
+        Cancellation: safe; only the wait ends.
+        """
+        while self.high_watermark < end and not self._closed:
+            moved = trio.Event()
+            self.register_waiter(moved)
+            await moved.wait()
+        await trio.lowlevel.checkpoint()
+
     def _on_durable(self, segment: int, end: int) -> None:
         in_flight = self._in_flight
         advanced = False
         while in_flight and (in_flight[0][0], in_flight[0][1]) <= (segment, end):
-            self.high_watermark = in_flight.popleft()[2]
+            self.durable_end = in_flight.popleft()[2]
             advanced = True
         if advanced:
+            self._advance_high_watermark()
+            self._wake_readers()  # also wakes the leader's parked follower fetches
+
+    # -- replication: the high-watermark rules -------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def lead(self, isr_followers: frozenset[int]) -> None:
+        """This node leads a replicated partition whose in-sync followers are ``isr_followers``.
+
+        From now on the high watermark is the minimum of :attr:`durable_end`
+        and the log ends those followers reported (an empty set: the durable end).
+        """
+        self._isr_followers = frozenset(isr_followers)
+        self._leader_high_watermark = None
+        if self._advance_high_watermark():
+            self._wake_readers()  # an ISR shrink can release acks=all writes
+
+    def follow(self) -> None:
+        """This node follows the partition: the high watermark comes from the leader (:meth:`follow_high_watermark`)."""
+        self._isr_followers = None
+        self._follower_ends.clear()
+        if self._leader_high_watermark is None:
+            self._leader_high_watermark = self.high_watermark
+
+    def record_follower_end(self, node_id: int, end: int) -> None:
+        """(Leader) follower ``node_id`` has everything below ``end`` durable."""
+        self._follower_ends[node_id] = end
+        if self._advance_high_watermark():
             self._wake_readers()
+
+    def follow_high_watermark(self, leader_high_watermark: int) -> None:
+        """(Follower) the leader's high watermark, as its last fetch answer said."""
+        self._leader_high_watermark = max(self._leader_high_watermark or 0, leader_high_watermark)
+        if self._advance_high_watermark():
+            self._wake_readers()
+
+    def follower_end(self, node_id: int) -> int | None:
+        return self._follower_ends.get(node_id)
+
+    def _advance_high_watermark(self) -> bool:
+        target = self.durable_end
+        if self._isr_followers is not None:
+            for node_id in self._isr_followers:
+                target = min(target, self._follower_ends.get(node_id, 0))
+        elif self._leader_high_watermark is not None:
+            target = min(target, self._leader_high_watermark)
+        if target > self.high_watermark:
+            self.high_watermark = target
+            return True
+        return False
 
     # -- reading -------------------------------------------------------------
 
@@ -250,8 +351,11 @@ class PartitionLog:
                 f"offset {offset} is outside [{self.log_start_offset}, {self.log_end_offset}] of {self.topic}-{self.partition}"
             )
 
-    def read(self, offset: int, max_bytes: int) -> list[memoryview]:
-        """Whole durable batches from the one containing ``offset``, about ``max_bytes``.
+    def read(self, offset: int, max_bytes: int, *, end: int | None = None) -> list[memoryview]:
+        """Whole batches below the high watermark from the one containing ``offset``, about ``max_bytes``.
+
+        ``end`` reads up to another limit instead (a follower's fetch reads up
+        to :attr:`durable_end`).
 
         The first batch is returned even if it is larger than ``max_bytes`` (so
         a consumer always progresses); later ones only while they fit.
@@ -260,12 +364,13 @@ class PartitionLog:
         :raises OffsetOutOfRange: outside [log start, log end].
         """
         self._check_offset(offset)
-        if offset >= self.high_watermark:
+        limit = self.high_watermark if end is None else end
+        if offset >= limit:
             return []
         i = bisect.bisect_left(self._lasts, offset)
         batches: list[memoryview] = []
         total = 0
-        while i < len(self._bases) and self._bases[i] < self.high_watermark:
+        while i < len(self._bases) and self._bases[i] < limit:
             entries = self.wal.read(self._segments[i], self._positions[i], max(max_bytes - total, 1))
             if not entries:
                 break
@@ -273,7 +378,7 @@ class PartitionLog:
                 size = len(entry.payload)
                 if batches and total + size > max_bytes:
                     return batches
-                if entry.index >= self.high_watermark:
+                if entry.index >= limit:
                     return batches
                 batches.append(entry.payload)
                 total += size

@@ -111,11 +111,29 @@ class DeleteOffsets(Command):
     partitions: list[list[Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeIsr(Command):
+    """The leader of a partition changes its in-sync replica set (Kafka's AlterPartition).
+
+    Applied only if the topic still has ``topic_id``, the partition is still
+    led by ``leader`` in ``leader_epoch``, and ``isr`` is a set of its
+    replicas that contains the leader; otherwise rejected (a stale change).
+    """
+
+    type_name: ClassVar[str] = "change_isr"
+    name: str
+    topic_id: str
+    partition: int
+    leader: int
+    leader_epoch: int
+    isr: list[int]
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.type_name: cls
     for cls in (
         RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds,
-        CommitOffsets, DeleteGroup, DeleteOffsets,
+        CommitOffsets, DeleteGroup, DeleteOffsets, ChangeIsr,
     )
 }
 

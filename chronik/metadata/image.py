@@ -24,6 +24,7 @@ from typing import Any
 from .commands import (
     AllocateProducerIds,
     AlterTopicConfigs,
+    ChangeIsr,
     Command,
     CommitOffsets,
     CreatePartitions,
@@ -171,6 +172,24 @@ class MetadataImage:
         configs.update(self._checked_configs(c.set))
         topic.configs = configs
         return topic
+
+    def _apply_change_isr(self, c: ChangeIsr) -> PartitionImage:
+        topic = self.topics.get(c.name)
+        if topic is None or topic.topic_id.hex != c.topic_id or not isinstance(c.partition, int) \
+                or not 0 <= c.partition < len(topic.partitions):
+            raise CommandRejected("UNKNOWN_TOPIC_OR_PARTITION", f"partition {c.name}-{c.partition} does not exist")
+        partition = topic.partitions[c.partition]
+        if (partition.leader, partition.leader_epoch) != (c.leader, c.leader_epoch):
+            raise CommandRejected(
+                "FENCED_LEADER_EPOCH",
+                f"{c.name}-{c.partition} is led by {partition.leader} in epoch {partition.leader_epoch},"
+                f" not by {c.leader} in epoch {c.leader_epoch}",
+            )
+        if (not isinstance(c.isr, list) or c.leader not in c.isr or len(set(c.isr)) != len(c.isr)
+                or not set(c.isr) <= set(partition.replicas)):
+            raise CommandRejected("INVALID_REQUEST", f"{c.isr!r} is not an ISR of {c.name}-{c.partition} (replicas {partition.replicas})")
+        partition.isr = [r for r in partition.replicas if r in c.isr]
+        return partition
 
     def _apply_allocate_producer_ids(self, c: AllocateProducerIds) -> int:
         if c.count <= 0:

@@ -12,6 +12,8 @@ from chronik.cluster.messages import (
     Entry,
     ForwardRequest,
     ForwardResponse,
+    ReplicaFetchRequest,
+    ReplicaFetchResponse,
     VoteRequest,
     VoteResponse,
 )
@@ -29,6 +31,9 @@ MESSAGES = [
     ForwardRequest(0, 2, 1, 17, b"create topic y"),
     ForwardResponse(0, 1, 2, 17, 42, 1),
     ForwardResponse(0, 1, 2, 18, -1, -1),
+    ReplicaFetchRequest(0, 2, 1, "tópic-1", "0123456789abcdef0123456789abcdef", 7, 2**40, 500, 1 << 20),
+    ReplicaFetchResponse(0, 1, 2, 0, 42, 3, bytes(range(256))),
+    ReplicaFetchResponse(0, 1, 2, 6, -1, -1, b""),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,13 @@ def free_ports(count: int) -> list[int]:
 
 
 class Cluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *extra_args: str) -> None:
         ports = free_ports(2 * len(IDS))
         kafka, replication = dict(zip(IDS, ports)), dict(zip(IDS, ports[len(IDS):]))
         peers = [f"--peer={i}@127.0.0.1:{kafka[i]}/127.0.0.1:{replication[i]}" for i in IDS]
         self.nodes = {
             i: BrokerProcess(root / f"node{i}", "--node-id", str(i), "--replication-listen", f"127.0.0.1:{replication[i]}",
-                             *peers, port=kafka[i])
+                             *peers, *extra_args, port=kafka[i])
             for i in IDS
         }
 
@@ -79,9 +80,10 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
+@contextmanager
+def running_cluster(root: Path, *extra_args: str) -> Iterator[Cluster]:
+    """Three started nodes (``extra_args`` go to each); stopped on exit, whose logs must hold no traceback."""
+    cluster = Cluster(root, *extra_args)
     try:
         for node in cluster.nodes.values():
             node.start()
@@ -92,6 +94,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                 node.stop()
         for node in cluster.nodes.values():
             assert "Traceback" not in node.output(), node.output()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path) as started:
+        yield started
 
 
 def create(node: BrokerProcess, name: str, partitions: int, replication_factor: int) -> None:

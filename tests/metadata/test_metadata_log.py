@@ -128,3 +128,33 @@ def test_malformed_replica_lists_are_rejected_not_crashing_replay() -> None:
             image.apply(offset, command)
         assert rejected.value.error == "INVALID_REPLICA_ASSIGNMENT"
     assert sorted(image.topics) == ["t"] and len(image.topics["t"].partitions) == 1
+
+
+def test_isr_changes_are_applied_by_the_leader_and_stale_ones_rejected() -> None:
+    from chronik.metadata import CommandRejected, CreateTopic, MetadataImage
+    from chronik.metadata.commands import ChangeIsr
+
+    topic_id = "0" * 31 + "1"
+    image = MetadataImage()
+    image.apply(0, CreateTopic(name="t", topic_id=topic_id, replicas=[[2, 3, 1]]))
+    assert image.topics["t"].partitions[0].isr == [2, 3, 1]  # every replica starts in sync
+    shrink = ChangeIsr(name="t", topic_id=topic_id, partition=0, leader=2, leader_epoch=0, isr=[2, 1])
+    assert decode_command(encode_command(shrink)) == shrink
+    image.apply(1, shrink)
+    assert image.topics["t"].partitions[0].isr == [2, 1]
+    image.apply(2, ChangeIsr(name="t", topic_id=topic_id, partition=0, leader=2, leader_epoch=0, isr=[1, 3, 2]))
+    assert image.topics["t"].partitions[0].isr == [2, 3, 1]  # kept in replica order
+    for offset, (command, error) in enumerate([
+        (ChangeIsr("t", topic_id, 0, 3, 0, [3]), "FENCED_LEADER_EPOCH"),  # not the leader
+        (ChangeIsr("t", topic_id, 0, 2, 1, [2]), "FENCED_LEADER_EPOCH"),  # another epoch
+        (ChangeIsr("t", topic_id, 0, 2, 0, [1, 3]), "INVALID_REQUEST"),  # without the leader
+        (ChangeIsr("t", topic_id, 0, 2, 0, [2, 4]), "INVALID_REQUEST"),  # not a replica
+        (ChangeIsr("t", topic_id, 0, 2, 0, [2, 2]), "INVALID_REQUEST"),
+        (ChangeIsr("t", topic_id, 1, 2, 0, [2]), "UNKNOWN_TOPIC_OR_PARTITION"),
+        (ChangeIsr("t", "f" * 32, 0, 2, 0, [2]), "UNKNOWN_TOPIC_OR_PARTITION"),  # a re-created topic
+    ], start=3):
+        with pytest.raises(CommandRejected) as rejected:
+            image.apply(offset, command)
+        assert rejected.value.error == error
+    assert image.topics["t"].partitions[0].isr == [2, 3, 1]
+    assert MetadataImage.from_snapshot(image.to_snapshot()).topics["t"].partitions[0].isr == [2, 3, 1]

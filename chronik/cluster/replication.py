@@ -1,0 +1,340 @@
+"""Partition data replication in cluster mode: followers pull from leaders; the leader keeps the ISR.
+
+:class:`ReplicaManager` runs on every node of a cluster, in the broker's nursery:
+
+* **Follower side.**  For every partition this node is a replica of but does
+  not lead, one fetcher task asks the leader, over the replication port
+  (:class:`~chronik.cluster.messages.ReplicaFetchRequest`, a connection per
+  partition), for batches from this node's own log end, appends them
+  unchanged at the leader's offsets (:meth:`PartitionLog.append_replicated`),
+  waits until they are durable, and asks again from the new end.  So the
+  follower's position drives what is sent, a follower that was down or new
+  catches up from wherever its log ends, and nothing is ever dropped: a slow
+  follower just asks less often.  The fetch answer carries the leader's high
+  watermark, which the follower adopts (capped by its own durable end).
+
+* **Leader side.**  A fetch from offset *n* tells the leader the follower has
+  everything below *n* durable (:meth:`PartitionLog.record_follower_end`);
+  the leader's high watermark is the minimum of its own durable end and the
+  ends of its in-sync followers, so acks=all (which waits for the high
+  watermark) means every ISR member has the record durable.  A fetch with
+  nothing to send is parked until the leader's durable end moves or
+  ``max_wait`` passes (long poll), so replication latency is one round trip
+  after the leader's fsync.  Reads go up to the leader's durable end: a
+  follower never holds a batch the leader could lose in a crash.
+
+* **ISR.**  A follower is *caught up* when a fetch of its reaches the
+  leader's durable end (or where that end was at its previous fetch).  One whose last caught-up moment is older than
+  ``replica.lag.time.max.ms`` is removed from the ISR, and one not in the
+  ISR whose fetch reaches the high watermark is added back -- both through a
+  :class:`~chronik.metadata.commands.ChangeIsr` metadata command, submitted
+  by the leader (through the controller), applied by every node.  At most
+  one change per partition is in flight.
+
+Partitions with one replica, and single nodes, are untouched: their high
+watermark is their durable end, as before.  Leaders do not change yet (no
+failover), so there is no log truncation or leader-epoch check either.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..log.partition import OffsetOutOfRange, PartitionLog
+from ..metadata.commands import ChangeIsr
+from ..metadata.image import CommandRejected, MetadataImage, PartitionImage
+from ..protocol import ErrorCode, ProtocolError, parse_batch_header
+from .messages import ReplicaFetchRequest, ReplicaFetchResponse
+from .transport import CodecError, FrameReader, encode_frame, parse_address
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+log = logging.getLogger(__name__)
+
+FETCH_MAX_WAIT_MS = 500
+"""How long a leader parks a follower's fetch that has nothing to send."""
+FETCH_MAX_BYTES = 1 << 20
+"""About how many bytes one fetch answer carries (the first batch always goes whole)."""
+RETRY_SECONDS = 0.2
+"""Pause before a fetcher asks again after an error answer or a lost connection."""
+RECONCILE_SECONDS = 1.0
+"""How often the roles and the ISR are re-checked even without a metadata change."""
+
+
+@dataclass(slots=True)
+class _Led:
+    """Leader-side state of one replicated partition this node leads."""
+
+    log: PartitionLog
+    caught_up_at: dict[int, float] = field(default_factory=dict)  # follower -> last time it was caught up
+    last_fetch: dict[int, tuple[float, int]] = field(default_factory=dict)  # follower -> (time, leader's durable end then)
+    changing_isr: bool = False
+
+
+class ReplicaManager:
+    """Data replication for one node (see the module docstring).  Run with :meth:`run`."""
+
+    def __init__(self, broker: "Broker", peers: dict[int, str], *, lag_max_seconds: float) -> None:
+        self.broker = broker
+        self.node_id = broker.node_id
+        self.peers = peers  # node id -> replication host:port
+        self.lag_max_seconds = lag_max_seconds
+        self._fetchers: dict[tuple[str, int], tuple[PartitionLog, trio.CancelScope]] = {}
+        self._led: dict[tuple[str, int], _Led] = {}
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def configure(self, partition_log: PartitionLog) -> None:
+        """Give a newly opened log its high-watermark rule before any request uses it
+        (the log manager's ``on_open``): otherwise a write could count as
+        replicated on the leader's fsync alone until the next :meth:`reconcile`."""
+        partition = self._partition(self.broker.image, partition_log.topic, partition_log.partition)
+        if partition is None or len(partition.replicas) < 2:
+            return
+        if partition.leader == self.node_id:
+            partition_log.lead(frozenset(partition.isr) - {self.node_id})
+        else:
+            partition_log.follow()
+        self.request_reconcile()
+
+    def request_reconcile(self) -> None:
+        """The metadata changed: re-check roles soon (never blocks)."""
+        self._changed.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Answer followers' fetches, run this node's fetchers and keep the ISR, until cancelled.
+
+        Cancellation: every fetcher stops; appends already queued become durable anyway.
+        """
+        transport = self.broker.consensus.transport if self.broker.consensus is not None else None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if transport is not None:
+                    transport.on_replica_fetch = self.answer_fetch
+                self.broker.logs.on_open = self.configure
+                for partition_log in self.broker.logs:
+                    self.configure(partition_log)
+                task_status.started()
+                while True:
+                    with trio.move_on_after(RECONCILE_SECONDS):
+                        await self._changed.wait()
+                    self._changed = trio.Event()
+                    await self.broker.logs.in_step_with(self.broker.image)
+                    self.reconcile()
+        finally:
+            self.broker.logs.on_open = None
+            if transport is not None:
+                transport.on_replica_fetch = None
+
+    def reconcile(self) -> None:
+        """Bring fetchers, leader state and ISR checks in step with the image and the open logs."""
+        assert self._nursery is not None
+        image = self.broker.image
+        followed: dict[tuple[str, int], tuple[PartitionLog, int]] = {}
+        led: dict[tuple[str, int], tuple[PartitionLog, PartitionImage]] = {}
+        for name, topic in image.topics.items():
+            for index, partition in enumerate(topic.partitions):
+                if self.node_id not in partition.replicas or len(partition.replicas) < 2:
+                    continue
+                partition_log = self.broker.logs.get(name, index)
+                if partition_log is None or partition_log.closed:
+                    continue
+                if partition.leader == self.node_id:
+                    led[(name, index)] = (partition_log, partition)
+                else:
+                    followed[(name, index)] = (partition_log, partition.leader)
+        for key, (partition_log, scope) in list(self._fetchers.items()):
+            if key not in followed or followed[key][0] is not partition_log:
+                scope.cancel()
+                del self._fetchers[key]
+        for key, (partition_log, leader) in followed.items():
+            if key not in self._fetchers:
+                scope = trio.CancelScope()
+                self._fetchers[key] = (partition_log, scope)
+                partition_log.follow()
+                self._nursery.start_soon(self._fetch_loop, scope, partition_log, leader)
+        now = trio.current_time()
+        for key in [key for key, state in self._led.items() if key not in led or led[key][0] is not state.log]:
+            del self._led[key]
+        for key, (partition_log, partition) in led.items():
+            state = self._led.get(key)
+            if state is None:
+                state = self._led[key] = _Led(partition_log)
+                log.info("leading replicated partition %s-%d (replicas %s, ISR %s)", *key, partition.replicas, partition.isr)
+            for follower in partition.replicas:
+                state.caught_up_at.setdefault(follower, now)
+            partition_log.lead(frozenset(partition.isr) - {self.node_id})
+            self._check_isr(key, state, partition, now)
+
+    # -- leader side -------------------------------------------------------------
+
+    async def answer_fetch(self, request: ReplicaFetchRequest) -> ReplicaFetchResponse:
+        """A follower's fetch: record its position, then batches from it (parked while there are none).
+
+        Cancellation: only the answer is abandoned.
+        """
+        key = (request.topic, request.partition)
+        state = self._led.get(key)
+        partition = self._partition(self.broker.image, *key)
+        partition_log = state.log if state is not None else None
+        if (partition_log is None or partition is None or partition.leader != self.node_id
+                or request.src not in partition.replicas or partition_log.topic_id != request.topic_id):
+            await trio.lowlevel.checkpoint()
+            return self._answer(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        assert state is not None and partition_log is not None
+        offset = request.fetch_offset
+        if not partition_log.log_start_offset <= offset <= partition_log.durable_end:
+            await trio.lowlevel.checkpoint()
+            log.warning("%s-%d: follower %d fetches offset %d, outside [%d, %d]", *key, request.src, offset,
+                        partition_log.log_start_offset, partition_log.durable_end)
+            return self._answer(request, ErrorCode.OFFSET_OUT_OF_RANGE, partition_log)
+        now = trio.current_time()
+        previous = state.last_fetch.get(request.src)
+        if offset >= partition_log.durable_end:
+            state.caught_up_at[request.src] = now
+        elif previous is not None and offset >= previous[1]:
+            # Under steady load a follower is never exactly at the end; reaching
+            # where the leader was at its previous fetch counts (as in Kafka).
+            state.caught_up_at[request.src] = max(state.caught_up_at.get(request.src, previous[0]), previous[0])
+        state.last_fetch[request.src] = (now, partition_log.durable_end)
+        partition_log.record_follower_end(request.src, offset)
+        self._check_isr(key, state, partition, now)
+        if offset >= partition_log.durable_end:
+            with trio.move_on_after(request.max_wait_ms / 1000):
+                while offset >= partition_log.durable_end and not partition_log.closed:
+                    moved = trio.Event()
+                    partition_log.register_waiter(moved)
+                    await moved.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        if partition_log.closed:
+            return self._answer(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        try:
+            batches = partition_log.read(offset, request.max_bytes, end=partition_log.durable_end)
+        except OffsetOutOfRange:  # retention moved the log start meanwhile
+            return self._answer(request, ErrorCode.OFFSET_OUT_OF_RANGE, partition_log)
+        return self._answer(request, ErrorCode.NONE, partition_log, b"".join(batches))
+
+    def _answer(self, request: ReplicaFetchRequest, error: ErrorCode, partition_log: PartitionLog | None = None,
+                records: bytes = b"") -> ReplicaFetchResponse:
+        hw = partition_log.high_watermark if partition_log is not None else -1
+        start = partition_log.log_start_offset if partition_log is not None else -1
+        return ReplicaFetchResponse(0, self.node_id, request.src, int(error), hw, start, records)
+
+    def _check_isr(self, key: tuple[str, int], state: _Led, partition: PartitionImage, now: float) -> None:
+        """Propose an ISR change if a follower fell behind for too long or caught up again."""
+        if state.changing_isr:
+            return
+        partition_log = state.log
+        isr = set(partition.isr)
+        for follower in partition.replicas:
+            if follower == self.node_id:
+                continue
+            if follower in isr and now - state.caught_up_at.get(follower, now) > self.lag_max_seconds:
+                isr.discard(follower)
+            elif follower not in isr and (partition_log.follower_end(follower) or -1) >= partition_log.high_watermark \
+                    and now - state.caught_up_at.get(follower, -1e9) <= self.lag_max_seconds:
+                isr.add(follower)
+        if isr != set(partition.isr):
+            state.changing_isr = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._change_isr, key, state, partition, sorted(isr))
+
+    async def _change_isr(self, key: tuple[str, int], state: _Led, partition: PartitionImage, isr: list[int]) -> None:
+        topic = self.broker.image.topics.get(key[0])
+        try:
+            if topic is None:
+                return
+            old = list(partition.isr)
+            await self.broker.submit(ChangeIsr(name=key[0], topic_id=topic.topic_id.hex, partition=key[1],
+                                               leader=self.node_id, leader_epoch=partition.leader_epoch, isr=isr))
+            log.info("%s-%d: ISR %s -> %s", *key, old, isr)
+        except CommandRejected as exc:
+            log.warning("%s-%d: ISR change to %s refused (%s: %s)", *key, isr, exc.error, exc.message)
+            await trio.sleep(RETRY_SECONDS)
+        finally:
+            state.changing_isr = False
+            self.request_reconcile()
+
+    @staticmethod
+    def _partition(image: MetadataImage, name: str, index: int) -> PartitionImage | None:
+        topic = image.topics.get(name)
+        if topic is None or not 0 <= index < len(topic.partitions):
+            return None
+        return topic.partitions[index]
+
+    # -- follower side -----------------------------------------------------------
+
+    async def _fetch_loop(self, scope: trio.CancelScope, partition_log: PartitionLog, leader: int) -> None:
+        """Follow one partition until cancelled: fetch from the log end, append, wait durable, repeat.
+
+        Cancellation: stops between (or in) fetches; appended batches become durable anyway.
+        """
+        with scope:
+            host, port = parse_address(self.peers[leader])
+            announced = False
+            while not partition_log.closed:
+                try:
+                    stream = await trio.open_tcp_stream(host, port)
+                except OSError as exc:
+                    log.debug("cannot reach leader %d of %s-%d: %s", leader, partition_log.topic, partition_log.partition, exc)
+                    await trio.sleep(RETRY_SECONDS)
+                    continue
+                async with stream:
+                    try:
+                        while not partition_log.closed:
+                            answer = await self._fetch_once(stream, partition_log, leader)
+                            if answer.error != ErrorCode.NONE:
+                                log.debug("%s-%d: leader %d answered error %d", partition_log.topic,
+                                          partition_log.partition, leader, answer.error)
+                                await trio.sleep(RETRY_SECONDS)
+                                continue
+                            await self._store(partition_log, answer)
+                            if not announced and not answer.records and partition_log.log_end_offset >= answer.high_watermark:
+                                announced = True
+                                log.info("follower caught up on %s-%d at offset %d (leader %d)", partition_log.topic,
+                                         partition_log.partition, partition_log.log_end_offset, leader)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, CodecError) as exc:
+                        log.info("replication connection to leader %d for %s-%d lost (%s); reconnecting", leader,
+                                 partition_log.topic, partition_log.partition, exc)
+                await trio.sleep(RETRY_SECONDS)
+
+    async def _fetch_once(self, stream: trio.SocketStream, partition_log: PartitionLog, leader: int) -> ReplicaFetchResponse:
+        request = ReplicaFetchRequest(0, self.node_id, leader, partition_log.topic, partition_log.topic_id,
+                                      partition_log.partition, partition_log.log_end_offset, FETCH_MAX_WAIT_MS,
+                                      FETCH_MAX_BYTES)
+        await stream.send_all(encode_frame(request))
+        reader = FrameReader()
+        while True:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                raise trio.BrokenResourceError("the leader closed the connection")
+            for message in reader.feed(data):
+                if not isinstance(message, ReplicaFetchResponse):
+                    raise CodecError(f"unexpected {type(message).__name__} in answer to a replica fetch")
+                return message
+
+    @staticmethod
+    async def _store(partition_log: PartitionLog, answer: ReplicaFetchResponse) -> None:
+        """Append the answer's batches at the leader's offsets, wait until durable, adopt the leader's HW."""
+        view = memoryview(answer.records)
+        pos = 0
+        last = None
+        while pos < len(view) and not partition_log.closed:
+            try:
+                header = parse_batch_header(view[pos:])
+                last = partition_log.append_replicated(view[pos : pos + header.size])
+            except (ProtocolError, OffsetOutOfRange) as exc:
+                raise CodecError(f"bad batch from the leader: {exc}") from exc
+            pos += header.size
+        if last is not None:
+            await partition_log.wait_durable(last)
+        partition_log.follow_high_watermark(answer.high_watermark)
