@@ -9,8 +9,6 @@ generated from Kafka's message specs independently of Chronik's codec.
 
 from __future__ import annotations
 
-import socket
-import struct
 import warnings
 from typing import Any
 
@@ -33,6 +31,7 @@ from chronik.config import KAFKA_SETTING_DOCS
 from chronik.metadata.topic_configs import TOPIC_CONFIGS
 
 from .brokerproc import BrokerProcess
+from .raw import Raw
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -66,21 +65,13 @@ def raw(broker: BrokerProcess, request_class: Any, response_class: Any, version:
     """Send one request of ``version`` over a fresh connection; the decoded response."""
     request = request_class[version](**fields)
     request.with_header(correlation_id=42, client_id="test-admin")
-    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
-        sock.sendall(bytes(request.encode(header=True, framed=True)))
-        size = struct.unpack(">i", _read(sock, 4))[0]
-        response = response_class[version].decode(_read(sock, size), header=True)
+    with Raw(broker) as connection:
+        connection.send(bytes(request.encode(header=True, framed=True)))
+        payload = connection.read_frame()
+    assert payload is not None, "broker closed the connection"
+    response = response_class[version].decode(payload, header=True)
     assert response._header.correlation_id == 42
     return response
-
-
-def _read(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, "broker closed the connection"
-        data += chunk
-    return data
 
 
 def config_resource(resource_type: int, name: str, keys: list[str] | None = None) -> Any:
@@ -501,7 +492,7 @@ def test_create_topics_manual_assignment_and_config_sources(tmp_path: Any) -> No
     """(confluent-kafka 2.16's NewTopic refuses replica assignments client-side, so these are raw v5 requests.)"""
     from chronik.protocol import decode_response
 
-    from .raw import Raw, request_frame
+    from .raw import request_frame
 
     def create_v5(connection: Raw, name: str, assignments: list[list[int]], configs: dict[str, str]) -> Any:
         connection.send(request_frame(19, 5, {"topics": [{

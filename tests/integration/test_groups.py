@@ -8,7 +8,6 @@ file stays well under a minute.
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from chronik.protocol.errors import ErrorCode
 from chronik.protocol.headers import response_header_version
 
 from .brokerproc import BrokerProcess
+from .raw import Raw
 
 with warnings.catch_warnings():  # kafka-python reads its specs with a deprecated importlib call
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -434,21 +434,12 @@ def call(broker: BrokerProcess, api_key: int, api_version: int, **fields: Any) -
     """Send one request, return the decoded response."""
     request = build(request_schema(api_key, api_version), fields)
     frame = b"".join(bytes(part) for part in encode_request(api_key, api_version, 7, "raw-test", request))
-    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
-        sock.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", _receive(sock, 4))[0]
-        body = _receive(sock, size)
+    with Raw(broker) as connection:
+        connection.send(struct.pack(">i", len(frame)) + frame)
+        body = connection.read_frame()
+    assert body is not None, "connection closed"
     header_size = 4 + (1 if response_header_version(api_key, api_version) >= 1 else 0)
     return decode_response(api_key, api_version, body, header_size)
-
-
-def _receive(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "connection closed"
-        data += chunk
-    return data
 
 
 def test_error_codes_for_bad_group_requests(shared_broker: BrokerProcess) -> None:
