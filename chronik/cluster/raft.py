@@ -552,6 +552,10 @@ class RaftNode:
         if quorum_end > self._commit and self._epoch_at(quorum_end - 1) == self._term:
             self._commit = quorum_end
             self._out.append(CommitAdvanced(quorum_end))
+            # Tell the followers now rather than at the next heartbeat: a client
+            # whose write was forwarded by a follower waits for that node to apply it.
+            for peer in self._others:
+                self._send_append(peer)
 
     # ------------------------------------------------------------ local log
 

@@ -193,7 +193,11 @@ def test_leader_counts_only_its_own_durable_entries() -> None:
     assert offset == 1
     # follower 2 has both entries durable, the leader has neither: one copy of three
     assert leader.receive(10.0, AppendResponse(1, 2, 1, True, 2, 2)) == []
-    assert leader.log_durable(10.0, 2, 1) == [CommitAdvanced(2)]
+    actions = leader.log_durable(10.0, 2, 1)
+    assert actions[0] == CommitAdvanced(2)
+    # ...and the followers hear of the new commit end at once, not at the next heartbeat
+    tells = sent(actions[1:])
+    assert {m.dst for m in tells} == {2, 3} and all(m.leader_commit == 2 and not m.entries for m in tells)
 
 
 def test_leader_backs_up_on_rejection_and_resends() -> None:
