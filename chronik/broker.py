@@ -22,7 +22,9 @@ registers itself once there is a controller, opens the logs only of the
 partitions it is a replica of, and serves produce/fetch only for those it
 leads; a :class:`~chronik.cluster.replication.ReplicaManager` copies the
 data of partitions with more than one replica from their leaders to their
-followers and keeps their ISR.  With no peers or one, none of this runs.
+followers, keeps their ISR and follows leader changes, and on the controller
+a :class:`~chronik.cluster.liveness.BrokerLiveness` fences brokers that went
+quiet (which moves their partitions' leadership) and unfences them.  With no peers or one, none of this runs.
 
 Handlers reach everything through the :class:`Broker`; they never touch files.
 """
@@ -58,7 +60,7 @@ from .metadata import (
 )
 from .metadata.topic_configs import TOPIC_CONFIGS
 from .protocol import ErrorCode
-from .storage import GroupCommitter, StorageBackend, create_backend, get_profile, open_group_committer
+from .storage import GroupCommitter, MemoryBackend, StorageBackend, create_backend, get_profile, open_group_committer
 from .storage.files import read_file, replace_file_durably
 
 if TYPE_CHECKING:
@@ -173,7 +175,7 @@ class Broker:
 
     def topic_request_problem(self, request: TopicRequest) -> tuple[str, str] | None:
         """(Kafka error name, message) if the request cannot be served on this cluster."""
-        live_brokers = max(len(self.image.brokers), 1)
+        live_brokers = max(len(self.image.live_brokers()), 1)
         if request.num_partitions < 1:
             return "INVALID_PARTITIONS", f"number of partitions must be at least 1, not {request.num_partitions}"
         if request.replication_factor < 1:
@@ -188,8 +190,8 @@ class Broker:
         return None
 
     def replica_assignment(self, num_partitions: int, replication_factor: int, first_partition: int = 0) -> list[list[int]]:
-        """Replicas per partition, leader first, spread round-robin over the registered brokers."""
-        brokers = sorted(self.image.brokers) or [self.node_id]
+        """Replicas per partition, leader first, spread round-robin over the live (registered, unfenced) brokers."""
+        brokers = self.image.live_brokers() or [self.node_id]
         return [
             [brokers[(first_partition + p + r) % len(brokers)] for r in range(replication_factor)]
             for p in range(num_partitions)
@@ -348,7 +350,11 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
                     await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)
                     if replicas is not None:
+                        from .cluster.liveness import BrokerLiveness
+
                         await nursery.start(replicas.run)
+                        liveness = BrokerLiveness(broker, session_timeout=config.broker_session_timeout_ms / 1000)
+                        await nursery.start(liveness.run)
                     yield broker
                     nursery.cancel_scope.cancel()
             finally:
@@ -379,8 +385,12 @@ async def _open_metadata(
     replicated = ReplicatedMetadataLog()
     listener = await open_replication_listener(str(config.replication_listen))
     voters = {peer.id: str(peer.replication) for peer in config.peers}
+    # The Raft log has a group committer of its own; a backend's sync worker
+    # runs one write_and_sync at a time, so it gets a backend of its own too
+    # (created and closed by open_raft_node), except the in-memory one.
+    raft_backend: StorageBackend | str = backend if isinstance(backend, MemoryBackend) else config.wal_backend
     async with open_raft_node(
-        config.node_id, voters, f"{data_dir}/{RAFT_DIR}", rng=random.Random(), backend=backend, listener=listener,
+        config.node_id, voters, f"{data_dir}/{RAFT_DIR}", rng=random.Random(), backend=raft_backend, listener=listener,
         on_commit=replicated.apply_committed, commit_profile=config.wal_profile,
     ) as node:
         replicated.node = node

@@ -454,6 +454,7 @@ _SETTINGS_LIST = (
     _kafka("default.replication.factor", _Int(1, 32767), "Replicas of an auto-created topic."),
     _kafka("min.insync.replicas", _Int(1, 1000), "Replicas that must have a record for acks=all."),
     _kafka("replica.lag.time.max.ms", _Int(1), "A follower not caught up with its leader for this long leaves the ISR."),
+    _kafka("broker.session.timeout.ms", _Int(1), "Cluster mode: the controller fences a broker it has not heard from for this long."),
     _kafka("group.initial.rebalance.delay.ms", _Int(0), "Wait for more members before the first rebalance of a group."),
     _kafka("socket.request.max.bytes", _Int(1), "Largest request frame accepted."),
     _Setting("node_id", _Int(0), "This node's id (Kafka node.id / broker.id).", "cluster"),
@@ -516,6 +517,7 @@ class BrokerConfig:
     default_replication_factor: int = 1
     min_insync_replicas: int = 1
     replica_lag_time_max_ms: int = 30000
+    broker_session_timeout_ms: int = 2000
     group_initial_rebalance_delay_ms: int = 3000
     socket_request_max_bytes: int = 104857600
     # cluster

@@ -135,6 +135,11 @@ class ReplicaFetchRequest:
     ``max_wait_ms`` for new ones.  Like forwarding it is not a Raft message:
     it travels on a connection of its own (one per followed partition) and
     is answered on it.  ``term`` is unused (0).
+
+    ``last_fetched_epoch`` is the leader epoch of the follower's last batch
+    (-1: none): the leader checks that its own log has that epoch ending at
+    or after ``fetch_offset`` (Kafka's Fetch v12 divergence check) and
+    answers with a diverging epoch otherwise.
     """
 
     term: int
@@ -146,13 +151,20 @@ class ReplicaFetchRequest:
     fetch_offset: int
     max_wait_ms: int
     max_bytes: int
+    last_fetched_epoch: int = -1
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicaFetchResponse:
     """The leader's answer: ``error`` (a Kafka error code, 0: none), its high
     watermark and log start, and whole record batches from the requested
-    offset, back to back, exactly as the leader stores them."""
+    offset, back to back, exactly as the leader stores them.
+
+    ``diverging_epoch``/``diverging_end`` (-1 when the logs agree): the
+    follower's last epoch is not in the leader's log as the follower has it;
+    the leader's largest epoch not above it is ``diverging_epoch`` and ends at
+    ``diverging_end``.  The follower truncates there (or lower) and asks again;
+    no records come with such an answer."""
 
     term: int
     src: int
@@ -161,6 +173,8 @@ class ReplicaFetchResponse:
     high_watermark: int
     log_start_offset: int
     records: bytes
+    diverging_epoch: int = -1
+    diverging_end: int = -1
 
 
 Frame = Union[Message, ForwardRequest, ForwardResponse, ReplicaFetchRequest, ReplicaFetchResponse]

@@ -132,6 +132,11 @@ class ConsensusNode:
         self._announce_commit = True
         self._closed = False
         self.transport.on_forward = self._answer_forward
+        started = trio.current_time()
+        self._followed: int | None = None  # the last controller this node followed
+        self.last_heard: dict[int, float] = {peer: started for peer in peers}
+        """When each peer last sent this node a Raft message (its heartbeat; in memory only,
+        see :mod:`.liveness`).  Peers not heard from yet count from this node's start."""
 
     # ------------------------------------------------------------ public view
 
@@ -277,6 +282,7 @@ class ConsensusNode:
     # ------------------------------------------------------------ events into the core
 
     def _receive(self, message: Message) -> None:
+        self.last_heard[message.src] = trio.current_time()
         if not self._closed:
             self._run(self._core.receive(trio.current_time(), message))
 
@@ -316,7 +322,15 @@ class ConsensusNode:
             self._announce_commit = True
             if action.role is Role.LEADER:
                 log.info("node %d became controller (epoch %d)", self.node_id, action.term)
+                # A follower only hears the controller: the others get a fresh
+                # start on the liveness table; the old controller keeps its
+                # last-heard time, so its death is noticed from when it went quiet.
+                now = trio.current_time()
+                for peer in self.last_heard:
+                    if peer != self._followed:
+                        self.last_heard[peer] = max(self.last_heard[peer], now)
             elif action.role is Role.FOLLOWER and action.leader_id is not None:
+                self._followed = action.leader_id
                 log.info("node %d: follower of %d (epoch %d)", self.node_id, action.leader_id, action.term)
             else:
                 log.debug("node %d: %s in epoch %d", self.node_id, action.role.value, action.term)

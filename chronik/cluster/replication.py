@@ -31,9 +31,26 @@
   by the leader (through the controller), applied by every node.  At most
   one change per partition is in flight.
 
+* **Leader changes.**  The controller moves leadership when it fences a
+  broker (:mod:`chronik.cluster.liveness`); every node follows the image: a
+  new leader starts leading at once (stamping its leader epoch into the
+  batches it appends; its high watermark moves on as its ISR followers
+  fetch), the other replicas re-point their fetchers, and a partition with
+  no leader (-1) has no fetcher.
+
+* **Divergence.**  Each fetch carries the leader epoch of the follower's
+  last batch.  If the leader's log does not have that epoch ending at or
+  after the follower's position (OffsetForLeaderEpoch, via
+  :meth:`PartitionLog.epoch_end`), it answers with its largest epoch not
+  above it and that epoch's end; the follower truncates to the lower of that
+  end and its own end of the same epoch (:meth:`PartitionLog.truncate_to`)
+  and asks again.  So a returning old leader, or a follower that held
+  batches the new leader never got, drops exactly the suffix the new leader
+  lacks -- never anything below the high watermark, which every ISR member
+  (so every eligible new leader) has.
+
 Partitions with one replica, and single nodes, are untouched: their high
-watermark is their durable end, as before.  Leaders do not change yet (no
-failover), so there is no log truncation or leader-epoch check either.
+watermark is their durable end, as before.
 """
 
 from __future__ import annotations
@@ -71,6 +88,7 @@ class _Led:
     """Leader-side state of one replicated partition this node leads."""
 
     log: PartitionLog
+    epoch: int
     caught_up_at: dict[int, float] = field(default_factory=dict)  # follower -> last time it was caught up
     last_fetch: dict[int, tuple[float, int]] = field(default_factory=dict)  # follower -> (time, leader's durable end then)
     changing_isr: bool = False
@@ -84,7 +102,7 @@ class ReplicaManager:
         self.node_id = broker.node_id
         self.peers = peers  # node id -> replication host:port
         self.lag_max_seconds = lag_max_seconds
-        self._fetchers: dict[tuple[str, int], tuple[PartitionLog, trio.CancelScope]] = {}
+        self._fetchers: dict[tuple[str, int], tuple[PartitionLog, int, int, trio.CancelScope]] = {}  # log, leader, epoch
         self._led: dict[tuple[str, int], _Led] = {}
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -99,7 +117,7 @@ class ReplicaManager:
         if partition is None or len(partition.replicas) < 2:
             return
         if partition.leader == self.node_id:
-            partition_log.lead(frozenset(partition.isr) - {self.node_id})
+            partition_log.lead(frozenset(partition.isr) - {self.node_id}, partition.leader_epoch)
         else:
             partition_log.follow()
         self.request_reconcile()
@@ -138,7 +156,7 @@ class ReplicaManager:
         """Bring fetchers, leader state and ISR checks in step with the image and the open logs."""
         assert self._nursery is not None
         image = self.broker.image
-        followed: dict[tuple[str, int], tuple[PartitionLog, int]] = {}
+        followed: dict[tuple[str, int], tuple[PartitionLog, int, int]] = {}  # log, leader (-1: none), epoch
         led: dict[tuple[str, int], tuple[PartitionLog, PartitionImage]] = {}
         for name, topic in image.topics.items():
             for index, partition in enumerate(topic.partitions):
@@ -150,28 +168,33 @@ class ReplicaManager:
                 if partition.leader == self.node_id:
                     led[(name, index)] = (partition_log, partition)
                 else:
-                    followed[(name, index)] = (partition_log, partition.leader)
-        for key, (partition_log, scope) in list(self._fetchers.items()):
-            if key not in followed or followed[key][0] is not partition_log:
+                    followed[(name, index)] = (partition_log, partition.leader, partition.leader_epoch)
+        for key, (partition_log, leader, epoch, scope) in list(self._fetchers.items()):
+            if followed.get(key) != (partition_log, leader, epoch):
                 scope.cancel()
                 del self._fetchers[key]
-        for key, (partition_log, leader) in followed.items():
+        for key, (partition_log, leader, epoch) in followed.items():
             if key not in self._fetchers:
                 scope = trio.CancelScope()
-                self._fetchers[key] = (partition_log, scope)
+                self._fetchers[key] = (partition_log, leader, epoch, scope)
                 partition_log.follow()
-                self._nursery.start_soon(self._fetch_loop, scope, partition_log, leader)
+                if leader >= 0:
+                    log.info("%s-%d: following leader %d (epoch %d)", *key, leader, epoch)
+                    self._nursery.start_soon(self._fetch_loop, scope, partition_log, leader)
+                else:
+                    log.warning("%s-%d: offline, no replica may lead it (epoch %d)", *key, epoch)
         now = trio.current_time()
         for key in [key for key, state in self._led.items() if key not in led or led[key][0] is not state.log]:
             del self._led[key]
         for key, (partition_log, partition) in led.items():
             state = self._led.get(key)
-            if state is None:
-                state = self._led[key] = _Led(partition_log)
-                log.info("leading replicated partition %s-%d (replicas %s, ISR %s)", *key, partition.replicas, partition.isr)
+            if state is None or state.epoch != partition.leader_epoch:
+                state = self._led[key] = _Led(partition_log, partition.leader_epoch)
+                log.info("leading replicated partition %s-%d in epoch %d (replicas %s, ISR %s)", *key,
+                         partition.leader_epoch, partition.replicas, partition.isr)
             for follower in partition.replicas:
                 state.caught_up_at.setdefault(follower, now)
-            partition_log.lead(frozenset(partition.isr) - {self.node_id})
+            partition_log.lead(frozenset(partition.isr) - {self.node_id}, partition.leader_epoch)
             self._check_isr(key, state, partition, now)
 
     # -- leader side -------------------------------------------------------------
@@ -191,6 +214,13 @@ class ReplicaManager:
             return self._answer(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
         assert state is not None and partition_log is not None
         offset = request.fetch_offset
+        if request.last_fetched_epoch >= 0:
+            epoch, end = partition_log.epoch_end(request.last_fetched_epoch)
+            if epoch != request.last_fetched_epoch or end < offset:
+                await trio.lowlevel.checkpoint()
+                log.info("%s-%d: follower %d diverges after epoch %d (at %d): leader's epoch %d ends at %d", *key,
+                         request.src, request.last_fetched_epoch, offset, epoch, end)
+                return self._answer(request, ErrorCode.NONE, partition_log, diverging=(epoch, end))
         if not partition_log.log_start_offset <= offset <= partition_log.durable_end:
             await trio.lowlevel.checkpoint()
             log.warning("%s-%d: follower %d fetches offset %d, outside [%d, %d]", *key, request.src, offset,
@@ -224,10 +254,10 @@ class ReplicaManager:
         return self._answer(request, ErrorCode.NONE, partition_log, b"".join(batches))
 
     def _answer(self, request: ReplicaFetchRequest, error: ErrorCode, partition_log: PartitionLog | None = None,
-                records: bytes = b"") -> ReplicaFetchResponse:
+                records: bytes = b"", diverging: tuple[int, int] = (-1, -1)) -> ReplicaFetchResponse:
         hw = partition_log.high_watermark if partition_log is not None else -1
         start = partition_log.log_start_offset if partition_log is not None else -1
-        return ReplicaFetchResponse(0, self.node_id, request.src, int(error), hw, start, records)
+        return ReplicaFetchResponse(0, self.node_id, request.src, int(error), hw, start, records, *diverging)
 
     def _check_isr(self, key: tuple[str, int], state: _Led, partition: PartitionImage, now: float) -> None:
         """Propose an ISR change if a follower fell behind for too long or caught up again."""
@@ -235,8 +265,9 @@ class ReplicaManager:
             return
         partition_log = state.log
         isr = set(partition.isr)
+        brokers = self.broker.image.brokers
         for follower in partition.replicas:
-            if follower == self.node_id:
+            if follower == self.node_id or (follower not in isr and (follower not in brokers or brokers[follower].fenced)):
                 continue
             if follower in isr and now - state.caught_up_at.get(follower, now) > self.lag_max_seconds:
                 isr.discard(follower)
@@ -297,6 +328,9 @@ class ReplicaManager:
                                           partition_log.partition, leader, answer.error)
                                 await trio.sleep(RETRY_SECONDS)
                                 continue
+                            if answer.diverging_epoch >= 0 or answer.diverging_end >= 0:
+                                await self._truncate_divergent(partition_log, answer, leader)
+                                continue
                             await self._store(partition_log, answer)
                             if not announced and not answer.records and partition_log.log_end_offset >= answer.high_watermark:
                                 announced = True
@@ -307,10 +341,24 @@ class ReplicaManager:
                                  partition_log.topic, partition_log.partition, exc)
                 await trio.sleep(RETRY_SECONDS)
 
+    @staticmethod
+    async def _truncate_divergent(partition_log: PartitionLog, answer: ReplicaFetchResponse, leader: int) -> None:
+        """Cut the suffix the leader does not have: to the lower of the leader's end of
+        the diverging epoch and this log's own end of it (see the module docstring)."""
+        _, own_end = partition_log.epoch_end(answer.diverging_epoch)
+        target = min(answer.diverging_end, own_end)
+        before = partition_log.log_end_offset
+        if target < before:
+            log.info("%s-%d: log diverges from leader %d after epoch %d; truncating %d -> %d", partition_log.topic,
+                     partition_log.partition, leader, answer.diverging_epoch, before, target)
+            await partition_log.truncate_to(target)
+        if partition_log.log_end_offset >= before:
+            await trio.sleep(RETRY_SECONDS)  # no progress (should not happen): do not spin
+
     async def _fetch_once(self, stream: trio.SocketStream, partition_log: PartitionLog, leader: int) -> ReplicaFetchResponse:
         request = ReplicaFetchRequest(0, self.node_id, leader, partition_log.topic, partition_log.topic_id,
                                       partition_log.partition, partition_log.log_end_offset, FETCH_MAX_WAIT_MS,
-                                      FETCH_MAX_BYTES)
+                                      FETCH_MAX_BYTES, partition_log.last_epoch)
         await stream.send_all(encode_frame(request))
         reader = FrameReader()
         while True:

@@ -25,9 +25,10 @@ Body::
           ForwardRequest  request_id u64, length u32, payload
           ForwardResponse request_id u64, offset i64, leader_id i32
           ReplicaFetchRequest  topic_id 16 bytes, partition i32, fetch_offset u64,
-                               max_wait_ms u32, max_bytes u32, length u16, topic (UTF-8)
+                               max_wait_ms u32, max_bytes u32, last_fetched_epoch i32,
+                               length u16, topic (UTF-8)
           ReplicaFetchResponse error i16, high_watermark i64, log_start_offset i64,
-                               length u32, records
+                               diverging_epoch i32, diverging_end i64, length u32, records
 
 No checksum: TCP's is enough for messages that Raft re-checks anyway (a
 corrupted entry would fail its CRC in the WAL only after it is durable, so
@@ -101,8 +102,8 @@ _ENTRY = struct.Struct(">QBI")
 _APPEND_RESPONSE = struct.Struct(">BQQ")
 _FORWARD_REQUEST = struct.Struct(">QI")
 _FORWARD_RESPONSE = struct.Struct(">Qqi")
-_REPLICA_FETCH_REQUEST = struct.Struct(">16siQIIH")
-_REPLICA_FETCH_RESPONSE = struct.Struct(">hqqI")
+_REPLICA_FETCH_REQUEST = struct.Struct(">16siQIIiH")
+_REPLICA_FETCH_RESPONSE = struct.Struct(">hqqiqI")
 _CONTROL = 1
 
 _TYPES: dict[type, int] = {
@@ -140,10 +141,11 @@ def encode_message(message: Frame) -> bytes:
         topic = message.topic.encode()
         return head + _REPLICA_FETCH_REQUEST.pack(
             bytes.fromhex(message.topic_id), message.partition, message.fetch_offset, message.max_wait_ms,
-            message.max_bytes, len(topic)) + topic
+            message.max_bytes, message.last_fetched_epoch, len(topic)) + topic
     if isinstance(message, ReplicaFetchResponse):
         return head + _REPLICA_FETCH_RESPONSE.pack(
-            message.error, message.high_watermark, message.log_start_offset, len(message.records)) + message.records
+            message.error, message.high_watermark, message.log_start_offset, message.diverging_epoch,
+            message.diverging_end, len(message.records)) + message.records
     return head + _VOTE_RESPONSE.pack(message.granted, message.pre_vote)
 
 
@@ -197,7 +199,7 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
         request_id, offset, leader_id = _unpack(_FORWARD_RESPONSE, view, pos, "ForwardResponse")
         message, pos = ForwardResponse(term, src, dst, request_id, offset, leader_id), pos + _FORWARD_RESPONSE.size
     elif kind == 7:
-        topic_id, partition, fetch_offset, max_wait_ms, max_bytes, length = _unpack(
+        topic_id, partition, fetch_offset, max_wait_ms, max_bytes, last_epoch, length = _unpack(
             _REPLICA_FETCH_REQUEST, view, pos, "ReplicaFetchRequest")
         pos += _REPLICA_FETCH_REQUEST.size
         if length > len(view) - pos:
@@ -206,14 +208,17 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
             topic = bytes(view[pos : pos + length]).decode()
         except UnicodeDecodeError as exc:
             raise CodecError(f"ReplicaFetchRequest topic is not UTF-8: {exc}") from None
-        message = ReplicaFetchRequest(term, src, dst, topic, topic_id.hex(), partition, fetch_offset, max_wait_ms, max_bytes)
+        message = ReplicaFetchRequest(term, src, dst, topic, topic_id.hex(), partition, fetch_offset, max_wait_ms, max_bytes,
+                                      last_epoch)
         pos += length
     elif kind == 8:
-        error, high_watermark, log_start, length = _unpack(_REPLICA_FETCH_RESPONSE, view, pos, "ReplicaFetchResponse")
+        error, high_watermark, log_start, diverging_epoch, diverging_end, length = _unpack(
+            _REPLICA_FETCH_RESPONSE, view, pos, "ReplicaFetchResponse")
         pos += _REPLICA_FETCH_RESPONSE.size
         if length > len(view) - pos:
             raise CodecError(f"truncated ReplicaFetchResponse: records of {length} bytes, {len(view) - pos} left")
-        message = ReplicaFetchResponse(term, src, dst, error, high_watermark, log_start, bytes(view[pos : pos + length]))
+        message = ReplicaFetchResponse(term, src, dst, error, high_watermark, log_start, bytes(view[pos : pos + length]),
+                                       diverging_epoch, diverging_end)
         pos += length
     else:
         raise CodecError(f"unknown message type {kind}")

@@ -3,6 +3,8 @@
 Topics the client names that do not exist are auto-created (when the broker
 allows it and the request does too, v4+); the reply then carries the new
 topic.  v0 with an empty list and v1+ with a null list mean "all topics".
+In cluster mode fenced brokers are left out of the broker list (and shown
+as offline replicas); a partition with no leader has LEADER_NOT_AVAILABLE.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .registry import RequestContext, handles
 
 
 def describe_topic(ctx: RequestContext, topic: TopicImage) -> dict[str, Any]:
+    brokers = ctx.broker.image.brokers
     return {
         "error_code": 0,
         "name": topic.name,
@@ -24,13 +27,14 @@ def describe_topic(ctx: RequestContext, topic: TopicImage) -> dict[str, Any]:
         "is_internal": topic.name == METADATA_TOPIC,
         "partitions": [
             {
-                "error_code": 0,
+                # no leader (cluster mode, every eligible replica fenced): clients wait and ask again
+                "error_code": 0 if p.leader >= 0 else int(ErrorCode.LEADER_NOT_AVAILABLE),
                 "partition_index": index,
                 "leader_id": p.leader,
                 "leader_epoch": p.leader_epoch,
                 "replica_nodes": list(p.replicas),
                 "isr_nodes": list(p.isr),
-                "offline_replicas": [],
+                "offline_replicas": [r for r in p.replicas if r in brokers and brokers[r].fenced],
             }
             for index, p in enumerate(topic.partitions)
         ],
@@ -44,7 +48,8 @@ def topic_error(name: str | None, code: ErrorCode, topic_id: Any = None) -> dict
 
 def brokers_of(ctx: RequestContext) -> list[dict[str, Any]]:
     broker = ctx.broker
-    out = {b.node_id: {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack} for b in broker.image.brokers.values()}
+    out = {b.node_id: {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
+           for b in broker.image.brokers.values() if not b.fenced}
     out[broker.node_id] = {
         "node_id": broker.node_id, "host": broker.advertised.host, "port": broker.advertised.port, "rack": broker.config.rack,
     }

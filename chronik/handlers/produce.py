@@ -115,9 +115,9 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                 results.append(partition_result(index, broker.missing_log_error(name, index)))
                 continue
             replicated = broker.consensus is not None and len(topic.partitions[index].replicas) > 1
-            in_sync = None  # acks=all on a replicated partition: (topic, partition, min.insync.replicas)
+            in_sync = None  # acks=all on a replicated partition: (topic, partition, min.insync.replicas, leader epoch)
             if replicated and acks == -1:
-                in_sync = (name, index, int(configs["min.insync.replicas"]))
+                in_sync = (name, index, int(configs["min.insync.replicas"]), topic.partitions[index].leader_epoch)
                 isr = topic.partitions[index].isr
                 if len(isr) < in_sync[2]:
                     results.append(partition_result(
@@ -154,18 +154,24 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     appended_at = time.perf_counter()
 
     async def wait_in_sync(result: dict[str, Any], partition_log: PartitionLog, info: AppendInfo,
-                           in_sync: tuple[str, int, int]) -> None:
+                           in_sync: tuple[str, int, int, int]) -> None:
         """acks=all on a replicated partition: wait until every in-sync replica has the batch."""
         timeout = request.timeout.total_seconds()
         with trio.move_on_after(timeout if timeout > 0 else math.inf):
             await partition_log.wait_high_watermark(info.last_offset + 1)
+        name, index, min_insync, epoch = in_sync
+        topic = broker.image.topics.get(name)
+        partition = topic.partitions[index] if topic is not None and index < len(topic.partitions) else None
+        if partition is None or (partition.leader, partition.leader_epoch) != (broker.node_id, epoch):
+            # leadership moved while the ISR was copying: the new leader may not keep the records
+            result.update(error_code=int(ErrorCode.NOT_LEADER_OR_FOLLOWER), base_offset=-1,
+                          error_message="this node stopped leading the partition before the ISR had the records")
+            return
         if partition_log.high_watermark <= info.last_offset:
             result.update(error_code=int(ErrorCode.REQUEST_TIMED_OUT), base_offset=-1,
                           error_message="the in-sync replicas did not all store the records in time")
             return
-        name, index, min_insync = in_sync
-        topic = broker.image.topics.get(name)
-        isr = topic.partitions[index].isr if topic is not None and index < len(topic.partitions) else []
+        isr = partition.isr
         if len(isr) < min_insync:
             result.update(error_code=int(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND), base_offset=-1,
                           error_message=f"the ISR shrank to {isr}, below min.insync.replicas={min_insync}")

@@ -28,10 +28,20 @@ Invariants
   followers reported (:meth:`record_follower_end`); a follower
   (:meth:`follow`) at the minimum of its durable end and the leader's high
   watermark.  After a restart it starts at the log end (a high-watermark
-  checkpoint is not kept yet).
+  checkpoint is not kept yet); :meth:`truncate_to` is the one thing that
+  lowers it (never below what the ISR acknowledged: only a suffix the
+  leader lacks is cut).
 * A follower appends the leader's batches unchanged, at the leader's offsets
   (:meth:`append_replicated`), so every replica holds the same bytes at the
   same offsets.
+* Leader epochs: a leader of a replicated partition stamps its leader epoch
+  into every batch it appends (``partitionLeaderEpoch``, outside the CRC).
+  The *epoch cache* lists ``(epoch, start offset)`` for each epoch that
+  starts in the log, rebuilt from the batch headers on open; it answers
+  OffsetForLeaderEpoch questions (:meth:`epoch_end`), which is how a
+  follower finds the suffix it must cut (:meth:`truncate_to`) before it
+  follows a new leader.  Batches stamped -1 (unreplicated, or written before
+  epochs) are not in the cache.
 * ``log_start_offset`` only grows (retention, DeleteRecords); it is persisted
   in ``partition.json`` before the segments below it are deleted.
 * The in-memory batch index (base, last offset, max timestamp, location) and
@@ -60,6 +70,7 @@ from ..protocol import (
     decode_records,
     parse_batch_header,
     set_log_append_time,
+    set_partition_leader_epoch,
 )
 from ..storage import Appended, CorruptEntryError, EntryLocation, GroupCommitter, WriteAheadLog
 from ..storage.files import read_file, replace_file_durably
@@ -115,6 +126,8 @@ class PartitionLog:
         self._isr_followers: frozenset[int] | None = None  # leading a replicated partition
         self._follower_ends: dict[int, int] = {}
         self._leader_high_watermark: int | None = None  # following
+        self.leader_epoch: int | None = None  # stamped into appended batches while leading a replicated partition
+        self._epochs: list[tuple[int, int]] = []  # the epoch cache: (epoch, start offset), both increasing
         self.producers = ProducerStateTable()
         # The batch index: parallel arrays in offset order.  Plain machine
         # integers, not objects: compact, and invisible to the garbage
@@ -200,6 +213,9 @@ class PartitionLog:
         return self
 
     def _index(self, header: BatchHeader, location: EntryLocation) -> None:
+        epoch = header.partition_leader_epoch
+        if epoch >= 0 and (not self._epochs or epoch > self._epochs[-1][0]):
+            self._epochs.append((epoch, header.base_offset))
         self._bases.append(header.base_offset)
         self._lasts.append(header.last_offset)
         self._max_timestamps.append(header.max_timestamp)
@@ -226,6 +242,8 @@ class PartitionLog:
                 return AppendInfo(original, original + header.last_offset_delta, -1, None)
         base = self.log_end_offset
         assign_offsets(batch, base)
+        if self.leader_epoch is not None:
+            set_partition_leader_epoch(batch, self.leader_epoch)
         if log_append_time is not None:
             set_log_append_time(batch, log_append_time)
         stored = parse_batch_header(batch)
@@ -272,11 +290,13 @@ class PartitionLog:
             await self.wal.flush()  # a retry of a batch still in flight
 
     async def wait_high_watermark(self, end: int) -> None:
-        """Return once the high watermark is at least ``end`` (or the log closed).
+        """Return once the high watermark is at least ``end`` (or the log closed, or,
+        if it led when the wait began, once it no longer leads).
 
         Cancellation: safe; only the wait ends.
         """
-        while self.high_watermark < end and not self._closed:
+        leading = self._isr_followers is not None
+        while self.high_watermark < end and not self._closed and (not leading or self._isr_followers is not None):
             moved = trio.Event()
             self.register_waiter(moved)
             await moved.wait()
@@ -298,12 +318,15 @@ class PartitionLog:
     def closed(self) -> bool:
         return self._closed
 
-    def lead(self, isr_followers: frozenset[int]) -> None:
+    def lead(self, isr_followers: frozenset[int], leader_epoch: int | None = None) -> None:
         """This node leads a replicated partition whose in-sync followers are ``isr_followers``.
 
         From now on the high watermark is the minimum of :attr:`durable_end`
-        and the log ends those followers reported (an empty set: the durable end).
+        and the log ends those followers reported (an empty set: the durable
+        end), and appended batches carry ``leader_epoch`` (when given).
         """
+        if leader_epoch is not None:
+            self.leader_epoch = leader_epoch
         self._isr_followers = frozenset(isr_followers)
         self._leader_high_watermark = None
         if self._advance_high_watermark():
@@ -311,10 +334,62 @@ class PartitionLog:
 
     def follow(self) -> None:
         """This node follows the partition: the high watermark comes from the leader (:meth:`follow_high_watermark`)."""
+        leading = self._isr_followers is not None
         self._isr_followers = None
+        self.leader_epoch = None
         self._follower_ends.clear()
         if self._leader_high_watermark is None:
             self._leader_high_watermark = self.high_watermark
+        if leading:
+            self._wake_readers()  # acks=all writes waiting here are answered NOT_LEADER_OR_FOLLOWER
+
+    @property
+    def last_epoch(self) -> int:
+        """The leader epoch of the newest epoch-stamped batch (-1: none)."""
+        return self._epochs[-1][0] if self._epochs else -1
+
+    def epoch_end(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch: ``(e, end)`` for the largest epoch ``e <= epoch``
+        that starts in this log, ``end`` being where the next epoch starts (the
+        log end for the newest).  ``(-1, start of the oldest epoch)`` when no
+        such epoch is here (``(-1, log end)`` with no epochs at all)."""
+        i = bisect.bisect_right(self._epochs, (epoch, 1 << 62))
+        if i == 0:
+            return -1, self._epochs[0][1] if self._epochs else self.log_end_offset
+        end = self._epochs[i][1] if i < len(self._epochs) else self.log_end_offset
+        return self._epochs[i - 1][0], end
+
+    async def truncate_to(self, offset: int) -> int:
+        """Cut every batch that ends at or above ``offset`` (a follower's divergent
+        suffix); return the new log end.  A batch straddling ``offset`` goes whole.
+
+        Waits for the appends in flight first (the WAL truncates only a quiet
+        log), then truncates durably and rebuilds the producer state.  Offsets
+        at or below the log start are kept.  Cancellation: shielded.
+        """
+        with trio.CancelScope(shield=True):
+            await self.wal.flush()
+            i = bisect.bisect_right(self._lasts, offset - 1)  # first batch whose last offset >= offset
+            if i >= len(self._bases) or self._closed:
+                return self.log_end_offset
+            new_end = max(self._bases[i], self.log_start_offset)
+            dropped = self.log_end_offset - new_end
+            self.wal.truncate(EntryLocation(self._segments[i], self._positions[i], self._sizes[i]))
+            del self._bases[i:], self._lasts[i:], self._max_timestamps[i:], self._running_max_timestamp[i:]
+            del self._segments[i:], self._positions[i:], self._sizes[i:]
+            self._in_flight.clear()
+            self.log_end_offset = self.durable_end = new_end
+            self.high_watermark = min(self.high_watermark, self.log_end_offset)
+            if self._leader_high_watermark is not None:
+                self._leader_high_watermark = min(self._leader_high_watermark, self.log_end_offset)
+            self._epochs = [(e, start) for e, start in self._epochs if start < self.log_end_offset]
+            self.producers = ProducerStateTable()
+            for info in self.wal.segments():
+                for entry in self.wal.iter_entries(info.base_index):
+                    self.producers.observe(parse_batch_header(entry.payload))
+            log.info("%s-%d: truncated %d record offset(s), log end now %d", self.topic, self.partition, dropped,
+                     self.log_end_offset)
+            return self.log_end_offset
 
     def record_follower_end(self, node_id: int, end: int) -> None:
         """(Leader) follower ``node_id`` has everything below ``end`` durable."""

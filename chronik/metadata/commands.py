@@ -129,11 +129,34 @@ class ChangeIsr(Command):
     isr: list[int]
 
 
+@dataclass(frozen=True, slots=True)
+class FenceBroker(Command):
+    """The controller has not heard from broker ``node_id`` for a session timeout.
+
+    Applying it fences the broker and moves leadership of every partition it
+    led to another in-sync, unfenced replica (see
+    :meth:`~chronik.metadata.image.MetadataImage.elect_leaders`); the broker
+    also leaves every ISR it was in, unless it is the last member.
+    """
+
+    type_name: ClassVar[str] = "fence_broker"
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnfenceBroker(Command):
+    """The controller hears from fenced broker ``node_id`` again: it is listed
+    again, and leads the partitions left without a leader that it may lead."""
+
+    type_name: ClassVar[str] = "unfence_broker"
+    node_id: int
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.type_name: cls
     for cls in (
         RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds,
-        CommitOffsets, DeleteGroup, DeleteOffsets, ChangeIsr,
+        CommitOffsets, DeleteGroup, DeleteOffsets, ChangeIsr, FenceBroker, UnfenceBroker,
     )
 }
 

@@ -32,7 +32,9 @@ from .commands import (
     DeleteGroup,
     DeleteOffsets,
     DeleteTopic,
+    FenceBroker,
     RegisterBroker,
+    UnfenceBroker,
 )
 from .topic_configs import InvalidConfig, validate_topic_config
 
@@ -48,6 +50,8 @@ class CommandRejected(Exception):
 
 @dataclass(slots=True)
 class PartitionImage:
+    """``leader`` is -1 while the partition is offline (no replica may lead it)."""
+
     replicas: list[int]
     leader: int
     leader_epoch: int = 0
@@ -77,7 +81,12 @@ class BrokerImage:
     host: str
     port: int
     rack: str | None
+    fenced: bool = False
+    """The controller has not heard from it for a session timeout: not listed, leads nothing."""
 
+
+NO_LEADER = -1
+"""``PartitionImage.leader`` of an offline partition."""
 
 MAX_TOPIC_NAME = 249
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -121,7 +130,80 @@ class MetadataImage:
         return handler(command)
 
     def _apply_register_broker(self, c: RegisterBroker) -> None:
-        self.brokers[c.node_id] = BrokerImage(c.node_id, c.host, c.port, c.rack)
+        previous = self.brokers.get(c.node_id)
+        self.brokers[c.node_id] = BrokerImage(c.node_id, c.host, c.port, c.rack, previous is not None and previous.fenced)
+
+    def live_brokers(self) -> list[int]:
+        """Ids of the registered, unfenced brokers, in order."""
+        return sorted(node_id for node_id, b in self.brokers.items() if not b.fenced)
+
+    # -- fencing and leader election -------------------------------------------
+    #
+    # The election rule, applied deterministically on every node:
+    # * fencing broker B: every partition B leads gets, as leader, the first
+    #   replica (in replica order) that is in the ISR and unfenced; with none
+    #   and ``unclean.leader.election.enable=true`` on the topic, the first
+    #   unfenced replica (its ISR becomes just that leader); with none at all
+    #   the partition goes offline (leader -1) keeping its ISR, so B can lead
+    #   it again when it returns.  Each leader change bumps ``leader_epoch``.
+    #   B also leaves every other ISR it is in (never emptying one).
+    # * unfencing B: every offline partition B may lead (B in its ISR, or the
+    #   topic allows unclean election) gets B as leader, epoch + 1.
+
+    def _apply_fence_broker(self, c: FenceBroker) -> list[tuple[str, int]]:
+        """Returns the partitions whose leader changed."""
+        broker = self._broker(c.node_id)
+        broker.fenced = True
+        changed = []
+        for topic in self.topics.values():
+            unclean = topic.configs.get("unclean.leader.election.enable") == "true"
+            for index, partition in enumerate(topic.partitions):
+                if c.node_id not in partition.replicas:
+                    continue
+                if partition.leader == c.node_id:
+                    candidates = [r for r in partition.isr if r != c.node_id and not self._fenced(r)]
+                    if candidates:
+                        partition.leader = candidates[0]
+                        partition.isr = [r for r in partition.isr if r != c.node_id]
+                    elif unclean and (others := [r for r in partition.replicas if r != c.node_id and not self._fenced(r)]):
+                        partition.leader, partition.isr = others[0], [others[0]]
+                    else:
+                        partition.leader = NO_LEADER
+                    partition.leader_epoch += 1
+                    changed.append((topic.name, index))
+                elif c.node_id in partition.isr and len(partition.isr) > 1:
+                    partition.isr = [r for r in partition.isr if r != c.node_id]
+        return changed
+
+    def _apply_unfence_broker(self, c: UnfenceBroker) -> list[tuple[str, int]]:
+        """Returns the partitions whose leader changed."""
+        self._broker(c.node_id).fenced = False
+        changed = []
+        for topic in self.topics.values():
+            unclean = topic.configs.get("unclean.leader.election.enable") == "true"
+            for index, partition in enumerate(topic.partitions):
+                if partition.leader != NO_LEADER or c.node_id not in partition.replicas:
+                    continue
+                if c.node_id in partition.isr:
+                    partition.isr = [r for r in partition.isr if r == c.node_id or not self._fenced(r)]
+                elif unclean:
+                    partition.isr = [c.node_id]
+                else:
+                    continue
+                partition.leader = c.node_id
+                partition.leader_epoch += 1
+                changed.append((topic.name, index))
+        return changed
+
+    def _broker(self, node_id: int) -> BrokerImage:
+        broker = self.brokers.get(node_id)
+        if broker is None:
+            raise CommandRejected("BROKER_NOT_AVAILABLE", f"broker {node_id} is not registered")
+        return broker
+
+    def _fenced(self, node_id: int) -> bool:
+        broker = self.brokers.get(node_id)
+        return broker is not None and broker.fenced
 
     def _apply_create_topic(self, c: CreateTopic) -> TopicImage:
         problem = topic_name_problem(c.name)
@@ -188,6 +270,9 @@ class MetadataImage:
         if (not isinstance(c.isr, list) or c.leader not in c.isr or len(set(c.isr)) != len(c.isr)
                 or not set(c.isr) <= set(partition.replicas)):
             raise CommandRejected("INVALID_REQUEST", f"{c.isr!r} is not an ISR of {c.name}-{c.partition} (replicas {partition.replicas})")
+        joining = [r for r in c.isr if r not in partition.isr and self._fenced(r)]
+        if joining:
+            raise CommandRejected("INELIGIBLE_REPLICA", f"fenced broker(s) {joining} cannot join the ISR of {c.name}-{c.partition}")
         partition.isr = [r for r in partition.replicas if r in c.isr]
         return partition
 

@@ -34,6 +34,8 @@ MESSAGES = [
     ReplicaFetchRequest(0, 2, 1, "tópic-1", "0123456789abcdef0123456789abcdef", 7, 2**40, 500, 1 << 20),
     ReplicaFetchResponse(0, 1, 2, 0, 42, 3, bytes(range(256))),
     ReplicaFetchResponse(0, 1, 2, 6, -1, -1, b""),
+    ReplicaFetchRequest(0, 2, 1, "t", "0123456789abcdef0123456789abcdef", 0, 10, 500, 1 << 20, 7),
+    ReplicaFetchResponse(0, 1, 2, 0, 8, 0, b"", 6, 9),
 ]
 
 

@@ -7,7 +7,7 @@ import trio
 
 from chronik.log import PartitionLog
 from chronik.log.partition import OffsetOutOfRange
-from chronik.protocol import ProtocolError, validate_batch
+from chronik.protocol import ProtocolError, parse_batch_header, validate_batch
 
 from .conftest import TOPIC_ID, OpenLog, append, batch
 
@@ -110,3 +110,66 @@ async def test_a_single_replica_keeps_the_high_watermark_at_the_durable_end(open
     await log.wait_durable(info)
     assert log.high_watermark == log.durable_end == 1
     await log.wait_high_watermark(1)
+
+
+async def test_a_leader_stamps_its_epoch_and_the_epoch_cache_answers_offset_for_leader_epoch(open_log: OpenLog) -> None:
+    log = open_log()
+    await append(log, batch([1]))  # not leading a replicated partition: unstamped
+    assert log.last_epoch == -1 and log.epoch_end(0) == (-1, 1)
+    log.lead(frozenset(), leader_epoch=2)
+    await append(log, batch([1, 2]))  # offsets 1-2
+    log.lead(frozenset(), leader_epoch=5)
+    await append(log, batch([1]))  # offset 3
+    await append(log, batch([1]))  # offset 4
+    assert parse_batch_header(log.read(3, 1 << 20)[0]).partition_leader_epoch == 5
+    assert log.last_epoch == 5
+    assert log.epoch_end(5) == (5, 5)  # the newest epoch ends at the log end
+    assert log.epoch_end(4) == (2, 3)  # 4 is not here: the largest below it, ending where 5 starts
+    assert log.epoch_end(2) == (2, 3)
+    assert log.epoch_end(1) == (-1, 1)  # older than every epoch here
+    await log.aclose()
+    reopened = open_log()  # the cache is rebuilt from the batch headers
+    assert reopened.epoch_end(4) == (2, 3) and reopened.last_epoch == 5
+
+
+async def test_truncate_to_cuts_whole_batches_and_the_log_takes_new_ones(open_log: OpenLog) -> None:
+    log = open_log(segment_bytes=300)  # several segments
+    log.lead(frozenset(), leader_epoch=1)
+    infos = [await append(log, batch([1, 2], producer_id=7, producer_epoch=0, base_sequence=2 * n)) for n in range(8)]
+    assert len(log.wal.segments()) > 2
+    assert await log.truncate_to(7) == 6  # offset 7 is inside the batch 6-7: it goes whole
+    assert (log.log_end_offset, log.durable_end, log.high_watermark) == (6, 6, 6)
+    assert len(log.read(0, 1 << 20)) == 3
+    assert await log.truncate_to(9) == 6  # nothing above: no change
+    # the producer state is rolled back too: the cut batch's sequence is accepted again
+    again = await append(log, batch([1, 2], producer_id=7, producer_epoch=0, base_sequence=6))
+    assert (again.base_offset, again.appended is not None) == (6, True)
+    assert infos[3].base_offset == 6
+    await log.aclose()
+    reopened = open_log(segment_bytes=300)
+    assert reopened.log_end_offset == 8 and len(reopened.read(0, 1 << 20)) == 4
+
+
+async def test_a_returning_old_leader_truncates_the_suffix_the_new_leader_lacks(open_log: OpenLog, committer) -> None:  # type: ignore[no-untyped-def]
+    old = open_log()
+    old.lead(frozenset({2}), leader_epoch=0)
+    for n in range(3):
+        await append(old, batch([1], values=[b"acked%d" % n]))
+    new = follower_log(committer)
+    for stored in old.read(0, 1 << 20, end=old.durable_end):
+        await new.wait_durable(new.append_replicated(stored))
+    old.record_follower_end(2, 3)
+    assert old.high_watermark == 3
+    await append(old, batch([1], values=[b"lost"]))  # only the old leader has offset 3
+    # the new leader (epoch 1) takes other writes at offset 3
+    new.lead(frozenset(), leader_epoch=1)
+    await append(new, batch([1], values=[b"new"]))
+    # the old leader comes back as a follower: its last epoch (0) ends at 3 on the new leader
+    epoch, end = new.epoch_end(old.last_epoch)
+    assert (epoch, end) == (0, 3) and end < old.log_end_offset
+    old.follow()
+    assert await old.truncate_to(min(end, old.epoch_end(epoch)[1])) == 3
+    for stored in new.read(old.log_end_offset, 1 << 20, end=new.durable_end):
+        await old.wait_durable(old.append_replicated(stored))
+    assert old.read(0, 1 << 20, end=4) == new.read(0, 1 << 20, end=4)
+    assert old.epoch_end(old.last_epoch) == new.epoch_end(new.last_epoch) == (1, 4)

@@ -1,0 +1,95 @@
+"""Broker liveness: the controller fences brokers it no longer hears from, and unfences them.
+
+Heartbeats are the Raft traffic itself: the controller sends every voter an
+AppendEntries every ``heartbeat_interval`` (100 ms) and each live node
+answers at once, so every message a node sends is its heartbeat.  Each
+:class:`~chronik.cluster.node.ConsensusNode` keeps, in memory only, when it
+last heard from each peer (:attr:`ConsensusNode.last_heard`); nothing is
+written to the metadata log per heartbeat.
+
+:class:`BrokerLiveness` runs on every node and acts only while this node is
+the controller.  A registered broker silent for ``broker.session.timeout.ms``
+is fenced with a :class:`~chronik.metadata.commands.FenceBroker` command,
+whose application elects new leaders for its partitions (the rule is in
+:mod:`chronik.metadata.image`); a fenced broker heard from again within the
+session timeout is unfenced (:class:`~chronik.metadata.commands.UnfenceBroker`).
+One command at a time, oldest silence first.  A new controller inherits
+the table its node kept as a follower (a follower hears the old controller
+and, through forwarding and elections, the others), so a dead controller is
+fenced about one session timeout after it died, once a successor exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..metadata.commands import FenceBroker, UnfenceBroker
+from ..metadata.image import CommandRejected
+from .raft import Role
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+
+log = logging.getLogger(__name__)
+
+CHECK_SECONDS = 0.1
+"""How often the controller compares the liveness table with the brokers' fenced state."""
+
+
+def liveness_change(image_brokers: dict[int, bool], last_heard: dict[int, float], now: float, session_timeout: float,
+                    controller: int) -> FenceBroker | UnfenceBroker | None:
+    """The next fencing change the controller should commit, or None.
+
+    ``image_brokers`` maps each registered broker to whether it is fenced;
+    ``last_heard`` says when each peer was last heard from (the controller
+    itself is always live).  Fencing comes before unfencing.
+    """
+    silent = sorted(
+        (last_heard.get(node_id, float("-inf")), node_id)
+        for node_id, fenced in image_brokers.items()
+        if not fenced and node_id != controller and now - last_heard.get(node_id, float("-inf")) > session_timeout
+    )
+    if silent:
+        return FenceBroker(node_id=silent[0][1])
+    for node_id, fenced in sorted(image_brokers.items()):
+        if fenced and (node_id == controller or now - last_heard.get(node_id, float("-inf")) <= session_timeout):
+            return UnfenceBroker(node_id=node_id)
+    return None
+
+
+class BrokerLiveness:
+    """The controller's fencing loop for one node (see the module docstring).  Run with :meth:`run`."""
+
+    def __init__(self, broker: "Broker", *, session_timeout: float) -> None:
+        self.broker = broker
+        self.session_timeout = session_timeout
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Fence and unfence brokers while this node is the controller, until cancelled.
+
+        Cancellation: a command being submitted may still commit.
+        """
+        consensus = self.broker.consensus
+        assert consensus is not None
+        task_status.started()
+        while True:
+            await trio.sleep(CHECK_SECONDS)
+            if consensus.role is not Role.LEADER:
+                continue
+            brokers = {node_id: b.fenced for node_id, b in self.broker.image.brokers.items()}
+            command = liveness_change(brokers, consensus.last_heard, trio.current_time(), self.session_timeout,
+                                      self.broker.node_id)
+            if command is None:
+                continue
+            try:
+                with trio.move_on_after(max(self.session_timeout, 1.0)):
+                    changed = await self.broker.submit(command)
+                    verb = "fenced" if isinstance(command, FenceBroker) else "unfenced"
+                    log.info("%s broker %d; new leaders for %d partition(s)", verb, command.node_id,
+                             len(changed) if isinstance(changed, list) else 0)
+            except CommandRejected as exc:
+                log.warning("cannot %s: %s (%s)", command, exc.message, exc.error)
+                await trio.sleep(CHECK_SECONDS)
