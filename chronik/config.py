@@ -517,7 +517,7 @@ class BrokerConfig:
     default_replication_factor: int = 1
     min_insync_replicas: int = 1
     replica_lag_time_max_ms: int = 30000
-    broker_session_timeout_ms: int = 2000
+    broker_session_timeout_ms: int = 1000
     group_initial_rebalance_delay_ms: int = 3000
     socket_request_max_bytes: int = 104857600
     # cluster
