@@ -36,7 +36,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -52,9 +52,11 @@ from .metadata import (
     AllocateProducerIds,
     Command,
     CommandRejected,
+    ControlledShutdown,
     CreateTopic,
     MetadataImage,
     MetadataLog,
+    PartitionImage,
     RegisterBroker,
     TopicImage,
 )
@@ -75,6 +77,8 @@ REGISTER_RETRY_SECONDS = 0.5
 CLUSTER_ID_FILE = "cluster.id"
 PRODUCER_ID_BLOCK = 1000
 RETENTION_CHECK_SECONDS = 30.0
+CONTROLLED_SHUTDOWN_SECONDS = 5.0
+"""How long a stopping cluster node waits for the controller to move its leadership away."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,9 @@ class Broker:
         self.committer.on_commit = self.metrics.record_wal_sync
         self.metrics.partitions.set_function(lambda: len(self.logs))
         self.metrics.log_dir_failed.set_function(lambda: 0 if self.committer.failure is None else 1)
+        self.metrics.partitions_led.set_function(lambda: sum(1 for _ in self._led_partitions()))
+        self.metrics.under_replicated.set_function(
+            lambda: sum(1 for p in self._led_partitions() if len(p.isr) < len(p.replicas)))
         self.metadata = metadata
         """A :class:`MetadataLog`, or in cluster mode a :class:`~chronik.cluster.metadata.ReplicatedMetadataLog`."""
         self.consensus = consensus
@@ -190,12 +197,39 @@ class Broker:
         return None
 
     def replica_assignment(self, num_partitions: int, replication_factor: int, first_partition: int = 0) -> list[list[int]]:
-        """Replicas per partition, leader first, spread round-robin over the live (registered, unfenced) brokers."""
+        """Replicas per partition, leader first, spread round-robin over the live (registered, unfenced) brokers.
+
+        When brokers have racks (``--rack``), Kafka's rack-aware assignment:
+        the brokers are ordered so that racks alternate (first broker of each
+        rack, then the second of each, ...), leaders go round-robin over that
+        order, and each partition's followers are the next brokers in it whose
+        rack holds none of its replicas yet -- any broker once every rack has
+        one.  A broker without a rack counts as a rack of its own ("").
+        """
         brokers = self.image.live_brokers() or [self.node_id]
-        return [
-            [brokers[(first_partition + p + r) % len(brokers)] for r in range(replication_factor)]
-            for p in range(num_partitions)
-        ]
+        racks = {b: (found.rack or "") if (found := self.image.brokers.get(b)) else "" for b in brokers}
+        if not any(racks.values()):
+            return [
+                [brokers[(first_partition + p + r) % len(brokers)] for r in range(replication_factor)]
+                for p in range(num_partitions)
+            ]
+        by_rack: dict[str, list[int]] = {}
+        for broker in brokers:
+            by_rack.setdefault(racks[broker], []).append(broker)
+        columns = [by_rack[rack] for rack in sorted(by_rack)]
+        ordered = [column[i] for i in range(max(map(len, columns))) for column in columns if i < len(column)]
+        every_rack = set(by_rack)
+        assignment = []
+        for p in range(num_partitions):
+            start = (first_partition + p) % len(ordered)
+            replicas = [ordered[start]]
+            candidates = ordered[start + 1:] + ordered[:start]
+            while len(replicas) < min(replication_factor, len(ordered)):
+                used = {racks[r] for r in replicas}
+                replicas.append(next(b for b in candidates if b not in replicas
+                                     and (racks[b] not in used or used >= every_rack)))
+            assignment.append(replicas)
+        return assignment
 
     async def create_topic(self, request: TopicRequest) -> TopicImage:
         """Create a topic.  Raises :class:`CommandRejected` (Kafka error name)."""
@@ -248,6 +282,46 @@ class Broker:
             producer_id = self._producer_ids[0]
             self._producer_ids = self._producer_ids[1:]
             return producer_id
+
+    def _led_partitions(self) -> Iterator[PartitionImage]:
+        """The partitions the metadata says this node leads."""
+        for topic in self.image.topics.values():
+            for partition in topic.partitions:
+                if partition.leader == self.node_id:
+                    yield partition
+
+    def _can_hand_off(self, partition: PartitionImage) -> bool:
+        brokers = self.image.brokers
+        return any(r != self.node_id and r in brokers and not brokers[r].fenced for r in partition.isr)
+
+    async def controlled_shutdown(self, timeout: float = CONTROLLED_SHUTDOWN_SECONDS) -> None:
+        """Cluster mode, before stopping: have the controller move leadership of every
+        partition this node leads to an in-sync replica (a
+        :class:`~chronik.metadata.commands.ControlledShutdown`, which also fences
+        this node until it registers again).  Gives up after ``timeout`` seconds;
+        nothing happens on a single node, before this node registered, or when no
+        partition it leads has another in-sync, unfenced replica (such as the last
+        node of a cluster stopping)."""
+        if self.consensus is None or self.node_id not in self.image.brokers:
+            return
+        led = sum(1 for p in self._led_partitions() if self._can_hand_off(p))
+        if not led:
+            return
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    await self.submit(ControlledShutdown(node_id=self.node_id))
+                    break
+                except CommandRejected as exc:
+                    log.info("controlled shutdown not accepted yet (%s: %s); retrying", exc.error, exc.message)
+                    await trio.sleep(REGISTER_RETRY_SECONDS / 5)
+            # submit returns once this node applied the command; the check is for the record
+            while any(self._can_hand_off(p) for p in self._led_partitions()):
+                await trio.sleep(0.05)
+            log.info("controlled shutdown: leadership of %d partition(s) handed over", led)
+            return
+        log.warning("controlled shutdown: not done within %.0f s; stopping anyway (still leading %d partition(s))",
+                    timeout, sum(1 for _ in self._led_partitions()))
 
     def health(self) -> str | None:
         """None when healthy, else why not (served by /health with 503)."""
@@ -382,7 +456,7 @@ async def _open_metadata(
     from .cluster.node import open_raft_node
     from .cluster.transport import open_replication_listener
 
-    replicated = ReplicatedMetadataLog()
+    replicated = ReplicatedMetadataLog(commit_mode=config.metadata_commit)
     listener = await open_replication_listener(str(config.replication_listen))
     voters = {peer.id: str(peer.replication) for peer in config.peers}
     # The Raft log has a group committer of its own; a backend's sync worker
@@ -394,6 +468,7 @@ async def _open_metadata(
         on_commit=replicated.apply_committed, commit_profile=config.wal_profile,
     ) as node:
         replicated.node = node
+        node.answer_forwards_when_durable = config.metadata_commit == "leader"
         yield replicated, node
 
 
@@ -417,5 +492,5 @@ async def register_self(broker: Broker) -> None:
 async def _register(broker: Broker) -> None:
     current = broker.image.brokers.get(broker.node_id)
     host, port = broker.advertised.host, broker.advertised.port
-    if current is None or (current.host, current.port, current.rack) != (host, port, broker.config.rack):
+    if current is None or current.shutting_down or (current.host, current.port, current.rack) != (host, port, broker.config.rack):
         await broker.submit(RegisterBroker(node_id=broker.node_id, host=host, port=port, rack=broker.config.rack))

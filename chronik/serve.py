@@ -41,6 +41,7 @@ async def run_broker(config: BrokerConfig) -> None:
                 await nursery.start(broker.serve)
                 async for signum in signals:
                     log.info("received %s, shutting down", signal.Signals(signum).name)
+                    await broker.controlled_shutdown()  # cluster mode: leadership moves first
                     nursery.cancel_scope.cancel()
                     break
     log.info("stopped")
@@ -51,13 +52,6 @@ def serve_main(args: object) -> int:
         config = load_config(args, os.environ)  # type: ignore[arg-type]
     except ConfigError as exc:
         print(f"chronik: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if len(config.peers) > 1 and config.metadata_commit != "quorum":
-        print(
-            f"chronik: configuration error: metadata.commit = {config.metadata_commit!r} is not available in "
-            "cluster mode yet; use \"quorum\" (the default)",
-            file=sys.stderr,
-        )
         return 2
     logging.basicConfig(
         level=config.log_level.upper(),

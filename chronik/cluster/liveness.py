@@ -13,7 +13,9 @@ is fenced with a :class:`~chronik.metadata.commands.FenceBroker` command,
 whose application elects new leaders for its partitions (the rule is in
 :mod:`chronik.metadata.image`); a fenced broker heard from again within the
 session timeout is unfenced (:class:`~chronik.metadata.commands.UnfenceBroker`).
-One command at a time, oldest silence first.  A new controller inherits
+A broker that fenced itself with
+:class:`~chronik.metadata.commands.ControlledShutdown` (SIGTERM) is left
+alone until it registers again on restart.  One command at a time, oldest silence first.  A new controller inherits
 the table its node kept as a follower (a follower hears the old controller
 and, through forwarding and elections, the others), so a dead controller is
 fenced about one session timeout after it died, once a successor exists.
@@ -79,7 +81,8 @@ class BrokerLiveness:
             await trio.sleep(CHECK_SECONDS)
             if consensus.role is not Role.LEADER:
                 continue
-            brokers = {node_id: b.fenced for node_id, b in self.broker.image.brokers.items()}
+            # a broker in controlled shutdown stays fenced until it registers again
+            brokers = {node_id: b.fenced for node_id, b in self.broker.image.brokers.items() if not b.shutting_down}
             command = liveness_change(brokers, consensus.last_heard, trio.current_time(), self.session_timeout,
                                       self.broker.node_id)
             if command is None:

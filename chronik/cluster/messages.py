@@ -175,6 +175,8 @@ class ReplicaFetchResponse:
     records: bytes
     diverging_epoch: int = -1
     diverging_end: int = -1
+    log_end_offset: int = -1
+    """The leader's durable log end (what it could send): the follower's lag is measured against it."""
 
 
 Frame = Union[Message, ForwardRequest, ForwardResponse, ReplicaFetchRequest, ReplicaFetchResponse]

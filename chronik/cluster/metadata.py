@@ -8,13 +8,32 @@ coordinator use of :class:`~chronik.metadata.MetadataLog` (``image``,
 * write: the command is encoded and committed through the controller (the
   Raft leader) -- proposed there, or forwarded to it from a follower --
   which returns once a majority has it durable (``metadata.commit =
-  "quorum"``);
+  "quorum"``), or once it is durable in the controller's own log and has
+  reached this node's log (``metadata.commit = "leader"``, see below);
 * apply: every node hands each committed entry, in offset order, to
   :meth:`ReplicatedMetadataLog.apply_committed` (the consensus node's
   ``on_commit``), which applies it to the image with the same code as a
   single node, records its result and notifies listeners; a submitter gets
   the result its own node computed when applying its offset (the image is
   deterministic, so every node computes the same one).
+
+Leader mode (``metadata.commit = "leader"``): the answer does not wait for
+the commit, but the image is still only ever changed by *committed*
+entries, so no node's image (nor the logs and groups that follow it) can
+run ahead of the committed log and have to be rolled back when a new
+controller truncates an uncommitted suffix.  The answer carries a
+*predicted* result instead: a second image (``_spec``, copied from the
+image once and then kept up to date) has every entry of this node's log
+applied, committed or not, and the submitter gets what applying its
+offset to it gave -- the same result the commit will give, as commands
+are deterministic and validated when applied.  The prediction image is
+checked against the log before use (by log matching, the epoch of the
+last entry it applied tells whether that suffix was truncated) and
+rebuilt from the committed image if it was.  The cost: a CreateTopics
+answered in leader mode may become visible in Metadata a moment later
+(at the commit), and the change is *lost* if the controller dies or is
+partitioned before a majority has it durable (at most the entries of the
+last replication round trip, ~1 ms on a LAN).
 
 Metadata offsets are Raft offsets; a new leader's control entry takes an
 offset too, so the image's ``applied_offset`` may skip numbers.
@@ -49,10 +68,15 @@ asks right after its offset is applied; older ones are never asked for)."""
 class ReplicatedMetadataLog:
     """The metadata image fed by the Raft log (see the module docstring)."""
 
-    def __init__(self, submit_timeout: float = 10.0) -> None:
+    def __init__(self, submit_timeout: float = 10.0, commit_mode: str = "quorum") -> None:
         self.image = MetadataImage()
         self.node: ConsensusNode | None = None
         self.submit_timeout = submit_timeout
+        self.commit_mode = commit_mode
+        self._spec: MetadataImage | None = None  # leader mode: the image with the uncommitted log applied too
+        self._spec_end = 0  # the next log offset to apply to it
+        self._spec_last: tuple[int, int] | None = None  # (offset, epoch) of the last log entry applied to it
+        self._predicted: OrderedDict[int, tuple[int, Any, CommandRejected | None]] = OrderedDict()
         self._listeners: list[Listener] = []
         self._results: OrderedDict[int, tuple[Any, CommandRejected | None]] = OrderedDict()
         self._announce = True
@@ -75,6 +99,8 @@ class ReplicatedMetadataLog:
         self._results[entry.offset] = (result, error)
         if len(self._results) > RESULTS_KEPT:
             self._results.popitem(last=False)
+        if self._spec is not None and self._spec_end <= entry.offset:
+            self._advance_spec(entry.offset + 1)
         log.log(logging.INFO if self._announce else logging.DEBUG,
                 "committed metadata offset %d, applied %d (%s)", entry.offset, entry.offset, command.type_name)
         self._announce = False
@@ -92,15 +118,58 @@ class ReplicatedMetadataLog:
         """
         assert self.node is not None, "the consensus node is not running"
         try:
-            offset = await self.node.submit(encode_command(command), timeout=self.submit_timeout)
+            if self.commit_mode == "leader":
+                offset, epoch = await self.node.submit_durable(encode_command(command), timeout=self.submit_timeout)
+                result, error = self._predict(offset, epoch)
+            else:
+                offset = await self.node.submit(encode_command(command), timeout=self.submit_timeout)
+                result, error = self._results.pop(offset)
         except NotLeaderError:
             raise CommandRejected("NOT_CONTROLLER", "no controller is available (no majority of voters reachable)") from None
         except CommitUncertain as exc:
             raise CommandRejected("REQUEST_TIMED_OUT", str(exc)) from None
-        result, error = self._results.pop(offset)
         if error is not None:
             raise error
         return result
+
+    def _predict(self, offset: int, epoch: int) -> tuple[Any, CommandRejected | None]:
+        """The result of the entry at ``offset`` (of ``epoch``, in this node's log) once it commits."""
+        self._advance_spec(offset + 1)
+        predicted = self._predicted.get(offset)
+        node = self.node
+        assert node is not None
+        if predicted is None and offset < node.commit_end and node.entry(offset).epoch == epoch and offset in self._results:
+            return self._results[offset]  # committed (and applied) before there was a prediction image
+        if predicted is None or predicted[0] != epoch:
+            raise CommitUncertain(f"no prediction for metadata offset {offset} (epoch {epoch})")
+        return predicted[1], predicted[2]
+
+    def _advance_spec(self, end: int) -> None:
+        """Apply this node's log below ``end`` to the prediction image (see the module docstring)."""
+        node = self.node
+        assert node is not None
+        if self._spec is not None and self._spec_last is not None:
+            offset, epoch = self._spec_last
+            if offset >= node.commit_end and (offset >= node.log_end or node.entry(offset).epoch != epoch):
+                self._spec = None  # that suffix was truncated: start again from the committed image
+        if self._spec is None:
+            self._spec = self.image.copy()
+            self._spec_end, self._spec_last = node.commit_end, None
+        spec = self._spec
+        while self._spec_end < min(end, node.log_end):
+            offset = self._spec_end
+            entry = node.entry(offset)
+            if not entry.control:
+                result: Any = None
+                error: CommandRejected | None = None
+                try:
+                    result = spec.apply(offset, decode_command(entry.payload))
+                except CommandRejected as exc:
+                    error = exc
+                self._predicted[offset] = (entry.epoch, result, error)
+                if len(self._predicted) > RESULTS_KEPT:
+                    self._predicted.popitem(last=False)
+            self._spec_last, self._spec_end = (offset, entry.epoch), offset + 1
 
     def append(self, command: Command) -> Command:
         """The handle :meth:`outcome` takes.  Unlike the single-node log nothing

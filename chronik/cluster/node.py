@@ -128,6 +128,11 @@ class ConsensusNode:
         self._timer_at = float("inf")
         self._commit_end = 0
         self._waiters: list[tuple[int, int, trio.Event]] = []
+        self._durable_waiters: list[tuple[int, int, trio.Event]] = []  # woken once the local log is durable past the offset
+        self._logged_waiters: list[tuple[int, int, trio.Event]] = []  # woken once the local log holds the offset
+        self.answer_forwards_when_durable = False
+        """Answer a forwarded payload once it is durable in this (the leader's) log, not
+        once committed: ``metadata.commit = "leader"`` (see :meth:`submit_durable`)."""
         self._seq = itertools.count()
         self._announce_commit = True
         self._closed = False
@@ -192,6 +197,19 @@ class ConsensusNode:
 
         Cancellation: only the wait ends; the entry may still commit.
         """
+        return (await self._propose(payload, durable=False))[0]
+
+    async def propose_durable(self, payload: bytes) -> tuple[int, int]:
+        """Append ``payload`` to the replicated log; its ``(offset, epoch)`` once durable in
+        this node's log -- replicated and committed in the background, so it *may be lost*
+        if this node dies (or loses leadership) before a majority has it.
+
+        :raises NotLeaderError: this node does not lead (with the leader's id if known).
+        :raises ProposalLost: leadership changed and another entry took the offset.
+        """
+        return await self._propose(payload, durable=True)
+
+    async def _propose(self, payload: bytes, *, durable: bool) -> tuple[int, int]:
         if self._closed:
             raise trio.ClosedResourceError("consensus node is closed")
         result, actions = self._core.propose(trio.current_time(), payload)
@@ -200,11 +218,16 @@ class ConsensusNode:
         if isinstance(result, NotLeader):
             await trio.lowlevel.checkpoint()
             raise NotLeaderError(self.node_id, result.leader_id)
+        if durable:
+            await self._wait(self._durable_waiters, result, self._core.durable_end)
+            if result >= self._core.log_end or self._core.entry(result).epoch != epoch:
+                raise ProposalLost(result, epoch, -1)
+            return result, epoch
         await self.wait_committed(result)
         committed = self._core.entry(result).epoch
         if committed != epoch:
             raise ProposalLost(result, epoch, committed)
-        return result
+        return result, epoch
 
     async def submit(self, payload: bytes, *, timeout: float = 10.0) -> int:
         """Commit ``payload`` through the leader, wherever it is; its offset, once committed here.
@@ -221,20 +244,43 @@ class ConsensusNode:
 
         Cancellation: only the wait ends; the payload may still commit.
         """
+        return (await self._submit(payload, timeout, durable=False))[0]
+
+    async def submit_durable(self, payload: bytes, *, timeout: float = 10.0) -> tuple[int, int]:
+        """Like :meth:`submit`, but return ``(offset, epoch)`` once the leader has the entry
+        durable (:meth:`propose_durable`) and this node's log holds it, not committed.
+
+        On a follower this needs the leader to answer forwards early
+        (:attr:`answer_forwards_when_durable`); a leader that answers after the
+        commit only makes it slower.
+
+        :raises NotLeaderError: no leader could take the payload in time.
+        :raises CommitUncertain: a leader took the payload but it did not reach
+            this node's log in time (or another entry took its offset here).
+        """
+        return await self._submit(payload, timeout, durable=True)
+
+    async def _submit(self, payload: bytes, timeout: float, *, durable: bool) -> tuple[int, int]:
         deadline = trio.current_time() + timeout
         while True:
             leader = self._core.leader_id
             try:
                 with trio.move_on_at(deadline):
                     if leader == self.node_id:
-                        return await self.propose(payload)
+                        return await self._propose(payload, durable=durable)
                     if leader is not None:
                         answer = await self.transport.forward(leader, payload, max(deadline - trio.current_time(), 0.001))
-                        if answer.offset >= 0:
+                        if answer.offset >= 0 and not durable:
                             await self.wait_committed(answer.offset)
-                            return answer.offset
+                            return answer.offset, answer.term
+                        if answer.offset >= 0:
+                            await self._wait(self._logged_waiters, answer.offset, self._core.log_end)
+                            if self._core.entry(answer.offset).epoch != answer.term:
+                                raise CommitUncertain(f"offset {answer.offset} of leader {leader} was replaced here")
+                            return answer.offset, answer.term
                 if leader is not None and trio.current_time() >= deadline:
-                    raise CommitUncertain(f"no commit of the payload seen within {timeout:g} s (leader {leader})")
+                    what = "the payload did not reach this node's log" if durable else "no commit of the payload seen"
+                    raise CommitUncertain(f"{what} within {timeout:g} s (leader {leader})")
             except (NotLeaderError, ProposalLost):
                 pass  # never committed: safe to try again
             except ForwardFailed as exc:
@@ -244,14 +290,33 @@ class ConsensusNode:
                 raise NotLeaderError(self.node_id, None)
             await trio.sleep(RETRY_SECONDS)
 
-    async def _answer_forward(self, payload: bytes) -> tuple[int, int]:
-        """A follower's forwarded payload: ``(offset, leader_id)``, offset -1 when not committed here."""
+    async def _wait(self, waiters: list[tuple[int, int, trio.Event]], offset: int, end: int) -> None:
+        """Wait in ``waiters`` until woken for ``offset`` (at once if ``end`` passed it)."""
+        if offset < end:
+            await trio.lowlevel.checkpoint()
+            return
+        event = trio.Event()
+        heapq.heappush(waiters, (offset, next(self._seq), event))
+        await event.wait()
+
+    def _wake(self) -> None:
+        for waiters, end in ((self._durable_waiters, self._core.durable_end), (self._logged_waiters, self._core.log_end)):
+            while waiters and waiters[0][0] < end:
+                heapq.heappop(waiters)[2].set()
+
+    async def _answer_forward(self, payload: bytes) -> tuple[int, int, int]:
+        """A follower's forwarded payload: ``(offset, leader_id, epoch)``, offset -1 when not
+        committed here (or, with :attr:`answer_forwards_when_durable`, not durable here)."""
         try:
-            return await self.propose(payload), self.node_id
+            if self.answer_forwards_when_durable:
+                offset, epoch = await self.propose_durable(payload)
+                return offset, self.node_id, epoch
+            offset = await self.propose(payload)
+            return offset, self.node_id, self._core.entry(offset).epoch
         except NotLeaderError as exc:
-            return -1, exc.leader_id if exc.leader_id is not None else -1
+            return -1, exc.leader_id if exc.leader_id is not None else -1, 0
         except ProposalLost:
-            return -1, -1
+            return -1, -1, 0
 
     async def wait_committed(self, offset: int) -> None:
         """Return once ``offset`` is committed (and delivered to ``on_commit``).
@@ -285,10 +350,12 @@ class ConsensusNode:
         self.last_heard[message.src] = trio.current_time()
         if not self._closed:
             self._run(self._core.receive(trio.current_time(), message))
+            self._wake()
 
     def _log_durable(self, end: int, last_epoch: int) -> None:
         if not self._closed:
             self._run(self._core.log_durable(trio.current_time(), end, last_epoch))
+            self._wake()
 
     # ------------------------------------------------------------ carrying out actions
 

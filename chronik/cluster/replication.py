@@ -106,6 +106,10 @@ class ReplicaManager:
         self._led: dict[tuple[str, int], _Led] = {}
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._lag: dict[tuple[str, int], int] = {}  # followed partition -> leader's end - own end, at the last fetch
+        self.metrics = broker.metrics
+        self.metrics.replication_max_lag.set_function(lambda: max(self._lag.values(), default=0))
+        self.metrics.replication_lag.set_function(lambda: sum(self._lag.values()))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -173,6 +177,7 @@ class ReplicaManager:
             if followed.get(key) != (partition_log, leader, epoch):
                 scope.cancel()
                 del self._fetchers[key]
+                self._lag.pop(key, None)
         for key, (partition_log, leader, epoch) in followed.items():
             if key not in self._fetchers:
                 scope = trio.CancelScope()
@@ -251,13 +256,16 @@ class ReplicaManager:
             batches = partition_log.read(offset, request.max_bytes, end=partition_log.durable_end)
         except OffsetOutOfRange:  # retention moved the log start meanwhile
             return self._answer(request, ErrorCode.OFFSET_OUT_OF_RANGE, partition_log)
-        return self._answer(request, ErrorCode.NONE, partition_log, b"".join(batches))
+        records = b"".join(batches)
+        self.metrics.replication_bytes_out.inc(len(records))
+        return self._answer(request, ErrorCode.NONE, partition_log, records)
 
     def _answer(self, request: ReplicaFetchRequest, error: ErrorCode, partition_log: PartitionLog | None = None,
                 records: bytes = b"", diverging: tuple[int, int] = (-1, -1)) -> ReplicaFetchResponse:
         hw = partition_log.high_watermark if partition_log is not None else -1
         start = partition_log.log_start_offset if partition_log is not None else -1
-        return ReplicaFetchResponse(0, self.node_id, request.src, int(error), hw, start, records, *diverging)
+        end = partition_log.durable_end if partition_log is not None else -1
+        return ReplicaFetchResponse(0, self.node_id, request.src, int(error), hw, start, records, *diverging, end)
 
     def _check_isr(self, key: tuple[str, int], state: _Led, partition: PartitionImage, now: float) -> None:
         """Propose an ISR change if a follower fell behind for too long or caught up again."""
@@ -288,6 +296,10 @@ class ReplicaManager:
             await self.broker.submit(ChangeIsr(name=key[0], topic_id=topic.topic_id.hex, partition=key[1],
                                                leader=self.node_id, leader_epoch=partition.leader_epoch, isr=isr))
             log.info("%s-%d: ISR %s -> %s", *key, old, isr)
+            if set(old) - set(isr):
+                self.metrics.isr_shrinks.inc()
+            if set(isr) - set(old):
+                self.metrics.isr_expands.inc()
         except CommandRejected as exc:
             log.warning("%s-%d: ISR change to %s refused (%s: %s)", *key, isr, exc.error, exc.message)
             await trio.sleep(RETRY_SECONDS)
@@ -309,6 +321,7 @@ class ReplicaManager:
 
         Cancellation: stops between (or in) fetches; appended batches become durable anyway.
         """
+        key = (partition_log.topic, partition_log.partition)
         with scope:
             host, port = parse_address(self.peers[leader])
             announced = False
@@ -332,6 +345,9 @@ class ReplicaManager:
                                 await self._truncate_divergent(partition_log, answer, leader)
                                 continue
                             await self._store(partition_log, answer)
+                            self.metrics.replication_bytes_in.inc(len(answer.records))
+                            if answer.log_end_offset >= 0 and self._fetchers.get(key, (None,))[0] is partition_log:
+                                self._lag[key] = max(0, answer.log_end_offset - partition_log.log_end_offset)
                             if not announced and not answer.records and partition_log.log_end_offset >= answer.high_watermark:
                                 announced = True
                                 log.info("follower caught up on %s-%d at offset %d (leader %d)", partition_log.topic,

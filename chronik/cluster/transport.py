@@ -24,11 +24,13 @@ Body::
           AppendResponse  success u8, match_end u64, durable_end u64
           ForwardRequest  request_id u64, length u32, payload
           ForwardResponse request_id u64, offset i64, leader_id i32
+                          (the header's term: the epoch of the entry at offset)
           ReplicaFetchRequest  topic_id 16 bytes, partition i32, fetch_offset u64,
                                max_wait_ms u32, max_bytes u32, last_fetched_epoch i32,
                                length u16, topic (UTF-8)
           ReplicaFetchResponse error i16, high_watermark i64, log_start_offset i64,
-                               diverging_epoch i32, diverging_end i64, length u32, records
+                               diverging_epoch i32, diverging_end i64, log_end_offset i64,
+                               length u32, records
 
 No checksum: TCP's is enough for messages that Raft re-checks anyway (a
 corrupted entry would fail its CRC in the WAL only after it is durable, so
@@ -52,7 +54,8 @@ on a connection of its own, sends one ``ForwardRequest`` and reads the
 ``ForwardResponse`` from the same connection.  The listener tells the two
 kinds of connection apart by their first frame; a forward request is
 answered by the ``on_forward`` callback (the leader proposes and waits for
-the commit) in a task of its own.
+the commit -- or, with ``metadata.commit = "leader"``, only for its own
+fsync) in a task of its own.
 
 Data replication (:mod:`chronik.cluster.replication`) is request/response
 too, and pulled by the follower: each followed partition has a connection
@@ -89,7 +92,7 @@ from .messages import (
 
 log = logging.getLogger(__name__)
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
 DEFAULT_SEND_QUEUE = 1024
 
@@ -103,7 +106,7 @@ _APPEND_RESPONSE = struct.Struct(">BQQ")
 _FORWARD_REQUEST = struct.Struct(">QI")
 _FORWARD_RESPONSE = struct.Struct(">Qqi")
 _REPLICA_FETCH_REQUEST = struct.Struct(">16siQIIiH")
-_REPLICA_FETCH_RESPONSE = struct.Struct(">hqqiqI")
+_REPLICA_FETCH_RESPONSE = struct.Struct(">hqqiqqI")
 _CONTROL = 1
 
 _TYPES: dict[type, int] = {
@@ -145,7 +148,7 @@ def encode_message(message: Frame) -> bytes:
     if isinstance(message, ReplicaFetchResponse):
         return head + _REPLICA_FETCH_RESPONSE.pack(
             message.error, message.high_watermark, message.log_start_offset, message.diverging_epoch,
-            message.diverging_end, len(message.records)) + message.records
+            message.diverging_end, message.log_end_offset, len(message.records)) + message.records
     return head + _VOTE_RESPONSE.pack(message.granted, message.pre_vote)
 
 
@@ -212,13 +215,13 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
                                       last_epoch)
         pos += length
     elif kind == 8:
-        error, high_watermark, log_start, diverging_epoch, diverging_end, length = _unpack(
+        error, high_watermark, log_start, diverging_epoch, diverging_end, log_end, length = _unpack(
             _REPLICA_FETCH_RESPONSE, view, pos, "ReplicaFetchResponse")
         pos += _REPLICA_FETCH_RESPONSE.size
         if length > len(view) - pos:
             raise CodecError(f"truncated ReplicaFetchResponse: records of {length} bytes, {len(view) - pos} left")
         message = ReplicaFetchResponse(term, src, dst, error, high_watermark, log_start, bytes(view[pos : pos + length]),
-                                       diverging_epoch, diverging_end)
+                                       diverging_epoch, diverging_end, log_end)
         pos += length
     else:
         raise CodecError(f"unknown message type {kind}")
@@ -306,7 +309,7 @@ class ForwardFailed(Exception):
         self.sent = sent
 
 
-ForwardHandler = Callable[[bytes], Awaitable[tuple[int, int]]]
+ForwardHandler = Callable[[bytes], Awaitable[tuple[int, int, int]]]
 """``payload -> (offset, leader_id)``: the committed offset, or -1 and the known leader (-1: none)."""
 
 ReplicaFetchHandler = Callable[[ReplicaFetchRequest], Awaitable[ReplicaFetchResponse]]
@@ -400,11 +403,11 @@ class RaftTransport:
                 return
 
     async def _answer_forward(self, stream: trio.SocketStream, request: ForwardRequest) -> None:
-        offset, leader_id = -1, -1
+        offset, leader_id, epoch = -1, -1, 0
         if self.on_forward is not None:
-            offset, leader_id = await self.on_forward(request.payload)
+            offset, leader_id, epoch = await self.on_forward(request.payload)
         self.stats.forwarded += 1
-        await stream.send_all(encode_frame(ForwardResponse(0, self.node_id, request.src, request.request_id, offset, leader_id)))
+        await stream.send_all(encode_frame(ForwardResponse(epoch, self.node_id, request.src, request.request_id, offset, leader_id)))
 
     async def _answer_replica_fetch(self, stream: trio.SocketStream, request: ReplicaFetchRequest) -> None:
         handler = self.on_replica_fetch

@@ -152,11 +152,26 @@ class UnfenceBroker(Command):
     node_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class ControlledShutdown(Command):
+    """Broker ``node_id`` is stopping (SIGTERM) and asks to be relieved first.
+
+    Applied like :class:`FenceBroker` -- fenced, leadership moved to another
+    in-sync unfenced replica, out of every ISR -- except that no unclean
+    election happens (the broker still has its data), and the broker stays
+    fenced, even while still heard from, until it registers again on restart.
+    """
+
+    type_name: ClassVar[str] = "controlled_shutdown"
+    node_id: int
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.type_name: cls
     for cls in (
         RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds,
         CommitOffsets, DeleteGroup, DeleteOffsets, ChangeIsr, FenceBroker, UnfenceBroker,
+        ControlledShutdown,
     )
 }
 

@@ -27,6 +27,7 @@ from .commands import (
     ChangeIsr,
     Command,
     CommitOffsets,
+    ControlledShutdown,
     CreatePartitions,
     CreateTopic,
     DeleteGroup,
@@ -83,6 +84,8 @@ class BrokerImage:
     rack: str | None
     fenced: bool = False
     """The controller has not heard from it for a session timeout: not listed, leads nothing."""
+    shutting_down: bool = False
+    """Fenced by its own ControlledShutdown: stays fenced until it registers again."""
 
 
 NO_LEADER = -1
@@ -132,6 +135,7 @@ class MetadataImage:
     def _apply_register_broker(self, c: RegisterBroker) -> None:
         previous = self.brokers.get(c.node_id)
         self.brokers[c.node_id] = BrokerImage(c.node_id, c.host, c.port, c.rack, previous is not None and previous.fenced)
+        # shutting_down ends here: a restarted node registers again, and the controller unfences it once heard
 
     def live_brokers(self) -> list[int]:
         """Ids of the registered, unfenced brokers, in order."""
@@ -147,32 +151,43 @@ class MetadataImage:
     #   the partition goes offline (leader -1) keeping its ISR, so B can lead
     #   it again when it returns.  Each leader change bumps ``leader_epoch``.
     #   B also leaves every other ISR it is in (never emptying one).
+    # * controlled shutdown of B: the same, but never an unclean election (B
+    #   is alive and keeps its data; the partition waits for it offline).
     # * unfencing B: every offline partition B may lead (B in its ISR, or the
     #   topic allows unclean election) gets B as leader, epoch + 1.
 
     def _apply_fence_broker(self, c: FenceBroker) -> list[tuple[str, int]]:
         """Returns the partitions whose leader changed."""
-        broker = self._broker(c.node_id)
+        return self._fence(c.node_id, allow_unclean=True)
+
+    def _apply_controlled_shutdown(self, c: ControlledShutdown) -> list[tuple[str, int]]:
+        """Returns the partitions whose leader changed."""
+        changed = self._fence(c.node_id, allow_unclean=False)
+        self.brokers[c.node_id].shutting_down = True
+        return changed
+
+    def _fence(self, node_id: int, *, allow_unclean: bool) -> list[tuple[str, int]]:
+        broker = self._broker(node_id)
         broker.fenced = True
         changed = []
         for topic in self.topics.values():
-            unclean = topic.configs.get("unclean.leader.election.enable") == "true"
+            unclean = allow_unclean and topic.configs.get("unclean.leader.election.enable") == "true"
             for index, partition in enumerate(topic.partitions):
-                if c.node_id not in partition.replicas:
+                if node_id not in partition.replicas:
                     continue
-                if partition.leader == c.node_id:
-                    candidates = [r for r in partition.isr if r != c.node_id and not self._fenced(r)]
+                if partition.leader == node_id:
+                    candidates = [r for r in partition.isr if r != node_id and not self._fenced(r)]
                     if candidates:
                         partition.leader = candidates[0]
-                        partition.isr = [r for r in partition.isr if r != c.node_id]
-                    elif unclean and (others := [r for r in partition.replicas if r != c.node_id and not self._fenced(r)]):
+                        partition.isr = [r for r in partition.isr if r != node_id]
+                    elif unclean and (others := [r for r in partition.replicas if r != node_id and not self._fenced(r)]):
                         partition.leader, partition.isr = others[0], [others[0]]
                     else:
                         partition.leader = NO_LEADER
                     partition.leader_epoch += 1
                     changed.append((topic.name, index))
-                elif c.node_id in partition.isr and len(partition.isr) > 1:
-                    partition.isr = [r for r in partition.isr if r != c.node_id]
+                elif node_id in partition.isr and len(partition.isr) > 1:
+                    partition.isr = [r for r in partition.isr if r != node_id]
         return changed
 
     def _apply_unfence_broker(self, c: UnfenceBroker) -> list[tuple[str, int]]:

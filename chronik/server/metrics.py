@@ -123,6 +123,39 @@ class BrokerMetrics:
             registry=r,
         )
 
+        # Replication (cluster mode; zero on a single node)
+        self.partitions_led = Gauge("chronik_partitions_led", "Partitions this broker leads.", registry=r)
+        self.under_replicated = Gauge(
+            "chronik_under_replicated_partitions",
+            "Partitions this broker leads whose ISR is smaller than their replica list.",
+            registry=r,
+        )
+        self.isr_shrinks = Counter(
+            "chronik_isr_shrinks_total", "ISR changes removing a follower, committed by this broker as leader.", registry=r
+        )
+        self.isr_expands = Counter(
+            "chronik_isr_expands_total", "ISR changes adding a follower, committed by this broker as leader.", registry=r
+        )
+        self.replication_max_lag = Gauge(
+            "chronik_replication_max_lag_records",
+            "Largest lag, in records (leader's log end - own log end, as of the last fetch), "
+            "over the partitions this broker follows.",
+            registry=r,
+        )
+        self.replication_lag = Gauge(
+            "chronik_replication_lag_records",
+            "Sum of the lags, in records, of the partitions this broker follows.",
+            registry=r,
+        )
+        self.replication_bytes_in = Counter(
+            "chronik_replication_bytes_in_total", "Record-batch bytes this broker fetched from leaders as a follower.",
+            registry=r,
+        )
+        self.replication_bytes_out = Counter(
+            "chronik_replication_bytes_out_total", "Record-batch bytes this broker sent to followers as a leader.",
+            registry=r,
+        )
+
     def record_request(self, api: str, seconds: float, errors: frozenset[str] | set[str] = frozenset()) -> None:
         """One finished request: count it, its latency, and each distinct error name in its response."""
         self.requests.labels(api).inc()

@@ -17,7 +17,15 @@ from chronik.cluster.messages import (
     VoteRequest,
     VoteResponse,
 )
-from chronik.cluster.transport import CodecError, FrameReader, decode_message, encode_frame, encode_message, parse_address
+from chronik.cluster.transport import (
+    WIRE_VERSION,
+    CodecError,
+    FrameReader,
+    decode_message,
+    encode_frame,
+    encode_message,
+    parse_address,
+)
 
 MESSAGES = [
     VoteRequest(7, 1, 2, 6, 42, pre_vote=True),
@@ -36,6 +44,7 @@ MESSAGES = [
     ReplicaFetchResponse(0, 1, 2, 6, -1, -1, b""),
     ReplicaFetchRequest(0, 2, 1, "t", "0123456789abcdef0123456789abcdef", 0, 10, 500, 1 << 20, 7),
     ReplicaFetchResponse(0, 1, 2, 0, 8, 0, b"", 6, 9),
+    ReplicaFetchResponse(0, 1, 2, 0, 8, 0, b"", -1, -1, 17),
 ]
 
 
@@ -68,7 +77,7 @@ def test_bad_version_type_and_trailing_bytes() -> None:
     body[0] = 9
     with pytest.raises(CodecError, match="version 9"):
         decode_message(bytes(body))
-    body[0], body[1] = 1, 77
+    body[0], body[1] = WIRE_VERSION, 77
     with pytest.raises(CodecError, match="unknown message type 77"):
         decode_message(bytes(body))
 

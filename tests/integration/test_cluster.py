@@ -39,13 +39,13 @@ def free_ports(count: int) -> list[int]:
 
 
 class Cluster:
-    def __init__(self, root: Path, *extra_args: str) -> None:
+    def __init__(self, root: Path, *extra_args: str, racks: dict[int, str] | None = None) -> None:
         ports = free_ports(2 * len(IDS))
         kafka, replication = dict(zip(IDS, ports)), dict(zip(IDS, ports[len(IDS):]))
         peers = [f"--peer={i}@127.0.0.1:{kafka[i]}/127.0.0.1:{replication[i]}" for i in IDS]
         self.nodes = {
             i: BrokerProcess(root / f"node{i}", "--node-id", str(i), "--replication-listen", f"127.0.0.1:{replication[i]}",
-                             *peers, *extra_args, port=kafka[i])
+                             *peers, *extra_args, *(["--rack", racks[i]] if racks else []), port=kafka[i])
             for i in IDS
         }
 
@@ -81,9 +81,9 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 @contextmanager
-def running_cluster(root: Path, *extra_args: str) -> Iterator[Cluster]:
+def running_cluster(root: Path, *extra_args: str, racks: dict[int, str] | None = None) -> Iterator[Cluster]:
     """Three started nodes (``extra_args`` go to each); stopped on exit, whose logs must hold no traceback."""
-    cluster = Cluster(root, *extra_args)
+    cluster = Cluster(root, *extra_args, racks=racks)
     try:
         for node in cluster.nodes.values():
             node.start()
@@ -169,12 +169,17 @@ def test_controller_failover_and_restarted_node_catches_up(cluster: Cluster) -> 
     assert eventually(lambda: cluster.metadata(old).controller_id == new, 5.0)
 
 
-def test_leader_commit_mode_is_refused_in_cluster_mode(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    peers = [f"--peer={i}@127.0.0.1:{9000 + i}/127.0.0.1:{9100 + i}" for i in IDS]
-    done = subprocess.run([sys.executable, "-m", "chronik", "serve", "--data-dir", str(tmp_path), "--node-id", "1",
-                           "--metadata-commit", "leader", *peers], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2
-    assert "not available in cluster mode" in done.stderr and "Traceback" not in done.stderr
+def test_leader_commit_mode_and_rack_aware_placement(tmp_path: Path) -> None:
+    racks = {1: "a", 2: "b", 3: "c"}
+    with running_cluster(tmp_path, "--metadata-commit", "leader", racks=racks) as cluster:
+        controller = eventually(cluster.controller)
+        follower = next(i for i in IDS if i != controller)
+        assert {b.node_id: b.rack for b in cluster.metadata(follower).brokers} == racks
+        create(cluster.nodes[controller], "fast", 3, 3)  # answered after the controller's fsync
+        create(cluster.nodes[follower], "forwarded", 2, 2)  # forwarded: the same early answer
+        for i in IDS:
+            fast = eventually(lambda: cluster.topics(i).get("fast"), 2.0)
+            assert sorted(p.leader_id for p in fast.partitions) == [1, 2, 3]
+            assert all({racks[r] for r in p.replica_nodes} == {"a", "b", "c"} for p in fast.partitions)
+            forwarded = eventually(lambda: cluster.topics(i).get("forwarded"), 2.0)
+            assert all(len({racks[r] for r in p.replica_nodes}) == 2 for p in forwarded.partitions)

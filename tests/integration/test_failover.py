@@ -69,6 +69,20 @@ class Writer(threading.Thread):
             producer.poll(0.01)
         assert producer.flush(60) == 0
 
+    def finish(self) -> None:
+        """Stop producing and wait until everything sent is acknowledged (or failed)."""
+        self.stopping.set()
+        self.join(90)
+        assert not self.is_alive()
+        assert self.errors == []
+
+    def check_acked(self, bootstrap: str) -> None:
+        """Every acknowledged record is where it was acknowledged, read through ``bootstrap``."""
+        for partition in range(PARTITIONS):
+            acked = {offset: value for (p, offset), value in self.acked.items() if p == partition}
+            got = {r.offset: r.value for r in confluent_consume(bootstrap, TOPIC, max(acked) + 1, partition=partition)}
+            assert {offset: got.get(offset) for offset in acked} == acked, f"partition {partition}"
+
     def wait_writable(self, since: float) -> float:
         """Poll until every partition took a record sent after ``since``; the failover time."""
         deadline = since + 20
@@ -89,20 +103,25 @@ def leaders(cluster: Cluster, node_id: int) -> list[tuple[int, int, list[int]]]:
     return [(p.leader_id, p.leader_epoch, sorted(p.isr_nodes)) for p in cluster.topics(node_id)[TOPIC].partitions]
 
 
+def start_loaded(cluster: Cluster) -> tuple[int, Writer]:
+    """Create the RF 3 topic (each node leads one partition) and start a :class:`Writer`, once it is
+    writing to every partition; also returns the controller."""
+    controller = eventually(cluster.controller)
+    admin = AdminClient({"bootstrap.servers": cluster.nodes[controller].bootstrap})
+    admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3)], operation_timeout=10)[TOPIC].result(15)
+    eventually(lambda: TOPIC in cluster.topics(controller)
+               and all(isr == [1, 2, 3] for _, _, isr in leaders(cluster, controller)))
+    assert sorted(leader for leader, _, _ in leaders(cluster, controller)) == [1, 2, 3]
+    writer = Writer(",".join(node.bootstrap for node in cluster.nodes.values()))
+    writer.start()
+    writer.wait_writable(time.monotonic())
+    return controller, writer
+
+
 def test_kill_leaders_and_the_controller_under_acks_all_load(tmp_path: Path) -> None:
     with running_cluster(tmp_path) as cluster:
-        controller = eventually(cluster.controller)
-        admin = AdminClient({"bootstrap.servers": cluster.nodes[controller].bootstrap})
-        admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3)], operation_timeout=10)[TOPIC].result(15)
-        eventually(lambda: TOPIC in cluster.topics(controller)
-                   and all(isr == [1, 2, 3] for _, _, isr in leaders(cluster, controller)))
-        assert sorted(leader for leader, _, _ in leaders(cluster, controller)) == [1, 2, 3]
-
-        writer = Writer(",".join(node.bootstrap for node in cluster.nodes.values()))
-        writer.start()
+        controller, writer = start_loaded(cluster)
         try:
-            writer.wait_writable(time.monotonic())
-
             # kill -9 the leader of a partition, not the controller
             victim = next(i for i in IDS if i != controller)
             cluster.nodes[victim].kill()
@@ -133,15 +152,6 @@ def test_kill_leaders_and_the_controller_under_acks_all_load(tmp_path: Path) -> 
             assert new_controller in survivors
             time.sleep(0.5)  # some writes against the new leaders
         finally:
-            writer.stopping.set()
-            writer.join(90)
-        assert not writer.is_alive()
-        assert writer.errors == []
-
-        # every acknowledged record is where it was acknowledged, read through a surviving node
-        reader = cluster.nodes[survivors[0]].bootstrap
-        for partition in range(PARTITIONS):
-            acked = {offset: value for (p, offset), value in writer.acked.items() if p == partition}
-            got = {r.offset: r.value for r in confluent_consume(reader, TOPIC, max(acked) + 1, partition=partition)}
-            assert {offset: got.get(offset) for offset in acked} == acked, f"partition {partition}"
+            writer.finish()
+        writer.check_acked(cluster.nodes[survivors[0]].bootstrap)
         assert cluster.nodes[victim].wait_for_log(r"follower caught up on failover-\d")

@@ -9,6 +9,7 @@ import pytest
 from chronik.cluster.liveness import liveness_change
 from chronik.metadata import (
     CommandRejected,
+    ControlledShutdown,
     CreateTopic,
     FenceBroker,
     MetadataImage,
@@ -100,6 +101,25 @@ def test_a_fenced_broker_cannot_join_an_isr_and_a_stale_leader_cannot_change_it(
     assert stale.value.error == "FENCED_LEADER_EPOCH"
     with pytest.raises(CommandRejected):
         m.apply(FenceBroker(9))  # not registered
+
+
+def test_controlled_shutdown_moves_leadership_cleanly_and_lasts_until_the_broker_registers_again() -> None:
+    m = Image()
+    m.create("t", [[1, 2, 3], [2, 3, 1]])
+    m.create("solo", [[1]])
+    m.create("u", [[1, 2]], **{"unclean.leader.election.enable": "true"})
+    m.apply(ChangeIsr("u", m.image.topics["u"].topic_id.hex, 0, 1, 0, [1]))
+    assert m.apply(ControlledShutdown(1)) == [("t", 0), ("solo", 0), ("u", 0)]
+    assert m.state("t") == [(2, 1, [2, 3]), (2, 0, [2, 3])]
+    assert m.state("solo") == [(-1, 1, [1])]
+    assert m.state("u") == [(-1, 1, [1])]  # no unclean election: 1 still has the data
+    assert m.image.brokers[1].fenced and m.image.brokers[1].shutting_down
+    restored = MetadataImage.from_snapshot(m.image.to_snapshot())
+    assert restored.brokers[1].shutting_down
+    assert decode_command(encode_command(ControlledShutdown(1))) == ControlledShutdown(1)
+    m.apply(RegisterBroker(1, "localhost", 9091))  # restarted: still fenced until the controller hears it
+    assert m.image.brokers[1].fenced and not m.image.brokers[1].shutting_down
+    assert m.apply(UnfenceBroker(1)) == [("solo", 0), ("u", 0)]
 
 
 def test_fencing_survives_re_registration_snapshots_and_the_wire() -> None:
