@@ -272,6 +272,9 @@ class ConsensusNode:
                         answer = await self.transport.forward(leader, payload, max(deadline - trio.current_time(), 0.001))
                         if answer.offset >= 0 and not durable:
                             await self.wait_committed(answer.offset)
+                            committed = self._core.entry(answer.offset).epoch
+                            if committed != answer.term:  # a new leader's entry took the offset: ours is gone
+                                raise ProposalLost(answer.offset, answer.term, committed)
                             return answer.offset, answer.term
                         if answer.offset >= 0:
                             await self._wait(self._logged_waiters, answer.offset, self._core.log_end)
