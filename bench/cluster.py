@@ -12,9 +12,8 @@ workloads and stops the nodes (SIGTERM, then SIGKILL).  Workloads
                connection, so the request goes to the node chosen and not
                to the controller librdkafka would pick): against a follower
                and against the controller (metadata.commit=quorum), and on
-               one single-node broker for comparison; metadata.commit=leader
-               in cluster mode is probed and reported as not available while
-               the server refuses it
+               one single-node broker for comparison; the same two on a
+               cluster started with metadata.commit=leader
   produce      batch produce, N x 256 B, linger.ms=5, acks=1 and acks=all,
                to an RF 1 and an RF 3 topic whose leader is the same
                (non-controller) node; the RF 3 / RF 1 acks=all ratio
@@ -39,7 +38,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -212,26 +210,6 @@ def sequential_creates(workload: str, node: BrokerProcess, count: int, targets: 
                       p99_ms=percentile_ms(latencies, 0.99), count=count, seconds=seconds, targets=targets)
 
 
-def leader_mode_refused(timeout: float = 10.0) -> str | None:
-    """Why ``--metadata-commit leader`` is refused in cluster mode, or None when a node starts with it."""
-    with tempfile.TemporaryDirectory(prefix="chronik-bench-probe-") as data:
-        peers = [f"--peer={i}@127.0.0.1:{9000 + i}/127.0.0.1:{9100 + i}" for i in IDS]  # it exits or is killed
-        proc = subprocess.Popen([sys.executable, "-m", "chronik", "serve", "--data-dir", data, "--node-id", "1",
-                                 "--listen", "127.0.0.1:0", "--metadata-commit", "leader", *peers],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            _, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return None
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    reason = lines[-1] if lines else f"exit status {proc.returncode}"
-    if "not available in cluster mode" not in reason:
-        raise RuntimeError(f"the leader-mode probe node exited for another reason: {reason}")
-    return reason
-
-
 # --------------------------------------------------------------------------------------------
 # Workloads on the running cluster
 
@@ -390,9 +368,6 @@ def single_node_creates(args: argparse.Namespace, root: Path) -> list[ClusterRow
 
 
 def leader_mode_creates(args: argparse.Namespace, root: Path) -> list[ClusterRow]:
-    refused = leader_mode_refused()
-    if refused is not None:
-        return [ClusterRow("create-leader", error=f"{NOT_AVAILABLE} (metadata.commit=leader refused in cluster mode: {refused})")]
     cluster, nodes, controller = start_cluster(root / "leader-mode", ["--metadata-commit", "leader"], args.timeout)
     try:
         follower = next(i for i in IDS if i != controller)
