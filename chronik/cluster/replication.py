@@ -279,9 +279,10 @@ class ReplicaManager:
                 continue
             if follower in isr and now - state.caught_up_at.get(follower, now) > self.lag_max_seconds:
                 isr.discard(follower)
-            elif follower not in isr and (partition_log.follower_end(follower) or -1) >= partition_log.high_watermark \
+            elif follower not in isr and (end := partition_log.follower_end(follower)) is not None \
+                    and end >= partition_log.high_watermark \
                     and now - state.caught_up_at.get(follower, -1e9) <= self.lag_max_seconds:
-                isr.add(follower)
+                isr.add(follower)  # (an end of 0 -- an empty partition -- counts: not "or -1")
         if isr != set(partition.isr):
             state.changing_isr = True
             assert self._nursery is not None
