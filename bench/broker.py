@@ -612,6 +612,18 @@ def machine_note() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def apply_size_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace, workloads: Any,
+                        *, quick_messages: int) -> None:
+    """Fill the size options left unset (``--quick`` or full size) and check ``--workloads``."""
+    args.messages = args.messages or (quick_messages if args.quick else 1_000_000)
+    args.seconds = args.seconds or (5.0 if args.quick else 10.0)
+    args.topics = args.topics or (200 if args.quick else 1000)
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(args.workloads) - set(workloads)
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", metavar="HOST:PORT", help="measure this running broker instead of starting Chronik")
@@ -638,13 +650,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--py-spy-format", default="flamegraph", choices=("flamegraph", "speedscope", "raw"),
                         help="py-spy output format (raw: collapsed stacks, one line per stack with its sample count)")
     args = parser.parse_args(argv)
-    args.messages = args.messages or (100_000 if args.quick else 1_000_000)
-    args.seconds = args.seconds or (5.0 if args.quick else 10.0)
-    args.topics = args.topics or (200 if args.quick else 1000)
-    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = set(args.workloads) - set(WORKLOADS)
-    if unknown:
-        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    apply_size_defaults(parser, args, WORKLOADS, quick_messages=100_000)
     if args.producers < 1 or args.partitions < 1 or args.messages < 1:
         parser.error("--producers, --partitions and --messages must be positive")
     return args

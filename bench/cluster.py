@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import broker as single
 from broker import (  # bench/broker.py, next to this script; it puts the repository on sys.path
-    COMMON_CLIENT, MESSAGE_BYTES, WARMUP_TOPIC, Row, Target, cpu_seconds, high_watermark_sum, machine_note, print_table,
+    COMMON_CLIENT, MESSAGE_BYTES, WARMUP_TOPIC, Row, Target, apply_size_defaults, cpu_seconds, high_watermark_sum, machine_note, print_table,
     run_clients, wait_for_metadata,
 )
 from stats import percentile_ms  # noqa: E402
@@ -392,13 +392,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-data", action="store_true", help="keep the data directories")
     parser.add_argument("--json", help="write the rows as JSON here")
     args = parser.parse_args(argv)
-    args.messages = args.messages or (300_000 if args.quick else 1_000_000)
-    args.seconds = args.seconds or (5.0 if args.quick else 10.0)
-    args.topics = args.topics or (200 if args.quick else 1000)
-    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = set(args.workloads) - set(WORKLOADS)
-    if unknown:
-        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    apply_size_defaults(parser, args, WORKLOADS, quick_messages=300_000)
     return args
 
 
