@@ -20,10 +20,13 @@ _LISTENING = re.compile(r"listening for Kafka clients on [^:]+:(\d+)")
 
 
 class BrokerProcess:
-    def __init__(self, data_dir: Path, *extra_args: str, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str, port: int = 0, config: Path | None = None) -> None:
+        """``config``: start with ``--config FILE`` alone (plus ``extra_args``); the file must
+        name ``data_dir`` and the Kafka listener ``127.0.0.1:port``."""
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.port = port
+        self.config = config
         self.proc: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -34,8 +37,11 @@ class BrokerProcess:
 
     def start(self, timeout: float = 20.0) -> "BrokerProcess":
         address = f"127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "chronik", "serve", "--data-dir", str(self.data_dir),
-               "--listen", address, "--advertise", address, *self.extra_args]
+        if self.config is not None:
+            cmd = [sys.executable, "-m", "chronik", "serve", "--config", str(self.config), *self.extra_args]
+        else:
+            cmd = [sys.executable, "-m", "chronik", "serve", "--data-dir", str(self.data_dir),
+                   "--listen", address, "--advertise", address, *self.extra_args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         ready = threading.Event()
