@@ -13,9 +13,14 @@ The answer for ``leader_epoch`` equal to the partition's current epoch is
 that epoch and the log end offset (the epoch is still open, so it "ends"
 where the next record goes; followers may be ahead of the high watermark, so
 it is the end offset, not the high watermark).  For a later epoch it is
-Kafka's "undefined" (-1, -1) with no error.  Chronik keeps no history of
-earlier epochs (every partition is still at the epoch it was created with),
-so an earlier epoch is "undefined" too.  Errors carry (-1, -1).
+Kafka's "undefined" (-1, -1) with no error.  An earlier epoch is answered
+from the log's epoch cache (:meth:`PartitionLog.epoch_end`): the largest
+epoch at or below it that this log has, ending where the next one starts --
+so a consumer that read under epoch 0 and asks the new leader after a
+failover learns that epoch 0 ends where it read, not that its log was
+truncated.  An epoch older than every epoch here is answered with itself and
+the start of the oldest one, as Kafka's leader-epoch cache does.  Errors
+carry (-1, -1).
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ def epoch_end(ctx: RequestContext, topic: str, request: Any) -> dict[str, Any]:
     partition_image, partition_log = found
     if request.leader_epoch == partition_image.leader_epoch:
         answer.update(leader_epoch=partition_image.leader_epoch, end_offset=partition_log.log_end_offset)
+    elif 0 <= request.leader_epoch < partition_image.leader_epoch:
+        epoch, end = partition_log.epoch_end(request.leader_epoch)
+        answer.update(leader_epoch=epoch if epoch >= 0 else request.leader_epoch, end_offset=end)
     return answer
 
 
