@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
 from .log.manager import LogManager
@@ -127,7 +128,9 @@ class Broker:
         self._producer_ids: range = range(0)
         self._producer_id_lock = trio.Lock()
         # consumer groups (issue 4): offsets go through the metadata log; timers run in open_broker's nursery
-        self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms)
+        self._coordinating_since: tuple[int, int] | None = None  # (controller epoch, its first log end)
+        self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+                                       role=self if consensus is not None else None)
 
     @property
     def image(self) -> MetadataImage:
@@ -140,6 +143,32 @@ class Broker:
             return self.node_id
         leader = self.consensus.leader_id
         return -1 if leader is None else leader
+
+    # -- group coordination (cluster mode: the controller coordinates every group) --
+
+    def coordinator_error(self) -> ErrorCode | None:
+        """None if this node coordinates groups now (see :class:`~chronik.groups.coordinator.CoordinatorRole`).
+
+        The controller coordinates, once it has applied everything earlier
+        controllers committed (offsets included): until its first own entry
+        -- the new epoch's no-op, at the log end it had when it was first
+        seen leading -- is applied it answers COORDINATOR_LOAD_IN_PROGRESS.
+        """
+        consensus = self.consensus
+        if consensus is None:
+            return None
+        if consensus.role is not Role.LEADER:
+            self._coordinating_since = None
+            return ErrorCode.NOT_COORDINATOR
+        if self._coordinating_since is None or self._coordinating_since[0] != consensus.term:
+            self._coordinating_since = (consensus.term, consensus.log_end)
+        if consensus.commit_end < self._coordinating_since[1]:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+        return None
+
+    @property
+    def coordinator_epoch(self) -> int:
+        return 0 if self.consensus is None else self.consensus.term
 
     # -- metadata changes ------------------------------------------------------
 

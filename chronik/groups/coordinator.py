@@ -16,6 +16,17 @@ offsets is listed as Empty.
 Coordinator logic depends on the group id only, so every node of a cluster
 can compute the same coordinator for a group.
 
+Which node coordinates is the owner's business, told through a
+:class:`CoordinatorRole` (in cluster mode: the controller, once it has
+applied the entries of earlier epochs).  While this node does not coordinate,
+membership requests get NOT_COORDINATOR (or COORDINATOR_LOAD_IN_PROGRESS) so
+clients look the coordinator up again.  When coordination leaves this node,
+or its role epoch changes (another node may have coordinated meanwhile), the
+in-memory groups are dropped and parked JoinGroup/SyncGroup requests are
+answered NOT_COORDINATOR; committed offsets stay, they are in the replicated
+metadata image.  The change is noticed by the next request or by
+:meth:`GroupCoordinator.run` within :data:`ROLE_CHECK_SECONDS`.
+
 Invariants: a Group object is in ``_groups`` from its first JoinGroup until it
 is deleted; a group being deleted is Dead (its requests are refused) until the
 deletion is durable; ``_heaped[g]`` is the earliest timer entry queued for
@@ -45,6 +56,29 @@ OFFSET_METADATA_MAX_BYTES = 4096
 """Kafka's offset.metadata.max.bytes default."""
 
 GROUP_TYPE = "classic"
+
+ROLE_CHECK_SECONDS = 0.1
+"""How often :meth:`GroupCoordinator.run` checks whether this node still coordinates (cluster mode)."""
+
+
+class CoordinatorRole(Protocol):
+    """Whether this node coordinates groups now."""
+
+    def coordinator_error(self) -> ErrorCode | None:
+        """None if this node coordinates; else NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS."""
+
+    @property
+    def coordinator_epoch(self) -> int:
+        """Changes whenever coordination may have been elsewhere in between (the controller epoch)."""
+
+
+class StandaloneRole:
+    """A single node coordinates every group, always."""
+
+    coordinator_epoch = 0
+
+    def coordinator_error(self) -> ErrorCode | None:
+        return None
 
 
 class MetadataWriter(Protocol):
@@ -109,13 +143,15 @@ class GroupDescription:
 
 
 class _Waiter:
-    """The token of a parked JoinGroup/SyncGroup request: set once, by the reply."""
+    """The token of a parked JoinGroup/SyncGroup request: set once, by the reply
+    (or with ``refusal`` when this node stops coordinating)."""
 
-    __slots__ = ("event", "answer")
+    __slots__ = ("event", "answer", "refusal")
 
-    def __init__(self) -> None:
+    def __init__(self, refusal: JoinAnswer | SyncAnswer) -> None:
         self.event = trio.Event()
         self.answer: JoinAnswer | SyncAnswer | None = None
+        self.refusal = refusal
 
 
 def _new_member_id(prefix: str) -> str:
@@ -125,9 +161,13 @@ def _new_member_id(prefix: str) -> str:
 class GroupCoordinator:
     """Membership, rebalances and committed offsets of every group (see the module docstring)."""
 
-    def __init__(self, metadata: MetadataWriter, *, initial_rebalance_delay_ms: int) -> None:
+    def __init__(self, metadata: MetadataWriter, *, initial_rebalance_delay_ms: int,
+                 role: CoordinatorRole | None = None) -> None:
         self._metadata = metadata
         self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
+        self._role: CoordinatorRole = role if role is not None else StandaloneRole()
+        self._role_epoch = self._role.coordinator_epoch
+        self._parked: set[_Waiter] = set()
         self._groups: dict[str, Group] = {}
         self._timers: list[tuple[float, str]] = []
         self._heaped: dict[str, float] = {}
@@ -151,12 +191,44 @@ class GroupCoordinator:
         requests are not answered (their connections are being closed too).
         """
         task_status.started()
+        poll = not isinstance(self._role, StandaloneRole)
         while True:
             self._timers_changed = trio.Event()
             self._sleeping_until = self._timers[0][0] if self._timers else math.inf
-            with trio.move_on_at(self._sleeping_until / 1000.0):
+            wake_at = self._sleeping_until / 1000.0
+            if poll:
+                wake_at = min(wake_at, trio.current_time() + ROLE_CHECK_SECONDS)
+            with trio.move_on_at(wake_at):
                 await self._timers_changed.wait()
+            if poll:
+                self.availability()
             self._fire_due_timers(self._now())
+
+    # -- coordination --------------------------------------------------------------
+
+    def availability(self) -> ErrorCode | None:
+        """None if this node coordinates groups now, else the error to answer with.
+
+        Drops every in-memory group (see the module docstring) when
+        coordination left this node or its epoch changed.
+        """
+        error = self._role.coordinator_error()
+        epoch = self._role.coordinator_epoch
+        if (error == ErrorCode.NOT_COORDINATOR or epoch != self._role_epoch) and (self._groups or self._parked):
+            self._resign()
+        self._role_epoch = epoch
+        return error
+
+    def _resign(self) -> None:
+        log.info("no longer coordinating %d group(s); their members will rejoin the new coordinator", len(self._groups))
+        for waiter in self._parked:
+            if waiter.answer is None:
+                waiter.answer = waiter.refusal
+                waiter.event.set()
+        self._parked.clear()
+        self._groups.clear()
+        self._timers.clear()
+        self._heaped.clear()
 
     def _fire_due_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
@@ -189,7 +261,11 @@ class GroupCoordinator:
     async def _park(self, group: Group, waiter: _Waiter, replies: list[Reply]) -> Any:
         self._deliver(replies)
         self._schedule(group)
-        await waiter.event.wait()
+        self._parked.add(waiter)
+        try:
+            await waiter.event.wait()
+        finally:
+            self._parked.discard(waiter)
         return waiter.answer
 
     # -- membership --------------------------------------------------------------
@@ -202,6 +278,8 @@ class GroupCoordinator:
         """
         if not group_id:
             return JoinAnswer(ErrorCode.INVALID_GROUP_ID, request.member_id)
+        if (refused := self.availability()) is not None:
+            return JoinAnswer(refused, request.member_id)
         group = self._groups.get(group_id)
         if group is None:
             if request.member_id:
@@ -209,7 +287,7 @@ class GroupCoordinator:
             group = self._groups[group_id] = Group(
                 group_id, initial_rebalance_delay_ms=self.initial_rebalance_delay_ms, new_member_id=_new_member_id,
             )
-        waiter = _Waiter()
+        waiter = _Waiter(JoinAnswer(ErrorCode.NOT_COORDINATOR, request.member_id))
         answer = await self._park(group, waiter, group.join(self._now(), waiter, request))
         assert isinstance(answer, JoinAnswer)
         return answer
@@ -220,10 +298,12 @@ class GroupCoordinator:
 
         Cancellation: as for :meth:`join`.
         """
+        if group_id and (refused := self.availability()) is not None:
+            return SyncAnswer(refused)
         group = self._groups.get(group_id) if group_id else None
         if group is None:
             return SyncAnswer(ErrorCode.INVALID_GROUP_ID if not group_id else ErrorCode.UNKNOWN_MEMBER_ID)
-        waiter = _Waiter()
+        waiter = _Waiter(SyncAnswer(ErrorCode.NOT_COORDINATOR))
         replies = group.sync(self._now(), waiter, member_id, group_instance_id, generation, protocol_type,
                              protocol_name, assignments)
         answer = await self._park(group, waiter, replies)
@@ -231,6 +311,8 @@ class GroupCoordinator:
         return answer
 
     def heartbeat(self, group_id: str, member_id: str, group_instance_id: str | None, generation: int) -> ErrorCode:
+        if group_id and (refused := self.availability()) is not None:
+            return refused
         group = self._groups.get(group_id) if group_id else None
         if group is None:
             return ErrorCode.INVALID_GROUP_ID if not group_id else ErrorCode.UNKNOWN_MEMBER_ID
@@ -240,6 +322,8 @@ class GroupCoordinator:
         """LeaveGroup: (group-level error, an error per member)."""
         if not group_id:
             return ErrorCode.INVALID_GROUP_ID, [ErrorCode.INVALID_GROUP_ID] * len(members)
+        if (refused := self.availability()) is not None:
+            return refused, [refused] * len(members)
         group = self._groups.get(group_id)
         if group is None:
             return ErrorCode.NONE, [ErrorCode.UNKNOWN_MEMBER_ID] * len(members)
@@ -266,14 +350,20 @@ class GroupCoordinator:
         """Check an OffsetCommit and append the accepted offsets as one metadata command; never blocks.
 
         ``unknown_group`` is the error for a generation >= 0 commit to a group
-        that does not exist (ILLEGAL_GENERATION before v9, GROUP_ID_NOT_FOUND after).
+        that does not exist (ILLEGAL_GENERATION before v9, GROUP_ID_NOT_FOUND after);
+        a group with committed offsets but no members here answers UNKNOWN_MEMBER_ID.
         Commits staged in this order are applied in this order.
         """
         if not group_id:
             return StagedCommit([ErrorCode.INVALID_GROUP_ID] * len(offsets), [])
+        if (refused := self.availability()) is not None:
+            return StagedCommit([refused] * len(offsets), [])
         group = self._groups.get(group_id)
         if group is None:
-            problem = unknown_group if generation >= 0 else None
+            # a group known only by its offsets (its members joined another coordinator, or
+            # this one before a restart) exists, as in Kafka: an unknown member rejoins
+            exists = group_id in self.image.group_offsets
+            problem = None if generation < 0 else ErrorCode.UNKNOWN_MEMBER_ID if exists else unknown_group
         else:
             problem = group.commit_problem(self._now(), member_id, group_instance_id, generation)
         if problem is not None:
@@ -324,10 +414,12 @@ class GroupCoordinator:
         subscribe to (GROUP_SUBSCRIBED_TO_TOPIC otherwise).
         Cancellation: the deletion may still happen.
         """
-        group = self._groups.get(group_id)
-        stored = self.image.group_offsets.get(group_id)
         if not group_id:
             return ErrorCode.INVALID_GROUP_ID, []
+        if (refused := self.availability()) is not None:
+            return refused, []
+        group = self._groups.get(group_id)
+        stored = self.image.group_offsets.get(group_id)
         if (group is None and stored is None) or (group is not None and group.state == GroupState.DEAD):
             return ErrorCode.GROUP_ID_NOT_FOUND, []
         subscribed: set[str] = set()
@@ -356,7 +448,10 @@ class GroupCoordinator:
     # -- administration ------------------------------------------------------------
 
     def list_groups(self) -> list[GroupListing]:
-        """Every group with members or committed offsets (pitfall 18: assign()-only groups too)."""
+        """Every group with members or committed offsets (pitfall 18: assign()-only groups too);
+        none while this node does not coordinate (admin clients ask every node and merge)."""
+        if self.availability() is not None:
+            return []
         out = {
             group_id: GroupListing(group_id, group.protocol_type or "", group.state.value)
             for group_id, group in self._groups.items()
@@ -394,6 +489,8 @@ class GroupCoordinator:
         Cancellation: the deletion may still become durable; the group is
         forgotten either way.
         """
+        if (refused := self.availability()) is not None:
+            return refused
         group = self._groups.get(group_id)
         has_offsets = group_id in self.image.group_offsets
         if (group is None and not has_offsets) or (group is not None and group.state == GroupState.DEAD):

@@ -17,12 +17,15 @@ NO_AUTHORIZED_OPERATIONS = -2147483648
 
 
 def describe_group(ctx: RequestContext, group_id: str) -> dict[str, Any]:
-    described = ctx.broker.groups.describe(group_id)
+    refused = ctx.broker.groups.availability()
+    described = ctx.broker.groups.describe(group_id) if refused is None else None
     if described is None:
         missing = ctx.api_version >= 6
+        error = refused if refused is not None else ErrorCode.GROUP_ID_NOT_FOUND if missing else ErrorCode.NONE
         return {
-            "error_code": int(ErrorCode.GROUP_ID_NOT_FOUND if missing else ErrorCode.NONE),
-            "error_message": f"group {group_id!r} not found" if missing else None,
+            "error_code": int(error),
+            "error_message": (f"group {group_id!r} not found" if missing else None) if refused is None else
+            "this node does not coordinate groups now",
             "group_id": group_id, "group_state": GroupState.DEAD.value, "protocol_type": "", "protocol_data": "",
             "members": [], "authorized_operations": NO_AUTHORIZED_OPERATIONS,
         }

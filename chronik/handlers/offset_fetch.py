@@ -1,6 +1,8 @@
 """OffsetFetch (key 9): committed offsets (-1 where none), for one group (v1-7) or several (v8+).
 
-Null topics (v2+) ask for every committed offset of the group.
+Null topics (v2+) ask for every committed offset of the group.  A node that
+does not coordinate groups answers NOT_COORDINATOR (its copy of the offsets
+may lag the coordinator's).
 ``require_stable`` (v7+) needs no waiting: without transactions no offset
 commit is ever pending.  An empty group id is INVALID_GROUP_ID.  v9's member
 id and epoch belong to the consumer protocol and are not checked for
@@ -18,13 +20,13 @@ from .registry import RequestContext, handles
 
 def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None) -> dict[str, Any]:
     """One group's answer: ``topics`` and its group-level ``error_code``."""
-    if not group_id:
-        error = ErrorCode.INVALID_GROUP_ID
-        wanted: list[tuple[str, int]] | None = [(t.name, p) for t in topics or () for p in t.partition_indexes]
-        found = [(topic, partition, None) for topic, partition in wanted]
+    wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
+    refused = ErrorCode.INVALID_GROUP_ID if not group_id else ctx.broker.groups.availability()
+    if refused is not None:
+        error = refused
+        found: list[tuple[str, int, Any]] = [(topic, partition, None) for topic, partition in wanted or ()]
     else:
         error = ErrorCode.NONE
-        wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
         found = ctx.broker.groups.committed_offsets(group_id, wanted)
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for topic, partition, committed in found:

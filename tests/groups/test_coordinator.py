@@ -105,7 +105,10 @@ async def test_offsets_commit_fetch_delete(autojump_clock: Any) -> None:
                                               unknown_group=unknown)
     assert errors == [ErrorCode.NONE, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION]
     assert len(metadata.submitted) == 1
-    assert await coordinator.commit_offsets("simple", "m", None, 4, [offset("t", 0, 6)], unknown_group=unknown) == [unknown]
+    # "simple" exists by its offsets: a member of a generation it does not know must rejoin
+    assert await coordinator.commit_offsets("simple", "m", None, 4, [offset("t", 0, 6)], unknown_group=unknown) == [
+        ErrorCode.UNKNOWN_MEMBER_ID]
+    assert await coordinator.commit_offsets("nobody", "m", None, 4, [offset("t", 0, 6)], unknown_group=unknown) == [unknown]
     assert await coordinator.commit_offsets("", "", None, -1, [offset("t", 0, 6)], unknown_group=unknown) == [ErrorCode.INVALID_GROUP_ID]
     too_long = OffsetToCommit("t", 1, 1, -1, "x" * 5000)
     assert await coordinator.commit_offsets("simple", "", None, -1, [too_long], unknown_group=unknown) == [ErrorCode.OFFSET_METADATA_TOO_LARGE]
@@ -170,3 +173,49 @@ def test_offset_commands_round_trip_and_snapshot() -> None:
     assert set(image.group_offsets) == {"g"} and list(image.group_offsets["g"]) == [("u", 0)]
     assert image.apply(5, DeleteOffsets("g", [["u", 0]])) == 1 and image.group_offsets == {}
     assert image.apply(6, DeleteGroup("nobody")) == 0
+
+
+class SwitchableRole:
+    """A coordinator role a test flips: ``error`` None means this node coordinates."""
+
+    def __init__(self) -> None:
+        self.error: ErrorCode | None = None
+        self.coordinator_epoch = 1
+
+    def coordinator_error(self) -> ErrorCode | None:
+        return self.error
+
+
+async def test_losing_coordination_refuses_requests_and_releases_parked_joins(autojump_clock: Any) -> None:
+    metadata = MemoryMetadata()
+    metadata.image.apply(0, CreateTopic("t", uuid.uuid4().hex, [[1]]))
+    role = SwitchableRole()
+    coordinator = GroupCoordinator(metadata, initial_rebalance_delay_ms=3000, role=role)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(coordinator.run)
+        first = await coordinator.join("g", join_request())
+        parked: list[JoinAnswer] = []
+
+        async def join() -> None:
+            parked.append(await coordinator.join("g", join_request(first.member_id)))
+
+        nursery.start_soon(join)
+        await trio.sleep(1)  # parked in the initial rebalance delay
+        role.error = ErrorCode.NOT_COORDINATOR
+        await trio.sleep(0.2)  # the run loop notices within ROLE_CHECK_SECONDS
+        assert [a.error for a in parked] == [ErrorCode.NOT_COORDINATOR]
+        assert coordinator.group_state("g") is None
+        assert coordinator.heartbeat("g", first.member_id, None, 1) == ErrorCode.NOT_COORDINATOR
+        staged = coordinator.stage_commit("g", "", None, -1, [offset("t", 0, 5)], unknown_group=ErrorCode.ILLEGAL_GENERATION)
+        assert staged.errors == [ErrorCode.NOT_COORDINATOR] and metadata.submitted == []
+        assert coordinator.list_groups() == []
+        assert coordinator.availability() == ErrorCode.NOT_COORDINATOR
+
+        role.error = ErrorCode.COORDINATOR_LOAD_IN_PROGRESS  # elected again, still applying
+        assert (await coordinator.join("g", join_request())).error == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+        role.error = None
+        assert (await coordinator.join("g", join_request())).error == ErrorCode.MEMBER_ID_REQUIRED
+        assert coordinator.group_state("g") is not None
+        role.coordinator_epoch = 2  # coordination may have been elsewhere meanwhile: start afresh
+        assert coordinator.availability() is None and coordinator.group_state("g") is None
+        nursery.cancel_scope.cancel()
