@@ -13,7 +13,10 @@ workloads and stops the nodes (SIGTERM, then SIGKILL).  Workloads
                to the controller librdkafka would pick): against a follower
                and against the controller (metadata.commit=quorum), and on
                one single-node broker for comparison; the same two on a
-               cluster started with metadata.commit=leader
+               cluster started with metadata.commit=leader; then the
+               same creates from --create-clients connections at once
+               (one thread each, closed loop) to the follower and the
+               controller in both modes: the concurrent rate
   produce      batch produce, N x 256 B, linger.ms=5, acks=1 and acks=all,
                to an RF 1 and an RF 3 topic whose leader is the same
                (non-controller) node; the RF 3 / RF 1 acks=all ratio
@@ -25,6 +28,10 @@ workloads and stops the nodes (SIGTERM, then SIGKILL).  Workloads
                was produced after it; "not available" when no write is
                accepted within --failover-wait and the partition still has
                no live leader
+  election     on a fresh 3-node cluster: SIGKILL of the controller, then
+               one-topic creates sent to a surviving node until one
+               succeeds: time from the kill to that create's answer
+               (a new controller elected, registered and committing)
 
 Clients, rows, targets and the table are bench/broker.py's (librdkafka
 clients in separate processes, warmed up before the clock starts).  A node
@@ -58,7 +65,7 @@ from tests.integration.brokerproc import BrokerProcess  # noqa: E402
 from tests.integration.raw import Raw, request_frame  # noqa: E402
 from tests.integration.test_cluster import IDS, Cluster  # noqa: E402
 
-WORKLOADS = ("create", "produce", "inflight", "failover")
+WORKLOADS = ("create", "produce", "inflight", "failover", "election")
 NOT_AVAILABLE = "not available"
 
 
@@ -210,6 +217,103 @@ def sequential_creates(workload: str, node: BrokerProcess, count: int, targets: 
                       p99_ms=percentile_ms(latencies, 0.99), count=count, seconds=seconds, targets=targets)
 
 
+def concurrent_creates(workload: str, node: BrokerProcess, count: int, clients: int, targets: list[Target]) -> ClusterRow:
+    """``count`` one-topic creates from ``clients`` connections at once (a thread each, closed loop)."""
+    import threading
+
+    prefix = f"bench-{uuid.uuid4().hex[:6]}-cc"
+    shares = [list(range(c, count, clients)) for c in range(clients)]
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    failures: list[str] = []
+    ready = threading.Barrier(clients + 1)
+    go = threading.Event()
+
+    def client(index: int) -> None:
+        try:
+            with Raw(node, timeout=30) as connection:
+                create_on(connection, f"{prefix}-warmup-{index}")
+                ready.wait()
+                go.wait()
+                for i in shares[index]:
+                    t = time.perf_counter()
+                    connection.send(create_frame(f"{prefix}-{i}", None, i + 2))
+                    response = connection.read_frame()
+                    latencies[index].append(time.perf_counter() - t)
+                    check_created(response, f"{prefix}-{i}")
+        except Exception as exc:  # noqa: BLE001 - reported in the row
+            failures.append(f"{type(exc).__name__}: {exc}")
+            ready.abort()
+
+    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        ready.wait(60)
+    except threading.BrokenBarrierError:
+        pass
+    started = time.perf_counter()
+    go.set()
+    for thread in threads:
+        thread.join(300)
+    seconds = time.perf_counter() - started
+    if failures:
+        return ClusterRow(workload, error=failures[0])
+    merged = [x for per_client in latencies for x in per_client]
+    return ClusterRow(workload, msgs_per_s=count / seconds, p50_ms=percentile_ms(merged, 0.5),
+                      p99_ms=percentile_ms(merged, 0.99), count=count, seconds=seconds, targets=targets,
+                      extra={"clients": clients})
+
+
+def creates_on(nodes: Nodes, cluster: Cluster, controller: int, args: argparse.Namespace, mode: str,
+               targets: list[Target]) -> list[ClusterRow]:
+    """Sequential then concurrent creates via a follower and via the controller; ``mode`` names the rows."""
+    follower = next(i for i in IDS if i != controller)
+    rate_only = [t for t in targets if t.metric == "msgs_per_s"]
+
+    def name(*parts: str) -> str:
+        return "-".join(p for p in ("create", mode, *parts) if p)
+
+    rows = [with_cpu(nodes.pids, lambda: sequential_creates(name(where), cluster.nodes[node], args.topics, targets))
+            for where, node in (("fol", follower), ("ctl", controller))]
+    rows += [with_cpu(nodes.pids, lambda: concurrent_creates(name("conc", where), cluster.nodes[node], args.topics,
+                                                             args.create_clients, rate_only))
+             for where, node in (("fol", follower), ("ctl", controller))]
+    return rows
+
+
+def election(args: argparse.Namespace, root: Path) -> list[ClusterRow]:
+    """Kill the controller of a fresh cluster; time until a create sent to a survivor succeeds."""
+    cluster, nodes, controller = start_cluster(root / "election", [], args.timeout)
+    try:
+        survivor = next(i for i in IDS if i != controller)
+        create_topic(cluster.nodes[survivor], f"bench-{uuid.uuid4().hex[:6]}-before", [survivor])
+        row = ClusterRow("election", targets=[Target("p50_ms", False, 3000.0, "<= 3 s")],
+                         extra={"killed_controller": controller, "asked": survivor})
+        victim = cluster.nodes[controller]
+        assert victim.proc is not None
+        nodes.killed.add(controller)
+        killed_at = time.monotonic()
+        victim.proc.kill()
+        victim.proc.wait(10)
+        attempts, last_error = 0, ""
+        while time.monotonic() - killed_at < args.failover_wait:
+            attempts += 1
+            try:
+                create_topic(cluster.nodes[survivor], f"bench-{uuid.uuid4().hex[:6]}-after", [survivor])
+            except (RuntimeError, OSError) as exc:  # NOT_CONTROLLER, a timeout: no controller yet
+                last_error = str(exc)
+                time.sleep(0.02)
+                continue
+            row.p50_ms = (time.monotonic() - killed_at) * 1000
+            row.count = 1
+            row.extra["attempts"] = attempts
+            return [row]
+        row.error = f"{NOT_AVAILABLE} (no create accepted within {args.failover_wait:.0f} s: {last_error})"
+        return [row]
+    finally:
+        nodes.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # Workloads on the running cluster
 
@@ -232,9 +336,10 @@ class ClusterBench:
         return topic
 
     def create(self) -> list[ClusterRow]:
-        n = self.args.topics
-        return [with_cpu(self.nodes.pids, lambda: sequential_creates(workload, self.cluster.nodes[node], n, CREATE_TARGETS))
-                for workload, node in (("create-follower", self.followers[0]), ("create-ctrl", self.controller))]
+        return creates_on(self.nodes, self.cluster, self.controller, self.args, "", CREATE_TARGETS)
+
+    def election(self) -> list[ClusterRow]:
+        return election(self.args, Path(self.args.root))
 
     def batch_produce(self, workload: str, replicas: list[int], acks: str) -> ClusterRow:
         topic = self.topic(workload, replicas)
@@ -370,10 +475,8 @@ def single_node_creates(args: argparse.Namespace, root: Path) -> list[ClusterRow
 def leader_mode_creates(args: argparse.Namespace, root: Path) -> list[ClusterRow]:
     cluster, nodes, controller = start_cluster(root / "leader-mode", ["--metadata-commit", "leader"], args.timeout)
     try:
-        follower = next(i for i in IDS if i != controller)
         targets = [Target("p50_ms", False, 2.0, "p50 <= 2 ms"), Target("msgs_per_s", True, 500, ">= 500 topics/s")]
-        return [with_cpu(nodes.pids, lambda: sequential_creates(workload, cluster.nodes[node], args.topics, targets))
-                for workload, node in (("create-leader-fol", follower), ("create-leader-ctl", controller))]
+        return creates_on(nodes, cluster, controller, args, "leader", targets)
     finally:
         nodes.stop()
 
@@ -385,6 +488,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, help="N per batch produce row (default 1,000,000; 300,000 with --quick)")
     parser.add_argument("--seconds", type=float, help="duration of the in-flight loop (default 10; 5 with --quick)")
     parser.add_argument("--topics", type=int, help="topics per create row (default 1000; 200 with --quick)")
+    parser.add_argument("--create-clients", type=int, default=16, help="connections creating at once (concurrent rows)")
     parser.add_argument("--linger-ms", type=float, default=5.0, help="linger.ms of the batch producers")
     parser.add_argument("--failover-wait", type=float, default=10.0, help="how long to wait for a write after the kill")
     parser.add_argument("--timeout", type=float, default=300.0, help="per-workload timeout in seconds")
@@ -402,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     load_before = machine_note()
     root = Path(tempfile.mkdtemp(prefix="chronik-bench-cluster-", dir=args.data_parent or os.getcwd()))
+    args.root = str(root)
     nodes: Nodes | None = None
 
     def record(new_rows: list[ClusterRow]) -> None:
@@ -428,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster, nodes, controller = start_cluster(root / "quorum", [], 60)
         print(f"controller: node {controller}", flush=True)
         bench = ClusterBench(args, cluster, nodes, controller)
-        for workload in (w for w in WORKLOADS if w in args.workloads):  # failover last: it kills a node
+        for workload in (w for w in WORKLOADS if w in args.workloads):  # failover, election last: they kill nodes
             attempt(workload, getattr(bench, workload))
             if nodes.dead():
                 print("a node died; skipping the remaining workloads", file=sys.stderr)
