@@ -18,9 +18,11 @@ a retried batch is answered with its original offset and not stored again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -189,6 +191,21 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
             metrics.produce_duration.observe(time.perf_counter() - appended_at)
         return encoded_response(ctx, responses)
 
+    if not waits:
+        return await respond_when_durable()
     # Appended in request order above; the wait for the fsync is deferred so
-    # the connection's next requests join the same group commit.
-    return ctx.later(respond_when_durable) if waits else await respond_when_durable()
+    # the connection's next requests join the same group commit.  A wait for
+    # the fsync alone may complete in line (``ready``); one for the ISR has a
+    # deadline, so it needs a task of its own.
+    ready: Callable[[], bool] | None = None
+    if all(in_sync is None and info.appended is not None for _, _, info, in_sync in waits):
+        if len(waits) == 1:
+            _, partition_log, info, _ = waits[0]
+            ready = functools.partial(partition_log.durable_settled, info)
+        else:
+            ready = functools.partial(_all_durable_settled, waits)
+    return ctx.later(respond_when_durable, ready)
+
+
+def _all_durable_settled(waits: list[tuple[Any, PartitionLog, AppendInfo, Any]]) -> bool:
+    return all(partition_log.durable_settled(info) for _, partition_log, info, _ in waits)

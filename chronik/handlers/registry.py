@@ -15,7 +15,11 @@ order, one at a time, so whatever a handler does before returning (validate,
 append to a log) happens in request order.  A handler whose answer must wait
 (for durability, for new data) returns ``ctx.later(finish)`` instead: the
 connection goes on with the next request while ``finish()`` completes, and
-responses are still written in request order.
+responses are still written in request order.  If ``finish()`` only waits
+for something already under way (an fsync queued by the handler), pass
+``ready`` too -- a cheap predicate telling that ``finish()`` would return
+without waiting (and then without yielding): the connection then completes
+the answer in line, in order, without a task of its own.
 
 Cancellation: handlers are cancelled only when the connection or the server
 shuts down; a cancelled handler sends nothing.
@@ -64,9 +68,9 @@ class RequestContext:
         """The response of the negotiated version, built from ``data``/``values``."""
         return build(self.response_type, data, **values)
 
-    def later(self, finish: Callable[[], Awaitable[Any]]) -> "Deferred":
-        """A response that ``finish()`` will produce while the connection reads on."""
-        return Deferred(finish)
+    def later(self, finish: Callable[[], Awaitable[Any]], ready: Callable[[], bool] | None = None) -> "Deferred":
+        """A response that ``finish()`` will produce while the connection reads on (see the module docstring)."""
+        return Deferred(finish, ready)
 
     def encoded(self, payload: bytes, errors: frozenset[int]) -> "Encoded":
         """A response a hand-written encoder produced (response header included)."""
@@ -89,10 +93,12 @@ class Deferred:
     """A handler's answer still being completed (see the module docstring).
 
     ``finish()`` returns the response (or None for none); it runs in the
-    connection's nursery and is cancelled with the connection.
+    connection's nursery (or, with ``ready``, in its writer) and is cancelled
+    with the connection.
     """
 
     finish: Callable[[], Awaitable[Any]]
+    ready: Callable[[], bool] | None = None
 
 
 _REGISTRY: dict[int, Registration] = {}

@@ -279,6 +279,11 @@ class PartitionLog:
         self._in_flight.append((location.segment, location.position + location.size, self.log_end_offset))
         return AppendInfo(header.base_offset, header.last_offset, -1, appended)
 
+    def durable_settled(self, info: AppendInfo) -> bool:
+        """Whether the group commit of an append has ended (durable or failed): then
+        :meth:`wait_durable` returns or raises at once, without yielding.  Never blocks."""
+        return info.appended is not None and info.appended.batch.done.is_set()
+
     async def wait_durable(self, info: AppendInfo) -> None:
         """Return once the batch is durable (and so below the high watermark).
 

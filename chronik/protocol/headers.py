@@ -34,6 +34,7 @@ from .errors import MalformedMessage
 from .primitives import INT16, INT32, BytesLike, read_unsigned_varint
 
 _FIXED = struct.Struct(">hhi")
+_FIXED_AND_CLIENT_ID = struct.Struct(">hhih")  # v1 and v2: then the client_id length
 _EMPTY_TAGGED_FIELDS = b"\x00"
 
 
@@ -101,22 +102,29 @@ def parse_request_header(frame: BytesLike, header_version: int) -> RequestHeader
     """
     if header_version not in (0, 1, 2):
         raise ValueError(f"no request header version {header_version}")
-    api_key, api_version, correlation_id = _fixed_part(frame)
-    pos = _FIXED.size
+    if header_version == 0:
+        api_key, api_version, correlation_id = _fixed_part(frame)
+        return RequestHeader(api_key, api_version, correlation_id, None, 0, _FIXED.size)
+    try:
+        api_key, api_version, correlation_id, length = _FIXED_AND_CLIENT_ID.unpack_from(frame, 0)
+    except struct.error:
+        _fixed_part(frame)  # raises if even the fixed part is missing
+        raise MalformedMessage(f"malformed request header v{header_version}: truncated client_id") from None
+    pos = _FIXED_AND_CLIENT_ID.size
     client_id = None
     try:
-        if header_version >= 1:
-            (length,) = INT16.unpack_from(frame, pos)
-            pos += INT16.size
-            if length >= 0:
-                if pos + length > len(frame):
-                    raise ValueError(f"client_id of {length} bytes overruns the frame")
-                client_id = bytes(frame[pos : pos + length]).decode("utf-8", "replace")
-                pos += length
-            elif length != -1:
-                raise ValueError(f"negative client_id length {length}")
+        if length >= 0:
+            if pos + length > len(frame):
+                raise ValueError(f"client_id of {length} bytes overruns the frame")
+            client_id = str(frame[pos : pos + length], "utf-8", "replace")
+            pos += length
+        elif length != -1:
+            raise ValueError(f"negative client_id length {length}")
         if header_version == 2:
-            pos = _skip_tagged_fields(frame, pos)
+            if pos < len(frame) and frame[pos] == 0:  # no tagged field: the usual case
+                pos += 1
+            else:
+                pos = _skip_tagged_fields(frame, pos)
     except (ValueError, struct.error) as exc:
         raise MalformedMessage(f"malformed request header v{header_version}: {exc}") from exc
     return RequestHeader(api_key, api_version, correlation_id, client_id, header_version, pos)

@@ -7,7 +7,9 @@ returns a ``kio.schema.produce.v9.response.ProduceResponse``.
 
 Decoding (untrusted bytes): :func:`.prescan.prescan` walks the body first,
 bounding every length and cutting out unknown tagged fields, then kio's native
-reader builds the objects.  Any malformation surfaces as
+reader builds the objects.  (A ProduceRequest is first walked by the faster
+hand-written :func:`.produce_request.scan_produce_request`; only what it does
+not call plain goes through the generic walk.)  Any malformation surfaces as
 :class:`~.errors.MalformedMessage`.  Bytes after the body are ignored, as Kafka
 does.  The frame must not be mutated while it is decoded; decoded values never
 refer to it (kio copies strings and record payloads out).
@@ -47,8 +49,12 @@ from .headers import (
     response_header_version,
 )
 from .prescan import prescan
+from .produce_request import FIRST_VERSION as PRODUCE_FIRST
+from .produce_request import LAST_VERSION as PRODUCE_LAST
+from .produce_request import scan_produce_request
 from .primitives import BytesLike
 
+PRODUCE_KEY: Final = 0
 _ZERO_COPY_MIN_BYTES: Final = 4096
 """Writes at least this large are kept by reference instead of copied."""
 
@@ -131,11 +137,23 @@ def _decode(schema: type[_P], frame: BytesLike, offset: int) -> _P:
         # kio only parses read-only buffers (so that it may release the GIL).
         frame = memoryview(frame).toreadonly()
     try:
-        body, start, _end = prescan(schema, frame, offset)
+        fast_scan = _FAST_SCANS.get(schema)
+        if fast_scan is not None and fast_scan(frame, offset) is not None:
+            body, start = frame, offset
+        else:
+            body, start, _end = prescan(schema, frame, offset)
         message, _size = _reader(schema)(body, start)
     except _KIO_DECODE_ERRORS as exc:
         raise MalformedMessage(f"malformed {schema.__module__}.{schema.__qualname__}: {exc}") from exc
     return cast(_P, message)
+
+
+_FAST_SCANS: Final[dict[type, Callable[[BytesLike, int], int | None]]] = {
+    request_schema(PRODUCE_KEY, version): functools.partial(scan_produce_request, version)
+    for version in range(PRODUCE_FIRST, PRODUCE_LAST + 1)
+}
+"""Hand-written pre-scans of the hottest bodies: where one says the body is the
+plain case, kio reads it as is; otherwise the generic pre-scan decides."""
 
 
 @functools.cache

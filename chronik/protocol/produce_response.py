@@ -15,6 +15,7 @@ every structure; its response header (v1) also ends with one.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -24,7 +25,9 @@ from .primitives import encode_unsigned_varint
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 _PARTITION_V3 = struct.Struct(">ihqq")  # index, error_code, base_offset, log_append_time
-_INT64 = struct.Struct(">q")
+_PARTITION_V5 = struct.Struct(">ihqqq")  # and log_start_offset
+_NO_ERRORS = b"\x00\x00\x00\x00\xff\xff"  # v8: empty record_errors, null error_message
+_NO_ERRORS_FLEXIBLE = b"\x01\x00\x00"  # v9: the same, compact, then no tagged fields
 _NO_TAGS = b"\x00"
 FIRST_VERSION = 3
 LAST_VERSION = 9
@@ -40,7 +43,9 @@ class PartitionProduceResult(NamedTuple):
     error_message: str | None
 
 
+@functools.lru_cache(maxsize=4096)
 def _string(value: str, flexible: bool) -> bytes:
+    """A (topic name) string's encoding; cached, as a producer names the same few topics again and again."""
     data = value.encode()
     return (encode_unsigned_varint(len(data) + 1) if flexible else _INT16.pack(len(data))) + data
 
@@ -73,10 +78,14 @@ def encode_produce_response(
         out.append(_string(name, flexible))
         out.append(_count(len(partitions), flexible))
         for p in partitions:
-            out.append(_PARTITION_V3.pack(p.index, p.error_code, p.base_offset, p.log_append_time))
             if version >= 5:
-                out.append(_INT64.pack(p.log_start_offset))
+                out.append(_PARTITION_V5.pack(p.index, p.error_code, p.base_offset, p.log_append_time, p.log_start_offset))
+            else:
+                out.append(_PARTITION_V3.pack(p.index, p.error_code, p.base_offset, p.log_append_time))
             if version >= 8:
+                if p.error_message is None:  # the usual case: no record errors, no message (and no tags)
+                    out.append(_NO_ERRORS_FLEXIBLE if flexible else _NO_ERRORS)
+                    continue
                 out.append(_count(0, flexible))  # record_errors
                 out.append(_nullable_string(p.error_message, flexible))
             if flexible:

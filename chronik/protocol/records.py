@@ -48,7 +48,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import cramjam
 import lz4.frame  # type: ignore[import-untyped]
@@ -123,9 +123,12 @@ class ControlRecordType(enum.IntEnum):
     COMMIT = 1
 
 
-@dataclass(frozen=True, slots=True)
-class BatchHeader:
-    """The 61-byte header of a v2 record batch, as stored."""
+class BatchHeader(NamedTuple):
+    """The 61-byte header of a v2 record batch, as stored.
+
+    A named tuple rather than a frozen dataclass: the produce path parses each
+    batch's header more than once, and a tuple is built several times faster.
+    """
 
     base_offset: int
     batch_length: int

@@ -32,6 +32,7 @@ durable (the WAL owns that), it is only not answered.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import MISSING, fields
@@ -145,32 +146,42 @@ async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> Buff
     except UnsupportedVersion:  # registered but unknown to the codec: cannot happen (handles() checks)
         return encode_frame(unsupported_version_response(api_key, api_version, correlation_id))
     ctx = RequestContext(broker, header, client_host)
-    started = time.perf_counter()
+    return await _answer(ctx, registration.handle(ctx, request), time.perf_counter())
 
-    async def answer(work: Awaitable[Any]) -> Buffers | PendingResponse | None:
-        """Await the handler (or its deferred part) and encode what it returns."""
-        try:
-            response = await work
-            if isinstance(response, Deferred):
-                return PendingResponse(lambda: answer(response.finish()))
-            if isinstance(response, Encoded):
-                broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started,
-                                              {_error_name(code) for code in response.errors})
-                return encode_frame([response.payload])
-            buffers = None if response is None else encode_frame(encode_response(api_key, api_version, correlation_id, response))
-        except Exception:
-            log.exception("handler of API %d v%d failed for %s", api_key, api_version, client_host)
-            broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, {"UNKNOWN_SERVER_ERROR"})
-            schema = response_schema(api_key, api_version)
-            if not has_top_level_error(schema):
-                raise _CloseConnection from None
-            response = error_response(schema, ErrorCode.UNKNOWN_SERVER_ERROR)
-            return encode_frame(encode_response(api_key, api_version, correlation_id, response))
-        errors = {_error_name(code) for code in error_codes(response)} if response is not None else set()
-        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, errors)
-        return buffers
 
-    return await answer(registration.handle(ctx, request))
+# Module-level functions, not closures of handle_frame: a closure that refers
+# to itself (as a deferred answer's would) is a reference cycle, left for the
+# garbage collector -- several objects per request, collected in long pauses.
+
+
+async def _answer(ctx: RequestContext, work: Awaitable[Any], started: float) -> Buffers | PendingResponse | None:
+    """Await the handler (or its deferred part) and encode what it returns."""
+    broker = ctx.broker
+    api_key, api_version, correlation_id = ctx.header.api_key, ctx.header.api_version, ctx.header.correlation_id
+    try:
+        response = await work
+        if isinstance(response, Deferred):
+            return PendingResponse(functools.partial(_answer_deferred, ctx, response, started), response.ready)
+        if isinstance(response, Encoded):
+            broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started,
+                                          {_error_name(code) for code in response.errors})
+            return encode_frame([response.payload])
+        buffers = None if response is None else encode_frame(encode_response(api_key, api_version, correlation_id, response))
+    except Exception:
+        log.exception("handler of API %d v%d failed for %s", api_key, api_version, ctx.client_host)
+        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, {"UNKNOWN_SERVER_ERROR"})
+        schema = response_schema(api_key, api_version)
+        if not has_top_level_error(schema):
+            raise _CloseConnection from None
+        response = error_response(schema, ErrorCode.UNKNOWN_SERVER_ERROR)
+        return encode_frame(encode_response(api_key, api_version, correlation_id, response))
+    errors = {_error_name(code) for code in error_codes(response)} if response is not None else set()
+    broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, errors)
+    return buffers
+
+
+def _answer_deferred(ctx: RequestContext, deferred: Deferred, started: float) -> Awaitable[Buffers | PendingResponse | None]:
+    return _answer(ctx, deferred.finish(), started)
 
 
 def _error_name(code: int) -> str:

@@ -65,6 +65,7 @@ class BrokerMetrics:
             ["api", "error"],
             registry=r,
         )
+        self._per_api: dict[str, tuple[Counter, Histogram]] = {}
         self.request_duration = Histogram(
             "chronik_request_duration_seconds",
             "Time from a request's arrival to its response being queued for sending "
@@ -158,8 +159,11 @@ class BrokerMetrics:
 
     def record_request(self, api: str, seconds: float, errors: frozenset[str] | set[str] = frozenset()) -> None:
         """One finished request: count it, its latency, and each distinct error name in its response."""
-        self.requests.labels(api).inc()
-        self.request_duration.labels(api).observe(seconds)
+        children = self._per_api.get(api)
+        if children is None:  # looking a labelled child up costs as much as updating it: once per API
+            children = self._per_api[api] = (self.requests.labels(api), self.request_duration.labels(api))
+        children[0].inc()
+        children[1].observe(seconds)
         for error in errors:
             self.request_errors.labels(api, error).inc()
 

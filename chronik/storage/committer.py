@@ -227,10 +227,19 @@ class GroupCommitter:
     async def wait_durable(self, batch: CommitBatch) -> None:
         """Return once ``batch`` is durable; raise its error if it failed.
 
+        Returns (or raises) without yielding when the batch has already
+        settled: the connection writer finishes every produce answer a group
+        commit made ready in one go, without a trip through the scheduler
+        each (see :mod:`chronik.server.connection`).  A batch never settles
+        before the first wait on it could start (the append that created it
+        returns first), so no loop of appends and waits can spin without
+        yielding.
+
         Cancellation: cancelling the wait does not withdraw the append -- it
         is still written and synced; only this caller stops waiting.
         """
-        await batch.done.wait()
+        if not batch.done.is_set():
+            await batch.done.wait()
         if batch.error is not None:
             raise batch.error
 
@@ -257,7 +266,8 @@ class GroupCommitter:
         """Flush batches in order until closed (and drained) or failed.
 
         Cancellation: a flush in progress finishes (the backend shields it);
-        then every unflushed batch fails with :class:`CommitterClosed`.
+        then every unflushed batch fails with :class:`CommitterClosed`, and so
+        does every later append.
         """
         task_status.started()
         try:
@@ -274,6 +284,11 @@ class GroupCommitter:
                 self._queue.popleft()
                 await self._flush(batch)
         finally:
+            # Refuse appends from now on: a task still running (a request being
+            # handled while the broker is cancelled) would otherwise queue a batch
+            # nobody writes, and whoever waits for it -- a log's shielded close --
+            # would wait forever.
+            self._closing = True
             closed = CommitterClosed(f"group committer of {self.directory!r} stopped before the append was durable")
             for batch in self._queue:
                 batch.finish(self._failure or closed)
