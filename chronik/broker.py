@@ -68,6 +68,7 @@ from .storage.files import read_file, replace_file_durably
 
 if TYPE_CHECKING:
     from .cluster.metadata import ReplicatedMetadataLog
+    from .cluster.network import Network
     from .cluster.node import ConsensusNode
 
 log = logging.getLogger(__name__)
@@ -415,20 +416,30 @@ def _voters_cluster_id(config: BrokerConfig) -> str:
 
 
 @asynccontextmanager
-async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
+async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = None, network: "Network | None" = None,
+                      rng: random.Random | None = None) -> AsyncIterator[Broker]:
     """Recover the data directory and yield a ready :class:`Broker` (see the module docstring).
+
+    The keyword arguments are for tests that run whole clusters in one
+    process (``tests/cluster/test_cluster_simulation.py``): ``backend``, a
+    storage backend instance to use instead of creating ``config.wal_backend``
+    (the caller's: not closed here); ``network``, how cluster mode reaches its
+    peers (:mod:`chronik.cluster.network`; None: TCP); ``rng``, the Raft
+    node's randomness (election timeouts, backoff jitter; None: unseeded).
 
     Raises :class:`~chronik.storage.UnknownBackendError` for an unusable WAL
     backend and ``OSError`` for an unusable data directory.
     """
     started = time.perf_counter()
     data_dir = str(config.data_dir)
-    backend = create_backend(config.wal_backend)
+    owned = backend is None
+    if backend is None:
+        backend = create_backend(config.wal_backend)
     backend.make_dirs(data_dir)
     cluster_id = _load_cluster_id(backend, data_dir) if len(config.peers) < 2 else _voters_cluster_id(config)
     try:
         async with open_group_committer(backend, data_dir, get_profile(config.wal_profile)) as committer, \
-                _open_metadata(config, committer, backend, data_dir) as (metadata, consensus):
+                _open_metadata(config, committer, backend, data_dir, network, rng) as (metadata, consensus):
             logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes,
                               replica_of=None if consensus is None else config.node_id)
             broker = Broker(config, metadata, logs, cluster_id, consensus)
@@ -464,17 +475,19 @@ async def open_broker(config: BrokerConfig) -> AsyncIterator[Broker]:
                 with trio.CancelScope(shield=True):
                     await logs.aclose()
     finally:
-        with trio.CancelScope(shield=True):
-            await backend.aclose()
+        if owned:
+            with trio.CancelScope(shield=True):
+                await backend.aclose()
 
 
 @asynccontextmanager
 async def _open_metadata(
     config: BrokerConfig, committer: GroupCommitter, backend: StorageBackend, data_dir: str,
+    network: "Network | None" = None, rng: random.Random | None = None,
 ) -> AsyncIterator[tuple["MetadataLog | ReplicatedMetadataLog", "ConsensusNode | None"]]:
     """The metadata log, and in cluster mode the Raft voter that feeds it; closed on exit."""
     if len(config.peers) < 2:
-        metadata = MetadataLog.open(committer, data_dir)
+        metadata = MetadataLog.open(committer, data_dir, snapshot_every=config.metadata_snapshot_every)
         try:
             yield metadata, None
         finally:
@@ -482,19 +495,20 @@ async def _open_metadata(
                 await metadata.aclose()
         return
     from .cluster.metadata import ReplicatedMetadataLog
+    from .cluster.network import TCP
     from .cluster.node import open_raft_node
-    from .cluster.transport import open_replication_listener
 
-    replicated = ReplicatedMetadataLog(commit_mode=config.metadata_commit)
-    listener = await open_replication_listener(str(config.replication_listen))
+    network = network or TCP
+    replicated = ReplicatedMetadataLog(commit_mode=config.metadata_commit, snapshot_every=config.metadata_snapshot_every)
+    listener = await network.listen(str(config.replication_listen))
     voters = {peer.id: str(peer.replication) for peer in config.peers}
     # The Raft log has a group committer of its own; a backend's sync worker
     # runs one write_and_sync at a time, so it gets a backend of its own too
     # (created and closed by open_raft_node), except the in-memory one.
     raft_backend: StorageBackend | str = backend if isinstance(backend, MemoryBackend) else config.wal_backend
     async with open_raft_node(
-        config.node_id, voters, f"{data_dir}/{RAFT_DIR}", rng=random.Random(), backend=raft_backend, listener=listener,
-        on_commit=replicated.apply_committed, commit_profile=config.wal_profile,
+        config.node_id, voters, f"{data_dir}/{RAFT_DIR}", rng=rng or random.Random(), backend=raft_backend, listener=listener,
+        network=network, on_commit=replicated.apply_committed, commit_profile=config.wal_profile,
     ) as node:
         replicated.node = node
         node.answer_forwards_when_durable = config.metadata_commit == "leader"

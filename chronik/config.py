@@ -445,6 +445,9 @@ _SETTINGS_LIST = (
              default_doc="native when the C extension is built, else python"),
     _Setting("wal_profile", _Choice(_wal_profiles, metavar="PROFILE"), "Group-commit profile (latency vs batch size).", "broker"),
     _Setting("log_level", _Choice(lambda: LOG_LEVELS, lower=True, metavar="LEVEL"), "Logging level.", "broker"),
+    _Setting("metadata_snapshot_every", _Int(1),
+             "Metadata commands applied between two snapshots of the metadata image (the metadata log, "
+             "in cluster mode the Raft log, is compacted below each).", "broker"),
     _kafka("auto.create.topics.enable", _Bool(), "Create a topic when a client asks for one that does not exist."),
     _kafka("num.partitions", _Int(1, 1_000_000), "Partitions of an auto-created topic."),
     _kafka("message.max.bytes", _Int(0), "Largest record batch accepted (topic default max.message.bytes)."),
@@ -507,6 +510,7 @@ class BrokerConfig:
     wal_backend: str = ""
     wal_profile: str = "low-latency"
     log_level: str = "info"
+    metadata_snapshot_every: int = 10_000
     # Kafka broker settings (Kafka name: dots -> underscores)
     auto_create_topics_enable: bool = True
     num_partitions: int = 1

@@ -94,7 +94,58 @@ class AppendResponse:
     durable_end: int
 
 
-Message = Union[VoteRequest, VoteResponse, AppendRequest, AppendResponse]
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state machine's state after applying every entry below ``end``.
+
+    ``epoch`` is the epoch of the entry at ``end - 1`` (0 when ``end == 0``):
+    a log that continues the snapshot starts at ``end`` and its previous
+    entry is taken to have that epoch (Raft's lastIncludedIndex/Term).
+    ``data`` is opaque to consensus (the metadata image, in the broker).
+    """
+
+    end: int
+    epoch: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """InstallSnapshot (Raft section 7): one chunk of the leader's snapshot.
+
+    Sent instead of an AppendRequest to a follower that needs entries the
+    leader compacted away.  ``chunk`` holds bytes ``position`` ..
+    ``position + len(chunk)`` of the snapshot's ``data`` (``size`` bytes in
+    all) covering offsets below ``end``, the entry at ``end - 1`` of epoch
+    ``epoch``.  Chunks go one at a time (each answered), so a frame is
+    bounded by the chunk size whatever the size of the snapshot.
+    """
+
+    term: int
+    src: int
+    dst: int
+    end: int
+    epoch: int
+    size: int
+    position: int
+    chunk: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResponse:
+    """The follower's answer about the snapshot ending at ``end``: it holds its
+    first ``received`` bytes (the leader sends on from there; 0: start again),
+    or, with ``done``, it has installed it (or already had those offsets)."""
+
+    term: int
+    src: int
+    dst: int
+    end: int
+    received: int
+    done: bool
+
+
+Message = Union[VoteRequest, VoteResponse, AppendRequest, AppendResponse, SnapshotRequest, SnapshotResponse]
 
 
 @dataclass(frozen=True, slots=True)

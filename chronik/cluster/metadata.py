@@ -38,10 +38,19 @@ last replication round trip, ~1 ms on a LAN).
 Metadata offsets are Raft offsets; a new leader's control entry takes an
 offset too, so the image's ``applied_offset`` may skip numbers.
 
-Restart: the image starts empty and the Raft log is replayed as the node
-learns the commit point from the leader (entries already applied are
-skipped).  There are no metadata snapshots in cluster mode yet, and a node
-that cannot reach a majority serves an empty (or stale) image meanwhile.
+Snapshots: every ``snapshot_every`` applied commands the image is encoded
+(the single-node snapshot document, :func:`chronik.metadata.log.encode_image`)
+and handed to the consensus node (:meth:`ConsensusNode.save_snapshot`),
+which makes it durable and compacts the Raft log below it.  The node hands
+snapshots back through ``on_commit`` too: the newest one on disk at start,
+and the leader's when this node was too far behind to catch up from the log;
+:meth:`ReplicatedMetadataLog.apply_committed` then replaces the image by it
+(listeners are called with ``command`` None: the image changed wholesale).
+
+Restart: the image starts from the newest snapshot (or empty) and only the
+Raft log after it is replayed, as the node learns the commit point from the
+leader.  A node that cannot reach a majority serves that (possibly stale)
+image meanwhile.
 """
 
 from __future__ import annotations
@@ -52,8 +61,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..metadata.commands import Command, decode_command, encode_command
 from ..metadata.image import CommandRejected, MetadataImage
-from ..metadata.log import Listener
-from .node import CommitUncertain, CommittedEntry, NotLeaderError
+from ..metadata.log import Listener, decode_image, encode_image
+from .node import CommitUncertain, CommittedEntry, NotLeaderError, Snapshot
 
 if TYPE_CHECKING:
     from .node import ConsensusNode
@@ -64,12 +73,20 @@ RESULTS_KEPT = 4096
 """Results of recently applied offsets kept for their submitters (a submitter
 asks right after its offset is applied; older ones are never asked for)."""
 
+SNAPSHOT_EVERY = 10_000
+"""Applied commands between two snapshots of the image (as on a single node)."""
+
 
 class ReplicatedMetadataLog:
     """The metadata image fed by the Raft log (see the module docstring)."""
 
-    def __init__(self, submit_timeout: float = 10.0, commit_mode: str = "quorum") -> None:
+    def __init__(self, submit_timeout: float = 10.0, commit_mode: str = "quorum",
+                 snapshot_every: int = SNAPSHOT_EVERY) -> None:
+        if snapshot_every < 1:
+            raise ValueError("snapshot_every must be >= 1")
         self.image = MetadataImage()
+        self.snapshot_every = snapshot_every
+        self._since_snapshot = 0  # commands applied since the last snapshot (taken or loaded)
         self.node: ConsensusNode | None = None
         self.submit_timeout = submit_timeout
         self.commit_mode = commit_mode
@@ -85,8 +102,12 @@ class ReplicatedMetadataLog:
         """Call ``listener(offset, command, result, rejection)`` after each apply."""
         self._listeners.append(listener)
 
-    def apply_committed(self, entry: CommittedEntry) -> None:
-        """Apply one committed entry (in offset order); replayed offsets are skipped."""
+    def apply_committed(self, entry: CommittedEntry | Snapshot) -> None:
+        """Apply one committed entry (in offset order; replayed offsets are skipped),
+        or replace the image by a snapshot."""
+        if isinstance(entry, Snapshot):
+            self._load_snapshot(entry)
+            return
         if entry.offset <= self.image.applied_offset:
             return
         command = decode_command(entry.payload)
@@ -106,6 +127,25 @@ class ReplicatedMetadataLog:
         self._announce = False
         for listener in self._listeners:
             listener(entry.offset, command, result, error)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every and self.node is not None:
+            self._since_snapshot = 0
+            self.node.save_snapshot(Snapshot(entry.offset + 1, entry.epoch, encode_image(self.image)))
+
+    def _load_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the image by ``snapshot`` (everything below ``snapshot.end`` applied)."""
+        try:
+            image = decode_image(snapshot.data)
+        except (ValueError, KeyError, TypeError) as exc:  # the Raft snapshot passed its CRC: a bug
+            raise ValueError(f"metadata snapshot ending at {snapshot.end} does not decode: {exc}") from exc
+        self.image = image
+        self._spec, self._spec_last = None, None  # rebuilt from the new image when next needed
+        self._predicted.clear()
+        self._since_snapshot = 0
+        log.info("metadata image loaded from a snapshot at offset %d (applied offset %d)", snapshot.end - 1,
+                 image.applied_offset)
+        for listener in self._listeners:
+            listener(snapshot.end - 1, None, None, None)  # type: ignore[arg-type]
 
     async def submit(self, command: Command) -> Any:
         """Commit ``command`` through the controller, apply it here, return its result.
@@ -123,6 +163,8 @@ class ReplicatedMetadataLog:
                 result, error = self._predict(offset, epoch)
             else:
                 offset = await self.node.submit(encode_command(command), timeout=self.submit_timeout)
+                if offset not in self._results:  # reached this node inside a snapshot: applied, result unknown here
+                    raise CommitUncertain(f"metadata offset {offset} was committed, but its result is not known here")
                 result, error = self._results.pop(offset)
         except NotLeaderError:
             raise CommandRejected("NOT_CONTROLLER", "no controller is available (no majority of voters reachable)") from None
@@ -138,7 +180,7 @@ class ReplicatedMetadataLog:
         predicted = self._predicted.get(offset)
         node = self.node
         assert node is not None
-        if predicted is None and offset < node.commit_end and node.entry(offset).epoch == epoch and offset in self._results:
+        if predicted is None and offset < node.commit_end and node.epoch_at(offset) == epoch and offset in self._results:
             return self._results[offset]  # committed (and applied) before there was a prediction image
         if predicted is None or predicted[0] != epoch:
             raise CommitUncertain(f"no prediction for metadata offset {offset} (epoch {epoch})")
@@ -150,9 +192,13 @@ class ReplicatedMetadataLog:
         assert node is not None
         if self._spec is not None and self._spec_last is not None:
             offset, epoch = self._spec_last
-            if offset >= node.commit_end and (offset >= node.log_end or node.entry(offset).epoch != epoch):
-                self._spec = None  # that suffix was truncated: start again from the committed image
+            if offset >= node.commit_end and node.epoch_at(offset) != epoch:
+                self._spec = None  # that suffix was truncated (or replaced by a snapshot): start again
+        if self._spec is not None and self._spec_end < node.log_start:
+            self._spec = None  # an installed snapshot overtook it
         if self._spec is None:
+            if node.commit_end < node.log_start:
+                return  # an installed snapshot is not applied yet: nothing to predict from
             self._spec = self.image.copy()
             self._spec_end, self._spec_last = node.commit_end, None
         spec = self._spec

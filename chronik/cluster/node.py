@@ -16,19 +16,30 @@ group committer's task for ``log_durable``, the hard-state writer for
 ``hard_state_durable``, a caller for ``propose``).  The actions it returns go
 to one FIFO queue which is drained at once, synchronously, by the call that
 filled it -- unless a drain is already running higher up the stack (a commit
-callback that proposes), or a truncation is in progress: ``TruncateLog``
-must wait for the WAL's appends in flight, so it hands the queue to the
-truncation task, which truncates and then drains the rest.  So actions run
-in exactly the order the core made them.  ``PersistHardState`` goes to one
+callback that proposes), or a log rewrite is in progress: ``TruncateLog``
+and ``InstallSnapshot`` must wait for the WAL's appends in flight, so they
+hand the queue to the rewrite task, which does the work durably and then
+drains the rest.  So actions run in exactly the order the core made them.  ``PersistHardState`` goes to one
 writer task that writes in issue order (a queued write that a newer one
 supersedes is skipped; only written states are reported durable).  Log
 durability comes from the WAL's ``on_durable`` hook.
 
 Committed entries are applied in offset order through ``on_commit`` and
 :meth:`ConsensusNode.committed`; ``control`` entries (a new leader's no-op)
-are skipped but take an offset.  After a restart the commit end starts at 0
-again, so every committed entry is delivered again (the state machine replays
-from the start; snapshots are the next step).
+are skipped but take an offset.
+
+Snapshots: ``on_commit`` also receives :class:`~.messages.Snapshot` objects,
+each meaning "reset the state machine to ``data``; the next entry delivered
+is at ``end``": at start, the newest snapshot on disk (before any entry, and
+before the node serves), and on a follower that installs its leader's
+snapshot (log line ``installed snapshot at X from leader N``).  After a
+restart the commit end starts at the snapshot's end, so only the entries
+after it are delivered again.  The state machine takes snapshots itself and
+hands them to :meth:`ConsensusNode.save_snapshot` (state after the entry at
+``end - 1``); one task writes them durably, one at a time (a newer one queued
+supersedes an older one not yet started), then the core forgets the entries
+below and the WAL segments wholly below the older kept snapshot are deleted
+(log line ``snapshot taken at offset X``, X = ``end - 1``).
 
 A failure of the disk (``LogDirectoryFailed``) or a broken invariant
 (``ConsensusError``) propagates out of the task that met it and so out of
@@ -50,7 +61,7 @@ import trio
 
 from ..storage import DEFAULT_PROFILE, StorageBackend, create_backend, open_group_committer
 from . import raft
-from .messages import Message
+from .messages import Message, Snapshot
 from .raft import NotLeader, RaftConfig, RaftNode, Role
 from .storage import RaftStorage
 from .transport import (
@@ -58,12 +69,17 @@ from .transport import (
     DEFAULT_SEND_QUEUE,
     ForwardFailed,
     RaftTransport,
-    open_replication_listener,
 )
+from .network import TCP, Network
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CommitUncertain", "CommittedEntry", "ConsensusNode", "NotLeaderError", "ProposalLost", "open_raft_node"]
+__all__ = [
+    "CommitUncertain", "CommittedEntry", "ConsensusNode", "NotLeaderError", "ProposalLost", "Snapshot", "open_raft_node",
+]
+
+SNAPSHOT_CHUNK_BYTES = 1 << 20
+"""Largest piece of a snapshot sent in one SnapshotRequest (at most half the frame limit)."""
 
 RETRY_SECONDS = 0.02
 """Pause before :meth:`ConsensusNode.submit` tries again while there is no (known) leader."""
@@ -103,30 +119,34 @@ class ConsensusNode:
         self,
         core: RaftNode,
         storage: RaftStorage,
-        listener: trio.SocketListener,
+        listener: trio.abc.Listener[trio.abc.Stream],
         peers: Mapping[int, str],
         rng: random.Random,
-        on_commit: Callable[[CommittedEntry], None] | None,
+        on_commit: Callable[[CommittedEntry | Snapshot], None] | None,
         *,
         max_frame_bytes: int,
         send_queue: int,
+        network: Network = TCP,
     ) -> None:
         self._core = core
         self._storage = storage
         self._on_commit = on_commit
         self.transport = RaftTransport(
-            core.node_id, listener, peers, self._receive, rng, max_frame_bytes=max_frame_bytes, send_queue=send_queue
+            core.node_id, listener, peers, self._receive, rng, max_frame_bytes=max_frame_bytes, send_queue=send_queue,
+            network=network,
         )
         storage.on_log_durable = self._log_durable
         self._actions: deque[raft.Action] = deque()
         self._draining = False
-        self._truncating: int | None = None
-        self._truncate_wake = trio.Event()
+        self._rewriting: raft.TruncateLog | raft.InstallSnapshot | None = None  # a log rewrite holding the queue
+        self._rewrite_wake = trio.Event()
+        self._snapshot_job: Snapshot | None = None  # the newest snapshot handed to save_snapshot, not yet written
+        self._snapshot_wake = trio.Event()
         self._hard_states: deque[tuple[int, int | None]] = deque()
         self._hard_wake = trio.Event()
         self._timer_wake = trio.Event()
         self._timer_at = float("inf")
-        self._commit_end = 0
+        self._commit_end = core.commit_end  # the snapshot's end after a restart
         self._waiters: list[tuple[int, int, trio.Event]] = []
         self._durable_waiters: list[tuple[int, int, trio.Event]] = []  # woken once the local log is durable past the offset
         self._logged_waiters: list[tuple[int, int, trio.Event]] = []  # woken once the local log holds the offset
@@ -184,8 +204,37 @@ class ConsensusNode:
         """The replication address this node listens on (``host:port``)."""
         return self.transport.address
 
+    @property
+    def log_start(self) -> int:
+        """The first offset still in the log (entries below are in a snapshot)."""
+        return self._core.log_start
+
     def entry(self, offset: int) -> raft.Entry:
+        """The entry at ``offset``, between :attr:`log_start` and :attr:`log_end`."""
         return self._core.entry(offset)
+
+    def epoch_at(self, offset: int) -> int | None:
+        """The epoch of the entry at ``offset``, None if compacted into a snapshot (or beyond the log)."""
+        if self._core.log_start <= offset < self._core.log_end:
+            return self._core.entry(offset).epoch
+        snapshot = self._core.snapshot
+        if snapshot is not None and offset == snapshot.end - 1:
+            return snapshot.epoch
+        return None
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Take ``snapshot`` -- the state machine after every entry below ``snapshot.end``
+        (committed and delivered; ``on_commit`` may call this) -- as this node's
+        newest; never blocks.
+
+        It is written durably in the background, then the log below it is
+        compacted away.  A snapshot not newer than the log start is ignored.
+        """
+        if snapshot.end > self._core.commit_end:
+            raise ValueError(f"snapshot ending at {snapshot.end} is beyond the commit end {self._core.commit_end}")
+        if snapshot.end > self._core.log_start and (self._snapshot_job is None or snapshot.end > self._snapshot_job.end):
+            self._snapshot_job = snapshot
+            self._snapshot_wake.set()
 
     # ------------------------------------------------------------ API
 
@@ -220,13 +269,14 @@ class ConsensusNode:
             raise NotLeaderError(self.node_id, result.leader_id)
         if durable:
             await self._wait(self._durable_waiters, result, self._core.durable_end)
-            if result >= self._core.log_end or self._core.entry(result).epoch != epoch:
-                raise ProposalLost(result, epoch, -1)
-            return result, epoch
-        await self.wait_committed(result)
-        committed = self._core.entry(result).epoch
-        if committed != epoch:
-            raise ProposalLost(result, epoch, committed)
+        else:
+            await self.wait_committed(result)
+        found = self.epoch_at(result)
+        if found is None and result < self._core.log_start:  # compacted before we looked
+            if self._core.term != epoch or self._core.role is not Role.LEADER:
+                raise CommitUncertain(f"offset {result} was committed and compacted while leadership changed")
+        elif found != epoch:  # another leader's entry took the offset (or truncated ours)
+            raise ProposalLost(result, epoch, -1 if found is None else found)
         return result, epoch
 
     async def submit(self, payload: bytes, *, timeout: float = 10.0) -> int:
@@ -272,13 +322,13 @@ class ConsensusNode:
                         answer = await self.transport.forward(leader, payload, max(deadline - trio.current_time(), 0.001))
                         if answer.offset >= 0 and not durable:
                             await self.wait_committed(answer.offset)
-                            committed = self._core.entry(answer.offset).epoch
-                            if committed != answer.term:  # a new leader's entry took the offset: ours is gone
+                            committed = self.epoch_at(answer.offset)  # None: compacted (the leader saw it commit)
+                            if committed is not None and committed != answer.term:  # a new leader's entry took the offset: ours is gone
                                 raise ProposalLost(answer.offset, answer.term, committed)
                             return answer.offset, answer.term
                         if answer.offset >= 0:
                             await self._wait(self._logged_waiters, answer.offset, self._core.log_end)
-                            if self._core.entry(answer.offset).epoch != answer.term:
+                            if self.epoch_at(answer.offset) != answer.term:
                                 raise CommitUncertain(f"offset {answer.offset} of leader {leader} was replaced here")
                             return answer.offset, answer.term
                 if leader is not None and trio.current_time() >= deadline:
@@ -314,12 +364,16 @@ class ConsensusNode:
             if self.answer_forwards_when_durable:
                 offset, epoch = await self.propose_durable(payload)
                 return offset, self.node_id, epoch
-            offset = await self.propose(payload)
-            return offset, self.node_id, self._core.entry(offset).epoch
+            offset, epoch = await self._propose(payload, durable=False)
+            return offset, self.node_id, epoch
         except NotLeaderError as exc:
             return -1, exc.leader_id if exc.leader_id is not None else -1, 0
         except ProposalLost:
             return -1, -1, 0
+        except CommitUncertain as exc:
+            # No answer says "may have committed": hanging up unanswered does, the
+            # follower then reports the outcome as uncertain (ForwardFailed, sent=True).
+            raise trio.BrokenResourceError(str(exc)) from exc
 
     async def wait_committed(self, offset: int) -> None:
         """Return once ``offset`` is committed (and delivered to ``on_commit``).
@@ -336,11 +390,13 @@ class ConsensusNode:
     async def committed(self, start: int = 0) -> AsyncIterator[CommittedEntry]:
         """Every committed command from offset ``start`` on, in order, forever.
 
-        Control entries are skipped.  Cancellation: ends the iteration.
+        Control entries are skipped, and so are entries compacted into a
+        snapshot before the iteration reached them.  Cancellation: ends the iteration.
         """
         offset = start
         while True:
             await self.wait_committed(offset)
+            offset = max(offset, self._core.log_start)
             while offset < self._commit_end:
                 entry = self._core.entry(offset)
                 if not entry.control:
@@ -364,11 +420,11 @@ class ConsensusNode:
 
     def _run(self, actions: list[raft.Action]) -> None:
         self._actions.extend(actions)
-        if self._draining or self._truncating is not None:
-            return  # the drain running up the stack, or the truncation task, will get to them
+        if self._draining or self._rewriting is not None:
+            return  # the drain running up the stack, or the rewrite task, will get to them
         self._draining = True
         try:
-            while self._actions and self._truncating is None and not self._closed:
+            while self._actions and self._rewriting is None and not self._closed:
                 self._execute(self._actions.popleft())
         finally:
             self._draining = False
@@ -383,9 +439,9 @@ class ConsensusNode:
         elif isinstance(action, raft.PersistHardState):
             self._hard_states.append((action.term, action.voted_for))
             self._hard_wake.set()
-        elif isinstance(action, raft.TruncateLog):
-            self._truncating = action.offset
-            self._truncate_wake.set()
+        elif isinstance(action, (raft.TruncateLog, raft.InstallSnapshot)):
+            self._rewriting = action
+            self._rewrite_wake.set()
         elif isinstance(action, raft.CommitAdvanced):
             self._advance_commit(action.commit_end)
         elif isinstance(action, raft.RoleChanged):
@@ -407,8 +463,8 @@ class ConsensusNode:
 
     def _advance_commit(self, commit_end: int) -> None:
         start = self._commit_end
-        if commit_end <= start:
-            return
+        if commit_end <= start or start < self._core.log_start:
+            return  # nothing new, or an InstallSnapshot further down the queue covers it
         if self._on_commit is not None:
             for offset in range(start, commit_end):
                 entry = self._core.entry(offset)
@@ -446,21 +502,53 @@ class ConsensusNode:
             await self._storage.write_hard_state(term, voted_for)
             self._run(self._core.hard_state_durable(trio.current_time(), term, voted_for))
 
-    async def _run_truncations(self) -> None:
+    async def _run_rewrites(self) -> None:
+        """Carry out a TruncateLog or InstallSnapshot durably, then the actions queued behind it."""
         while True:
-            while self._truncating is None:
-                self._truncate_wake = trio.Event()
-                await self._truncate_wake.wait()
-            await self._storage.truncate(self._truncating)
-            log.info("node %d: truncated the log at offset %d (divergent suffix)", self.node_id, self._truncating)
-            self._truncating = None
+            while self._rewriting is None:
+                self._rewrite_wake = trio.Event()
+                await self._rewrite_wake.wait()
+            action = self._rewriting
+            if isinstance(action, raft.TruncateLog):
+                await self._storage.truncate(action.offset)
+                log.info("node %d: truncated the log at offset %d (divergent suffix)", self.node_id, action.offset)
+            else:
+                snapshot = action.snapshot
+                await self._storage.install_snapshot(snapshot, action.discard_log)
+                self._deliver_snapshot(snapshot)
+                log.info("node %d: installed snapshot at %d from leader %s%s", self.node_id, snapshot.end - 1,
+                         self._core.leader_id, " (log discarded)" if action.discard_log else "")
+            self._rewriting = None
             self._run([])
+
+    def _deliver_snapshot(self, snapshot: Snapshot) -> None:
+        """Reset the state machine to ``snapshot``: the commit end is its end."""
+        if self._on_commit is not None:
+            self._on_commit(snapshot)
+        self._commit_end = max(self._commit_end, snapshot.end)
+        waiters = self._waiters
+        while waiters and waiters[0][0] < self._commit_end:
+            heapq.heappop(waiters)[2].set()
+
+    async def _run_snapshots(self) -> None:
+        """Write the snapshots handed to :meth:`save_snapshot`, then compact the log below them."""
+        while True:
+            while self._snapshot_job is None:
+                self._snapshot_wake = trio.Event()
+                await self._snapshot_wake.wait()
+            snapshot, self._snapshot_job = self._snapshot_job, None
+            if snapshot.end <= self._core.log_start or not await self._storage.save_snapshot(snapshot):
+                continue  # an installed snapshot overtook it
+            self._core.compact(snapshot)  # (ignored if an install overtook it meanwhile)
+            await self._storage.compact(snapshot.end)
+            log.info("node %d: snapshot taken at offset %d (%d bytes)", self.node_id, snapshot.end - 1, len(snapshot.data))
 
     async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.transport.run)
             nursery.start_soon(self._write_hard_states)
-            nursery.start_soon(self._run_truncations)
+            nursery.start_soon(self._run_rewrites)
+            nursery.start_soon(self._run_snapshots)
             nursery.start_soon(self._run_timer)
             task_status.started()
 
@@ -473,10 +561,11 @@ async def open_raft_node(
     *,
     rng: random.Random,
     backend: StorageBackend | str | None = None,
-    listener: trio.SocketListener | None = None,
+    listener: trio.abc.Listener[trio.abc.Stream] | None = None,
+    network: Network = TCP,
     election_timeout: float = 1.0,
     heartbeat_interval: float = 0.1,
-    on_commit: Callable[[CommittedEntry], None] | None = None,
+    on_commit: Callable[[CommittedEntry | Snapshot], None] | None = None,
     commit_profile: str = DEFAULT_PROFILE,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     send_queue: int = DEFAULT_SEND_QUEUE,
@@ -484,25 +573,29 @@ async def open_raft_node(
     """Run voter ``node_id`` of the cluster ``voters`` (id -> replication ``host:port``).
 
     Recovers term, vote and log from ``data_dir``, listens on ``listener`` (or
-    binds ``voters[node_id]``), and serves until the block exits.  A backend
+    binds ``voters[node_id]`` on ``network``, real TCP by default), and serves until the block exits.  A backend
     given by name (None: the default) is created and closed here; an
     instance is the caller's.  ``rng`` draws election timeouts and backoff
     jitter.  ``on_commit`` is called synchronously, in offset order, for every
-    committed command.
+    committed command, and with a :class:`~.messages.Snapshot` where the state
+    machine must reset to one (the newest on disk, first of all; see the
+    module docstring).
 
     Raises :class:`~chronik.cluster.storage.HardStateCorrupt` if the term and
-    vote cannot be trusted.  Exit: tasks are cancelled, then the WAL is
+    vote cannot be trusted, :class:`~chronik.cluster.storage.SnapshotCorrupt`
+    if no valid snapshot joins the log.  Exit: tasks are cancelled, then the WAL is
     flushed and closed (shielded).  Errors from the body or the node's tasks
     come out as an exception group.
     """
     config = RaftConfig(
-        node_id, tuple(sorted(voters)), election_timeout=election_timeout, heartbeat_interval=heartbeat_interval
+        node_id, tuple(sorted(voters)), election_timeout=election_timeout, heartbeat_interval=heartbeat_interval,
+        max_snapshot_chunk=max(1, min(SNAPSHOT_CHUNK_BYTES, max_frame_bytes // 2)),  # a chunk always fits a frame
     )
     owned = not isinstance(backend, StorageBackend)
     disk = create_backend(backend) if not isinstance(backend, StorageBackend) else backend
     try:
         if listener is None:
-            listener = await open_replication_listener(voters[node_id])
+            listener = await network.listen(voters[node_id])
         async with open_group_committer(disk, data_dir, commit_profile) as committer:
             storage = await RaftStorage.open(committer, data_dir)
             recovered = storage.recovered
@@ -510,13 +603,18 @@ async def open_raft_node(
                 "node %d: recovered epoch %d, vote %s, %d log entries",
                 node_id, recovered.term, recovered.voted_for, len(recovered.entries),
             )
+            if recovered.snapshot is not None:
+                log.info("node %d: snapshot loaded at offset %d", node_id, recovered.snapshot.end - 1)
             core = RaftNode(config, recovered, rng.random, trio.current_time())
             peers = {peer: address for peer, address in voters.items() if peer != node_id}
             node = ConsensusNode(
-                core, storage, listener, peers, rng, on_commit, max_frame_bytes=max_frame_bytes, send_queue=send_queue
+                core, storage, listener, peers, rng, on_commit, max_frame_bytes=max_frame_bytes, send_queue=send_queue,
+                network=network,
             )
             try:
                 async with trio.open_nursery() as nursery:
+                    if recovered.snapshot is not None:
+                        node._deliver_snapshot(recovered.snapshot)  # before any entry, before serving
                     await nursery.start(node._serve)
                     log.info("node %d: replication listening on %s", node_id, node.address)
                     try:

@@ -52,22 +52,44 @@ Ordering contract for the driver:
    the local log); :class:`TruncateLog` drops every entry at or above
    ``offset`` and must be durable no later than any later append is.  Report
    durability with :meth:`RaftNode.log_durable` (end, epoch of entry end-1);
-   a report that no longer matches the log (it predates a truncation) is
-   ignored, so a stale report is harmless.
+   a report that no longer matches the log (it predates a truncation or a
+   snapshot) is ignored, so a stale report is harmless.
 4. :class:`CommitAdvanced` may be acted on at once (apply entries from
    :meth:`RaftNode.entries`, skipping ``control`` ones); committed entries
    never change.  On a follower the commit end may run ahead of its own
    durable end: the entries are durable on a majority already.
-5. After every call, wake the node at :meth:`RaftNode.next_deadline` (or
+5. :class:`InstallSnapshot` (a follower, from its leader): make the snapshot
+   durable, drop the log below its end (all of it with ``discard_log``), and
+   reset the state machine to it; the commit end jumps to the snapshot's end
+   (no :class:`CommitAdvanced` says so).  Like a truncation it must be
+   carried out, durably, before any later action -- the ``Send`` that
+   acknowledges it comes after it in the list.  A :class:`CommitAdvanced`
+   queued before it may name offsets the snapshot covers (their entries are
+   gone from :meth:`RaftNode.entries`): skip those, the snapshot replaces them.
+6. After every call, wake the node at :meth:`RaftNode.next_deadline` (or
    sooner) with :meth:`RaftNode.tick`.
 
+Snapshots and compaction (section 7): the log may start at ``log_start``, the
+entries below it covered by a snapshot (:class:`~.messages.Snapshot`, whose
+end is ``log_start`` or later; the epoch of the entry at ``log_start - 1`` is
+``start_epoch``).  The driver takes a snapshot of its state machine at an
+applied offset, makes it durable, and then hands it to
+:meth:`RaftNode.compact`, which forgets the entries below it.  A leader that
+must send a follower entries below its log start sends its snapshot instead
+(:class:`~.messages.SnapshotRequest`, in chunks of at most
+``max_snapshot_chunk`` bytes, one at a time, each answered; a lost chunk is
+re-sent with the next heartbeat).  A transfer keeps to the snapshot it
+started with, and the leader keeps the log after that snapshot until the
+follower has it (or has not answered for an election timeout), so a
+follower always catches up, however often the leader snapshots.  The follower
+installs it once whole: if its own log holds the snapshot's last entry (same
+offset and epoch) it keeps the entries after it, else it discards its log;
+either way what the snapshot covers is committed, so nothing committed is
+lost and no committed entry is ever replaced.
+
 On restart, rebuild the node from what is durable (:class:`DurableState`):
-the hard state, and the log that survived; it starts as a follower whose
-commit end is the log start.  Snapshots: the log may start at ``log_start``
-with the entry before it (epoch ``start_epoch``) covered by a snapshot; the
-core does not yet install snapshots on followers that are behind the leader's
-log start (next step: an InstallSnapshot/FetchSnapshot exchange), and
-:meth:`RaftNode.compact` discards a committed prefix.
+the hard state, the newest snapshot and the log after it; it starts as a
+follower whose commit end is the log start (the snapshot's end).
 """
 
 from __future__ import annotations
@@ -76,7 +98,17 @@ import enum
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from .messages import AppendRequest, AppendResponse, Entry, Message, VoteRequest, VoteResponse
+from .messages import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    Message,
+    Snapshot,
+    SnapshotRequest,
+    SnapshotResponse,
+    VoteRequest,
+    VoteResponse,
+)
 
 __all__ = [
     "Action",
@@ -84,6 +116,7 @@ __all__ = [
     "CommitAdvanced",
     "ConsensusError",
     "DurableState",
+    "InstallSnapshot",
     "NotLeader",
     "PersistHardState",
     "RaftConfig",
@@ -137,13 +170,26 @@ class CommitAdvanced:
 
 
 @dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Replace the log's prefix by ``snapshot`` (see the ordering contract, item 5).
+
+    ``discard_log``: the local log does not continue the snapshot; drop every
+    entry (the log goes on at ``snapshot.end``).  Otherwise keep the entries
+    at and above ``snapshot.end``.
+    """
+
+    snapshot: Snapshot
+    discard_log: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RoleChanged:
     role: Role
     term: int
     leader_id: int | None
 
 
-Action = Union[PersistHardState, AppendLog, TruncateLog, Send, CommitAdvanced, RoleChanged]
+Action = Union[PersistHardState, AppendLog, TruncateLog, Send, CommitAdvanced, InstallSnapshot, RoleChanged]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +211,7 @@ class RaftConfig:
     max_entries_per_append: int = 256
     pre_vote: bool = True
     check_quorum: bool = True
+    max_snapshot_chunk: int = 1 << 20  # bytes of snapshot per SnapshotRequest (bounds the frame)
 
     def __post_init__(self) -> None:
         if len(set(self.voters)) != len(self.voters):
@@ -175,6 +222,8 @@ class RaftConfig:
             raise ValueError("need 0 < heartbeat_interval < election_timeout")
         if self.max_entries_per_append < 1:
             raise ValueError("max_entries_per_append must be >= 1")
+        if self.max_snapshot_chunk < 1:
+            raise ValueError("max_snapshot_chunk must be >= 1")
 
     @property
     def majority(self) -> int:
@@ -183,13 +232,21 @@ class RaftConfig:
 
 @dataclass(frozen=True, slots=True)
 class DurableState:
-    """What a node finds on its disk at start: hard state, and the log that survived."""
+    """What a node finds on its disk at start: hard state, snapshot, and the log after it.
+
+    With a ``snapshot``, ``log_start`` and ``start_epoch`` are its end and epoch.
+    """
 
     term: int = 0
     voted_for: int | None = None
     log_start: int = 0  # offsets below are covered by a snapshot
     start_epoch: int = 0  # epoch of the entry at log_start - 1 (0 if none)
     entries: tuple[Entry, ...] = ()
+    snapshot: Snapshot | None = None
+
+    def __post_init__(self) -> None:
+        if self.snapshot is not None and (self.snapshot.end, self.snapshot.epoch) != (self.log_start, self.start_epoch):
+            raise ValueError(f"snapshot ending at {self.snapshot.end} does not start the log at {self.log_start}")
 
 
 _NEVER = float("-inf")
@@ -220,6 +277,8 @@ class RaftNode:
         self._entries: list[Entry] = list(durable.entries)
         self._durable_end = self.log_end
         self._commit = durable.log_start
+        self._snapshot = durable.snapshot  # the newest durable snapshot (what a leader sends)
+        self._snapshot_in: tuple[tuple[int, int, int], bytearray] | None = None  # follower: (term, end, epoch), bytes so far
         # role
         self._role = Role.FOLLOWER
         self._leader: int | None = None
@@ -231,6 +290,7 @@ class RaftNode:
         # leader only
         self._next: dict[int, int] = {}  # where the next AppendRequest to each follower starts
         self._acked: dict[int, int] = {}  # durable part of it
+        self._snapshot_out: dict[int, tuple[Snapshot, int]] = {}  # peer -> (snapshot being sent, bytes acknowledged)
         self._last_heard: dict[int, float] = {}
         self._heartbeat_deadline = _NEVER
         self._quorum_deadline = _NEVER
@@ -274,6 +334,11 @@ class RaftNode:
     def commit_end(self) -> int:
         return self._commit
 
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The newest snapshot this node holds (taken, installed or recovered)."""
+        return self._snapshot
+
     def entry(self, offset: int) -> Entry:
         if not self._log_start <= offset < self.log_end:
             raise IndexError(f"offset {offset} outside [{self._log_start}, {self.log_end})")
@@ -300,6 +365,12 @@ class RaftNode:
                 self._heartbeat_deadline = now + self.config.heartbeat_interval
                 for peer in self._others:
                     self._send_append(peer)
+            horizon = now - self.config.election_timeout
+            silent = [peer for peer in self._snapshot_out if self._last_heard[peer] < horizon]
+            if silent:  # a transfer nobody answers no longer holds back compaction
+                for peer in silent:
+                    del self._snapshot_out[peer]
+                self._trim()
             if self.config.check_quorum and now >= self._quorum_deadline:
                 horizon = now - self.config.election_timeout
                 heard = 1 + sum(1 for p in self._others if self._last_heard[p] >= horizon)
@@ -342,8 +413,12 @@ class RaftNode:
             self._on_vote_response(now, message)
         elif isinstance(message, AppendRequest):
             self._on_append_request(now, message)
-        else:
+        elif isinstance(message, AppendResponse):
             self._on_append_response(now, message)
+        elif isinstance(message, SnapshotRequest):
+            self._on_snapshot_request(now, message)
+        else:
+            self._on_snapshot_response(now, message)
         return self._flush()
 
     def log_durable(self, now: float, end: int, last_epoch: int) -> list[Action]:
@@ -368,14 +443,40 @@ class RaftNode:
                 self._check_votes(now)
         return self._flush()
 
-    def compact(self, upto: int) -> None:
-        """Forget entries below ``upto`` (committed, and covered by a snapshot the caller took)."""
-        if not self._log_start <= upto <= self._commit:
-            raise ValueError(f"can only compact committed offsets, {upto} not in [{self._log_start}, {self._commit}]")
-        if upto > self._log_start:
-            self._start_epoch = self._epoch_at(upto - 1)
-            del self._entries[: upto - self._log_start]
-            self._log_start = upto
+    def compact(self, snapshot: Snapshot) -> None:
+        """Forget the entries below ``snapshot.end``: the driver's state machine
+        state there, already durable.  It becomes the snapshot this node sends
+        followers that are behind its log start.
+
+        A snapshot that does not reach past the log start is stale (one
+        installed from the leader overtook it) and ignored.  Raises
+        ValueError for uncommitted offsets, :class:`ConsensusError` if the
+        snapshot's epoch is not that of the entry at ``end - 1``.
+        """
+        end = snapshot.end
+        if end > self._commit:
+            raise ValueError(f"can only compact committed offsets, {end} > commit end {self._commit}")
+        if end < self._log_start or (self._snapshot is not None and end <= self._snapshot.end):
+            return
+        if self._epoch_at(end - 1) != snapshot.epoch:
+            raise ConsensusError(f"snapshot ending at {end} has epoch {snapshot.epoch}, the log {self._epoch_at(end - 1)}")
+        self._snapshot = snapshot
+        self._durable_end = max(self._durable_end, end)  # the snapshot is durable
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the entries below the newest snapshot -- but a leader keeps those after a
+        snapshot it is still sending a follower (until the follower's log matches past
+        it), which will need them next."""
+        snapshots = [pinned for pinned, _ in self._snapshot_out.values()]
+        if self._snapshot is not None:
+            snapshots.append(self._snapshot)
+        if not snapshots:
+            return
+        floor = min(snapshots, key=lambda snapshot: snapshot.end)
+        if floor.end > self._log_start:
+            del self._entries[: floor.end - self._log_start]
+            self._log_start, self._start_epoch = floor.end, floor.epoch
 
     # ------------------------------------------------------------ elections
 
@@ -479,7 +580,8 @@ class RaftNode:
     def _send_append(self, peer: int) -> None:
         start = self._next[peer]
         if start < self._log_start:
-            return  # needs a snapshot: not supported yet (see module docstring)
+            self._send_snapshot_chunk(peer)
+            return
         begin = start - self._log_start
         batch = tuple(self._entries[begin : begin + self.config.max_entries_per_append])
         self._next[peer] = start + len(batch)  # optimistic: a rejection moves it back
@@ -535,6 +637,10 @@ class RaftNode:
         self._last_heard[peer] = now
         if response.success:
             self._next[peer] = max(self._next[peer], response.match_end)
+            pinned = self._snapshot_out.get(peer)
+            if pinned is not None and response.match_end >= pinned[0].end:
+                del self._snapshot_out[peer]  # it has the snapshot and the log after it
+                self._trim()
             if response.durable_end > self._acked[peer]:
                 self._acked[peer] = response.durable_end
                 self._maybe_commit()
@@ -544,6 +650,95 @@ class RaftNode:
             # any offset at or below the first divergence will do; the follower checks again
             self._next[peer] = max(0, min(response.match_end, self._next[peer] - 1))
             self._send_append(peer)
+
+    # ------------------------------------------------------------ snapshots (section 7)
+
+    def _send_snapshot_chunk(self, peer: int) -> None:
+        """Send ``peer`` the next chunk of our snapshot (again, if unanswered)."""
+        pinned = self._snapshot_out.get(peer)
+        if pinned is None:
+            if self._snapshot is None:
+                return  # a log start without a snapshot to send (only in tests): nothing to do
+            # The transfer sticks to this snapshot even if we take newer ones meanwhile (else a
+            # transfer slower than our snapshot interval would never end), and we keep the log
+            # after it until the follower has it (see _trim).
+            pinned = self._snapshot_out[peer] = (self._snapshot, 0)
+        snapshot, position = pinned
+        chunk = snapshot.data[position : position + self.config.max_snapshot_chunk]
+        self._send(SnapshotRequest(
+            self._term, self._id, peer, snapshot.end, snapshot.epoch, len(snapshot.data), position, chunk
+        ))
+
+    def _on_snapshot_request(self, now: float, request: SnapshotRequest) -> None:
+        if request.term < self._term:
+            self._send(SnapshotResponse(self._term, self._id, request.src, request.end, 0, False))
+            return
+        if self._role is Role.LEADER and request.term == self._term:
+            raise ConsensusError(f"two leaders in term {self._term}: {self._id} and {request.src}")
+        if request.term > self._term or self._role is not Role.FOLLOWER or self._leader != request.src:
+            self._become_follower(now, request.term, request.src)
+        self._last_leader_contact = now
+        self._election_deadline = now + self._random_timeout()
+
+        def answer(received: int, done: bool) -> None:
+            self._send(SnapshotResponse(self._term, self._id, request.src, request.end, received, done))
+
+        if request.end <= self._commit:
+            answer(request.size, True)  # we have those offsets already (committed)
+            return
+        key = (request.term, request.end, request.epoch)
+        if self._snapshot_in is None or self._snapshot_in[0] != key:
+            if request.position != 0:
+                answer(0, False)  # a chunk of a snapshot we have not started: from the beginning
+                return
+            self._snapshot_in = (key, bytearray())
+        buffer = self._snapshot_in[1]
+        if request.position == len(buffer):
+            buffer += request.chunk
+        if len(buffer) < request.size:
+            answer(len(buffer), False)  # a duplicate or a gap: say where we are
+            return
+        self._snapshot_in = None
+        if len(buffer) > request.size:
+            answer(0, False)
+            return
+        self._install(Snapshot(request.end, request.epoch, bytes(buffer)))
+        answer(request.size, True)
+
+    def _install(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` (above our commit end) the start of our log (section 7, steps 6-8)."""
+        end = snapshot.end
+        keep = self._log_start <= end <= self.log_end and self._epoch_at(end - 1) == snapshot.epoch
+        if keep:
+            del self._entries[: end - self._log_start]
+        else:
+            self._entries.clear()
+            self._durable_end = end
+        self._log_start, self._start_epoch = end, snapshot.epoch
+        self._durable_end = max(self._durable_end, end)
+        self._snapshot = snapshot
+        self._commit = end
+        self._leader_match_end = max(self._leader_match_end, end)
+        self._out.append(InstallSnapshot(snapshot, not keep))
+
+    def _on_snapshot_response(self, now: float, response: SnapshotResponse) -> None:
+        if response.term > self._term:
+            self._become_follower(now, response.term, None)
+            return
+        if response.term < self._term or self._role is not Role.LEADER:
+            return
+        peer = response.src
+        self._last_heard[peer] = now
+        pinned = self._snapshot_out.get(peer)
+        if response.done:  # the transfer ends once the follower's log matches past it (see _on_append_response)
+            if self._next[peer] < response.end:
+                self._next[peer] = response.end
+                self._send_append(peer)
+            return
+        if pinned is None or pinned[0].end != response.end or self._next[peer] >= self._log_start:
+            return  # about another transfer (a late answer): the heartbeat goes on with ours
+        self._snapshot_out[peer] = (pinned[0], response.received)  # where the follower stands (0: start again)
+        self._send_snapshot_chunk(peer)
 
     def _maybe_commit(self) -> None:
         ends = sorted([self._durable_end, *(self._acked[p] for p in self._others)], reverse=True)
@@ -600,6 +795,7 @@ class RaftNode:
             self._next.clear()
             self._acked.clear()
             self._last_heard.clear()
+            self._snapshot_out.clear()
         self._role, self._leader = role, leader
 
     def _send(self, message: Message) -> None:

@@ -13,7 +13,7 @@ Body::
     0  1  version  (1)
     1  1  type     1 VoteRequest, 2 VoteResponse, 3 AppendRequest, 4 AppendResponse,
                    5 ForwardRequest, 6 ForwardResponse, 7 ReplicaFetchRequest,
-                   8 ReplicaFetchResponse
+                   8 ReplicaFetchResponse, 9 SnapshotRequest, 10 SnapshotResponse
     2  .  fields, in the order of the dataclass in :mod:`chronik.cluster.messages`:
           term u64, src i32, dst i32, then
           VoteRequest     last_epoch u64, log_end u64, pre_vote u8
@@ -31,6 +31,9 @@ Body::
           ReplicaFetchResponse error i16, high_watermark i64, log_start_offset i64,
                                diverging_epoch i32, diverging_end i64, log_end_offset i64,
                                length u32, records
+          SnapshotRequest  end u64, epoch u64, size u64, position u64,
+                           length u32, chunk (at most RaftConfig.max_snapshot_chunk bytes)
+          SnapshotResponse end u64, received u64, done u8
 
 No checksum: TCP's is enough for messages that Raft re-checks anyway (a
 corrupted entry would fail its CRC in the WAL only after it is durable, so
@@ -63,13 +66,16 @@ of its own to its leader, carrying one ``ReplicaFetchRequest`` at a time
 and its ``ReplicaFetchResponse``, for as long as both live.  Nothing is
 queued or dropped: a slow follower simply asks less often.  The listener
 answers them through the ``on_replica_fetch`` callback.
+
+Every connection is dialled through a :class:`~chronik.cluster.network.Network`
+(real TCP unless a test passes an in-memory one) and the listener is any
+``trio.abc.Listener``: nothing here depends on sockets.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import socket
 import struct
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
@@ -86,9 +92,13 @@ from .messages import (
     ReplicaFetchRequest,
     ReplicaFetchResponse,
     Message,
+    SnapshotRequest,
+    SnapshotResponse,
     VoteRequest,
     VoteResponse,
 )
+from .network import TCP, Network, peer_name
+from .network import listener_address, open_replication_listener, parse_address  # noqa: F401  (their old home)
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +117,13 @@ _FORWARD_REQUEST = struct.Struct(">QI")
 _FORWARD_RESPONSE = struct.Struct(">Qqi")
 _REPLICA_FETCH_REQUEST = struct.Struct(">16siQIIiH")
 _REPLICA_FETCH_RESPONSE = struct.Struct(">hqqiqqI")
+_SNAPSHOT_REQUEST = struct.Struct(">QQQQI")
+_SNAPSHOT_RESPONSE = struct.Struct(">QQB")
 _CONTROL = 1
 
 _TYPES: dict[type, int] = {
     VoteRequest: 1, VoteResponse: 2, AppendRequest: 3, AppendResponse: 4, ForwardRequest: 5, ForwardResponse: 6,
-    ReplicaFetchRequest: 7, ReplicaFetchResponse: 8,
+    ReplicaFetchRequest: 7, ReplicaFetchResponse: 8, SnapshotRequest: 9, SnapshotResponse: 10,
 }
 
 
@@ -149,6 +161,11 @@ def encode_message(message: Frame) -> bytes:
         return head + _REPLICA_FETCH_RESPONSE.pack(
             message.error, message.high_watermark, message.log_start_offset, message.diverging_epoch,
             message.diverging_end, message.log_end_offset, len(message.records)) + message.records
+    if isinstance(message, SnapshotRequest):
+        return head + _SNAPSHOT_REQUEST.pack(
+            message.end, message.epoch, message.size, message.position, len(message.chunk)) + message.chunk
+    if isinstance(message, SnapshotResponse):
+        return head + _SNAPSHOT_RESPONSE.pack(message.end, message.received, message.done)
     return head + _VOTE_RESPONSE.pack(message.granted, message.pre_vote)
 
 
@@ -223,6 +240,16 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
         message = ReplicaFetchResponse(term, src, dst, error, high_watermark, log_start, bytes(view[pos : pos + length]),
                                        diverging_epoch, diverging_end, log_end)
         pos += length
+    elif kind == 9:
+        end, epoch, size, position, length = _unpack(_SNAPSHOT_REQUEST, view, pos, "SnapshotRequest")
+        pos += _SNAPSHOT_REQUEST.size
+        if length > len(view) - pos:
+            raise CodecError(f"truncated SnapshotRequest: chunk of {length} bytes, {len(view) - pos} left")
+        message = SnapshotRequest(term, src, dst, end, epoch, size, position, bytes(view[pos : pos + length]))
+        pos += length
+    elif kind == 10:
+        end, received, done = _unpack(_SNAPSHOT_RESPONSE, view, pos, "SnapshotResponse")
+        message, pos = SnapshotResponse(term, src, dst, end, received, bool(done)), pos + _SNAPSHOT_RESPONSE.size
     else:
         raise CodecError(f"unknown message type {kind}")
     if pos != len(view):
@@ -254,37 +281,6 @@ class FrameReader:
             pos = end
         del buf[:pos]
         return out
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` -> ``(host, port)``; raises ValueError on anything else."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"bad replication address {address!r}: expected host:port")
-    return host.strip("[]"), int(port)
-
-
-async def open_replication_listener(address: str) -> trio.SocketListener:
-    """A listening socket on ``address`` (port 0: any free port), bound now.
-
-    Binding before the node starts lets a test learn every node's port first;
-    ``SO_REUSEADDR`` lets a restarted node take its port back at once.
-    """
-    host, port = parse_address(address)
-    sock = trio.socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await sock.bind((host, port))
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
-
-
-def listener_address(listener: trio.SocketListener) -> str:
-    host, port = listener.socket.getsockname()[:2]
-    return f"{host}:{port}"
 
 
 @dataclass(slots=True)
@@ -326,16 +322,18 @@ class RaftTransport:
     def __init__(
         self,
         node_id: int,
-        listener: trio.SocketListener,
+        listener: trio.abc.Listener[trio.abc.Stream],
         peers: Mapping[int, str],
         deliver: Callable[[Message], None],
         rng: random.Random,
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         send_queue: int = DEFAULT_SEND_QUEUE,
+        network: Network = TCP,
     ) -> None:
         self.node_id = node_id
         self.listener = listener
+        self.network = network
         self.peers = dict(peers)
         self._deliver = deliver
         self._rng = rng
@@ -373,12 +371,9 @@ class RaftTransport:
                 nursery.start_soon(self._feed_peer, peer)
             task_status.started()
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         reader = FrameReader(self.max_frame_bytes)
-        try:
-            peer = stream.socket.getpeername()
-        except OSError:
-            peer = "?"
+        peer = peer_name(stream)
         async with stream:
             try:
                 while True:
@@ -402,14 +397,14 @@ class RaftTransport:
             except trio.BrokenResourceError:
                 return
 
-    async def _answer_forward(self, stream: trio.SocketStream, request: ForwardRequest) -> None:
+    async def _answer_forward(self, stream: trio.abc.Stream, request: ForwardRequest) -> None:
         offset, leader_id, epoch = -1, -1, 0
         if self.on_forward is not None:
             offset, leader_id, epoch = await self.on_forward(request.payload)
         self.stats.forwarded += 1
         await stream.send_all(encode_frame(ForwardResponse(epoch, self.node_id, request.src, request.request_id, offset, leader_id)))
 
-    async def _answer_replica_fetch(self, stream: trio.SocketStream, request: ReplicaFetchRequest) -> None:
+    async def _answer_replica_fetch(self, stream: trio.abc.Stream, request: ReplicaFetchRequest) -> None:
         handler = self.on_replica_fetch
         if handler is None:
             answer = ReplicaFetchResponse(0, self.node_id, request.src, NOT_LEADER_OR_FOLLOWER, -1, -1, b"")
@@ -427,13 +422,13 @@ class RaftTransport:
         """
         self._request_ids += 1
         request = ForwardRequest(0, self.node_id, peer, self._request_ids, payload)
-        host, port = parse_address(self.peers[peer])
+        address = self.peers[peer]
         reader = FrameReader(self.max_frame_bytes)
         with trio.move_on_after(timeout):
             try:
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await self.network.connect(address)
             except OSError as exc:
-                raise ForwardFailed(f"cannot reach node {peer} at {host}:{port}: {exc}", sent=False) from exc
+                raise ForwardFailed(f"cannot reach node {peer} at {address}: {exc}", sent=False) from exc
             async with stream:
                 try:
                     await stream.send_all(encode_frame(request))
@@ -451,15 +446,15 @@ class RaftTransport:
         raise ForwardFailed(f"node {peer} did not answer the forward request within {timeout:g} s", sent=True)
 
     async def _feed_peer(self, peer: int) -> None:
-        host, port = parse_address(self.peers[peer])
+        address = self.peers[peer]
         receive = self._queues[peer][1]
         backoff = 0.05
         pending: list[bytes] = []
         while True:
             try:
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await self.network.connect(address)
             except OSError as exc:
-                log.debug("node %d: cannot reach peer %d at %s:%d: %s", self.node_id, peer, host, port, exc)
+                log.debug("node %d: cannot reach peer %d at %s: %s", self.node_id, peer, address, exc)
                 await trio.sleep(backoff * (0.5 + self._rng.random()))
                 backoff = min(backoff * 2, 1.0)
                 continue

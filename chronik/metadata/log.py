@@ -18,8 +18,9 @@ the last one; the WAL is rolled first so whole segments below the snapshot
 can be deleted.
 
 Snapshot file format: ``{"format": 1, "crc32c": <crc of the canonical JSON of
-"image">, "image": {...}}``; a snapshot failing its CRC is ignored (an older
-one, or a full replay, is used instead).
+"image">, "image": {...}}`` (:func:`encode_image`; cluster mode stores the
+same document in its Raft snapshots); a snapshot failing its CRC is ignored
+(an older one, or a full replay, is used instead).
 """
 
 from __future__ import annotations
@@ -193,10 +194,8 @@ class MetadataLog:
 
     def take_snapshot(self) -> int:
         """Write the image durably as a snapshot; drop WAL segments it covers."""
-        image = self.image.to_snapshot()
         offset = self.image.applied_offset
-        canonical = json.dumps(image, sort_keys=True, separators=(",", ":")).encode()
-        data = json.dumps({"format": 1, "crc32c": crc32c.crc32c(canonical), "image": image}).encode()
+        data = encode_image(self.image)
         backend = self.wal.backend
         replace_file_durably(backend, self.directory, f"{SNAPSHOT_PREFIX}{offset:020d}{SNAPSHOT_SUFFIX}", data)
         self._last_snapshot = offset
@@ -228,16 +227,28 @@ def _snapshot_offsets(backend: Any, directory: str) -> list[int]:
     return sorted(offsets)
 
 
+def encode_image(image: MetadataImage) -> bytes:
+    """The snapshot document of ``image`` (format in the module docstring)."""
+    data = image.to_snapshot()
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps({"format": 1, "crc32c": crc32c.crc32c(canonical), "image": data}).encode()
+
+
+def decode_image(raw: bytes) -> MetadataImage:
+    """The image of a snapshot document; ValueError (KeyError, TypeError) if it is damaged."""
+    doc = json.loads(raw)
+    canonical = json.dumps(doc["image"], sort_keys=True, separators=(",", ":")).encode()
+    if doc.get("format") != 1 or crc32c.crc32c(canonical) != doc["crc32c"]:
+        raise ValueError("checksum mismatch")
+    return MetadataImage.from_snapshot(doc["image"])
+
+
 def _load_newest_snapshot(backend: Any, directory: str) -> tuple[MetadataImage, int | None]:
     for offset in reversed(_snapshot_offsets(backend, directory)):
         path = f"{directory}/{SNAPSHOT_PREFIX}{offset:020d}{SNAPSHOT_SUFFIX}"
         raw = read_file(backend, path) or b""
         try:
-            doc = json.loads(raw)
-            canonical = json.dumps(doc["image"], sort_keys=True, separators=(",", ":")).encode()
-            if doc.get("format") != 1 or crc32c.crc32c(canonical) != doc["crc32c"]:
-                raise ValueError("checksum mismatch")
-            image = MetadataImage.from_snapshot(doc["image"])
+            image = decode_image(raw)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring metadata snapshot %s: %s", path, exc)
             continue

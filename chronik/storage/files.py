@@ -4,11 +4,39 @@
 ``<name>`` and fsyncs the directory: after a crash the file holds either the
 old or the new content, never a mix, and a stale ``.tmp`` is simply
 overwritten next time.
+
+``run_blocking`` is how the layers above call such synchronous, fsyncing
+backend work without stalling the event loop.
 """
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
+import trio
+
 from .interface import StorageBackend
+
+T = TypeVar("T")
+
+
+async def run_blocking(backend: StorageBackend, work: Callable[..., T], *args: object) -> T:
+    """``work(*args)`` -- blocking calls on ``backend`` -- in a worker thread, so the
+    event loop keeps serving meanwhile; inline for the in-memory backends.
+
+    In memory the work is instantaneous and the backend is not thread-safe;
+    running it inline also keeps a whole cluster deterministic under trio's
+    ``MockClock`` (a worker thread would let the clock jump while it runs).
+    Cancellation: once started, the work runs to its end and its result is
+    returned (a worker thread is never abandoned).
+    """
+    from .memory import MemoryBackend
+
+    if isinstance(backend, MemoryBackend):
+        result = work(*args)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return result
+    return await trio.to_thread.run_sync(work, *args)
 
 
 def replace_file_durably(

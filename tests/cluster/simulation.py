@@ -8,7 +8,12 @@ seed replays exactly.  The world:
   delay; a crash keeps only what was durable (like ``FaultyBackend.crash``);
   truncation is durable at once and clips syncs in flight;
 * crashes and restarts (a restarted node is rebuilt from its disk only);
-* clients proposing random payloads to random nodes (following leader hints).
+* clients proposing random payloads to random nodes (following leader hints);
+* a state machine per node (the list of applied entries) that snapshots
+  itself every ``snapshot_every`` offsets: the snapshot becomes durable after
+  a disk delay, then the core and the disk forget the log below it, so
+  lagging and restarted nodes catch up through InstallSnapshot (sent in
+  chunks of ``snapshot_chunk`` bytes over the same lossy network).
 
 :meth:`Simulation.step` processes one event and then checks the safety
 properties; a violation raises :class:`SafetyViolation`.
@@ -16,6 +21,7 @@ properties; a violation raises :class:`SafetyViolation`.
 
 from __future__ import annotations
 
+import ast
 import heapq
 import random
 from collections import deque
@@ -23,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chronik.cluster import raft
-from chronik.cluster.messages import Entry, Message, VoteRequest, VoteResponse
+from chronik.cluster.messages import Entry, Message, Snapshot, VoteRequest, VoteResponse
 from chronik.cluster.raft import DurableState, NotLeader, RaftConfig, RaftNode, Role
 
 ELECTION_TIMEOUT = 0.3
@@ -39,23 +45,58 @@ class _Sync:
     target: int  # log end this sync makes durable; clipped by truncation
 
 
+def encode_state(entries: list[Entry]) -> bytes:
+    """A state machine's snapshot: every entry it applied (so checks can compare it with the committed log)."""
+    return repr([(e.epoch, e.payload, e.control) for e in entries]).encode()
+
+
+def decode_state(data: bytes) -> list[Entry]:
+    return [Entry(*fields) for fields in ast.literal_eval(data.decode())]
+
+
 @dataclass
 class Disk:
-    """One node's storage; survives crashes of the node."""
+    """One node's storage; survives crashes of the node.  Offsets are absolute:
+    ``log[0]`` is at ``base``, the end of the durable snapshot (0 without one)."""
 
     hard: tuple[int, int | None] = (0, None)  # durable
-    log: list[Entry] = field(default_factory=list)  # written, durable below durable_len
-    durable_len: int = 0
+    snapshot: Snapshot | None = None  # durable
+    base: int = 0
+    log: list[Entry] = field(default_factory=list)  # written, durable below durable_end
+    durable_end: int = 0
     syncs: list[_Sync] = field(default_factory=list)
     hard_busy_until: float = 0.0
 
+    @property
+    def log_end(self) -> int:
+        return self.base + len(self.log)
+
     def crash(self) -> None:
-        del self.log[self.durable_len :]
+        del self.log[self.durable_end - self.base :]
         self.syncs.clear()
         self.hard_busy_until = 0.0
 
     def recovered(self) -> DurableState:
-        return DurableState(term=self.hard[0], voted_for=self.hard[1], entries=tuple(self.log[: self.durable_len]))
+        snapshot = self.snapshot
+        return DurableState(
+            term=self.hard[0], voted_for=self.hard[1], log_start=self.base,
+            start_epoch=snapshot.epoch if snapshot is not None else 0,
+            entries=tuple(self.log[: self.durable_end - self.base]), snapshot=snapshot,
+        )
+
+    def install(self, snapshot: Snapshot, discard_log: bool) -> None:
+        """The snapshot is durable; the log below it goes (all of it with ``discard_log``)."""
+        self.snapshot = snapshot
+        if discard_log:
+            self.log.clear()
+            self.durable_end = snapshot.end
+        else:
+            del self.log[: snapshot.end - self.base]
+            self.durable_end = max(self.durable_end, snapshot.end)
+        self.base = snapshot.end
+        if discard_log:
+            for sync in self.syncs:  # they were for the discarded entries
+                sync.target = min(sync.target, self.base)
 
 
 @dataclass(frozen=True)
@@ -68,9 +109,15 @@ class Faults:
 
 
 class Simulation:
-    def __init__(self, seed: int, nodes: int, *, pre_vote: bool = True) -> None:
+    def __init__(
+        self, seed: int, nodes: int, *, pre_vote: bool = True, snapshot_every: int | None = None,
+        snapshot_chunk: int | None = None,
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
+        # None: chosen by the seed (0 never snapshots)
+        self.snapshot_every = snapshot_every if snapshot_every is not None else self.rng.choice((0, 5, 17, 60))
+        self.snapshot_chunk = snapshot_chunk if snapshot_chunk is not None else self.rng.choice((64, 700, 1 << 20))
         self.now = 0.0
         self.ids = tuple(range(1, nodes + 1))
         self.majority = nodes // 2 + 1
@@ -89,6 +136,10 @@ class Simulation:
         self.leaders: dict[int, int] = {}  # term -> leader
         self.committed: list[Entry] = []  # the one committed sequence, offset = index
         self.applied: dict[int, int] = {i: 0 for i in self.ids}  # per incarnation: commit end applied
+        self.machines: dict[int, list[Entry]] = {}  # per node: its state machine (every entry applied)
+        self.last_snapshot: dict[int, int] = {}  # per node: where it last took a snapshot
+        self.installs = 0
+        self.snapshots_taken = 0
         self.accepted: list[tuple[float, bytes]] = []  # proposals a leader took: (time, payload)
         for node_id in self.ids:
             self._start(node_id)
@@ -107,12 +158,15 @@ class Simulation:
             heartbeat_interval=HEARTBEAT,
             max_entries_per_append=16,
             pre_vote=self.pre_vote,
+            max_snapshot_chunk=self.snapshot_chunk,
         )
 
     def _start(self, node_id: int) -> None:
         disk = self.disks[node_id]
         self.incarnation[node_id] += 1
-        self.applied[node_id] = 0
+        snapshot = disk.snapshot
+        self.applied[node_id] = self.last_snapshot[node_id] = 0 if snapshot is None else snapshot.end
+        self.machines[node_id] = [] if snapshot is None else decode_state(snapshot.data)
         self.nodes[node_id] = RaftNode(self._config(node_id), disk.recovered(), self.rng.random, self.now)
         self._reschedule_tick(node_id)
 
@@ -180,10 +234,24 @@ class Simulation:
         if node is None:
             return
         disk = self.disks[node_id]
-        disk.syncs.remove(sync)
-        if sync.target > disk.durable_len:
-            disk.durable_len = sync.target
-            self._execute(node_id, node.log_durable(self.now, disk.durable_len, disk.log[disk.durable_len - 1].epoch))
+        disk.syncs = [s for s in disk.syncs if s is not sync]  # identity: several syncs may have one target
+        if sync.target > disk.durable_end:
+            disk.durable_end = sync.target
+            epoch = disk.log[disk.durable_end - 1 - disk.base].epoch
+            self._execute(node_id, node.log_durable(self.now, disk.durable_end, epoch))
+
+    def _on_snapshot_durable(self, payload: tuple[int, int, Snapshot]) -> None:
+        """A snapshot a node took is durable: the disk, then the core, forget the log below it."""
+        node_id, incarnation, snapshot = payload
+        node = self._alive(node_id, incarnation)
+        disk = self.disks[node_id]
+        if node is None or snapshot.end <= disk.base:
+            return  # crashed before the write finished, or an installed snapshot overtook it
+        self._check_snapshot(node_id, snapshot)
+        disk.install(snapshot, discard_log=False)
+        node.compact(snapshot)
+        self.snapshots_taken += 1
+        self._reschedule_tick(node_id)
 
     def _on_propose(self, payload: tuple[int, bytes]) -> None:
         node_id, data = payload
@@ -242,20 +310,30 @@ class Simulation:
                     down_for = self.rng.uniform(0.001, 0.05)
                     self._schedule(self.rng.uniform(self.now, done), "crash", (node_id, down_for))
             elif isinstance(action, raft.AppendLog):
-                if action.offset != len(disk.log):
-                    raise self.fail(f"node {node_id} appends at {action.offset}, log ends at {len(disk.log)}")
+                if action.offset != disk.log_end:
+                    raise self.fail(f"node {node_id} appends at {action.offset}, log ends at {disk.log_end}")
                 disk.log.extend(action.entries)
-                sync = _Sync(len(disk.log))
+                sync = _Sync(disk.log_end)
                 disk.syncs.append(sync)
                 self._schedule(self.now + self._disk_delay(), "sync_done", (node_id, incarnation, sync))
             elif isinstance(action, raft.TruncateLog):
                 self._check_truncate(node_id, action.offset)
-                del disk.log[action.offset :]
-                disk.durable_len = min(disk.durable_len, action.offset)
+                del disk.log[action.offset - disk.base :]
+                disk.durable_end = min(disk.durable_end, action.offset)
                 for sync in disk.syncs:
                     sync.target = min(sync.target, action.offset)
             elif isinstance(action, raft.CommitAdvanced):
                 self._check_commit(node_id, node, action.commit_end)
+                self._maybe_snapshot(node_id, node)
+            elif isinstance(action, raft.InstallSnapshot):  # durable at once, like a truncation
+                snapshot = action.snapshot
+                self._check_snapshot(node_id, snapshot)
+                if action.discard_log:
+                    self._check_truncate(node_id, snapshot.end)
+                disk.install(snapshot, action.discard_log)
+                self.machines[node_id] = decode_state(snapshot.data)
+                self.applied[node_id] = self.last_snapshot[node_id] = snapshot.end
+                self.installs += 1
             elif isinstance(action, raft.RoleChanged):
                 if action.role is Role.LEADER:
                     self._check_new_leader(node_id, node, action.term)
@@ -295,19 +373,47 @@ class Simulation:
         other = self.leaders.setdefault(term, node_id)
         if other != node_id:
             raise self.fail(f"two leaders in term {term}: {other} and {node_id}")
-        # Leader Completeness: a new leader holds every entry committed so far
+        # Leader Completeness: a new leader holds every entry committed so far (in its snapshot or log)
         if node.log_end < len(self.committed):
             raise self.fail(f"leader {node_id} of term {term} lacks committed offsets from {node.log_end}")
+        if node.log_start:
+            if node.snapshot is None or node.snapshot.end < node.log_start:
+                raise self.fail(f"leader {node_id} of term {term}: log starts at {node.log_start} without a snapshot")
+            self._check_snapshot(node_id, node.snapshot)
         for offset, entry in enumerate(self.committed):
-            if node.entry(offset) != entry:
+            if offset >= node.log_start and node.entry(offset) != entry:
                 raise self.fail(f"leader {node_id} of term {term} has a different entry at committed {offset}")
+
+    def _maybe_snapshot(self, node_id: int, node: RaftNode) -> None:
+        """Every ``snapshot_every`` applied offsets the state machine snapshots itself."""
+        end = self.applied[node_id]
+        if not self.snapshot_every or end - self.last_snapshot[node_id] < self.snapshot_every:
+            return
+        self.last_snapshot[node_id] = end
+        snapshot = Snapshot(end, node.entry(end - 1).epoch, encode_state(self.machines[node_id]))
+        self._schedule(self.now + self._disk_delay(), "snapshot_durable", (node_id, self.incarnation[node_id], snapshot))
+
+    def _check_snapshot(self, node_id: int, snapshot: Snapshot) -> None:
+        """State Machine Safety for snapshots: one holds exactly the committed prefix."""
+        if snapshot.end > len(self.committed):
+            raise self.fail(f"node {node_id} has a snapshot to {snapshot.end}, only {len(self.committed)} committed")
+        if decode_state(snapshot.data) != self.committed[: snapshot.end]:
+            raise self.fail(f"node {node_id} has a snapshot to {snapshot.end} that is not the committed prefix")
+        if snapshot.end and snapshot.epoch != self.committed[snapshot.end - 1].epoch:
+            raise self.fail(f"node {node_id} has a snapshot to {snapshot.end} with the wrong epoch {snapshot.epoch}")
 
     def _check_commit(self, node_id: int, node: RaftNode, commit_end: int) -> None:
         start = self.applied[node_id]
+        if start < node.log_start:
+            return  # an InstallSnapshot later in the list covers these offsets (ordering contract, item 5)
         if commit_end <= start:
             raise self.fail(f"node {node_id} commit end went from {start} to {commit_end}")
+        machine = self.machines[node_id]
+        if len(machine) != start:
+            raise self.fail(f"node {node_id} state machine holds {len(machine)} entries, applied {start}")
         for offset in range(start, commit_end):
             entry = node.entry(offset)
+            machine.append(entry)
             if offset < len(self.committed):
                 if self.committed[offset] != entry:
                     raise self.fail(
@@ -316,7 +422,9 @@ class Simulation:
             else:
                 # first report of this offset: it must be durable on a majority
                 copies = sum(
-                    1 for d in self.disks.values() if offset < d.durable_len and d.log[offset] == entry
+                    1 for d in self.disks.values()
+                    if d.base <= offset < d.durable_end and d.log[offset - d.base] == entry
+                    or offset < d.base and d.snapshot is not None and decode_state(d.snapshot.data)[offset] == entry
                 )
                 if copies < self.majority:
                     raise self.fail(f"offset {offset} committed with {copies} durable copies")
@@ -324,9 +432,9 @@ class Simulation:
         self.applied[node_id] = commit_end
 
     def _check_truncate(self, node_id: int, offset: int) -> None:
-        log = self.disks[node_id].log
-        for at in range(offset, min(len(log), len(self.committed))):
-            if log[at] == self.committed[at]:
+        disk = self.disks[node_id]
+        for at in range(max(offset, disk.base), min(disk.log_end, len(self.committed))):
+            if disk.log[at - disk.base] == self.committed[at]:
                 raise self.fail(f"node {node_id} truncates committed entry at {at}")
 
     # ------------------------------------------------------------ scenario

@@ -8,12 +8,22 @@ import pathlib
 import pytest
 
 from chronik.cluster import messages, raft
-from chronik.cluster.messages import AppendRequest, AppendResponse, Entry, VoteRequest, VoteResponse
+from chronik.cluster.messages import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    Snapshot,
+    SnapshotRequest,
+    SnapshotResponse,
+    VoteRequest,
+    VoteResponse,
+)
 from chronik.cluster.raft import (
     Action,
     AppendLog,
     CommitAdvanced,
     DurableState,
+    InstallSnapshot,
     NotLeader,
     PersistHardState,
     RaftConfig,
@@ -27,8 +37,10 @@ VOTERS = (1, 2, 3)
 TIMEOUT = 1.0
 
 
-def node(node_id: int = 1, *, voters: tuple[int, ...] = VOTERS, pre_vote: bool = False, **durable) -> RaftNode:  # type: ignore[no-untyped-def]
-    config = RaftConfig(node_id, voters, election_timeout=TIMEOUT, heartbeat_interval=0.1, pre_vote=pre_vote)
+def node(node_id: int = 1, *, voters: tuple[int, ...] = VOTERS, pre_vote: bool = False, chunk: int = 1 << 20, **durable) -> RaftNode:  # type: ignore[no-untyped-def]
+    config = RaftConfig(
+        node_id, voters, election_timeout=TIMEOUT, heartbeat_interval=0.1, pre_vote=pre_vote, max_snapshot_chunk=chunk
+    )
     return RaftNode(config, DurableState(**durable), lambda: 0.5, now=0.0)
 
 
@@ -273,10 +285,187 @@ def test_compact_forgets_only_committed_entries() -> None:
     n.propose(5.0, b"x")
     n.log_durable(5.0, 2, 1)
     with pytest.raises(ValueError):
-        n.compact(3)
-    n.compact(2)
-    assert (n.log_start, n.log_end, n.commit_end) == (2, 2, 2)
+        n.compact(Snapshot(3, 1, b"s3"))
+    with pytest.raises(raft.ConsensusError):
+        n.compact(Snapshot(2, 7, b"wrong epoch"))
+    n.compact(Snapshot(2, 1, b"s2"))
+    assert (n.log_start, n.log_end, n.commit_end, n.snapshot) == (2, 2, 2, Snapshot(2, 1, b"s2"))
+    n.compact(Snapshot(1, 1, b"s1"))  # older than the log start: stale, ignored
+    assert n.snapshot == Snapshot(2, 1, b"s2")
     assert n.propose(5.0, b"y")[0] == 2
+    with pytest.raises(IndexError):
+        n.entry(1)
+
+
+# ---------------------------------------------------------------- snapshots (section 7)
+
+SNAP = Snapshot(5, 1, bytes(range(200)))
+
+
+def durable(n: RaftNode, actions: list[Action], now: float = 10.0) -> list[Action]:
+    """Report hard-state writes and appends in ``actions`` durable on ``n``; what that released."""
+    out = persist_all(n, actions, now)
+    if any(isinstance(a, AppendLog | InstallSnapshot) for a in actions):
+        out += n.log_durable(now, n.log_end, n.entry(n.log_end - 1).epoch if n.log_end > n.log_start else n.snapshot.epoch)  # type: ignore[union-attr]
+    return out
+
+
+def run(nodes: dict[int, RaftNode], actions: list[Action], now: float = 10.0, drop=lambda m: False) -> list[Action]:  # type: ignore[no-untyped-def]
+    """Deliver messages and make every write durable at once, until nothing happens any more."""
+    taken: list[Action] = []
+    pending: list[tuple[int, Action]] = [(0, a) for a in actions]
+    while pending:
+        owner, action = pending.pop(0)
+        taken.append(action)
+        if isinstance(action, Send) and not drop(action.message):
+            dst = action.message.dst
+            more = nodes[dst].receive(now, action.message)
+            more += durable(nodes[dst], more, now)
+            pending += [(dst, a) for a in more]
+    return taken
+
+
+def lagging_cluster(follower_durable: dict | None = None, chunk: int = 64) -> tuple[RaftNode, RaftNode, list[Action]]:  # type: ignore[type-arg]
+    """Leader 1 restarted from SNAP (offsets 0..4) plus two entries, elected in term 2; follower 2
+    with ``follower_durable``.  Returns (leader, follower, the leader's first actions)."""
+    leader = node(1, term=1, log_start=5, start_epoch=1, entries=entries(1, 1), snapshot=SNAP, chunk=chunk)
+    assert leader.commit_end == 5 and leader.snapshot == SNAP
+    actions = elect(leader)
+    actions += leader.log_durable(10.0, leader.log_end, 2)
+    follower = node(2, chunk=chunk, **(follower_durable or {}))
+    return leader, follower, actions
+
+
+def test_a_follower_behind_the_leaders_log_start_gets_the_snapshot_in_chunks() -> None:
+    leader, follower, actions = lagging_cluster()
+    nodes = {1: leader, 2: follower, 3: node(3)}
+    taken = run(nodes, [a for a in actions if isinstance(a, Send)], drop=lambda m: 3 in (m.src, m.dst))
+    chunks = [a.message for a in taken if isinstance(a, Send) and isinstance(a.message, SnapshotRequest) and a.message.dst == 2]
+    assert [c.position for c in chunks] == [0, 64, 128, 192]  # one at a time, each at most 64 bytes
+    assert all(len(c.chunk) <= 64 and (c.end, c.epoch, c.size) == (5, 1, 200) for c in chunks)
+    (install,) = [a for a in taken if isinstance(a, InstallSnapshot)]
+    assert install == InstallSnapshot(SNAP, discard_log=True)
+    # ...then ordinary replication goes on from the snapshot's end, and commits
+    assert (follower.log_start, follower.snapshot, follower.log_end) == (5, SNAP, 8)
+    assert [follower.entry(i) for i in range(5, 8)] == [leader.entry(i) for i in range(5, 8)]
+    assert leader.commit_end == 8 and follower.commit_end == 8
+
+
+def test_install_sends_the_ack_after_the_install_and_survives_lost_chunks() -> None:
+    leader, follower, actions = lagging_cluster()
+    nodes = {1: leader, 2: follower, 3: node(3)}
+    lost = []
+
+    def drop(message) -> bool:  # type: ignore[no-untyped-def]
+        if isinstance(message, SnapshotRequest) and message.position == 64 and not lost:
+            lost.append(message)
+            return True
+        return False
+
+    run(nodes, [a for a in actions if isinstance(a, Send) and a.message.dst == 2], drop=drop)
+    assert lost and follower.snapshot is None  # stalled at the lost chunk
+    # the next heartbeat re-sends the chunk the follower has not acknowledged
+    taken = run(nodes, leader.tick(10.2), now=10.2)
+    resent = [a.message for a in taken if isinstance(a, Send) and isinstance(a.message, SnapshotRequest)]
+    assert resent[0].position == 64
+    assert follower.snapshot == SNAP and follower.commit_end == 8
+    # the follower's final answer comes after the install in its action list (the driver makes it durable first)
+    order = [a for a in taken if isinstance(a, InstallSnapshot) or isinstance(a, Send) and a.message.src == 2]
+    position = next(i for i, a in enumerate(order) if isinstance(a, InstallSnapshot))
+    after = order[position + 1]
+    assert isinstance(after, Send) and after.message == SnapshotResponse(2, 2, 1, 5, 200, True)
+
+
+def test_a_transfer_keeps_its_snapshot_and_the_log_after_it_while_the_leader_compacts() -> None:
+    """Otherwise a transfer slower than the leader's snapshot interval would start over forever."""
+    leader, follower, actions = lagging_cluster()
+    nodes = {1: leader, 2: follower, 3: node(3)}
+    cut_off = lambda m: 2 in (m.src, m.dst)  # noqa: E731
+    run(nodes, [a for a in actions if isinstance(a, Send)], drop=cut_off)  # 3 catches up (by snapshot too)
+    offset, more = leader.propose(10.0, b"x")
+    more += durable(leader, more)
+    run(nodes, more, drop=cut_off)
+    assert leader.commit_end == offset + 1 == 9
+    # the first chunk of SNAP goes to follower 2 ...
+    taken = run(nodes, leader.tick(10.2), now=10.2, drop=lambda m: isinstance(m, SnapshotResponse) or m.dst == 3)
+    assert any(isinstance(a, Send) and isinstance(a.message, SnapshotRequest) and a.message.dst == 2 for a in taken)
+    # ... and the leader snapshots at 9 meanwhile: it keeps the log after SNAP for the transfer
+    newer = Snapshot(9, 2, b"newer")
+    leader.compact(newer)
+    assert (leader.snapshot, leader.log_start) == (newer, SNAP.end)
+    taken = run(nodes, leader.tick(10.4), now=10.4)
+    to_2 = [a.message for a in taken if isinstance(a, Send) and isinstance(a.message, SnapshotRequest) and a.message.dst == 2]
+    assert to_2 and {m.end for m in to_2} == {SNAP.end} and follower.snapshot == SNAP  # not restarted with the newer
+    assert follower.commit_end == leader.commit_end == 9 and follower.log_end == 9
+    assert leader.log_start == 9  # transfer done: the log below the newest snapshot goes
+
+
+def test_a_silent_follower_does_not_hold_back_compaction_for_ever() -> None:
+    leader, follower, actions = lagging_cluster()
+    nodes = {1: leader, 2: follower, 3: node(3)}
+    run(nodes, [a for a in actions if isinstance(a, Send)], drop=lambda m: m.src == 2 or (m.dst == 2 and not isinstance(m, AppendRequest)))
+    leader.receive(10.0, AppendResponse(2, 2, 1, False, 0, 0))  # 2 needs the snapshot; the chunk is lost
+    offset, more = leader.propose(10.0, b"x")
+    run(nodes, more + durable(leader, more), drop=lambda m: 2 in (m.src, m.dst))
+    leader.compact(Snapshot(9, 2, b"newer"))
+    assert leader.log_start == SNAP.end  # held for follower 2's transfer...
+    for now in (10.5, 11.0, 11.6):
+        run(nodes, leader.tick(now), now=now, drop=lambda m: 2 in (m.src, m.dst))
+    assert leader.role is Role.LEADER and leader.log_start == 9  # ...until it was silent for an election timeout
+
+
+def test_chunk_of_an_unknown_snapshot_asks_for_the_start_and_duplicates_are_harmless() -> None:
+    follower = node(2, term=2)
+    (answer,) = sent(follower.receive(0.0, SnapshotRequest(2, 1, 2, 5, 1, 200, 64, b"x" * 64)))
+    assert answer == SnapshotResponse(2, 2, 1, 5, 0, False)
+    first = SnapshotRequest(2, 1, 2, 5, 1, 200, 0, SNAP.data[:100])
+    assert sent(follower.receive(0.0, first)) == [SnapshotResponse(2, 2, 1, 5, 100, False)]
+    assert sent(follower.receive(0.0, first)) == [SnapshotResponse(2, 2, 1, 5, 100, False)]  # a duplicate
+    actions = follower.receive(0.0, SnapshotRequest(2, 1, 2, 5, 1, 200, 100, SNAP.data[100:]))
+    assert actions[0] == InstallSnapshot(SNAP, discard_log=True)
+    assert sent(actions) == [SnapshotResponse(2, 2, 1, 5, 200, True)]
+    # a delayed copy of an already installed snapshot: we have those offsets
+    assert sent(follower.receive(0.0, first)) == [SnapshotResponse(2, 2, 1, 5, 200, True)]
+
+
+def test_install_keeps_the_suffix_that_continues_the_snapshot() -> None:
+    follower = node(2, term=2, entries=entries(1, 1, 1, 1, 1, 2, 2))  # offset 4 has the snapshot's epoch 1
+    actions = follower.receive(0.0, SnapshotRequest(2, 1, 2, 5, 1, 200, 0, SNAP.data))
+    assert actions[0] == InstallSnapshot(SNAP, discard_log=False)
+    assert (follower.log_start, follower.log_end, follower.commit_end) == (5, 7, 5)
+    assert [follower.entry(i).epoch for i in (5, 6)] == [2, 2]
+
+
+def test_install_discards_a_log_that_diverges_at_the_snapshot() -> None:
+    follower = node(2, term=3, entries=entries(1, 1, 1, 1, 2, 2, 2))  # offset 4 has epoch 2, the snapshot says 1
+    actions = follower.receive(0.0, SnapshotRequest(3, 1, 2, 5, 1, 200, 0, SNAP.data))
+    assert actions[0] == InstallSnapshot(SNAP, discard_log=True)
+    assert (follower.log_start, follower.log_end, follower.commit_end, follower.durable_end) == (5, 5, 5, 5)
+    assert follower.log_durable(0.0, 7, 2) == []  # a late report about the discarded log is ignored
+    assert follower.durable_end == 5
+
+
+def test_a_snapshot_below_the_commit_end_is_acknowledged_without_installing() -> None:
+    follower = node(2, term=2, entries=entries(1, 1, 1, 1, 1, 1, 1))
+    follower.receive(0.0, AppendRequest(2, 1, 2, 7, 1, (), leader_commit=7))
+    actions = follower.receive(0.0, SnapshotRequest(2, 1, 2, 5, 1, 200, 0, SNAP.data[:64]))
+    assert not any(isinstance(a, InstallSnapshot) for a in actions)
+    assert sent(actions) == [SnapshotResponse(2, 2, 1, 5, 200, True)]
+    assert follower.log_start == 0
+
+
+def test_restart_from_a_snapshot_commits_from_its_end_and_keeps_safety() -> None:
+    n = node(2, term=1, log_start=5, start_epoch=1, entries=entries(1, 2), snapshot=SNAP)
+    assert (n.commit_end, n.durable_end, n.log_end) == (5, 7, 7)
+    # a vote compares with the last entry (or the snapshot's epoch when the log is empty)
+    empty = node(3, term=1, log_start=5, start_epoch=1, snapshot=SNAP)
+    (vote,) = sent(persist_all(empty, empty.receive(0.0, VoteRequest(2, 1, 3, last_epoch=1, log_end=4))))
+    assert not vote.granted
+    # an append whose previous entry is the snapshot's last one is accepted
+    actions = empty.receive(0.0, AppendRequest(2, 1, 3, 5, 1, entries(2), leader_commit=6))
+    assert AppendLog(5, entries(2)) in actions and CommitAdvanced(6) in actions
+    with pytest.raises(ValueError):
+        DurableState(log_start=4, start_epoch=1, snapshot=SNAP)
 
 
 def test_core_has_no_io_clock_or_randomness_of_its_own() -> None:

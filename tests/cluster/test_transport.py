@@ -14,6 +14,8 @@ from chronik.cluster.messages import (
     ForwardResponse,
     ReplicaFetchRequest,
     ReplicaFetchResponse,
+    SnapshotRequest,
+    SnapshotResponse,
     VoteRequest,
     VoteResponse,
 )
@@ -45,6 +47,10 @@ MESSAGES = [
     ReplicaFetchRequest(0, 2, 1, "t", "0123456789abcdef0123456789abcdef", 0, 10, 500, 1 << 20, 7),
     ReplicaFetchResponse(0, 1, 2, 0, 8, 0, b"", 6, 9),
     ReplicaFetchResponse(0, 1, 2, 0, 8, 0, b"", -1, -1, 17),
+    SnapshotRequest(9, 1, 3, 2**40, 8, 300, 256, bytes(range(44))),
+    SnapshotRequest(9, 1, 3, 5, 1, 0, 0, b""),
+    SnapshotResponse(9, 3, 1, 2**40, 256, False),
+    SnapshotResponse(9, 3, 1, 5, 300, True),
 ]
 
 

@@ -205,3 +205,26 @@ def test_leader_commit_mode_and_rack_aware_placement(tmp_path: Path) -> None:
             assert all({racks[r] for r in p.replica_nodes} == {"a", "b", "c"} for p in fast.partitions)
             forwarded = eventually(lambda: cluster.topics(i).get("forwarded"), 2.0)
             assert all(len({racks[r] for r in p.replica_nodes}) == 2 for p in forwarded.partitions)
+
+
+def test_a_node_dead_while_the_others_compact_catches_up_from_a_snapshot(tmp_path: Path) -> None:
+    """Snapshots every 3 metadata commands: the others compact their Raft logs past the dead
+    node's end, so it catches up from the controller's snapshot, then restarts from its own."""
+    with running_cluster(tmp_path, "--metadata-snapshot-every", "3") as cluster:
+        controller = eventually(cluster.controller)
+        dead = next(i for i in IDS if i != controller)
+        create(cluster.nodes[controller], "before", 1, 1)
+        eventually(lambda: "before" in cluster.topics(dead), 5.0)
+        cluster.nodes[dead].kill()
+        alive = next(i for i in IDS if i != dead)
+        for n in range(6):
+            create(cluster.nodes[alive], f"while-dead-{n}", 1, 1)
+        cluster.nodes[dead].start()
+        expected = {"before", *(f"while-dead-{n}" for n in range(6))}
+        eventually(lambda: expected <= set(cluster.topics(dead)), 15.0)
+        assert "installed snapshot at" in cluster.nodes[dead].output()
+        assert "snapshot taken at offset" in cluster.nodes[controller].output()
+        cluster.nodes[dead].stop()
+        cluster.nodes[dead].start()
+        eventually(lambda: expected <= set(cluster.topics(dead)), 15.0)
+        assert "snapshot loaded at offset" in cluster.nodes[dead].output()
