@@ -24,7 +24,9 @@ leads; a :class:`~chronik.cluster.replication.ReplicaManager` copies the
 data of partitions with more than one replica from their leaders to their
 followers, keeps their ISR and follows leader changes, and on the controller
 a :class:`~chronik.cluster.liveness.BrokerLiveness` fences brokers that went
-quiet (which moves their partitions' leadership) and unfences them.  With no peers or one, none of this runs.
+quiet (which moves their partitions' leadership) and unfences them, and a
+:class:`~chronik.cluster.balance.PreferredLeaderBalancer` gives leadership
+back to preferred replicas (``auto.leader.rebalance.enable``).  With no peers or one, none of this runs.
 
 Handlers reach everything through the :class:`Broker`; they never touch files.
 """
@@ -445,10 +447,12 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
             broker = Broker(config, metadata, logs, cluster_id, consensus)
             replicas = None
             if consensus is not None:
+                from .cluster.network import TCP
                 from .cluster.replication import ReplicaManager
 
                 replicas = ReplicaManager(broker, {peer.id: str(peer.replication) for peer in config.peers},
-                                          lag_max_seconds=config.replica_lag_time_max_ms / 1000)
+                                          lag_max_seconds=config.replica_lag_time_max_ms / 1000,
+                                          network=network or TCP)
                 metadata.add_listener(lambda *_: logs.request_sync())  # changes made through other nodes
                 metadata.add_listener(lambda *_: replicas.request_reconcile())
             try:
@@ -469,6 +473,12 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
                         await nursery.start(replicas.run)
                         liveness = BrokerLiveness(broker, session_timeout=config.broker_session_timeout_ms / 1000)
                         await nursery.start(liveness.run)
+                        if config.auto_leader_rebalance_enable:
+                            from .cluster.balance import PreferredLeaderBalancer
+
+                            balancer = PreferredLeaderBalancer(
+                                broker, interval=config.leader_imbalance_check_interval_seconds)
+                            await nursery.start(balancer.run)
                     yield broker
                     nursery.cancel_scope.cancel()
             finally:

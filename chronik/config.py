@@ -458,6 +458,11 @@ _SETTINGS_LIST = (
     _kafka("min.insync.replicas", _Int(1, 1000), "Replicas that must have a record for acks=all."),
     _kafka("replica.lag.time.max.ms", _Int(1), "A follower not caught up with its leader for this long leaves the ISR."),
     _kafka("broker.session.timeout.ms", _Int(1), "Cluster mode: the controller fences a broker it has not heard from for this long."),
+    _kafka("auto.leader.rebalance.enable", _Bool(),
+           "Cluster mode: the controller moves leadership back to each partition's preferred (first) replica "
+           "once it is in sync."),
+    _kafka("leader.imbalance.check.interval.seconds", _Int(1),
+           "Cluster mode: how often the controller looks for partitions not led by their preferred replica."),
     _kafka("group.initial.rebalance.delay.ms", _Int(0), "Wait for more members before the first rebalance of a group."),
     _kafka("socket.request.max.bytes", _Int(1), "Largest request frame accepted."),
     _Setting("node_id", _Int(0), "This node's id (Kafka node.id / broker.id).", "cluster"),
@@ -522,6 +527,8 @@ class BrokerConfig:
     min_insync_replicas: int = 1
     replica_lag_time_max_ms: int = 30000
     broker_session_timeout_ms: int = 1000
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_seconds: int = 300
     group_initial_rebalance_delay_ms: int = 3000
     socket_request_max_bytes: int = 104857600
     # cluster

@@ -11,7 +11,9 @@
   follower's position drives what is sent, a follower that was down or new
   catches up from wherever its log ends, and nothing is ever dropped: a slow
   follower just asks less often.  The fetch answer carries the leader's high
-  watermark, which the follower adopts (capped by its own durable end).
+  watermark, which the follower adopts (capped by its own durable end), and
+  its log start, which the follower's log start follows (up to its high
+  watermark; DeleteRecords reaches every replica that way).
 
 * **Leader side.**  A fetch from offset *n* tells the leader the follower has
   everything below *n* durable (:meth:`PartitionLog.record_follower_end`);
@@ -49,6 +51,20 @@
   lacks -- never anything below the high watermark, which every ISR member
   (so every eligible new leader) has.
 
+* **Behind the leader's log start.**  A follower whose log ends below the
+  leader's log start (retention or DeleteRecords removed the records it
+  lacks while it was away) is answered OFFSET_OUT_OF_RANGE with that log
+  start; it empties its log and restarts it there
+  (:meth:`PartitionLog.restart_at`).  If the leader's log start falls inside
+  a batch, the first batch it sends starts below the follower's (empty)
+  log end: the follower restarts once more at that batch's base and stores
+  it whole, keeping the log start inside it, as the leader has it.
+
+* **Lag in time.**  For each follower of a partition it leads, the leader
+  knows when it was last caught up (above); :meth:`follower_lag_seconds`
+  reports the time since, and the metric
+  ``chronik_replication_follower_max_lag_seconds`` its maximum.
+
 Partitions with one replica, and single nodes, are untouched: their high
 watermark is their durable end, as before.
 """
@@ -66,7 +82,8 @@ from ..metadata.commands import ChangeIsr
 from ..metadata.image import CommandRejected, MetadataImage, PartitionImage
 from ..protocol import ErrorCode, ProtocolError, parse_batch_header
 from .messages import ReplicaFetchRequest, ReplicaFetchResponse
-from .transport import CodecError, FrameReader, encode_frame, parse_address
+from .network import TCP, Network
+from .transport import CodecError, FrameReader, encode_frame
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -92,13 +109,16 @@ class _Led:
     caught_up_at: dict[int, float] = field(default_factory=dict)  # follower -> last time it was caught up
     last_fetch: dict[int, tuple[float, int]] = field(default_factory=dict)  # follower -> (time, leader's durable end then)
     changing_isr: bool = False
+    adding: frozenset[int] = frozenset()  # followers an ISR change in flight adds: the HW waits for them already
 
 
 class ReplicaManager:
     """Data replication for one node (see the module docstring).  Run with :meth:`run`."""
 
-    def __init__(self, broker: "Broker", peers: dict[int, str], *, lag_max_seconds: float) -> None:
+    def __init__(self, broker: "Broker", peers: dict[int, str], *, lag_max_seconds: float,
+                 network: Network = TCP) -> None:
         self.broker = broker
+        self.network = network
         self.node_id = broker.node_id
         self.peers = peers  # node id -> replication host:port
         self.lag_max_seconds = lag_max_seconds
@@ -110,6 +130,7 @@ class ReplicaManager:
         self.metrics = broker.metrics
         self.metrics.replication_max_lag.set_function(lambda: max(self._lag.values(), default=0))
         self.metrics.replication_lag.set_function(lambda: sum(self._lag.values()))
+        self.metrics.follower_max_lag_seconds.set_function(lambda: max(self.follower_lag_seconds().values(), default=0.0))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -119,6 +140,7 @@ class ReplicaManager:
         replicated on the leader's fsync alone until the next :meth:`reconcile`."""
         partition = self._partition(self.broker.image, partition_log.topic, partition_log.partition)
         if partition is None or len(partition.replicas) < 2:
+            partition_log.refresh_high_watermark()  # unreplicated: its durable end, not the checkpoint
             return
         if partition.leader == self.node_id:
             partition_log.lead(frozenset(partition.isr) - {self.node_id}, partition.leader_epoch)
@@ -199,8 +221,25 @@ class ReplicaManager:
                          partition.leader_epoch, partition.replicas, partition.isr)
             for follower in partition.replicas:
                 state.caught_up_at.setdefault(follower, now)
-            partition_log.lead(frozenset(partition.isr) - {self.node_id}, partition.leader_epoch)
+            partition_log.lead((frozenset(partition.isr) | state.adding) - {self.node_id}, partition.leader_epoch)
             self._check_isr(key, state, partition, now)
+
+    def follower_lag_seconds(self, now: float | None = None) -> dict[tuple[str, int, int], float]:
+        """(Leader) per follower of each replicated partition this node leads, the seconds
+        since it was last caught up (Kafka's lastCaughtUpTime: its fetch reached the
+        leader's durable end, or where that end was at its previous fetch).  A follower
+        that has not fetched since this node became leader counts from then."""
+        if now is None:
+            try:
+                now = trio.current_time()
+            except RuntimeError:  # outside the event loop (a metrics scrape from elsewhere)
+                return {}
+        return {
+            (*key, follower): max(0.0, now - caught_up)
+            for key, state in self._led.items()
+            for follower, caught_up in state.caught_up_at.items()
+            if follower != self.node_id
+        }
 
     # -- leader side -------------------------------------------------------------
 
@@ -250,7 +289,13 @@ class ReplicaManager:
                     await moved.wait()
         else:
             await trio.lowlevel.checkpoint()
-        if partition_log.closed:
+        # Leadership may have moved while the fetch was parked: this node may now
+        # follow, its log may have been truncated and refilled from the new leader.
+        # Answering from it would hand the follower batches that do not continue
+        # its log, with a high watermark above its divergent suffix.
+        now_partition = self._partition(self.broker.image, *key)
+        if partition_log.closed or now_partition is None or now_partition.leader != self.node_id \
+                or now_partition.leader_epoch != partition.leader_epoch:
             return self._answer(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
         try:
             batches = partition_log.read(offset, request.max_bytes, end=partition_log.durable_end)
@@ -285,6 +330,14 @@ class ReplicaManager:
                 isr.add(follower)  # (an end of 0 -- an empty partition -- counts: not "or -1")
         if isr != set(partition.isr):
             state.changing_isr = True
+            # Until the change commits, the high watermark counts a follower being
+            # added (and still one being removed): Kafka's "maximal ISR".  Else it
+            # could move past what the newcomer has before the newcomer, now in the
+            # ISR and so eligible to lead, has it -- and a new leader would lose
+            # acknowledged acks=all records.
+            state.adding = frozenset(isr - set(partition.isr))
+            if state.adding:
+                partition_log.lead((frozenset(partition.isr) | state.adding) - {self.node_id}, partition.leader_epoch)
             assert self._nursery is not None
             self._nursery.start_soon(self._change_isr, key, state, partition, sorted(isr))
 
@@ -306,6 +359,7 @@ class ReplicaManager:
             await trio.sleep(RETRY_SECONDS)
         finally:
             state.changing_isr = False
+            state.adding = frozenset()
             self.request_reconcile()
 
     @staticmethod
@@ -324,11 +378,11 @@ class ReplicaManager:
         """
         key = (partition_log.topic, partition_log.partition)
         with scope:
-            host, port = parse_address(self.peers[leader])
+            address = self.peers[leader]
             announced = False
             while not partition_log.closed:
                 try:
-                    stream = await trio.open_tcp_stream(host, port)
+                    stream = await self.network.connect(address)
                 except OSError as exc:
                     log.debug("cannot reach leader %d of %s-%d: %s", leader, partition_log.topic, partition_log.partition, exc)
                     await trio.sleep(RETRY_SECONDS)
@@ -337,6 +391,10 @@ class ReplicaManager:
                     try:
                         while not partition_log.closed:
                             answer = await self._fetch_once(stream, partition_log, leader)
+                            if answer.error == ErrorCode.OFFSET_OUT_OF_RANGE \
+                                    and answer.log_start_offset > partition_log.log_end_offset:
+                                await self._restart_behind_leader(partition_log, answer, leader)
+                                continue
                             if answer.error != ErrorCode.NONE:
                                 log.debug("%s-%d: leader %d answered error %d", partition_log.topic,
                                           partition_log.partition, leader, answer.error)
@@ -359,6 +417,16 @@ class ReplicaManager:
                 await trio.sleep(RETRY_SECONDS)
 
     @staticmethod
+    async def _restart_behind_leader(partition_log: PartitionLog, answer: ReplicaFetchResponse, leader: int) -> None:
+        """This log ends below the leader's log start (retention or DeleteRecords
+        removed what it lacks): start over, empty, at the leader's log start."""
+        log.warning("%s-%d: log ends at %d, below leader %d's log start %d; restarting the log there",
+                    partition_log.topic, partition_log.partition, partition_log.log_end_offset, leader,
+                    answer.log_start_offset)
+        await partition_log.restart_at(answer.log_start_offset)
+        partition_log.follow_high_watermark(answer.high_watermark)
+
+    @staticmethod
     async def _truncate_divergent(partition_log: PartitionLog, answer: ReplicaFetchResponse, leader: int) -> None:
         """Cut the suffix the leader does not have: to the lower of the leader's end of
         the diverging epoch and this log's own end of it (see the module docstring)."""
@@ -372,7 +440,7 @@ class ReplicaManager:
         if partition_log.log_end_offset >= before:
             await trio.sleep(RETRY_SECONDS)  # no progress (should not happen): do not spin
 
-    async def _fetch_once(self, stream: trio.SocketStream, partition_log: PartitionLog, leader: int) -> ReplicaFetchResponse:
+    async def _fetch_once(self, stream: trio.abc.Stream, partition_log: PartitionLog, leader: int) -> ReplicaFetchResponse:
         request = ReplicaFetchRequest(0, self.node_id, leader, partition_log.topic, partition_log.topic_id,
                                       partition_log.partition, partition_log.log_end_offset, FETCH_MAX_WAIT_MS,
                                       FETCH_MAX_BYTES, partition_log.last_epoch)
@@ -396,6 +464,10 @@ class ReplicaManager:
         while pos < len(view) and not partition_log.closed:
             try:
                 header = parse_batch_header(view[pos:])
+                if header.base_offset < partition_log.log_end_offset <= header.last_offset \
+                        and not partition_log.holds_batches:
+                    # just restarted at the leader's log start, which is inside this batch
+                    await partition_log.restart_at(header.base_offset)
                 last = partition_log.append_replicated(view[pos : pos + header.size])
             except (ProtocolError, OffsetOutOfRange) as exc:
                 raise CodecError(f"bad batch from the leader: {exc}") from exc
@@ -403,3 +475,7 @@ class ReplicaManager:
         if last is not None:
             await partition_log.wait_durable(last)
         partition_log.follow_high_watermark(answer.high_watermark)
+        # the leader's DeleteRecords (or retention) moved its log start: follow, up to the high watermark
+        start = min(answer.log_start_offset, partition_log.high_watermark)
+        if start > partition_log.log_start_offset and not partition_log.closed:
+            partition_log.advance_log_start(start)

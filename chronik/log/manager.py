@@ -19,6 +19,11 @@ among their replicas are opened, and the start-up sweep of orphaned
 directories is skipped: the image is still empty when the node starts (it
 is rebuilt from the Raft log), so it cannot tell an orphan from a live log.
 
+In cluster mode the manager also keeps the high-watermark checkpoint
+(:mod:`chronik.log.checkpoint`): read before the first log opens (each
+log's high watermark starts from it), written by :meth:`run` every few
+seconds while a high watermark moved, and once more by :meth:`aclose`.
+
 Partition directories are ``<data_dir>/<topic>-<partition>``; Kafka topic
 names cannot contain ``/``, and the metadata log's own directory
 (``__chronik_metadata-0``) is never touched.
@@ -35,6 +40,8 @@ import trio
 from ..metadata import MetadataImage
 from ..metadata.log import METADATA_DIR
 from ..storage import GroupCommitter
+from ..storage.files import run_blocking
+from .checkpoint import CHECKPOINT_SECONDS, Checkpoint, read_checkpoint, write_checkpoint
 from .partition import PartitionLog, PartitionUnreadable, _read_partition_file
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,7 @@ class LogManager:
         """Called with every log opened, before any request can use it (cluster mode: its replication role)."""
         self.offline: dict[tuple[str, int], str] = {}
         """Partitions whose logs could not be read, and why (served as KAFKA_STORAGE_ERROR)."""
+        self._checkpoint: Checkpoint | None = None  # cluster mode: as read at start-up, then as last written
 
     def get(self, topic: str, partition: int) -> PartitionLog | None:
         return self._logs.get((topic, partition))
@@ -90,11 +98,44 @@ class LogManager:
 
         Cancellation: a deletion in progress completes (see :meth:`sync_with`).
         """
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            if self.replica_of is not None:
+                nursery.start_soon(self._checkpoint_loop)
+            task_status.started()
+            while True:
+                await self._sync_requested.wait()
+                self._sync_requested = trio.Event()
+                await self.in_step_with(image_source())
+
+    def high_watermarks(self) -> Checkpoint:
+        """What a checkpoint written now would hold: every log's high watermark
+        (and the last checkpointed one of partitions that are offline)."""
+        entries = {key: hw for key, hw in (self._checkpoint or {}).items() if key in self.offline}
+        entries.update(((p.topic, p.partition), p.high_watermark) for p in self._logs.values())
+        return entries
+
+    async def write_checkpoint(self) -> bool:
+        """Write the high-watermark checkpoint if it changed (cluster mode, once a log
+        opened); True if written.  The fsyncs run in a worker thread.
+
+        Cancellation: the write in progress completes; the next one retries.
+        """
+        if self._checkpoint is None or self.committer.failure is not None:
+            return False
+        entries = self.high_watermarks()
+        if entries == self._checkpoint:
+            return False
+        await run_blocking(self.committer.backend, write_checkpoint, self.committer.backend, self.data_dir, entries)
+        self._checkpoint = entries
+        return True
+
+    async def _checkpoint_loop(self) -> None:
         while True:
-            await self._sync_requested.wait()
-            self._sync_requested = trio.Event()
-            await self.in_step_with(image_source())
+            await trio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await self.write_checkpoint()
+            except OSError as exc:
+                log.warning("could not write the high-watermark checkpoint: %s", exc)
 
     async def sync_with(self, image: MetadataImage) -> None:
         """Open the partitions ``image`` has, delete the logs it no longer has.
@@ -135,9 +176,10 @@ class LogManager:
             ]
             if to_open:
                 # Creating a partition costs a few fsyncs (~1 ms): done in a
-                # worker thread so the event loop keeps serving meanwhile.
+                # worker thread so the event loop keeps serving meanwhile
+                # (inline in memory, see run_blocking).
                 # Not abandoned on cancellation: the logs are always registered.
-                for key, partition_log in await trio.to_thread.run_sync(self._open_all, to_open):
+                for key, partition_log in await run_blocking(self.committer.backend, self._open_all, to_open):
                     if self.on_open is not None:
                         self.on_open(partition_log)
                     self._logs[key] = partition_log
@@ -151,6 +193,8 @@ class LogManager:
         Runs in a worker thread; touches no shared state but the files of these partitions.
         """
         opened = []
+        if self.replica_of is not None and self._checkpoint is None:
+            self._checkpoint = read_checkpoint(self.committer.backend, self.data_dir)
         for (topic, partition), topic_id, segment_bytes in to_open:
             started = time.perf_counter()
             try:
@@ -161,6 +205,9 @@ class LogManager:
                     partition=partition,
                     topic_id=topic_id,
                     segment_bytes=segment_bytes,
+                    # cluster mode: never above what the ISR had; 0 (raised to the
+                    # log start) for a log the checkpoint does not know yet
+                    high_watermark=None if self._checkpoint is None else self._checkpoint.get((topic, partition), 0),
                 )
             except PartitionUnreadable as exc:
                 # Damage inside the durable part of the log (not a torn tail,
@@ -206,8 +253,15 @@ class LogManager:
             log.info("removed the files of deleted partition %s", name)
 
     async def aclose(self) -> None:
-        """Flush and close every log.  Cancellation: closing is shielded."""
+        """Flush and close every log, then write the high-watermark checkpoint (cluster mode).
+
+        Cancellation: closing is shielded.
+        """
         with trio.CancelScope(shield=True):
             for partition_log in self._logs.values():
                 await partition_log.aclose()
+            try:
+                await self.write_checkpoint()
+            except OSError as exc:
+                log.warning("could not write the high-watermark checkpoint: %s", exc)
         self._logs.clear()

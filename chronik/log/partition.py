@@ -27,9 +27,10 @@ Invariants
   it at the minimum of its own durable end and the log ends its in-sync
   followers reported (:meth:`record_follower_end`); a follower
   (:meth:`follow`) at the minimum of its durable end and the leader's high
-  watermark.  After a restart it starts at the log end (a high-watermark
-  checkpoint is not kept yet); :meth:`truncate_to` is the one thing that
-  lowers it (never below what the ISR acknowledged: only a suffix the
+  watermark.  After a restart it starts at the checkpointed high watermark
+  (capped by the log end; cluster mode, :mod:`chronik.log.checkpoint`) or,
+  on a single node, at the log end; :meth:`truncate_to` is the one thing
+  that lowers it (never below what the ISR acknowledged: only a suffix the
   leader lacks is cut).
 * A follower appends the leader's batches unchanged, at the leader's offsets
   (:meth:`append_replicated`), so every replica holds the same bytes at the
@@ -42,8 +43,10 @@ Invariants
   follower finds the suffix it must cut (:meth:`truncate_to`) before it
   follows a new leader.  Batches stamped -1 (unreplicated, or written before
   epochs) are not in the cache.
-* ``log_start_offset`` only grows (retention, DeleteRecords); it is persisted
-  in ``partition.json`` before the segments below it are deleted.
+* ``log_start_offset`` only grows (retention, DeleteRecords, a follower
+  following its leader's, or restarting its log there with
+  :meth:`restart_at`); it is persisted in ``partition.json`` before the
+  segments below it are deleted.
 * The in-memory batch index (base, last offset, max timestamp, location) and
   the producer state are rebuilt on open by scanning the recovered WAL's
   batch headers; the WAL has already truncated a torn tail, so the index only
@@ -157,8 +160,14 @@ class PartitionLog:
         partition: int,
         topic_id: str,
         segment_bytes: int,
+        high_watermark: int | None = None,
     ) -> "PartitionLog":
         """Open (creating if needed) the partition in ``directory`` and rebuild its index.
+
+        ``high_watermark``: where to start the high watermark (cluster mode:
+        the checkpointed one, see :mod:`chronik.log.checkpoint`), capped by the
+        log end and raised to the log start; None starts it at the log end
+        (a single node, where the durable end is the high watermark).
 
         Raises ``ValueError`` if the directory belongs to another topic id.
         """
@@ -204,6 +213,8 @@ class PartitionLog:
         active_base = wal.segments()[-1].base_index
         self.log_end_offset = max(self._lasts[-1] + 1 if self._lasts else 0, active_base, self.log_start_offset)
         self.high_watermark = self.durable_end = self.log_end_offset
+        if high_watermark is not None:
+            self.high_watermark = max(self.log_start_offset, min(high_watermark, self.log_end_offset))
         self.recovery = PartitionRecovery(
             len(self._bases), self.log_start_offset, self.log_end_offset, wal.recovery.truncated_bytes,
             time.perf_counter() - started,
@@ -395,6 +406,57 @@ class PartitionLog:
             log.info("%s-%d: truncated %d record offset(s), log end now %d", self.topic, self.partition, dropped,
                      self.log_end_offset)
             return self.log_end_offset
+
+    async def restart_at(self, offset: int) -> None:
+        """Empty the log; the next batch goes at ``offset`` (a follower whose log ends
+        below its leader's log start: what it lacks is gone from the leader).
+
+        The log start becomes ``offset`` if that is higher.  An empty log may
+        also restart lower (but not below 0): the leader's log start can fall
+        inside a batch, which the follower must then store whole, from its base
+        offset, with the log start still inside it (as on the leader).  The new
+        log start is persisted before any segment is deleted, so a crash in
+        between reopens an empty log at the log start.  Waits for the appends
+        in flight first.  Cancellation: shielded.
+
+        :raises ValueError: ``offset`` is not above :attr:`log_end_offset` and the log holds batches.
+        """
+        with trio.CancelScope(shield=True):
+            await self.wal.flush()
+            if self._closed:
+                return
+            if offset < 0 or (offset <= self.log_end_offset and len(self._bases)):
+                raise ValueError(f"cannot restart {self.topic}-{self.partition} at {offset}, not above its end"
+                                 f" {self.log_end_offset}")
+            dropped = max(0, self.log_end_offset - self.log_start_offset)
+            if offset > self.log_start_offset:
+                self.log_start_offset = offset
+                self._write_partition_file()
+            self.wal.restart_at(offset)
+            for column in (self._bases, self._lasts, self._max_timestamps, self._running_max_timestamp,
+                           self._segments, self._positions, self._sizes):
+                del column[:]
+            self._in_flight.clear()
+            self._epochs = []
+            self.producers = ProducerStateTable()
+            self.log_end_offset = self.durable_end = offset
+            self.high_watermark = max(self.high_watermark, self.log_start_offset)
+            if self._leader_high_watermark is not None:
+                self._leader_high_watermark = max(self._leader_high_watermark, self.log_start_offset)
+            log.info("%s-%d: log restarted at offset %d (log start %d); %d record offset(s) dropped",
+                     self.topic, self.partition, offset, self.log_start_offset, dropped)
+            self._wake_readers()
+
+    @property
+    def holds_batches(self) -> bool:
+        """Whether any batch is stored (a log emptied by :meth:`restart_at` holds none)."""
+        return len(self._bases) > 0
+
+    def refresh_high_watermark(self) -> None:
+        """Re-apply the high-watermark rule now (after a restart a log that is
+        neither leading nor following takes its durable end at once)."""
+        if self._advance_high_watermark():
+            self._wake_readers()
 
     def record_follower_end(self, node_id: int, end: int) -> None:
         """(Leader) follower ``node_id`` has everything below ``end`` durable."""

@@ -166,12 +166,39 @@ class ControlledShutdown(Command):
     node_id: int
 
 
+PREFERRED_ELECTION = 0
+UNCLEAN_ELECTION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ElectLeaders(Command):
+    """Elect leaders (Kafka's ElectLeaders API, and the controller's automatic
+    preferred-leader balancing) for ``[topic, partition]`` entries, or for every
+    partition when ``partitions`` is None.
+
+    ``election_type`` 0 (preferred): the first replica becomes leader if it is
+    in the ISR and unfenced (else PREFERRED_LEADER_NOT_AVAILABLE); 1 (unclean):
+    a partition without a live leader gets the first unfenced ISR member, else
+    the first unfenced replica (whatever the topic's
+    ``unclean.leader.election.enable``: the request is the operator's choice),
+    else ELIGIBLE_LEADERS_NOT_AVAILABLE.  A partition that already has the
+    leader the election would give is ELECTION_NOT_NEEDED.  Each election bumps
+    the leader epoch.  The result lists ``[topic, partition, error name or
+    None, message or None]`` per partition (with ``partitions`` None, only the
+    partitions that needed an election).
+    """
+
+    type_name: ClassVar[str] = "elect_leaders"
+    election_type: int
+    partitions: list[list[Any]] | None = None
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.type_name: cls
     for cls in (
         RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds,
         CommitOffsets, DeleteGroup, DeleteOffsets, ChangeIsr, FenceBroker, UnfenceBroker,
-        ControlledShutdown,
+        ControlledShutdown, ElectLeaders,
     )
 }
 

@@ -33,9 +33,12 @@ from .commands import (
     DeleteGroup,
     DeleteOffsets,
     DeleteTopic,
+    ElectLeaders,
     FenceBroker,
     RegisterBroker,
     UnfenceBroker,
+    PREFERRED_ELECTION,
+    UNCLEAN_ELECTION,
 )
 from .topic_configs import InvalidConfig, validate_topic_config
 
@@ -209,6 +212,54 @@ class MetadataImage:
                 partition.leader_epoch += 1
                 changed.append((topic.name, index))
         return changed
+
+    def _apply_elect_leaders(self, c: ElectLeaders) -> list[list[Any]]:
+        """Returns ``[topic, partition, error name or None, message or None]`` per partition
+        (see :class:`~chronik.metadata.commands.ElectLeaders`)."""
+        if c.election_type not in (PREFERRED_ELECTION, UNCLEAN_ELECTION):
+            raise CommandRejected("INVALID_REQUEST", f"unknown election type {c.election_type!r}")
+        everything = c.partitions is None
+        wanted = ([[name, index] for name, topic in self.topics.items() for index in range(len(topic.partitions))]
+                  if c.partitions is None else c.partitions)
+        results: list[list[Any]] = []
+        for entry in wanted:
+            name, index = entry[0], entry[1]
+            topic = self.topics.get(name) if isinstance(name, str) else None
+            if topic is None or not isinstance(index, int) or not 0 <= index < len(topic.partitions):
+                results.append([name, index, "UNKNOWN_TOPIC_OR_PARTITION", f"partition {name}-{index} does not exist"])
+                continue
+            error, message = self._elect(topic.partitions[index], c.election_type)
+            if not (everything and error == "ELECTION_NOT_NEEDED"):
+                results.append([name, index, error, message])
+        return results
+
+    def _elect(self, partition: PartitionImage, election_type: int) -> tuple[str | None, str | None]:
+        def live(r: int) -> bool:
+            return r in self.brokers and not self.brokers[r].fenced
+
+        if election_type == PREFERRED_ELECTION:
+            preferred = partition.replicas[0]
+            if partition.leader == preferred:
+                return "ELECTION_NOT_NEEDED", f"broker {preferred}, the preferred replica, already leads"
+            if not live(preferred):
+                return "PREFERRED_LEADER_NOT_AVAILABLE", f"the preferred replica {preferred} is fenced or unregistered"
+            if preferred not in partition.isr:
+                return "PREFERRED_LEADER_NOT_AVAILABLE", f"the preferred replica {preferred} is not in the ISR"
+            partition.leader = preferred
+        else:
+            if partition.leader != NO_LEADER and live(partition.leader):
+                return "ELECTION_NOT_NEEDED", f"broker {partition.leader} leads"
+            in_sync = [r for r in partition.isr if live(r)]
+            others = [r for r in partition.replicas if live(r)]
+            if in_sync:
+                partition.leader = in_sync[0]
+                partition.isr = [r for r in partition.isr if live(r)]
+            elif others:
+                partition.leader, partition.isr = others[0], [others[0]]
+            else:
+                return "ELIGIBLE_LEADERS_NOT_AVAILABLE", "no replica is live"
+        partition.leader_epoch += 1
+        return None, None
 
     def _broker(self, node_id: int) -> BrokerImage:
         broker = self.brokers.get(node_id)

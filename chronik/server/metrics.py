@@ -148,6 +148,13 @@ class BrokerMetrics:
             "Sum of the lags, in records, of the partitions this broker follows.",
             registry=r,
         )
+        self.follower_max_lag_seconds = Gauge(
+            "chronik_replication_follower_max_lag_seconds",
+            "Largest time since a follower was last caught up (its fetch reached the leader's log end, "
+            "or where that end was at its previous fetch; Kafka's lastCaughtUpTime), over the followers "
+            "of the partitions this broker leads.  A follower leaves the ISR past replica.lag.time.max.ms.",
+            registry=r,
+        )
         self.replication_bytes_in = Counter(
             "chronik_replication_bytes_in_total", "Record-batch bytes this broker fetched from leaders as a follower.",
             registry=r,

@@ -451,6 +451,25 @@ class WriteAheadLog:
             assert self._last_index_cache is not None
             self._roll(self._last_index_cache + 1)
 
+    def restart_at(self, index: int) -> None:
+        """Delete every segment and start an empty log whose first segment is named
+        ``index``, durably (a follower that fell behind its leader's log start).
+        A crash in between leaves no segment, which opens as an empty log.
+        Nothing may be in flight."""
+        if any(s.durable_end < s.write_end for s in self._segments):
+            raise StorageError("cannot restart a write-ahead log while appends are in flight")
+        for segment in self._segments:
+            segment.file.close()
+            self.backend.delete_file(segment.path)
+        self.backend.sync_dir(self.directory)
+        new = _create_segment(self.backend, self.directory, index, min(self.preallocate_bytes, self.segment_bytes))
+        new.on_durable = self._on_durable
+        self._segments = [new]
+        self._last_index_cache = None
+        self._last_batch = None
+        self._write_recovery_point()
+        self.backend.sync_dir(self.directory)
+
     def _write_recovery_point(self) -> None:
         """Record where recovery must start: the first segment not fully durable
         (from its start), or else the durable end of the active segment."""

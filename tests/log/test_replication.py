@@ -173,3 +173,101 @@ async def test_a_returning_old_leader_truncates_the_suffix_the_new_leader_lacks(
         await old.wait_durable(old.append_replicated(stored))
     assert old.read(0, 1 << 20, end=4) == new.read(0, 1 << 20, end=4)
     assert old.epoch_end(old.last_epoch) == new.epoch_end(new.last_epoch) == (1, 4)
+
+
+async def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(open_log: OpenLog, committer) -> None:  # type: ignore[no-untyped-def]
+    leader = open_log(segment_bytes=300)  # several segments, so retention can delete some
+    leader.lead(frozenset(), leader_epoch=0)
+    for n in range(8):
+        await append(leader, batch([1, 2], values=[b"a%d" % n, b"b%d" % n]))
+    follower = follower_log(committer)
+    follower.follow()
+    for stored in leader.read(0, 1 << 20, end=2):  # the follower has offsets 0-1, then goes away
+        await follower.wait_durable(follower.append_replicated(stored))
+    assert leader.advance_log_start(10) == 10  # DeleteRecords (or retention) while it is away
+    assert leader.log_start_offset > follower.log_end_offset == 2
+    with pytest.raises(OffsetOutOfRange):
+        leader.read(follower.log_end_offset, 1 << 20, end=leader.durable_end)  # what the leader answers
+    await follower.restart_at(leader.log_start_offset)
+    assert (follower.log_start_offset, follower.log_end_offset, follower.durable_end) == (10, 10, 10)
+    assert follower.high_watermark == 10 and follower.read(10, 1 << 20, end=10) == []
+    assert len(follower.wal.segments()) == 1 and follower.last_epoch == -1
+    for stored in leader.read(10, 1 << 20, end=leader.durable_end):
+        await follower.wait_durable(follower.append_replicated(stored))
+    with pytest.raises(ValueError):
+        await follower.restart_at(12)  # a log holding batches only restarts above its end
+    follower.follow_high_watermark(leader.high_watermark)
+    assert follower.log_end_offset == leader.log_end_offset == 16
+    assert follower.read(10, 1 << 20, end=16) == leader.read(10, 1 << 20, end=16)
+    assert follower.epoch_end(0) == (0, 16)
+    await follower.aclose()
+    reopened = follower_log(committer)  # the restart is durable
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (10, 16)
+    assert [bytes(b) for b in reopened.read(10, 1 << 20)] == [bytes(b) for b in leader.read(10, 1 << 20)]
+
+
+async def test_restart_at_survives_a_crash_between_the_log_start_and_the_segments(committer) -> None:  # type: ignore[no-untyped-def]
+    follower = follower_log(committer)
+    follower.follow()
+    await append(follower, batch([1, 2]))
+    follower.log_start_offset = 50  # as if the crash came after partition.json was replaced
+    follower._write_partition_file()
+    await follower.aclose()
+    reopened = follower_log(committer)
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (50, 50)
+    assert reopened.read(50, 1 << 20, end=50) == []
+
+
+async def test_the_high_watermark_starts_from_the_checkpoint_capped_by_the_log(open_log: OpenLog, committer) -> None:  # type: ignore[no-untyped-def]
+    log = open_log()
+    log.lead(frozenset({2}), leader_epoch=0)
+    for _ in range(5):
+        await append(log, batch([1]))
+    log.record_follower_end(2, 3)
+    assert log.high_watermark == 3
+    await log.aclose()
+
+    def reopen(high_watermark: int | None) -> PartitionLog:
+        return PartitionLog.open(committer, "/data/t-0", topic="t", partition=0, topic_id=TOPIC_ID,
+                                 segment_bytes=1 << 20, high_watermark=high_watermark)
+
+    leader = reopen(3)  # a restarted leader exposes neither less nor more than it had
+    assert (leader.log_end_offset, leader.high_watermark) == (5, 3)
+    leader.lead(frozenset({2}), leader_epoch=1)
+    assert leader.high_watermark == 3 and len(leader.read(0, 1 << 20)) == 3
+    leader.record_follower_end(2, 1)  # a follower behind it does not pull it back
+    assert leader.high_watermark == 3
+    await leader.aclose()
+    assert reopen(99).high_watermark == 5  # never above the log end
+    assert reopen(None).high_watermark == 5  # a single node: the durable end
+    unknown = reopen(0)  # no checkpoint entry: the log start, until the ISR says more
+    assert unknown.high_watermark == 0
+    unknown.refresh_high_watermark()  # neither leading nor following: an unreplicated partition
+    assert unknown.high_watermark == 5
+
+
+async def test_a_leaders_log_start_inside_a_batch_is_stored_whole_by_the_restarted_follower(open_log: OpenLog, committer) -> None:  # type: ignore[no-untyped-def]
+    leader = open_log(segment_bytes=300)
+    await append(leader, batch([1, 2]))  # offsets 0-1
+    await append(leader, batch(list(range(10))))  # offsets 2-11, one batch
+    assert leader.advance_log_start(5) == 5  # the log start falls inside the batch 2-11
+    follower = follower_log(committer)
+    follower.follow()
+    await follower.restart_at(leader.log_start_offset)
+    stored = leader.read(5, 1 << 20, end=leader.durable_end)
+    first = parse_batch_header(stored[0])
+    assert (first.base_offset, follower.log_end_offset) == (2, 5)
+    assert not follower.holds_batches
+    await follower.restart_at(first.base_offset)  # an empty log may move back to the batch's base
+    assert (follower.log_start_offset, follower.log_end_offset) == (5, 2)
+    for data in stored:
+        await follower.wait_durable(follower.append_replicated(data))
+    assert (follower.log_start_offset, follower.log_end_offset, follower.high_watermark) == (5, 12, 5)
+    follower.follow_high_watermark(leader.high_watermark)
+    assert follower.high_watermark == 12
+    assert follower.read(5, 1 << 20) == leader.read(5, 1 << 20)
+    with pytest.raises(OffsetOutOfRange):
+        follower.read(2, 1 << 20)  # below the log start, as on the leader
+    await follower.aclose()
+    reopened = follower_log(committer)
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (5, 12)

@@ -143,3 +143,74 @@ def test_the_controller_fences_the_longest_silent_broker_first_and_unfences_retu
     assert liveness_change({1: False, 2: True, 3: True}, heard, 11.0, 2.0, controller=1) == UnfenceBroker(2)
     assert liveness_change({1: True, 2: False}, {2: 11.0}, 11.0, 2.0, controller=1) == UnfenceBroker(1)  # itself
     assert liveness_change({1: False, 4: False}, {}, 100.0, 2.0, controller=1) == FenceBroker(4)  # never heard
+
+
+def test_a_preferred_election_gives_leadership_back_to_the_first_replica_when_it_is_in_sync() -> None:
+    from chronik.metadata import ElectLeaders
+
+    m = Image()
+    m.create("t", [[1, 2, 3], [2, 3, 1], [3, 1, 2]])
+    topic_id = m.image.topics["t"].topic_id.hex
+    m.apply(FenceBroker(1))  # partition 0 moves to 2; 1 leaves every ISR
+    assert m.state("t")[0] == (2, 1, [2, 3])
+    m.apply(UnfenceBroker(1))
+    # 1 is back but not yet in sync: the preferred leader is not available
+    result = m.apply(ElectLeaders(0, [["t", 0], ["t", 1], ["t", 9], ["gone", 0]]))
+    assert [(t, p, e) for t, p, e, _ in result] == [
+        ("t", 0, "PREFERRED_LEADER_NOT_AVAILABLE"), ("t", 1, "ELECTION_NOT_NEEDED"),
+        ("t", 9, "UNKNOWN_TOPIC_OR_PARTITION"), ("gone", 0, "UNKNOWN_TOPIC_OR_PARTITION")]
+    assert m.state("t")[0] == (2, 1, [2, 3])
+    m.apply(ChangeIsr("t", topic_id, 0, 2, 1, [1, 2, 3]))  # it caught up
+    result = m.apply(ElectLeaders(0, [["t", 0]]))
+    assert result == [["t", 0, None, None]]
+    assert m.state("t")[0] == (1, 2, [1, 2, 3])  # epoch bumped, ISR unchanged
+    # "every partition" leaves out the ones that needed nothing
+    assert m.apply(ElectLeaders(0, None)) == []
+    # a fenced preferred replica cannot lead even if still listed in the ISR
+    m.apply(ChangeIsr("t", topic_id, 1, 2, 0, [1, 2, 3]))
+    m.apply(FenceBroker(3))
+    assert [e for _, _, e, _ in m.apply(ElectLeaders(0, None))] == ["PREFERRED_LEADER_NOT_AVAILABLE"]
+    with pytest.raises(CommandRejected):
+        m.apply(ElectLeaders(7, None))
+    assert decode_command(encode_command(ElectLeaders(1, [["t", 0]]))) == ElectLeaders(1, [["t", 0]])
+
+
+def test_an_unclean_election_gives_an_offline_partition_the_first_live_replica() -> None:
+    from chronik.metadata import ElectLeaders
+
+    m = Image()
+    m.create("t", [[1, 2], [2, 1]])
+    m.apply(ChangeIsr("t", m.image.topics["t"].topic_id.hex, 0, 1, 0, [1]))  # 2 fell behind
+    m.apply(FenceBroker(1))  # no in-sync replica left for partition 0 (unclean election is off)
+    assert m.state("t")[0] == (-1, 1, [1])
+    result = m.apply(ElectLeaders(1, [["t", 0], ["t", 1]]))
+    assert [(t, p, e) for t, p, e, _ in result] == [("t", 0, None), ("t", 1, "ELECTION_NOT_NEEDED")]
+    assert m.state("t")[0] == (2, 2, [2])
+    m.apply(FenceBroker(2))
+    m.apply(UnfenceBroker(1))  # 1 is not in partition 0's ISR any more: it stays offline
+    assert m.state("t")[0][0] == -1
+    m.apply(FenceBroker(1))
+    assert [e for _, _, e, _ in m.apply(ElectLeaders(1, [["t", 0]]))] == ["ELIGIBLE_LEADERS_NOT_AVAILABLE"]
+
+
+def test_the_balancer_moves_partitions_whose_preferred_replica_is_in_sync_past_the_imbalance_share() -> None:
+    from chronik.cluster.balance import preferred_leader_moves
+
+    m = Image()
+    m.create("t", [[1, 2, 3], [2, 3, 1], [3, 1, 2]])
+    assert preferred_leader_moves(m.image) == []
+    m.apply(FenceBroker(1))
+    assert preferred_leader_moves(m.image) == []  # 1 is fenced (and out of the ISR)
+    m.apply(UnfenceBroker(1))
+    topic_id = m.image.topics["t"].topic_id.hex
+    m.apply(ChangeIsr("t", topic_id, 0, 2, 1, [1, 2, 3]))
+    assert preferred_leader_moves(m.image) == [["t", 0]]
+    assert preferred_leader_moves(m.image, percentage=100) == []  # 1 of 1 is not more than 100 %
+    # one partition of many led elsewhere is within Kafka's 10 % share per broker
+    b = Image()
+    b.create("big", [[1, 2, 3]] * 10)
+    big = b.image.topics["big"]
+    big.partitions[0].leader = 2  # (as a failover would leave it)
+    assert preferred_leader_moves(b.image) == []
+    big.partitions[1].leader = 3
+    assert preferred_leader_moves(b.image) == [["big", 0], ["big", 1]]
