@@ -75,6 +75,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STALE_METADATA_SECONDS = 2.0
+"""Cluster mode: how long a follower may stay behind the commit end the controller announces
+before its metadata counts as stale (see :meth:`Broker.metadata_lag`)."""
+
 RAFT_DIR = "__chronik_raft"
 """The replicated metadata log (Raft hard state and WAL) in cluster mode."""
 REGISTER_RETRY_SECONDS = 0.5
@@ -169,6 +173,39 @@ class Broker:
             return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
         return None
 
+    def metadata_lag(self) -> str | None:
+        """Why this node's metadata must not be acted on now (None: it is current enough).
+
+        Cluster mode only, and only what the node *knows*: a follower is stale
+        until its commit end has reached the one a leader announced since it
+        started (until then its image is whatever its disk had, an old
+        snapshot or log), and when it has stayed behind the commit end its
+        leader announces for :data:`STALE_METADATA_SECONDS` (it hears the
+        leader but cannot keep up).  A node cut off from every leader does not
+        know it is behind and keeps serving what it has (as a Kafka broker
+        does; the controller fences it and moves its leaderships, and acks=all
+        writes cannot complete without the ISR).  A new controller is stale
+        until it has applied the entries of earlier epochs (as for group
+        coordination).
+        While stale a node serves Metadata and DescribeConfigs with errors,
+        leads and follows no partition, and answers produce and fetch
+        NOT_LEADER_OR_FOLLOWER -- so a restarted node never takes writes or
+        truncates a replica on the strength of an old image.
+        """
+        consensus = self.consensus
+        if consensus is None:
+            return None
+        if consensus.role is Role.LEADER:
+            loading = self.coordinator_error() == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+            return "this new controller is still applying earlier entries" if loading else None
+        if not consensus.caught_up_once:
+            return "this node has not caught up with the controller since it started"
+        now = trio.current_time()
+        behind = consensus.behind_since
+        if behind is not None and now - behind > STALE_METADATA_SECONDS:
+            return f"this node has been behind the controller's metadata for {now - behind:.1f} s"
+        return None
+
     @property
     def coordinator_epoch(self) -> int:
         return 0 if self.consensus is None else self.consensus.term
@@ -194,14 +231,18 @@ class Broker:
             return ErrorCode.KAFKA_STORAGE_ERROR
         if self.consensus is not None and topic is not None:
             found = self.image.topics.get(topic)
-            if found is not None and 0 <= partition < len(found.partitions) and found.partitions[partition].leader != self.node_id:
+            if found is not None and 0 <= partition < len(found.partitions) and (
+                    found.partitions[partition].leader != self.node_id or self.metadata_lag() is not None):
                 return ErrorCode.NOT_LEADER_OR_FOLLOWER
         return unknown
 
     def led_log(self, topic: str, partition: int) -> PartitionLog | None:
-        """The local log of a partition this node serves (in cluster mode: leads); None if none."""
+        """The local log of a partition this node serves (in cluster mode: leads, with
+        current metadata); None if none."""
         partition_log = self.logs.get(topic, partition)
         if partition_log is not None and self.consensus is not None:
+            if self.metadata_lag() is not None:
+                return None
             found = self.image.topics.get(topic)
             if found is None or partition >= len(found.partitions) or found.partitions[partition].leader != self.node_id:
                 return None

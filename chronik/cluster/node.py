@@ -61,7 +61,7 @@ import trio
 
 from ..storage import DEFAULT_PROFILE, StorageBackend, create_backend, open_group_committer
 from . import raft
-from .messages import Message, Snapshot
+from .messages import AppendRequest, Message, Snapshot
 from .raft import NotLeader, RaftConfig, RaftNode, Role
 from .storage import RaftStorage
 from .transport import (
@@ -162,6 +162,13 @@ class ConsensusNode:
         self.last_heard: dict[int, float] = {peer: started for peer in peers}
         """When each peer last sent this node a Raft message (its heartbeat; in memory only,
         see :mod:`.liveness`).  Peers not heard from yet count from this node's start."""
+        self.behind_since: float | None = started
+        """Since when this node's commit end has been below the commit end its leader last
+        announced; None while it is level.  Starts at this node's start."""
+        self.caught_up_once = False
+        """Whether this node's commit end has reached a leader's since it started or last
+        installed a snapshot: until then its state is whatever its disk had (a snapshot, a
+        log) or the snapshot it was sent, and may be out of date."""
 
     # ------------------------------------------------------------ public view
 
@@ -406,9 +413,17 @@ class ConsensusNode:
     # ------------------------------------------------------------ events into the core
 
     def _receive(self, message: Message) -> None:
-        self.last_heard[message.src] = trio.current_time()
+        now = trio.current_time()
+        self.last_heard[message.src] = now
         if not self._closed:
-            self._run(self._core.receive(trio.current_time(), message))
+            self._run(self._core.receive(now, message))
+            if isinstance(message, AppendRequest) and message.src == self._core.leader_id \
+                    and message.term == self._core.term:
+                if self._commit_end >= message.leader_commit:
+                    self.behind_since = None
+                    self.caught_up_once = True
+                elif self.behind_since is None:
+                    self.behind_since = now
             self._wake()
 
     def _log_durable(self, end: int, last_epoch: int) -> None:
@@ -448,6 +463,8 @@ class ConsensusNode:
             self._announce_commit = True
             if action.role is Role.LEADER:
                 log.info("node %d became controller (epoch %d)", self.node_id, action.term)
+                # a leader has every committed entry: level with itself, whatever comes next
+                self.caught_up_once, self.behind_since = True, None
                 # A follower only hears the controller: the others get a fresh
                 # start on the liveness table; the old controller keeps its
                 # last-heard time, so its death is noticed from when it went quiet.
@@ -515,6 +532,9 @@ class ConsensusNode:
             else:
                 snapshot = action.snapshot
                 await self._storage.install_snapshot(snapshot, action.discard_log)
+                # the state machine jumps to the snapshot, which may be older than what the
+                # leader has committed since: not level with the leader until it says so
+                self.caught_up_once, self.behind_since = False, trio.current_time()
                 self._deliver_snapshot(snapshot)
                 log.info("node %d: installed snapshot at %d from leader %s%s", self.node_id, snapshot.end - 1,
                          self._core.leader_id, " (log discarded)" if action.discard_log else "")

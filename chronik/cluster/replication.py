@@ -99,6 +99,10 @@ RETRY_SECONDS = 0.2
 RECONCILE_SECONDS = 1.0
 """How often the roles and the ISR are re-checked even without a metadata change."""
 
+STALE_RECHECK_SECONDS = 0.05
+"""How often they are re-checked while this node's metadata is stale (:meth:`Broker.metadata_lag`):
+a node that catches up takes its roles up at once."""
+
 
 @dataclass(slots=True)
 class _Led:
@@ -168,7 +172,8 @@ class ReplicaManager:
                     self.configure(partition_log)
                 task_status.started()
                 while True:
-                    with trio.move_on_after(RECONCILE_SECONDS):
+                    stale = self.broker.metadata_lag() is not None
+                    with trio.move_on_after(STALE_RECHECK_SECONDS if stale else RECONCILE_SECONDS):
                         await self._changed.wait()
                     self._changed = trio.Event()
                     await self.broker.logs.in_step_with(self.broker.image)
@@ -179,12 +184,20 @@ class ReplicaManager:
                 transport.on_replica_fetch = None
 
     def reconcile(self) -> None:
-        """Bring fetchers, leader state and ISR checks in step with the image and the open logs."""
+        """Bring fetchers, leader state and ISR checks in step with the image and the open logs.
+
+        While this node's metadata is stale it neither leads nor follows: no
+        fetch from a leader the image may wrongly name (whose answer could make
+        it truncate), no answers to followers, no ISR changes.
+        """
         assert self._nursery is not None
         image = self.broker.image
         followed: dict[tuple[str, int], tuple[PartitionLog, int, int]] = {}  # log, leader (-1: none), epoch
         led: dict[tuple[str, int], tuple[PartitionLog, PartitionImage]] = {}
-        for name, topic in image.topics.items():
+        stale = self.broker.metadata_lag()
+        if stale is not None and (self._fetchers or self._led):
+            log.warning("not leading or following any partition: %s", stale)
+        for name, topic in image.topics.items() if stale is None else ():
             for index, partition in enumerate(topic.partitions):
                 if self.node_id not in partition.replicas or len(partition.replicas) < 2:
                     continue
@@ -253,7 +266,8 @@ class ReplicaManager:
         partition = self._partition(self.broker.image, *key)
         partition_log = state.log if state is not None else None
         if (partition_log is None or partition is None or partition.leader != self.node_id
-                or request.src not in partition.replicas or partition_log.topic_id != request.topic_id):
+                or request.src not in partition.replicas or partition_log.topic_id != request.topic_id
+                or self.broker.metadata_lag() is not None):
             await trio.lowlevel.checkpoint()
             return self._answer(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
         assert state is not None and partition_log is not None

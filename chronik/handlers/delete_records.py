@@ -31,7 +31,7 @@ def leader_log(ctx: RequestContext, topic: str, partition: int) -> tuple[Partiti
     if topic_image is None or not 0 <= partition < len(topic_image.partitions) or partition_log is None:
         return ctx.broker.missing_log_error(topic, partition)
     partition_image = topic_image.partitions[partition]
-    if partition_image.leader != ctx.broker.node_id:
+    if ctx.broker.led_log(topic, partition) is None:  # led elsewhere, or this node's metadata is stale
         return ErrorCode.NOT_LEADER_OR_FOLLOWER
     return partition_image, partition_log
 

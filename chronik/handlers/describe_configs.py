@@ -14,6 +14,11 @@ means the cluster-wide *dynamic* broker defaults, as in Kafka: Chronik has
 none, so the list is empty.  Another node's id is INVALID_REQUEST, as is any
 other resource type.
 
+In cluster mode topic configs come from this node's replicated metadata; a
+node whose metadata is stale (:meth:`Broker.metadata_lag`) answers TOPIC
+resources REQUEST_TIMED_OUT (retriable) with the reason, rather than
+possibly outdated values.
+
 ``configuration_keys`` null or empty means every key; otherwise only the named
 ones (unknown names are left out).  ``include_synonyms`` adds, per config, the
 values it would take from each level in precedence order (the topic's own, the
@@ -143,6 +148,8 @@ def describe_resource(ctx: RequestContext, resource: Any, synonyms: bool, docume
         topic = resolve_resource(ctx, resource.resource_type, resource.resource_name)
     except ResourceRefused as exc:
         return resource_result(resource, exc.code, exc.message, configs=[])
+    if topic is not None and (stale := ctx.broker.metadata_lag()) is not None:
+        return resource_result(resource, ErrorCode.REQUEST_TIMED_OUT, stale, configs=[])
     wanted = set(resource.configuration_keys or ())
     config = ctx.broker.config
     entries = []

@@ -5,6 +5,10 @@ allows it and the request does too, v4+); the reply then carries the new
 topic.  v0 with an empty list and v1+ with a null list mean "all topics".
 In cluster mode fenced brokers are left out of the broker list (and shown
 as offline replicas); a partition with no leader has LEADER_NOT_AVAILABLE.
+A node whose metadata is stale (:meth:`Broker.metadata_lag`: not caught up
+with the controller since it started, or unable to keep up) answers every
+topic LEADER_NOT_AVAILABLE, without partitions and without auto-creating:
+clients keep what they knew and ask again (another node, or later).
 """
 
 from __future__ import annotations
@@ -61,7 +65,14 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     topics: list[dict[str, Any]] = []
     wanted = request.topics
-    if wanted is None or (ctx.api_version == 0 and not wanted):
+    if broker.metadata_lag() is not None:
+        known = broker.image.topics
+        if wanted is None or (ctx.api_version == 0 and not wanted):
+            topics = [topic_error(t.name, ErrorCode.LEADER_NOT_AVAILABLE, t.topic_id)
+                      for t in sorted(known.values(), key=lambda t: t.name)]
+        else:
+            topics = [topic_error(r.name, ErrorCode.LEADER_NOT_AVAILABLE, getattr(r, "topic_id", None)) for r in wanted]
+    elif wanted is None or (ctx.api_version == 0 and not wanted):
         topics = [describe_topic(ctx, t) for t in sorted(broker.image.topics.values(), key=lambda t: t.name)]
     else:
         may_create = getattr(request, "allow_auto_topic_creation", True)

@@ -71,6 +71,16 @@ def test_cluster_simulation_regressions(nodes: int, seed: int, chaos_seconds: fl
     run_seeds([seed], nodes, chaos_seconds, f"test_cluster_simulation_regressions[{nodes}-{seed}-{chaos_seconds}]")
 
 
+def test_a_node_restarted_from_a_snapshot_acts_only_once_caught_up() -> None:
+    """Seed 4 with snapshots: a node restarted from an old snapshot led partitions in old epochs and
+    took writes, and a restarted follower truncated committed records to follow it (fixed: a node
+    neither leads, follows nor serves metadata until it is level with the controller,
+    :meth:`chronik.broker.Broker.metadata_lag`)."""
+    sim = ClusterSimulation(4, 3, chaos_seconds=CHAOS_SECONDS[3], snapshots=True)
+    sim.run()
+    assert any(a.acks == -1 for a in sim.acked)
+
+
 @pytest.mark.skipif(not SOAK_SEEDS, reason="soak runs only with CHRONIK_CLUSTER_SIM_SOAK=<seeds>")
 @pytest.mark.parametrize("nodes", [3, 5])
 def test_cluster_simulation_soak(nodes: int) -> None:
