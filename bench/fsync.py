@@ -15,6 +15,11 @@ row, deleted when the row is done):
                   :class:`~chronik.storage.WriteAheadLog` and waiting for
                   durability, group-committed.  These are the rows issue 2's
                   targets are about.
+* ``chronik-<backend>-start_now``  one appender that calls
+                  ``GroupCommitter.start_now()`` after its append, so the
+                  sync starts from its own task instead of the committer
+                  task's next scheduler turn (what the broker does at the end
+                  of each connection's burst of requests).
 * ``chronik-<backend>-1task``  ONE trio task appending N entries, then
                   waiting for the last to be durable (latency: per round of
                   N).  Not "N concurrent appenders": it has the shape of
@@ -137,7 +142,10 @@ async def closed_loop(
     return len(latencies), latencies, time.perf_counter() - started
 
 
-async def bench_chronik(directory: str, backend_name: str, profile: str, record: bytes, concurrency: int, seconds: float) -> Result:
+async def bench_chronik(directory: str, backend_name: str, profile: str, record: bytes, concurrency: int, seconds: float,
+                        start_now: bool = False) -> Result:
+    """N appenders; with ``start_now`` each calls ``committer.start_now()`` after its append, as the
+    broker does at the end of each connection's burst of requests."""
     backend = create_backend(backend_name)
     log_dir = os.path.join(directory, f"wal-{backend_name}-{concurrency}")
     try:
@@ -149,7 +157,10 @@ async def bench_chronik(directory: str, backend_name: str, profile: str, record:
                 nonlocal next_index
                 index = next_index
                 next_index += 1
-                await wal.wait_durable(wal.append(index, record))
+                appended = wal.append(index, record)
+                if start_now:
+                    committer.start_now()
+                await wal.wait_durable(appended)
 
             records, latencies, elapsed = await closed_loop(concurrency, seconds, one_append)
             syncs = committer.stats.batches
@@ -157,7 +168,8 @@ async def bench_chronik(directory: str, backend_name: str, profile: str, record:
     finally:
         await backend.aclose()
         shutil.rmtree(log_dir, ignore_errors=True)  # 1 GiB preallocated per row
-    return Result(f"chronik-{backend_name}", concurrency, records, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+    name = f"chronik-{backend_name}" + ("-start_now" if start_now else "")
+    return Result(name, concurrency, records, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
 
 
 async def bench_chronik_one_task(
@@ -326,6 +338,8 @@ def main() -> None:
         for backend in backends:
             for n in levels:
                 results.append(trio.run(bench_chronik, directory, backend, args.profile, record, n, args.seconds))
+        for backend in backends:  # a lone appender that starts its commit itself (the broker's burst end)
+            results.append(trio.run(bench_chronik, directory, backend, args.profile, record, 1, args.seconds, True))
         for backend in backends:
             for n in levels:
                 results.append(trio.run(bench_chronik_one_task, directory, backend, args.profile, record, n, args.seconds))

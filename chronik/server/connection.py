@@ -115,8 +115,13 @@ async def serve_pipelined(
     dispatch: Callable[[bytes], Awaitable[Buffers | PendingResponse | None]],
     *,
     max_in_flight: int = 1000,
+    burst_end: Callable[[], None] | None = None,
 ) -> None:
     """Serve one connection until the client closes it (see the module docstring).
+
+    ``burst_end`` is called, synchronously, each time every complete frame of
+    what arrived has been dispatched, before the reader waits for more bytes
+    (the broker starts its group commit there: the burst's appends share it).
 
     An exception from ``decoder`` or ``dispatch`` (a protocol error) is raised
     after the responses already owed are sent.  A transport error, or an
@@ -227,6 +232,8 @@ async def serve_pipelined(
                         event = trio.Event()
                         room.append(event)
                         await event.wait()
+                if burst_end is not None:
+                    burst_end()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
             fail(exc)
         except Exception as exc:

@@ -115,7 +115,7 @@ async def serve_connection(broker: "Broker", stream: trio.SocketStream) -> None:
     broker.metrics.connections.inc()
     try:
         async with stream:
-            await serve_pipelined(stream, decoder, dispatch)
+            await serve_pipelined(stream, decoder, dispatch, burst_end=broker.committer.start_now)
     except InvalidFrame as exc:
         log.warning("closing connection from %s: %s", client_host, exc)
     except MalformedMessage as exc:

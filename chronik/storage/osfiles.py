@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Sequence
+from typing import Awaitable, Callable, Sequence
 
 from .interface import BackendStats, FileWrite
 from .sync_worker import SyncWorker
@@ -120,18 +120,36 @@ class OsBackend:
         Cancellation: the worker shields its wait, so a cancelled caller still
         returns only after the system calls finished.
         """
+        if not writes:
+            await self._worker.write_and_sync(writes)
+            return
+        await self.begin_write_and_sync(writes)()
+
+    def begin_write_and_sync(self, writes: Sequence[FileWrite]) -> Callable[[], Awaitable[None]]:
+        """Start :meth:`write_and_sync` of a non-empty ``writes`` now, synchronously; return the
+        wait for it, which must be awaited (before any other write) whatever happens.
+
+        The group committer uses it to start a commit from the appender's
+        task, without waiting for its own task to be scheduled.  Raises, and
+        starts nothing, as ``write_and_sync`` would before writing.
+        """
         stats = self._stats
         started = time.perf_counter()
-        try:
-            await self._worker.write_and_sync(writes)
-        except OSError:
-            stats.failures += 1
-            raise
-        finally:
-            stats.sync_seconds_total += time.perf_counter() - started
-        stats.write_calls += 1
-        stats.files_synced += len({w.fd for w in writes})
-        stats.bytes_written += sum(w.nbytes for w in writes)
+        self._worker.begin(writes)
+
+        async def wait() -> None:
+            try:
+                await self._worker.finish(writes)
+            except OSError:
+                stats.failures += 1
+                raise
+            finally:
+                stats.sync_seconds_total += time.perf_counter() - started
+            stats.write_calls += 1
+            stats.files_synced += len({w.fd for w in writes})
+            stats.bytes_written += sum(w.nbytes for w in writes)
+
+        return wait
 
     def stats(self) -> BackendStats:
         return self._stats

@@ -93,6 +93,14 @@ class SyncWorker(Protocol):
         """
         ...
 
+    def begin(self, writes: Sequence[FileWrite]) -> None:
+        """Start a non-empty job now (the synchronous first half of ``write_and_sync``)."""
+        ...
+
+    async def finish(self, writes: Sequence[FileWrite]) -> None:
+        """Wait for the job :meth:`begin` started (the second half of ``write_and_sync``)."""
+        ...
+
     def close(self) -> None:
         """Stop and join the thread and release the eventfd; idempotent.
 
@@ -149,13 +157,27 @@ class _EventfdSyncWorker(abc.ABC):
 
     async def write_and_sync(self, writes: Sequence[FileWrite]) -> None:
         """See :meth:`SyncWorker.write_and_sync` (same contract, including cancellation)."""
+        if not writes:
+            self._check_idle()
+            await trio.lowlevel.checkpoint()
+            return
+        self.begin(writes)
+        await self.finish(writes)
+
+    def _check_idle(self) -> None:
         if self._closed:
             raise RuntimeError(f"the {self.name} sync worker is closed")
         if self._job_in_flight:
             raise RuntimeError(f"the {self.name} sync worker runs one write_and_sync at a time")
-        if not writes:
-            await trio.lowlevel.checkpoint()
-            return
+
+    def begin(self, writes: Sequence[FileWrite]) -> None:
+        """The first half of :meth:`write_and_sync`, synchronous: hand the (non-empty) job to
+        the thread now.  :meth:`finish` must follow, whatever happens, before the next job.
+
+        Raises like :meth:`write_and_sync` for a closed or busy worker or an invalid
+        write, and then starts nothing.
+        """
+        self._check_idle()
         for write in writes:
             # A negative fd or offset is a bug upstream, not a disk failure:
             # reported as such instead of failing the log directory.
@@ -164,6 +186,14 @@ class _EventfdSyncWorker(abc.ABC):
         self._job_in_flight = True
         try:
             self._submit(writes)
+        except BaseException:
+            self._job_in_flight = False
+            raise
+
+    async def finish(self, writes: Sequence[FileWrite]) -> None:
+        """The second half: wait for the job :meth:`begin` started (shielded, as in
+        :meth:`write_and_sync`) and raise its failure."""
+        try:
             outcome = await self._wait_for_outcome()
         finally:
             self._job_in_flight = False

@@ -32,14 +32,15 @@ Dispatch = Callable[[bytes], Awaitable[Buffers | PendingResponse | None]]
 
 
 async def run_connection(dispatch: Dispatch, requests: list[bytes], answers: int, *,
-                         max_in_flight: int = 1000) -> list[bytes]:
+                         max_in_flight: int = 1000, burst_end: Callable[[], None] | None = None) -> list[bytes]:
     """Serve one socket with ``dispatch``; send ``requests`` from the other end, read ``answers`` frames."""
     server_sock, client_sock = trio.socket.socketpair()
     server, client = trio.SocketStream(server_sock), trio.SocketStream(client_sock)
 
     async def serve() -> None:
         async with server:
-            await serve_pipelined(server, FrameDecoder(1 << 20), dispatch, max_in_flight=max_in_flight)
+            await serve_pipelined(server, FrameDecoder(1 << 20), dispatch, max_in_flight=max_in_flight,
+                                  burst_end=burst_end)
 
     with trio.fail_after(5):
         async with client, trio.open_nursery() as nursery:
@@ -148,3 +149,16 @@ async def test_the_reader_stops_at_max_in_flight() -> None:
         nursery.start_soon(check_then_release)
         answers = await run_connection(dispatch, [b"a", b"b", b"c", b"d"], 4, max_in_flight=2)
     assert answers == [b"a", b"b", b"c", b"d"]
+
+
+async def test_burst_end_follows_the_last_frame_of_what_arrived() -> None:
+    """The broker starts its group commit there: after every frame of a burst was dispatched."""
+    events: list[str] = []
+
+    async def dispatch(request: bytes) -> Buffers | PendingResponse | None:
+        events.append(request.decode())
+        return encode_frame([request])
+
+    answers = await run_connection(dispatch, [b"a", b"b", b"c"], 3, burst_end=lambda: events.append("end"))
+    assert answers == [b"a", b"b", b"c"]
+    assert events[:3] == ["a", "b", "c"] and events[3] == "end"  # sent together: one burst, then its end

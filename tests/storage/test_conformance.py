@@ -299,3 +299,57 @@ async def test_close_files_gives_a_log_up(backend: StorageBackend, log_dir: str)
         reopened = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20)
         assert [bytes(e.payload) for e in reopened.iter_entries(0)] == [b"durable"]
         await reopened.aclose()
+
+
+async def test_start_now_hands_a_lone_batch_over_at_once(backend: StorageBackend, log_dir: str) -> None:
+    """start_now starts the oldest batch from the caller's task where the backend can (native,
+    python), is a no-op elsewhere, and never changes what becomes durable or its order."""
+    starts_early = hasattr(backend, "begin_write_and_sync")
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20, preallocate_bytes=1 << 16)
+        appended = wal.append(0, b"lone")
+        committer.start_now()
+        assert committer.pending_batches == (0 if starts_early else 1)
+        committer.start_now()  # a flush is in progress (or none can start early): nothing happens
+        await wal.wait_durable(appended)
+
+        async def appender(worker: int) -> None:
+            for i in range(10):
+                index = wal.last_index + 1
+                await wal.wait_durable(wal.append(index, f"w{worker}-{i}".encode()))
+                committer.start_now()
+
+        async with trio.open_nursery() as nursery:
+            for w in range(16):
+                nursery.start_soon(appender, w)
+        assert (committer.stats.started_now > 0) == starts_early
+        await wal.aclose()
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20, preallocate_bytes=1 << 16)
+        assert [e.index for s in wal.segments() for e in wal.iter_entries(s.base_index)] == list(range(161))
+        await wal.aclose()
+
+
+async def test_start_now_waits_for_a_lingering_profile(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir, "throughput") as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20, preallocate_bytes=1 << 16)
+        appended = wal.append(0, b"x")
+        committer.start_now()
+        assert committer.pending_batches == 1 and committer.stats.started_now == 0
+        await wal.wait_durable(appended)
+        await wal.aclose()
+
+
+async def test_a_batch_started_now_settles_when_the_committer_is_cancelled(backend: StorageBackend, log_dir: str) -> None:
+    with trio.CancelScope() as scope:
+        async with open_group_committer(backend, log_dir) as committer:
+            wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20, preallocate_bytes=1 << 16)
+            wal.append(0, b"started")
+            committer.start_now()
+            scope.cancel()
+            await trio.sleep(1)
+    assert committer.pending_batches == 0
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20, preallocate_bytes=1 << 16)
+        if hasattr(backend, "begin_write_and_sync"):  # it was with the backend: the shielded flush finished it
+            assert [e.index for s in wal.segments() for e in wal.iter_entries(s.base_index)] == [0]
+        await wal.aclose()
