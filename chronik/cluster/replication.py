@@ -146,9 +146,15 @@ class ReplicaManager:
         if partition is None or len(partition.replicas) < 2:
             partition_log.refresh_high_watermark()  # unreplicated: its durable end, not the checkpoint
             return
-        if partition.leader == self.node_id:
+        if partition.leader == self.node_id and self.broker.metadata_lag() is None:
             partition_log.lead(frozenset(partition.isr) - {self.node_id}, partition.leader_epoch)
         else:
+            # Also while this node's metadata is stale (a restart: the image is an
+            # old snapshot or log), even if it names this node leader: leading would
+            # take the image's ISR, perhaps just this node, and raise the high
+            # watermark (from the checkpoint) to the durable end over a suffix no
+            # other replica has -- which a new leader overwrites.  Following keeps
+            # the checkpointed high watermark until reconcile() takes the roles up.
             partition_log.follow()
         self.request_reconcile()
 

@@ -84,7 +84,9 @@ from typing import Callable
 import crc32c
 import trio
 
-from ..storage import Appended, EntryLocation, GroupCommitter, MemoryBackend, StorageBackend, StorageError, WriteAheadLog
+from ..storage import (
+    Appended, CommitterClosed, EntryLocation, GroupCommitter, MemoryBackend, StorageBackend, StorageError, WriteAheadLog,
+)
 from ..storage.files import read_file, replace_file_durably
 from .messages import Entry, Snapshot
 from .raft import DurableState
@@ -421,7 +423,13 @@ class RaftStorage:
             return
         oldest = ends[0]
         self.wal.roll()
-        await self.wal.flush()  # what was appended to the sealed segments is written before they may go
+        try:
+            await self.wal.flush()  # what was appended to the sealed segments is written before they may go
+        except CommitterClosed:
+            # The node is stopping (its committer was cancelled mid-commit): keep the
+            # segments, a later compaction deletes them.  Raising would turn a clean
+            # stop into an error from this shielded clean-up.
+            return
         segments = self.wal.segments()
         for current, following in zip(segments, segments[1:]):
             if following.base_index <= oldest:

@@ -61,3 +61,46 @@ async def test_a_follower_restarts_at_the_leaders_log_start_and_follows_it(commi
     leader.advance_log_start(10)
     await ReplicaManager._store(follower, answer(leader))
     assert follower.log_start_offset == 10
+
+
+class _StaleBroker:
+    """Just what :meth:`ReplicaManager.configure` reads: an image, and whether it is current."""
+
+    def __init__(self, image: object, lag: str | None) -> None:
+        self.image = image
+        self.lag = lag
+
+    def metadata_lag(self) -> str | None:
+        return self.lag
+
+
+async def test_a_log_opened_on_stale_metadata_keeps_its_checkpointed_high_watermark(committer: GroupCommitter) -> None:
+    """A node restarted from an old snapshot whose image names it leader with an ISR of just
+    itself must not raise the high watermark to its log end over batches no other replica has
+    (seed 15 of the cluster simulation with snapshots): it leads only once current."""
+    import uuid
+    from types import SimpleNamespace
+
+    import trio
+
+    from chronik.metadata.image import PartitionImage, TopicImage
+
+    first = open_partition(committer, "/data/n1/t-0")
+    first.lead(frozenset(), leader_epoch=0)
+    for n in range(4):
+        await append(first, batch([n]))
+    await first.aclose()
+    reopened = PartitionLog.open(committer, "/data/n1/t-0", topic="t", partition=0, topic_id=TOPIC_ID,
+                                 segment_bytes=1 << 20, high_watermark=2)  # the checkpoint said 2
+    assert (reopened.high_watermark, reopened.log_end_offset) == (2, 4)
+    old_image = SimpleNamespace(topics={"t": TopicImage("t", uuid.UUID(TOPIC_ID), [
+        PartitionImage(replicas=[1, 2, 3], leader=1, leader_epoch=0, isr=[1])], {})})
+    manager = ReplicaManager.__new__(ReplicaManager)
+    manager.broker, manager.node_id, manager._changed = _StaleBroker(old_image, "not caught up"), 1, trio.Event()
+
+    manager.configure(reopened)
+    assert reopened.high_watermark == 2  # stale: follows, nothing raises it
+    manager.broker.lag = None  # caught up, and the image still says so: now it leads
+    manager.configure(reopened)
+    assert reopened.high_watermark == 4
+    await reopened.aclose()
