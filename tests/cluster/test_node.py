@@ -13,7 +13,7 @@ import logging
 import random
 import struct
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 import trio
@@ -61,9 +61,17 @@ class Cluster:
         await self.nursery.start(self._run, node_id, listener)
         return self.nodes[node_id]
 
+    def _on_commit(self, node_id: int) -> Callable[[Any], None]:
+        """What a (re)started node delivers its committed entries to."""
+        applied = self.applied[node_id] = []
+        return applied.append
+
+    def _attach(self, node_id: int, node: ConsensusNode) -> None:
+        """A node has started (a subclass wires it to its state machine)."""
+
     async def _run(self, node_id: int, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None]) -> None:
         self.starts += 1
-        applied = self.applied[node_id] = []
+        on_commit = self._on_commit(node_id)
         stopped = self._stopped[node_id] = trio.Event()
         try:
             with trio.CancelScope() as scope:
@@ -77,8 +85,9 @@ class Cluster:
                     listener=listener,
                     election_timeout=ELECTION,
                     heartbeat_interval=HEARTBEAT,
-                    on_commit=applied.append,
+                    on_commit=on_commit,
                 ) as node:
+                    self._attach(node_id, node)
                     self.nodes[node_id] = node
                     task_status.started()
                     await trio.sleep_forever()

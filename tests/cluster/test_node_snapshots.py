@@ -15,89 +15,39 @@ import logging
 import random
 import uuid
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import pytest
 import trio
 
 from chronik.cluster.metadata import ReplicatedMetadataLog
-from chronik.cluster.node import CommittedEntry, ConsensusNode, Snapshot, open_raft_node
-from chronik.cluster.raft import Role
-from chronik.cluster.transport import listener_address, open_replication_listener
+from chronik.cluster.node import CommittedEntry, ConsensusNode, Snapshot
 from chronik.metadata.commands import AllocateProducerIds, CreateTopic, RegisterBroker
-from chronik.storage import MemoryBackend
 
-from .test_node import ELECTION, HEARTBEAT, eventually
+from .test_node import Cluster, eventually
 
 SNAPSHOT_EVERY = 4
 
 
-class MetadataCluster:
-    """Voters 1..3, each with a metadata image fed by its Raft log; nodes can stop and restart."""
+class MetadataCluster(Cluster):
+    """Voters 1..3 (:class:`~.test_node.Cluster`), each with a metadata image fed by its Raft log."""
 
     def __init__(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
-        self.ids = (1, 2, 3)
-        self.disks = {i: MemoryBackend() for i in self.ids}
-        self.addresses: dict[int, str] = {}
-        self.nodes: dict[int, ConsensusNode] = {}
+        super().__init__(nursery, size=3)
         self.metadata: dict[int, ReplicatedMetadataLog] = {}
         self.delivered: dict[int, list[CommittedEntry | Snapshot]] = {}
-        self._stops: dict[int, trio.CancelScope] = {}
-        self._stopped: dict[int, trio.Event] = {}
-        self.starts = 0
 
-    async def start_all(self) -> None:
-        listeners = {i: await open_replication_listener("127.0.0.1:0") for i in self.ids}
-        self.addresses = {i: listener_address(listener) for i, listener in listeners.items()}
-        for i in self.ids:
-            await self.nursery.start(self._run, i, listeners[i])
-
-    async def start(self, node_id: int) -> ConsensusNode:
-        await self.nursery.start(self._run, node_id, await open_replication_listener(self.addresses[node_id]))
-        return self.nodes[node_id]
-
-    async def _run(self, node_id: int, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None]) -> None:
-        self.starts += 1
+    def _on_commit(self, node_id: int) -> Callable[[CommittedEntry | Snapshot], None]:
         metadata = self.metadata[node_id] = ReplicatedMetadataLog(submit_timeout=3.0, snapshot_every=SNAPSHOT_EVERY)
         delivered = self.delivered[node_id] = []
 
         def on_commit(item: CommittedEntry | Snapshot) -> None:
             delivered.append(item)
             metadata.apply_committed(item)
+        return on_commit
 
-        stopped = self._stopped[node_id] = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self._stops[node_id] = scope
-                async with open_raft_node(
-                    node_id, self.addresses, f"/data/node{node_id}", rng=random.Random(1000 + self.starts),
-                    backend=self.disks[node_id], listener=listener, election_timeout=ELECTION,
-                    heartbeat_interval=HEARTBEAT, on_commit=on_commit,
-                ) as node:
-                    metadata.node = node
-                    self.nodes[node_id] = node
-                    task_status.started()
-                    await trio.sleep_forever()
-        finally:
-            self.nodes.pop(node_id, None)
-            stopped.set()
-
-    async def stop(self, node_id: int) -> None:
-        self._stops[node_id].cancel()
-        await self._stopped[node_id].wait()
-
-    def leader(self) -> ConsensusNode | None:
-        leaders = [n for n in self.nodes.values() if n.role is Role.LEADER]
-        if len(leaders) == 1 and all(n.leader_id == leaders[0].node_id for n in self.nodes.values()):
-            return leaders[0]
-        return None
-
-    async def wait_leader(self) -> ConsensusNode:
-        await eventually(lambda: self.leader() is not None, 3.0)
-        leader = self.leader()
-        assert leader is not None
-        return leader
+    def _attach(self, node_id: int, node: ConsensusNode) -> None:
+        self.metadata[node_id].node = node
 
     async def submit(self, command: object) -> None:
         """Through any running node (followers forward to the leader)."""
