@@ -17,13 +17,14 @@ checks that again when it applies the command, so a stale look is harmless).
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import trio
 
 from ..metadata.commands import PREFERRED_ELECTION, ElectLeaders
 from ..metadata.image import CommandRejected, MetadataImage
-from .raft import Role
+from .liveness import controller_ticks
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -71,20 +72,19 @@ class PreferredLeaderBalancer:
         consensus = self.broker.consensus
         assert consensus is not None
         task_status.started()
-        while True:
-            await trio.sleep(self.interval)
-            if consensus.role is not Role.LEADER:
-                continue
-            moves = preferred_leader_moves(self.broker.image)
-            if not moves:
-                continue
-            try:
-                with trio.move_on_after(max(self.interval, 5.0)):
-                    results = await self.broker.submit(ElectLeaders(election_type=PREFERRED_ELECTION, partitions=moves))
-                    assert isinstance(results, list)
-                    moved = [f"{t}-{p}" for t, p, error, _ in results if error is None]
-                    if moved:
-                        log.info("gave leadership back to the preferred replica of %d partition(s): %s", len(moved),
-                                 ", ".join(moved[:10]) + (" ..." if len(moved) > 10 else ""))
-            except CommandRejected as exc:
-                log.warning("preferred leader election refused: %s (%s)", exc.message, exc.error)
+        async with aclosing(controller_ticks(consensus, self.interval)) as ticks:
+            async for _ in ticks:
+                moves = preferred_leader_moves(self.broker.image)
+                if not moves:
+                    continue
+                try:
+                    with trio.move_on_after(max(self.interval, 5.0)):
+                        election = ElectLeaders(election_type=PREFERRED_ELECTION, partitions=moves)
+                        results = await self.broker.submit(election)
+                        assert isinstance(results, list)
+                        moved = [f"{t}-{p}" for t, p, error, _ in results if error is None]
+                        if moved:
+                            log.info("gave leadership back to the preferred replica of %d partition(s): %s", len(moved),
+                                     ", ".join(moved[:10]) + (" ..." if len(moved) > 10 else ""))
+                except CommandRejected as exc:
+                    log.warning("preferred leader election refused: %s (%s)", exc.message, exc.error)

@@ -24,7 +24,8 @@ fenced about one session timeout after it died, once a successor exists.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from contextlib import aclosing
+from typing import TYPE_CHECKING, AsyncIterator
 
 import trio
 
@@ -34,6 +35,7 @@ from .raft import Role
 
 if TYPE_CHECKING:
     from ..broker import Broker
+    from .node import ConsensusNode
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,19 @@ def liveness_change(image_brokers: dict[int, bool], last_heard: dict[int, float]
     return None
 
 
+async def controller_ticks(consensus: "ConsensusNode", interval: float) -> AsyncIterator[float]:
+    """Every ``interval`` seconds while this node is the controller, the current time; never ends.
+
+    The shared shape of the controller's periodic duties (fencing here,
+    preferred leaders in :mod:`.balance`).  It opens no cancel scope, so it
+    is safe to iterate in the task that cancels it.
+    """
+    while True:
+        await trio.sleep(interval)
+        if consensus.role is Role.LEADER:
+            yield trio.current_time()
+
+
 class BrokerLiveness:
     """The controller's fencing loop for one node (see the module docstring).  Run with :meth:`run`."""
 
@@ -77,22 +92,19 @@ class BrokerLiveness:
         consensus = self.broker.consensus
         assert consensus is not None
         task_status.started()
-        while True:
-            await trio.sleep(CHECK_SECONDS)
-            if consensus.role is not Role.LEADER:
-                continue
-            # a broker in controlled shutdown stays fenced until it registers again
-            brokers = {node_id: b.fenced for node_id, b in self.broker.image.brokers.items() if not b.shutting_down}
-            command = liveness_change(brokers, consensus.last_heard, trio.current_time(), self.session_timeout,
-                                      self.broker.node_id)
-            if command is None:
-                continue
-            try:
-                with trio.move_on_after(max(self.session_timeout, 1.0)):
-                    changed = await self.broker.submit(command)
-                    verb = "fenced" if isinstance(command, FenceBroker) else "unfenced"
-                    log.info("%s broker %d; new leaders for %d partition(s)", verb, command.node_id,
-                             len(changed) if isinstance(changed, list) else 0)
-            except CommandRejected as exc:
-                log.warning("cannot %s: %s (%s)", command, exc.message, exc.error)
-                await trio.sleep(CHECK_SECONDS)
+        async with aclosing(controller_ticks(consensus, CHECK_SECONDS)) as ticks:
+            async for now in ticks:
+                # a broker in controlled shutdown stays fenced until it registers again
+                brokers = {node_id: b.fenced for node_id, b in self.broker.image.brokers.items() if not b.shutting_down}
+                command = liveness_change(brokers, consensus.last_heard, now, self.session_timeout, self.broker.node_id)
+                if command is None:
+                    continue
+                try:
+                    with trio.move_on_after(max(self.session_timeout, 1.0)):
+                        changed = await self.broker.submit(command)
+                        verb = "fenced" if isinstance(command, FenceBroker) else "unfenced"
+                        log.info("%s broker %d; new leaders for %d partition(s)", verb, command.node_id,
+                                 len(changed) if isinstance(changed, list) else 0)
+                except CommandRejected as exc:
+                    log.warning("cannot %s: %s (%s)", command, exc.message, exc.error)
+                    await trio.sleep(CHECK_SECONDS)
