@@ -17,19 +17,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import trio
 from confluent_kafka import ElectionType, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from chronik.log import PartitionLog
 from chronik.log.checkpoint import read_checkpoint
 from chronik.protocol import decode_response
-from chronik.storage import create_backend, default_backend_name, open_group_committer
+from chronik.storage import create_backend
 
 from .clients import Sent, confluent_consume, confluent_produce
 from .raw import Raw, request_frame
 from .test_cluster import IDS, T0, Cluster, eventually, running_cluster
 from .test_controlled_shutdown import metrics_of
+from .test_replication import read_replica
 
 LAG_MS = 1500
 LAG_SECONDS = "chronik_replication_follower_max_lag_seconds"
@@ -107,26 +106,6 @@ def test_the_controller_rebalances_leadership_by_itself(tmp_path: Path) -> None:
         for node_id in IDS:
             eventually(lambda: partition_state(cluster, node_id, topic)[0] == preferred, 10)
         assert "gave leadership back to the preferred replica" in cluster.nodes[controller].output()
-
-
-def read_replica(data_dir: Path, topic: str, topic_id: str) -> tuple[int, int, list[bytes]]:
-    """(log start, log end, batches from the log start) of one replica's files."""
-
-    async def read() -> tuple[int, int, list[bytes]]:
-        backend = create_backend(default_backend_name())
-        try:
-            async with open_group_committer(backend, str(data_dir)) as committer:
-                log = PartitionLog.open(committer, f"{data_dir}/{topic}-0", topic=topic, partition=0,
-                                        topic_id=topic_id, segment_bytes=1 << 30)
-                try:
-                    batches = [bytes(b) for b in log.read(log.log_start_offset, 1 << 30, end=log.log_end_offset)]
-                    return log.log_start_offset, log.log_end_offset, batches
-                finally:
-                    await log.aclose()
-        finally:
-            await backend.aclose()
-
-    return trio.run(read)
 
 
 def test_a_follower_behind_the_leaders_log_start_restarts_there_and_checkpoints_survive(tmp_path: Path) -> None:

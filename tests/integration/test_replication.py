@@ -40,23 +40,31 @@ def raw_produce_error(cluster: Cluster, node_id: int, topic: str) -> int:
     return int(decode_response(0, 9, frame, 5).responses[0].partition_responses[0].error_code)
 
 
-def stored_batches(data_dir: Path, topic: str, topic_id: str) -> list[bytes]:
-    """Every batch in one replica's files, read with the broker's own log code."""
+def read_replica(data_dir: Path, topic: str, topic_id: str) -> tuple[int, int, list[bytes]]:
+    """(log start, log end, batches from the log start) of one replica's files, read with the broker's own log code."""
 
-    async def read() -> list[bytes]:
+    async def read() -> tuple[int, int, list[bytes]]:
         backend = create_backend(default_backend_name())
         try:
             async with open_group_committer(backend, str(data_dir)) as committer:
                 log = PartitionLog.open(committer, f"{data_dir}/{topic}-0", topic=topic, partition=0,
                                         topic_id=topic_id, segment_bytes=1 << 30)
                 try:
-                    return [bytes(b) for b in log.read(0, 1 << 30, end=log.log_end_offset)]
+                    batches = [bytes(b) for b in log.read(log.log_start_offset, 1 << 30, end=log.log_end_offset)]
+                    return log.log_start_offset, log.log_end_offset, batches
                 finally:
                     await log.aclose()
         finally:
             await backend.aclose()
 
     return trio.run(read)
+
+
+def stored_batches(data_dir: Path, topic: str, topic_id: str) -> list[bytes]:
+    """Every batch in one replica's files (its log starts at 0)."""
+    start, _, batches = read_replica(data_dir, topic, topic_id)
+    assert start == 0
+    return batches
 
 
 def test_acks_all_replicates_isr_shrinks_and_a_restarted_follower_catches_up(tmp_path: Path) -> None:
