@@ -319,8 +319,9 @@ def election(args: argparse.Namespace, root: Path) -> list[ClusterRow]:
 
 
 class ClusterBench:
-    def __init__(self, args: argparse.Namespace, cluster: Cluster, nodes: Nodes, controller: int) -> None:
+    def __init__(self, args: argparse.Namespace, cluster: Cluster, nodes: Nodes, controller: int, root: Path) -> None:
         self.args = args
+        self.root = root  # where workloads that start clusters of their own put them
         self.cluster = cluster
         self.nodes = nodes
         self.controller = controller
@@ -339,7 +340,7 @@ class ClusterBench:
         return creates_on(self.nodes, self.cluster, self.controller, self.args, "", CREATE_TARGETS)
 
     def election(self) -> list[ClusterRow]:
-        return election(self.args, Path(self.args.root))
+        return election(self.args, self.root)
 
     def batch_produce(self, workload: str, replicas: list[int], acks: str) -> ClusterRow:
         topic = self.topic(workload, replicas)
@@ -506,7 +507,6 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     load_before = machine_note()
     root = Path(tempfile.mkdtemp(prefix="chronik-bench-cluster-", dir=args.data_parent or os.getcwd()))
-    args.root = str(root)
     nodes: Nodes | None = None
 
     def record(new_rows: list[ClusterRow]) -> None:
@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             attempt("create-leader", lambda: leader_mode_creates(args, root))
         cluster, nodes, controller = start_cluster(root / "quorum", [], 60)
         print(f"controller: node {controller}", flush=True)
-        bench = ClusterBench(args, cluster, nodes, controller)
+        bench = ClusterBench(args, cluster, nodes, controller, root)
         for workload in (w for w in WORKLOADS if w in args.workloads):  # failover, election last: they kill nodes
             attempt(workload, getattr(bench, workload))
             if nodes.dead():
