@@ -627,14 +627,21 @@ class RaftNode:
         match = self._leader_match_end
         return AppendResponse(self._term, self._id, leader, success, match, min(match, self._durable_end))
 
-    def _on_append_response(self, now: float, response: AppendResponse) -> None:
+    def _leader_takes(self, now: float, response: AppendResponse | SnapshotResponse) -> bool:
+        """Whether this leader acts on a follower's response (of its own term); a newer
+        term makes it step down.  Records when it last heard from that follower."""
         if response.term > self._term:
             self._become_follower(now, response.term, None)
-            return
+            return False
         if response.term < self._term or self._role is not Role.LEADER:
+            return False
+        self._last_heard[response.src] = now
+        return True
+
+    def _on_append_response(self, now: float, response: AppendResponse) -> None:
+        if not self._leader_takes(now, response):
             return
         peer = response.src
-        self._last_heard[peer] = now
         if response.success:
             self._next[peer] = max(self._next[peer], response.match_end)
             pinned = self._snapshot_out.get(peer)
@@ -722,13 +729,9 @@ class RaftNode:
         self._out.append(InstallSnapshot(snapshot, not keep))
 
     def _on_snapshot_response(self, now: float, response: SnapshotResponse) -> None:
-        if response.term > self._term:
-            self._become_follower(now, response.term, None)
-            return
-        if response.term < self._term or self._role is not Role.LEADER:
+        if not self._leader_takes(now, response):
             return
         peer = response.src
-        self._last_heard[peer] = now
         pinned = self._snapshot_out.get(peer)
         if response.done:  # the transfer ends once the follower's log matches past it (see _on_append_response)
             if self._next[peer] < response.end:
