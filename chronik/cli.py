@@ -34,6 +34,7 @@ def _info() -> dict[str, object]:
                 "max_batch_appends": p.max_batch_appends,
                 "max_batch_bytes": p.max_batch_bytes,
                 "linger_ms": p.linger_seconds * 1000,
+                "poll_ms": p.poll_seconds * 1000,
             }
             for name, p in COMMIT_PROFILES.items()
         },

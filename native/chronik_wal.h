@@ -82,6 +82,13 @@ int chronik_worker_submit(chronik_worker *w, const chronik_write *writes, int nw
  * yet, or -EINVAL if no job was submitted.  Does not touch the eventfd. */
 int chronik_worker_result(chronik_worker *w, chronik_result *out);
 
+/* After each job, have the thread poll for the next one for up to poll_ns
+ * (busy, on its own core) before it sleeps on its condition variable, so a
+ * job submitted within that window starts without a thread wake-up.  0 (the
+ * default) never polls.  Trades CPU for latency; takes effect after the
+ * current job. */
+void chronik_worker_set_poll(chronik_worker *w, uint64_t poll_ns);
+
 /* Stop and join the thread (after it finished a job in flight, if any), close
  * the eventfd and free the worker.  NULL is a no-op. */
 void chronik_worker_free(chronik_worker *w);

@@ -60,18 +60,28 @@ class CommitProfile:
     ``linger_seconds`` is how long the committer waits, after the first append
     of an idle period, for more appends before it starts the sync; 0 means
     "sync at once; whatever arrives meanwhile forms the next batch".
+
+    ``poll_seconds`` lets a backend that supports it (``set_polling``: the
+    native one) poll instead of sleeping around each commit, for up to that
+    long on each side of the hand-off to its sync thread: a lone append then
+    costs one ``fdatasync`` plus microseconds instead of two thread wake-ups
+    more, at the price of CPU while commits are in flight (never when idle).
     """
 
     name: str
     max_batch_appends: int
     max_batch_bytes: int
     linger_seconds: float
+    poll_seconds: float = 0.0
 
 
 COMMIT_PROFILES: dict[str, CommitProfile] = {
     p.name: p
     for p in (
-        CommitProfile("low-latency", max_batch_appends=4096, max_batch_bytes=8 << 20, linger_seconds=0.0),
+        # polls up to 0.3 ms: about three fast fdatasyncs here (measured: 0.2-0.5 ms all
+        # reach a lone appender's p50 of ~0.1 ms; a slower disk just polls, then sleeps)
+        CommitProfile("low-latency", max_batch_appends=4096, max_batch_bytes=8 << 20, linger_seconds=0.0,
+                      poll_seconds=0.0003),
         CommitProfile("balanced", max_batch_appends=16384, max_batch_bytes=32 << 20, linger_seconds=0.0005),
         CommitProfile("throughput", max_batch_appends=65536, max_batch_bytes=64 << 20, linger_seconds=0.002),
     )
@@ -185,6 +195,9 @@ class GroupCommitter:
         self.backend = backend
         self.directory = directory
         self.profile = profile
+        set_polling = getattr(backend, "set_polling", None)
+        if set_polling is not None:
+            set_polling(profile.poll_seconds)
         self.stats = CommitterStats()
         self._queue: deque[CommitBatch] = deque()
         self._flushing = False  # a batch is with the backend (started by run or by start_now)

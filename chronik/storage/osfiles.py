@@ -151,6 +151,12 @@ class OsBackend:
 
         return wait
 
+    def set_polling(self, seconds: float) -> None:
+        """Let the sync worker poll instead of sleeping around each commit (see
+        :meth:`~chronik.storage.sync_worker.SyncWorker.set_polling`); the group
+        committer sets it from its profile."""
+        self._worker.set_polling(seconds)
+
     def stats(self) -> BackendStats:
         return self._stats
 

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 import chronik
+from chronik.storage import create_backend, get_profile, open_group_committer
 from chronik.storage.interface import FileWrite
 from chronik.storage.sync_worker import (
     IOV_MAX,
@@ -28,9 +29,17 @@ requires_native = pytest.mark.skipif(not NATIVE_AVAILABLE, reason=f"native exten
 OpenFile = Callable[..., int]
 
 
+def polling_native_worker() -> NativeSyncWorker:
+    """The native worker as the ``low-latency`` profile runs it: polling on both sides."""
+    worker = NativeSyncWorker()
+    worker.set_polling(get_profile("low-latency").poll_seconds)
+    return worker
+
+
 @pytest.fixture(
     params=[
         pytest.param(NativeSyncWorker, id="native", marks=requires_native),
+        pytest.param(polling_native_worker, id="native-polling", marks=requires_native),
         pytest.param(ThreadSyncWorker, id="python"),
     ]
 )
@@ -259,14 +268,16 @@ async def test_failure_is_not_swallowed_by_cancellation(worker: SyncWorker) -> N
 async def test_aborted_wait_still_waits_for_the_job(
     worker: SyncWorker, open_file: OpenFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """KeyboardInterrupt pierces cancel shields: the job must still be over when it propagates."""
+    """KeyboardInterrupt pierces cancel shields: the job must still be over when it propagates
+    (whether it interrupts the sleep or, with polling, a poll between scheduler rounds)."""
     fd = open_file("segment")
 
-    async def interrupted(fd: int) -> None:
+    async def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
         patch.setattr(trio.lowlevel, "wait_readable", interrupted)
+        patch.setattr(trio.lowlevel, "cancel_shielded_checkpoint", interrupted)
         with pytest.raises(KeyboardInterrupt):
             await worker.write_and_sync([FileWrite(fd, 0, [b"x" * (1 << 20)])])
     assert contents(fd) == b"x" * (1 << 20)
@@ -302,6 +313,66 @@ async def test_close_during_a_job_raises(worker: SyncWorker, open_file: OpenFile
             worker.close()
         close_tried.set()
     assert contents(fd) == b"x"
+
+
+@requires_native
+@pytest.mark.parametrize("poll_seconds, sleeps", [(30.0, 0), (1e-6, 1)], ids=["job-ends-while-polling", "poll-time-up"])
+async def test_polling_worker_sleeps_only_once_its_poll_time_is_up(
+    open_file: OpenFile, monkeypatch: pytest.MonkeyPatch, poll_seconds: float, sleeps: int
+) -> None:
+    fd = open_file("segment")
+    data = [os.urandom(1 << 20) for _ in range(4)]  # milliseconds of work: longer than 1 us of polling
+    slept = []
+    wait_readable = trio.lowlevel.wait_readable
+
+    async def counted_wait_readable(fd: int) -> None:
+        slept.append(fd)
+        await wait_readable(fd)
+
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", counted_wait_readable)
+    worker = NativeSyncWorker()
+    try:
+        worker.set_polling(poll_seconds)
+        assert worker.poll_seconds == poll_seconds
+        await worker.write_and_sync([FileWrite(fd, 0, data)])
+        await worker.write_and_sync([FileWrite(fd, 4 << 20, [b"next"])])  # the C thread polled for this one
+    finally:
+        worker.close()
+    assert contents(fd) == b"".join(data) + b"next"
+    assert len(slept) >= sleeps and (sleeps or not slept)
+    assert worker.sync_calls == 2
+
+
+async def test_python_worker_declines_polling() -> None:
+    """Polling would make the poller and the Python thread fight for the GIL."""
+    worker = ThreadSyncWorker()
+    try:
+        worker.set_polling(0.001)
+        assert worker.poll_seconds == 0.0
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("make", [pytest.param(NativeSyncWorker, marks=requires_native), ThreadSyncWorker])
+def test_negative_polling_time_is_refused(make: Callable[[], SyncWorker]) -> None:
+    worker = make()
+    try:
+        with pytest.raises(ValueError, match=">= 0"):
+            worker.set_polling(-1.0)
+    finally:
+        worker.close()
+
+
+@requires_native
+@pytest.mark.parametrize("profile", ["low-latency", "balanced", "throughput"])
+async def test_the_commit_profile_sets_the_backends_polling(tmp_path: Path, profile: str) -> None:
+    backend = create_backend("native")
+    try:
+        async with open_group_committer(backend, str(tmp_path), profile):
+            assert backend._worker.poll_seconds == get_profile(profile).poll_seconds  # type: ignore[attr-defined]
+    finally:
+        await backend.aclose()
+    assert get_profile("low-latency").poll_seconds > 0 == get_profile("throughput").poll_seconds
 
 
 def test_native_worker_is_available_when_built() -> None:
