@@ -205,7 +205,10 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&w->lock);
 
         chronik_result result;
+        uint64_t started = monotonic_ns();
         run_job(w, &result);
+        result.started_ns = started;
+        result.ended_ns = monotonic_ns();
 
         pthread_mutex_lock(&w->lock);
         w->result = result;

@@ -62,6 +62,8 @@ typedef struct {
     int index;           /* the failing write (for SYNC: first write to that fd); -1 on success */
     uint64_t sync_calls; /* fdatasync calls made by this job (the failing one included) */
     uint64_t sync_ns;    /* CLOCK_MONOTONIC nanoseconds spent inside those calls */
+    uint64_t started_ns; /* CLOCK_MONOTONIC when the thread began the job */
+    uint64_t ended_ns;   /* CLOCK_MONOTONIC when it ended it (just before signalling) */
 } chronik_result;
 
 /* Start a worker thread.  NULL with errno set on failure. */

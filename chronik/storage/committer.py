@@ -66,6 +66,8 @@ class CommitProfile:
     long on each side of the hand-off to its sync thread: a lone append then
     costs one ``fdatasync`` plus microseconds instead of two thread wake-ups
     more, at the price of CPU while commits are in flight (never when idle).
+    The backend keeps polling only while it measurably lowers that cost
+    (:mod:`chronik.storage.polling`).
     """
 
     name: str

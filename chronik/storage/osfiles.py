@@ -157,6 +157,11 @@ class OsBackend:
         committer sets it from its profile."""
         self._worker.set_polling(seconds)
 
+    @property
+    def polling(self) -> bool:
+        """Whether the sync worker polls right now (see :mod:`chronik.storage.polling`)."""
+        return self._worker.polling
+
     def stats(self) -> BackendStats:
         return self._stats
 

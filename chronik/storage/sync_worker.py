@@ -5,11 +5,13 @@ committer hands it one job per commit batch -- a list of
 :class:`~chronik.storage.interface.FileWrite` -- and the trio side sleeps in
 ``trio.lowlevel.wait_readable(eventfd)`` until the thread is done, so a commit
 costs neither a ``trio.to_thread`` hop nor a thread start.  With polling on
-(:meth:`SyncWorker.set_polling`, set by the ``low-latency`` commit profile)
-neither side sleeps right away: the trio side reads the eventfd between
-scheduler rounds and the thread watches for the next job, each for a bounded
-time, so a lone commit costs no thread wake-up either.  Two implementations
-run the very same job:
+(:meth:`SyncWorker.set_polling`, set by the ``low-latency`` commit profile;
+native worker only) neither side sleeps right away: the trio side reads the
+eventfd between scheduler rounds and the thread watches for the next job,
+each for a bounded time, so a lone commit costs no thread wake-up either --
+while a :class:`~chronik.storage.polling.PollGovernor` finds that this pays
+(it does not when every core is busy).  Two implementations run the very
+same job:
 
 * :class:`NativeSyncWorker` -- a C thread (``native/chronik_wal.c`` through the
   cffi extension ``chronik._native_wal``), which never takes the GIL, so Python
@@ -56,6 +58,7 @@ from typing import Iterable, Protocol, Sequence
 import trio
 
 from .interface import Buffer, FileWrite
+from .polling import PollGovernor
 
 try:
     from .._native_wal import ffi as _ffi, lib as _lib
@@ -82,6 +85,8 @@ class SyncWorker(Protocol):
     sync_seconds: float
     #: How long each side of a hand-off polls before sleeping (:meth:`set_polling`).
     poll_seconds: float
+    #: Whether the hand-offs poll right now (set, and found to pay on this machine).
+    polling: bool
 
     async def write_and_sync(self, writes: Sequence[FileWrite]) -> None:
         """Write every item at its offset, then ``fdatasync`` every fd touched, once.
@@ -144,6 +149,8 @@ class JobOutcome:
     index: int  # the failing write (SYNC: the first write to that fd); -1 on success
     sync_calls: int
     sync_ns: int
+    started_ns: int = 0  # CLOCK_MONOTONIC when the thread began the job (native only)
+    ended_ns: int = 0  # ... and when it ended it
 
     def raise_for_failure(self, writes: Sequence[FileWrite]) -> None:
         """Raise the :class:`OSError` describing this job's failure, if it failed."""
@@ -249,26 +256,41 @@ class _EventfdSyncWorker(abc.ABC):
             if not drained:
                 os.eventfd_read(eventfd)
             outcome = self._collect()
+        self._job_noticed(outcome)
         return outcome
 
-    async def _poll_eventfd(self) -> bool:
-        """Read the eventfd between scheduler rounds for up to ``poll_seconds``; True once read.
+    @property
+    def polling(self) -> bool:
+        return False
 
-        Each round lets every other runnable task run first (a checkpoint
-        that cannot be cancelled), so polling only takes time the event loop
-        would otherwise spend asleep in ``epoll_wait`` -- and saves the
-        wake-up from that sleep when the job ends.  False (not read) when
-        polling is off or the time is up.
+    def _poll_window(self) -> float:
+        """How long :meth:`_poll_eventfd` may poll for the current job (0: sleep at once)."""
+        return 0.0
+
+    def _job_noticed(self, outcome: JobOutcome) -> None:
+        """Called once the job's end was noticed and its outcome collected (polling's governor listens)."""
+
+    async def _poll_eventfd(self) -> bool:
+        """Read the eventfd between scheduler rounds for up to :meth:`_poll_window`; True once read.
+
+        Polls only while no other task is runnable: then the event loop
+        would sleep in ``epoll_wait``, and polling saves the wake-up from
+        that sleep when the job ends.  With other tasks to run, the loop
+        does not sleep and looks at the eventfd between their rounds anyway.
+        False (not read) when polling is off, the time is up or other tasks
+        want to run.
         """
-        if not self.poll_seconds:
+        window = self._poll_window()
+        if not window:
             return False
         eventfd = self._eventfd
-        until = time.perf_counter() + self.poll_seconds
+        statistics = trio.lowlevel.current_statistics
+        until = time.perf_counter() + window
         while True:
             try:
                 os.eventfd_read(eventfd)
             except BlockingIOError:
-                if time.perf_counter() >= until:
+                if time.perf_counter() >= until or statistics().tasks_runnable:
                     return False
                 await trio.lowlevel.cancel_shielded_checkpoint()
             else:
@@ -319,14 +341,43 @@ class NativeSyncWorker(_EventfdSyncWorker):
         self._eventfd = _lib.chronik_worker_eventfd(self._worker)
         self._result = _ffi.new("chronik_result *")
         self._job_buffers: list[object] = []
+        self.governor: PollGovernor | None = None
+        self._submitted_ns = 0  # CLOCK_MONOTONIC when the current job was handed over
+        self._last_job_ns = 0  # how long the thread took for the previous job
 
     def set_polling(self, seconds: float) -> None:
         """See :meth:`SyncWorker.set_polling`: the C thread (``chronik_worker_set_poll``)
-        and the trio side both poll; the C thread holds no GIL while it does."""
+        and the trio side both poll -- the C thread holds no GIL while it does -- as long
+        as a :class:`~chronik.storage.polling.PollGovernor` finds that it pays.
+
+        The trio side polls only when the previous job was shorter than the
+        window (a slow disk would make every poll time out in vain).
+        """
         if seconds < 0:
             raise ValueError(f"polling time must be >= 0, not {seconds}")
         self.poll_seconds = seconds
-        _lib.chronik_worker_set_poll(self._worker, round(seconds * 1e9))
+        self.governor = PollGovernor() if seconds else None
+        self._apply_polling()
+
+    @property
+    def polling(self) -> bool:
+        """Whether the hand-offs poll now (polling is set and its governor finds it pays)."""
+        return self.governor is not None and self.governor.polling
+
+    def _apply_polling(self) -> None:
+        _lib.chronik_worker_set_poll(self._worker, round(self.poll_seconds * 1e9) if self.polling else 0)
+
+    def _poll_window(self) -> float:
+        if self.polling and self._last_job_ns < self.poll_seconds * 1e9:
+            return self.poll_seconds
+        return 0.0
+
+    def _job_noticed(self, outcome: JobOutcome) -> None:
+        noticed_ns = time.monotonic_ns()
+        job_ns = outcome.ended_ns - outcome.started_ns
+        self._last_job_ns = job_ns
+        if self.governor is not None and self.governor.observe(noticed_ns - self._submitted_ns - job_ns):
+            self._apply_polling()
 
     def _submit(self, writes: Sequence[FileWrite]) -> None:
         c_writes = _ffi.new("chronik_write[]", len(writes))
@@ -345,6 +396,7 @@ class NativeSyncWorker(_EventfdSyncWorker):
                 c_buf.base = data
                 c_buf.len = len(data)
                 next_buf += 1
+        self._submitted_ns = time.monotonic_ns()
         rc = _lib.chronik_worker_submit(self._worker, c_writes, len(writes))
         if rc < 0:
             raise OSError(-rc, f"chronik_worker_submit: {os.strerror(-rc)}")
@@ -362,6 +414,8 @@ class NativeSyncWorker(_EventfdSyncWorker):
             index=result.index,
             sync_calls=result.sync_calls,
             sync_ns=result.sync_ns,
+            started_ns=result.started_ns,
+            ended_ns=result.ended_ns,
         )
 
     def _stop(self) -> None:

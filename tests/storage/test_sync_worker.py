@@ -343,6 +343,28 @@ async def test_polling_worker_sleeps_only_once_its_poll_time_is_up(
     assert worker.sync_calls == 2
 
 
+@requires_native
+async def test_the_native_worker_feeds_its_poll_governor(open_file: OpenFile) -> None:
+    """Each job's hand-off overhead reaches the governor; after its first two epochs
+    (polling, then sleeping) it has a baseline and has decided."""
+    fd = open_file("segment")
+    worker = polling_native_worker()
+    try:
+        governor = worker.governor
+        assert governor is not None and worker.polling
+        for index in range(2 * governor.epoch_jobs):
+            await worker.write_and_sync([FileWrite(fd, index, [b"x"])])
+            if index == governor.epoch_jobs - 1:
+                assert not worker.polling  # measuring what sleeping costs
+        assert governor.last_polling_ns is not None and governor.last_polling_ns > 0
+        assert governor.baseline_ns is not None and governor.baseline_ns > 0
+        assert worker.polling  # probing polling against that baseline
+        worker.set_polling(0)
+        assert worker.governor is None and not worker.polling
+    finally:
+        worker.close()
+
+
 async def test_python_worker_declines_polling() -> None:
     """Polling would make the poller and the Python thread fight for the GIL."""
     worker = ThreadSyncWorker()
