@@ -114,6 +114,7 @@ class Broker:
         self.committer.on_commit = self.metrics.record_wal_sync
         self.metrics.partitions.set_function(lambda: len(self.logs))
         self.metrics.log_dir_failed.set_function(lambda: 0 if self.committer.failure is None else 1)
+        self.metrics.wal_sync_polling.set_function(lambda: 1 if getattr(self.committer.backend, "polling", False) else 0)
         self.metrics.partitions_led.set_function(lambda: sum(1 for _ in self._led_partitions()))
         self.metrics.under_replicated.set_function(
             lambda: sum(1 for p in self._led_partitions() if len(p.isr) < len(p.replicas)))

@@ -115,6 +115,13 @@ class BrokerMetrics:
             registry=r,
         )
 
+        self.wal_sync_polling = Gauge(
+            "chronik_wal_sync_polling",
+            "1 while the hand-offs to the WAL's sync thread poll instead of sleeping (low-latency profile, "
+            "native backend, and polling measurably pays on this machine); it costs CPU while commits run.",
+            registry=r,
+        )
+
         # State
         self.partitions = Gauge("chronik_partitions", "Partitions hosted by this broker.", registry=r)
         self.connections = Gauge("chronik_connections", "Open Kafka client connections.", registry=r)
