@@ -15,6 +15,10 @@ row, deleted when the row is done):
                   :class:`~chronik.storage.WriteAheadLog` and waiting for
                   durability, group-committed.  These are the rows issue 2's
                   targets are about.
+* ``chronik-native-no-poll``  the native rows again (up to 16 appenders)
+                  with the profile's polling turned off: both sides of the
+                  hand-off to the sync thread sleep at once, as they did
+                  before ``CommitProfile.poll_seconds``.
 * ``chronik-<backend>-start_now``  one appender that calls
                   ``GroupCommitter.start_now()`` after its append, so the
                   sync starts from its own task instead of the committer
@@ -43,6 +47,7 @@ of latency against concurrency.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -58,7 +63,14 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stats import percentile_ms  # noqa: E402  (bench/stats.py, next to this script)
-from chronik.storage import WriteAheadLog, available_backends, create_backend, open_group_committer  # noqa: E402
+from chronik.storage import (  # noqa: E402
+    CommitProfile,
+    WriteAheadLog,
+    available_backends,
+    create_backend,
+    get_profile,
+    open_group_committer,
+)
 
 PREALLOCATE = 1 << 30
 
@@ -142,10 +154,10 @@ async def closed_loop(
     return len(latencies), latencies, time.perf_counter() - started
 
 
-async def bench_chronik(directory: str, backend_name: str, profile: str, record: bytes, concurrency: int, seconds: float,
-                        start_now: bool = False) -> Result:
+async def bench_chronik(directory: str, backend_name: str, profile: str | CommitProfile, record: bytes, concurrency: int,
+                        seconds: float, start_now: bool = False, label: str = "") -> Result:
     """N appenders; with ``start_now`` each calls ``committer.start_now()`` after its append, as the
-    broker does at the end of each connection's burst of requests."""
+    broker does at the end of each connection's burst of requests.  ``label`` is appended to the row name."""
     backend = create_backend(backend_name)
     log_dir = os.path.join(directory, f"wal-{backend_name}-{concurrency}")
     try:
@@ -168,7 +180,7 @@ async def bench_chronik(directory: str, backend_name: str, profile: str, record:
     finally:
         await backend.aclose()
         shutil.rmtree(log_dir, ignore_errors=True)  # 1 GiB preallocated per row
-    name = f"chronik-{backend_name}" + ("-start_now" if start_now else "")
+    name = f"chronik-{backend_name}" + ("-start_now" if start_now else "") + label
     return Result(name, concurrency, records, syncs, elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
 
 
@@ -338,6 +350,11 @@ def main() -> None:
         for backend in backends:
             for n in levels:
                 results.append(trio.run(bench_chronik, directory, backend, args.profile, record, n, args.seconds))
+        profile = get_profile(args.profile)
+        if profile.poll_seconds and "native" in backends:  # the same profile without polling, for comparison
+            unpolled = dataclasses.replace(profile, poll_seconds=0.0)
+            for n in (n for n in levels if n <= 16):
+                results.append(trio.run(bench_chronik, directory, "native", unpolled, record, n, args.seconds, False, "-no-poll"))
         for backend in backends:  # a lone appender that starts its commit itself (the broker's burst end)
             results.append(trio.run(bench_chronik, directory, backend, args.profile, record, 1, args.seconds, True))
         for backend in backends:
