@@ -443,7 +443,9 @@ _SETTINGS_LIST = (
              file_keys=("listeners.metrics",), default_doc="off"),
     _Setting("wal_backend", _WalBackend(), "Write-ahead-log backend.", "broker",
              default_doc="native when the C extension is built, else python"),
-    _Setting("wal_profile", _Choice(_wal_profiles, metavar="PROFILE"), "Group-commit profile (latency vs batch size).", "broker"),
+    _Setting("wal_profile", _Choice(_wal_profiles, metavar="PROFILE"),
+             "Group-commit profile (latency vs batch size): low-latency syncs at once and, on the native backend, "
+             "polls around each commit while that pays; balanced and throughput linger and never poll.", "broker"),
     _Setting("log_level", _Choice(lambda: LOG_LEVELS, lower=True, metavar="LEVEL"), "Logging level.", "broker"),
     _Setting("metadata_snapshot_every", _Int(1),
              "Metadata commands applied between two snapshots of the metadata image (the metadata log, "
