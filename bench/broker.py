@@ -569,6 +569,17 @@ def fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def write_json_report(path: str, fields: dict[str, Any], rows: list[Row]) -> None:
+    """Write ``fields`` plus the rows (each with its targets and the fraction reached) to ``path`` as JSON."""
+    report = fields | {"rows": [
+        asdict(r) | {"targets": [{"label": t.label, "value": t.value, "fraction": f} for t, f in r.target_fractions()]}
+        for r in rows
+    ]}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2))
+    print(f"json: {path}")
+
+
 def print_table(rows: list[Row]) -> None:
     header = (f"{'workload':<17}{'msg/s':>11}{'MB/s':>8}{'p50 ms':>9}{'p99 ms':>9}  {'target':<30}{'vs target':>10}"
               f"{'broker CPU':>12}")
@@ -719,16 +730,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before {load_before['loadavg']}, after {load_after['loadavg']}; {load_after['cpus']} cpus"
           + (f"; broker peak RSS {broker_peak:.1f} MB" if broker_peak else ""))
     if args.json:
-        report = {
+        write_json_report(args.json, {
             "bootstrap": bootstrap, "own_broker": args.bootstrap is None, "broker_args": args.broker_arg,
             "messages": args.messages, "message_bytes": MESSAGE_BYTES, "seconds": args.seconds, "topics": args.topics,
             "producers": args.producers, "partitions": args.partitions, "machine_before": load_before,
             "machine_after": load_after, "broker_peak_rss_mb": broker_peak,
-            "rows": [asdict(r) | {"targets": [{"label": t.label, "fraction": f} for t, f in r.target_fractions()]} for r in rows],
-        }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"json: {args.json}")
+        }, rows)
     return 1 if failed else 0
 
 

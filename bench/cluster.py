@@ -42,21 +42,20 @@ is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import broker as single
 from broker import (  # bench/broker.py, next to this script; it puts the repository on sys.path
     COMMON_CLIENT, MESSAGE_BYTES, WARMUP_TOPIC, Row, Target, apply_size_defaults, cpu_seconds, high_watermark_sum, machine_note, print_table,
-    run_clients, wait_for_metadata,
+    run_clients, wait_for_metadata, write_json_report,
 )
 from stats import percentile_ms  # noqa: E402
 
@@ -562,15 +561,10 @@ def main(argv: list[str] | None = None) -> int:
     load_after = machine_note()
     print(f"load average before {load_before['loadavg']}, after {load_after['loadavg']}; {load_after['cpus']} cpus")
     if args.json:
-        report = {
+        write_json_report(args.json, {
             "nodes": len(IDS), "metadata_commit": "quorum", "messages": args.messages, "message_bytes": MESSAGE_BYTES,
             "seconds": args.seconds, "topics": args.topics, "machine_before": load_before, "machine_after": load_after,
-            "rows": [asdict(r) | {"targets": [{"label": t.label, "value": t.value, "fraction": f} for t, f in r.target_fractions()]}
-                     for r in rows],
-        }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"json: {args.json}")
+        }, rows)
     return 1 if failed else 0
 
 
