@@ -587,16 +587,24 @@ class RaftNode:
         self._next[peer] = start + len(batch)  # optimistic: a rejection moves it back
         self._send(AppendRequest(self._term, self._id, peer, start, self._epoch_at(start - 1), batch, self._commit))
 
-    def _on_append_request(self, now: float, request: AppendRequest) -> None:
+    def _heed_leader(self, now: float, request: AppendRequest | SnapshotRequest) -> bool:
+        """Take a request only a leader sends: False if it is from an older term (the
+        caller answers with a rejection carrying this node's term); else follow its
+        sender and restart the election timer, True."""
         if request.term < self._term:
-            self._send(AppendResponse(self._term, self._id, request.src, False, 0, 0))
-            return
+            return False
         if self._role is Role.LEADER and request.term == self._term:
             raise ConsensusError(f"two leaders in term {self._term}: {self._id} and {request.src}")
         if request.term > self._term or self._role is not Role.FOLLOWER or self._leader != request.src:
             self._become_follower(now, request.term, request.src)
         self._last_leader_contact = now
         self._election_deadline = now + self._random_timeout()
+        return True
+
+    def _on_append_request(self, now: float, request: AppendRequest) -> None:
+        if not self._heed_leader(now, request):
+            self._send(AppendResponse(self._term, self._id, request.src, False, 0, 0))
+            return
 
         prev_end = request.prev_end
         if prev_end > self.log_end:
@@ -677,15 +685,9 @@ class RaftNode:
         ))
 
     def _on_snapshot_request(self, now: float, request: SnapshotRequest) -> None:
-        if request.term < self._term:
+        if not self._heed_leader(now, request):
             self._send(SnapshotResponse(self._term, self._id, request.src, request.end, 0, False))
             return
-        if self._role is Role.LEADER and request.term == self._term:
-            raise ConsensusError(f"two leaders in term {self._term}: {self._id} and {request.src}")
-        if request.term > self._term or self._role is not Role.FOLLOWER or self._leader != request.src:
-            self._become_follower(now, request.term, request.src)
-        self._last_leader_contact = now
-        self._election_deadline = now + self._random_timeout()
 
         def answer(received: int, done: bool) -> None:
             self._send(SnapshotResponse(self._term, self._id, request.src, request.end, received, done))
