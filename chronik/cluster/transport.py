@@ -180,6 +180,13 @@ def _unpack(layout: struct.Struct, body: memoryview, pos: int, what: str) -> tup
     return layout.unpack_from(body, pos)
 
 
+def _take(body: memoryview, pos: int, length: int, what: str, part: str) -> bytes:
+    """The ``length`` bytes of ``what``'s ``part`` at ``pos``; :class:`CodecError` if the body is shorter."""
+    if length > len(body) - pos:
+        raise CodecError(f"truncated {what}: {part} of {length} bytes, {len(body) - pos} left")
+    return bytes(body[pos : pos + length])
+
+
 def decode_message(body: bytes | bytearray | memoryview) -> Frame:
     """Parse one frame body; raises :class:`CodecError` if it is not a valid message."""
     view = memoryview(body)
@@ -201,9 +208,7 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
         for n in range(count):
             epoch, flags, length = _unpack(_ENTRY, view, pos, f"entry {n}")
             pos += _ENTRY.size
-            if length > len(view) - pos:
-                raise CodecError(f"truncated entry {n}: payload of {length} bytes, {len(view) - pos} left")
-            entries.append(Entry(epoch, bytes(view[pos : pos + length]), bool(flags & _CONTROL)))
+            entries.append(Entry(epoch, _take(view, pos, length, f"entry {n}", "payload"), bool(flags & _CONTROL)))
             pos += length
         message = AppendRequest(term, src, dst, prev_end, prev_epoch, tuple(entries), commit)
     elif kind == 4:
@@ -212,9 +217,8 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
     elif kind == 5:
         request_id, length = _unpack(_FORWARD_REQUEST, view, pos, "ForwardRequest")
         pos += _FORWARD_REQUEST.size
-        if length > len(view) - pos:
-            raise CodecError(f"truncated ForwardRequest: payload of {length} bytes, {len(view) - pos} left")
-        message, pos = ForwardRequest(term, src, dst, request_id, bytes(view[pos : pos + length])), pos + length
+        payload = _take(view, pos, length, "ForwardRequest", "payload")
+        message, pos = ForwardRequest(term, src, dst, request_id, payload), pos + length
     elif kind == 6:
         request_id, offset, leader_id = _unpack(_FORWARD_RESPONSE, view, pos, "ForwardResponse")
         message, pos = ForwardResponse(term, src, dst, request_id, offset, leader_id), pos + _FORWARD_RESPONSE.size
@@ -222,10 +226,8 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
         topic_id, partition, fetch_offset, max_wait_ms, max_bytes, last_epoch, length = _unpack(
             _REPLICA_FETCH_REQUEST, view, pos, "ReplicaFetchRequest")
         pos += _REPLICA_FETCH_REQUEST.size
-        if length > len(view) - pos:
-            raise CodecError(f"truncated ReplicaFetchRequest: topic of {length} bytes, {len(view) - pos} left")
         try:
-            topic = bytes(view[pos : pos + length]).decode()
+            topic = _take(view, pos, length, "ReplicaFetchRequest", "topic").decode()
         except UnicodeDecodeError as exc:
             raise CodecError(f"ReplicaFetchRequest topic is not UTF-8: {exc}") from None
         message = ReplicaFetchRequest(term, src, dst, topic, topic_id.hex(), partition, fetch_offset, max_wait_ms, max_bytes,
@@ -235,17 +237,14 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
         error, high_watermark, log_start, diverging_epoch, diverging_end, log_end, length = _unpack(
             _REPLICA_FETCH_RESPONSE, view, pos, "ReplicaFetchResponse")
         pos += _REPLICA_FETCH_RESPONSE.size
-        if length > len(view) - pos:
-            raise CodecError(f"truncated ReplicaFetchResponse: records of {length} bytes, {len(view) - pos} left")
-        message = ReplicaFetchResponse(term, src, dst, error, high_watermark, log_start, bytes(view[pos : pos + length]),
+        records = _take(view, pos, length, "ReplicaFetchResponse", "records")
+        message = ReplicaFetchResponse(term, src, dst, error, high_watermark, log_start, records,
                                        diverging_epoch, diverging_end, log_end)
         pos += length
     elif kind == 9:
         end, epoch, size, position, length = _unpack(_SNAPSHOT_REQUEST, view, pos, "SnapshotRequest")
         pos += _SNAPSHOT_REQUEST.size
-        if length > len(view) - pos:
-            raise CodecError(f"truncated SnapshotRequest: chunk of {length} bytes, {len(view) - pos} left")
-        message = SnapshotRequest(term, src, dst, end, epoch, size, position, bytes(view[pos : pos + length]))
+        message = SnapshotRequest(term, src, dst, end, epoch, size, position, _take(view, pos, length, "SnapshotRequest", "chunk"))
         pos += length
     elif kind == 10:
         end, received, done = _unpack(_SNAPSHOT_RESPONSE, view, pos, "SnapshotResponse")
