@@ -15,6 +15,13 @@ from chronik.storage.files import replace_file_durably
 from .conftest import append, batch
 
 
+async def opened_manager(committer: GroupCommitter, image: MetadataImage, replica_of: int | None = 1) -> LogManager:
+    """A log manager of ``/data`` (as node ``replica_of``; None: a single node), in step with ``image``."""
+    manager = LogManager(committer, "/data", default_segment_bytes=1 << 20, replica_of=replica_of)
+    await manager.sync_with(image)
+    return manager
+
+
 def test_the_format_round_trips_and_damage_is_refused() -> None:
     entries = {("a", 0): 5, ("a.b-c_d", 12): 0, ("z", 1): 1 << 40}
     data = encode_checkpoint(entries)
@@ -29,8 +36,7 @@ def test_the_format_round_trips_and_damage_is_refused() -> None:
 async def test_cluster_mode_checkpoints_high_watermarks_and_restarts_from_them(committer: GroupCommitter) -> None:
     image = MetadataImage()
     image.apply(0, CreateTopic(name="r", topic_id=uuid.uuid4().hex, replicas=[[1, 2], [2, 1]]))
-    manager = LogManager(committer, "/data", default_segment_bytes=1 << 20, replica_of=1)
-    await manager.sync_with(image)
+    manager = await opened_manager(committer, image)
     led = manager.get("r", 0)
     followed = manager.get("r", 1)
     assert led is not None and followed is not None
@@ -46,8 +52,7 @@ async def test_cluster_mode_checkpoints_high_watermarks_and_restarts_from_them(c
     await manager.aclose()  # the last high watermarks are written on the way out
     assert read_checkpoint(committer.backend, "/data") == {("r", 0): 4, ("r", 1): 0}
 
-    restarted = LogManager(committer, "/data", default_segment_bytes=1 << 20, replica_of=1)
-    await restarted.sync_with(image)
+    restarted = await opened_manager(committer, image)
     reopened = restarted.get("r", 0)
     assert reopened is not None and (reopened.log_end_offset, reopened.high_watermark) == (4, 4)
     await restarted.aclose()
@@ -56,16 +61,14 @@ async def test_cluster_mode_checkpoints_high_watermarks_and_restarts_from_them(c
 async def test_a_damaged_checkpoint_starts_every_high_watermark_at_the_log_start(committer: GroupCommitter) -> None:
     image = MetadataImage()
     image.apply(0, CreateTopic(name="r", topic_id=uuid.uuid4().hex, replicas=[[1, 2]]))
-    manager = LogManager(committer, "/data", default_segment_bytes=1 << 20, replica_of=1)
-    await manager.sync_with(image)
+    manager = await opened_manager(committer, image)
     led = manager.get("r", 0)
     assert led is not None
     for _ in range(2):
         await append(led, batch([1]))
     await manager.aclose()
     replace_file_durably(committer.backend, "/data", CHECKPOINT_FILE, b"garbage")
-    restarted = LogManager(committer, "/data", default_segment_bytes=1 << 20, replica_of=1)
-    await restarted.sync_with(image)
+    restarted = await opened_manager(committer, image)
     reopened = restarted.get("r", 0)
     assert reopened is not None and (reopened.log_end_offset, reopened.high_watermark) == (2, 0)
     await restarted.aclose()
@@ -74,7 +77,6 @@ async def test_a_damaged_checkpoint_starts_every_high_watermark_at_the_log_start
 async def test_a_single_node_keeps_no_checkpoint(committer: GroupCommitter) -> None:
     image = MetadataImage()
     image.apply(0, CreateTopic(name="s", topic_id=uuid.uuid4().hex, replicas=[[1]]))
-    manager = LogManager(committer, "/data", default_segment_bytes=1 << 20)
-    await manager.sync_with(image)
+    manager = await opened_manager(committer, image, replica_of=None)
     await manager.aclose()
     assert CHECKPOINT_FILE not in committer.backend.list_dir("/data")
