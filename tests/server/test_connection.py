@@ -17,6 +17,15 @@ def frame(payload: bytes) -> bytes:
     return struct.pack(">i", len(payload)) + payload
 
 
+def echo_once(request: bytes, settled: trio.Event) -> PendingResponse:
+    """An answer (the request echoed) that is ready once ``settled`` is set, as a group commit's is."""
+    async def finish() -> Buffers:
+        if not settled.is_set():
+            await settled.wait()
+        return encode_frame([request])
+    return PendingResponse(finish, settled.is_set)
+
+
 async def read_frames(stream: trio.SocketStream, count: int) -> list[bytes]:
     decoder = FrameDecoder(1 << 20)
     frames: list[bytes] = []
@@ -64,11 +73,7 @@ async def test_every_kind_of_answer_goes_back_in_request_order() -> None:
         if kind == b"none":
             return None
         if kind == b"inline":
-            async def finish() -> Buffers:
-                if not commit.is_set():
-                    await commit.wait()
-                return encode_frame([request])
-            return PendingResponse(finish, commit.is_set)
+            return echo_once(request, commit)
 
         async def long_poll() -> Buffers:
             poll_started.append(trio.current_time())
@@ -133,12 +138,7 @@ async def test_the_reader_stops_at_max_in_flight() -> None:
 
     async def dispatch(request: bytes) -> PendingResponse:
         dispatched.append(request)
-
-        async def finish() -> Buffers:
-            if not release.is_set():
-                await release.wait()
-            return encode_frame([request])
-        return PendingResponse(finish, release.is_set)
+        return echo_once(request, release)
 
     async def check_then_release() -> None:
         await trio.testing.wait_all_tasks_blocked()
