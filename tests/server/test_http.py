@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import AsyncIterator
 
 import prometheus_client
 import pytest
 import trio
 
+from chronik.broker import open_broker
+from chronik.config import BrokerConfig
 from chronik.server.http import MAX_HEADER_BYTES, serve_operator_http
 from chronik.server.metrics import BrokerMetrics
+from chronik.storage import available_backends
 
 HOST = "127.0.0.1"
 REQUEST_TIMEOUT = 1.0
@@ -205,3 +209,18 @@ def test_metrics_are_independent_per_broker() -> None:
     assert b"chronik_records_appended_total 0.0" in two.render()
     assert b"process_" not in two.render()
 
+
+
+@pytest.mark.parametrize("backend, profile, polling", [
+    ("native", "low-latency", 1.0), ("native", "balanced", 0.0), ("python", "low-latency", 0.0),
+])
+async def test_the_polling_gauge_follows_the_wal_backend(tmp_path: Path, backend: str, profile: str, polling: float) -> None:
+    """``chronik_wal_sync_polling`` is the broker's backend's ``polling``: on with the native backend's
+    low-latency profile (its governor starts out polling), off for a profile without polling and for
+    the python backend, which declines it."""
+    if backend not in available_backends():
+        pytest.skip(f"{backend} backend not available")
+    config = BrokerConfig(data_dir=tmp_path, wal_backend=backend, wal_profile=profile)
+    async with open_broker(config) as broker:
+        assert broker.committer.backend.polling is bool(polling)
+        assert f"chronik_wal_sync_polling {polling}".encode() in broker.metrics.render()
