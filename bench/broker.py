@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
 
 from stats import percentile_ms  # noqa: E402  (bench/stats.py, next to this script)
 from tests.integration.brokerproc import BrokerProcess  # noqa: E402

@@ -60,7 +60,7 @@ from typing import Awaitable, Callable
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from stats import percentile_ms  # noqa: E402  (bench/stats.py, next to this script)
 from chronik.storage import (  # noqa: E402
