@@ -59,7 +59,6 @@ import bisect
 import json
 import logging
 import time
-from array import array
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +76,8 @@ from ..protocol import (
 )
 from ..storage import Appended, CorruptEntryError, EntryLocation, GroupCommitter, WriteAheadLog
 from ..storage.files import read_file, replace_file_durably
-from ..storage.wal import ENTRY_HEADER
 from .producer_state import ProducerStateTable, SequenceError, is_idempotent
+from .segment import BatchIndex
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +131,7 @@ class PartitionLog:
         self.leader_epoch: int | None = None  # stamped into appended batches while leading a replicated partition
         self._epochs: list[tuple[int, int]] = []  # the epoch cache: (epoch, start offset), both increasing
         self.producers = ProducerStateTable()
-        # The batch index: parallel arrays in offset order.  Plain machine
-        # integers, not objects: compact, and invisible to the garbage
-        # collector (a million indexed batches must not slow every full GC).
-        self._bases = array("q")
-        self._lasts = array("q")
-        self._max_timestamps = array("q")
-        self._running_max_timestamp = array("q")
-        self._segments = array("q")  # WAL location of each batch: segment base,
-        self._positions = array("q")  # byte position,
-        self._sizes = array("q")  # and entry size on disk
+        self.batch_index = BatchIndex()
         # Appended but not yet durable: (segment, end position, next offset).
         self._in_flight: deque[tuple[int, int, int]] = deque()
         self._waiters: list[trio.Event] = []
@@ -207,16 +197,16 @@ class PartitionLog:
             wal.close_files()
             raise PartitionUnreadable(str(exc)) from exc
         if meta is None:
-            if damaged and self._bases:
-                self.log_start_offset = self._bases[0]
+            if damaged and len(self.batch_index):
+                self.log_start_offset = self.batch_index.base(0)
             self._write_partition_file()
         active_base = wal.segments()[-1].base_index
-        self.log_end_offset = max(self._lasts[-1] + 1 if self._lasts else 0, active_base, self.log_start_offset)
+        self.log_end_offset = max(self.batch_index.next_offset or 0, active_base, self.log_start_offset)
         self.high_watermark = self.durable_end = self.log_end_offset
         if high_watermark is not None:
             self.high_watermark = max(self.log_start_offset, min(high_watermark, self.log_end_offset))
         self.recovery = PartitionRecovery(
-            len(self._bases), self.log_start_offset, self.log_end_offset, wal.recovery.truncated_bytes,
+            len(self.batch_index), self.log_start_offset, self.log_end_offset, wal.recovery.truncated_bytes,
             time.perf_counter() - started,
         )
         if wal.recovery.truncated:
@@ -227,14 +217,7 @@ class PartitionLog:
         epoch = header.partition_leader_epoch
         if epoch >= 0 and (not self._epochs or epoch > self._epochs[-1][0]):
             self._epochs.append((epoch, header.base_offset))
-        self._bases.append(header.base_offset)
-        self._lasts.append(header.last_offset)
-        self._max_timestamps.append(header.max_timestamp)
-        previous = self._running_max_timestamp[-1] if self._running_max_timestamp else -1
-        self._running_max_timestamp.append(max(previous, header.max_timestamp))
-        self._segments.append(location.segment)
-        self._positions.append(location.position)
-        self._sizes.append(location.size)
+        self.batch_index.append(header, location)
 
     # -- appending -----------------------------------------------------------
 
@@ -385,14 +368,14 @@ class PartitionLog:
         """
         with trio.CancelScope(shield=True):
             await self.wal.flush()
-            i = bisect.bisect_right(self._lasts, offset - 1)  # first batch whose last offset >= offset
-            if i >= len(self._bases) or self._closed:
+            index = self.batch_index
+            i = index.containing(offset)
+            if i >= len(index) or self._closed:
                 return self.log_end_offset
-            new_end = max(self._bases[i], self.log_start_offset)
+            new_end = max(index.base(i), self.log_start_offset)
             dropped = self.log_end_offset - new_end
-            self.wal.truncate(EntryLocation(self._segments[i], self._positions[i], self._sizes[i]))
-            del self._bases[i:], self._lasts[i:], self._max_timestamps[i:], self._running_max_timestamp[i:]
-            del self._segments[i:], self._positions[i:], self._sizes[i:]
+            self.wal.truncate(index.location(i))
+            index.keep(0, i)
             self._in_flight.clear()
             self.log_end_offset = self.durable_end = new_end
             self.high_watermark = min(self.high_watermark, self.log_end_offset)
@@ -425,7 +408,7 @@ class PartitionLog:
             await self.wal.flush()
             if self._closed:
                 return
-            if offset < 0 or (offset <= self.log_end_offset and len(self._bases)):
+            if offset < 0 or (offset <= self.log_end_offset and len(self.batch_index)):
                 raise ValueError(f"cannot restart {self.topic}-{self.partition} at {offset}, not above its end"
                                  f" {self.log_end_offset}")
             dropped = max(0, self.log_end_offset - self.log_start_offset)
@@ -433,9 +416,7 @@ class PartitionLog:
                 self.log_start_offset = offset
                 self._write_partition_file()
             self.wal.restart_at(offset)
-            for column in (self._bases, self._lasts, self._max_timestamps, self._running_max_timestamp,
-                           self._segments, self._positions, self._sizes):
-                del column[:]
+            self.batch_index.keep(0, 0)
             self._in_flight.clear()
             self._epochs = []
             self.producers = ProducerStateTable()
@@ -450,7 +431,7 @@ class PartitionLog:
     @property
     def holds_batches(self) -> bool:
         """Whether any batch is stored (a log emptied by :meth:`restart_at` holds none)."""
-        return len(self._bases) > 0
+        return len(self.batch_index) > 0
 
     def refresh_high_watermark(self) -> None:
         """Re-apply the high-watermark rule now (after a restart a log that is
@@ -509,11 +490,13 @@ class PartitionLog:
         limit = self.high_watermark if end is None else end
         if offset >= limit:
             return []
-        i = bisect.bisect_left(self._lasts, offset)
+        index = self.batch_index
+        i = index.containing(offset)
         batches: list[memoryview] = []
         total = 0
-        while i < len(self._bases) and self._bases[i] < limit:
-            entries = self.wal.read(self._segments[i], self._positions[i], max(max_bytes - total, 1))
+        while i < len(index) and index.base(i) < limit:
+            location = index.location(i)
+            entries = self.wal.read(location.segment, location.position, max(max_bytes - total, 1))
             if not entries:
                 break
             for entry in entries:
@@ -533,9 +516,7 @@ class PartitionLog:
         """Durable bytes from ``offset`` to the high watermark (for Fetch min_bytes)."""
         if offset >= self.high_watermark or offset < self.log_start_offset:
             return 0
-        first = bisect.bisect_left(self._lasts, offset)
-        end = bisect.bisect_left(self._bases, self.high_watermark)
-        return sum(self._sizes[first:end]) - ENTRY_HEADER.size * (end - first)
+        return self.batch_index.payload_bytes(self.batch_index.containing(offset), self.batch_index.starting_at(self.high_watermark))
 
     def register_waiter(self, event: trio.Event) -> None:
         """Set ``event`` the next time the high watermark advances (or the log closes)."""
@@ -548,9 +529,10 @@ class PartitionLog:
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= ``timestamp``, or None."""
-        i = bisect.bisect_left(self._running_max_timestamp, timestamp)
-        while i < len(self._bases) and self._bases[i] < self.high_watermark:
-            if self._max_timestamps[i] >= timestamp:
+        index = self.batch_index
+        i = index.reaching_timestamp(timestamp)
+        while i < len(index) and index.base(i) < self.high_watermark:
+            if index.max_timestamp(i) >= timestamp:
                 for record in self._records_of(i):
                     if record.timestamp >= timestamp and record.offset >= self.log_start_offset:
                         return record.offset, record.timestamp
@@ -559,22 +541,24 @@ class PartitionLog:
 
     def max_timestamp(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the largest timestamp (earliest such), or None."""
+        index = self.batch_index
         best = -1
-        for i in range(len(self._bases)):
-            if self._bases[i] >= self.high_watermark:
+        for i in range(len(index)):
+            if index.base(i) >= self.high_watermark:
                 break
-            if self._max_timestamps[i] > (self._max_timestamps[best] if best >= 0 else -2):
+            if index.max_timestamp(i) > (index.max_timestamp(best) if best >= 0 else -2):
                 best = i
         if best < 0:
             return None
-        target = self._max_timestamps[best]
+        target = index.max_timestamp(best)
         for record in self._records_of(best):
             if record.timestamp == target:
                 return record.offset, record.timestamp
-        return self._lasts[best], target
+        return index.last(best), target
 
     def _records_of(self, i: int) -> list[Any]:
-        entries = self.wal.read(self._segments[i], self._positions[i], self._sizes[i])
+        location = self.batch_index.location(i)
+        entries = self.wal.read(location.segment, location.position, location.size)
         return decode_records(entries[0].payload)
 
     # -- log start, retention, deletion ----------------------------------------
@@ -640,9 +624,8 @@ class PartitionLog:
         return self.log_end_offset
 
     def _segment_max_timestamp(self, base: int) -> int:
-        start = bisect.bisect_left(self._bases, base)
-        end = bisect.bisect_left(self._bases, self._next_offset_after_segment(base))
-        return max(self._max_timestamps[start:end], default=-1)
+        index = self.batch_index
+        return index.max_timestamp_between(index.starting_at(base), index.starting_at(self._next_offset_after_segment(base)))
 
     def _delete_segments_below(self, offset: int) -> int:
         """Delete sealed segments whose every batch is below ``offset``."""
@@ -654,10 +637,7 @@ class PartitionLog:
             self.wal.delete_segment(info.base_index)
             deleted += 1
         if deleted:
-            keep_from = bisect.bisect_left(self._bases, self.wal.segments()[0].base_index)
-            del self._bases[:keep_from], self._lasts[:keep_from], self._max_timestamps[:keep_from]
-            del self._running_max_timestamp[:keep_from], self._segments[:keep_from]
-            del self._positions[:keep_from], self._sizes[:keep_from]
+            self.batch_index.keep(self.batch_index.starting_at(self.wal.segments()[0].base_index), len(self.batch_index))
         return deleted
 
     def _write_partition_file(self) -> None:
