@@ -55,7 +55,6 @@ Invariants
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import time
@@ -77,6 +76,7 @@ from ..protocol import (
 from ..storage import Appended, CorruptEntryError, EntryLocation, GroupCommitter, WriteAheadLog
 from ..storage.files import read_file, replace_file_durably
 from .producer_state import ProducerStateTable, SequenceError, is_idempotent
+from .replica import LeaderEpochCache, ReplicaState
 from .segment import BatchIndex
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,9 @@ class PartitionLog:
         self.topic_id = topic_id
         self.log_start_offset = 0
         self.log_end_offset = 0
-        self.high_watermark = 0
         self.durable_end = 0
-        self._isr_followers: frozenset[int] | None = None  # leading a replicated partition
-        self._follower_ends: dict[int, int] = {}
-        self._leader_high_watermark: int | None = None  # following
-        self.leader_epoch: int | None = None  # stamped into appended batches while leading a replicated partition
-        self._epochs: list[tuple[int, int]] = []  # the epoch cache: (epoch, start offset), both increasing
+        self.replica = ReplicaState()
+        self.epochs = LeaderEpochCache()
         self.producers = ProducerStateTable()
         self.batch_index = BatchIndex()
         # Appended but not yet durable: (segment, end position, next offset).
@@ -202,9 +198,9 @@ class PartitionLog:
             self._write_partition_file()
         active_base = wal.segments()[-1].base_index
         self.log_end_offset = max(self.batch_index.next_offset or 0, active_base, self.log_start_offset)
-        self.high_watermark = self.durable_end = self.log_end_offset
+        self.replica.high_watermark = self.durable_end = self.log_end_offset
         if high_watermark is not None:
-            self.high_watermark = max(self.log_start_offset, min(high_watermark, self.log_end_offset))
+            self.replica.high_watermark = max(self.log_start_offset, min(high_watermark, self.log_end_offset))
         self.recovery = PartitionRecovery(
             len(self.batch_index), self.log_start_offset, self.log_end_offset, wal.recovery.truncated_bytes,
             time.perf_counter() - started,
@@ -214,9 +210,7 @@ class PartitionLog:
         return self
 
     def _index(self, header: BatchHeader, location: EntryLocation) -> None:
-        epoch = header.partition_leader_epoch
-        if epoch >= 0 and (not self._epochs or epoch > self._epochs[-1][0]):
-            self._epochs.append((epoch, header.base_offset))
+        self.epochs.assign(header.partition_leader_epoch, header.base_offset)
         self.batch_index.append(header, location)
 
     # -- appending -----------------------------------------------------------
@@ -236,8 +230,8 @@ class PartitionLog:
                 return AppendInfo(original, original + header.last_offset_delta, -1, None)
         base = self.log_end_offset
         assign_offsets(batch, base)
-        if self.leader_epoch is not None:
-            set_partition_leader_epoch(batch, self.leader_epoch)
+        if self.replica.leader_epoch is not None:
+            set_partition_leader_epoch(batch, self.replica.leader_epoch)
         if log_append_time is not None:
             set_log_append_time(batch, log_append_time)
         stored = parse_batch_header(batch)
@@ -294,8 +288,9 @@ class PartitionLog:
 
         Cancellation: safe; only the wait ends.
         """
-        leading = self._isr_followers is not None
-        while self.high_watermark < end and not self._closed and (not leading or self._isr_followers is not None):
+        replica = self.replica
+        leading = replica.leading
+        while replica.high_watermark < end and not self._closed and (not leading or replica.leading):
             moved = trio.Event()
             self.register_waiter(moved)
             await moved.wait()
@@ -308,7 +303,7 @@ class PartitionLog:
             self.durable_end = in_flight.popleft()[2]
             advanced = True
         if advanced:
-            self._advance_high_watermark()
+            self.replica.advance(self.durable_end)
             self._wake_readers()  # also wakes the leader's parked follower fetches
 
     # -- replication: the high-watermark rules -------------------------------
@@ -317,6 +312,16 @@ class PartitionLog:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def high_watermark(self) -> int:
+        """See :class:`~chronik.log.replica.ReplicaState`: never goes back except by :meth:`truncate_to`."""
+        return self.replica.high_watermark
+
+    @property
+    def leader_epoch(self) -> int | None:
+        """Stamped into appended batches while leading a replicated partition."""
+        return self.replica.leader_epoch
+
     def lead(self, isr_followers: frozenset[int], leader_epoch: int | None = None) -> None:
         """This node leads a replicated partition whose in-sync followers are ``isr_followers``.
 
@@ -324,39 +329,25 @@ class PartitionLog:
         and the log ends those followers reported (an empty set: the durable
         end), and appended batches carry ``leader_epoch`` (when given).
         """
-        if leader_epoch is not None:
-            self.leader_epoch = leader_epoch
-        self._isr_followers = frozenset(isr_followers)
-        self._leader_high_watermark = None
-        if self._advance_high_watermark():
+        if self.replica.lead(isr_followers, leader_epoch, self.durable_end):
             self._wake_readers()  # an ISR shrink can release acks=all writes
 
     def follow(self) -> None:
         """This node follows the partition: the high watermark comes from the leader (:meth:`follow_high_watermark`)."""
-        leading = self._isr_followers is not None
-        self._isr_followers = None
-        self.leader_epoch = None
-        self._follower_ends.clear()
-        if self._leader_high_watermark is None:
-            self._leader_high_watermark = self.high_watermark
-        if leading:
+        if self.replica.follow():
             self._wake_readers()  # acks=all writes waiting here are answered NOT_LEADER_OR_FOLLOWER
 
     @property
     def last_epoch(self) -> int:
         """The leader epoch of the newest epoch-stamped batch (-1: none)."""
-        return self._epochs[-1][0] if self._epochs else -1
+        return self.epochs.latest_epoch
 
     def epoch_end(self, epoch: int) -> tuple[int, int]:
         """OffsetForLeaderEpoch: ``(e, end)`` for the largest epoch ``e <= epoch``
         that starts in this log, ``end`` being where the next epoch starts (the
         log end for the newest).  ``(-1, start of the oldest epoch)`` when no
         such epoch is here (``(-1, log end)`` with no epochs at all)."""
-        i = bisect.bisect_right(self._epochs, (epoch, 1 << 62))
-        if i == 0:
-            return -1, self._epochs[0][1] if self._epochs else self.log_end_offset
-        end = self._epochs[i][1] if i < len(self._epochs) else self.log_end_offset
-        return self._epochs[i - 1][0], end
+        return self.epochs.end_offset_for(epoch, self.log_end_offset)
 
     async def truncate_to(self, offset: int) -> int:
         """Cut every batch that ends at or above ``offset`` (a follower's divergent
@@ -378,10 +369,8 @@ class PartitionLog:
             index.keep(0, i)
             self._in_flight.clear()
             self.log_end_offset = self.durable_end = new_end
-            self.high_watermark = min(self.high_watermark, self.log_end_offset)
-            if self._leader_high_watermark is not None:
-                self._leader_high_watermark = min(self._leader_high_watermark, self.log_end_offset)
-            self._epochs = [(e, start) for e, start in self._epochs if start < self.log_end_offset]
+            self.replica.truncated(self.log_end_offset)
+            self.epochs.truncate_from_end(self.log_end_offset)
             self.producers = ProducerStateTable()
             for info in self.wal.segments():
                 for entry in self.wal.iter_entries(info.base_index):
@@ -418,12 +407,10 @@ class PartitionLog:
             self.wal.restart_at(offset)
             self.batch_index.keep(0, 0)
             self._in_flight.clear()
-            self._epochs = []
+            self.epochs.clear()
             self.producers = ProducerStateTable()
             self.log_end_offset = self.durable_end = offset
-            self.high_watermark = max(self.high_watermark, self.log_start_offset)
-            if self._leader_high_watermark is not None:
-                self._leader_high_watermark = max(self._leader_high_watermark, self.log_start_offset)
+            self.replica.restarted(self.log_start_offset)
             log.info("%s-%d: log restarted at offset %d (log start %d); %d record offset(s) dropped",
                      self.topic, self.partition, offset, self.log_start_offset, dropped)
             self._wake_readers()
@@ -436,35 +423,21 @@ class PartitionLog:
     def refresh_high_watermark(self) -> None:
         """Re-apply the high-watermark rule now (after a restart a log that is
         neither leading nor following takes its durable end at once)."""
-        if self._advance_high_watermark():
+        if self.replica.advance(self.durable_end):
             self._wake_readers()
 
     def record_follower_end(self, node_id: int, end: int) -> None:
         """(Leader) follower ``node_id`` has everything below ``end`` durable."""
-        self._follower_ends[node_id] = end
-        if self._advance_high_watermark():
+        if self.replica.record_follower_end(node_id, end, self.durable_end):
             self._wake_readers()
 
     def follow_high_watermark(self, leader_high_watermark: int) -> None:
         """(Follower) the leader's high watermark, as its last fetch answer said."""
-        self._leader_high_watermark = max(self._leader_high_watermark or 0, leader_high_watermark)
-        if self._advance_high_watermark():
+        if self.replica.follow_high_watermark(leader_high_watermark, self.durable_end):
             self._wake_readers()
 
     def follower_end(self, node_id: int) -> int | None:
-        return self._follower_ends.get(node_id)
-
-    def _advance_high_watermark(self) -> bool:
-        target = self.durable_end
-        if self._isr_followers is not None:
-            for node_id in self._isr_followers:
-                target = min(target, self._follower_ends.get(node_id, 0))
-        elif self._leader_high_watermark is not None:
-            target = min(target, self._leader_high_watermark)
-        if target > self.high_watermark:
-            self.high_watermark = target
-            return True
-        return False
+        return self.replica.follower_end(node_id)
 
     # -- reading -------------------------------------------------------------
 
