@@ -347,16 +347,8 @@ class LocalLog:
         backend.remove_dir(self.directory)
 
 
-def load_local_log(
-    committer: GroupCommitter,
-    directory: str,
-    *,
-    topic: str,
-    partition: int,
-    topic_id: str,
-    segment_bytes: int,
-    observe: Callable[[BatchHeader], None],
-) -> tuple[LocalLog, PartitionRecovery]:
+def load_local_log(committer: GroupCommitter, directory: str, *, topic: str, partition: int, topic_id: str,
+                   segment_bytes: int, observe: Callable[[BatchHeader], None]) -> tuple[LocalLog, PartitionRecovery]:
     """Open (creating if needed) the local log in ``directory`` and rebuild its index (the LogLoader).
 
     ``observe`` is called with every stored batch header in offset order.
