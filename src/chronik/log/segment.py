@@ -43,7 +43,9 @@ class BatchIndex:
     ----------
     * Rows are in offset order and the offset ranges do not overlap: base
       offsets and last offsets both strictly increase.
-    * The running max timestamp never decreases.
+    * The running max timestamp never decreases.  After a prefix is trimmed
+      it may still count the timestamps of dropped rows: an upper bound,
+      which only makes a time lookup start its scan earlier.
     * Every column has the same length; rows are added only at the end
       (:meth:`append`) and removed only by :meth:`keep`, which cuts every
       column at once (a suffix after a truncation, a prefix after segments
