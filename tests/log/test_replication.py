@@ -210,8 +210,8 @@ async def test_restart_at_survives_a_crash_between_the_log_start_and_the_segment
     follower = follower_log(committer)
     follower.follow()
     await append(follower, batch([1, 2]))
-    follower.log_start_offset = 50  # as if the crash came after partition.json was replaced
-    follower._write_partition_file()
+    follower.local.log_start_offset = 50  # as if the crash came after partition.json was replaced
+    follower.local.write_partition_file()
     await follower.aclose()
     reopened = follower_log(committer)
     assert (reopened.log_start_offset, reopened.log_end_offset) == (50, 50)

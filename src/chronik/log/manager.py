@@ -42,7 +42,8 @@ from ..metadata.log import METADATA_DIR
 from ..storage import GroupCommitter
 from ..storage.files import run_blocking
 from .checkpoint import CHECKPOINT_SECONDS, Checkpoint, read_checkpoint, write_checkpoint
-from .partition import PartitionLog, PartitionUnreadable, _read_partition_file
+from .local import read_partition_file
+from .partition import PartitionLog, PartitionUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class LogManager:
                 continue
             directory = f"{self.data_dir}/{name}"
             try:
-                meta = _read_partition_file(backend, directory)
+                meta = read_partition_file(backend, directory)
             except (ValueError, NotADirectoryError, FileNotFoundError):
                 continue  # not ours, or unreadable: leave it for an operator
             if meta is None:

@@ -1,68 +1,59 @@
-"""The partition log: record batches on a write-ahead log, with offsets and an index.
+"""The partition log: one Kafka partition replica on this node (Kafka's UnifiedLog + Partition).
 
-A :class:`PartitionLog` is one Kafka partition replica on this node.  It knows
-record batches and offsets, never sockets.
+:class:`PartitionLog` is the facade the rest of the broker uses (produce,
+fetch, list offsets, replication, retention).  It composes the parts of
+Kafka's log layer, one module each:
 
-On-disk layout (directory ``<data_dir>/<topic>-<partition>``)::
+* :mod:`chronik.log.segment` -- the WAL segments and the batch index
+  (LogSegment, OffsetIndex, TimeIndex); the on-disk format of the batches;
+* :mod:`chronik.log.local` -- the local log and its recovery (LocalLog,
+  LogLoader): offsets, log start, durable end, reads, truncation, retention,
+  ``partition.json``;
+* :mod:`chronik.log.replica` -- the high watermark, the ISR rules and the
+  leader-epoch cache (Partition, LeaderEpochFileCache);
+* :mod:`chronik.log.producer_state` -- idempotent-producer state
+  (ProducerStateManager).
 
-    <base_offset:020d>.wal   WAL segments (see :mod:`chronik.storage.wal`);
-                             one entry per record batch, entry index = the
-                             batch's base offset, payload = the batch exactly
-                             as served (offsets stamped, otherwise as sent)
-    recovery-point           the WAL's
-    partition.json           {"format": 1, "topic", "partition", "topic_id",
-                              "log_start_offset"}, replaced atomically
+It knows record batches and offsets, never sockets.  It owns what ties the
+parts together: what an append stamps into a batch, which parts a batch
+updates, the readers parked on the high watermark, and the order of the steps
+of a truncation or a restart.
 
-Invariants
-----------
-* Offsets are dense and increasing: each appended batch gets base offset =
-  :attr:`log_end_offset`, written into its bytes 0-7 (outside the CRC) before
-  the append; nothing else in the batch is changed, except the LogAppendTime
-  stamp (timestamp type bit, maxTimestamp, CRC) on LogAppendTime topics.
-* ``durable_end`` is the end of the durable prefix: it advances when the WAL
-  reports batches durable (before any appender wakes).
-* ``high_watermark`` never goes back; readers never see a batch at or above
-  it.  On a single node (and for a partition with one replica) it is
-  ``durable_end``.  The leader of a replicated partition (:meth:`lead`) holds
-  it at the minimum of its own durable end and the log ends its in-sync
-  followers reported (:meth:`record_follower_end`); a follower
-  (:meth:`follow`) at the minimum of its durable end and the leader's high
-  watermark.  After a restart it starts at the checkpointed high watermark
-  (capped by the log end; cluster mode, :mod:`chronik.log.checkpoint`) or,
-  on a single node, at the log end; :meth:`truncate_to` is the one thing
-  that lowers it (never below what the ISR acknowledged: only a suffix the
-  leader lacks is cut).
+Where later features go: transactions keep their per-producer state (the
+ongoing transactions, hence the last stable offset) in
+:mod:`~chronik.log.producer_state`, expose the last stable offset here
+beside the high watermark, and keep the aborted-transaction index per
+segment in :mod:`~chronik.log.segment`; compaction (a cleaner rewriting
+sealed segments, then swapping them in) works through
+:mod:`~chronik.log.local`.
+
+Invariants (beyond those of the parts)
+--------------------------------------
+* Each appended batch gets base offset = :attr:`PartitionLog.log_end_offset`,
+  written into its bytes 0-7 (outside the CRC) before the append; nothing
+  else in the batch is changed, except the LogAppendTime stamp (timestamp
+  type bit, maxTimestamp, CRC) on LogAppendTime topics, and, while leading a
+  replicated partition, the leader epoch (``partitionLeaderEpoch``, outside
+  the CRC).
 * A follower appends the leader's batches unchanged, at the leader's offsets
-  (:meth:`append_replicated`), so every replica holds the same bytes at the
-  same offsets.
-* Leader epochs: a leader of a replicated partition stamps its leader epoch
-  into every batch it appends (``partitionLeaderEpoch``, outside the CRC).
-  The *epoch cache* lists ``(epoch, start offset)`` for each epoch that
-  starts in the log, rebuilt from the batch headers on open; it answers
-  OffsetForLeaderEpoch questions (:meth:`epoch_end`), which is how a
-  follower finds the suffix it must cut (:meth:`truncate_to`) before it
-  follows a new leader.  Batches stamped -1 (unreplicated, or written before
-  epochs) are not in the cache.
-* ``log_start_offset`` only grows (retention, DeleteRecords, a follower
-  following its leader's, or restarting its log there with
-  :meth:`restart_at`); it is persisted in ``partition.json`` before the
-  segments below it are deleted.
-* The in-memory batch index (base, last offset, max timestamp, location) and
-  the producer state are rebuilt on open by scanning the recovered WAL's
-  batch headers; the WAL has already truncated a torn tail, so the index only
-  covers CRC-checked entries.
+  (:meth:`~PartitionLog.append_replicated`), so every replica holds the same
+  bytes at the same offsets.
+* Every stored batch is in the batch index, the producer state and (if
+  epoch-stamped) the leader-epoch cache, in offset order; all three are
+  rebuilt on open from the recovered batch headers and cut together with the
+  log (:meth:`~PartitionLog.truncate_to`, :meth:`~PartitionLog.restart_at`).
+* Readers never see a batch at or above the high watermark; every reader
+  parked on it is woken when it advances, when the log closes, and when a
+  leader stops leading.
+* After a restart the high watermark starts at the checkpointed one (capped
+  by the log end, raised to the log start; cluster mode,
+  :mod:`chronik.log.checkpoint`) or, on a single node, at the log end.
 """
 
 from __future__ import annotations
 
-import bisect
-import json
 import logging
-import time
-from array import array
-from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -70,28 +61,23 @@ from ..protocol import (
     BatchHeader,
     ProtocolError,
     assign_offsets,
-    decode_records,
     parse_batch_header,
     set_log_append_time,
     set_partition_leader_epoch,
 )
-from ..storage import Appended, CorruptEntryError, EntryLocation, GroupCommitter, WriteAheadLog
-from ..storage.files import read_file, replace_file_durably
-from ..storage.wal import ENTRY_HEADER
+from ..storage import Appended, GroupCommitter, WriteAheadLog
+from .local import (
+    PARTITION_FILE,
+    LocalLog,
+    OffsetOutOfRange,
+    PartitionRecovery,
+    PartitionUnreadable,
+    load_local_log,
+)
 from .producer_state import ProducerStateTable, SequenceError, is_idempotent
+from .replica import LeaderEpochCache, ReplicaState
 
 log = logging.getLogger(__name__)
-
-PARTITION_FILE = "partition.json"
-_FORMAT = 1
-
-
-class PartitionUnreadable(Exception):
-    """The log's durable part is damaged (a checksum fails below the recovery point)."""
-
-
-class OffsetOutOfRange(Exception):
-    """A read or lookup at an offset outside [log start, log end]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,46 +90,16 @@ class AppendInfo:
     appended: Appended | None
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionRecovery:
-    batches: int
-    log_start_offset: int
-    log_end_offset: int
-    truncated_bytes: int
-    seconds: float
-
 
 class PartitionLog:
     """One partition: append batches, read them back by offset, look up by time."""
 
-    def __init__(self, wal: WriteAheadLog, directory: str, topic: str, partition: int, topic_id: str) -> None:
-        self.wal = wal
-        self.directory = directory
-        self.topic = topic
-        self.partition = partition
-        self.topic_id = topic_id
-        self.log_start_offset = 0
-        self.log_end_offset = 0
-        self.high_watermark = 0
-        self.durable_end = 0
-        self._isr_followers: frozenset[int] | None = None  # leading a replicated partition
-        self._follower_ends: dict[int, int] = {}
-        self._leader_high_watermark: int | None = None  # following
-        self.leader_epoch: int | None = None  # stamped into appended batches while leading a replicated partition
-        self._epochs: list[tuple[int, int]] = []  # the epoch cache: (epoch, start offset), both increasing
+    def __init__(self, local: LocalLog) -> None:
+        self.local = local
+        local.on_durable = self._on_durable
+        self.replica = ReplicaState()
+        self.epochs = LeaderEpochCache()
         self.producers = ProducerStateTable()
-        # The batch index: parallel arrays in offset order.  Plain machine
-        # integers, not objects: compact, and invisible to the garbage
-        # collector (a million indexed batches must not slow every full GC).
-        self._bases = array("q")
-        self._lasts = array("q")
-        self._max_timestamps = array("q")
-        self._running_max_timestamp = array("q")
-        self._segments = array("q")  # WAL location of each batch: segment base,
-        self._positions = array("q")  # byte position,
-        self._sizes = array("q")  # and entry size on disk
-        # Appended but not yet durable: (segment, end position, next offset).
-        self._in_flight: deque[tuple[int, int, int]] = deque()
         self._waiters: list[trio.Event] = []
         self._closed = False
         self.recovery: PartitionRecovery | None = None
@@ -171,70 +127,75 @@ class PartitionLog:
 
         Raises ``ValueError`` if the directory belongs to another topic id.
         """
-        started = time.perf_counter()
-        backend = committer.backend
-        backend.make_dirs(directory)
-        damaged = False
-        try:
-            meta = _read_partition_file(backend, directory)
-        except ValueError as exc:
-            # Written atomically, so only disk damage gets here.  The metadata
-            # image says which topic this is; the log start falls back to the
-            # oldest stored batch (segments below it were already deleted).
-            log.warning("%s; rewriting it from the metadata (topic id %s)", exc, topic_id)
-            meta, damaged = None, True
-        if meta is not None and meta.get("topic_id") != topic_id:
-            raise ValueError(f"{directory} holds topic id {meta.get('topic_id')}, not {topic_id}")
-        holder: list[PartitionLog] = []
-        wal = WriteAheadLog.open(
-            committer,
-            directory,
-            segment_bytes=segment_bytes,
-            preallocate_bytes=min(segment_bytes, 8 << 20),
-            on_durable=lambda segment, end: holder[0]._on_durable(segment, end),
-        )
-        self = cls(wal, directory, topic, partition, topic_id)
-        holder.append(self)
-        if meta is not None:
-            self.log_start_offset = int(meta.get("log_start_offset", 0))
-        try:
-            for info in wal.segments():
-                for entry in wal.iter_entries(info.base_index):
-                    header = parse_batch_header(entry.payload)
-                    self._index(header, entry.location)
-                    self.producers.observe(header)
-        except (CorruptEntryError, ProtocolError) as exc:
-            wal.close_files()
-            raise PartitionUnreadable(str(exc)) from exc
-        if meta is None:
-            if damaged and self._bases:
-                self.log_start_offset = self._bases[0]
-            self._write_partition_file()
-        active_base = wal.segments()[-1].base_index
-        self.log_end_offset = max(self._lasts[-1] + 1 if self._lasts else 0, active_base, self.log_start_offset)
-        self.high_watermark = self.durable_end = self.log_end_offset
+        epochs = LeaderEpochCache()
+        producers = ProducerStateTable()
+
+        def observe(header: BatchHeader) -> None:
+            epochs.assign(header.partition_leader_epoch, header.base_offset)
+            producers.observe(header)
+
+        local, recovery = load_local_log(committer, directory, topic=topic, partition=partition, topic_id=topic_id,
+                                         segment_bytes=segment_bytes, observe=observe)
+        self = cls(local)
+        self.epochs, self.producers, self.recovery = epochs, producers, recovery
+        self.replica.high_watermark = local.log_end_offset
         if high_watermark is not None:
-            self.high_watermark = max(self.log_start_offset, min(high_watermark, self.log_end_offset))
-        self.recovery = PartitionRecovery(
-            len(self._bases), self.log_start_offset, self.log_end_offset, wal.recovery.truncated_bytes,
-            time.perf_counter() - started,
-        )
-        if wal.recovery.truncated:
-            log.warning("%s-%d: recovery truncated the log tail (%s)", topic, partition, wal.recovery.reason)
+            self.replica.high_watermark = max(local.log_start_offset, min(high_watermark, local.log_end_offset))
         return self
 
-    def _index(self, header: BatchHeader, location: EntryLocation) -> None:
-        epoch = header.partition_leader_epoch
-        if epoch >= 0 and (not self._epochs or epoch > self._epochs[-1][0]):
-            self._epochs.append((epoch, header.base_offset))
-        self._bases.append(header.base_offset)
-        self._lasts.append(header.last_offset)
-        self._max_timestamps.append(header.max_timestamp)
-        previous = self._running_max_timestamp[-1] if self._running_max_timestamp else -1
-        self._running_max_timestamp.append(max(previous, header.max_timestamp))
-        self._segments.append(location.segment)
-        self._positions.append(location.position)
-        self._sizes.append(location.size)
+    # -- the parts' state, as the callers see it -------------------------------
+
+    @property
+    def wal(self) -> WriteAheadLog:
+        return self.local.wal
+
+    @property
+    def directory(self) -> str:
+        return self.local.directory
+
+    @property
+    def topic(self) -> str:
+        return self.local.topic
+
+    @property
+    def partition(self) -> int:
+        return self.local.partition
+
+    @property
+    def topic_id(self) -> str:
+        return self.local.topic_id
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.local.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.local.log_end_offset
+
+    @property
+    def durable_end(self) -> int:
+        """The end of the durable prefix of the log (see :mod:`chronik.log.local`)."""
+        return self.local.durable_end
+
+    @property
+    def high_watermark(self) -> int:
+        """See :class:`~chronik.log.replica.ReplicaState`: never goes back except by :meth:`truncate_to`."""
+        return self.replica.high_watermark
+
+    @property
+    def leader_epoch(self) -> int | None:
+        """Stamped into appended batches while leading a replicated partition."""
+        return self.replica.leader_epoch
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def holds_batches(self) -> bool:
+        """Whether any batch is stored (a log emptied by :meth:`restart_at` holds none)."""
+        return len(self.local.index) > 0
 
     # -- appending -----------------------------------------------------------
 
@@ -251,19 +212,15 @@ class PartitionLog:
             original = self.producers.check(header)
             if original is not None:
                 return AppendInfo(original, original + header.last_offset_delta, -1, None)
-        base = self.log_end_offset
+        base = self.local.log_end_offset
         assign_offsets(batch, base)
-        if self.leader_epoch is not None:
-            set_partition_leader_epoch(batch, self.leader_epoch)
+        leader_epoch = self.replica.leader_epoch
+        if leader_epoch is not None:
+            set_partition_leader_epoch(batch, leader_epoch)
         if log_append_time is not None:
             set_log_append_time(batch, log_append_time)
         stored = parse_batch_header(batch)
-        appended = self.wal.append(base, batch)
-        location = appended.location
-        self._index(stored, location)
-        self.producers.observe(stored)
-        self.log_end_offset = stored.next_offset
-        self._in_flight.append((location.segment, location.position + location.size, self.log_end_offset))
+        appended = self._store(batch, stored)
         return AppendInfo(base, stored.last_offset, -1 if log_append_time is None else log_append_time, appended)
 
     def append_replicated(self, batch: memoryview | bytes) -> AppendInfo:
@@ -277,18 +234,19 @@ class PartitionLog:
         header = parse_batch_header(batch)
         if header.size != len(batch):
             raise ProtocolError(f"replicated batch of {len(batch)} bytes says it has {header.size}")
-        if header.base_offset != self.log_end_offset:
+        if header.base_offset != self.local.log_end_offset:
             raise OffsetOutOfRange(
                 f"replicated batch at offset {header.base_offset} does not follow the log end {self.log_end_offset}"
                 f" of {self.topic}-{self.partition}"
             )
-        appended = self.wal.append(header.base_offset, batch)
-        location = appended.location
-        self._index(header, location)
-        self.producers.observe(header)
-        self.log_end_offset = header.next_offset
-        self._in_flight.append((location.segment, location.position + location.size, self.log_end_offset))
+        appended = self._store(batch, header)
         return AppendInfo(header.base_offset, header.last_offset, -1, appended)
+
+    def _store(self, batch: memoryview | bytes | bytearray, header: BatchHeader) -> Appended:
+        appended = self.local.append(batch, header)
+        self.epochs.assign(header.partition_leader_epoch, header.base_offset)
+        self.producers.observe(header)
+        return appended
 
     def durable_settled(self, info: AppendInfo) -> bool:
         """Whether the group commit of an append has ended (durable or failed): then
@@ -311,28 +269,19 @@ class PartitionLog:
 
         Cancellation: safe; only the wait ends.
         """
-        leading = self._isr_followers is not None
-        while self.high_watermark < end and not self._closed and (not leading or self._isr_followers is not None):
+        replica = self.replica
+        leading = replica.leading
+        while replica.high_watermark < end and not self._closed and (not leading or replica.leading):
             moved = trio.Event()
             self.register_waiter(moved)
             await moved.wait()
         await trio.lowlevel.checkpoint()
 
-    def _on_durable(self, segment: int, end: int) -> None:
-        in_flight = self._in_flight
-        advanced = False
-        while in_flight and (in_flight[0][0], in_flight[0][1]) <= (segment, end):
-            self.durable_end = in_flight.popleft()[2]
-            advanced = True
-        if advanced:
-            self._advance_high_watermark()
-            self._wake_readers()  # also wakes the leader's parked follower fetches
+    def _on_durable(self) -> None:
+        self.replica.advance(self.local.durable_end)
+        self._wake_readers()  # also wakes the leader's parked follower fetches
 
-    # -- replication: the high-watermark rules -------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    # -- replication: roles, the high watermark, leader epochs -----------------
 
     def lead(self, isr_followers: frozenset[int], leader_epoch: int | None = None) -> None:
         """This node leads a replicated partition whose in-sync followers are ``isr_followers``.
@@ -341,39 +290,44 @@ class PartitionLog:
         and the log ends those followers reported (an empty set: the durable
         end), and appended batches carry ``leader_epoch`` (when given).
         """
-        if leader_epoch is not None:
-            self.leader_epoch = leader_epoch
-        self._isr_followers = frozenset(isr_followers)
-        self._leader_high_watermark = None
-        if self._advance_high_watermark():
+        if self.replica.lead(isr_followers, leader_epoch, self.durable_end):
             self._wake_readers()  # an ISR shrink can release acks=all writes
 
     def follow(self) -> None:
         """This node follows the partition: the high watermark comes from the leader (:meth:`follow_high_watermark`)."""
-        leading = self._isr_followers is not None
-        self._isr_followers = None
-        self.leader_epoch = None
-        self._follower_ends.clear()
-        if self._leader_high_watermark is None:
-            self._leader_high_watermark = self.high_watermark
-        if leading:
+        if self.replica.follow():
             self._wake_readers()  # acks=all writes waiting here are answered NOT_LEADER_OR_FOLLOWER
+
+    def refresh_high_watermark(self) -> None:
+        """Re-apply the high-watermark rule now (after a restart a log that is
+        neither leading nor following takes its durable end at once)."""
+        if self.replica.advance(self.durable_end):
+            self._wake_readers()
+
+    def record_follower_end(self, node_id: int, end: int) -> None:
+        """(Leader) follower ``node_id`` has everything below ``end`` durable."""
+        if self.replica.record_follower_end(node_id, end, self.durable_end):
+            self._wake_readers()
+
+    def follow_high_watermark(self, leader_high_watermark: int) -> None:
+        """(Follower) the leader's high watermark, as its last fetch answer said."""
+        if self.replica.follow_high_watermark(leader_high_watermark, self.durable_end):
+            self._wake_readers()
+
+    def follower_end(self, node_id: int) -> int | None:
+        return self.replica.follower_end(node_id)
 
     @property
     def last_epoch(self) -> int:
         """The leader epoch of the newest epoch-stamped batch (-1: none)."""
-        return self._epochs[-1][0] if self._epochs else -1
+        return self.epochs.latest_epoch
 
     def epoch_end(self, epoch: int) -> tuple[int, int]:
         """OffsetForLeaderEpoch: ``(e, end)`` for the largest epoch ``e <= epoch``
         that starts in this log, ``end`` being where the next epoch starts (the
         log end for the newest).  ``(-1, start of the oldest epoch)`` when no
         such epoch is here (``(-1, log end)`` with no epochs at all)."""
-        i = bisect.bisect_right(self._epochs, (epoch, 1 << 62))
-        if i == 0:
-            return -1, self._epochs[0][1] if self._epochs else self.log_end_offset
-        end = self._epochs[i][1] if i < len(self._epochs) else self.log_end_offset
-        return self._epochs[i - 1][0], end
+        return self.epochs.end_offset_for(epoch, self.log_end_offset)
 
     async def truncate_to(self, offset: int) -> int:
         """Cut every batch that ends at or above ``offset`` (a follower's divergent
@@ -385,24 +339,14 @@ class PartitionLog:
         """
         with trio.CancelScope(shield=True):
             await self.wal.flush()
-            i = bisect.bisect_right(self._lasts, offset - 1)  # first batch whose last offset >= offset
-            if i >= len(self._bases) or self._closed:
+            if self._closed:
                 return self.log_end_offset
-            new_end = max(self._bases[i], self.log_start_offset)
-            dropped = self.log_end_offset - new_end
-            self.wal.truncate(EntryLocation(self._segments[i], self._positions[i], self._sizes[i]))
-            del self._bases[i:], self._lasts[i:], self._max_timestamps[i:], self._running_max_timestamp[i:]
-            del self._segments[i:], self._positions[i:], self._sizes[i:]
-            self._in_flight.clear()
-            self.log_end_offset = self.durable_end = new_end
-            self.high_watermark = min(self.high_watermark, self.log_end_offset)
-            if self._leader_high_watermark is not None:
-                self._leader_high_watermark = min(self._leader_high_watermark, self.log_end_offset)
-            self._epochs = [(e, start) for e, start in self._epochs if start < self.log_end_offset]
-            self.producers = ProducerStateTable()
-            for info in self.wal.segments():
-                for entry in self.wal.iter_entries(info.base_index):
-                    self.producers.observe(parse_batch_header(entry.payload))
+            dropped = self.local.truncate_to(offset)
+            if dropped is None:
+                return self.log_end_offset
+            self.replica.truncated(self.log_end_offset)
+            self.epochs.truncate_from_end(self.log_end_offset)
+            self._rebuild_producer_state()
             log.info("%s-%d: truncated %d record offset(s), log end now %d", self.topic, self.partition, dropped,
                      self.log_end_offset)
             return self.log_end_offset
@@ -425,73 +369,20 @@ class PartitionLog:
             await self.wal.flush()
             if self._closed:
                 return
-            if offset < 0 or (offset <= self.log_end_offset and len(self._bases)):
-                raise ValueError(f"cannot restart {self.topic}-{self.partition} at {offset}, not above its end"
-                                 f" {self.log_end_offset}")
-            dropped = max(0, self.log_end_offset - self.log_start_offset)
-            if offset > self.log_start_offset:
-                self.log_start_offset = offset
-                self._write_partition_file()
-            self.wal.restart_at(offset)
-            for column in (self._bases, self._lasts, self._max_timestamps, self._running_max_timestamp,
-                           self._segments, self._positions, self._sizes):
-                del column[:]
-            self._in_flight.clear()
-            self._epochs = []
+            dropped = self.local.restart_at(offset)
+            self.epochs.clear()
             self.producers = ProducerStateTable()
-            self.log_end_offset = self.durable_end = offset
-            self.high_watermark = max(self.high_watermark, self.log_start_offset)
-            if self._leader_high_watermark is not None:
-                self._leader_high_watermark = max(self._leader_high_watermark, self.log_start_offset)
+            self.replica.restarted(self.log_start_offset)
             log.info("%s-%d: log restarted at offset %d (log start %d); %d record offset(s) dropped",
                      self.topic, self.partition, offset, self.log_start_offset, dropped)
             self._wake_readers()
 
-    @property
-    def holds_batches(self) -> bool:
-        """Whether any batch is stored (a log emptied by :meth:`restart_at` holds none)."""
-        return len(self._bases) > 0
-
-    def refresh_high_watermark(self) -> None:
-        """Re-apply the high-watermark rule now (after a restart a log that is
-        neither leading nor following takes its durable end at once)."""
-        if self._advance_high_watermark():
-            self._wake_readers()
-
-    def record_follower_end(self, node_id: int, end: int) -> None:
-        """(Leader) follower ``node_id`` has everything below ``end`` durable."""
-        self._follower_ends[node_id] = end
-        if self._advance_high_watermark():
-            self._wake_readers()
-
-    def follow_high_watermark(self, leader_high_watermark: int) -> None:
-        """(Follower) the leader's high watermark, as its last fetch answer said."""
-        self._leader_high_watermark = max(self._leader_high_watermark or 0, leader_high_watermark)
-        if self._advance_high_watermark():
-            self._wake_readers()
-
-    def follower_end(self, node_id: int) -> int | None:
-        return self._follower_ends.get(node_id)
-
-    def _advance_high_watermark(self) -> bool:
-        target = self.durable_end
-        if self._isr_followers is not None:
-            for node_id in self._isr_followers:
-                target = min(target, self._follower_ends.get(node_id, 0))
-        elif self._leader_high_watermark is not None:
-            target = min(target, self._leader_high_watermark)
-        if target > self.high_watermark:
-            self.high_watermark = target
-            return True
-        return False
+    def _rebuild_producer_state(self) -> None:
+        self.producers = ProducerStateTable()
+        for header in self.local.headers():
+            self.producers.observe(header)
 
     # -- reading -------------------------------------------------------------
-
-    def _check_offset(self, offset: int) -> None:
-        if offset < self.log_start_offset or offset > self.log_end_offset:
-            raise OffsetOutOfRange(
-                f"offset {offset} is outside [{self.log_start_offset}, {self.log_end_offset}] of {self.topic}-{self.partition}"
-            )
 
     def read(self, offset: int, max_bytes: int, *, end: int | None = None) -> list[memoryview]:
         """Whole batches below the high watermark from the one containing ``offset``, about ``max_bytes``.
@@ -505,37 +396,12 @@ class PartitionLog:
 
         :raises OffsetOutOfRange: outside [log start, log end].
         """
-        self._check_offset(offset)
-        limit = self.high_watermark if end is None else end
-        if offset >= limit:
-            return []
-        i = bisect.bisect_left(self._lasts, offset)
-        batches: list[memoryview] = []
-        total = 0
-        while i < len(self._bases) and self._bases[i] < limit:
-            entries = self.wal.read(self._segments[i], self._positions[i], max(max_bytes - total, 1))
-            if not entries:
-                break
-            for entry in entries:
-                size = len(entry.payload)
-                if batches and total + size > max_bytes:
-                    return batches
-                if entry.index >= limit:
-                    return batches
-                batches.append(entry.payload)
-                total += size
-                i += 1
-            if total >= max_bytes:
-                break
-        return batches
+        self.local.check_offset(offset)
+        return self.local.read(offset, max_bytes, self.high_watermark if end is None else end)
 
     def bytes_available(self, offset: int) -> int:
         """Durable bytes from ``offset`` to the high watermark (for Fetch min_bytes)."""
-        if offset >= self.high_watermark or offset < self.log_start_offset:
-            return 0
-        first = bisect.bisect_left(self._lasts, offset)
-        end = bisect.bisect_left(self._bases, self.high_watermark)
-        return sum(self._sizes[first:end]) - ENTRY_HEADER.size * (end - first)
+        return self.local.bytes_available(offset, self.high_watermark)
 
     def register_waiter(self, event: trio.Event) -> None:
         """Set ``event`` the next time the high watermark advances (or the log closes)."""
@@ -548,52 +414,23 @@ class PartitionLog:
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= ``timestamp``, or None."""
-        i = bisect.bisect_left(self._running_max_timestamp, timestamp)
-        while i < len(self._bases) and self._bases[i] < self.high_watermark:
-            if self._max_timestamps[i] >= timestamp:
-                for record in self._records_of(i):
-                    if record.timestamp >= timestamp and record.offset >= self.log_start_offset:
-                        return record.offset, record.timestamp
-            i += 1
-        return None
+        return self.local.offset_for_timestamp(timestamp, self.high_watermark)
 
     def max_timestamp(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the largest timestamp (earliest such), or None."""
-        best = -1
-        for i in range(len(self._bases)):
-            if self._bases[i] >= self.high_watermark:
-                break
-            if self._max_timestamps[i] > (self._max_timestamps[best] if best >= 0 else -2):
-                best = i
-        if best < 0:
-            return None
-        target = self._max_timestamps[best]
-        for record in self._records_of(best):
-            if record.timestamp == target:
-                return record.offset, record.timestamp
-        return self._lasts[best], target
-
-    def _records_of(self, i: int) -> list[Any]:
-        entries = self.wal.read(self._segments[i], self._positions[i], self._sizes[i])
-        return decode_records(entries[0].payload)
+        return self.local.max_timestamp(self.high_watermark)
 
     # -- log start, retention, deletion ----------------------------------------
 
     def size_bytes(self) -> int:
-        return sum(info.data_bytes for info in self.wal.segments())
+        return self.local.size_bytes()
 
     def advance_log_start(self, offset: int) -> int:
         """Move the log start offset up to ``offset`` (DeleteRecords); return the new start.
 
         :raises OffsetOutOfRange: ``offset`` is above the high watermark.
         """
-        if offset > self.high_watermark:
-            raise OffsetOutOfRange(f"offset {offset} is above the high watermark {self.high_watermark}")
-        if offset > self.log_start_offset:
-            self.log_start_offset = offset
-            self._write_partition_file()
-            self._delete_segments_below(offset)
-        return self.log_start_offset
+        return self.local.advance_log_start(offset, self.high_watermark)
 
     def apply_retention(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int:
         """Delete whole segments beyond the retention limits; return how many went.
@@ -601,76 +438,10 @@ class PartitionLog:
         A segment goes when its newest timestamp is older than ``retention_ms``
         (-1: keep), or while the log is larger than ``retention_bytes`` (-1: no
         limit) without it.  The active segment is rolled first when everything
-        in it has expired, so an idle topic's data also ages out.
+        in it has expired, so an idle topic's data also ages out.  Only
+        segments below the high watermark go.
         """
-        segments = self.wal.segments()
-        deletable: list[int] = []  # next offset after each segment that may go, oldest first
-        sizes = [info.data_bytes for info in segments]
-        total = sum(sizes)
-        for n, info in enumerate(segments):
-            if info.last_index is None:
-                break
-            next_offset = self._next_offset_after_segment(info.base_index)
-            if next_offset > self.high_watermark:
-                break
-            expired = retention_ms >= 0 and self._segment_max_timestamp(info.base_index) < now_ms - retention_ms
-            too_big = retention_bytes >= 0 and total - sizes[n] >= retention_bytes
-            if not (expired or too_big):
-                break
-            deletable.append(next_offset)
-            total -= sizes[n]
-        if not deletable:
-            return 0
-        if len(deletable) == len(segments):
-            if self.wal.stats().durable_end != self.wal.stats().write_end:
-                deletable.pop()
-            else:
-                self.wal.roll()
-        if not deletable:
-            return 0
-        self.log_start_offset = max(self.log_start_offset, deletable[-1])
-        self._write_partition_file()
-        return self._delete_segments_below(self.log_start_offset)
-
-    def _next_offset_after_segment(self, base: int) -> int:
-        segments = self.wal.segments()
-        for info, following in zip(segments, segments[1:]):
-            if info.base_index == base:
-                return following.base_index
-        return self.log_end_offset
-
-    def _segment_max_timestamp(self, base: int) -> int:
-        start = bisect.bisect_left(self._bases, base)
-        end = bisect.bisect_left(self._bases, self._next_offset_after_segment(base))
-        return max(self._max_timestamps[start:end], default=-1)
-
-    def _delete_segments_below(self, offset: int) -> int:
-        """Delete sealed segments whose every batch is below ``offset``."""
-        deleted = 0
-        segments = self.wal.segments()
-        for info, following in zip(segments, segments[1:]):
-            if following.base_index > offset:
-                break
-            self.wal.delete_segment(info.base_index)
-            deleted += 1
-        if deleted:
-            keep_from = bisect.bisect_left(self._bases, self.wal.segments()[0].base_index)
-            del self._bases[:keep_from], self._lasts[:keep_from], self._max_timestamps[:keep_from]
-            del self._running_max_timestamp[:keep_from], self._segments[:keep_from]
-            del self._positions[:keep_from], self._sizes[:keep_from]
-        return deleted
-
-    def _write_partition_file(self) -> None:
-        data = json.dumps(
-            {
-                "format": _FORMAT,
-                "topic": self.topic,
-                "partition": self.partition,
-                "topic_id": self.topic_id,
-                "log_start_offset": self.log_start_offset,
-            }
-        ).encode()
-        replace_file_durably(self.wal.backend, self.directory, PARTITION_FILE, data)
+        return self.local.apply_retention(now_ms, retention_ms, retention_bytes, self.high_watermark)
 
     async def aclose(self) -> None:
         """Flush and close; readers parked on this log are woken."""
@@ -678,30 +449,15 @@ class PartitionLog:
             return
         self._closed = True
         try:
-            await self.wal.aclose()
+            await self.local.aclose()
         finally:
             self._wake_readers()
 
     async def delete(self) -> None:
         """Close the log and remove its directory and files."""
         await self.aclose()
-        backend = self.wal.backend
-        for name in backend.list_dir(self.directory):
-            backend.delete_file(f"{self.directory}/{name}")
-        backend.remove_dir(self.directory)
+        self.local.delete_files()
 
 
-def _read_partition_file(backend: Any, directory: str) -> dict[str, Any] | None:
-    raw = read_file(backend, f"{directory}/{PARTITION_FILE}")
-    if raw is None:
-        return None
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"{directory}/{PARTITION_FILE} is damaged: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise ValueError(f"{directory}/{PARTITION_FILE} has an unknown format")
-    return meta
-
-
-__all__ = ["AppendInfo", "OffsetOutOfRange", "PartitionLog", "PartitionRecovery", "PartitionUnreadable", "SequenceError"]
+__all__ = ["AppendInfo", "OffsetOutOfRange", "PARTITION_FILE", "PartitionLog", "PartitionRecovery",
+           "PartitionUnreadable", "SequenceError"]
