@@ -40,7 +40,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -63,6 +62,7 @@ from .metadata import (
     RegisterBroker,
     TopicImage,
 )
+from .metadata.placement import TopicRequest, replica_assignment, topic_request_problem
 from .metadata.topic_configs import TOPIC_CONFIGS
 from .protocol import ErrorCode
 from .storage import GroupCommitter, MemoryBackend, StorageBackend, create_backend, get_profile, open_group_committer
@@ -87,18 +87,6 @@ PRODUCER_ID_BLOCK = 1000
 RETENTION_CHECK_SECONDS = 30.0
 CONTROLLED_SHUTDOWN_SECONDS = 5.0
 """How long a stopping cluster node waits for the controller to move its leadership away."""
-
-
-@dataclass(frozen=True, slots=True)
-class TopicRequest:
-    """A topic to create, as CreateTopics or auto-creation asks for it."""
-
-    name: str
-    num_partitions: int
-    replication_factor: int
-    configs: dict[str, str]
-    replicas: list[list[int]] | None = None
-    """A manual assignment (replicas per partition, leader first); None: spread over the brokers."""
 
 
 class Broker:
@@ -254,66 +242,16 @@ class Broker:
         await self.logs.in_step_with(self.image)
         return self.led_log(topic, partition)
 
-    def topic_request_problem(self, request: TopicRequest) -> tuple[str, str] | None:
-        """(Kafka error name, message) if the request cannot be served on this cluster."""
-        live_brokers = max(len(self.image.live_brokers()), 1)
-        if request.num_partitions < 1:
-            return "INVALID_PARTITIONS", f"number of partitions must be at least 1, not {request.num_partitions}"
-        if request.replication_factor < 1:
-            return "INVALID_REPLICATION_FACTOR", f"replication factor must be at least 1, not {request.replication_factor}"
-        if request.replication_factor > live_brokers:
-            return (
-                "INVALID_REPLICATION_FACTOR",
-                f"replication factor {request.replication_factor} is larger than the {live_brokers} available broker(s)",
-            )
-        if request.num_partitions > 100_000:
-            return "INVALID_PARTITIONS", f"{request.num_partitions} partitions is more than this broker allows (100000)"
-        return None
-
-    def replica_assignment(self, num_partitions: int, replication_factor: int, first_partition: int = 0) -> list[list[int]]:
-        """Replicas per partition, leader first, spread round-robin over the live (registered, unfenced) brokers.
-
-        When brokers have racks (``--rack``), Kafka's rack-aware assignment:
-        the brokers are ordered so that racks alternate (first broker of each
-        rack, then the second of each, ...), leaders go round-robin over that
-        order, and each partition's followers are the next brokers in it whose
-        rack holds none of its replicas yet -- any broker once every rack has
-        one.  A broker without a rack counts as a rack of its own ("").
-        """
-        brokers = self.image.live_brokers() or [self.node_id]
-        racks = {b: (found.rack or "") if (found := self.image.brokers.get(b)) else "" for b in brokers}
-        if not any(racks.values()):
-            return [
-                [brokers[(first_partition + p + r) % len(brokers)] for r in range(replication_factor)]
-                for p in range(num_partitions)
-            ]
-        by_rack: dict[str, list[int]] = {}
-        for broker in brokers:
-            by_rack.setdefault(racks[broker], []).append(broker)
-        columns = [by_rack[rack] for rack in sorted(by_rack)]
-        ordered = [column[i] for i in range(max(map(len, columns))) for column in columns if i < len(column)]
-        every_rack = set(by_rack)
-        assignment = []
-        for p in range(num_partitions):
-            start = (first_partition + p) % len(ordered)
-            replicas = [ordered[start]]
-            candidates = ordered[start + 1:] + ordered[:start]
-            while len(replicas) < min(replication_factor, len(ordered)):
-                used = {racks[r] for r in replicas}
-                replicas.append(next(b for b in candidates if b not in replicas
-                                     and (racks[b] not in used or used >= every_rack)))
-            assignment.append(replicas)
-        return assignment
-
     async def create_topic(self, request: TopicRequest) -> TopicImage:
         """Create a topic.  Raises :class:`CommandRejected` (Kafka error name)."""
-        problem = self.topic_request_problem(request)
+        problem = topic_request_problem(self.image, request)
         if problem is not None:
             raise CommandRejected(*problem)
         command = CreateTopic(
             name=request.name,
             topic_id=uuid.uuid4().hex,
-            replicas=request.replicas or self.replica_assignment(request.num_partitions, request.replication_factor),
+            replicas=request.replicas or replica_assignment(self.image, request.num_partitions, request.replication_factor,
+                                                            this_node=self.node_id),
             configs=dict(request.configs),
         )
         topic = await self.submit(command)
