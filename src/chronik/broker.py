@@ -94,7 +94,7 @@ class Broker:
 
     def __init__(self, config: BrokerConfig, metadata: "MetadataLog | ReplicatedMetadataLog", logs: LogManager, cluster_id: str,
                  consensus: "ConsensusNode | None" = None) -> None:
-        from .server.metrics import BrokerMetrics
+        from .metrics import BrokerMetrics
 
         self.config = config
         self.metrics = BrokerMetrics()
