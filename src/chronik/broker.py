@@ -430,7 +430,9 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
                 from .cluster.network import TCP
                 from .cluster.replication import ReplicaManager
 
-                replicas = ReplicaManager(broker, {peer.id: str(peer.replication) for peer in config.peers},
+                replicas = ReplicaManager(config.node_id, metadata, logs, metadata_lag=broker.metadata_lag,
+                                          submit=broker.submit, metrics=broker.metrics, transport=consensus.transport,
+                                          peers={peer.id: str(peer.replication) for peer in config.peers},
                                           lag_max_seconds=config.replica_lag_time_max_ms / 1000,
                                           network=network or TCP)
                 metadata.add_listener(lambda *_: logs.request_sync())  # changes made through other nodes
@@ -448,16 +450,18 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
                     await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)
                     if replicas is not None:
+                        assert consensus is not None
                         from .cluster.liveness import BrokerLiveness
 
                         await nursery.start(replicas.run)
-                        liveness = BrokerLiveness(broker, session_timeout=config.broker_session_timeout_ms / 1000)
+                        liveness = BrokerLiveness(consensus, metadata, broker.submit,
+                                                  session_timeout=config.broker_session_timeout_ms / 1000)
                         await nursery.start(liveness.run)
                         if config.auto_leader_rebalance_enable:
                             from .cluster.balance import PreferredLeaderBalancer
 
                             balancer = PreferredLeaderBalancer(
-                                broker, interval=config.leader_imbalance_check_interval_seconds)
+                                consensus, metadata, broker.submit, interval=config.leader_imbalance_check_interval_seconds)
                             await nursery.start(balancer.run)
                     yield broker
                     nursery.cancel_scope.cancel()
