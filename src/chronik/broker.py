@@ -28,7 +28,15 @@ quiet (which moves their partitions' leadership) and unfences them, and a
 :class:`~chronik.cluster.balance.PreferredLeaderBalancer` gives leadership
 back to preferred replicas (``auto.leader.rebalance.enable``).  With no peers or one, none of this runs.
 
-Handlers reach everything through the :class:`Broker`; they never touch files.
+:meth:`Broker.serve` also registers this node (its RegisterBroker command):
+before accepting clients on a single node, in the background once there is a
+controller in cluster mode.  The listener itself writes no metadata.
+
+Nothing imports this module but the entry points (:mod:`chronik.serve`) and
+tests: each part is handed what it uses.  Handlers see the :class:`Broker`
+as :class:`~chronik.handlers.services.BrokerServices`; replication,
+liveness and leader balancing get the metadata view, the log manager, a
+submit function and the metrics.  Handlers never touch files.
 """
 
 from __future__ import annotations
@@ -362,11 +370,15 @@ class Broker:
                 log.info("retention deleted %d segment(s)", deleted)
 
     async def serve(self, *, task_status: trio.TaskStatus[list[HostPort]] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the Kafka listener (and the operator HTTP endpoint) until cancelled.
+        """Run the Kafka listener (and the operator HTTP endpoint) until cancelled, and register this node.
 
         ``task_status.started`` gets the bound Kafka addresses once clients can connect.
+        With listen port 0 the bound port is also advertised (``advertised`` is
+        updated before registering).  A single node registers itself before it
+        accepts clients; a cluster node once the cluster has a controller, in
+        the background (:func:`register_self`).
         """
-        from .server.kafka import serve_kafka
+        from .server.kafka import listener_addresses, open_kafka_listeners, serve_kafka
 
         async with trio.open_nursery() as nursery:
             if self.config.metrics_listen is not None:
@@ -375,7 +387,21 @@ class Broker:
                 listen = (self.config.metrics_listen.host, self.config.metrics_listen.port)
                 port = await nursery.start(serve_operator_http, listen, self.metrics.registry, self.health)
                 log.info("operator HTTP (/metrics, /health) listening on %s:%d", listen[0], port)
-            bound = await nursery.start(serve_kafka, self)
+            listeners = await open_kafka_listeners(self.config.listen)
+            try:
+                bound = listener_addresses(listeners)
+                if self.advertised.port == 0:
+                    self.advertised = HostPort(self.advertised.host, bound[0].port)
+                if self.consensus is None:
+                    await register_self(self)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    for listener in listeners:
+                        await listener.aclose()
+                raise
+            await nursery.start(serve_kafka, self, listeners)
+            if self.consensus is not None:
+                nursery.start_soon(register_self, self)  # once the cluster has a controller
             task_status.started(bound)
 
 
