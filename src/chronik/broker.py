@@ -98,7 +98,12 @@ CONTROLLED_SHUTDOWN_SECONDS = 5.0
 
 
 class Broker:
-    """The state a request handler works against (see the module docstring)."""
+    """The node's services, as request handlers use them (see the module docstring).
+
+    Implements :class:`~chronik.handlers.services.BrokerServices` (and the
+    listener's ``KafkaServices``) and the group coordinator's
+    :class:`~chronik.groups.coordinator.CoordinatorRole`.
+    """
 
     def __init__(self, config: BrokerConfig, metadata: "MetadataLog | ReplicatedMetadataLog", logs: LogManager, cluster_id: str,
                  consensus: "ConsensusNode | None" = None) -> None:

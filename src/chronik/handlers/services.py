@@ -12,7 +12,7 @@ configuration and the metrics.  Handlers never touch files.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..config import BrokerConfig, HostPort
 from ..groups import GroupCoordinator
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..cluster.node import ConsensusNode
 
 
+@runtime_checkable
 class BrokerServices(Protocol):
     """The broker node as the request handlers see it (see the module docstring)."""
 

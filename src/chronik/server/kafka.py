@@ -37,7 +37,7 @@ import logging
 import time
 from dataclasses import MISSING, fields
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 API_VERSIONS = 18
 
 
+@runtime_checkable
 class KafkaServices(BrokerServices, Protocol):
     """What the listener uses of the node: the handlers' services, and the group committer
     (a burst of requests read from a socket starts a group commit at once)."""
