@@ -28,7 +28,15 @@ quiet (which moves their partitions' leadership) and unfences them, and a
 :class:`~chronik.cluster.balance.PreferredLeaderBalancer` gives leadership
 back to preferred replicas (``auto.leader.rebalance.enable``).  With no peers or one, none of this runs.
 
-Handlers reach everything through the :class:`Broker`; they never touch files.
+:meth:`Broker.serve` also registers this node (its RegisterBroker command):
+before accepting clients on a single node, in the background once there is a
+controller in cluster mode.  The listener itself writes no metadata.
+
+Nothing imports this module but the entry points (:mod:`chronik.serve`) and
+tests: each part is handed what it uses.  Handlers see the :class:`Broker`
+as :class:`~chronik.handlers.services.BrokerServices`; replication,
+liveness and leader balancing get the metadata view, the log manager, a
+submit function and the metrics.  Handlers never touch files.
 """
 
 from __future__ import annotations
@@ -40,7 +48,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -63,6 +70,7 @@ from .metadata import (
     RegisterBroker,
     TopicImage,
 )
+from .metadata.placement import TopicRequest, replica_assignment, topic_request_problem
 from .metadata.topic_configs import TOPIC_CONFIGS
 from .protocol import ErrorCode
 from .storage import GroupCommitter, MemoryBackend, StorageBackend, create_backend, get_profile, open_group_committer
@@ -89,24 +97,17 @@ CONTROLLED_SHUTDOWN_SECONDS = 5.0
 """How long a stopping cluster node waits for the controller to move its leadership away."""
 
 
-@dataclass(frozen=True, slots=True)
-class TopicRequest:
-    """A topic to create, as CreateTopics or auto-creation asks for it."""
-
-    name: str
-    num_partitions: int
-    replication_factor: int
-    configs: dict[str, str]
-    replicas: list[list[int]] | None = None
-    """A manual assignment (replicas per partition, leader first); None: spread over the brokers."""
-
-
 class Broker:
-    """The state a request handler works against (see the module docstring)."""
+    """The node's services, as request handlers use them (see the module docstring).
+
+    Implements :class:`~chronik.handlers.services.BrokerServices` (and the
+    listener's ``KafkaServices``) and the group coordinator's
+    :class:`~chronik.groups.coordinator.CoordinatorRole`.
+    """
 
     def __init__(self, config: BrokerConfig, metadata: "MetadataLog | ReplicatedMetadataLog", logs: LogManager, cluster_id: str,
                  consensus: "ConsensusNode | None" = None) -> None:
-        from .server.metrics import BrokerMetrics
+        from .metrics import BrokerMetrics
 
         self.config = config
         self.metrics = BrokerMetrics()
@@ -254,66 +255,16 @@ class Broker:
         await self.logs.in_step_with(self.image)
         return self.led_log(topic, partition)
 
-    def topic_request_problem(self, request: TopicRequest) -> tuple[str, str] | None:
-        """(Kafka error name, message) if the request cannot be served on this cluster."""
-        live_brokers = max(len(self.image.live_brokers()), 1)
-        if request.num_partitions < 1:
-            return "INVALID_PARTITIONS", f"number of partitions must be at least 1, not {request.num_partitions}"
-        if request.replication_factor < 1:
-            return "INVALID_REPLICATION_FACTOR", f"replication factor must be at least 1, not {request.replication_factor}"
-        if request.replication_factor > live_brokers:
-            return (
-                "INVALID_REPLICATION_FACTOR",
-                f"replication factor {request.replication_factor} is larger than the {live_brokers} available broker(s)",
-            )
-        if request.num_partitions > 100_000:
-            return "INVALID_PARTITIONS", f"{request.num_partitions} partitions is more than this broker allows (100000)"
-        return None
-
-    def replica_assignment(self, num_partitions: int, replication_factor: int, first_partition: int = 0) -> list[list[int]]:
-        """Replicas per partition, leader first, spread round-robin over the live (registered, unfenced) brokers.
-
-        When brokers have racks (``--rack``), Kafka's rack-aware assignment:
-        the brokers are ordered so that racks alternate (first broker of each
-        rack, then the second of each, ...), leaders go round-robin over that
-        order, and each partition's followers are the next brokers in it whose
-        rack holds none of its replicas yet -- any broker once every rack has
-        one.  A broker without a rack counts as a rack of its own ("").
-        """
-        brokers = self.image.live_brokers() or [self.node_id]
-        racks = {b: (found.rack or "") if (found := self.image.brokers.get(b)) else "" for b in brokers}
-        if not any(racks.values()):
-            return [
-                [brokers[(first_partition + p + r) % len(brokers)] for r in range(replication_factor)]
-                for p in range(num_partitions)
-            ]
-        by_rack: dict[str, list[int]] = {}
-        for broker in brokers:
-            by_rack.setdefault(racks[broker], []).append(broker)
-        columns = [by_rack[rack] for rack in sorted(by_rack)]
-        ordered = [column[i] for i in range(max(map(len, columns))) for column in columns if i < len(column)]
-        every_rack = set(by_rack)
-        assignment = []
-        for p in range(num_partitions):
-            start = (first_partition + p) % len(ordered)
-            replicas = [ordered[start]]
-            candidates = ordered[start + 1:] + ordered[:start]
-            while len(replicas) < min(replication_factor, len(ordered)):
-                used = {racks[r] for r in replicas}
-                replicas.append(next(b for b in candidates if b not in replicas
-                                     and (racks[b] not in used or used >= every_rack)))
-            assignment.append(replicas)
-        return assignment
-
     async def create_topic(self, request: TopicRequest) -> TopicImage:
         """Create a topic.  Raises :class:`CommandRejected` (Kafka error name)."""
-        problem = self.topic_request_problem(request)
+        problem = topic_request_problem(self.image, request)
         if problem is not None:
             raise CommandRejected(*problem)
         command = CreateTopic(
             name=request.name,
             topic_id=uuid.uuid4().hex,
-            replicas=request.replicas or self.replica_assignment(request.num_partitions, request.replication_factor),
+            replicas=request.replicas or replica_assignment(self.image, request.num_partitions, request.replication_factor,
+                                                            this_node=self.node_id),
             configs=dict(request.configs),
         )
         topic = await self.submit(command)
@@ -424,11 +375,15 @@ class Broker:
                 log.info("retention deleted %d segment(s)", deleted)
 
     async def serve(self, *, task_status: trio.TaskStatus[list[HostPort]] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the Kafka listener (and the operator HTTP endpoint) until cancelled.
+        """Run the Kafka listener (and the operator HTTP endpoint) until cancelled, and register this node.
 
         ``task_status.started`` gets the bound Kafka addresses once clients can connect.
+        With listen port 0 the bound port is also advertised (``advertised`` is
+        updated before registering).  A single node registers itself before it
+        accepts clients; a cluster node once the cluster has a controller, in
+        the background (:func:`register_self`).
         """
-        from .server.kafka import serve_kafka
+        from .server.kafka import listener_addresses, open_kafka_listeners, serve_kafka
 
         async with trio.open_nursery() as nursery:
             if self.config.metrics_listen is not None:
@@ -437,7 +392,21 @@ class Broker:
                 listen = (self.config.metrics_listen.host, self.config.metrics_listen.port)
                 port = await nursery.start(serve_operator_http, listen, self.metrics.registry, self.health)
                 log.info("operator HTTP (/metrics, /health) listening on %s:%d", listen[0], port)
-            bound = await nursery.start(serve_kafka, self)
+            listeners = await open_kafka_listeners(self.config.listen)
+            try:
+                bound = listener_addresses(listeners)
+                if self.advertised.port == 0:
+                    self.advertised = HostPort(self.advertised.host, bound[0].port)
+                if self.consensus is None:
+                    await register_self(self)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    for listener in listeners:
+                        await listener.aclose()
+                raise
+            await nursery.start(serve_kafka, self, listeners)
+            if self.consensus is not None:
+                nursery.start_soon(register_self, self)  # once the cluster has a controller
             task_status.started(bound)
 
 
@@ -492,7 +461,9 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
                 from .cluster.network import TCP
                 from .cluster.replication import ReplicaManager
 
-                replicas = ReplicaManager(broker, {peer.id: str(peer.replication) for peer in config.peers},
+                replicas = ReplicaManager(config.node_id, metadata, logs, metadata_lag=broker.metadata_lag,
+                                          submit=broker.submit, metrics=broker.metrics, transport=consensus.transport,
+                                          peers={peer.id: str(peer.replication) for peer in config.peers},
                                           lag_max_seconds=config.replica_lag_time_max_ms / 1000,
                                           network=network or TCP)
                 metadata.add_listener(lambda *_: logs.request_sync())  # changes made through other nodes
@@ -510,16 +481,18 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
                     await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)
                     if replicas is not None:
+                        assert consensus is not None
                         from .cluster.liveness import BrokerLiveness
 
                         await nursery.start(replicas.run)
-                        liveness = BrokerLiveness(broker, session_timeout=config.broker_session_timeout_ms / 1000)
+                        liveness = BrokerLiveness(consensus, metadata, broker.submit,
+                                                  session_timeout=config.broker_session_timeout_ms / 1000)
                         await nursery.start(liveness.run)
                         if config.auto_leader_rebalance_enable:
                             from .cluster.balance import PreferredLeaderBalancer
 
                             balancer = PreferredLeaderBalancer(
-                                broker, interval=config.leader_imbalance_check_interval_seconds)
+                                consensus, metadata, broker.submit, interval=config.leader_imbalance_check_interval_seconds)
                             await nursery.start(balancer.run)
                     yield broker
                     nursery.cancel_scope.cancel()

@@ -76,6 +76,7 @@ from chronik.cluster.raft import Role
 from chronik.config import BrokerConfig, HostPort, Peer
 from chronik.log.partition import PartitionLog
 from chronik.metadata import CreateTopic
+from chronik.metadata.placement import replica_assignment
 from chronik.protocol import (
     Record, decode_response, encode_batch, encode_frame, encode_request, parse_batch_header, request_schema,
 )
@@ -363,7 +364,7 @@ class ClusterSimulation:
             brokers = broker.image.live_brokers()
             if len(brokers) < replication:
                 return
-            replicas = broker.replica_assignment(partitions, replication)
+            replicas = replica_assignment(broker.image, partitions, replication, this_node=broker.node_id)
             try:
                 await broker.submit(CreateTopic(name=name, topic_id=topic_id, replicas=replicas,
                                                 configs={"min.insync.replicas": min_insync, **self.topic_configs}))

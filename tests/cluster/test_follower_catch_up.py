@@ -63,7 +63,7 @@ async def test_a_follower_restarts_at_the_leaders_log_start_and_follows_it(commi
     assert follower.log_start_offset == 10
 
 
-class _StaleBroker:
+class _StaleMetadata:
     """Just what :meth:`ReplicaManager.configure` reads: an image, and whether it is current."""
 
     def __init__(self, image: object, lag: str | None) -> None:
@@ -96,11 +96,12 @@ async def test_a_log_opened_on_stale_metadata_keeps_its_checkpointed_high_waterm
     old_image = SimpleNamespace(topics={"t": TopicImage("t", uuid.UUID(TOPIC_ID), [
         PartitionImage(replicas=[1, 2, 3], leader=1, leader_epoch=0, isr=[1])], {})})
     manager = ReplicaManager.__new__(ReplicaManager)
-    manager.broker, manager.node_id, manager._changed = _StaleBroker(old_image, "not caught up"), 1, trio.Event()
+    metadata = _StaleMetadata(old_image, "not caught up")
+    manager.metadata, manager.metadata_lag, manager.node_id, manager._changed = metadata, metadata.metadata_lag, 1, trio.Event()
 
     manager.configure(reopened)
     assert reopened.high_watermark == 2  # stale: follows, nothing raises it
-    manager.broker.lag = None  # caught up, and the image still says so: now it leads
+    metadata.lag = None  # caught up, and the image still says so: now it leads
     manager.configure(reopened)
     assert reopened.high_watermark == 4
     await reopened.aclose()

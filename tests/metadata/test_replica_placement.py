@@ -1,19 +1,21 @@
-"""Broker.replica_assignment: round-robin without racks, Kafka's rack-aware spread with them."""
+"""chronik.metadata.placement: round-robin without racks, Kafka's rack-aware spread with them; request checks."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
-from chronik.broker import Broker
 from chronik.metadata.commands import RegisterBroker
 from chronik.metadata.image import MetadataImage
+from chronik.metadata.placement import TopicRequest, replica_assignment, topic_request_problem
 
 
-def assign(racks: dict[int, str | None], partitions: int, replication_factor: int, first: int = 0) -> list[list[int]]:
+def image_of(racks: dict[int, str | None]) -> MetadataImage:
     image = MetadataImage()
     for offset, (node_id, rack) in enumerate(racks.items()):
         image.apply(offset, RegisterBroker(node_id=node_id, host="h", port=9092, rack=rack))
-    return Broker.replica_assignment(SimpleNamespace(image=image, node_id=1), partitions, replication_factor, first)  # type: ignore[arg-type]
+    return image
+
+
+def assign(racks: dict[int, str | None], partitions: int, replication_factor: int, first: int = 0) -> list[list[int]]:
+    return replica_assignment(image_of(racks), partitions, replication_factor, first, this_node=1)
 
 
 def test_without_racks_replicas_go_round_robin() -> None:
@@ -44,3 +46,24 @@ def test_a_broker_without_a_rack_counts_as_a_rack_of_its_own() -> None:
     racks = {1: "a", 2: "a", 3: None}
     for replicas in assign(racks, 6, 2):
         assert {racks[b] for b in replicas} == {"a", None}
+
+
+def test_before_any_broker_registered_this_node_holds_every_replica() -> None:
+    assert replica_assignment(MetadataImage(), 2, 1, this_node=7) == [[7], [7]]
+
+
+def test_topic_request_problems_name_kafka_errors() -> None:
+    image = image_of({1: None, 2: None})
+
+    def error(partitions: int, replication_factor: int) -> str | None:
+        problem = topic_request_problem(image, TopicRequest("t", partitions, replication_factor, {}))
+        return None if problem is None else problem[0]
+
+    assert error(3, 2) is None
+    assert error(0, 1) == "INVALID_PARTITIONS"
+    assert error(100_001, 1) == "INVALID_PARTITIONS"
+    assert error(1, 0) == "INVALID_REPLICATION_FACTOR"
+    assert error(1, 3) == "INVALID_REPLICATION_FACTOR"
+    assert "2 available" in str(topic_request_problem(image, TopicRequest("t", 1, 3, {})))
+    # no broker registered yet (a single node starting): one counts as available
+    assert topic_request_problem(MetadataImage(), TopicRequest("t", 1, 1, {})) is None

@@ -10,7 +10,7 @@ import trio
 from chronik.broker import open_broker
 from chronik.config import BrokerConfig
 from chronik.server.http import MAX_HEADER_BYTES, serve_operator_http
-from chronik.server.metrics import BrokerMetrics
+from chronik.metrics import BrokerMetrics
 from chronik.storage import available_backends
 
 HOST = "127.0.0.1"

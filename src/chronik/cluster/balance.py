@@ -24,10 +24,11 @@ import trio
 
 from ..metadata.commands import PREFERRED_ELECTION, ElectLeaders
 from ..metadata.image import CommandRejected, MetadataImage
+from ..metadata.view import MetadataView, Submit
 from .liveness import controller_ticks
 
 if TYPE_CHECKING:
-    from ..broker import Broker
+    from .node import ConsensusNode
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ def preferred_leader_moves(image: MetadataImage,
 class PreferredLeaderBalancer:
     """The controller's preferred-leader loop for one node (see the module docstring).  Run with :meth:`run`."""
 
-    def __init__(self, broker: "Broker", *, interval: float) -> None:
-        self.broker = broker
+    def __init__(self, consensus: "ConsensusNode", metadata: MetadataView, submit: Submit, *, interval: float) -> None:
+        self.consensus = consensus
+        self.metadata = metadata
+        self.submit = submit
         self.interval = interval
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -69,18 +72,17 @@ class PreferredLeaderBalancer:
 
         Cancellation: an election being submitted may still commit.
         """
-        consensus = self.broker.consensus
-        assert consensus is not None
+        consensus = self.consensus
         task_status.started()
         async with aclosing(controller_ticks(consensus, self.interval)) as ticks:
             async for _ in ticks:
-                moves = preferred_leader_moves(self.broker.image)
+                moves = preferred_leader_moves(self.metadata.image)
                 if not moves:
                     continue
                 try:
                     with trio.move_on_after(max(self.interval, 5.0)):
                         election = ElectLeaders(election_type=PREFERRED_ELECTION, partitions=moves)
-                        results = await self.broker.submit(election)
+                        results = await self.submit(election)
                         assert isinstance(results, list)
                         moved = [f"{t}-{p}" for t, p, error, _ in results if error is None]
                         if moved:

@@ -31,10 +31,10 @@ import trio
 
 from ..metadata.commands import FenceBroker, UnfenceBroker
 from ..metadata.image import CommandRejected
+from ..metadata.view import MetadataView, Submit
 from .raft import Role
 
 if TYPE_CHECKING:
-    from ..broker import Broker
     from .node import ConsensusNode
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,17 @@ async def controller_ticks(consensus: "ConsensusNode", interval: float) -> Async
 
 
 class BrokerLiveness:
-    """The controller's fencing loop for one node (see the module docstring).  Run with :meth:`run`."""
+    """The controller's fencing loop for one node (see the module docstring).  Run with :meth:`run`.
 
-    def __init__(self, broker: "Broker", *, session_timeout: float) -> None:
-        self.broker = broker
+    Given this node's Raft voter (its role and liveness table), the metadata
+    (the registered brokers) and ``submit`` for the fencing commands.
+    """
+
+    def __init__(self, consensus: "ConsensusNode", metadata: MetadataView, submit: Submit, *,
+                 session_timeout: float) -> None:
+        self.consensus = consensus
+        self.metadata = metadata
+        self.submit = submit
         self.session_timeout = session_timeout
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -89,19 +96,18 @@ class BrokerLiveness:
 
         Cancellation: a command being submitted may still commit.
         """
-        consensus = self.broker.consensus
-        assert consensus is not None
+        consensus = self.consensus
         task_status.started()
         async with aclosing(controller_ticks(consensus, CHECK_SECONDS)) as ticks:
             async for now in ticks:
                 # a broker in controlled shutdown stays fenced until it registers again
-                brokers = {node_id: b.fenced for node_id, b in self.broker.image.brokers.items() if not b.shutting_down}
-                command = liveness_change(brokers, consensus.last_heard, now, self.session_timeout, self.broker.node_id)
+                brokers = {node_id: b.fenced for node_id, b in self.metadata.image.brokers.items() if not b.shutting_down}
+                command = liveness_change(brokers, consensus.last_heard, now, self.session_timeout, consensus.node_id)
                 if command is None:
                     continue
                 try:
                     with trio.move_on_after(max(self.session_timeout, 1.0)):
-                        changed = await self.broker.submit(command)
+                        changed = await self.submit(command)
                         verb = "fenced" if isinstance(command, FenceBroker) else "unfenced"
                         log.info("%s broker %d; new leaders for %d partition(s)", verb, command.node_id,
                                  len(changed) if isinstance(changed, list) else 0)

@@ -112,6 +112,37 @@ class CommittedEntry:
     payload: bytes
 
 
+class OffsetWaiters:
+    """Tasks waiting for a position (commit end, durable end, log end) to pass an offset.
+
+    :meth:`wait` returns once :meth:`wake` was called with an end above the
+    offset, or at once (after a checkpoint) if the end given to it already
+    is.  Waiters sit in a heap ordered by offset (then arrival), so a wake
+    pops just the ones it releases.  Cancellation: safe; a cancelled
+    waiter's event stays in the heap until the position passes it, then is
+    set with no one listening.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, trio.Event]] = []
+        self._seq = itertools.count()
+
+    async def wait(self, offset: int, end: int) -> None:
+        """Return once the position passes ``offset``; ``end`` is where it is now."""
+        if offset < end:
+            await trio.lowlevel.checkpoint()
+            return
+        event = trio.Event()
+        heapq.heappush(self._heap, (offset, next(self._seq), event))
+        await event.wait()
+
+    def wake(self, end: int) -> None:
+        """The position is now ``end``: release every waiter for an offset below it."""
+        heap = self._heap
+        while heap and heap[0][0] < end:
+            heapq.heappop(heap)[2].set()
+
+
 class ConsensusNode:
     """One running voter; create with :func:`open_raft_node`."""
 
@@ -147,13 +178,12 @@ class ConsensusNode:
         self._timer_wake = trio.Event()
         self._timer_at = float("inf")
         self._commit_end = core.commit_end  # the snapshot's end after a restart
-        self._waiters: list[tuple[int, int, trio.Event]] = []
-        self._durable_waiters: list[tuple[int, int, trio.Event]] = []  # woken once the local log is durable past the offset
-        self._logged_waiters: list[tuple[int, int, trio.Event]] = []  # woken once the local log holds the offset
+        self._committed = OffsetWaiters()  # woken once the commit end passes the offset
+        self._durable = OffsetWaiters()  # woken once the local log is durable past the offset
+        self._logged = OffsetWaiters()  # woken once the local log holds the offset
         self.answer_forwards_when_durable = False
         """Answer a forwarded payload once it is durable in this (the leader's) log, not
         once committed: ``metadata.commit = "leader"`` (see :meth:`submit_durable`)."""
-        self._seq = itertools.count()
         self._announce_commit = True
         self._closed = False
         self.transport.on_forward = self._answer_forward
@@ -275,7 +305,7 @@ class ConsensusNode:
             await trio.lowlevel.checkpoint()
             raise NotLeaderError(self.node_id, result.leader_id)
         if durable:
-            await self._wait(self._durable_waiters, result, self._core.durable_end)
+            await self._durable.wait(result, self._core.durable_end)
         else:
             await self.wait_committed(result)
         found = self.epoch_at(result)
@@ -334,7 +364,7 @@ class ConsensusNode:
                                 raise ProposalLost(answer.offset, answer.term, committed)
                             return answer.offset, answer.term
                         if answer.offset >= 0:
-                            await self._wait(self._logged_waiters, answer.offset, self._core.log_end)
+                            await self._logged.wait(answer.offset, self._core.log_end)
                             if self.epoch_at(answer.offset) != answer.term:
                                 raise CommitUncertain(f"offset {answer.offset} of leader {leader} was replaced here")
                             return answer.offset, answer.term
@@ -350,19 +380,9 @@ class ConsensusNode:
                 raise NotLeaderError(self.node_id, None)
             await trio.sleep(RETRY_SECONDS)
 
-    async def _wait(self, waiters: list[tuple[int, int, trio.Event]], offset: int, end: int) -> None:
-        """Wait in ``waiters`` until woken for ``offset`` (at once if ``end`` passed it)."""
-        if offset < end:
-            await trio.lowlevel.checkpoint()
-            return
-        event = trio.Event()
-        heapq.heappush(waiters, (offset, next(self._seq), event))
-        await event.wait()
-
     def _wake(self) -> None:
-        for waiters, end in ((self._durable_waiters, self._core.durable_end), (self._logged_waiters, self._core.log_end)):
-            while waiters and waiters[0][0] < end:
-                heapq.heappop(waiters)[2].set()
+        self._durable.wake(self._core.durable_end)
+        self._logged.wake(self._core.log_end)
 
     async def _answer_forward(self, payload: bytes) -> tuple[int, int, int]:
         """A follower's forwarded payload: ``(offset, leader_id, epoch)``, offset -1 when not
@@ -387,12 +407,7 @@ class ConsensusNode:
 
         Cancellation: safe; nothing changes but that the caller stops waiting.
         """
-        if offset < self._commit_end:
-            await trio.lowlevel.checkpoint()
-            return
-        event = trio.Event()
-        heapq.heappush(self._waiters, (offset, next(self._seq), event))
-        await event.wait()
+        await self._committed.wait(offset, self._commit_end)
 
     async def committed(self, start: int = 0) -> AsyncIterator[CommittedEntry]:
         """Every committed command from offset ``start`` on, in order, forever.
@@ -493,9 +508,7 @@ class ConsensusNode:
             log.info("node %d: committed offset %d", self.node_id, commit_end - 1)
         else:
             log.debug("node %d: committed offset %d", self.node_id, commit_end - 1)
-        waiters = self._waiters
-        while waiters and waiters[0][0] < commit_end:
-            heapq.heappop(waiters)[2].set()
+        self._committed.wake(commit_end)
 
     # ------------------------------------------------------------ tasks
 
@@ -546,9 +559,7 @@ class ConsensusNode:
         if self._on_commit is not None:
             self._on_commit(snapshot)
         self._commit_end = max(self._commit_end, snapshot.end)
-        waiters = self._waiters
-        while waiters and waiters[0][0] < self._commit_end:
-            heapq.heappop(waiters)[2].set()
+        self._committed.wake(self._commit_end)
 
     async def _run_snapshots(self) -> None:
         """Write the snapshots handed to :meth:`save_snapshot`, then compact the log below them."""

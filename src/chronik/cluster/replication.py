@@ -73,20 +73,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import trio
 
+from ..log.manager import LogManager
 from ..log.partition import OffsetOutOfRange, PartitionLog
 from ..metadata.commands import ChangeIsr
 from ..metadata.image import CommandRejected, MetadataImage, PartitionImage
+from ..metadata.view import MetadataView, Submit
+from ..metrics import BrokerMetrics
 from ..protocol import ErrorCode, ProtocolError, parse_batch_header
 from .messages import ReplicaFetchRequest, ReplicaFetchResponse
 from .network import TCP, Network
-from .transport import CodecError, FrameReader, encode_frame
-
-if TYPE_CHECKING:
-    from ..broker import Broker
+from .transport import CodecError, FrameReader, RaftTransport, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ RECONCILE_SECONDS = 1.0
 """How often the roles and the ISR are re-checked even without a metadata change."""
 
 STALE_RECHECK_SECONDS = 0.05
-"""How often they are re-checked while this node's metadata is stale (:meth:`Broker.metadata_lag`):
+"""How often they are re-checked while this node's metadata is stale (``metadata_lag``):
 a node that catches up takes its roles up at once."""
 
 
@@ -117,13 +117,26 @@ class _Led:
 
 
 class ReplicaManager:
-    """Data replication for one node (see the module docstring).  Run with :meth:`run`."""
+    """Data replication for one node (see the module docstring).  Run with :meth:`run`.
 
-    def __init__(self, broker: "Broker", peers: dict[int, str], *, lag_max_seconds: float,
+    It is given what it uses: this node's id, the metadata (``metadata.image``),
+    the partition logs, ``metadata_lag`` (why this node's metadata must not be
+    acted on now, None when current), ``submit`` for its ISR changes, the
+    metrics it fills, and the Raft transport whose replication port carries
+    followers' fetches (None: no fetches are answered).
+    """
+
+    def __init__(self, node_id: int, metadata: MetadataView, logs: LogManager, *,
+                 metadata_lag: Callable[[], str | None], submit: Submit, metrics: BrokerMetrics,
+                 transport: RaftTransport | None, peers: dict[int, str], lag_max_seconds: float,
                  network: Network = TCP) -> None:
-        self.broker = broker
+        self.metadata = metadata
+        self.logs = logs
+        self.metadata_lag = metadata_lag
+        self.submit = submit
+        self.transport = transport
         self.network = network
-        self.node_id = broker.node_id
+        self.node_id = node_id
         self.peers = peers  # node id -> replication host:port
         self.lag_max_seconds = lag_max_seconds
         self._fetchers: dict[tuple[str, int], tuple[PartitionLog, int, int, trio.CancelScope]] = {}  # log, leader, epoch
@@ -131,7 +144,7 @@ class ReplicaManager:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._lag: dict[tuple[str, int], int] = {}  # followed partition -> leader's end - own end, at the last fetch
-        self.metrics = broker.metrics
+        self.metrics = metrics
         self.metrics.replication_max_lag.set_function(lambda: max(self._lag.values(), default=0))
         self.metrics.replication_lag.set_function(lambda: sum(self._lag.values()))
         self.metrics.follower_max_lag_seconds.set_function(lambda: max(self.follower_lag_seconds().values(), default=0.0))
@@ -142,11 +155,11 @@ class ReplicaManager:
         """Give a newly opened log its high-watermark rule before any request uses it
         (the log manager's ``on_open``): otherwise a write could count as
         replicated on the leader's fsync alone until the next :meth:`reconcile`."""
-        partition = self._partition(self.broker.image, partition_log.topic, partition_log.partition)
+        partition = self._partition(self.metadata.image, partition_log.topic, partition_log.partition)
         if partition is None or len(partition.replicas) < 2:
             partition_log.refresh_high_watermark()  # unreplicated: its durable end, not the checkpoint
             return
-        if partition.leader == self.node_id and self.broker.metadata_lag() is None:
+        if partition.leader == self.node_id and self.metadata_lag() is None:
             partition_log.lead(frozenset(partition.isr) - {self.node_id}, partition.leader_epoch)
         else:
             # Also while this node's metadata is stale (a restart: the image is an
@@ -167,25 +180,25 @@ class ReplicaManager:
 
         Cancellation: every fetcher stops; appends already queued become durable anyway.
         """
-        transport = self.broker.consensus.transport if self.broker.consensus is not None else None
+        transport = self.transport
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if transport is not None:
                     transport.on_replica_fetch = self.answer_fetch
-                self.broker.logs.on_open = self.configure
-                for partition_log in self.broker.logs:
+                self.logs.on_open = self.configure
+                for partition_log in self.logs:
                     self.configure(partition_log)
                 task_status.started()
                 while True:
-                    stale = self.broker.metadata_lag() is not None
+                    stale = self.metadata_lag() is not None
                     with trio.move_on_after(STALE_RECHECK_SECONDS if stale else RECONCILE_SECONDS):
                         await self._changed.wait()
                     self._changed = trio.Event()
-                    await self.broker.logs.in_step_with(self.broker.image)
+                    await self.logs.in_step_with(self.metadata.image)
                     self.reconcile()
         finally:
-            self.broker.logs.on_open = None
+            self.logs.on_open = None
             if transport is not None:
                 transport.on_replica_fetch = None
 
@@ -197,17 +210,17 @@ class ReplicaManager:
         it truncate), no answers to followers, no ISR changes.
         """
         assert self._nursery is not None
-        image = self.broker.image
+        image = self.metadata.image
         followed: dict[tuple[str, int], tuple[PartitionLog, int, int]] = {}  # log, leader (-1: none), epoch
         led: dict[tuple[str, int], tuple[PartitionLog, PartitionImage]] = {}
-        stale = self.broker.metadata_lag()
+        stale = self.metadata_lag()
         if stale is not None and (self._fetchers or self._led):
             log.warning("not leading or following any partition: %s", stale)
         for name, topic in image.topics.items() if stale is None else ():
             for index, partition in enumerate(topic.partitions):
                 if self.node_id not in partition.replicas or len(partition.replicas) < 2:
                     continue
-                partition_log = self.broker.logs.get(name, index)
+                partition_log = self.logs.get(name, index)
                 if partition_log is None or partition_log.closed:
                     continue
                 if partition.leader == self.node_id:
@@ -269,11 +282,11 @@ class ReplicaManager:
         """
         key = (request.topic, request.partition)
         state = self._led.get(key)
-        partition = self._partition(self.broker.image, *key)
+        partition = self._partition(self.metadata.image, *key)
         partition_log = state.log if state is not None else None
         if (partition_log is None or partition is None or partition.leader != self.node_id
                 or request.src not in partition.replicas or partition_log.topic_id != request.topic_id
-                or self.broker.metadata_lag() is not None):
+                or self.metadata_lag() is not None):
             await trio.lowlevel.checkpoint()
             return self._answer(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
         assert state is not None and partition_log is not None
@@ -313,7 +326,7 @@ class ReplicaManager:
         # follow, its log may have been truncated and refilled from the new leader.
         # Answering from it would hand the follower batches that do not continue
         # its log, with a high watermark above its divergent suffix.
-        now_partition = self._partition(self.broker.image, *key)
+        now_partition = self._partition(self.metadata.image, *key)
         if partition_log.closed or now_partition is None or now_partition.leader != self.node_id \
                 or now_partition.leader_epoch != partition.leader_epoch:
             return self._answer(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
@@ -338,7 +351,7 @@ class ReplicaManager:
             return
         partition_log = state.log
         isr = set(partition.isr)
-        brokers = self.broker.image.brokers
+        brokers = self.metadata.image.brokers
         for follower in partition.replicas:
             if follower == self.node_id or (follower not in isr and (follower not in brokers or brokers[follower].fenced)):
                 continue
@@ -362,12 +375,12 @@ class ReplicaManager:
             self._nursery.start_soon(self._change_isr, key, state, partition, sorted(isr))
 
     async def _change_isr(self, key: tuple[str, int], state: _Led, partition: PartitionImage, isr: list[int]) -> None:
-        topic = self.broker.image.topics.get(key[0])
+        topic = self.metadata.image.topics.get(key[0])
         try:
             if topic is None:
                 return
             old = list(partition.isr)
-            await self.broker.submit(ChangeIsr(name=key[0], topic_id=topic.topic_id.hex, partition=key[1],
+            await self.submit(ChangeIsr(name=key[0], topic_id=topic.topic_id.hex, partition=key[1],
                                                leader=self.node_id, leader_epoch=partition.leader_epoch, isr=isr))
             log.info("%s-%d: ISR %s -> %s", *key, old, isr)
             if set(old) - set(isr):

@@ -5,7 +5,7 @@ count is INVALID_PARTITIONS, and so is a count above the broker's limit.
 The topic's replication factor must not exceed the registered brokers
 (INVALID_REPLICATION_FACTOR).  Without ``assignments`` (null or empty) the new
 partitions get that replication factor, spread round-robin over the
-registered brokers (:meth:`Broker.replica_assignment`).  With assignments
+registered brokers (:func:`~chronik.metadata.placement.replica_assignment`).  With assignments
 there must be one per new partition, each with the topic's replication factor
 of distinct registered brokers, leader first (else
 INVALID_REPLICA_ASSIGNMENT).  A missing topic is UNKNOWN_TOPIC_OR_PARTITION, a
@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from ..broker import TopicRequest
 from ..metadata import CommandRejected, CreatePartitions
+from ..metadata.placement import TopicRequest, replica_assignment, topic_request_problem
 from ..protocol import ErrorCode
 from .registry import RequestContext, handles
 
@@ -46,7 +46,7 @@ async def create_partitions(ctx: RequestContext, wanted: Any, validate_only: boo
                             f"topic {wanted.name!r} has {current} partition(s); the count can only grow, not become {wanted.count}")
     added = wanted.count - current
     replication_factor = len(topic.partitions[0].replicas)
-    request_problem = broker.topic_request_problem(TopicRequest(wanted.name, wanted.count, replication_factor, {}))
+    request_problem = topic_request_problem(broker.image, TopicRequest(wanted.name, wanted.count, replication_factor, {}))
     if request_problem is not None:
         return topic_result(wanted.name, ErrorCode[request_problem[0]], request_problem[1])
     if wanted.assignments:
@@ -58,7 +58,8 @@ async def create_partitions(ctx: RequestContext, wanted: Any, validate_only: boo
         if problem is not None:
             return topic_result(wanted.name, ErrorCode.INVALID_REPLICA_ASSIGNMENT, problem)
     else:
-        new_replicas = broker.replica_assignment(added, replication_factor, first_partition=current)
+        new_replicas = replica_assignment(broker.image, added, replication_factor, first_partition=current,
+                                          this_node=broker.node_id)
     if validate_only:
         return topic_result(wanted.name)
     try:

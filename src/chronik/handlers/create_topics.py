@@ -14,8 +14,8 @@ from collections import Counter
 from typing import Any
 
 from ..metadata import CommandRejected, topic_name_problem
+from ..metadata.placement import TopicRequest, topic_request_problem
 from ..metadata.topic_configs import TOPIC_CONFIGS, InvalidConfig, validate_topic_config
-from ..broker import TopicRequest
 from ..protocol import ErrorCode
 from .describe_configs import topic_synonyms
 from .registry import RequestContext, handles
@@ -63,7 +63,7 @@ async def create_one(ctx: RequestContext, creatable: Any, validate_only: bool) -
     if replication_factor == -1:
         replication_factor = broker.config.default_replication_factor
     request = TopicRequest(name, num_partitions, replication_factor, configs, replicas)
-    problem2 = broker.topic_request_problem(request)
+    problem2 = topic_request_problem(broker.image, request)
     if problem2 is not None:
         return topic_result(name, ErrorCode[problem2[0]], problem2[1])
     if validate_only:

@@ -35,7 +35,7 @@ from ..protocol import ApiVersionRange, RequestHeader, api_version_range, respon
 from ..protocol.build import build
 
 if TYPE_CHECKING:
-    from ..broker import Broker
+    from .services import BrokerServices
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 
@@ -52,7 +52,7 @@ class Registration:
 class RequestContext:
     """What a handler knows about the request besides its body."""
 
-    broker: "Broker"
+    broker: "BrokerServices"
     header: RequestHeader
     client_host: str
 

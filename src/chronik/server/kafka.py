@@ -37,13 +37,14 @@ import logging
 import time
 from dataclasses import MISSING, fields
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
 from ..config import HostPort
 from ..handlers import lookup, served_versions
 from ..handlers.registry import Deferred, Encoded, RequestContext
+from ..handlers.services import BrokerServices
 from ..protocol import (
     ErrorCode,
     FrameDecoder,
@@ -58,36 +59,49 @@ from ..protocol import (
     response_schema,
 )
 from ..protocol.build import build, error_codes
+from ..storage import GroupCommitter
 from .connection import Buffers, PendingResponse, serve_pipelined
-
-if TYPE_CHECKING:
-    from ..broker import Broker
 
 log = logging.getLogger(__name__)
 
 API_VERSIONS = 18
 
 
-async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[HostPort]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on ``broker.config.listen`` and serve clients until cancelled.
+@runtime_checkable
+class KafkaServices(BrokerServices, Protocol):
+    """What the listener uses of the node: the handlers' services, and the group committer
+    (a burst of requests read from a socket starts a group commit at once)."""
 
-    With listen port 0 the bound port is also advertised (the broker's
-    ``advertised`` address is updated before ``started``).
+    committer: GroupCommitter
+
+
+async def open_kafka_listeners(listen: HostPort) -> list[trio.SocketListener]:
+    """Bind the Kafka listener(s) for ``listen``; with port 0, only one (so one port to advertise).
+
+    :func:`listener_addresses` tells the bound addresses.  The caller owns the
+    listeners (:func:`serve_kafka` closes them when it ends).
     """
-    from ..broker import register_self
-
-    listen = broker.config.listen
     listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
     if listen.port == 0:
         for extra in listeners[1:]:
             await extra.aclose()
         listeners = listeners[:1]
-    bound = [HostPort(*listener.socket.getsockname()[:2]) for listener in listeners]
-    if broker.advertised.port == 0:
-        broker.advertised = HostPort(broker.advertised.host, bound[0].port)
-    if broker.consensus is None:
-        await register_self(broker)
-    for address in bound:
+    return listeners
+
+
+def listener_addresses(listeners: list[trio.SocketListener]) -> list[HostPort]:
+    """The addresses the listeners are bound to."""
+    return [HostPort(*listener.socket.getsockname()[:2]) for listener in listeners]
+
+
+async def serve_kafka(broker: KafkaServices, listeners: list[trio.SocketListener], *,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve clients on ``listeners`` (from :func:`open_kafka_listeners`) until cancelled.
+
+    ``started`` once clients can connect.  Cancellation closes the listeners
+    and every connection.
+    """
+    for address in listener_addresses(listeners):
         log.info("listening for Kafka clients on %s:%d (advertised as %s)", address.host, address.port, broker.advertised)
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -95,12 +109,10 @@ async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[Hos
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
-        if broker.consensus is not None:
-            nursery.start_soon(register_self, broker)  # once the cluster has a controller
-        task_status.started(bound)
+        task_status.started()
 
 
-async def serve_connection(broker: "Broker", stream: trio.SocketStream) -> None:
+async def serve_connection(broker: KafkaServices, stream: trio.SocketStream) -> None:
     """Serve one client: requests pipelined, responses in request order (see :mod:`.connection`)."""
     try:
         peer = stream.socket.getpeername()
@@ -134,7 +146,7 @@ class _CloseConnection(Exception):
     """The request cannot be answered in a way the client would understand."""
 
 
-async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> Buffers | PendingResponse | None:
+async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str) -> Buffers | PendingResponse | None:
     """Decode and dispatch one request; return its encoded response, a pending one, or None."""
     api_key, api_version, correlation_id = peek_request_ids(frame)
     registration = lookup(api_key, api_version)

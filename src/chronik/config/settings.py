@@ -1,0 +1,241 @@
+"""The settings table and :class:`BrokerConfig`, the frozen dataclass it describes.
+
+One :class:`_Setting` row per :class:`BrokerConfig` field (the module asserts
+they stay in sync): its kind, one-line doc, ``--help`` group, Kafka name,
+TOML spellings, flag and environment variable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from .kinds import (
+    _INT64_MAX,
+    HostPort,
+    Peer,
+    _Address,
+    _Blame,
+    _Bool,
+    _Choice,
+    _Int,
+    _Invalid,
+    _Kind,
+    _Path,
+    _Peers,
+    _Text,
+    _wal_profiles,
+    _WalBackend,
+)
+
+ENV_PREFIX = "CHRONIK_"
+CONFIG_ENV = "CHRONIK_CONFIG"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+METADATA_COMMIT_MODES = ("quorum", "leader")
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    name: str  # the BrokerConfig field
+    kind: _Kind
+    doc: str
+    group: str  # "broker" | "kafka" | "cluster"
+    kafka: str | None = None  # Kafka's name for it
+    file_keys: tuple[str, ...] = ()  # extra TOML spellings (dotted paths)
+    default_doc: str | None = None  # shown in --help when the default is derived
+    flag: str | None = None  # when not --name-with-dashes
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def label(self) -> str:
+        return self.kafka or self.name
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every TOML key path that sets this setting."""
+        if self.kafka:
+            return (self.kafka, "kafka." + self.kafka)
+        return (self.name, *self.file_keys)
+
+
+def _kafka(name: str, kind: _Kind, doc: str) -> _Setting:
+    return _Setting(name.replace(".", "_"), kind, doc, "kafka", kafka=name)
+
+
+_SETTINGS_LIST = (
+    _Setting("data_dir", _Path(), "Directory holding the log, metadata and WAL.", "broker"),
+    _Setting("listen", _Address(), "Address the Kafka listener binds (port 0: any free port).", "broker",
+             file_keys=("listeners.kafka",)),
+    _Setting("advertise", _Address(), "Address given to clients in Metadata responses.", "broker",
+             file_keys=("advertised.kafka",),
+             default_doc="localhost:<listen port> when listening on 0.0.0.0 or ::, else the listen address"),
+    _Setting("metrics_listen", _Address(optional=True),
+             "Address of the operator HTTP endpoint (/metrics, /health); 'off' disables it.", "broker",
+             file_keys=("listeners.metrics",), default_doc="off"),
+    _Setting("wal_backend", _WalBackend(), "Write-ahead-log backend.", "broker",
+             default_doc="native when the C extension is built, else python"),
+    _Setting("wal_profile", _Choice(_wal_profiles, metavar="PROFILE"),
+             "Group-commit profile (latency vs batch size): low-latency syncs at once and, on the native backend, "
+             "polls around each commit while that pays; balanced and throughput linger and never poll.", "broker"),
+    _Setting("log_level", _Choice(lambda: LOG_LEVELS, lower=True, metavar="LEVEL"), "Logging level.", "broker"),
+    _Setting("metadata_snapshot_every", _Int(1),
+             "Metadata commands applied between two snapshots of the metadata image (the metadata log, "
+             "in cluster mode the Raft log, is compacted below each).", "broker"),
+    _kafka("auto.create.topics.enable", _Bool(), "Create a topic when a client asks for one that does not exist."),
+    _kafka("num.partitions", _Int(1, 1_000_000), "Partitions of an auto-created topic."),
+    _kafka("message.max.bytes", _Int(0), "Largest record batch accepted (topic default max.message.bytes)."),
+    _kafka("log.retention.ms", _Int(-1, _INT64_MAX), "Delete segments older than this; -1 keeps forever."),
+    _kafka("log.retention.bytes", _Int(-1, _INT64_MAX), "Delete old segments while a partition is larger; -1: no limit."),
+    _kafka("log.segment.bytes", _Int(1024), "Roll to a new segment at this size."),
+    _kafka("default.replication.factor", _Int(1, 32767), "Replicas of an auto-created topic."),
+    _kafka("min.insync.replicas", _Int(1, 1000), "Replicas that must have a record for acks=all."),
+    _kafka("replica.lag.time.max.ms", _Int(1), "A follower not caught up with its leader for this long leaves the ISR."),
+    _kafka("broker.session.timeout.ms", _Int(1), "Cluster mode: the controller fences a broker it has not heard from for this long."),
+    _kafka("auto.leader.rebalance.enable", _Bool(),
+           "Cluster mode: the controller moves leadership back to each partition's preferred (first) replica "
+           "once it is in sync."),
+    _kafka("leader.imbalance.check.interval.seconds", _Int(1),
+           "Cluster mode: how often the controller looks for partitions not led by their preferred replica."),
+    _kafka("group.initial.rebalance.delay.ms", _Int(0), "Wait for more members before the first rebalance of a group."),
+    _kafka("socket.request.max.bytes", _Int(1), "Largest request frame accepted."),
+    _Setting("node_id", _Int(0), "This node's id (Kafka node.id / broker.id).", "cluster"),
+    _Setting("replication_listen", _Address(), "Address the replication/controller listener binds.", "cluster",
+             file_keys=("listeners.replication",)),
+    _Setting("peers", _Peers(),
+             "Every voter of the cluster, this node included; empty: single node. Repeat the flag per peer.",
+             "cluster", flag="--peer", default_doc="none (single node)"),
+    _Setting("metadata_commit", _Choice(lambda: METADATA_COMMIT_MODES, metavar="MODE"),
+             "When a metadata change counts as committed: on a quorum of voters, or on the leader alone.", "cluster"),
+    _Setting("rack", _Text(optional=True, metavar="RACK"), "Rack of this node (broker.rack), for replica placement.",
+             "cluster", default_doc="none"),
+)
+_SETTINGS: dict[str, _Setting] = {s.name: s for s in _SETTINGS_LIST}
+
+KAFKA_SETTINGS: Mapping[str, str] = MappingProxyType({s.kafka: s.name for s in _SETTINGS_LIST if s.kafka})
+"""Kafka broker setting name -> :class:`BrokerConfig` field name."""
+
+KAFKA_SETTING_DOCS: Mapping[str, str] = MappingProxyType({s.kafka: s.doc for s in _SETTINGS_LIST if s.kafka})
+"""Kafka broker setting name -> its one-line description (DescribeConfigs documentation)."""
+
+_FILE_KEYS: dict[str, str] = {key: s.name for s in _SETTINGS_LIST for key in s.keys}
+_DERIVE_ADVERTISE = HostPort("", 0)  # sentinel: "work it out from listen"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Everything the broker reads at start-up, validated on construction.
+
+    Build it with :func:`load_config`; constructing it directly (tests) runs
+    the same validation and fills the same derived defaults:
+
+    * ``advertise`` left at its default is derived from ``listen``:
+      ``localhost:<port>`` for a wildcard host, else ``listen`` itself.  With
+      ``listen`` port 0 the derived advertised port is 0 too, meaning "the
+      port actually bound"; the server fills it in after binding.
+      (``dataclasses.replace(config, listen=...)`` keeps the old
+      ``advertise``; pass ``advertise=HostPort("", 0)`` to derive it again.)
+    * ``wal_backend`` ``""`` means the storage layer's default backend.
+
+    ``sources`` maps each field to where its value came from ("default",
+    "flag --listen", "environment variable CHRONIK_LISTEN", "config file
+    PATH, key listeners.kafka"); it describes the load, not later replace()s.
+    """
+
+    data_dir: Path = Path("./chronik-data")
+    listen: HostPort = HostPort("0.0.0.0", 9092)
+    advertise: HostPort = _DERIVE_ADVERTISE
+    metrics_listen: HostPort | None = None
+    wal_backend: str = ""
+    wal_profile: str = "low-latency"
+    log_level: str = "info"
+    metadata_snapshot_every: int = 10_000
+    # Kafka broker settings (Kafka name: dots -> underscores)
+    auto_create_topics_enable: bool = True
+    num_partitions: int = 1
+    message_max_bytes: int = 1048588
+    log_retention_ms: int = 604800000
+    log_retention_bytes: int = -1
+    log_segment_bytes: int = 1073741824
+    default_replication_factor: int = 1
+    min_insync_replicas: int = 1
+    replica_lag_time_max_ms: int = 30000
+    broker_session_timeout_ms: int = 1000
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_seconds: int = 300
+    group_initial_rebalance_delay_ms: int = 3000
+    socket_request_max_bytes: int = 104857600
+    # cluster
+    node_id: int = 1
+    replication_listen: HostPort = HostPort("0.0.0.0", 9291)
+    peers: tuple[Peer, ...] = ()
+    metadata_commit: str = "quorum"
+    rack: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        sources = dict(self.sources)
+        for setting in _SETTINGS_LIST:
+            raw = getattr(self, setting.name)
+            if setting.name == "advertise" and raw == _DERIVE_ADVERTISE:
+                continue
+            if setting.name == "wal_backend" and raw == "":
+                continue
+            with self._blame(setting.name):
+                object.__setattr__(self, setting.name, setting.kind.check(raw))
+        if self.advertise == _DERIVE_ADVERTISE:
+            host = "localhost" if self.listen.is_wildcard else self.listen.host
+            object.__setattr__(self, "advertise", HostPort(host, self.listen.port))
+        elif self.advertise.is_wildcard:
+            with self._blame("advertise"):
+                raise _Invalid(f"{self.advertise.host} is not an address clients can connect to; give a host name or IP")
+        if self.wal_backend == "":
+            from ..storage import default_backend_name
+
+            object.__setattr__(self, "wal_backend", default_backend_name())
+        if self.peers and self.node_id not in {p.id for p in self.peers}:
+            with self._blame("peers"):
+                ids = ", ".join(str(p.id) for p in self.peers)
+                raise _Invalid(
+                    f"this node's node_id {self.node_id} ({self._source('node_id')}) is not among the peer ids ({ids});"
+                    " list every voter, this node included"
+                )
+        for name in _SETTINGS:
+            sources.setdefault(name, "default")
+        object.__setattr__(self, "sources", MappingProxyType(sources))
+
+    def _source(self, name: str) -> str:
+        if name in self.sources:
+            return self.sources[name]
+        default = next(f.default for f in fields(BrokerConfig) if f.name == name)
+        return "default" if getattr(self, name) == default else "set directly"
+
+    def _blame(self, name: str) -> "_Blame":
+        return _Blame(_SETTINGS[name].label, self._source(name))
+
+    def to_dict(self) -> dict[str, object]:
+        """Every setting, JSON-friendly (addresses as "host:port"), for logging."""
+        out: dict[str, object] = {}
+        for name in _SETTINGS:
+            value = getattr(self, name)
+            if isinstance(value, (HostPort, Path)):
+                value = str(value)
+            elif name == "peers":
+                value = [p.to_dict() for p in value]
+            out[name] = value
+        return out
+
+    def kafka_configs(self) -> dict[str, str]:
+        """Kafka-named broker settings as Kafka strings (for DescribeConfigs and topic defaults)."""
+        return {s.kafka: s.kind.to_text(getattr(self, s.name)) for s in _SETTINGS_LIST if s.kafka}
+
+
+assert [f.name for f in fields(BrokerConfig) if f.name != "sources"] == list(_SETTINGS), "settings table out of sync"
