@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from chronik.log import LogManager
 from chronik.metadata import CreatePartitions, CreateTopic, DeleteTopic, MetadataImage
 from chronik.storage import GroupCommitter
@@ -75,3 +77,44 @@ async def test_cluster_mode_opens_only_this_nodes_replicas_and_keeps_unknown_dir
     assert {(p.topic, p.partition) for p in manager} == {("spread", 0), ("spread", 1)}
     assert sorted(committer.backend.list_dir("/data")) == ["old-0", "spread-0", "spread-1"]
     await manager.aclose()
+
+
+async def test_partitions_that_cannot_get_space_are_offline_and_come_up_when_space_returns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the faulty backend with little room: preallocation (8 MiB a partition) shrinks to what fits,
+    a partition that gets no room at all is offline, the others are served, and once room returns
+    the background task opens the offline ones (tried again every OFFLINE_RETRY_SECONDS)."""
+    import trio
+
+    from chronik.log import manager as manager_module
+    from chronik.storage import FaultyBackend, open_group_committer
+
+    backend = FaultyBackend(capacity_bytes=20 << 20)  # two partitions' preallocation, and a bit
+    async with open_group_committer(backend, "/data") as committer:
+        image = MetadataImage()
+        create(image, "t", 8)
+        manager = LogManager(committer, "/data", default_segment_bytes=1 << 30)
+        await manager.sync_with(image)
+        assert len(manager) == 8 and not manager.offline  # the later ones unpreallocated, all up
+        for index in range(8):
+            partition_log = manager.get("t", index)
+            assert partition_log is not None
+            await append(partition_log, batch([index]))
+
+        backend.capacity_bytes = backend._stored_bytes()  # now the disk is full
+        create(image, "late", 2)
+        manager.request_sync()
+        await manager.in_step_with(image)
+        assert set(manager.offline) == {("late", 0), ("late", 1)} and manager.get("late", 0) is None
+        assert manager.get("t", 0) is not None
+
+        backend.capacity_bytes = None
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                monkeypatch.setattr(manager_module, "OFFLINE_RETRY_SECONDS", 0.01)
+                await nursery.start(manager.run, lambda: image)
+                while manager.offline:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        assert manager.get("late", 0) is not None and manager.get("late", 1) is not None
+        await manager.aclose()

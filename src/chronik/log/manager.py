@@ -46,6 +46,9 @@ from .partition import PartitionLog, PartitionUnreadable, _read_partition_file
 
 log = logging.getLogger(__name__)
 
+OFFLINE_RETRY_SECONDS = 5.0
+"""How often partitions whose logs could not be created or opened (ENOSPC) are tried again."""
+
 
 class LogManager:
     """Partition logs by (topic, partition)."""
@@ -67,6 +70,9 @@ class LogManager:
         """Called with every log opened, before any request can use it (cluster mode: its replication role)."""
         self.offline: dict[tuple[str, int], str] = {}
         """Partitions whose logs could not be read, and why (served as KAFKA_STORAGE_ERROR)."""
+        self._retry: set[tuple[str, int]] = set()
+        """Of those, the ones that failed with an OS error (a full disk): opened again every
+        :data:`OFFLINE_RETRY_SECONDS` until they come up."""
         self._checkpoint: Checkpoint | None = None  # cluster mode: as read at start-up, then as last written
 
     def get(self, topic: str, partition: int) -> PartitionLog | None:
@@ -103,6 +109,11 @@ class LogManager:
                 nursery.start_soon(self._checkpoint_loop)
             task_status.started()
             while True:
+                if self._retry:
+                    with trio.move_on_after(OFFLINE_RETRY_SECONDS):
+                        await self._sync_requested.wait()
+                    if self._retry:
+                        self.request_sync()  # try the partitions that could not be opened again
                 await self._sync_requested.wait()
                 self._sync_requested = trio.Event()
                 await self.in_step_with(image_source())
@@ -158,6 +169,8 @@ class LogManager:
                 if known is None or (name in changed and changed[name][0] == known[0]):
                     continue  # new topic, or more partitions of the same one
                 for index in range(known[1]):
+                    self.offline.pop((name, index), None)
+                    self._retry.discard((name, index))
                     partition_log = self._logs.pop((name, index), None)
                     if partition_log is not None:
                         with trio.CancelScope(shield=True):
@@ -174,6 +187,14 @@ class LogManager:
                 if (name, index) not in self._logs
                 and (self.replica_of is None or self.replica_of in image.topics[name].partitions[index].replicas)
             ]
+            for key in sorted(self._retry):
+                topic = image.topics.get(key[0])
+                if topic is None or key[1] >= len(topic.partitions):
+                    self._retry.discard(key)
+                    self.offline.pop(key, None)
+                elif key not in self._logs and key[0] not in changed:
+                    to_open.append((key, topic.topic_id.hex,
+                                    int(topic.configs.get("segment.bytes", self.default_segment_bytes))))
             if to_open:
                 # Creating a partition costs a few fsyncs (~1 ms): done in a
                 # worker thread so the event loop keeps serving meanwhile
@@ -216,6 +237,20 @@ class LogManager:
                 log.error("partition %s-%d is offline: %s", topic, partition, exc)
                 self.offline[(topic, partition)] = str(exc)
                 continue
+            except OSError as exc:
+                # No room (ENOSPC) or an unusable directory: this partition stays
+                # offline (KAFKA_STORAGE_ERROR) and is tried again later; every
+                # other partition is served.
+                if (topic, partition) not in self._retry:
+                    log.error("partition %s-%d is offline: cannot open its log: %s (retrying every %.0f s)",
+                              topic, partition, exc, OFFLINE_RETRY_SECONDS)
+                self.offline[(topic, partition)] = f"cannot open the log: {exc}"
+                self._retry.add((topic, partition))
+                continue
+            if self._retry:
+                if (topic, partition) in self._retry:
+                    log.info("partition %s-%d is online again", topic, partition)
+                self._retry.discard((topic, partition))
             self.offline.pop((topic, partition), None)
             opened.append(((topic, partition), partition_log))
             recovery = partition_log.recovery
@@ -225,7 +260,10 @@ class LogManager:
                     topic, partition, recovery.batches, recovery.log_start_offset, recovery.log_end_offset,
                     (time.perf_counter() - started) * 1000,
                 )
-        self.committer.backend.sync_dir(self.data_dir)
+        try:
+            self.committer.backend.sync_dir(self.data_dir)
+        except OSError as exc:
+            log.warning("could not sync %s after opening partitions: %s", self.data_dir, exc)
         return opened
 
     def _remove_orphans(self, image: MetadataImage) -> None:

@@ -209,7 +209,11 @@ class PartitionLog:
         if meta is None:
             if damaged and self._bases:
                 self.log_start_offset = self._bases[0]
-            self._write_partition_file()
+            try:
+                self._write_partition_file()
+            except OSError:  # e.g. no space left: nothing is in flight, close and let the caller retry
+                wal.close_files()
+                raise
         active_base = wal.segments()[-1].base_index
         self.log_end_offset = max(self._lasts[-1] + 1 if self._lasts else 0, active_base, self.log_start_offset)
         self.high_watermark = self.durable_end = self.log_end_offset

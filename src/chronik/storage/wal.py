@@ -61,6 +61,7 @@ or per ``preallocate_bytes`` of data.  Reads are ``pread`` calls.
 
 from __future__ import annotations
 
+import errno
 import struct
 import time
 from dataclasses import dataclass
@@ -380,7 +381,7 @@ class WriteAheadLog:
             raise ValueError(f"entry of {length} bytes is too large")
         committer = self.committer
         if committer.failure is not None:
-            raise committer.failure
+            raise committer.failure.again()
         size = ENTRY_HEADER.size + length
         end = segment.write_end + size
         if end > segment.allocated or end > self.segment_bytes:
@@ -402,7 +403,7 @@ class WriteAheadLog:
                 segment = self._roll(index)
             self._ensure_allocated(segment, segment.write_end + size)
         except OSError as exc:  # a full or failing disk: the directory is done
-            raise self.committer.fail(exc) from exc
+            raise self.committer.fail(exc).again() from exc
         return segment
 
     async def wait_durable(self, appended: Appended) -> None:
@@ -425,10 +426,15 @@ class WriteAheadLog:
             await self.committer.wait_durable(self._last_batch)
 
     def _ensure_allocated(self, segment: Segment, end: int) -> None:
+        """Make the segment at least ``end`` bytes long, ``preallocate_bytes`` more if there is room.
+
+        On a nearly full disk (ENOSPC) only ``end`` is asked for: preallocation
+        is an optimisation and must not fail an append that fits.
+        """
         if end <= segment.allocated:
             return
         target = max(end, min(segment.allocated + self.preallocate_bytes, max(self.segment_bytes, end)))
-        segment.file.preallocate(target)
+        _preallocate_or_less(segment.file.preallocate, target, end)
         segment.allocated = segment.file.size()
 
     def _roll(self, next_index: int) -> Segment:
@@ -604,7 +610,9 @@ class WriteAheadLog:
     async def aclose(self) -> None:
         """Wait for every append to be durable, record the recovery point, close files.
 
-        If the directory failed, files are closed without a recovery point.
+        If the directory failed, or the recovery point cannot be written (no
+        space left), files are closed without it: the next open recovers by
+        scanning from the previous one.
         Cancellation: files are closed regardless; the recovery point is
         written only if every append was durable.
         """
@@ -617,7 +625,10 @@ class WriteAheadLog:
             except StorageError:
                 return  # failed directory: the next open recovers by scanning
             if self.committer.failure is None:
-                self._write_recovery_point()
+                try:
+                    self._write_recovery_point()
+                except OSError:
+                    pass  # an optimisation only (see above); a full disk must not fail the shutdown
         finally:
             self.close_files()
 
@@ -641,10 +652,27 @@ def _create_segment(backend: StorageBackend, directory: str, base_index: int, pr
     """
     name = segment_name(base_index)
     header = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0)
-    replace_file_durably(
-        backend, directory, name, header, preallocate=max(preallocate, SEGMENT_HEADER.size + ENTRY_HEADER.size)
-    )
+    minimum = SEGMENT_HEADER.size + ENTRY_HEADER.size
+
+    def create(size: int) -> None:
+        replace_file_durably(backend, directory, name, header, preallocate=size)
+
+    _preallocate_or_less(create, max(preallocate, minimum), minimum)
     return Segment(base_index, backend.open_file(f"{directory}/{name}"), SEGMENT_HEADER.size, None)
+
+
+def _preallocate_or_less(allocate: Callable[[int], None], size: int, minimum: int) -> None:
+    """``allocate(size)``; if the disk has not that much room (ENOSPC), ``allocate(minimum)``.
+
+    So preallocation never turns a nearly full disk into a failed directory:
+    only an append that does not fit at all fails.
+    """
+    try:
+        allocate(size)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or size <= minimum:
+            raise
+        allocate(minimum)
 
 
 class _Recovery:
