@@ -46,6 +46,9 @@ from .partition import PartitionLog, PartitionUnreadable, _read_partition_file
 
 log = logging.getLogger(__name__)
 
+OPEN_CHUNK = 16
+"""Partitions opened (created) per worker-thread call; cancellation is seen between calls."""
+
 OFFLINE_RETRY_SECONDS = 5.0
 """How often partitions whose logs could not be created or opened (ENOSPC) are tried again."""
 
@@ -195,12 +198,17 @@ class LogManager:
                 elif key not in self._logs and key[0] not in changed:
                     to_open.append((key, topic.topic_id.hex,
                                     int(topic.configs.get("segment.bytes", self.default_segment_bytes))))
-            if to_open:
-                # Creating a partition costs a few fsyncs (~1 ms): done in a
-                # worker thread so the event loop keeps serving meanwhile
-                # (inline in memory, see run_blocking).
-                # Not abandoned on cancellation: the logs are always registered.
-                for key, partition_log in await run_blocking(self.committer.backend, self._open_all, to_open):
+            # Creating a partition costs a few fsyncs (~1 ms, far more on a busy
+            # disk): done in a worker thread so the event loop keeps serving
+            # meanwhile (inline in memory, see run_blocking), OPEN_CHUNK at a
+            # time so that a shutdown need not wait for hundreds of new
+            # partitions (start-up creates the rest).  A chunk is not abandoned
+            # on cancellation: its logs are always registered.
+            for start in range(0, len(to_open), OPEN_CHUNK):
+                if start:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                chunk = to_open[start:start + OPEN_CHUNK]
+                for key, partition_log in await run_blocking(self.committer.backend, self._open_all, chunk):
                     if self.on_open is not None:
                         self.on_open(partition_log)
                     self._logs[key] = partition_log
@@ -296,8 +304,11 @@ class LogManager:
         Cancellation: closing is shielded.
         """
         with trio.CancelScope(shield=True):
-            for partition_log in self._logs.values():
-                await partition_log.aclose()
+            # Concurrently: each close may write its recovery point (fsyncs, in a
+            # worker thread); one after the other, a shutdown took ~25 ms a partition.
+            async with trio.open_nursery() as nursery:
+                for partition_log in self._logs.values():
+                    nursery.start_soon(partition_log.aclose)
             try:
                 await self.write_checkpoint()
             except OSError as exc:

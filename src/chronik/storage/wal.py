@@ -71,7 +71,7 @@ import crc32c
 
 from .committer import CommitBatch, GroupCommitter
 from .errors import CorruptEntryError, StorageError
-from .files import replace_file_durably
+from .files import replace_file_durably, run_blocking
 from .interface import Buffer, SegmentFile, StorageBackend
 
 SEGMENT_SUFFIX = ".wal"
@@ -260,6 +260,7 @@ class WriteAheadLog:
         self._appended_entries = 0
         self._appended_bytes = 0
         self._closed = False
+        self._recovery_point: tuple[int, int, int] | None = None  # as last read or written
 
     # -- opening and recovery ------------------------------------------------
 
@@ -338,7 +339,7 @@ class WriteAheadLog:
             seconds=time.perf_counter() - started,
             reason=scanner.reason,
         )
-        return cls(
+        wal = cls(
             committer,
             directory,
             segments,
@@ -347,6 +348,8 @@ class WriteAheadLog:
             recovery=report,
             on_durable=on_durable,
         )
+        wal._recovery_point = point
+        return wal
 
     # -- appending -------------------------------------------------------
 
@@ -478,7 +481,21 @@ class WriteAheadLog:
 
     def _write_recovery_point(self) -> None:
         """Record where recovery must start: the first segment not fully durable
-        (from its start), or else the durable end of the active segment."""
+        (from its start), or else the durable end of the active segment.
+        Skipped (no fsyncs) when that is what the file already says."""
+        point = self._current_recovery_point()
+        if point != self._recovery_point:
+            _write_recovery_point(self.backend, self.directory, point)
+            self._recovery_point = point
+
+    def _empty_without_recovery_point(self) -> bool:
+        """A log that never held an entry and has no recovery point: opening it scans
+        nothing either way, so closing it need not write one (a new topic's
+        partitions: hundreds of them made every shutdown seconds longer)."""
+        return (self._recovery_point is None and len(self._segments) == 1
+                and self._segments[0].write_end == SEGMENT_HEADER.size)
+
+    def _current_recovery_point(self) -> tuple[int, int, int]:
         for segment in self._segments:
             if segment.durable_end < segment.write_end:
                 point = (segment.base_index, SEGMENT_HEADER.size, -1)
@@ -486,7 +503,7 @@ class WriteAheadLog:
         else:
             active = self._segments[-1]
             point = (active.base_index, active.durable_end, -1 if active.last_index is None else active.last_index)
-        _write_recovery_point(self.backend, self.directory, point)
+        return point
 
     # -- reading ---------------------------------------------------------
 
@@ -624,9 +641,10 @@ class WriteAheadLog:
                 await self.flush()
             except StorageError:
                 return  # failed directory: the next open recovers by scanning
-            if self.committer.failure is None:
+            if self.committer.failure is None and not self._empty_without_recovery_point():
                 try:
-                    self._write_recovery_point()
+                    # Off the event loop (a few fsyncs): a shutdown closes many logs at once.
+                    await run_blocking(self.backend, self._write_recovery_point)
                 except OSError:
                     pass  # an optimisation only (see above); a full disk must not fail the shutdown
         finally:
