@@ -384,6 +384,12 @@ class _WalBackend(_Choice):
                 raise _Invalid(f"{exc} (the native extension is not built in this install)") from None
             raise
 
+    def describe(self) -> str:
+        from .storage import TEST_BACKENDS
+
+        durable = [name for name in self.choices() if name not in TEST_BACKENDS]
+        return f"one of {', '.join(durable)} (also {' and '.join(TEST_BACKENDS)}: in memory, NOT durable, for tests only)"
+
 
 def _wal_profiles() -> list[str]:
     from .storage import COMMIT_PROFILES
@@ -704,7 +710,12 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> BrokerC
     known_env = {s.env for s in _SETTINGS_LIST} | {CONFIG_ENV}
     unknown_env = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known_env)
     if unknown_env:
-        log.warning("ignoring unknown environment variable(s): %s", ", ".join(unknown_env))
+        hints = []
+        for name in unknown_env:  # compared without the common prefix, which would make every name "close"
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known_env],
+                                              n=1, cutoff=0.6)
+            hints.append(f"{name} (did you mean {ENV_PREFIX}{close[0]}?)" if close else name)
+        log.warning("ignoring unknown environment variable(s): %s", ", ".join(hints))
     for setting in _SETTINGS_LIST:
         text = environ.get(setting.env, "")
         if text.strip():

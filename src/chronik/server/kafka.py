@@ -77,7 +77,10 @@ async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[Hos
     from ..broker import register_self
 
     listen = broker.config.listen
-    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    try:
+        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen for Kafka clients on {listen}: {exc.strerror or exc}") from exc
     if listen.port == 0:
         for extra in listeners[1:]:
             await extra.aclose()
