@@ -44,7 +44,7 @@ import trio
 
 from ..config import HostPort
 from ..handlers import lookup, served_versions
-from ..handlers.registry import Deferred, Encoded, RequestContext
+from ..handlers.registry import Deferred, Encoded, RateLimit, RequestContext
 from ..protocol import (
     ErrorCode,
     FrameDecoder,
@@ -205,25 +205,8 @@ def _answer_deferred(ctx: RequestContext, request: Any, deferred: Deferred,
     return _answer(ctx, request, deferred.finish(), started)
 
 
-class _RateLimit:
-    """At most one event per key per ``seconds`` (for log lines a flood could repeat)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._last: dict[object, float] = {}
-
-    def allow(self, key: object) -> bool:
-        now = time.monotonic()
-        if now - self._last.get(key, -self.seconds) < self.seconds:
-            return False
-        if len(self._last) > 10_000:
-            self._last.clear()
-        self._last[key] = now
-        return True
-
-
-_storage_warnings = _RateLimit(10.0)
-_unsupported_warnings = _RateLimit(10.0)
+_storage_warnings = RateLimit(10.0)
+_unsupported_warnings = RateLimit(10.0)
 
 
 def _error_name(code: int) -> str:
