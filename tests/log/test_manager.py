@@ -159,3 +159,22 @@ async def test_a_cancelled_sync_does_not_wait_for_every_new_partition(
             await again.aclose()
     finally:
         await backend.aclose()
+
+
+async def test_a_partition_whose_files_are_not_a_log_is_offline_and_the_rest_is_served(committer: GroupCommitter) -> None:
+    """A segment with a bad header used to stop the broker with a traceback at start-up; now only
+    that partition is offline (KAFKA_STORAGE_ERROR), its files kept for the operator."""
+    image = MetadataImage()
+    create(image, "t", 2)
+    manager = LogManager(committer, "/data", default_segment_bytes=1 << 20)
+    await manager.sync_with(image)
+    await manager.aclose()
+    backend = committer.backend
+    segment = next(n for n in backend.list_dir("/data/t-1") if n.endswith(".wal"))
+    backend.overwrite(f"/data/t-1/{segment}", 0, b"NOTAWAL!")  # type: ignore[attr-defined]
+    restarted = LogManager(committer, "/data", default_segment_bytes=1 << 20)
+    await restarted.sync_with(image)
+    assert list(restarted.offline) == [("t", 1)]
+    assert "not a Chronik WAL segment" in restarted.offline[("t", 1)]
+    assert restarted.get("t", 0) is not None and segment in backend.list_dir("/data/t-1")
+    await restarted.aclose()

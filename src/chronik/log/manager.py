@@ -39,7 +39,7 @@ import trio
 
 from ..metadata import MetadataImage
 from ..metadata.log import METADATA_DIR
-from ..storage import GroupCommitter
+from ..storage import CorruptEntryError, GroupCommitter
 from ..storage.files import run_blocking
 from .checkpoint import CHECKPOINT_SECONDS, Checkpoint, read_checkpoint, write_checkpoint
 from .partition import PartitionLog, PartitionUnreadable, _read_partition_file
@@ -238,9 +238,10 @@ class LogManager:
                     # log start) for a log the checkpoint does not know yet
                     high_watermark=None if self._checkpoint is None else self._checkpoint.get((topic, partition), 0),
                 )
-            except PartitionUnreadable as exc:
+            except (PartitionUnreadable, CorruptEntryError, ValueError) as exc:
                 # Damage inside the durable part of the log (not a torn tail,
-                # which recovery cuts): keep serving everything else, keep the
+                # which recovery cuts), a segment that is not one, or a directory
+                # holding another topic id: keep serving everything else, keep the
                 # files for the operator, answer this partition KAFKA_STORAGE_ERROR.
                 log.error("partition %s-%d is offline: %s", topic, partition, exc)
                 self.offline[(topic, partition)] = str(exc)
