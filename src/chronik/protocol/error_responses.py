@@ -38,12 +38,7 @@ from .build import build
 from .errors import MalformedMessage
 from .headers import parse_request_header
 
-__all__ = ["error_response", "has_top_level_error", "legacy_produce_error_response", "LEGACY_PRODUCE_VERSIONS"]
-
-
-def has_top_level_error(schema: type) -> bool:
-    """Whether a response of ``schema`` can carry an error without naming the request's entities."""
-    return any(field.metadata.get("kafka_type") == "error_code" for field in fields(schema))
+__all__ = ["error_response", "legacy_produce_error_response", "LEGACY_PRODUCE_VERSIONS"]
 
 
 def error_response(schema: type, code: int, request: Any = None, message: str | None = None) -> Any:

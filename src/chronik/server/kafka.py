@@ -236,15 +236,17 @@ def unsupported_version_answer(frame: bytes, api_key: int, api_version: int, cor
       answer) -- closes the connection with one log line, as Kafka does:
       a bare error code would read as garbage to the client.
     """
-    served = lookup_range(api_key)
     if api_key == API_VERSIONS:
         from ..handlers.api_versions import api_versions_body
 
         schema = response_schema(API_VERSIONS, 0)  # a newer client's first request: normal, not logged
         return encode_frame(encode_response(API_VERSIONS, 0, correlation_id,
                                             build(schema, api_versions_body(ErrorCode.UNSUPPORTED_VERSION))))
+    served = lookup_range(api_key)
+    known = api_version_range(api_key)
     why = f"{_api_name(api_key)} v{api_version} is not supported" + (
-        f" (this broker serves v{served[0]}-v{served[1]})" if served else " (unknown API)")
+        f" (this broker serves v{served[0]}-v{served[1]})" if served
+        else " (this broker does not serve this API)" if known is not None else " (unknown API)")
     try:
         if api_key == PRODUCE and api_version in LEGACY_PRODUCE_VERSIONS:
             payload, acks_zero = legacy_produce_error_response(frame, ErrorCode.UNSUPPORTED_VERSION)
@@ -253,14 +255,12 @@ def unsupported_version_answer(frame: bytes, api_key: int, api_version: int, cor
                     log.warning("%s from %s: message formats v0/v1 (pre-0.11 clients) are not supported; "
                                 "answering UNSUPPORTED_VERSION", why, client_host)
                 return encode_frame([payload])
-        else:
-            known = api_version_range(api_key)
-            if known is not None and api_version in known:
-                _, request = decode_request_frame(frame)
-                response = error_response(response_schema(api_key, api_version), ErrorCode.UNSUPPORTED_VERSION, request)
-                if _unsupported_warnings.allow((client_host, api_key, api_version)):
-                    log.warning("%s from %s; answering UNSUPPORTED_VERSION", why, client_host)
-                return encode_frame(encode_response(api_key, api_version, correlation_id, response))
+        elif known is not None and api_version in known:
+            _, request = decode_request_frame(frame)
+            response = error_response(response_schema(api_key, api_version), ErrorCode.UNSUPPORTED_VERSION, request)
+            if _unsupported_warnings.allow((client_host, api_key, api_version)):
+                log.warning("%s from %s; answering UNSUPPORTED_VERSION", why, client_host)
+            return encode_frame(encode_response(api_key, api_version, correlation_id, response))
     except (MalformedMessage, UnsupportedVersion) as exc:
         why += f", and the request does not parse ({exc})"
     log.warning("closing connection from %s: %s", client_host, why)
