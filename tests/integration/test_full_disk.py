@@ -20,7 +20,7 @@ import confluent_kafka
 import pytest
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from .brokerproc import BrokerProcess
+from .brokerproc import BrokerProcess, one_line_error, serve
 from .clients import Sent, confluent_consume, confluent_produce
 from .raw import Raw, produce_frame
 
@@ -187,3 +187,6 @@ def test_start_up_on_a_full_disk_serves_what_it_can_or_says_why(small_disk: Path
     finally:
         broker.stop()
     assert "Traceback" not in broker.output(), broker.output()
+    # A new data directory on the full disk cannot even get its cluster id: one line, status 2.
+    line = one_line_error(serve("--data-dir", str(small_disk / "fresh"), "--listen", "127.0.0.1:0"))
+    assert "No space left on device" in line and str(small_disk / "fresh") in line, line
