@@ -154,9 +154,13 @@ class LogManager:
     async def sync_with(self, image: MetadataImage) -> None:
         """Open the partitions ``image`` has, delete the logs it no longer has.
 
-        Only topics that changed since the last pass are looked at.
+        Only topics that changed since the last pass are looked at, and
+        partitions offline for lack of space are tried again.
         Cancellation: a deletion in progress completes (shielded), so a log
-        is never left half-closed.
+        is never left half-closed; new partitions are created
+        :data:`OPEN_CHUNK` at a time, each chunk registered whatever happens,
+        and a cancellation between chunks leaves the rest to the next pass
+        (start-up, after a shutdown).
         """
         async with self._lock:
             covers = self._requested_syncs
