@@ -107,3 +107,10 @@ def test_the_operator_endpoint_is_announced_once(tmp_path: Path) -> None:
     broker.wait_for_log("operator HTTP")
     broker.stop()
     assert sum("operator HTTP" in line for line in broker.log_lines) == 1, broker.output()
+
+
+def test_replication_port_in_use_is_one_line_and_status_2(tmp_path: Path, busy_port: int) -> None:
+    peers = f"1@127.0.0.1:19092/127.0.0.1:{busy_port},2@127.0.0.1:19093/127.0.0.1:19293"
+    line = one_line_error(serve("--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--node-id", "1",
+                                "--replication-listen", f"127.0.0.1:{busy_port}", "--peer", peers))
+    assert f"cannot listen for replication on 127.0.0.1:{busy_port}" in line, line
