@@ -73,7 +73,16 @@ from .metadata import (
 from .metadata.placement import TopicRequest, replica_assignment, topic_request_problem
 from .metadata.topic_configs import TOPIC_CONFIGS
 from .protocol import ErrorCode
-from .storage import GroupCommitter, MemoryBackend, StorageBackend, create_backend, get_profile, open_group_committer
+from .storage import (
+    TEST_BACKENDS,
+    GroupCommitter,
+    MemoryBackend,
+    StorageBackend,
+    create_backend,
+    get_profile,
+    open_group_committer,
+)
+from .storage.lock import DataDirLock
 from .storage.files import read_file, replace_file_durably
 
 if TYPE_CHECKING:
@@ -390,8 +399,7 @@ class Broker:
                 from .server.http import serve_operator_http
 
                 listen = (self.config.metrics_listen.host, self.config.metrics_listen.port)
-                port = await nursery.start(serve_operator_http, listen, self.metrics.registry, self.health)
-                log.info("operator HTTP (/metrics, /health) listening on %s:%d", listen[0], port)
+                await nursery.start(serve_operator_http, listen, self.metrics.registry, self.health)
             listeners = await open_kafka_listeners(self.config.listen)
             try:
                 bound = listener_addresses(listeners)
@@ -431,7 +439,11 @@ def _voters_cluster_id(config: BrokerConfig) -> str:
 @asynccontextmanager
 async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = None, network: "Network | None" = None,
                       rng: random.Random | None = None) -> AsyncIterator[Broker]:
-    """Recover the data directory and yield a ready :class:`Broker` (see the module docstring).
+    """Lock and recover the data directory and yield a ready :class:`Broker` (see the module docstring).
+
+    The data directory's lock (:mod:`chronik.storage.lock`) is taken before
+    anything in it is read and held until the broker is closed; with an
+    in-memory backend there is no directory and no lock.
 
     The keyword arguments are for tests that run whole clusters in one
     process (``tests/cluster/test_cluster_simulation.py``): ``backend``, a
@@ -441,8 +453,23 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
     node's randomness (election timeouts, backoff jitter; None: unseeded).
 
     Raises :class:`~chronik.storage.UnknownBackendError` for an unusable WAL
-    backend and ``OSError`` for an unusable data directory.
+    backend, :class:`~chronik.storage.lock.DataDirectoryError` for a data
+    directory that is locked by another process or cannot be created, and
+    ``OSError`` for one that cannot be read.
     """
+    in_memory = isinstance(backend, MemoryBackend) if backend is not None else config.wal_backend in TEST_BACKENDS
+    lock = None if in_memory else DataDirLock(config.data_dir).acquire()
+    try:
+        async with _open_broker(config, backend=backend, network=network, rng=rng) as broker:
+            yield broker
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+@asynccontextmanager
+async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, network: "Network | None",
+                       rng: random.Random | None) -> AsyncIterator[Broker]:
     started = time.perf_counter()
     data_dir = str(config.data_dir)
     owned = backend is None

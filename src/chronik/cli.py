@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run a broker node",
+        # Each option's help names its default itself (argparse's "(default: None)"
+        # would be wrong: every flag defaults to None, meaning "not given").
         description="Run a Chronik broker node until SIGINT/SIGTERM.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_serve_arguments(serve)
     commands.add_parser("info", help="print this install's version and WAL backends as JSON")

@@ -105,3 +105,18 @@ class BrokerProcess:
                     return line
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {pattern!r} in:\n{self.output()}")
+
+
+def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m chronik serve ARGS`` to its end (it is expected to refuse to start)."""
+    return subprocess.run([sys.executable, "-m", "chronik", "serve", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The single ``chronik: ...`` line a refused start printed (asserting status 2 and no traceback)."""
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("chronik: ")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]

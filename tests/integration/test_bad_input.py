@@ -58,17 +58,70 @@ def test_api_versions_too_new_gets_a_v0_answer_with_the_list(stored: BrokerProce
 
 
 @pytest.mark.parametrize(("api_key", "version"), [
-    (9999, 0), (-5, 0), (0, 99), (1, 3), (0, 0), (22, 99),
-    (0, 10), (2, 8), (10, 6),  # known to the codec, not served, and no top-level error field in the response
+    (9999, 0), (-5, 0), (0, 99), (1, 3), (22, 99),  # no layout known: nothing the client could decode
+    (0, 0), (0, 10), (2, 8), (10, 6),  # a layout is known, but the body does not parse
 ])
-def test_unknown_api_or_version_gets_unsupported_version_under_its_correlation_id(
+def test_an_unknown_api_or_version_without_a_decodable_answer_closes_the_connection(
         stored: BrokerProcess, api_key: int, version: int) -> None:
+    """As Kafka does: a bare correlation id and error code would read as garbage (librdkafka: "Read underflow")."""
+    with Raw(stored, timeout=5) as raw:
+        raw.send(framed(raw_header(api_key, version, 1) + b"\x01\x02\x03"))
+        assert raw.closed_by_broker()
+    line = stored.wait_for_log(rf"closing connection from 127\.0\.0\.1: .* v{version} is not supported")
+    assert ("unknown API" in line) == (api_key in (9999, -5)), line
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_produce_of_message_formats_v0_v1_gets_unsupported_version_in_its_own_layout(
+        stored: BrokerProcess, version: int) -> None:
+    """Produce v0-v2 (pre-0.11 clients): a response of the request's version naming each partition."""
+    message_set = bytes(26)  # its content does not matter: the version is refused before it is read
+    body = struct.pack(">hii", -1, 5000, 1) + struct.pack(">h", 4) + b"kept" + struct.pack(">i", 2)
+    body += b"".join(struct.pack(">ii", index, len(message_set)) + message_set for index in (0, 3))
     with Raw(stored) as raw:
-        for correlation_id in (1, 2):  # the connection stays usable
-            raw.send(framed(raw_header(api_key, version, correlation_id) + b"\x01\x02\x03"))
+        for correlation_id in (41, 42):  # the connection stays usable
+            raw.send(framed(raw_header(0, version, correlation_id) + body))
             response = raw.read_frame()
             assert response is not None
-            assert struct.unpack_from(">ih", response) == (correlation_id, 35)
+            correlation, topics, name_length = struct.unpack_from(">iih", response)
+            assert (correlation, topics, response[10:10 + name_length]) == (correlation_id, 1, b"kept")
+            at = 10 + name_length
+            partitions = [struct.unpack_from(">ihq", response, at + 4 + i * (14 + 8 * (version >= 2)))
+                          for i in range(struct.unpack_from(">i", response, at)[0])]
+            assert partitions == [(0, 35, -1), (3, 35, -1)]
+            assert len(response) == at + 4 + 2 * (14 + 8 * (version >= 2)) + 4 * (version >= 1)
+    stored.wait_for_log(r"produce v\d is not supported .* message formats v0/v1 \(pre-0\.11 clients\) are not supported")
+
+
+def test_an_old_kafka_python_producer_is_told_unsupported_version(stored: BrokerProcess) -> None:
+    """kafka-python pinned to a 0.10 broker sends Produce v2 without asking ApiVersions: it must decode the
+    answer and report UNSUPPORTED_VERSION (confluent-kafka 2.x asks ApiVersions even with
+    api.version.request=false, so the raw-frame test above covers librdkafka's layouts)."""
+    from kafka import KafkaProducer
+    from kafka.errors import UnsupportedVersionError
+
+    for api_version in ((0, 10, 0), (0, 9)):
+        producer = KafkaProducer(bootstrap_servers=stored.bootstrap, api_version=api_version, retries=0,
+                                 request_timeout_ms=10000, max_block_ms=10000)
+        try:
+            with pytest.raises(UnsupportedVersionError):
+                producer.send("kept", b"old client").get(15)
+        finally:
+            producer.close(timeout=5)
+
+
+def test_a_known_unserved_version_with_a_valid_body_gets_a_typed_answer_naming_its_partitions(
+        stored: BrokerProcess) -> None:
+    """Produce v10 is known to the codec, not served: each partition of the request answered 35."""
+    frame = produce_frame("kept", 2, b"future")
+    frame = frame[:6] + struct.pack(">h", 10) + frame[8:]  # v9 and v10 bodies are the same but for tags
+    with Raw(stored) as raw:
+        raw.send(frame)
+        response = raw.read_frame()
+    assert response is not None
+    body = decode_response(0, 10, response, 5)
+    assert [(t.name, [(p.index, p.error_code) for p in t.partition_responses]) for t in body.responses] == [
+        ("kept", [(2, 35)])]
 
 
 def test_a_known_but_unserved_version_gets_a_typed_error_response(stored: BrokerProcess) -> None:
@@ -117,14 +170,38 @@ def test_clients_disconnecting_mid_request(stored: BrokerProcess) -> None:
 
 
 def test_random_bytes(stored: BrokerProcess) -> None:
+    """Each of 50 random byte strings gets the one outcome its size prefix calls for, checked every time:
+    an impossible size closes the connection, an incomplete frame is waited for, a whole frame is
+    answered under its correlation id or closes the connection."""
     rng = random.Random(11)
+    outcomes: dict[str, int] = {}
     for _ in range(50):
-        with Raw(stored, timeout=0.5) as raw:
-            try:
-                raw.send(rng.randbytes(rng.randrange(1, 2000)))
-                raw.closed_by_broker()
-            except (TimeoutError, ConnectionError):
-                pass
+        data = rng.randbytes(rng.randrange(1, 2000))
+        shape = rng.random()
+        if shape < 0.3:
+            data = framed(data)  # a whole frame of random content
+        elif shape < 0.4:
+            data = framed(data)[:-1]  # one byte short
+        size = struct.unpack_from(">i", data)[0] if len(data) >= 4 else 0
+        with Raw(stored, timeout=1) as raw:
+            raw.send(data)
+            if size < 0 or size > 104857600:
+                kind = "closed"
+                assert raw.closed_by_broker(), data[:16].hex()
+            elif len(data) < 4 + size:
+                kind = "waiting"
+                with pytest.raises(TimeoutError):  # the broker waits for the rest of the frame
+                    raw.sock.recv(1)
+            else:
+                kind = "whole frame"
+                try:
+                    response = raw.read_frame()
+                except ConnectionResetError:
+                    response = None
+                if response is not None:
+                    assert len(data) >= 12 and response[:4] == data[8:12]  # its correlation id
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    assert outcomes.get("closed", 0) > 10 and outcomes.get("waiting", 0) > 0 and outcomes.get("whole frame", 0) > 5, outcomes
     api_versions_answered(stored)
 
 
@@ -132,10 +209,11 @@ def test_random_bytes(stored: BrokerProcess) -> None:
 
 
 def test_thousands_of_garbage_frames_on_one_connection(stored: BrokerProcess) -> None:
-    """5000 pipelined frames of APIs nobody serves: 5000 answers, in order, and the connection lives on."""
+    """5000 pipelined ApiVersions frames of versions nobody serves, with garbage bodies: 5000 answers,
+    in order, and the connection lives on."""
     rng = random.Random(5)
     count = 5000
-    frames = b"".join(framed(raw_header(rng.randrange(1000, 32767), rng.randrange(-5, 100), i) + rng.randbytes(rng.randrange(60)))
+    frames = b"".join(framed(raw_header(18, rng.randrange(5, 32767), i) + rng.randbytes(rng.randrange(60)))
                       for i in range(count))
     with Raw(stored) as raw:
         sender = threading.Thread(target=raw.send, args=(frames,))

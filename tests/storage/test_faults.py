@@ -144,3 +144,49 @@ async def test_cancelled_committer_fails_waiters_instead_of_hanging() -> None:
     assert first.batch.done.is_set() and second.batch.done.is_set()
     assert isinstance(first.batch.error, CommitterClosed)
     assert isinstance(second.batch.error, CommitterClosed)
+
+
+async def test_a_kept_failure_is_never_raised_itself_so_refused_appends_pin_nothing() -> None:
+    """Every refused append and every waiter of a failed batch gets a fresh LogDirectoryFailed whose
+    cause is the kept one; the kept one is never raised, so its traceback cannot collect the frames
+    (and the request buffers) of each refused caller -- the leak of 3 x 500 refused 64 KiB produces."""
+    backend = FaultyBackend()
+    async with open_group_committer(backend, DIR) as committer:
+        wal = WriteAheadLog.open(committer, DIR)
+        await wal.append_durable(0, b"safe")
+        backend.fail_syncs(1, errno.EIO)
+        in_batch = [wal.append(i, b"doomed") for i in range(1, 4)]  # one batch, three waiters
+        raised = []
+        for appended in in_batch:
+            with pytest.raises(LogDirectoryFailed) as info:
+                await wal.wait_durable(appended)
+            raised.append(info.value)
+        kept = committer.failure
+        assert kept is not None
+        for i in range(500):
+            with pytest.raises(LogDirectoryFailed) as info:
+                wal.append(10 + i, bytes(64 << 10))
+            raised.append(info.value)
+        with pytest.raises(LogDirectoryFailed) as info:
+            committer.submit(wal.active_segment, 0, [b"x"])
+        raised.append(info.value)
+        assert len({id(e) for e in raised}) == len(raised)  # a fresh one each time
+        assert all(e.__cause__ is kept and e.directory == kept.directory and str(e) == str(kept) for e in raised)
+        assert kept.__traceback__ is None  # never raised: holds no caller's frames
+        assert isinstance(kept.cause, OSError) and kept.cause.errno == errno.EIO
+        await wal.aclose()
+
+
+async def test_preallocation_shrinks_to_what_fits_on_a_nearly_full_disk() -> None:
+    """A segment asks for 1 MiB of preallocation; with 100 KiB free it gets what the entry needs,
+    so every append that fits succeeds and only one that does not fails the directory."""
+    backend = FaultyBackend(capacity_bytes=100 << 10)
+    async with open_group_committer(backend, DIR) as committer:
+        wal = WriteAheadLog.open(committer, DIR, segment_bytes=4 << 20, preallocate_bytes=1 << 20)
+        for i in range(60):
+            await wal.append_durable(i, bytes(1000))
+        assert committer.failure is None
+        with pytest.raises(LogDirectoryFailed):
+            for i in range(60, 200):
+                await wal.append_durable(i, bytes(1000))
+        await wal.aclose()

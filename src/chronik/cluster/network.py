@@ -65,6 +65,9 @@ async def open_replication_listener(address: str) -> trio.SocketListener:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         await sock.bind((host, port))
         sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen for replication on {address}: {exc.strerror or exc}") from exc
     except BaseException:
         sock.close()
         raise

@@ -331,6 +331,12 @@ class _WalBackend(_Choice):
                 raise _Invalid(f"{exc} (the native extension is not built in this install)") from None
             raise
 
+    def describe(self) -> str:
+        from ..storage import TEST_BACKENDS
+
+        durable = [name for name in self.choices() if name not in TEST_BACKENDS]
+        return f"one of {', '.join(durable)} (also {' and '.join(TEST_BACKENDS)}: in memory, NOT durable, for tests only)"
+
 
 def _wal_profiles() -> list[str]:
     from ..storage import COMMIT_PROFILES

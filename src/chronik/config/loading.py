@@ -35,7 +35,12 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> BrokerC
     known_env = {s.env for s in _SETTINGS_LIST} | {CONFIG_ENV}
     unknown_env = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known_env)
     if unknown_env:
-        log.warning("ignoring unknown environment variable(s): %s", ", ".join(unknown_env))
+        hints = []
+        for name in unknown_env:  # compared without the common prefix, which would make every name "close"
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known_env],
+                                              n=1, cutoff=0.6)
+            hints.append(f"{name} (did you mean {ENV_PREFIX}{close[0]}?)" if close else name)
+        log.warning("ignoring unknown environment variable(s): %s", ", ".join(hints))
     for setting in _SETTINGS_LIST:
         text = environ.get(setting.env, "")
         if text.strip():

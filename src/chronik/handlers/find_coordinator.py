@@ -33,6 +33,7 @@ def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, A
         return {"key": key, "node_id": broker.controller_id, "host": host, "port": port,
                 "error_code": 0, "error_message": None}
     if key_type == KEY_TYPE_TRANSACTION:
+        ctx.warn_unsupported("transactions", f"FindCoordinator for transactional.id {key!r}")
         code, message = ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported by this broker"
     else:
         code, message = ErrorCode.INVALID_REQUEST, f"unknown coordinator key type {key_type}"

@@ -18,6 +18,7 @@ from .registry import RequestContext, handles
 @handles(22, 0, 4)
 async def handle_init_producer_id(ctx: RequestContext, request: Any) -> Any:
     if request.transactional_id is not None:
+        ctx.warn_unsupported("transactions", f"InitProducerId with transactional.id {request.transactional_id!r}")
         return ctx.respond(
             throttle_time=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), producer_id=-1, producer_epoch=-1
         )

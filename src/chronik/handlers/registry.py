@@ -27,6 +27,8 @@ shuts down; a cancelled handler sends nothing.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,34 @@ if TYPE_CHECKING:
     from .services import BrokerServices
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+log = logging.getLogger("chronik.handlers")
+
+
+class RateLimit:
+    """At most one event per key per ``seconds`` (for log lines a client or a flood would repeat).
+
+    Remembers at most ``max_keys`` keys (then starts afresh), so a stream of
+    new keys cannot grow it without bound.
+    """
+
+    def __init__(self, seconds: float, max_keys: int = 10_000) -> None:
+        self.seconds = seconds
+        self.max_keys = max_keys
+        self._last: dict[object, float] = {}
+
+    def allow(self, key: object) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.seconds:
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+_UNSUPPORTED_FEATURES = RateLimit(600.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +101,15 @@ class RequestContext:
     def later(self, finish: Callable[[], Awaitable[Any]], ready: Callable[[], bool] | None = None) -> "Deferred":
         """A response that ``finish()`` will produce while the connection reads on (see the module docstring)."""
         return Deferred(finish, ready)
+
+    def warn_unsupported(self, feature: str, detail: str = "") -> None:
+        """Log, once per client and feature every 10 minutes, that a client uses ``feature``,
+        which this broker does not support: the client only sees an error code, or
+        times out retrying, and the operator would otherwise never know why."""
+        client_id = self.header.client_id
+        if _UNSUPPORTED_FEATURES.allow((self.client_host, client_id, feature)):
+            log.warning("client %r from %s uses %s%s, which this broker does not support", client_id,
+                        self.client_host, feature, f" ({detail})" if detail else "")
 
     def encoded(self, payload: bytes, errors: frozenset[int]) -> "Encoded":
         """A response a hand-written encoder produced (response header included)."""

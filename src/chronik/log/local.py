@@ -394,7 +394,11 @@ def load_local_log(committer: GroupCommitter, directory: str, *, topic: str, par
     if meta is None:
         if damaged and len(local.index):
             local.log_start_offset = local.index.base(0)
-        local.write_partition_file()
+        try:
+            local.write_partition_file()
+        except OSError:  # e.g. no space left: nothing is in flight, close and let the caller retry
+            wal.close_files()
+            raise
     active_base = wal.segments()[-1].base_index
     local.log_end_offset = local.durable_end = max(local.index.next_offset or 0, active_base, local.log_start_offset)
     recovery = PartitionRecovery(

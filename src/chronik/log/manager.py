@@ -39,13 +39,19 @@ import trio
 
 from ..metadata import MetadataImage
 from ..metadata.log import METADATA_DIR
-from ..storage import GroupCommitter
+from ..storage import CorruptEntryError, GroupCommitter
 from ..storage.files import run_blocking
 from .checkpoint import CHECKPOINT_SECONDS, Checkpoint, read_checkpoint, write_checkpoint
 from .local import read_partition_file
 from .partition import PartitionLog, PartitionUnreadable
 
 log = logging.getLogger(__name__)
+
+OPEN_CHUNK = 16
+"""Partitions opened (created) per worker-thread call; cancellation is seen between calls."""
+
+OFFLINE_RETRY_SECONDS = 5.0
+"""How often partitions whose logs could not be created or opened (ENOSPC) are tried again."""
 
 
 class LogManager:
@@ -68,6 +74,9 @@ class LogManager:
         """Called with every log opened, before any request can use it (cluster mode: its replication role)."""
         self.offline: dict[tuple[str, int], str] = {}
         """Partitions whose logs could not be read, and why (served as KAFKA_STORAGE_ERROR)."""
+        self._retry: set[tuple[str, int]] = set()
+        """Of those, the ones that failed with an OS error (a full disk): opened again every
+        :data:`OFFLINE_RETRY_SECONDS` until they come up."""
         self._checkpoint: Checkpoint | None = None  # cluster mode: as read at start-up, then as last written
 
     def get(self, topic: str, partition: int) -> PartitionLog | None:
@@ -104,6 +113,11 @@ class LogManager:
                 nursery.start_soon(self._checkpoint_loop)
             task_status.started()
             while True:
+                if self._retry:
+                    with trio.move_on_after(OFFLINE_RETRY_SECONDS):
+                        await self._sync_requested.wait()
+                    if self._retry:
+                        self.request_sync()  # try the partitions that could not be opened again
                 await self._sync_requested.wait()
                 self._sync_requested = trio.Event()
                 await self.in_step_with(image_source())
@@ -141,9 +155,13 @@ class LogManager:
     async def sync_with(self, image: MetadataImage) -> None:
         """Open the partitions ``image`` has, delete the logs it no longer has.
 
-        Only topics that changed since the last pass are looked at.
+        Only topics that changed since the last pass are looked at, and
+        partitions offline for lack of space are tried again.
         Cancellation: a deletion in progress completes (shielded), so a log
-        is never left half-closed.
+        is never left half-closed; new partitions are created
+        :data:`OPEN_CHUNK` at a time, each chunk registered whatever happens,
+        and a cancellation between chunks leaves the rest to the next pass
+        (start-up, after a shutdown).
         """
         async with self._lock:
             covers = self._requested_syncs
@@ -159,6 +177,8 @@ class LogManager:
                 if known is None or (name in changed and changed[name][0] == known[0]):
                     continue  # new topic, or more partitions of the same one
                 for index in range(known[1]):
+                    self.offline.pop((name, index), None)
+                    self._retry.discard((name, index))
                     partition_log = self._logs.pop((name, index), None)
                     if partition_log is not None:
                         with trio.CancelScope(shield=True):
@@ -175,12 +195,25 @@ class LogManager:
                 if (name, index) not in self._logs
                 and (self.replica_of is None or self.replica_of in image.topics[name].partitions[index].replicas)
             ]
-            if to_open:
-                # Creating a partition costs a few fsyncs (~1 ms): done in a
-                # worker thread so the event loop keeps serving meanwhile
-                # (inline in memory, see run_blocking).
-                # Not abandoned on cancellation: the logs are always registered.
-                for key, partition_log in await run_blocking(self.committer.backend, self._open_all, to_open):
+            for key in sorted(self._retry):
+                topic = image.topics.get(key[0])
+                if topic is None or key[1] >= len(topic.partitions):
+                    self._retry.discard(key)
+                    self.offline.pop(key, None)
+                elif key not in self._logs and key[0] not in changed:
+                    to_open.append((key, topic.topic_id.hex,
+                                    int(topic.configs.get("segment.bytes", self.default_segment_bytes))))
+            # Creating a partition costs a few fsyncs (~1 ms, far more on a busy
+            # disk): done in a worker thread so the event loop keeps serving
+            # meanwhile (inline in memory, see run_blocking), OPEN_CHUNK at a
+            # time so that a shutdown need not wait for hundreds of new
+            # partitions (start-up creates the rest).  A chunk is not abandoned
+            # on cancellation: its logs are always registered.
+            for start in range(0, len(to_open), OPEN_CHUNK):
+                if start:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                chunk = to_open[start:start + OPEN_CHUNK]
+                for key, partition_log in await run_blocking(self.committer.backend, self._open_all, chunk):
                     if self.on_open is not None:
                         self.on_open(partition_log)
                     self._logs[key] = partition_log
@@ -210,13 +243,28 @@ class LogManager:
                     # log start) for a log the checkpoint does not know yet
                     high_watermark=None if self._checkpoint is None else self._checkpoint.get((topic, partition), 0),
                 )
-            except PartitionUnreadable as exc:
+            except (PartitionUnreadable, CorruptEntryError, ValueError) as exc:
                 # Damage inside the durable part of the log (not a torn tail,
-                # which recovery cuts): keep serving everything else, keep the
+                # which recovery cuts), a segment that is not one, or a directory
+                # holding another topic id: keep serving everything else, keep the
                 # files for the operator, answer this partition KAFKA_STORAGE_ERROR.
                 log.error("partition %s-%d is offline: %s", topic, partition, exc)
                 self.offline[(topic, partition)] = str(exc)
                 continue
+            except OSError as exc:
+                # No room (ENOSPC) or an unusable directory: this partition stays
+                # offline (KAFKA_STORAGE_ERROR) and is tried again later; every
+                # other partition is served.
+                if (topic, partition) not in self._retry:
+                    log.error("partition %s-%d is offline: cannot open its log: %s (retrying every %.0f s)",
+                              topic, partition, exc, OFFLINE_RETRY_SECONDS)
+                self.offline[(topic, partition)] = f"cannot open the log: {exc}"
+                self._retry.add((topic, partition))
+                continue
+            if self._retry:
+                if (topic, partition) in self._retry:
+                    log.info("partition %s-%d is online again", topic, partition)
+                self._retry.discard((topic, partition))
             self.offline.pop((topic, partition), None)
             opened.append(((topic, partition), partition_log))
             recovery = partition_log.recovery
@@ -226,7 +274,10 @@ class LogManager:
                     topic, partition, recovery.batches, recovery.log_start_offset, recovery.log_end_offset,
                     (time.perf_counter() - started) * 1000,
                 )
-        self.committer.backend.sync_dir(self.data_dir)
+        try:
+            self.committer.backend.sync_dir(self.data_dir)
+        except OSError as exc:
+            log.warning("could not sync %s after opening partitions: %s", self.data_dir, exc)
         return opened
 
     def _remove_orphans(self, image: MetadataImage) -> None:
@@ -259,8 +310,11 @@ class LogManager:
         Cancellation: closing is shielded.
         """
         with trio.CancelScope(shield=True):
-            for partition_log in self._logs.values():
-                await partition_log.aclose()
+            # Concurrently: each close may write its recovery point (fsyncs, in a
+            # worker thread); one after the other, a shutdown took ~25 ms a partition.
+            async with trio.open_nursery() as nursery:
+                for partition_log in self._logs.values():
+                    nursery.start_soon(partition_log.aclose)
             try:
                 await self.write_checkpoint()
             except OSError as exc:

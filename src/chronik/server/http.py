@@ -69,7 +69,11 @@ async def serve_operator_http(
     task lives in this function's nursery.
     """
     host, port = listen
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen for operator HTTP (metrics_listen) on {host}:{port}: "
+                                 f"{exc.strerror or exc}") from exc
     if port == 0 and len(listeners) > 1:
         # A name that resolves to several addresses would get a different
         # free port on each; keep one so that the reported port is the port.
@@ -83,7 +87,7 @@ async def serve_operator_http(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
-        log.info("operator HTTP endpoint listening on %s port %d (/metrics, /health)", host, bound)
+        log.info("operator HTTP endpoint (/metrics, /health) listening on %s:%d", host, bound)
         task_status.started(bound)
 
 

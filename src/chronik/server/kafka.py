@@ -11,16 +11,18 @@ Errors:
 
 * a frame over ``socket.request.max.bytes`` or with a negative size cannot
   be resynchronised: it is logged and the connection is closed;
-* an API or version that no handler serves gets an UNSUPPORTED_VERSION
-  response with the request's correlation id (for ApiVersions, a v0
-  response listing what is served, so the client can downgrade);
+* an API or version that no handler serves gets UNSUPPORTED_VERSION in a
+  layout its client decodes (for ApiVersions, a v0 response listing what is
+  served, so the client can downgrade; Produce v0-v2 of pre-0.11 clients a
+  response of their version); where no layout is known the connection is
+  closed with one log line, as Kafka does (see :func:`unsupported_version_answer`);
 * a malformed request body is logged and the connection is closed (Kafka
   does the same: the stream position can no longer be trusted);
-* a handler's unexpected exception (or a response that cannot be encoded)
-  is logged with its traceback; if the response has a top-level error code
-  the client gets UNKNOWN_SERVER_ERROR in it and the connection goes on,
-  otherwise (an empty response would read as success) the connection is
-  closed so the client retries elsewhere or later;
+* a handler's exception gets an error response built from the request
+  (every topic/partition/resource it names carries the error): a storage
+  error -- the log directory failed -- KAFKA_STORAGE_ERROR, as Kafka
+  answers for an offline log directory; anything else UNKNOWN_SERVER_ERROR,
+  logged with its traceback;
 * anything else going wrong on one connection closes that connection only:
   the server keeps serving the others.
 
@@ -35,7 +37,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import MISSING, fields
 from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,7 +44,7 @@ import trio
 
 from ..config import HostPort
 from ..handlers import lookup, served_versions
-from ..handlers.registry import Deferred, Encoded, RequestContext
+from ..handlers.registry import Deferred, Encoded, RateLimit, RequestContext
 from ..handlers.services import BrokerServices
 from ..protocol import (
     ErrorCode,
@@ -59,12 +60,14 @@ from ..protocol import (
     response_schema,
 )
 from ..protocol.build import build, error_codes
-from ..storage import GroupCommitter
+from ..protocol.error_responses import LEGACY_PRODUCE_VERSIONS, error_response, legacy_produce_error_response
+from ..storage import GroupCommitter, StorageError
 from .connection import Buffers, PendingResponse, serve_pipelined
 
 log = logging.getLogger(__name__)
 
 API_VERSIONS = 18
+PRODUCE = 0
 
 
 @runtime_checkable
@@ -81,7 +84,10 @@ async def open_kafka_listeners(listen: HostPort) -> list[trio.SocketListener]:
     :func:`listener_addresses` tells the bound addresses.  The caller owns the
     listeners (:func:`serve_kafka` closes them when it ends).
     """
-    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    try:
+        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen for Kafka clients on {listen}: {exc.strerror or exc}") from exc
     if listen.port == 0:
         for extra in listeners[1:]:
             await extra.aclose()
@@ -143,7 +149,7 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream) -> 
 
 
 class _CloseConnection(Exception):
-    """The request cannot be answered in a way the client would understand."""
+    """The request cannot be answered in a way the client would understand (already logged)."""
 
 
 async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str) -> Buffers | PendingResponse | None:
@@ -151,14 +157,13 @@ async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str) -
     api_key, api_version, correlation_id = peek_request_ids(frame)
     registration = lookup(api_key, api_version)
     if registration is None:
-        log.warning("unsupported API %d version %d from %s", api_key, api_version, client_host)
-        return encode_frame(unsupported_version_response(api_key, api_version, correlation_id))
+        return unsupported_version_answer(frame, api_key, api_version, correlation_id, client_host)
     try:
         header, request = decode_request_frame(frame)
     except UnsupportedVersion:  # registered but unknown to the codec: cannot happen (handles() checks)
-        return encode_frame(unsupported_version_response(api_key, api_version, correlation_id))
+        return unsupported_version_answer(frame, api_key, api_version, correlation_id, client_host)
     ctx = RequestContext(broker, header, client_host)
-    return await _answer(ctx, registration.handle(ctx, request), time.perf_counter())
+    return await _answer(ctx, request, registration.handle(ctx, request), time.perf_counter())
 
 
 # Module-level functions, not closures of handle_frame: a closure that refers
@@ -166,34 +171,53 @@ async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str) -
 # garbage collector -- several objects per request, collected in long pauses.
 
 
-async def _answer(ctx: RequestContext, work: Awaitable[Any], started: float) -> Buffers | PendingResponse | None:
-    """Await the handler (or its deferred part) and encode what it returns."""
+async def _answer(ctx: RequestContext, request: Any, work: Awaitable[Any], started: float) -> Buffers | PendingResponse | None:
+    """Await the handler (or its deferred part) and encode what it returns.
+
+    A handler that raises gets an error response built from the request
+    (:func:`~chronik.protocol.error_responses.error_response`): a storage
+    error (the log directory failed) KAFKA_STORAGE_ERROR, logged as a warning,
+    rate-limited; anything else UNKNOWN_SERVER_ERROR, logged with its traceback.
+    """
     broker = ctx.broker
     api_key, api_version, correlation_id = ctx.header.api_key, ctx.header.api_version, ctx.header.correlation_id
     try:
         response = await work
         if isinstance(response, Deferred):
-            return PendingResponse(functools.partial(_answer_deferred, ctx, response, started), response.ready)
+            return PendingResponse(functools.partial(_answer_deferred, ctx, request, response, started), response.ready)
         if isinstance(response, Encoded):
             broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started,
                                           {_error_name(code) for code in response.errors})
             return encode_frame([response.payload])
         buffers = None if response is None else encode_frame(encode_response(api_key, api_version, correlation_id, response))
-    except Exception:
-        log.exception("handler of API %d v%d failed for %s", api_key, api_version, ctx.client_host)
-        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, {"UNKNOWN_SERVER_ERROR"})
-        schema = response_schema(api_key, api_version)
-        if not has_top_level_error(schema):
+    except Exception as exc:
+        if isinstance(exc, StorageError):
+            code, message = ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
+            if _storage_warnings.allow(api_key):
+                log.warning("answering %s KAFKA_STORAGE_ERROR: %s", _api_name(api_key), exc)
+        else:
+            code, message = ErrorCode.UNKNOWN_SERVER_ERROR, None
+            log.exception("handler of API %d v%d failed for %s", api_key, api_version, ctx.client_host)
+        broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, {code.name})
+        try:
+            response = error_response(response_schema(api_key, api_version), code, request, message)
+            return encode_frame(encode_response(api_key, api_version, correlation_id, response))
+        except Exception:
+            log.exception("cannot build an error response to API %d v%d; closing the connection from %s",
+                          api_key, api_version, ctx.client_host)
             raise _CloseConnection from None
-        response = error_response(schema, ErrorCode.UNKNOWN_SERVER_ERROR)
-        return encode_frame(encode_response(api_key, api_version, correlation_id, response))
     errors = {_error_name(code) for code in error_codes(response)} if response is not None else set()
     broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started, errors)
     return buffers
 
 
-def _answer_deferred(ctx: RequestContext, deferred: Deferred, started: float) -> Awaitable[Buffers | PendingResponse | None]:
-    return _answer(ctx, deferred.finish(), started)
+def _answer_deferred(ctx: RequestContext, request: Any, deferred: Deferred,
+                     started: float) -> Awaitable[Buffers | PendingResponse | None]:
+    return _answer(ctx, request, deferred.finish(), started)
+
+
+_storage_warnings = RateLimit(10.0)
+_unsupported_warnings = RateLimit(10.0)
 
 
 def _error_name(code: int) -> str:
@@ -208,57 +232,55 @@ def _api_name(api_key: int) -> str:
     return known.name if known is not None else str(api_key)
 
 
-def unsupported_version_response(api_key: int, api_version: int, correlation_id: int) -> list[Any]:
-    """UNSUPPORTED_VERSION for a version no handler serves.
+def unsupported_version_answer(frame: bytes, api_key: int, api_version: int, correlation_id: int,
+                               client_host: str) -> Buffers:
+    """UNSUPPORTED_VERSION for a version no handler serves, in a layout that version's client decodes.
 
-    ApiVersions gets a v0 response with the served list (KIP-511: the client
-    retries with a version from it).  Another API gets an error response in
-    its requested version if the codec knows it and that response has a
-    top-level error code; otherwise a bare header and INT16 error code (an
-    empty response without an error would read as success).
+    * ApiVersions gets a v0 response with the served list (KIP-511: the
+      client retries with a version from it);
+    * Produce v0-v2 (message formats v0/v1, pre-0.11 clients) gets a
+      response of its own version naming every partition of the request;
+    * another version the codec knows gets a response of that version built
+      from the request (see :func:`~chronik.protocol.error_responses.error_response`);
+    * anything else -- an unknown API, a version no layout is known for, a
+      request that does not parse, Produce v0-v2 with acks=0 (it expects no
+      answer) -- closes the connection with one log line, as Kafka does:
+      a bare error code would read as garbage to the client.
     """
     if api_key == API_VERSIONS:
         from ..handlers.api_versions import api_versions_body
 
-        schema = response_schema(API_VERSIONS, 0)
-        return encode_response(API_VERSIONS, 0, correlation_id, build(schema, api_versions_body(ErrorCode.UNSUPPORTED_VERSION)))
+        schema = response_schema(API_VERSIONS, 0)  # a newer client's first request: normal, not logged
+        return encode_frame(encode_response(API_VERSIONS, 0, correlation_id,
+                                            build(schema, api_versions_body(ErrorCode.UNSUPPORTED_VERSION))))
+    served = lookup_range(api_key)
     known = api_version_range(api_key)
-    if known is not None and api_version in known:
-        schema = response_schema(api_key, api_version)
-        if has_top_level_error(schema):
-            return encode_response(api_key, api_version, correlation_id, error_response(schema, ErrorCode.UNSUPPORTED_VERSION))
-    return [correlation_id.to_bytes(4, "big", signed=True) + int(ErrorCode.UNSUPPORTED_VERSION).to_bytes(2, "big")]
+    why = f"{_api_name(api_key)} v{api_version} is not supported" + (
+        f" (this broker serves v{served[0]}-v{served[1]})" if served
+        else " (this broker does not serve this API)" if known is not None else " (unknown API)")
+    try:
+        if api_key == PRODUCE and api_version in LEGACY_PRODUCE_VERSIONS:
+            payload, acks_zero = legacy_produce_error_response(frame, ErrorCode.UNSUPPORTED_VERSION)
+            if not acks_zero:
+                if _unsupported_warnings.allow((client_host, api_key, api_version)):
+                    log.warning("%s from %s: message formats v0/v1 (pre-0.11 clients) are not supported; "
+                                "answering UNSUPPORTED_VERSION", why, client_host)
+                return encode_frame([payload])
+        elif known is not None and api_version in known:
+            _, request = decode_request_frame(frame)
+            response = error_response(response_schema(api_key, api_version), ErrorCode.UNSUPPORTED_VERSION, request)
+            if _unsupported_warnings.allow((client_host, api_key, api_version)):
+                log.warning("%s from %s; answering UNSUPPORTED_VERSION", why, client_host)
+            return encode_frame(encode_response(api_key, api_version, correlation_id, response))
+    except (MalformedMessage, UnsupportedVersion) as exc:
+        why += f", and the request does not parse ({exc})"
+    log.warning("closing connection from %s: %s", client_host, why)
+    raise _CloseConnection
 
 
-def has_top_level_error(schema: type) -> bool:
-    """Whether a response of ``schema`` can carry an error without naming the request's partitions."""
-    return any(field.metadata.get("kafka_type") == "error_code" for field in fields(schema))
-
-
-def error_response(schema: type, code: ErrorCode) -> Any:
-    """A response of ``schema`` whose top-level error fields carry ``code``; arrays empty."""
-    values: dict[str, Any] = {}
-    for field in fields(schema):
-        kafka_type = field.metadata.get("kafka_type")
-        if kafka_type == "error_code":
-            values[field.name] = int(code)
-        elif field.default is MISSING and field.default_factory is MISSING:
-            values[field.name] = _zero(field)
-    return build(schema, values)
-
-
-def _zero(field: Any) -> Any:
-    kafka_type = field.metadata.get("kafka_type")
-    if "tuple" in str(field.type):
-        return ()
-    if kafka_type is None:  # a nested entity
-        return None
-    if kafka_type in ("string",):
-        return ""
-    if kafka_type == "bool":
-        return False
-    if kafka_type in ("uuid",):
-        return None
-    if kafka_type in ("bytes", "records"):
-        return b""
-    return -1 if kafka_type.startswith("int") else 0
+def lookup_range(api_key: int) -> tuple[int, int] | None:
+    """The versions of ``api_key`` this broker serves, or None."""
+    for served in served_versions():
+        if served.api_key == api_key:
+            return served.min_version, served.max_version
+    return None

@@ -41,6 +41,7 @@ __all__ = [
     "SegmentFile",
     "StorageBackend",
     "StorageError",
+    "TEST_BACKENDS",
     "UnknownBackendError",
     "WriteAheadLog",
     "available_backends",
@@ -51,13 +52,14 @@ __all__ = [
 ]
 
 _DURABLE_BACKENDS = ("native", "python")
-_TEST_BACKENDS = ("memory", "faulty")
+TEST_BACKENDS = ("memory", "faulty")
+"""Backends that keep everything in memory: nothing is durable, no data directory is used."""
 
 
 def available_backends() -> list[str]:
     """Backend names usable in this install, best first."""
     names = [n for n in _DURABLE_BACKENDS if n != "native" or NATIVE_AVAILABLE]
-    return names + list(_TEST_BACKENDS)
+    return names + list(TEST_BACKENDS)
 
 
 def default_backend_name() -> str:

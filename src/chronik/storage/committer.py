@@ -49,7 +49,7 @@ from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 import trio
 
-from .errors import CommitterClosed, LogDirectoryFailed
+from .errors import CommitterClosed, LogDirectoryFailed, StorageError
 from .interface import Buffer, FileWrite, StorageBackend
 
 
@@ -137,7 +137,7 @@ class CommitBatch:
         self.appends = 0
         self.nbytes = 0
         self.done = trio.Event()
-        self.error: BaseException | None = None
+        self.error: StorageError | None = None
         self.full = trio.Event() if lingers else None
         self.opened_at = opened_at
 
@@ -168,7 +168,7 @@ class CommitBatch:
         for target, _, end, _ in self._files.values():
             target.durable_through(end)
 
-    def finish(self, error: BaseException | None) -> None:
+    def finish(self, error: StorageError | None) -> None:
         self.error = error
         self.done.set()
 
@@ -227,7 +227,7 @@ class GroupCommitter:
         :class:`CommitterClosed` after shutdown began.
         """
         if self._failure is not None:
-            raise self._failure
+            raise self._failure.again()
         if self._closing:
             raise CommitterClosed(f"group committer of {self.directory!r} is closed")
         nbytes = sum(map(len, chunks))
@@ -293,10 +293,11 @@ class GroupCommitter:
         if not batch.done.is_set():
             await batch.done.wait()
         if batch.error is not None:
-            raise batch.error
+            raise batch.error.again()  # shared by every waiter of the batch: never raised itself
 
     def fail(self, cause: OSError) -> LogDirectoryFailed:
-        """Mark the directory failed (e.g. ENOSPC while preallocating) and return the error.
+        """Mark the directory failed (e.g. ENOSPC while preallocating) and return the error
+        (the kept one: raise ``.again()`` of it, see :meth:`StorageError.again`).
 
         Queued batches fail now; a batch being flushed finishes as it may, but
         nothing after it is written.

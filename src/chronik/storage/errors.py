@@ -12,6 +12,21 @@ from __future__ import annotations
 class StorageError(Exception):
     """Base class of every error the storage layer raises on purpose."""
 
+    def again(self) -> "StorageError":
+        """A new exception like this one, with this one as its ``__cause__``.
+
+        For errors kept and reported to many callers (a failed directory, a
+        failed commit batch): raising the kept object itself would chain each
+        raiser's frames -- and everything they reference, such as a produce
+        request's buffers -- onto its one traceback, growing it without bound.
+        The kept object is never raised; each raise gets a fresh copy.
+        """
+        new = type(self).__new__(type(self), *self.args)
+        new.args = self.args
+        new.__dict__.update(self.__dict__)
+        new.__cause__ = self
+        return new
+
 
 class LogDirectoryFailed(StorageError):
     """A write or fsync failed; the log directory is closed for writing for good.
@@ -25,6 +40,7 @@ class LogDirectoryFailed(StorageError):
         super().__init__(f"log directory {directory!r} failed: {cause}")
         self.directory = directory
         self.cause = cause
+        self.__cause__ = cause  # tracebacks of the copies raised (see again()) show the OS error
 
 
 class CommitterClosed(StorageError):

@@ -61,6 +61,7 @@ or per ``preallocate_bytes`` of data.  Reads are ``pread`` calls.
 
 from __future__ import annotations
 
+import errno
 import struct
 import time
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ import crc32c
 
 from .committer import CommitBatch, GroupCommitter
 from .errors import CorruptEntryError, StorageError
-from .files import replace_file_durably
+from .files import replace_file_durably, run_blocking
 from .interface import Buffer, SegmentFile, StorageBackend
 
 SEGMENT_SUFFIX = ".wal"
@@ -259,6 +260,7 @@ class WriteAheadLog:
         self._appended_entries = 0
         self._appended_bytes = 0
         self._closed = False
+        self._recovery_point: tuple[int, int, int] | None = None  # as last read or written
 
     # -- opening and recovery ------------------------------------------------
 
@@ -337,7 +339,7 @@ class WriteAheadLog:
             seconds=time.perf_counter() - started,
             reason=scanner.reason,
         )
-        return cls(
+        wal = cls(
             committer,
             directory,
             segments,
@@ -346,6 +348,8 @@ class WriteAheadLog:
             recovery=report,
             on_durable=on_durable,
         )
+        wal._recovery_point = point
+        return wal
 
     # -- appending -------------------------------------------------------
 
@@ -380,7 +384,7 @@ class WriteAheadLog:
             raise ValueError(f"entry of {length} bytes is too large")
         committer = self.committer
         if committer.failure is not None:
-            raise committer.failure
+            raise committer.failure.again()
         size = ENTRY_HEADER.size + length
         end = segment.write_end + size
         if end > segment.allocated or end > self.segment_bytes:
@@ -402,7 +406,7 @@ class WriteAheadLog:
                 segment = self._roll(index)
             self._ensure_allocated(segment, segment.write_end + size)
         except OSError as exc:  # a full or failing disk: the directory is done
-            raise self.committer.fail(exc) from exc
+            raise self.committer.fail(exc).again() from exc
         return segment
 
     async def wait_durable(self, appended: Appended) -> None:
@@ -425,10 +429,15 @@ class WriteAheadLog:
             await self.committer.wait_durable(self._last_batch)
 
     def _ensure_allocated(self, segment: Segment, end: int) -> None:
+        """Make the segment at least ``end`` bytes long, ``preallocate_bytes`` more if there is room.
+
+        On a nearly full disk (ENOSPC) only ``end`` is asked for: preallocation
+        is an optimisation and must not fail an append that fits.
+        """
         if end <= segment.allocated:
             return
         target = max(end, min(segment.allocated + self.preallocate_bytes, max(self.segment_bytes, end)))
-        segment.file.preallocate(target)
+        _preallocate_or_less(segment.file.preallocate, target, end)
         segment.allocated = segment.file.size()
 
     def _roll(self, next_index: int) -> Segment:
@@ -472,7 +481,21 @@ class WriteAheadLog:
 
     def _write_recovery_point(self) -> None:
         """Record where recovery must start: the first segment not fully durable
-        (from its start), or else the durable end of the active segment."""
+        (from its start), or else the durable end of the active segment.
+        Skipped (no fsyncs) when that is what the file already says."""
+        point = self._current_recovery_point()
+        if point != self._recovery_point:
+            _write_recovery_point(self.backend, self.directory, point)
+            self._recovery_point = point
+
+    def _empty_without_recovery_point(self) -> bool:
+        """A log that never held an entry and has no recovery point: opening it scans
+        nothing either way, so closing it need not write one (a new topic's
+        partitions: hundreds of them made every shutdown seconds longer)."""
+        return (self._recovery_point is None and len(self._segments) == 1
+                and self._segments[0].write_end == SEGMENT_HEADER.size)
+
+    def _current_recovery_point(self) -> tuple[int, int, int]:
         for segment in self._segments:
             if segment.durable_end < segment.write_end:
                 point = (segment.base_index, SEGMENT_HEADER.size, -1)
@@ -480,7 +503,7 @@ class WriteAheadLog:
         else:
             active = self._segments[-1]
             point = (active.base_index, active.durable_end, -1 if active.last_index is None else active.last_index)
-        _write_recovery_point(self.backend, self.directory, point)
+        return point
 
     # -- reading ---------------------------------------------------------
 
@@ -604,7 +627,9 @@ class WriteAheadLog:
     async def aclose(self) -> None:
         """Wait for every append to be durable, record the recovery point, close files.
 
-        If the directory failed, files are closed without a recovery point.
+        If the directory failed, or the recovery point cannot be written (no
+        space left), files are closed without it: the next open recovers by
+        scanning from the previous one.
         Cancellation: files are closed regardless; the recovery point is
         written only if every append was durable.
         """
@@ -616,8 +641,12 @@ class WriteAheadLog:
                 await self.flush()
             except StorageError:
                 return  # failed directory: the next open recovers by scanning
-            if self.committer.failure is None:
-                self._write_recovery_point()
+            if self.committer.failure is None and not self._empty_without_recovery_point():
+                try:
+                    # Off the event loop (a few fsyncs): a shutdown closes many logs at once.
+                    await run_blocking(self.backend, self._write_recovery_point)
+                except OSError:
+                    pass  # an optimisation only (see above); a full disk must not fail the shutdown
         finally:
             self.close_files()
 
@@ -641,10 +670,27 @@ def _create_segment(backend: StorageBackend, directory: str, base_index: int, pr
     """
     name = segment_name(base_index)
     header = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0)
-    replace_file_durably(
-        backend, directory, name, header, preallocate=max(preallocate, SEGMENT_HEADER.size + ENTRY_HEADER.size)
-    )
+    minimum = SEGMENT_HEADER.size + ENTRY_HEADER.size
+
+    def create(size: int) -> None:
+        replace_file_durably(backend, directory, name, header, preallocate=size)
+
+    _preallocate_or_less(create, max(preallocate, minimum), minimum)
     return Segment(base_index, backend.open_file(f"{directory}/{name}"), SEGMENT_HEADER.size, None)
+
+
+def _preallocate_or_less(allocate: Callable[[int], None], size: int, minimum: int) -> None:
+    """``allocate(size)``; if the disk has not that much room (ENOSPC), ``allocate(minimum)``.
+
+    So preallocation never turns a nearly full disk into a failed directory:
+    only an append that does not fit at all fails.
+    """
+    try:
+        allocate(size)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or size <= minimum:
+            raise
+        allocate(minimum)
 
 
 class _Recovery:
