@@ -1,0 +1,141 @@
+"""What the testing helpers do over the wire, written once as generators and driven by two runners.
+
+Each job (create a topic and wait for its leaders; wait for a cluster to
+elect a controller) is a generator that yields :class:`Call` (send this
+request to that address) or :class:`Sleep`, and is sent back the response
+payload, or the ``OSError`` the call raised (a node that is down).  It returns
+its result or raises.  :func:`run_blocking` drives one with a blocking socket
+and ``time.sleep`` (threads, pytest fixtures); :func:`run_trio` with trio.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from chronik.protocol import ErrorCode
+
+from . import _wire
+
+T = TypeVar("T")
+
+POLL_SECONDS = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    address: str
+    request: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+Job = Generator["Call | Sleep", "bytes | OSError | None", T]
+
+
+def run_blocking(job: "Job[T]", timeout: float) -> T:
+    answer: bytes | OSError | None = None
+    while True:
+        try:
+            step = job.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            answer = None
+            continue
+        try:
+            answer = _wire.call(step.address, step.request, timeout)
+        except OSError as exc:
+            answer = exc
+
+
+async def run_trio(job: "Job[T]") -> T:
+    """Cancellation: the job stops where it is (a topic may or may not have been created)."""
+    import trio
+
+    answer: bytes | OSError | None = None
+    while True:
+        try:
+            step = job.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if isinstance(step, Sleep):
+            await trio.sleep(step.seconds)
+            answer = None
+            continue
+        try:
+            answer = await _wire.call_async(step.address, step.request)
+        except OSError as exc:
+            answer = exc
+
+
+def create_topic(addresses: Sequence[str], name: str, partitions: int, replication_factor: int,
+                 config: dict[str, str], timeout: float) -> "Job[None]":
+    """CreateTopics on the first node that takes it, then wait until every
+    node that answers shows the topic with a leader for every partition.
+
+    Raises :class:`~chronik.testing._wire.BrokerRequestError` for a Kafka
+    error that is not "try again later" (TOPIC_ALREADY_EXISTS, INVALID_CONFIG,
+    ...), and TimeoutError after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    request = _wire.create_topics_request(name, partitions, replication_factor, config, int(timeout * 1000))
+    last = "no node answered"
+    created = False
+    while not created:
+        for address in addresses:
+            answer = yield Call(address, request)
+            if isinstance(answer, OSError):
+                last = f"{address}: {answer}"
+                continue
+            assert answer is not None
+            error, message = _wire.create_topics_result(answer)
+            if error == ErrorCode.NONE:
+                created = True
+                break
+            if error not in _wire.RETRIABLE_CREATE_ERRORS:
+                raise _wire.BrokerRequestError(error, f"creating topic {name!r}: {error.name}: {message}")
+            last = f"{address}: {error.name}"
+        if not created:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not create topic {name!r} within {timeout} s ({last})")
+            yield Sleep(POLL_SECONDS * 5)
+    probe = _wire.metadata_request([name])
+    pending = list(addresses)
+    while pending:
+        address = pending[0]
+        answer = yield Call(address, probe)
+        if isinstance(answer, OSError):
+            pending.pop(0)  # a node that is down has nothing to show
+            continue
+        assert answer is not None
+        state = _wire.cluster_view(answer).topics.get(name)
+        if state is not None and state.error == ErrorCode.NONE and len(state.leaders) == partitions \
+                and min(state.leaders) >= 0:
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {name!r} has no leader for every partition on {address} after {timeout} s")
+        yield Sleep(POLL_SECONDS)
+
+
+def await_cluster(addresses: Sequence[str], node_ids: Sequence[int], timeout: float) -> "Job[None]":
+    """Wait until every node's Metadata names a controller and lists every broker in ``node_ids``."""
+    deadline = time.monotonic() + timeout
+    probe = _wire.metadata_request([])
+    for address in addresses:
+        while True:
+            answer = yield Call(address, probe)
+            if isinstance(answer, bytes):
+                view = _wire.cluster_view(answer)
+                if view.controller_id >= 0 and view.brokers >= set(node_ids):
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the cluster did not form within {timeout} s ({address} answered {answer!r:.200})")
+            yield Sleep(POLL_SECONDS * 5)
