@@ -138,6 +138,8 @@ def test_topic_marker(chronik_broker, chronik_topic):
     admin = AdminClient({"bootstrap.servers": chronik_broker.bootstrap_servers})
     topic = admin.list_topics(chronik_topic, timeout=10).topics[chronik_topic]
     assert len(topic.partitions) == 4
+    chronik_broker.delete_topic(chronik_topic)
+    assert chronik_topic not in admin.list_topics(timeout=10).topics
 
 
 def test_kill_then_the_next_topic_starts_it_again(chronik_broker):

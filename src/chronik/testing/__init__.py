@@ -15,8 +15,10 @@ Settings are :class:`~chronik.config.BrokerConfig` fields (``num_partitions=3``)
 or their Kafka names (``**{"num.partitions": 3}``).  Defaults differ from
 ``python -m chronik serve`` where tests want them to: the broker listens on
 127.0.0.1 on a free port, keeps its data in a new temporary folder (removed
-on exit) unless ``data_dir`` is given, and ``group.initial.rebalance.delay.ms``
-is 0, so a consumer group forms at once.  The WAL backend is the durable
+on exit) unless ``data_dir`` is given, ``group.initial.rebalance.delay.ms``
+is 0, so a consumer group forms at once, and ``log.segment.bytes`` is 1 MiB
+(every partition's log preallocates its first segment, up to 32 MiB: with one
+topic per test that adds up, on disk or, with ``memory``, in RAM).  The WAL backend is the durable
 default (``native``, else ``python``): every acknowledged record is fsynced,
 as in production.  ``wal_backend="memory"`` keeps everything in RAM -- faster
 to write, **not durable**: a restart or kill loses every record and topic.

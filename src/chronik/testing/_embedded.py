@@ -32,6 +32,7 @@ HOST = "127.0.0.1"
 TEST_DEFAULTS: Mapping[str, Any] = {
     "listen": HostPort(HOST, 0),
     "group_initial_rebalance_delay_ms": 0,
+    "log_segment_bytes": 1 << 20,
 }
 """Where test brokers differ from ``python -m chronik serve`` (see :mod:`chronik.testing`)."""
 DURABLE = "durable"
@@ -141,6 +142,10 @@ class EmbeddedBroker:
                                   {k: str(v) for k, v in (config or {}).items()}, timeout)
         _steps.run_blocking(job, timeout)
         return name
+
+    def delete_topic(self, name: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Delete a topic through DeleteTopics.  Raises :class:`BrokerRequestError` (UNKNOWN_TOPIC_OR_PARTITION, ...)."""
+        _steps.run_blocking(_steps.delete_topic([self.bootstrap_servers], name, timeout), timeout)
 
     # -- the broker's thread ---------------------------------------------------
 
@@ -326,6 +331,11 @@ class Cluster:
                                   {k: str(v) for k, v in (config or {}).items()}, timeout)
         _steps.run_blocking(job, timeout)
         return name
+
+    def delete_topic(self, name: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Delete a topic through DeleteTopics on a running node."""
+        live = [node.bootstrap_servers for node in self.nodes.values() if node.running]
+        _steps.run_blocking(_steps.delete_topic(live, name, timeout), timeout)
 
 
 def _free_ports(count: int) -> list[int]:

@@ -11,7 +11,7 @@ and ``time.sleep`` (threads, pytest fixtures); :func:`run_trio` with trio.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -75,6 +75,30 @@ async def run_trio(job: "Job[T]") -> T:
             answer = exc
 
 
+def _first_taker(addresses: Sequence[str], request: bytes, result: "Callable[[bytes], tuple[ErrorCode, str]]",
+                 what: str, deadline: float) -> "Job[None]":
+    """Send ``request`` to each node in turn until one answers NONE; nodes that are
+    down or answer "not now" (:data:`~chronik.testing._wire.RETRIABLE_ERRORS`) are
+    passed over, round after round, until ``deadline``."""
+    last = "no node answered"
+    while True:
+        for address in addresses:
+            answer = yield Call(address, request)
+            if isinstance(answer, OSError):
+                last = f"{address}: {answer}"
+                continue
+            assert answer is not None
+            error, message = result(answer)
+            if error == ErrorCode.NONE:
+                return
+            if error not in _wire.RETRIABLE_ERRORS:
+                raise _wire.BrokerRequestError(error, f"{what}: {error.name}: {message}")
+            last = f"{address}: {error.name}"
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done in time ({last})")
+        yield Sleep(POLL_SECONDS * 5)
+
+
 def create_topic(addresses: Sequence[str], name: str, partitions: int, replication_factor: int,
                  config: dict[str, str], timeout: float) -> "Job[None]":
     """CreateTopics on the first node that takes it, then wait until every
@@ -86,26 +110,7 @@ def create_topic(addresses: Sequence[str], name: str, partitions: int, replicati
     """
     deadline = time.monotonic() + timeout
     request = _wire.create_topics_request(name, partitions, replication_factor, config, int(timeout * 1000))
-    last = "no node answered"
-    created = False
-    while not created:
-        for address in addresses:
-            answer = yield Call(address, request)
-            if isinstance(answer, OSError):
-                last = f"{address}: {answer}"
-                continue
-            assert answer is not None
-            error, message = _wire.create_topics_result(answer)
-            if error == ErrorCode.NONE:
-                created = True
-                break
-            if error not in _wire.RETRIABLE_CREATE_ERRORS:
-                raise _wire.BrokerRequestError(error, f"creating topic {name!r}: {error.name}: {message}")
-            last = f"{address}: {error.name}"
-        if not created:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not create topic {name!r} within {timeout} s ({last})")
-            yield Sleep(POLL_SECONDS * 5)
+    yield from _first_taker(addresses, request, _wire.create_topics_result, f"creating topic {name!r}", deadline)
     probe = _wire.metadata_request([name])
     pending = list(addresses)
     while pending:
@@ -123,6 +128,15 @@ def create_topic(addresses: Sequence[str], name: str, partitions: int, replicati
         if time.monotonic() > deadline:
             raise TimeoutError(f"topic {name!r} has no leader for every partition on {address} after {timeout} s")
         yield Sleep(POLL_SECONDS)
+
+
+def delete_topic(addresses: Sequence[str], name: str, timeout: float) -> "Job[None]":
+    """DeleteTopics on the first node that takes it.  Raises
+    :class:`~chronik.testing._wire.BrokerRequestError` (UNKNOWN_TOPIC_OR_PARTITION, ...)
+    and TimeoutError."""
+    request = _wire.delete_topics_request(name, int(timeout * 1000))
+    yield from _first_taker(addresses, request, _wire.delete_topics_result, f"deleting topic {name!r}",
+                            time.monotonic() + timeout)
 
 
 def await_cluster(addresses: Sequence[str], node_ids: Sequence[int], timeout: float) -> "Job[None]":

@@ -1,4 +1,4 @@
-"""The two requests the testing helpers send a broker, over its Kafka port: Metadata and CreateTopics.
+"""The requests the testing helpers send a broker, over its Kafka port: Metadata, CreateTopics, DeleteTopics.
 
 The helpers talk to the broker the way every client does, over a socket, and
 never reach into the :class:`~chronik.broker.Broker` object: a topic created
@@ -34,13 +34,14 @@ from chronik.protocol.build import build
 METADATA = (3, 12)
 """(api key, version) of the Metadata request sent."""
 CREATE_TOPICS = (19, 5)
+DELETE_TOPICS = (20, 6)
 CLIENT_ID = "chronik-testing"
 
-RETRIABLE_CREATE_ERRORS = frozenset({
+RETRIABLE_ERRORS = frozenset({
     ErrorCode.NOT_CONTROLLER, ErrorCode.REQUEST_TIMED_OUT, ErrorCode.LEADER_NOT_AVAILABLE,
     ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
 })
-"""CreateTopics answers that mean "not now" (a cluster without a controller yet): asked again."""
+"""CreateTopics and DeleteTopics answers that mean "not now" (a cluster without a controller yet): asked again."""
 
 
 class BrokerRequestError(RuntimeError):
@@ -87,6 +88,16 @@ def create_topics_request(name: str, partitions: int, replication_factor: int, c
         "name": name, "num_partitions": partitions, "replication_factor": replication_factor, "assignments": [],
         "configs": [{"name": key, "value": value} for key, value in config.items()]}],
         "timeout": timeout_ms, "validate_only": False})
+
+
+def delete_topics_request(name: str, timeout_ms: int) -> bytes:
+    return _frame(DELETE_TOPICS, {"topics": [{"name": name, "topic_id": None}], "timeout": timeout_ms})
+
+
+def delete_topics_result(payload: bytes) -> tuple[ErrorCode, str]:
+    """(error code, message) of the one topic a :func:`delete_topics_request` named."""
+    (result,) = read_response(DELETE_TOPICS, payload).responses
+    return ErrorCode(result.error_code), result.error_message or ""
 
 
 def read_response(api: tuple[int, int], payload: bytes) -> Any:

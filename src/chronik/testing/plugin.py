@@ -128,7 +128,13 @@ def unique_topic_name(test_name: str) -> str:
 
 @pytest.fixture
 def chronik_topic(request: pytest.FixtureRequest, chronik_broker: "EmbeddedBroker") -> str:
-    """A new topic on ``chronik_broker`` for this test (shaped by ``@pytest.mark.chronik_topic``)."""
+    """A new topic on ``chronik_broker`` for this test (shaped by ``@pytest.mark.chronik_topic``).
+
+    It is not deleted afterwards: deleting costs the broker as much as
+    closing the partition at the end of the session (a durable recovery
+    point), and a test's topic is small (test brokers preallocate 1 MiB
+    segments).
+    """
     marker = request.node.get_closest_marker("chronik_topic")
     options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     if marker is not None and marker.args:
