@@ -85,9 +85,31 @@ def test_run_broker_body_raises():
 '''
 
 
+ANYIO = '''
+import aiokafka
+import pytest
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_aiokafka_under_anyio(chronik_broker, chronik_topic):
+    producer = aiokafka.AIOKafkaProducer(bootstrap_servers=chronik_broker.bootstrap_servers)
+    await producer.start()
+    try:
+        assert (await producer.send_and_wait(chronik_topic, b"via anyio")).offset == 0
+    finally:
+        await producer.stop()
+'''
+
+
 def test_a_failing_test_still_tears_the_broker_down(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = run_user_suite(pytester, monkeypatch, {"test_failing_user.py": FAILING})
-    result.assert_outcomes(passed=2, failed=1)
+    """The same session also runs an anyio (asyncio backend) test against the same broker."""
+    result = run_user_suite(pytester, monkeypatch, {"test_failing_user.py": FAILING, "test_anyio_user.py": ANYIO})
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*the user's test fails*"])
     used = json.loads((pytester.path / "broker.json").read_text())
     assert not pytester.path.joinpath(used["data_dir"]).exists()

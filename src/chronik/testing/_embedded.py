@@ -17,17 +17,6 @@ from chronik.config import KAFKA_SETTINGS, BrokerConfig, ConfigError, HostPort, 
 from . import _steps
 from ._wire import BrokerRequestError
 
-__all__ = [
-    "BrokerRequestError",
-    "Cluster",
-    "EmbeddedBroker",
-    "TrioBroker",
-    "broker_config",
-    "open_broker",
-    "run_broker",
-    "run_cluster",
-]
-
 HOST = "127.0.0.1"
 TEST_DEFAULTS: Mapping[str, Any] = {
     "listen": HostPort(HOST, 0),

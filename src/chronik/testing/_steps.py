@@ -38,41 +38,49 @@ class Sleep:
 Job = Generator["Call | Sleep", "bytes | OSError | None", T]
 
 
+def _advance(job: "Job[T]", answer: "bytes | OSError | None") -> "tuple[Call | Sleep | None, T | None]":
+    """(the job's next step, None), or (None, its result) once it returned."""
+    try:
+        return job.send(answer), None
+    except StopIteration as done:
+        return None, done.value
+
+
 def run_blocking(job: "Job[T]", timeout: float) -> T:
     answer: bytes | OSError | None = None
-    while True:
-        try:
-            step = job.send(answer)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        if isinstance(step, Sleep):
-            time.sleep(step.seconds)
-            answer = None
-            continue
-        try:
-            answer = _wire.call(step.address, step.request, timeout)
-        except OSError as exc:
-            answer = exc
+    while (advanced := _advance(job, answer))[0] is not None:
+        answer = _perform_blocking(advanced[0], timeout)  # type: ignore[arg-type]
+    return advanced[1]  # type: ignore[return-value]
+
+
+def _perform_blocking(step: "Call | Sleep", timeout: float) -> "bytes | OSError | None":
+    if isinstance(step, Sleep):
+        time.sleep(step.seconds)
+        return None
+    try:
+        return _wire.call(step.address, step.request, timeout)
+    except OSError as exc:
+        return exc
 
 
 async def run_trio(job: "Job[T]") -> T:
     """Cancellation: the job stops where it is (a topic may or may not have been created)."""
+    answer: bytes | OSError | None = None
+    while (advanced := _advance(job, answer))[0] is not None:
+        answer = await _perform_trio(advanced[0])  # type: ignore[arg-type]
+    return advanced[1]  # type: ignore[return-value]
+
+
+async def _perform_trio(step: "Call | Sleep") -> "bytes | OSError | None":
     import trio
 
-    answer: bytes | OSError | None = None
-    while True:
-        try:
-            step = job.send(answer)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        if isinstance(step, Sleep):
-            await trio.sleep(step.seconds)
-            answer = None
-            continue
-        try:
-            answer = await _wire.call_async(step.address, step.request)
-        except OSError as exc:
-            answer = exc
+    if isinstance(step, Sleep):
+        await trio.sleep(step.seconds)
+        return None
+    try:
+        return await _wire.call_async(step.address, step.request)
+    except OSError as exc:
+        return exc
 
 
 def _first_taker(addresses: Sequence[str], request: bytes, result: "Callable[[bytes], tuple[ErrorCode, str]]",
