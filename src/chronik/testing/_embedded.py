@@ -88,9 +88,11 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the broker and return once it listens.  Raises what start-up raised
-        (:class:`~chronik.storage.UnknownBackendError`, ``OSError``, ...)."""
+        (:class:`~chronik.storage.UnknownBackendError`, ``OSError``, ...), or
+        what an earlier run failed with if it ended by itself."""
         if self.running:
             raise RuntimeError(f"broker {self.node_id} is already running")
+        self._join()  # a run that ended by itself (it failed): raise its error rather than start over
         self._ready.clear()
         self._error = None
         self._thread = threading.Thread(target=self._run, name=f"chronik-test-broker-{self.node_id}", daemon=True)
@@ -163,7 +165,7 @@ class EmbeddedBroker:
         try:
             trio.run(self._serve)
         except BaseException as exc:  # handed to the thread that starts or stops it
-            self._error = exc
+            self._error = _sole_leaf(exc)
         finally:
             self._ready.set()
 
@@ -238,8 +240,9 @@ async def open_broker(**settings: Any) -> AsyncIterator[TrioBroker]:
 
     The block is entered once the broker listens.  On exit (also when the body
     raised, or on cancellation) the broker is cancelled and its logs closed
-    under a shield; the body's own exception comes out as itself, not wrapped
-    in an ExceptionGroup by the nurseries in between.
+    under a shield.  The body's own exception comes out as itself, not wrapped
+    in an ExceptionGroup by the nurseries in between (as does a lone error of
+    the broker's).
     """
     import trio
 
@@ -247,29 +250,28 @@ async def open_broker(**settings: Any) -> AsyncIterator[TrioBroker]:
 
     with _data_dir(settings.pop("data_dir", None)) as data_dir:
         config = broker_config(data_dir, **settings)
-        body_error: BaseException | None = None
         try:
             async with open_node(config) as broker, trio.open_nursery() as nursery:
                 bound = await nursery.start(broker.serve)
                 try:
                     yield TrioBroker(config, bound[0])
-                except BaseException as exc:
-                    body_error = exc
-                    raise
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            if body_error is not None and _only(group, body_error):
-                raise body_error from None
-            raise
+            leaf = _sole_leaf(group)
+            if leaf is group:
+                raise
+            raise leaf from None  # the body's own exception, or what the broker failed with
 
 
-def _only(group: BaseExceptionGroup, error: BaseException) -> bool:
-    """Whether ``error`` is the one leaf of ``group`` (however deeply nested)."""
-    leaves = group.exceptions
-    while len(leaves) == 1 and isinstance(leaves[0], BaseExceptionGroup):
-        leaves = leaves[0].exceptions
-    return len(leaves) == 1 and leaves[0] is error
+def _sole_leaf(error: BaseException) -> BaseException:
+    """The one exception inside ``error`` if it is an exception group (however deeply nested)
+    holding only that one; else ``error`` itself.  The nurseries between a broker's task and
+    its owner wrap what it raised: a test wants to see the OSError, not a group around it."""
+    leaf = error
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    return error if isinstance(leaf, BaseExceptionGroup) else leaf
 
 
 class Cluster:
