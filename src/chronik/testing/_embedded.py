@@ -66,12 +66,13 @@ class EmbeddedBroker:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.data_dir: Path = config.data_dir
-        self._address = HostPort(config.listen.host, config.listen.port)
+        self._address = HostPort(config.advertise.host, config.listen.port)
         self._thread: threading.Thread | None = None
         self._token: Any = None  # trio.lowlevel.TrioToken of the running loop
         self._scope: Any = None  # cancel scope around everything: kill
         self._stop: Any = None  # trio.Event: stop cleanly
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # listening, or the run ended
+        self._loop_ready = threading.Event()  # token, scope and stop event exist, or the run ended
         self._error: BaseException | None = None
 
     @property
@@ -94,6 +95,8 @@ class EmbeddedBroker:
             raise RuntimeError(f"broker {self.node_id} is already running")
         self._join()  # a run that ended by itself (it failed): raise its error rather than start over
         self._ready.clear()
+        self._loop_ready.clear()
+        self._token = None
         self._error = None
         self._thread = threading.Thread(target=self._run, name=f"chronik-test-broker-{self.node_id}", daemon=True)
         self._thread.start()
@@ -143,9 +146,11 @@ class EmbeddedBroker:
     def _signal(self, action: Any) -> None:
         if not self.running:
             return
-        self._ready.wait()
+        self._loop_ready.wait()
         import trio
 
+        if self._token is None:  # the run ended before its loop started
+            return
         try:
             self._token.run_sync_soon(action)
         except trio.RunFinishedError:
@@ -167,6 +172,7 @@ class EmbeddedBroker:
         except BaseException as exc:  # handed to the thread that starts or stops it
             self._error = _sole_leaf(exc)
         finally:
+            self._loop_ready.set()
             self._ready.set()
 
     async def _serve(self) -> None:
@@ -174,14 +180,17 @@ class EmbeddedBroker:
 
         from chronik.broker import open_broker as open_node
 
-        self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
         with trio.CancelScope() as self._scope:
+            self._token = trio.lowlevel.current_trio_token()
+            self._loop_ready.set()
             async with open_node(self.config) as broker, trio.open_nursery() as nursery:
                 bound = await nursery.start(broker.serve)
-                if self._address.port == 0:
-                    self._address = HostPort(self._address.host, bound[0].port)
-                    self.config = dataclasses.replace(self.config, listen=self._address, advertise=self._address)
+                if self._address.port == 0:  # from now on, the port it got
+                    port = bound[0].port
+                    self._address = HostPort(self._address.host, port)
+                    self.config = dataclasses.replace(self.config, listen=HostPort(self.config.listen.host, port),
+                                                      advertise=self._address)
                 self._ready.set()
                 await self._stop.wait()
                 await broker.controlled_shutdown()
