@@ -84,3 +84,22 @@ def test_loading_the_plugin_imports_no_broker_code() -> None:
 
 def test_the_plugin_is_registered(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.pluginmanager.has_plugin("chronik")
+
+
+def test_a_cluster_restarts_on_new_ports_when_one_was_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_cluster picks its ports before the nodes bind them; one taken meanwhile means a new set."""
+    import chronik.testing._embedded as embedded
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picks = iter([[taken.getsockname()[1]] + embedded._free_ports(5)])
+    real = embedded._free_ports
+    monkeypatch.setattr(embedded, "_free_ports", lambda count: next(picks, None) or real(count))
+    try:
+        with embedded.run_cluster(3, wal_backend="memory") as cluster:
+            assert str(taken.getsockname()[1]) not in cluster.bootstrap_servers
+            cluster.create_topic("replicated", partitions=2)
+    finally:
+        taken.close()
+    assert broker_threads() == []

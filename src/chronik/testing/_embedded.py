@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import shutil
 import tempfile
 import threading
@@ -361,28 +362,50 @@ def run_cluster(nodes: int = 3, **settings: Any) -> Iterator[Cluster]:
     replication factor is the number of nodes.  ``data_dir`` (default: a
     temporary folder) gets one subfolder per node.  On exit every node is
     killed at once (no controlled shutdowns: nobody is left to hand over to).
+
+    The nodes must know each other's ports before they start, so free ports
+    are picked just before; should another process take one in between, the
+    cluster is started again on new ports (up to :data:`PORT_ATTEMPTS` times).
     """
     settings.setdefault("default_replication_factor", nodes)
     with _data_dir(settings.pop("data_dir", None)) as data_dir:
-        ports = _free_ports(2 * nodes)
-        peers = tuple(Peer(i + 1, HostPort(HOST, ports[2 * i]), HostPort(HOST, ports[2 * i + 1]))
-                      for i in range(nodes))
-        members = [EmbeddedBroker(broker_config(
-            data_dir / f"node{peer.id}", **settings, node_id=peer.id, listen=peer.kafka, advertise=peer.kafka,
-            replication_listen=peer.replication, peers=peers)) for peer in peers]
+        for attempt in range(PORT_ATTEMPTS):
+            members = _cluster_members(data_dir / f"start{attempt}", nodes, settings)
+            try:
+                for member in members:
+                    member.start()
+                break
+            except OSError as exc:
+                _kill_all(members)
+                if exc.errno != errno.EADDRINUSE or attempt == PORT_ATTEMPTS - 1:
+                    raise
         cluster = Cluster(members)
         try:
-            for member in members:
-                member.start()
             cluster.wait_ready()
             yield cluster
         finally:
-            errors = []
-            for member in members:
-                try:
-                    member.kill()
-                except BaseException as exc:  # stop the others all the same
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+            _kill_all(members)
+
+
+PORT_ATTEMPTS = 3
+
+
+def _cluster_members(data_dir: Path, nodes: int, settings: Mapping[str, Any]) -> list[EmbeddedBroker]:
+    ports = _free_ports(2 * nodes)
+    peers = tuple(Peer(i + 1, HostPort(HOST, ports[2 * i]), HostPort(HOST, ports[2 * i + 1])) for i in range(nodes))
+    return [EmbeddedBroker(broker_config(
+        data_dir / f"node{peer.id}", **settings, node_id=peer.id, listen=peer.kafka, advertise=peer.kafka,
+        replication_listen=peer.replication, peers=peers)) for peer in peers]
+
+
+def _kill_all(members: Sequence[EmbeddedBroker]) -> None:
+    """Kill every member, the others too when one raises; then raise the first error."""
+    errors = []
+    for member in members:
+        try:
+            member.kill()
+        except BaseException as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
