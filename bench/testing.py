@@ -5,10 +5,10 @@
 
 Rows (times from entering ``run_broker()`` to leaving it):
 
-* ``cold``: the first broker in a fresh process (``chronik.testing`` and
-  confluent-kafka already imported, so the row includes importing the broker
-  itself -- Chronik's protocol layer, kio -- as the first fixture of a session
-  does).  ``--cold`` processes, one broker each.
+* ``imports``: importing the broker code (``chronik.broker``: the protocol
+  layer, kio) in a fresh process, as a session's first fixture does once.
+* ``cold``: then the first broker in that process.  ``--cold`` processes,
+  one broker each.
 * ``warm``: later brokers in one process (every broker of a session after the
   first: ``restart()``, ``run_broker()`` per test).
 * ``start->listening``: until ``run_broker()`` returns; ``start->metadata``:
@@ -78,11 +78,16 @@ def topics_in_process(backend: str, count: int) -> dict[str, float]:
 
 
 def child(backend: str, count: int) -> None:
-    """``--child``: ``count`` brokers in this process, one JSON line each."""
+    """``--child``: the import of the broker code, then ``count`` brokers in this process; one JSON line each."""
     import confluent_kafka.admin  # noqa: F401  (imported before the clock, as a user's suite does)
 
-    import chronik.testing  # noqa: F401
+    import chronik.testing  # noqa: F401  (what loading the pytest plugin imports: nothing heavy)
 
+    started = time.perf_counter()
+    import chronik.broker  # noqa: F401
+    import chronik.testing._embedded  # noqa: F401
+
+    print(json.dumps({"imports": time.perf_counter() - started}), flush=True)
     for _ in range(count):
         print(json.dumps(one_broker(backend)), flush=True)
 
@@ -144,9 +149,13 @@ def main() -> None:
 
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, "
           f"backend {args.backend}")
-    cold = [in_child(args.backend, 1)[0] for _ in range(args.cold)]
-    warm = in_child(args.backend, args.warm + 1)[1:]
+    colds = [in_child(args.backend, 1) for _ in range(args.cold)]
+    imports = [c[0]["imports"] for c in colds]
+    cold = [c[1] for c in colds]
+    warm = in_child(args.backend, args.warm + 1)[2:]
     rows = [row("cold", cold), row("warm", warm)]
+    print(f"importing the broker code (chronik.broker and what it imports): p50 {percentile_ms(imports, 0.5):.0f} ms, "
+          f"p99 {percentile_ms(imports, 0.99):.0f} ms; a session's first broker pays it once, before the cold row")
     header = f"{'row':<6}{'n':>4}  {'start->listening p50/p99':>26}  {'start->metadata p50/p99':>25}  {'teardown p50/p99/max':>22}"
     print(header)
     print("-" * len(header))
@@ -155,7 +164,8 @@ def main() -> None:
         print(f"{r['row']:<6}{r['n']:>4}  {lst['p50_ms']:>14.0f} / {lst['p99_ms']:<5.0f} ms"  # type: ignore[index]
               f"  {meta['p50_ms']:>13.0f} / {meta['p99_ms']:<5.0f} ms"  # type: ignore[index]
               f"  {down['p50_ms']:>8.0f} / {down['p99_ms']:.0f} / {down['max_ms']:.0f} ms")  # type: ignore[index]
-    report: dict[str, object] = {"backend": args.backend, "load_average": os.getloadavg(), "rows": rows}
+    report: dict[str, object] = {"backend": args.backend, "load_average": os.getloadavg(), "rows": rows,
+                                 "imports_p50_ms": percentile_ms(imports, 0.5)}
     if args.topics:
         # interleaved, best of --repeat: on a busy machine the minimum is the least disturbed run
         pairs = [(suite_seconds(USER_TEST.format(count=args.topics), args.backend),
