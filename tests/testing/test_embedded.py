@@ -1,0 +1,115 @@
+"""chronik.testing in-process: run_broker's lifecycle (start, restart on the same port and data,
+kill, errors), the settings it takes, and a plugin that costs nothing to load."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from chronik.config import ConfigError
+from chronik.testing import BrokerRequestError, broker_config, open_broker, run_broker
+from chronik.testing import _wire
+
+from .usersuite import TRIO_CACHE_THREAD
+
+
+def metadata(bootstrap: str) -> _wire.ClusterView:
+    return _wire.cluster_view(_wire.call(bootstrap, _wire.metadata_request(), 10))
+
+
+@pytest.fixture
+def no_new_threads() -> Iterator[None]:
+    """The test leaves no thread of the broker's behind (trio's idle worker cache aside, see
+    tests/testing/usersuite.py); threads other tests of this process left are not its business."""
+    before = set(threading.enumerate())
+    yield
+    left = [t.name for t in set(threading.enumerate()) - before if not t.name.startswith(TRIO_CACHE_THREAD)]
+    assert left == []
+
+
+@pytest.mark.usefixtures("no_new_threads")
+def test_restart_and_kill_keep_port_and_data() -> None:
+    with run_broker(**{"num.partitions": 2}) as broker:
+        address, folder = broker.bootstrap_servers, broker.data_dir
+        assert broker.config.num_partitions == 2 and broker.config.wal_backend in ("native", "python")
+        broker.create_topic("kept", partitions=3)
+        broker.restart()
+        assert broker.bootstrap_servers == address
+        assert metadata(address).topics["kept"].leaders == (1, 1, 1)
+        broker.kill()
+        assert not broker.running
+        with pytest.raises(OSError):
+            socket.create_connection(_wire.parse_address(address), timeout=2).close()
+        broker.start()
+        assert metadata(address).topics["kept"].leaders == (1, 1, 1)
+        with pytest.raises(BrokerRequestError, match="TOPIC_ALREADY_EXISTS"):
+            broker.create_topic("kept")
+    assert not folder.exists()
+
+
+@pytest.mark.usefixtures("no_new_threads")
+def test_a_failed_start_raises_and_leaves_nothing_running(tmp_path: Path) -> None:
+    with run_broker(data_dir=tmp_path / "a") as first:
+        host, port = _wire.parse_address(first.bootstrap_servers)
+        with pytest.raises(OSError):  # the port is taken
+            with run_broker(data_dir=tmp_path / "b", listen=f"{host}:{port}"):
+                pass
+
+
+def test_settings_by_kafka_or_field_name() -> None:
+    config = broker_config("/tmp/x", **{"auto.create.topics.enable": False}, num_partitions=4)
+    assert (config.auto_create_topics_enable, config.num_partitions) == (False, 4)
+    assert config.group_initial_rebalance_delay_ms == 0  # the test default
+    assert config.listen.host == "127.0.0.1" and config.listen.port == 0
+    assert broker_config("/tmp/x", wal_backend="memory").wal_backend == "memory"
+    with pytest.raises(ConfigError, match="did you mean num.partitions"):
+        broker_config("/tmp/x", **{"num.partition": 3})
+    with pytest.raises(ConfigError, match="num.partitions"):
+        broker_config("/tmp/x", num_partitions=0)
+
+
+async def test_open_broker_in_this_trio_loop() -> None:
+    async with open_broker(wal_backend="memory") as broker:
+        await broker.create_topic("in-trio", partitions=2)
+        view = await trio.to_thread.run_sync(metadata, broker.bootstrap_servers)
+        assert view.topics["in-trio"].leaders == (1, 1)
+    assert not broker.data_dir.exists()
+
+
+def test_loading_the_plugin_imports_no_broker_code() -> None:
+    """pytest loads the plugin in every suite (this project's too): it must not import
+    the protocol layer (a second of kio and hypothesis) or anything that starts work."""
+    code = ("import sys, chronik.testing.plugin; "
+            "print(sorted(m for m in sys.modules if m.startswith(('chronik', 'trio', 'kio', 'hypothesis'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['chronik', 'chronik.testing', 'chronik.testing.plugin']"
+
+
+def test_the_plugin_is_registered(pytestconfig: pytest.Config) -> None:
+    assert pytestconfig.pluginmanager.has_plugin("chronik")
+
+
+@pytest.mark.usefixtures("no_new_threads")
+def test_a_cluster_restarts_on_new_ports_when_one_was_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_cluster picks its ports before the nodes bind them; one taken meanwhile means a new set."""
+    import chronik.testing._embedded as embedded
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picks = iter([[taken.getsockname()[1]] + embedded._free_ports(5)])
+    real = embedded._free_ports
+    monkeypatch.setattr(embedded, "_free_ports", lambda count: next(picks, None) or real(count))
+    try:
+        with embedded.run_cluster(3, wal_backend="memory") as cluster:
+            assert str(taken.getsockname()[1]) not in cluster.bootstrap_servers
+            cluster.create_topic("replicated", partitions=2)
+    finally:
+        taken.close()
