@@ -210,6 +210,38 @@ def test_static_member_restart_keeps_assignment_without_rebalance() -> None:
     assert group.leader == leader.member_id and group.generation == 1
 
 
+def test_static_member_restart_with_new_metadata_keeps_the_generation() -> None:
+    """A restarted Java consumer sends other subscription bytes (it owns no partitions and has no
+    generation yet): as in Kafka, only a change of the selected protocol rebalances; the leader
+    is given the new metadata."""
+    group = new_group()
+    group.join(0, "a", request(instance="i-a", protocols=(("range", b"owned 0,1 gen 1"),)))
+    group.join(0, "b", request(instance="i-b"))
+    done = answers(group.tick(DELAY))
+    a, b = done["a"], done["b"]
+    assert isinstance(a, JoinAnswer) and isinstance(b, JoinAnswer)
+    group.sync(DELAY, "sb", b.member_id, "i-b", 1, None, None, {})
+    group.sync(DELAY, "sa", a.member_id, "i-a", 1, None, None, {a.member_id: b"A", b.member_id: b"B"})
+    leader = answers(group.join(DELAY + 10, "a2", request(instance="i-a", protocols=(("range", b"fresh"),))))["a2"]
+    assert isinstance(leader, JoinAnswer) and leader.error == ErrorCode.NONE and leader.skip_assignment
+    assert group.state == GroupState.STABLE and group.generation == 1
+    assert (leader.member_id, "i-a", b"fresh") in leader.members
+
+
+def test_static_member_restart_that_changes_the_selected_protocol_rebalances() -> None:
+    group = new_group()
+    group.join(0, "a", request(instance="i-a", protocols=(("roundrobin", b""), ("range", b""))))
+    group.join(0, "b", request(instance="i-b", protocols=(("range", b""), ("roundrobin", b""))))
+    done = answers(group.tick(DELAY))
+    a, b = done["a"], done["b"]
+    assert isinstance(a, JoinAnswer) and a.protocol_name == "roundrobin"  # a tie: the leader's order
+    assert isinstance(b, JoinAnswer)
+    group.sync(DELAY, "sb", b.member_id, "i-b", 1, None, None, {})
+    group.sync(DELAY, "sa", a.member_id, "i-a", 1, None, None, {a.member_id: b"A", b.member_id: b"B"})
+    assert group.join(DELAY + 10, "a2", request(instance="i-a", protocols=(("range", b""), ("roundrobin", b"")))) == []
+    assert group.state == GroupState.PREPARING_REBALANCE
+
+
 def test_static_member_leaves_by_instance_id() -> None:
     group = new_group(delay=0)
     a = answers(group.join(0, "a", request(instance="i-a")))["a"]
