@@ -54,7 +54,7 @@ def test_api_versions_too_new_gets_a_v0_answer_with_the_list(stored: BrokerProce
     assert struct.unpack_from(">i", response)[0] == 4242
     assert body.error_code == 35
     served = {k.api_key: (k.min_version, k.max_version) for k in body.api_keys}
-    assert served[18] == (0, 3) and served[0][1] >= 9 and 1 in served
+    assert served[18] == (0, 4) and served[0][1] >= 9 and 1 in served
 
 
 @pytest.mark.parametrize(("api_key", "version"), [

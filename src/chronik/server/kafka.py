@@ -57,6 +57,7 @@ from ..protocol import (
     peek_request_ids,
     response_schema,
 )
+from ..protocol.apis import API_VERSIONS_KEY
 from ..protocol.build import build, error_codes
 from .connection import Buffers, PendingResponse, serve_pipelined
 
@@ -139,7 +140,10 @@ async def handle_frame(broker: "Broker", frame: bytes, client_host: str) -> Buff
     api_key, api_version, correlation_id = peek_request_ids(frame)
     registration = lookup(api_key, api_version)
     if registration is None:
-        log.warning("unsupported API %d version %d from %s", api_key, api_version, client_host)
+        # a newer client's ApiVersions is the version negotiation itself (it retries with
+        # our highest version), a normal event at every connection of such a client
+        level = logging.DEBUG if api_key == API_VERSIONS_KEY else logging.WARNING
+        log.log(level, "unsupported API %d version %d from %s", api_key, api_version, client_host)
         return encode_frame(unsupported_version_response(api_key, api_version, correlation_id))
     try:
         header, request = decode_request_frame(frame)
