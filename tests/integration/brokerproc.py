@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening for Kafka clients on [^:]+:(\d+)")
@@ -105,3 +107,14 @@ class BrokerProcess:
                     return line
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {pattern!r} in:\n{self.output()}")
+
+
+@contextmanager
+def running_broker(data_dir: Path, *extra_args: str) -> Iterator[BrokerProcess]:
+    """A started broker, stopped cleanly on exit; its log must hold no traceback (an unexpected handler error)."""
+    proc = BrokerProcess(data_dir, *extra_args).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        assert "Traceback" not in proc.output(), proc.output()

@@ -29,7 +29,7 @@ import pytest
 from chronik.protocol import decode_response
 from chronik.protocol.records import parse_batch_header
 
-from .brokerproc import BrokerProcess
+from .brokerproc import BrokerProcess, running_broker
 from .clients import confluent_consume
 from .raw import Raw, fetch_frame
 from .test_cluster import Cluster, create, eventually, running_cluster
@@ -99,12 +99,8 @@ def run_checks(module: str, scenario: str, bootstrap: str, *args: str, timeout: 
 @pytest.fixture(scope="module")
 def java_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """One broker for every scenario (each uses its own topics and groups); no initial rebalance delay."""
-    proc = BrokerProcess(tmp_path_factory.mktemp("java") / "data", "--group-initial-rebalance-delay-ms", "0").start()
-    try:
+    with running_broker(tmp_path_factory.mktemp("java") / "data", "--group-initial-rebalance-delay-ms", "0") as proc:
         yield proc
-    finally:
-        proc.stop()
-        assert "Traceback" not in proc.output(), proc.output()
 
 
 def sha256(data: bytes | None) -> str | None:

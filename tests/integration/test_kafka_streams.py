@@ -25,7 +25,7 @@ import confluent_kafka
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from .brokerproc import BrokerProcess
+from .brokerproc import BrokerProcess, running_broker
 from .clients import Sent, confluent_produce
 from .test_java import JAVA_DIR, MISSING, Lines, java_command
 
@@ -35,12 +35,8 @@ pytestmark = pytest.mark.skipif(MISSING is not None or not (JAVA_DIR / "tools" /
 
 @pytest.fixture(scope="module")
 def streams_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(tmp_path_factory.mktemp("streams") / "data", "--group-initial-rebalance-delay-ms", "0").start()
-    try:
+    with running_broker(tmp_path_factory.mktemp("streams") / "data", "--group-initial-rebalance-delay-ms", "0") as proc:
         yield proc
-    finally:
-        proc.stop()
-        assert "Traceback" not in proc.output(), proc.output()
 
 
 def compact_refused(bootstrap: str) -> str | None:

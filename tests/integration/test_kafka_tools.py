@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import pytest
 
-from .brokerproc import BrokerProcess
+from .brokerproc import running_broker
 from .test_java import JAVA_DIR, MISSING, java_command
 
 pytestmark = pytest.mark.skipif(MISSING is not None or not (JAVA_DIR / "tools" / "target" / "classpath.txt").is_file(),
@@ -79,8 +79,7 @@ def commands(bootstrap: str, stdin: Path) -> dict[str, tuple[str | None, str, li
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ran]]:
     """Every command's exit status, stdout and stderr, run against one broker."""
     root = tmp_path_factory.mktemp("kafka-tools")
-    broker = BrokerProcess(root / "data", "--group-initial-rebalance-delay-ms", "0").start()
-    try:
+    with running_broker(root / "data", "--group-initial-rebalance-delay-ms", "0") as broker:
         stdin = root / "lines.txt"
         stdin.write_text("k1:v1\nk2:value two\n:no key\n")
         plan = commands(broker.bootstrap, stdin)
@@ -98,9 +97,6 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ran]]:
             body, status = re.fullmatch(r"(.*)### \d+ exit (-?\d+)\n", out, flags=re.S).groups()  # type: ignore[union-attr]
             results[name] = Ran(int(status), body, err)
         yield results
-    finally:
-        broker.stop()
-        assert "Traceback" not in broker.output(), broker.output()
 
 
 def ok(ran: dict[str, Ran], name: str) -> list[str]:
