@@ -28,12 +28,12 @@ the clock starts.  Workloads (``--workloads``, default all):
   create-topics  sequential AdminClient.create_topics of one topic at a
                  time: p50/p99 latency and topics/s
 
-With ``--peer kafka`` the same workloads run, with the same clients, against Chronik and then
-against Apache Kafka 4.x (bench/kafka_peer.py: one KRaft node from Maven artifacts) in each of
-``--peer-modes`` (``default``: page cache, no fsync per write, what users run; ``durable``:
-``log.flush.interval.messages=1``, an fsync per append like Chronik's acks=all), and a last
-table gives each broker's figures and the Chronik/Kafka ratio row by row, with the broker's
-CPU seconds per million messages.
+With ``--peer kafka`` (and/or ``--peer tansu``) the same workloads run, with the same clients,
+against Chronik and then against each peer (bench/peers.py): Apache Kafka 4.x, one KRaft node
+from Maven artifacts, in its ``default`` mode (page cache, no fsync per write, what users run)
+and its ``durable`` mode (``log.flush.interval.messages=1``, an fsync per append like Chronik's
+acks=all); Tansu with memory storage.  A last table gives each broker's figures and the
+Chronik/peer ratio row by row, with the broker's CPU seconds per million messages.
 
 One table is printed (workload, msg/s, MB/s, p50 ms, p99 ms, target and the
 fraction of the target reached: >= 1.00 means met, for "at most" targets too)
@@ -663,8 +663,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--broker-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `chronik serve` (repeatable; shell-split), e.g. --broker-arg='--wal-profile throughput'")
     parser.add_argument("--json", help="write the rows as JSON here")
-    parser.add_argument("--peer", choices=("kafka",), help="also run every workload against Apache Kafka (see above) and compare")
-    parser.add_argument("--peer-modes", default="default,durable", help="with --peer kafka: Kafka's modes, default and/or durable")
+    parser.add_argument("--peer", action="append", choices=("kafka", "kafka-default", "kafka-durable", "tansu"),
+                        help="also run every workload against this peer and compare (repeatable; kafka: both of its modes)")
     parser.add_argument("--py-spy", metavar="DIR", help="record the broker with py-spy during each workload into DIR/<workload>.svg (own broker or --broker-pid)")
     parser.add_argument("--py-spy-rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--py-spy-native", action="store_true", help="py-spy --native: C frames too (pauses the broker per sample)")
@@ -749,33 +749,29 @@ def print_comparison(results: dict[str, list[Row]]) -> list[dict[str, Any]]:
 
 def run_with_peer(args: argparse.Namespace, argv: list[str]) -> int:
     """Chronik, then Apache Kafka in each mode: the same workloads and clients, then the comparison."""
-    from kafka_peer import MODES, running_kafka  # bench/kafka_peer.py, next to this script
+    from peers import PEERS  # bench/peers.py, next to this script
 
-    modes = [m.strip() for m in args.peer_modes.split(",") if m.strip()]
-    if not modes or set(modes) - set(MODES):
-        print(f"--peer-modes: choose from {', '.join(MODES)}", file=sys.stderr)
-        return 2
-    base = _without_options(argv, {"--peer", "--peer-modes", "--json", "--bootstrap", "--broker-pid"})
+    names = list(dict.fromkeys(n for p in args.peer for n in (["kafka-default", "kafka-durable"] if p == "kafka" else [p])))
+    base = _without_options(argv, {"--peer", "--json", "--bootstrap", "--broker-pid"})
     results: dict[str, list[Row]] = {}
     status = 0
     with tempfile.TemporaryDirectory() as tmp:
         print("==== Chronik", flush=True)
         status |= main(base + ["--json", f"{tmp}/chronik.json"])
         results["chronik"] = _rows_from_json(f"{tmp}/chronik.json")
-        for mode in modes:
-            name = f"kafka-{mode}"
-            print(f"\n==== Apache Kafka, {mode} mode", flush=True)
-            with running_kafka(mode, args.data_parent) as kafka:
-                up = wait_for_metadata(kafka.bootstrap, 180)
-                status |= main(base + ["--bootstrap", kafka.bootstrap, "--broker-pid", str(kafka.pid),
+        for name in names:
+            print(f"\n==== {name}", flush=True)
+            with PEERS[name](args.data_parent) as peer:
+                up = wait_for_metadata(peer.bootstrap, 180)
+                status |= main(base + ["--bootstrap", peer.bootstrap, "--broker-pid", str(peer.pid),
                                        "--json", f"{tmp}/{name}.json"])
             rows = _rows_from_json(f"{tmp}/{name}.json")
-            results[name] = [Row("startup", p50_ms=(up - kafka.spawned) * 1000) if r.workload == "startup" else r
+            results[name] = [Row("startup", p50_ms=(up - peer.spawned) * 1000) if r.workload == "startup" else r
                              for r in rows]
     print()
     comparison = print_comparison(results)
     if args.json:
-        write_json_report(args.json, {"peer": args.peer, "modes": modes, "comparison": comparison,
+        write_json_report(args.json, {"peers": names, "comparison": comparison,
                                       "brokers": {n: [asdict(r) for r in rows] for n, rows in results.items()}}, [])
     return status
 

