@@ -21,7 +21,6 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.integration.brokerproc import free_ports  # broker.py puts the repository on sys.path
 
 KAFKA_POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 MODES = ("default", "durable")
@@ -41,17 +42,6 @@ def kafka_classpath() -> str:
     if not classpath.is_file():
         subprocess.run(["mvn", "-q", "-B", "-f", str(KAFKA_POM), "package"], check=True)
     return classpath.read_text().strip()
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def server_properties(log_dir: Path, port: int, controller_port: int, mode: str) -> str:
@@ -96,7 +86,7 @@ def running_kafka(mode: str, data_parent: str | None = None, heap: str = "1G") -
     root = Path(tempfile.mkdtemp(prefix="kafka-peer-", dir=data_parent or os.getcwd()))
     proc: subprocess.Popen[bytes] | None = None
     try:
-        port, controller_port = _free_ports(2)
+        port, controller_port = free_ports(2)
         properties = root / "server.properties"
         properties.write_text(server_properties(root / "logs", port, controller_port, mode))
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -134,7 +124,7 @@ def running_tansu(data_parent: str | None = None) -> Iterator[RunningPeer]:
     root = Path(tempfile.mkdtemp(prefix="tansu-peer-", dir=data_parent or os.getcwd()))
     proc: subprocess.Popen[bytes] | None = None
     try:
-        (port,) = _free_ports(1)
+        (port,) = free_ports(1)
         url = f"tcp://127.0.0.1:{port}"
         log = root / "tansu.log"
         with log.open("wb") as out:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -118,3 +119,16 @@ def running_broker(data_dir: Path, *extra_args: str) -> Iterator[BrokerProcess]:
     finally:
         proc.stop()
         assert "Traceback" not in proc.output(), proc.output()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` loopback ports free a moment ago (bound to port 0, then released), for a
+    process that must be told its ports before it starts."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
