@@ -44,7 +44,7 @@ CLIENTS = ("kafka-4", "kafka-3.9")
 def _missing() -> str | None:
     if JAVA is None:
         return "java is not installed (the Java client tests need a JDK 17)"
-    for module in CLIENTS:
+    for module in (*CLIENTS, "tools", "connect"):  # test_kafka_tools/_streams/_connect use the last two
         if not (JAVA_DIR / module / "target" / "classpath.txt").is_file():
             return f"tests/java is not built: run `mvn -q -f tests/java/pom.xml -B package` ({module})"
     return None
