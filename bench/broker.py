@@ -28,13 +28,6 @@ the clock starts.  Workloads (``--workloads``, default all):
   create-topics  sequential AdminClient.create_topics of one topic at a
                  time: p50/p99 latency and topics/s
 
-With ``--peer kafka`` (and/or ``--peer tansu``) the same workloads run, with the same clients,
-against Chronik and then against each peer (bench/peers.py): Apache Kafka 4.x, one KRaft node
-from Maven artifacts, in its ``default`` mode (page cache, no fsync per write, what users run)
-and its ``durable`` mode (``log.flush.interval.messages=1``, an fsync per append like Chronik's
-acks=all); Tansu with memory storage.  A last table gives each broker's figures and the
-Chronik/peer ratio row by row, with the broker's CPU seconds per million messages.
-
 One table is printed (workload, msg/s, MB/s, p50 ms, p99 ms, target and the
 fraction of the target reached: >= 1.00 means met, for "at most" targets too)
 and the same rows are written as JSON.  Targets are issue 3's.  Each workload
@@ -66,7 +59,6 @@ from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(1, str(REPO))  # tests.integration.brokerproc
 
 from stats import percentile_ms  # noqa: E402  (bench/stats.py, next to this script)
 from tests.integration.brokerproc import BrokerProcess  # noqa: E402
@@ -663,8 +655,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--broker-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `chronik serve` (repeatable; shell-split), e.g. --broker-arg='--wal-profile throughput'")
     parser.add_argument("--json", help="write the rows as JSON here")
-    parser.add_argument("--peer", action="append", choices=("kafka", "kafka-default", "kafka-durable", "tansu"),
-                        help="also run every workload against this peer and compare (repeatable; kafka: both of its modes)")
     parser.add_argument("--py-spy", metavar="DIR", help="record the broker with py-spy during each workload into DIR/<workload>.svg (own broker or --broker-pid)")
     parser.add_argument("--py-spy-rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--py-spy-native", action="store_true", help="py-spy --native: C frames too (pauses the broker per sample)")
@@ -677,110 +667,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _without_options(argv: list[str], options: set[str]) -> list[str]:
-    """``argv`` less these options (``--opt value`` and ``--opt=value`` forms)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in options:
-            skip = True
-        elif arg.split("=", 1)[0] not in options:
-            out.append(arg)
-    return out
-
-
-def _rows_from_json(path: str) -> list[Row]:
-    names = {f for f in Row.__dataclass_fields__}
-    return [Row(**{k: v for k, v in r.items() if k in names}) for r in json.loads(Path(path).read_text())["rows"]]
-
-
-def cpu_per_million(row: Row) -> float | None:
-    """The broker's CPU seconds per million messages of a throughput row."""
-    if row.broker_cpu_s is None or not row.count or row.workload in ("create-topics", "idle-rss", "startup"):
-        return None
-    return row.broker_cpu_s / row.count * 1e6
-
-
-COMPARED: dict[str, list[tuple[str, str]]] = {
-    # workload -> (Row field or "cpu/M", label); throughput: higher is better, the rest lower
-    "startup": [("p50_ms", "start-up ms")],
-    "idle-rss": [("rss_mb", "RSS MB")],
-    "produce-acks1": [("msgs_per_s", "msg/s"), ("cpu/M", "CPU s/M msgs")],
-    "produce-acksall": [("msgs_per_s", "msg/s"), ("cpu/M", "CPU s/M msgs")],
-    "consume": [("msgs_per_s", "msg/s"), ("cpu/M", "CPU s/M msgs")],
-    "inflight-128": [("msgs_per_s", "msg/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("cpu/M", "CPU s/M msgs")],
-    "inflight-1": [("msgs_per_s", "msg/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("cpu/M", "CPU s/M msgs")],
-    "create-topics": [("msgs_per_s", "topics/s"), ("p50_ms", "p50 ms")],
-}
-
-
-def _figure(row: Row | None, what: str) -> float | None:
-    if row is None or (row.error and row.msgs_per_s is None and row.p50_ms is None and row.rss_mb is None):
-        return None
-    return cpu_per_million(row) if what == "cpu/M" else getattr(row, what)
-
-
-def print_comparison(results: dict[str, list[Row]]) -> list[dict[str, Any]]:
-    """Chronik beside each peer, with the Chronik/peer ratio; returns the same as JSON rows."""
-    peers = [name for name in results if name != "chronik"]
-    header = f"{'workload':<17}{'figure':<14}{'chronik':>12}" + "".join(f"{p:>16}{'ratio':>8}" for p in peers)
-    print(header)
-    print("-" * len(header))
-    out = []
-    by_name = {name: {r.workload: r for r in rows} for name, rows in results.items()}
-    for workload, figures in COMPARED.items():
-        for what, label in figures:
-            mine = _figure(by_name["chronik"].get(workload), what)
-            if mine is None and all(_figure(by_name[p].get(workload), what) is None for p in peers):
-                continue
-            line = f"{workload:<17}{label:<14}{fmt(mine, ',.3f' if mine is not None and mine < 100 else ',.0f'):>12}"
-            entry: dict[str, Any] = {"workload": workload, "figure": label, "chronik": mine}
-            for p in peers:
-                theirs = _figure(by_name[p].get(workload), what)
-                ratio = mine / theirs if mine is not None and theirs else None
-                entry[p], entry[f"ratio_{p}"] = theirs, ratio
-                line += f"{fmt(theirs, ',.3f' if theirs is not None and theirs < 100 else ',.0f'):>16}{fmt(ratio, '.2f'):>8}"
-            print(line)
-            out.append(entry)
-    print("ratio: Chronik / peer (for msg/s and topics/s above 1 means Chronik is faster; for times, RSS and CPU below 1 means Chronik uses less)")
-    return out
-
-
-def run_with_peer(args: argparse.Namespace, argv: list[str]) -> int:
-    """Chronik, then Apache Kafka in each mode: the same workloads and clients, then the comparison."""
-    from peers import PEERS  # bench/peers.py, next to this script
-
-    names = list(dict.fromkeys(n for p in args.peer for n in (["kafka-default", "kafka-durable"] if p == "kafka" else [p])))
-    base = _without_options(argv, {"--peer", "--json", "--bootstrap", "--broker-pid"})
-    results: dict[str, list[Row]] = {}
-    status = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        print("==== Chronik", flush=True)
-        status |= main(base + ["--json", f"{tmp}/chronik.json"])
-        results["chronik"] = _rows_from_json(f"{tmp}/chronik.json")
-        for name in names:
-            print(f"\n==== {name}", flush=True)
-            with PEERS[name](args.data_parent) as peer:
-                up = wait_for_metadata(peer.bootstrap, 180)
-                status |= main(base + ["--bootstrap", peer.bootstrap, "--broker-pid", str(peer.pid),
-                                       "--json", f"{tmp}/{name}.json"])
-            rows = _rows_from_json(f"{tmp}/{name}.json")
-            results[name] = [Row("startup", p50_ms=(up - peer.spawned) * 1000) if r.workload == "startup" else r
-                             for r in rows]
-    print()
-    comparison = print_comparison(results)
-    if args.json:
-        write_json_report(args.json, {"peers": names, "comparison": comparison,
-                                      "brokers": {n: [asdict(r) for r in rows] for n, rows in results.items()}}, [])
-    return status
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.peer:
-        return run_with_peer(args, argv)
     rows: list[Row] = []
     broker: BrokerProcess | None = None
     data_dir: str | None = None

@@ -8,7 +8,7 @@ worker goes on from the offsets stored on the broker: every line arrives exactly
 
 Connect requires its three internal topics to be compacted (cleanup.policy=compact): the test
 asks the broker at run time (a validate-only CreateTopics) and is skipped while the broker
-refuses compact topics.  (It passes against Apache Kafka 4.4, started by bench/peers.py.)  Skipped without java and the built Maven project, unless
+refuses compact topics.  (It was checked to pass against an Apache Kafka 4.4 broker.)  Skipped without java and the built Maven project, unless
 ``CHRONIK_REQUIRE_JAVA=1`` (see test_java.py).
 """
 

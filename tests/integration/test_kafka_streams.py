@@ -9,8 +9,8 @@ were, restored from the changelog.
 Streams creates changelog topics with cleanup.policy=compact.  The ``default`` variant runs
 only when the broker accepts compact topics (asked at run time with a validate-only
 CreateTopics); the ``delete`` variant configures the store's changelog with
-cleanup.policy=delete, which a broker without compaction serves today.  (Both variants pass
-against Apache Kafka 4.4, started by bench/peers.py.)  Skipped without java
+cleanup.policy=delete, which a broker without compaction serves today.  (Both variants were
+checked to pass against an Apache Kafka 4.4 broker.)  Skipped without java
 and the built Maven project, unless ``CHRONIK_REQUIRE_JAVA=1`` (see test_java.py).
 """
 
