@@ -187,15 +187,24 @@ def test_sync_deadline_drops_members_that_never_sync() -> None:
     assert group.members == {} and group.state == GroupState.EMPTY
 
 
+def stable_static_pair(group: Group, a: tuple[tuple[str, bytes], ...] | None = None,
+                       b: tuple[tuple[str, bytes], ...] | None = None) -> tuple[JoinAnswer, JoinAnswer]:
+    """Static members i-a (leader) and i-b with these protocols, Stable in generation 1 with
+    assignments A and B; their join answers."""
+    group.join(0, "a", request(instance="i-a", protocols=a))
+    group.join(0, "b", request(instance="i-b", protocols=b))
+    done = answers(group.tick(DELAY))
+    first, second = done["a"], done["b"]
+    assert isinstance(first, JoinAnswer) and isinstance(second, JoinAnswer)
+    group.sync(DELAY, "sb", second.member_id, "i-b", 1, None, None, {})
+    group.sync(DELAY, "sa", first.member_id, "i-a", 1, None, None, {first.member_id: b"A", second.member_id: b"B"})
+    assert group.state == GroupState.STABLE
+    return first, second
+
+
 def test_static_member_restart_keeps_assignment_without_rebalance() -> None:
     group = new_group()
-    group.join(0, "a", request(instance="i-a"))
-    group.join(0, "b", request(instance="i-b"))
-    done = answers(group.tick(DELAY))
-    a, b = done["a"], done["b"]
-    assert isinstance(a, JoinAnswer) and isinstance(b, JoinAnswer)
-    group.sync(DELAY, "sb", b.member_id, "i-b", 1, None, None, {})
-    group.sync(DELAY, "sa", a.member_id, "i-a", 1, None, None, {a.member_id: b"A", b.member_id: b"B"})
+    a, b = stable_static_pair(group)
     restarted = answers(group.join(DELAY + 100, "b2", request(instance="i-b")))["b2"]
     assert isinstance(restarted, JoinAnswer)
     assert restarted.error == ErrorCode.NONE and restarted.generation_id == 1 and restarted.member_id != b.member_id
@@ -208,6 +217,26 @@ def test_static_member_restart_keeps_assignment_without_rebalance() -> None:
     leader = answers(group.join(DELAY + 130, "a2", request(instance="i-a")))["a2"]
     assert isinstance(leader, JoinAnswer) and leader.skip_assignment and len(leader.members) == 2
     assert group.leader == leader.member_id and group.generation == 1
+
+
+def test_static_member_restart_with_new_metadata_keeps_the_generation() -> None:
+    """A restarted Java consumer sends other subscription bytes (it owns no partitions and has no
+    generation yet): as in Kafka, only a change of the selected protocol rebalances; the leader
+    is given the new metadata."""
+    group = new_group()
+    stable_static_pair(group, a=(("range", b"owned 0,1 gen 1"),))
+    leader = answers(group.join(DELAY + 10, "a2", request(instance="i-a", protocols=(("range", b"fresh"),))))["a2"]
+    assert isinstance(leader, JoinAnswer) and leader.error == ErrorCode.NONE and leader.skip_assignment
+    assert group.state == GroupState.STABLE and group.generation == 1
+    assert (leader.member_id, "i-a", b"fresh") in leader.members
+
+
+def test_static_member_restart_that_changes_the_selected_protocol_rebalances() -> None:
+    group = new_group()
+    a, _ = stable_static_pair(group, a=(("roundrobin", b""), ("range", b"")), b=(("range", b""), ("roundrobin", b"")))
+    assert a.protocol_name == "roundrobin"  # a tie: the leader's order
+    assert group.join(DELAY + 10, "a2", request(instance="i-a", protocols=(("range", b""), ("roundrobin", b"")))) == []
+    assert group.state == GroupState.PREPARING_REBALANCE
 
 
 def test_static_member_leaves_by_instance_id() -> None:

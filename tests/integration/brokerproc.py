@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening for Kafka clients on [^:]+:(\d+)")
@@ -120,3 +123,27 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     errors = [line for line in done.stderr.splitlines() if line.startswith("chronik: ")]
     assert len(errors) == 1, done.stderr
     return errors[0]
+
+
+@contextmanager
+def running_broker(data_dir: Path, *extra_args: str) -> Iterator[BrokerProcess]:
+    """A started broker, stopped cleanly on exit; its log must hold no traceback (an unexpected handler error)."""
+    proc = BrokerProcess(data_dir, *extra_args).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        assert "Traceback" not in proc.output(), proc.output()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` loopback ports free a moment ago (bound to port 0, then released), for a
+    process that must be told its ports before it starts."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .brokerproc import BrokerProcess
+from .brokerproc import BrokerProcess, running_broker
 
 
 @pytest.fixture
@@ -16,9 +16,5 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
 
     The test fails if the broker logged a traceback (an unexpected handler error).
     """
-    proc = BrokerProcess(tmp_path / "data").start()
-    try:
+    with running_broker(tmp_path / "data") as proc:
         yield proc
-    finally:
-        proc.stop()
-        assert "Traceback" not in proc.output(), proc.output()

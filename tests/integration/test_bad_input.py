@@ -54,7 +54,19 @@ def test_api_versions_too_new_gets_a_v0_answer_with_the_list(stored: BrokerProce
     assert struct.unpack_from(">i", response)[0] == 4242
     assert body.error_code == 35
     served = {k.api_key: (k.min_version, k.max_version) for k in body.api_keys}
-    assert served[18] == (0, 3) and served[0][1] >= 9 and 1 in served
+    assert served[18] == (0, 4) and served[0][1] >= 9 and 1 in served
+
+
+def test_api_versions_v4_as_java_clients_send_it(stored: BrokerProcess) -> None:
+    """Java 3.8+ sends v4 (4.x sends v5 first, then v4 after the v0 answer above)."""
+    with Raw(stored) as raw:
+        raw.send(request_frame(18, 4, {"client_software_name": "apache-kafka-java",
+                                       "client_software_version": "4.4.0"}, 4343))
+        response = raw.read_frame()
+    assert response is not None
+    body = decode_response(18, 4, response, 4)
+    assert struct.unpack_from(">i", response)[0] == 4343 and body.error_code == 0
+    assert {k.api_key: (k.min_version, k.max_version) for k in body.api_keys}[18] == (0, 4)
 
 
 @pytest.mark.parametrize(("api_key", "version"), [

@@ -8,7 +8,6 @@ requests, so "visible on every node" means exactly that.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,23 +19,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from chronik.protocol import decode_response
 
-from .brokerproc import BrokerProcess
+from .brokerproc import BrokerProcess, free_ports
 from .clients import Sent, confluent_consume, confluent_produce
 from .raw import Raw, request_frame
 
 IDS = (1, 2, 3)
 T0 = 1_700_000_000_000
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def node_toml(node_id: int, data_dir: Path, kafka: dict[int, int], replication: dict[int, int]) -> str:

@@ -307,13 +307,16 @@ class Group:
         if member.sync_token is not None:
             replies.append(Reply(member.sync_token, SyncAnswer(ErrorCode.FENCED_INSTANCE_ID)))
             member.sync_token = None
-        unchanged = member.protocols == request.protocols
         member.member_id = self._new_member_id(request.group_instance_id)
         self.members[member.member_id] = member
         self.static_members[request.group_instance_id] = member.member_id
         if self.leader == old_id:
             self.leader = member.member_id
-        if self.state == GroupState.STABLE and unchanged:
+        # As Kafka: only a change of the protocol the group would select rebalances.  The
+        # metadata bytes may differ (a restarted consumer owns no partitions and has no
+        # generation yet) and are passed on to the leader as they are now.
+        member.protocols = request.protocols
+        if self.state == GroupState.STABLE and self._select_protocol() == self.protocol_name:
             member.last_heartbeat = now
             member.client_id, member.client_host = request.client_id, request.client_host
             member.session_timeout_ms = request.session_timeout_ms

@@ -1,4 +1,11 @@
-"""ApiVersions (key 18): the versions served, derived from the handler registry."""
+"""ApiVersions (key 18): the versions served, derived from the handler registry.
+
+v4 differs from v3 only in what a broker may say about feature flags (a
+supported feature's min_version may be 0); Chronik lists no features, so one
+body serves v0-v4.  A client newer than that (Java 4.x sends v5) gets the v0
+answer with UNSUPPORTED_VERSION and this list, and retries with v4: the
+negotiation Kafka defines, not an error (see ``chronik.server.kafka``).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,6 @@ def api_versions_body(error: ErrorCode = ErrorCode.NONE) -> dict[str, Any]:
     }
 
 
-@handles(18, 0, 3)
+@handles(18, 0, 4)
 async def handle_api_versions(ctx: RequestContext, request: Any) -> Any:
     return ctx.respond(api_versions_body())

@@ -1,0 +1,166 @@
+"""Apache Kafka's own command-line tools (kafka-tools 4.x) against a real broker process.
+
+The tools are the main classes ``bin/kafka-*.sh`` run, taken from the Maven artifacts
+(``tests/java/tools``, no tarball).  One JVM runs every command in order
+(``chronik.tools.ToolRunner``); each test asserts on what one tool printed, as a Kafka user
+would read it.  Skipped without java and the built Maven project, unless
+``CHRONIK_REQUIRE_JAVA=1`` (see test_java.py).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from .brokerproc import running_broker
+from .test_java import MISSING, java_command
+
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+TOPICS = "org.apache.kafka.tools.TopicCommand"
+PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
+CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
+GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
+CONFIGS = "org.apache.kafka.tools.ConfigCommand"
+GET_OFFSETS = "org.apache.kafka.tools.GetOffsetShell"
+PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"
+CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"
+
+
+class Ran(NamedTuple):
+    status: int
+    out: str
+    err: str
+
+
+def commands(bootstrap: str, stdin: Path) -> dict[str, tuple[str | None, str, list[str]]]:
+    """name -> (stdin file, main class, arguments), run in this order."""
+    b = ["--bootstrap-server", bootstrap]
+    group = ["--group", "tools-group"]
+    topic_config = ["--entity-type", "topics", "--entity-name", "tools"]
+    return {
+        "create": (None, TOPICS, [*b, "--create", "--topic", "tools", "--partitions", "3", "--replication-factor", "1",
+                                  "--config", "retention.ms=3600000"]),
+        "create-again": (None, TOPICS, [*b, "--create", "--topic", "tools", "--partitions", "3"]),
+        "describe": (None, TOPICS, [*b, "--describe", "--topic", "tools"]),
+        "alter": (None, TOPICS, [*b, "--alter", "--topic", "tools", "--partitions", "4"]),
+        "describe-altered": (None, TOPICS, [*b, "--describe", "--topic", "tools"]),
+        "list": (None, TOPICS, [*b, "--list"]),
+        "create-console": (None, TOPICS, [*b, "--create", "--topic", "console", "--partitions", "1"]),
+        "produce": (str(stdin), PRODUCER, [*b, "--topic", "console", "--reader-property", "parse.key=true",
+                                           "--reader-property", "key.separator=:"]),
+        "consume": (None, CONSUMER, [*b, "--topic", "console", "--from-beginning", "--max-messages", "3", *group,
+                                     "--formatter-property", "print.key=true", "--formatter-property", "print.offset=true"]),
+        "groups-list": (None, GROUPS, [*b, "--list"]),
+        "groups-describe": (None, GROUPS, [*b, "--describe", *group]),
+        "groups-reset": (None, GROUPS, [*b, "--reset-offsets", *group, "--topic", "console", "--to-earliest", "--execute"]),
+        "groups-describe-reset": (None, GROUPS, [*b, "--describe", *group]),
+        "configs-alter": (None, CONFIGS, [*b, *topic_config, "--alter", "--add-config", "retention.ms=1000000,max.message.bytes=2000000"]),
+        "configs-delete": (None, CONFIGS, [*b, *topic_config, "--alter", "--delete-config", "max.message.bytes"]),
+        "configs-describe": (None, CONFIGS, [*b, *topic_config, "--describe"]),
+        "configs-broker": (None, CONFIGS, [*b, "--entity-type", "brokers", "--entity-name", "1", "--describe", "--all"]),
+        "offsets-latest": (None, GET_OFFSETS, [*b, "--topic", "console"]),
+        "offsets-earliest": (None, GET_OFFSETS, [*b, "--topic", "console", "--time", "-2"]),
+        "producer-perf": (None, PRODUCER_PERF, ["--topic", "perf", "--num-records", "5000", "--record-size", "100",
+                                                "--throughput", "-1", "--command-property", f"bootstrap.servers={bootstrap}", "acks=all"]),
+        "consumer-perf": (None, CONSUMER_PERF, [*b, "--topic", "perf", "--num-records", "5000"]),
+        "delete": (None, TOPICS, [*b, "--delete", "--topic", "tools"]),
+        "list-after-delete": (None, TOPICS, [*b, "--list"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ran]]:
+    """Every command's exit status, stdout and stderr, run against one broker."""
+    root = tmp_path_factory.mktemp("kafka-tools")
+    with running_broker(root / "data", "--group-initial-rebalance-delay-ms", "0") as broker:
+        stdin = root / "lines.txt"
+        stdin.write_text("k1:v1\nk2:value two\n:no key\n")
+        plan = commands(broker.bootstrap, stdin)
+        script = root / "commands.tsv"
+        script.write_text("".join("\t".join(([f"stdin={i}"] if i else []) + [main, *args]) + "\n"
+                                  for i, main, args in plan.values()))
+        done = subprocess.run(java_command("tools", "chronik.tools.ToolRunner", str(script)),
+                              capture_output=True, text=True, timeout=240, check=False)
+        assert done.returncode == 0, done.stderr[-6000:]
+        outs = re.split(r"^### \d+ begin\n", done.stdout, flags=re.M)[1:]
+        errs = re.split(r"^### \d+ begin .*\n", done.stderr, flags=re.M)[1:]
+        assert len(outs) == len(errs) == len(plan), done.stdout + done.stderr[-6000:]
+        results = {}
+        for name, out, err in zip(plan, outs, errs):
+            body, status = re.fullmatch(r"(.*)### \d+ exit (-?\d+)\n", out, flags=re.S).groups()  # type: ignore[union-attr]
+            results[name] = Ran(int(status), body, err)
+        yield results
+
+
+def ok(ran: dict[str, Ran], name: str) -> list[str]:
+    """The lines a command printed; it must have succeeded."""
+    r = ran[name]
+    assert r.status == 0, f"{name} exited {r.status}:\n{r.out}\n{r.err}"
+    return r.out.splitlines()
+
+
+def test_kafka_topics_create_describe_alter_list_delete(ran: dict[str, Ran]) -> None:
+    assert ok(ran, "create") == ["Created topic tools."]
+    again = ran["create-again"]
+    assert again.status == 1 and "Error while executing topic command" in again.out and "already exists" in again.out.lower()
+    summary, *partitions = ok(ran, "describe")
+    assert re.fullmatch(r"Topic: tools\tTopicId: \S{22}\tPartitionCount: 3\tReplicationFactor: 1\tConfigs: retention.ms=3600000", summary)
+    assert [re.sub(r"\tElr: .*", "", line) for line in partitions] == [
+        f"\tTopic: tools\tPartition: {p}\tLeader: 1\tReplicas: 1\tIsr: 1" for p in range(3)]
+    assert ok(ran, "alter") == []
+    assert "PartitionCount: 4" in ok(ran, "describe-altered")[0]
+    assert "tools" in ok(ran, "list")
+    assert ok(ran, "delete") == []
+    assert "tools" not in ok(ran, "list-after-delete")
+
+
+def test_console_producer_and_consumer(ran: dict[str, Ran]) -> None:
+    """Keys parsed at ':' (an empty key stays empty, not null); printed with offset and key."""
+    assert ok(ran, "produce") == []
+    assert ok(ran, "consume") == ["Offset:0\tk1\tv1", "Offset:1\tk2\tvalue two", "Offset:2\t\tno key"]
+    assert "Processed a total of 3 messages" in ran["consume"].err
+
+
+def test_kafka_consumer_groups_describe_and_reset_offsets(ran: dict[str, Ran]) -> None:
+    assert "tools-group" in ok(ran, "groups-list")
+    table = [line.split() for line in ok(ran, "groups-describe") if line.strip()]
+    assert table == [["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST", "CLIENT-ID"],
+                     ["tools-group", "console", "0", "3", "3", "0", "-", "-", "-"]]
+    assert "Consumer group 'tools-group' has no active members." in ran["groups-describe"].err
+    reset = [line.split() for line in ok(ran, "groups-reset") if line.strip()]
+    assert reset == [["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"], ["tools-group", "console", "0", "0"]]
+    after = [line.split() for line in ok(ran, "groups-describe-reset") if line.strip()]
+    assert after[1] == ["tools-group", "console", "0", "0", "3", "3", "-", "-", "-"]
+
+
+def test_kafka_configs(ran: dict[str, Ran]) -> None:
+    assert ok(ran, "configs-alter") == ["Completed updating config for topic tools."]
+    assert ok(ran, "configs-delete") == ["Completed updating config for topic tools."]
+    assert ok(ran, "configs-describe") == [
+        "Dynamic configs for topic tools are:",
+        "  retention.ms=1000000 sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=1000000, "
+        "DEFAULT_CONFIG:log.retention.ms=604800000}"]
+    broker = ok(ran, "configs-broker")
+    assert broker[0] == "All configs for broker 1 are:"
+    assert any(line.startswith("  message.max.bytes=1048588 sensitive=false synonyms={") for line in broker), broker
+
+
+def test_kafka_get_offsets(ran: dict[str, Ran]) -> None:
+    assert ok(ran, "offsets-latest") == ["console:0:3"]
+    assert ok(ran, "offsets-earliest") == ["console:0:0"]
+
+
+def test_producer_and_consumer_perf_tests(ran: dict[str, Ran]) -> None:
+    (line,) = ok(ran, "producer-perf")
+    assert re.fullmatch(r"5000 records sent, [\d.]+ records/sec \([\d.]+ MB/sec\), [\d.]+ ms avg latency, "
+                        r"[\d.]+ ms max latency, \d+ ms 50th, \d+ ms 95th, \d+ ms 99th, \d+ ms 99\.9th\.", line), line
+    header, row = ok(ran, "consumer-perf")
+    columns = dict(zip(header.split(", "), row.split(", ")))
+    assert columns["data.consumed.in.nMsg"] == "5000"
+    assert float(columns["data.consumed.in.MB"]) == pytest.approx(5000 * 100 / 2**20, abs=0.001)
