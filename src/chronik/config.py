@@ -185,6 +185,29 @@ class _Int(_Kind):
         return f"integer, {self.low}..{self.high}"
 
 
+class _Float(_Kind):
+    metavar = "X"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def from_text(self, text: str) -> float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise _Invalid(f"{text!r} is not a number") from None
+
+    def check(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"expected a number, got {_type_name(value)} {value!r}")
+        if not self.low <= value <= self.high:
+            raise _Invalid(f"{value} is outside {self.low}..{self.high}")
+        return float(value)
+
+    def describe(self) -> str:
+        return f"number, {self.low}..{self.high}"
+
+
 class _Bool(_Kind):
     metavar = "true|false"
 
@@ -456,6 +479,21 @@ _SETTINGS_LIST = (
     _kafka("log.retention.ms", _Int(-1, _INT64_MAX), "Delete segments older than this; -1 keeps forever."),
     _kafka("log.retention.bytes", _Int(-1, _INT64_MAX), "Delete old segments while a partition is larger; -1: no limit."),
     _kafka("log.segment.bytes", _Int(1024), "Roll to a new segment at this size."),
+    _kafka("log.roll.ms", _Int(1, _INT64_MAX), "Roll to a new segment once the active one's first record is this old."),
+    _kafka("log.cleanup.policy", _Choice(lambda: ("delete", "compact", "compact,delete")),
+           "Topic default cleanup.policy: delete (retention), compact (log cleaner) or compact,delete."),
+    _kafka("compression.type", _Choice(lambda: ("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),
+           "Topic default compression.type: producer keeps batches as sent, a codec recompresses them on append."),
+    _kafka("log.cleaner.enable", _Bool(), "Run the log cleaner (compaction of cleanup.policy=compact topics)."),
+    _kafka("log.cleaner.threads", _Int(1, 64), "Partitions the log cleaner compacts at the same time."),
+    _kafka("log.cleaner.backoff.ms", _Int(1, _INT64_MAX), "How long the log cleaner sleeps when nothing is cleanable."),
+    _kafka("log.cleaner.dedupe.buffer.size", _Int(1 << 16, _INT64_MAX),
+           "Memory for the key -> offset map of one cleaning, over all cleaner threads; a pass that would need "
+           "more cleans fewer segments."),
+    _kafka("log.cleaner.min.cleanable.ratio", _Float(0.0, 1.0), "Topic default min.cleanable.dirty.ratio."),
+    _kafka("log.cleaner.min.compaction.lag.ms", _Int(0, _INT64_MAX), "Topic default min.compaction.lag.ms."),
+    _kafka("log.cleaner.max.compaction.lag.ms", _Int(1, _INT64_MAX), "Topic default max.compaction.lag.ms."),
+    _kafka("log.cleaner.delete.retention.ms", _Int(0, _INT64_MAX), "Topic default delete.retention.ms."),
     _kafka("default.replication.factor", _Int(1, 32767), "Replicas of an auto-created topic."),
     _kafka("min.insync.replicas", _Int(1, 1000), "Replicas that must have a record for acks=all."),
     _kafka("replica.lag.time.max.ms", _Int(1), "A follower not caught up with its leader for this long leaves the ISR."),
@@ -525,6 +563,17 @@ class BrokerConfig:
     log_retention_ms: int = 604800000
     log_retention_bytes: int = -1
     log_segment_bytes: int = 1073741824
+    log_roll_ms: int = 604800000
+    log_cleanup_policy: str = "delete"
+    compression_type: str = "producer"
+    log_cleaner_enable: bool = True
+    log_cleaner_threads: int = 1
+    log_cleaner_backoff_ms: int = 15000
+    log_cleaner_dedupe_buffer_size: int = 134217728
+    log_cleaner_min_cleanable_ratio: float = 0.5
+    log_cleaner_min_compaction_lag_ms: int = 0
+    log_cleaner_max_compaction_lag_ms: int = 9223372036854775807
+    log_cleaner_delete_retention_ms: int = 86400000
     default_replication_factor: int = 1
     min_insync_replicas: int = 1
     replica_lag_time_max_ms: int = 30000
