@@ -47,6 +47,12 @@ Invariants
   following its leader's, or restarting its log there with
   :meth:`restart_at`); it is persisted in ``partition.json`` before the
   segments below it are deleted.
+* Compaction (:mod:`chronik.log.cleaner`) replaces sealed segments below the
+  high watermark through the WAL's swap (:meth:`install_cleaned`): offsets
+  are kept, so the index gets gaps (a read at a removed offset returns the
+  next batch, as in Kafka).  While a cleaning is in progress
+  (:meth:`begin_cleaning`) retention deletes nothing and truncation waits.
+  The epoch cache and producer state are left as they were.
 * The in-memory batch index (base, last offset, max timestamp, location) and
   the producer state are rebuilt on open by scanning the recovered WAL's
   batch headers; the WAL has already truncated a torn tail, so the index only
@@ -147,6 +153,8 @@ class PartitionLog:
         self._waiters: list[trio.Event] = []
         self._closed = False
         self.recovery: PartitionRecovery | None = None
+        self._cleaning: trio.Event | None = None  # set when the cleaning in progress ends
+        self._active_since: tuple[int, int] | None = None  # (active segment base, ms it was first seen non-empty)
 
     # -- opening -------------------------------------------------------------
 
@@ -266,18 +274,23 @@ class PartitionLog:
         self._in_flight.append((location.segment, location.position + location.size, self.log_end_offset))
         return AppendInfo(base, stored.last_offset, -1 if log_append_time is None else log_append_time, appended)
 
-    def append_replicated(self, batch: memoryview | bytes) -> AppendInfo:
+    def append_replicated(self, batch: memoryview | bytes, *, gaps_below: int | None = None) -> AppendInfo:
         """Append a batch exactly as the leader stored it, at the leader's offsets (followers).
 
-        Never blocks; wait with :meth:`wait_durable`.
+        ``gaps_below``: the leader's high watermark; a batch that starts below
+        it may start after :attr:`log_end_offset` (the batches between were
+        removed by the leader's log cleaner, which only cleans below its high
+        watermark).  Never blocks; wait with :meth:`wait_durable`.
 
         :raises ProtocolError: not a whole record batch.
-        :raises OffsetOutOfRange: the batch does not start at :attr:`log_end_offset`.
+        :raises OffsetOutOfRange: the batch does not start at :attr:`log_end_offset`
+            (or, within ``gaps_below``, starts before it).
         """
         header = parse_batch_header(batch)
         if header.size != len(batch):
             raise ProtocolError(f"replicated batch of {len(batch)} bytes says it has {header.size}")
-        if header.base_offset != self.log_end_offset:
+        compacted_gap = gaps_below is not None and self.log_end_offset < header.base_offset < gaps_below
+        if header.base_offset != self.log_end_offset and not compacted_gap:
             raise OffsetOutOfRange(
                 f"replicated batch at offset {header.base_offset} does not follow the log end {self.log_end_offset}"
                 f" of {self.topic}-{self.partition}"
@@ -384,6 +397,7 @@ class PartitionLog:
         at or below the log start are kept.  Cancellation: shielded.
         """
         with trio.CancelScope(shield=True):
+            await self.wait_cleaning_done()
             await self.wal.flush()
             i = bisect.bisect_right(self._lasts, offset - 1)  # first batch whose last offset >= offset
             if i >= len(self._bases) or self._closed:
@@ -422,6 +436,7 @@ class PartitionLog:
         :raises ValueError: ``offset`` is not above :attr:`log_end_offset` and the log holds batches.
         """
         with trio.CancelScope(shield=True):
+            await self.wait_cleaning_done()
             await self.wal.flush()
             if self._closed:
                 return
@@ -608,7 +623,7 @@ class PartitionLog:
         sizes = [info.data_bytes for info in segments]
         total = sum(sizes)
         for n, info in enumerate(segments):
-            if info.last_index is None:
+            if info.data_bytes == 0:  # the empty active segment (recovered sealed ones have no last_index)
                 break
             next_offset = self._next_offset_after_segment(info.base_index)
             if next_offset > self.high_watermark:
@@ -645,8 +660,11 @@ class PartitionLog:
         return max(self._max_timestamps[start:end], default=-1)
 
     def _delete_segments_below(self, offset: int) -> int:
-        """Delete sealed segments whose every batch is below ``offset``."""
+        """Delete sealed segments whose every batch is below ``offset`` (none while
+        a cleaning is in progress: the next retention pass does it)."""
         deleted = 0
+        if self._cleaning is not None:
+            return 0
         segments = self.wal.segments()
         for info, following in zip(segments, segments[1:]):
             if following.base_index > offset:
@@ -659,6 +677,79 @@ class PartitionLog:
             del self._running_max_timestamp[:keep_from], self._segments[:keep_from]
             del self._positions[:keep_from], self._sizes[:keep_from]
         return deleted
+
+    # -- compaction hooks (used by chronik.log.cleaner) ------------------------
+
+    def sealed_segments(self) -> list[tuple[int, int, int, int, int]]:
+        """``(base, next offset, data bytes, first batch's max timestamp, max timestamp)``
+        of each sealed segment from the oldest, up to the first one not wholly
+        below the high watermark and the durable end."""
+        spans = []
+        limit = min(self.high_watermark, self.durable_end)
+        segments = self.wal.segments()
+        for info, following in zip(segments, segments[1:]):
+            if following.base_index > limit:
+                break
+            start = bisect.bisect_left(self._bases, info.base_index)
+            end = bisect.bisect_left(self._bases, following.base_index)
+            if start == end:
+                continue
+            spans.append((info.base_index, following.base_index, info.data_bytes, self._max_timestamps[start],
+                          max(self._max_timestamps[start:end])))
+        return spans
+
+    def begin_cleaning(self) -> bool:
+        """Mark a cleaning in progress (False if one already is, or the log is closed)."""
+        if self._cleaning is not None or self._closed:
+            return False
+        self._cleaning = trio.Event()
+        return True
+
+    def end_cleaning(self) -> None:
+        """The cleaning ended (installed or given up); truncations waiting go ahead."""
+        if self._cleaning is not None:
+            self._cleaning.set()
+            self._cleaning = None
+
+    async def wait_cleaning_done(self) -> None:
+        """Return once no cleaning is in progress.  Cancellation: only the wait ends."""
+        while self._cleaning is not None:
+            await self._cleaning.wait()
+
+    def install_cleaned(self, replacement: Any, headers: list[BatchHeader]) -> None:
+        """Serve reads from a committed replacement of segments (``WriteAheadLog.commit_replacement``
+        done) whose entries are the batches ``headers``: switch the WAL over and
+        re-index the replaced range.  Never blocks."""
+        self.wal.switch_to_replacement(replacement)
+        i = bisect.bisect_left(self._bases, replacement.first)
+        j = bisect.bisect_left(self._bases, replacement.end)
+        self._bases[i:j] = array("q", (h.base_offset for h in headers))
+        self._lasts[i:j] = array("q", (h.last_offset for h in headers))
+        self._max_timestamps[i:j] = array("q", (h.max_timestamp for h in headers))
+        self._segments[i:j] = array("q", (replacement.first for _ in headers))
+        self._positions[i:j] = array("q", (position for _, position, _ in replacement.entries))
+        self._sizes[i:j] = array("q", (size for _, _, size in replacement.entries))
+        running = self._running_max_timestamp[i - 1] if i else -1
+        del self._running_max_timestamp[i:]
+        for timestamp in self._max_timestamps[i:]:
+            running = max(running, timestamp)
+            self._running_max_timestamp.append(running)
+
+    def roll_if_older(self, now_ms: int, max_age_ms: int) -> bool:
+        """Roll the active segment once it has held data for ``max_age_ms`` (segment.ms,
+        by the wall clock since this node first saw it non-empty, not by record
+        timestamps, which producers choose) and nothing is in flight; True if rolled."""
+        active = self.wal.segments()[-1]
+        if active.data_bytes == 0:
+            return False
+        if self._active_since is None or self._active_since[0] != active.base_index:
+            self._active_since = (active.base_index, now_ms)
+            return False
+        stats = self.wal.stats()
+        if now_ms - self._active_since[1] < max_age_ms or stats.durable_end != stats.write_end:
+            return False
+        self.wal.roll()
+        return True
 
     def _write_partition_file(self) -> None:
         data = json.dumps(
@@ -683,7 +774,9 @@ class PartitionLog:
             self._wake_readers()
 
     async def delete(self) -> None:
-        """Close the log and remove its directory and files."""
+        """Close the log and remove its directory and files (after a cleaning in progress)."""
+        with trio.CancelScope(shield=True):
+            await self.wait_cleaning_done()
         await self.aclose()
         backend = self.wal.backend
         for name in backend.list_dir(self.directory):
