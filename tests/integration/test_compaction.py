@@ -1,0 +1,245 @@
+"""Log compaction and the topic configs tools rely on, with real clients against a broker process.
+
+The broker runs with ``log.cleaner.backoff.ms=100`` so passes follow the
+data quickly; topics use small segments and ``min.cleanable.dirty.ratio``
+0.01 so every sealed segment is cleaned soon.  Each test waits for the
+cleaner's INFO line ("log cleaner: cleaned <topic>-<p> offsets A..B") whose
+end B covers the data it produced.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import confluent_kafka
+import pytest
+from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
+
+from .brokerproc import BrokerProcess
+from .clients import CONSUMERS, Sent, confluent_consume, confluent_produce
+from .test_admin import admin, create, described
+
+CLEANER_ARGS = ("--set", "log.cleaner.backoff.ms=100")
+COMPACTED = {"cleanup.policy": "compact", "segment.bytes": "16384", "min.cleanable.dirty.ratio": "0.01"}
+CRASH_ROUNDS = int(os.environ.get("CHRONIK_CLEANER_CRASH_ROUNDS", "3"))
+"""kill -9 rounds of the crash test; raise it for a soak (e.g. 50)."""
+SOURCE_TOPIC = 1  # DescribeConfigs: DYNAMIC_TOPIC_CONFIG
+
+
+@pytest.fixture
+def cleaning(tmp_path: Path) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(tmp_path / "data", *CLEANER_ARGS).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        assert "Traceback" not in proc.output(), proc.output()
+
+
+def compacted_topic(broker: BrokerProcess, name: str, partitions: int = 1, **configs: str) -> None:
+    create(admin(broker), NewTopic(name, partitions, 1, config={**COMPACTED, **configs}))
+
+
+def wait_cleaned(broker: BrokerProcess, topic: str, through: int, timeout: float = 30.0, after: int = 0) -> None:
+    """Wait for a cleaning pass of ``topic``-0 (logged after line ``after``) whose end is at least ``through``."""
+    pattern = re.compile(rf"log cleaner: cleaned {re.escape(topic)}-0 offsets \d+\.\.(\d+)")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in broker.log_lines[after:]:
+            match = pattern.search(line)
+            if match and int(match.group(1)) >= through:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no pass of {topic} reached offset {through}:\n{broker.output()}")
+
+
+def updates(rounds: int, keys: int, tag: str = "") -> tuple[list[Sent], dict[bytes, bytes]]:
+    now = int(time.time() * 1000)
+    sent = [Sent(b"key-%03d" % k, b"%s round %d of key %d " % (tag.encode(), r, k) + b"x" * 100, [], now)
+            for r in range(rounds) for k in range(keys)]
+    return sent, {s.key: s.value for s in sent if s.key is not None}
+
+
+def filler(count: int, tag: str) -> list[Sent]:
+    """Distinct keys, enough (incompressible) bytes to roll past the updates' segments."""
+    now = int(time.time() * 1000)
+    rng = random.Random(tag)
+    return [Sent(b"fill-%s-%04d" % (tag.encode(), i), rng.randbytes(200), [], now) for i in range(count)]
+
+
+def segment_bytes(broker: BrokerProcess, topic: str) -> int:
+    directory = broker.data_dir / f"{topic}-0"
+    return sum(path.stat().st_size for path in directory.glob("*.wal"))
+
+
+def test_each_key_keeps_its_latest_value_for_every_client(cleaning: BrokerProcess) -> None:
+    compacted_topic(cleaning, "state")
+    sent, latest = updates(40, 50)
+    offsets = confluent_produce(cleaning.bootstrap, "state", sent, **{"linger.ms": 5})
+    before = segment_bytes(cleaning, "state")
+    fill = filler(200, "a")
+    fill_offsets = confluent_produce(cleaning.bootstrap, "state", fill, **{"linger.ms": 5})
+    latest.update({s.key: s.value for s in fill if s.key is not None})
+    wait_cleaned(cleaning, "state", fill_offsets[0])
+    expected = len(latest)
+    for name, consume in CONSUMERS.items():
+        got = consume(cleaning.bootstrap, "state", expected, offset=0)
+        assert {r.key: r.value for r in got} == latest, name
+        assert len({r.key for r in got}) == len(got), name  # each key exactly once
+        got_offsets = [r.offset for r in got]
+        assert got_offsets == sorted(set(got_offsets)) and got_offsets[-1] == fill_offsets[-1], name
+        assert got_offsets[0] == offsets[-50], name  # offsets 0..1949 are gone: a gap
+    assert offsets[-1] == 1999
+    # 2000 updates of 50 keys shrank to the 50 latest ones (plus the filler)
+    assert segment_bytes(cleaning, "state") < (before + 200 * 260) * 0.4
+
+
+def test_a_compacted_topic_refuses_a_record_without_a_key(cleaning: BrokerProcess) -> None:
+    compacted_topic(cleaning, "keyed")
+    producer = confluent_kafka.Producer({"bootstrap.servers": cleaning.bootstrap, "acks": "all", "retries": 0})
+    errors = []
+    producer.produce("keyed", value=b"no key", on_delivery=lambda err, _msg: errors.append(err))
+    producer.flush(10)
+    assert [e.code() for e in errors] == [confluent_kafka.KafkaError.INVALID_RECORD]
+    assert "without key" in cleaning.wait_for_log("Compacted topic cannot accept message without key")
+    assert confluent_produce(cleaning.bootstrap, "keyed", [Sent(b"k", b"v", [], int(time.time() * 1000))]) == [0]
+
+
+def test_tombstones_stay_for_delete_retention_then_disappear(cleaning: BrokerProcess) -> None:
+    compacted_topic(cleaning, "deletes", **{"delete.retention.ms": "3000"})
+    sent, latest = updates(5, 10)
+    now = int(time.time() * 1000)
+    tombstones = [Sent(b"key-%03d" % k, None, [], now) for k in range(3)]
+    confluent_produce(cleaning.bootstrap, "deletes", sent + tombstones, **{"linger.ms": 5})
+    early = confluent_consume(cleaning.bootstrap, "deletes", 1, offset=0)  # a reader that started before cleaning
+    fill_offsets = confluent_produce(cleaning.bootstrap, "deletes", filler(200, "a"), **{"linger.ms": 5})
+    wait_cleaned(cleaning, "deletes", fill_offsets[0])
+    got = confluent_consume(cleaning.bootstrap, "deletes", 10 + 200, offset=early[0].offset)
+    values = {r.key: r.value for r in got}
+    assert [values[b"key-%03d" % k] for k in range(3)] == [None, None, None]  # the deletes are still seen
+    assert all(values[b"key-%03d" % k] == latest[b"key-%03d" % k] for k in range(3, 10))
+    time.sleep(3.2)
+    mark = len(cleaning.log_lines)
+    more = confluent_produce(cleaning.bootstrap, "deletes", filler(200, "b"), **{"linger.ms": 5})
+    wait_cleaned(cleaning, "deletes", more[0], after=mark)
+    got = confluent_consume(cleaning.bootstrap, "deletes", 7 + 400, offset=0)
+    assert {b"key-%03d" % k for k in range(3)}.isdisjoint(r.key for r in got)
+    assert [r for r in got if r.value is None] == []
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_batches_compact_correctly(cleaning: BrokerProcess, codec: str) -> None:
+    compacted_topic(cleaning, f"packed-{codec}")
+    sent, latest = updates(30, 20, codec)
+    confluent_produce(cleaning.bootstrap, f"packed-{codec}", sent, **{"compression.type": codec, "linger.ms": 5})
+    fill = filler(300, codec)
+    fill_offsets = confluent_produce(cleaning.bootstrap, f"packed-{codec}", fill, **{"compression.type": codec})
+    latest.update({s.key: s.value for s in fill if s.key is not None})
+    wait_cleaned(cleaning, f"packed-{codec}", fill_offsets[0])
+    for name, consume in CONSUMERS.items():
+        if name == "kafka-python" and codec == "snappy":
+            from .clients import kafka_python_has
+            if not kafka_python_has("snappy"):
+                continue
+        got = consume(cleaning.bootstrap, f"packed-{codec}", len(latest), offset=0)
+        assert {r.key: r.value for r in got} == latest, name
+        assert len(got) == len(latest), name
+
+
+def _stored_codecs(broker: BrokerProcess, topic: str) -> set[int]:
+    """The compression id of every batch in the topic's WAL files (entry header 16 bytes, attributes at 21)."""
+    codecs = set()
+    for path in sorted((broker.data_dir / f"{topic}-0").glob("*.wal")):
+        data = path.read_bytes()
+        pos = 16
+        while pos + 16 <= len(data):
+            length = int.from_bytes(data[pos + 4:pos + 8], "big")
+            if length == 0:
+                break
+            batch = data[pos + 16:pos + 16 + length]
+            codecs.add(int.from_bytes(batch[21:23], "big") & 7)
+            pos += 16 + length
+    return codecs
+
+
+def test_topic_compression_type_recompresses_uncompressed_batches(cleaning: BrokerProcess) -> None:
+    create(admin(cleaning), NewTopic("zipped", 1, 1, config={"compression.type": "zstd"}))
+    now = int(time.time() * 1000)
+    sent = [Sent(b"k%d" % i, b"value %d " % i * 20, [("h", b"x")], now + i) for i in range(100)]
+    assert confluent_produce(cleaning.bootstrap, "zipped", sent, **{"compression.type": "none"}) == list(range(100))
+    for name, consume in CONSUMERS.items():
+        got = consume(cleaning.bootstrap, "zipped", 100)
+        assert [(r.key, r.value, r.headers, r.timestamp) for r in got] == [tuple(s) for s in sent], name
+    cleaning.stop()
+    assert _stored_codecs(cleaning, "zipped") == {4}
+    cleaning.start()
+
+
+def test_kill_9_while_cleaning_keeps_every_latest_value_exactly_once(cleaning: BrokerProcess) -> None:
+    compacted_topic(cleaning, "crashy", **{"segment.bytes": "8192"})
+    rng = random.Random(14)
+    latest: dict[bytes, bytes] = {}
+    for round_ in range(CRASH_ROUNDS):
+        sent, acked = updates(rng.randint(5, 15), 30, f"r{round_}")
+        confluent_produce(cleaning.bootstrap, "crashy", sent, **{"linger.ms": 2})
+        latest.update(acked)
+        time.sleep(rng.uniform(0.0, 0.6))  # the cleaner is likely mid-pass now
+        cleaning.restart(crash=True)
+    end = confluent_produce(cleaning.bootstrap, "crashy", [Sent(b"end", b"end", [], int(time.time() * 1000))])[0]
+    latest[b"end"] = b"end"
+    got = []
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": cleaning.bootstrap, "group.id": "crash-check",
+                                         "enable.auto.commit": False})
+    try:
+        consumer.assign([confluent_kafka.TopicPartition("crashy", 0, 0)])
+        deadline = time.monotonic() + 30
+        while not got or got[-1].offset() < end:
+            assert time.monotonic() < deadline, f"read up to {got[-1].offset() if got else None} of {end}"
+            message = consumer.poll(0.5)
+            if message is not None:
+                assert message.error() is None, message.error()
+                got.append(message)
+    finally:
+        consumer.close()
+    offsets = [m.offset() for m in got]
+    assert offsets == sorted(set(offsets))
+    last_of = {m.key(): m.value() for m in got}
+    assert last_of == latest  # every key's newest record is its latest acknowledged value
+    pairs = [(m.key(), m.value()) for m in got]
+    assert all(pairs.count((key, value)) == 1 for key, value in latest.items())  # exactly once
+
+
+def test_connect_schema_registry_and_streams_shaped_starts(cleaning: BrokerProcess) -> None:
+    client = admin(cleaning)
+    # Kafka Connect (distributed): three compacted internal topics, checked through DescribeConfigs
+    create(client, NewTopic("connect-configs", 1, 1, config={"cleanup.policy": "compact"}),
+           NewTopic("connect-offsets", 25, 1, config={"cleanup.policy": "compact"}),
+           NewTopic("connect-status", 5, 1, config={"cleanup.policy": "compact"}))
+    for name in ("connect-configs", "connect-offsets", "connect-status"):
+        policy = described(client, ConfigResource(ResourceType.TOPIC, name))["cleanup.policy"]
+        assert (policy.value, policy.source) == ("compact", SOURCE_TOPIC)
+    # Schema Registry: _schemas must be compacted with one partition
+    create(client, NewTopic("_schemas", 1, 1, config={"cleanup.policy": "compact"}))
+    metadata = client.list_topics("_schemas", timeout=10)
+    assert len(metadata.topics["_schemas"].partitions) == 1
+    assert described(client, ConfigResource(ResourceType.TOPIC, "_schemas"))["cleanup.policy"].value == "compact"
+    # Kafka Streams: a compact,delete windowed changelog and a compacted store changelog, restored from 0
+    create(client, NewTopic("app-store-changelog", 1, 1, config={**COMPACTED}),
+           NewTopic("app-window-changelog", 1, 1, config={"cleanup.policy": "compact,delete", "retention.ms": "86400000"}))
+    window = described(client, ConfigResource(ResourceType.TOPIC, "app-window-changelog"))["cleanup.policy"]
+    assert window.value == "compact,delete"
+    sent, state = updates(20, 25, "store")
+    confluent_produce(cleaning.bootstrap, "app-store-changelog", sent, **{"linger.ms": 5})
+    fill = filler(200, "s")
+    fill_offsets = confluent_produce(cleaning.bootstrap, "app-store-changelog", fill, **{"linger.ms": 5})
+    state.update({s.key: s.value for s in fill if s.key is not None})
+    wait_cleaned(cleaning, "app-store-changelog", fill_offsets[0])
+    restored: dict[bytes | None, bytes | None] = {}
+    for record in CONSUMERS["aiokafka"](cleaning.bootstrap, "app-store-changelog", len(state), offset=0):
+        restored[record.key] = record.value
+    assert restored == state
