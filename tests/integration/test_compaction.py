@@ -184,12 +184,16 @@ def test_kill_9_while_cleaning_keeps_every_latest_value_exactly_once(cleaning: B
     compacted_topic(cleaning, "crashy", **{"segment.bytes": "8192"})
     rng = random.Random(14)
     latest: dict[bytes, bytes] = {}
+    interrupted = 0
     for round_ in range(CRASH_ROUNDS):
-        sent, acked = updates(rng.randint(5, 15), 30, f"r{round_}")
+        sent, acked = updates(rng.randint(5, 40), 30, f"r{round_}")
         confluent_produce(cleaning.bootstrap, "crashy", sent, **{"linger.ms": 2})
         latest.update(acked)
-        time.sleep(rng.uniform(0.0, 0.6))  # the cleaner is likely mid-pass now
-        cleaning.restart(crash=True)
+        time.sleep(rng.uniform(0.0, 0.3))  # the cleaner may be mid-pass now
+        cleaning.kill()
+        interrupted += any(p.name.endswith((".cleaned", ".swap")) for p in (cleaning.data_dir / "crashy-0").iterdir())
+        cleaning.start()
+    print(f"{CRASH_ROUNDS} kill -9 rounds, {interrupted} of them with a cleaning pass cut short on disk")
     end = confluent_produce(cleaning.bootstrap, "crashy", [Sent(b"end", b"end", [], int(time.time() * 1000))])[0]
     latest[b"end"] = b"end"
     got = []
@@ -243,3 +247,99 @@ def test_connect_schema_registry_and_streams_shaped_starts(cleaning: BrokerProce
     for record in CONSUMERS["aiokafka"](cleaning.bootstrap, "app-store-changelog", len(state), offset=0):
         restored[record.key] = record.value
     assert restored == state
+
+
+def test_compaction_configs_describe_normalise_and_refuse(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", "--set", "log.cleanup.policy=compact",
+                           "--set", "log.cleaner.min.cleanable.ratio=0.25").start()
+    try:
+        client = admin(broker)
+        create(client, NewTopic("both", 1, 1, config={"cleanup.policy": " delete , compact"}))
+        create(client, NewTopic("inherits", 1, 1))
+        both = described(client, ConfigResource(ResourceType.TOPIC, "both"))
+        assert (both["cleanup.policy"].value, both["cleanup.policy"].source) == ("compact,delete", SOURCE_TOPIC)
+        inherits = described(client, ConfigResource(ResourceType.TOPIC, "inherits"))
+        static_broker = 4
+        assert (inherits["cleanup.policy"].value, inherits["cleanup.policy"].source) == ("compact", static_broker)
+        ratio = inherits["min.cleanable.dirty.ratio"]
+        assert ratio.value == "0.25"
+        assert (ratio.source, list(ratio.synonyms)) == (static_broker, ["log.cleaner.min.cleanable.ratio"])
+        for name in ("min.compaction.lag.ms", "max.compaction.lag.ms", "delete.retention.ms", "segment.ms",
+                     "segment.bytes", "compression.type"):
+            assert name in inherits
+        refused = client.create_topics([NewTopic("old-style", 1, 1, config={"message.timestamp.difference.max.ms": "5"}),
+                                        NewTopic("typo", 1, 1, config={"cleanup.policy": "compacted"})])
+        for name, expected in (("old-style", "not supported by Chronik"), ("typo", "use delete, compact or compact,delete")):
+            with pytest.raises(confluent_kafka.KafkaException) as caught:
+                refused[name].result(10)
+            assert caught.value.args[0].code() == confluent_kafka.KafkaError.INVALID_CONFIG
+            assert expected in caught.value.args[0].str()
+        # a compacted topic keeps its data whatever its age: retention is not applied to compact-only topics
+        broker_configs = described(client, ConfigResource(ResourceType.BROKER, "1"))
+        assert broker_configs["log.cleaner.enable"].value == "true"
+        assert broker_configs["log.cleaner.threads"].value == "1"
+    finally:
+        broker.stop()
+
+
+def test_a_compacted_rf3_topic_survives_its_leader_being_killed_during_cleaning(tmp_path: Path) -> None:
+    from .test_cluster import eventually, running_cluster
+
+    with running_cluster(tmp_path, *CLEANER_ARGS) as cluster:
+        controller = eventually(cluster.controller)
+        client = confluent_kafka.admin.AdminClient({"bootstrap.servers": cluster.nodes[controller].bootstrap})
+        client.create_topics([NewTopic("rf3", 1, 3, config=COMPACTED)], operation_timeout=10)["rf3"].result(15)
+
+        def partition() -> object:
+            topics = cluster.topics(controller)
+            return topics["rf3"].partitions[0] if "rf3" in topics else None
+
+        eventually(lambda: partition() is not None and sorted(partition().isr_nodes) == [1, 2, 3], timeout=20)
+        leader = partition().leader_id
+        follower = next(i for i in (1, 2, 3) if i not in (leader, controller)) if leader != controller else \
+            next(i for i in (1, 2, 3) if i != leader)
+        everyone = ",".join(node.bootstrap for node in cluster.nodes.values())
+        sent, latest = updates(20, 30, "a")
+        confluent_produce(everyone, "rf3", sent, **{"linger.ms": 5})
+        # a follower goes away; the leader compacts what it has not fetched
+        cluster.nodes[follower].kill()
+        sent, more = updates(20, 30, "b")
+        latest.update(more)
+        confluent_produce(everyone, "rf3", sent, **{"linger.ms": 5})
+        fill = filler(150, "c")
+        fill_offsets = confluent_produce(everyone, "rf3", fill, **{"linger.ms": 5})
+        latest.update({s.key: s.value for s in fill if s.key is not None})
+        wait_cleaned(cluster.nodes[leader], "rf3", fill_offsets[0], timeout=60)
+        cluster.nodes[leader].kill()  # the leader dies right after (or during) a pass
+        cluster.nodes[follower].start()  # the returning follower catches up from the new leader, gaps included
+        survivors = [i for i in (1, 2, 3) if i != leader]
+        bootstrap = ",".join(cluster.nodes[i].bootstrap for i in survivors)
+        eventually(lambda: any(partition_of(cluster, i) for i in survivors), timeout=30)
+        got = confluent_consume(bootstrap, "rf3", len(latest), offset=0, timeout=60)
+        assert {r.key: r.value for r in got} == latest
+        offsets = [r.offset for r in got]
+        assert offsets == sorted(set(offsets))
+        # the returned follower holds a valid copy: make it the only live replica and read it
+        eventually(lambda: sorted(partition_isr(cluster, survivors[0], "rf3")) == survivors, timeout=60)
+        other = next(i for i in survivors if i != follower)
+        cluster.nodes[leader].start()
+        cluster.nodes[other].kill()
+        got = confluent_consume(",".join(cluster.nodes[i].bootstrap for i in (follower, leader)), "rf3",
+                                len(latest), offset=0, timeout=60)
+        assert {r.key: r.value for r in got} == latest
+
+
+def partition_of(cluster: object, node_id: int) -> bool:
+    """Whether ``node_id`` answers Metadata with a leader for rf3-0 (it is up and current)."""
+    try:
+        topics = cluster.topics(node_id)  # type: ignore[attr-defined]
+    except OSError:
+        return False
+    return "rf3" in topics and topics["rf3"].partitions[0].leader_id > 0
+
+
+def partition_isr(cluster: object, node_id: int, topic: str) -> list[int]:
+    try:
+        return list(cluster.topics(node_id)[topic].partitions[0].isr_nodes)  # type: ignore[attr-defined]
+    except (OSError, KeyError):
+        return []

@@ -75,6 +75,7 @@ or per ``preallocate_bytes`` of data.  Reads are ``pread`` calls.
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ from .committer import CommitBatch, GroupCommitter
 from .errors import CorruptEntryError, StorageError
 from .files import replace_file_durably
 from .interface import Buffer, SegmentFile, StorageBackend
+
+log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".wal"
 SEGMENT_MAGIC = b"CHRNKWAL"
@@ -755,6 +758,7 @@ def _finish_swaps(backend: StorageBackend, directory: str, names: list[str]) -> 
     for name in names:
         if name.endswith(_CLEANED_SUFFIX):
             backend.delete_file(f"{directory}/{name}")
+            log.info("%s: discarded %s, a segment replacement interrupted before it was durable", directory, name)
     for name in sorted(names):
         if not name.endswith(_SWAP_SUFFIX):
             continue
@@ -777,6 +781,7 @@ def _finish_swaps(backend: StorageBackend, directory: str, names: list[str]) -> 
         else:
             backend.rename_file(f"{directory}/{name}", f"{directory}/{segment_name(first)}")
         backend.sync_dir(directory)
+        log.info("%s: finished the interrupted swap of segments [%d, %d)", directory, first, end)
         swapped.append((first, end))
     return swapped
 
