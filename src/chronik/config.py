@@ -479,7 +479,7 @@ _SETTINGS_LIST = (
     _kafka("log.retention.ms", _Int(-1, _INT64_MAX), "Delete segments older than this; -1 keeps forever."),
     _kafka("log.retention.bytes", _Int(-1, _INT64_MAX), "Delete old segments while a partition is larger; -1: no limit."),
     _kafka("log.segment.bytes", _Int(1024), "Roll to a new segment at this size."),
-    _kafka("log.roll.ms", _Int(1, _INT64_MAX), "Roll to a new segment once the active one's first record is this old."),
+    _kafka("log.roll.ms", _Int(1, _INT64_MAX), "Topic default segment.ms: roll the active segment once it has held data this long."),
     _kafka("log.cleanup.policy", _Choice(lambda: ("delete", "compact", "compact,delete")),
            "Topic default cleanup.policy: delete (retention), compact (log cleaner) or compact,delete."),
     _kafka("compression.type", _Choice(lambda: ("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),

@@ -31,8 +31,8 @@ The semantics are Kafka's ``LogCleaner``/``Cleaner``; scheduling lives in
 
 :func:`clean_partition` does steps 1-4 for one partition and is meant for a
 worker thread: it only reads sealed segments and writes new files, pausing
-(``time.sleep(0)``, which releases the GIL) after every batch so the event
-loop thread is never kept waiting for long.  It does not change the
+(``time.sleep(0)``, which releases the GIL) every millisecond of work
+(:class:`Pacer`) so the event loop thread is never kept waiting for long.  It does not change the
 :class:`~chronik.log.partition.PartitionLog`: the caller installs the
 result on the event loop (:meth:`PartitionLog.install_cleaned`).
 """
@@ -88,18 +88,36 @@ class PassStats:
         return self.bytes_written / self.bytes_read if self.bytes_read else 1.0
 
 
-def _pause() -> None:
-    time.sleep(0)  # release the GIL: the event loop thread gets it at once if it waits
+PAUSE_EVERY_SECONDS = 0.001
+"""CPU time the cleaner's thread works between two voluntary releases of the GIL."""
+
+
+class Pacer:
+    """Called after every batch: every :data:`PAUSE_EVERY_SECONDS` it sleeps 0 s, which
+    releases the GIL, so the event loop thread waits at most about that long for it
+    (rather than the interpreter's 5 ms switch interval)."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
+
+    def __call__(self) -> None:
+        now = time.perf_counter()
+        if now >= self._next:
+            time.sleep(0)
+            self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
 
 
 def build_offset_map(wal: WriteAheadLog, dirty: list[Span], budget_bytes: int, *,
-                     pause: Callable[[], None] = _pause) -> tuple[dict[bytes, int], int]:
+                     pause: Callable[[], None] | None = None) -> tuple[dict[bytes, int], int]:
     """Map each key of the ``dirty`` segments to its latest offset; return the map and
     the offset where it ends (the end of the last segment it covers).
 
     Stops after the segment during which the estimated map size passed
     ``budget_bytes`` (at least one segment is always mapped).
     """
+    pause = pause or Pacer()
     offsets: dict[bytes, int] = {}
     size = 0
     end = dirty[0].base if dirty else 0
@@ -179,7 +197,7 @@ def group_spans(spans: list[Span], max_bytes: int) -> list[list[Span]]:
 
 def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, segment_bytes: int,
                     budget_bytes: int, delete_retention_ms: int, now_ms: int,
-                    pause: Callable[[], None] = _pause) -> PassStats:
+                    pause: Callable[[], None] | None = None) -> PassStats:
     """One pass over the cleanable ``spans`` (sealed, oldest first): map the dirty
     ones (from ``first_dirty``), rewrite and commit (durably swap on disk) every
     group up to where the map ends.  The result lists the replacements, to be
@@ -190,6 +208,7 @@ def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, 
     Blocking (reads, writes, fsyncs): run it in a worker thread.
     """
     started = time.perf_counter()
+    pause = pause or Pacer()
     stats = PassStats(first_offset=spans[0].base if spans else first_dirty)
     dirty = [span for span in spans if span.next_offset > first_dirty]
     offsets, map_end = build_offset_map(wal, dirty, budget_bytes, pause=pause)

@@ -22,17 +22,25 @@ class InvalidConfig(ValueError):
     """A config value that does not parse or is out of range (INVALID_CONFIG)."""
 
 
-def _int(low: int, high: int = 2**63 - 1) -> Callable[[str], str]:
+def _number(parse: Callable[[str], float], what: str, low: float, high: float) -> Callable[[str], str]:
     def check(value: str) -> str:
         try:
-            number = int(value)
+            number = parse(value)
         except ValueError:
-            raise InvalidConfig(f"{value!r} is not an integer") from None
+            raise InvalidConfig(f"{value!r} is not {what}") from None
         if not low <= number <= high:
             raise InvalidConfig(f"{number} is outside [{low}, {high}]")
-        return str(number)
+        return repr(number)
 
     return check
+
+
+def _int(low: int, high: int = 2**63 - 1) -> Callable[[str], str]:
+    return _number(int, "an integer", low, high)
+
+
+def _float(low: float, high: float) -> Callable[[str], str]:
+    return _number(float, "a number", low, high)
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -40,19 +48,6 @@ def _choice(*choices: str) -> Callable[[str], str]:
         if value not in choices:
             raise InvalidConfig(f"{value!r} is not one of {', '.join(choices)}")
         return value
-
-    return check
-
-
-def _float(low: float, high: float) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        try:
-            number = float(value)
-        except ValueError:
-            raise InvalidConfig(f"{value!r} is not a number") from None
-        if not low <= number <= high:
-            raise InvalidConfig(f"{number} is outside [{low}, {high}]")
-        return repr(number)
 
     return check
 
@@ -119,7 +114,7 @@ TOPIC_CONFIGS: dict[str, TopicConfigDef] = {
         TopicConfigDef("retention.bytes", "LONG", "-1", "log.retention.bytes", _int(-1), "Delete old segments while the partition is larger; -1 = no limit."),
         TopicConfigDef("segment.bytes", "INT", "1073741824", "log.segment.bytes", _int(1024, 2**31 - 1), "Roll to a new segment at this size."),
         TopicConfigDef("segment.ms", "LONG", "604800000", "log.roll.ms", _int(1),
-                       "Roll to a new segment once the active one's first record is this old (checked every few seconds)."),
+                       "Roll the active segment once it has held data this long (checked every second)."),
         TopicConfigDef("max.message.bytes", "INT", "1048588", "message.max.bytes", _int(0, 2**31 - 1), "Largest record batch accepted."),
         TopicConfigDef("message.timestamp.type", "STRING", "CreateTime", None, _choice("CreateTime", "LogAppendTime"), "Keep the producer's timestamps or stamp batches on append."),
         TopicConfigDef("min.insync.replicas", "INT", "1", "min.insync.replicas", _int(1, 1000), "Replicas that must have a record for acks=all."),

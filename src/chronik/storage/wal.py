@@ -85,7 +85,7 @@ import crc32c
 
 from .committer import CommitBatch, GroupCommitter
 from .errors import CorruptEntryError, StorageError
-from .files import replace_file_durably
+from .files import create_fresh, replace_file_durably
 from .interface import Buffer, SegmentFile, StorageBackend
 
 log = logging.getLogger(__name__)
@@ -614,11 +614,7 @@ class WriteAheadLog:
         """
         backend = self.backend
         cleaned = f"{self.directory}/{segment_name(first)}{_CLEANED_SUFFIX[len(SEGMENT_SUFFIX):]}"
-        try:
-            backend.delete_file(cleaned)
-        except FileNotFoundError:
-            pass
-        file = backend.open_file(cleaned, create=True)
+        file = create_fresh(backend, cleaned)
         located: list[tuple[int, int, int]] = []
         try:
             chunk = bytearray(SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0))
