@@ -109,7 +109,7 @@ class Pacer:
             self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
 
 
-def build_offset_map(wal: WriteAheadLog, dirty: list[Span], budget_bytes: int, *,
+def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[Span], budget_bytes: int, *,
                      pause: Callable[[], None] | None = None) -> tuple[dict[bytes, int], int]:
     """Map each key of the ``dirty`` segments to its latest offset; return the map and
     the offset where it ends (the end of the last segment it covers).
@@ -122,8 +122,7 @@ def build_offset_map(wal: WriteAheadLog, dirty: list[Span], budget_bytes: int, *
     size = 0
     end = dirty[0].base if dirty else 0
     for span in dirty:
-        for entry in wal.iter_entries(span.base):
-            batch = entry.payload
+        for batch in read(span):
             header = parse_batch_header(batch)
             if header.is_control:
                 continue
@@ -195,23 +194,25 @@ def group_spans(spans: list[Span], max_bytes: int) -> list[list[Span]]:
     return groups
 
 
-def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, segment_bytes: int,
-                    budget_bytes: int, delete_retention_ms: int, now_ms: int,
-                    pause: Callable[[], None] | None = None) -> PassStats:
-    """One pass over the cleanable ``spans`` (sealed, oldest first): map the dirty
-    ones (from ``first_dirty``), rewrite and commit (durably swap on disk) every
-    group up to where the map ends.  The result lists the replacements, to be
-    installed on the event loop; ``end_offset`` is the next first dirty offset.
-    A failure while rewriting stops the pass: it is returned in ``error``
-    with the replacements committed before it (a failure while mapping raises).
+ReadSegment = Callable[[Span], Iterator[memoryview]]
+WriteReplacement = Callable[[int, int, Iterator[tuple[int, memoryview | bytearray]]], Replacement]
 
-    Blocking (reads, writes, fsyncs): run it in a worker thread.
+
+def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span], first_dirty: int, *,
+                   segment_bytes: int, budget_bytes: int, delete_retention_ms: int, now_ms: int,
+                   pause: Callable[[], None] | None = None) -> PassStats:
+    """One pass over the cleanable ``spans`` (sealed, oldest first): map the dirty ones
+    (from ``first_dirty``), then write a durable replacement (a swap file, not yet
+    committed) of every group up to where the map ends.  ``end_offset`` of the
+    result is the next first dirty offset.  A failure while rewriting stops the
+    pass: it is returned in ``error`` with the replacements written before it (a
+    failure while mapping raises).  Blocking: run it in a worker thread or process.
     """
     started = time.perf_counter()
     pause = pause or Pacer()
     stats = PassStats(first_offset=spans[0].base if spans else first_dirty)
     dirty = [span for span in spans if span.next_offset > first_dirty]
-    offsets, map_end = build_offset_map(wal, dirty, budget_bytes, pause=pause)
+    offsets, map_end = build_offset_map(read, dirty, budget_bytes, pause=pause)
     stats.keys = len(offsets)
     stats.map_seconds = time.perf_counter() - started
     stats.end_offset = map_end
@@ -222,14 +223,14 @@ def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, 
 
         def cleaned(group: list[Span] = group, headers: list[BatchHeader] = headers) -> Iterator[tuple[int, memoryview | bytearray]]:
             for span in group:
-                for entry in wal.iter_entries(span.base):
-                    header = parse_batch_header(entry.payload)
-                    stats.bytes_read += len(entry.payload)
-                    kept = clean_batch(entry.payload, header, offsets, now_ms, delete_retention_ms, stats)
+                for payload in read(span):
+                    header = parse_batch_header(payload)
+                    stats.bytes_read += len(payload)
+                    kept = clean_batch(payload, header, offsets, now_ms, delete_retention_ms, stats)
                     pause()
                     if kept is None:
                         continue
-                    if kept is not entry.payload:
+                    if kept is not payload:
                         header = parse_batch_header(kept)
                     headers.append(header)
                     stats.batches_written += 1
@@ -237,9 +238,8 @@ def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, 
                     yield header.base_offset, kept
 
         try:
-            replacement = wal.write_replacement(group[0].base, group[-1].next_offset, cleaned())
-            wal.commit_replacement(replacement)
-        except Exception as exc:  # noqa: BLE001 -- reported to the caller with what was committed before it
+            replacement = write(group[0].base, group[-1].next_offset, cleaned())
+        except Exception as exc:  # noqa: BLE001 -- reported to the caller with what was written before it
             stats.error = exc
             break
         stats.replacements.append((replacement, headers))
@@ -248,4 +248,38 @@ def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, 
     return stats
 
 
-__all__ = ["MAP_ENTRY_OVERHEAD", "PassStats", "Span", "build_offset_map", "clean_batch", "clean_partition", "group_spans"]
+def commit(wal: WriteAheadLog, stats: PassStats) -> None:
+    """Commit the replacements of a pass on disk (:meth:`WriteAheadLog.commit_replacement`),
+    in order.  On a failure the uncommitted swap files are deleted (a swap left
+    behind would be completed by the next open, over segments that may have
+    changed since), the list keeps the committed ones and ``error`` is set.
+    Blocking: run it in a worker thread."""
+    for n, (replacement, _) in enumerate(stats.replacements):
+        try:
+            wal.commit_replacement(replacement)
+        except Exception as exc:  # noqa: BLE001 -- reported to the caller
+            for left, _ in stats.replacements[n:]:
+                try:
+                    wal.backend.delete_file(left.swap_path)
+                except OSError:
+                    pass
+            del stats.replacements[n:]
+            stats.error = stats.error or exc
+            return
+
+
+def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, segment_bytes: int,
+                    budget_bytes: int, delete_retention_ms: int, now_ms: int,
+                    pause: Callable[[], None] | None = None) -> PassStats:
+    """:func:`clean_segments` on ``wal``'s own files, then :func:`commit`, in this thread.
+    The result's replacements are to be installed on the event loop."""
+    stats = clean_segments(
+        lambda span: (entry.payload for entry in wal.iter_entries(span.base)),
+        wal.write_replacement, spans, first_dirty, segment_bytes=segment_bytes, budget_bytes=budget_bytes,
+        delete_retention_ms=delete_retention_ms, now_ms=now_ms, pause=pause)
+    commit(wal, stats)
+    return stats
+
+
+__all__ = ["MAP_ENTRY_OVERHEAD", "PassStats", "Span", "build_offset_map", "clean_batch", "clean_partition",
+           "clean_segments", "commit", "group_spans"]

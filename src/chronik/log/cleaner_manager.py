@@ -15,10 +15,12 @@ Kafka's ``LogCleanerManager`` semantics:
 * ``log.cleaner.threads`` passes run at once, each on its own partition, each
   with ``log.cleaner.dedupe.buffer.size / threads`` of offset map.  When
   nothing is cleanable a worker sleeps ``log.cleaner.backoff.ms``.
-* The rewriting (:func:`chronik.log.cleaner.clean_partition`) runs in a worker
-  thread (inline on the in-memory backends, see
-  :func:`~chronik.storage.files.run_blocking`); the result is installed on the
-  event loop.  A pass that fails marks its partition *uncleanable* (logged
+* The rewriting runs in a child process
+  (:mod:`chronik.log.cleaner_process`, waited for by a worker thread, which
+  then commits the swaps), so its CPU work never holds the broker's GIL; on
+  the in-memory backends it runs inline
+  (:func:`chronik.log.cleaner.clean_partition`).  The result is installed on
+  the event loop.  A pass that fails marks its partition *uncleanable* (logged
   with the reason, counted in the metrics) until the broker restarts.
 
 Every second the service also rolls active segments older than ``segment.ms``
@@ -42,9 +44,10 @@ from dataclasses import dataclass
 import trio
 
 from ..metadata.topic_configs import is_compacted
-from ..storage import GroupCommitter
+from ..storage import GroupCommitter, MemoryBackend
 from ..storage.files import read_file, replace_file_durably, run_blocking
-from .cleaner import PassStats, Span, clean_partition
+from .cleaner import PassStats, Span, clean_partition, commit
+from .cleaner_process import run_in_process
 from .partition import PartitionLog
 
 log = logging.getLogger(__name__)
@@ -223,12 +226,20 @@ class LogCleaner:
         if configs is None or key in self._busy or not partition_log.begin_cleaning():
             return False
         self._busy.add(key)
+        params = dict(segment_bytes=int(configs["segment.bytes"]), budget_bytes=self.budget_bytes,
+                      delete_retention_ms=int(configs["delete.retention.ms"]), now_ms=int(time.time() * 1000))
+
+        def in_process() -> PassStats:
+            stats = run_in_process(partition_log.directory, candidate.spans, candidate.first_dirty, **params)
+            commit(partition_log.wal, stats)
+            return stats
+
         try:
-            stats = await run_blocking(
-                self.committer.backend, lambda: clean_partition(
-                    partition_log.wal, candidate.spans, candidate.first_dirty,
-                    segment_bytes=int(configs["segment.bytes"]), budget_bytes=self.budget_bytes,
-                    delete_retention_ms=int(configs["delete.retention.ms"]), now_ms=int(time.time() * 1000)))
+            if isinstance(self.committer.backend, MemoryBackend):
+                stats = await run_blocking(self.committer.backend, lambda: clean_partition(
+                    partition_log.wal, candidate.spans, candidate.first_dirty, **params))
+            else:
+                stats = await trio.to_thread.run_sync(in_process)
             if partition_log.closed:
                 return True
             for replacement, headers in stats.replacements:

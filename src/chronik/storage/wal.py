@@ -604,42 +604,16 @@ class WriteAheadLog:
     def write_replacement(self, first: int, end: int, entries: Iterator[tuple[int, Buffer]]) -> "Replacement":
         """Write the replacement of the sealed segments whose base index is in [first, end)
         and make it durable as a swap file (the commit point); return what
-        :meth:`install_replacement` needs.
+        :meth:`commit_replacement` and :meth:`switch_to_replacement` need.
 
         ``entries`` are ``(index, payload)`` in increasing index order, within
-        [first, end).  Safe to call from a worker thread while the event loop
-        appends and reads: it touches only new files (the caller keeps
+        [first, end).  Safe to call from a worker thread (or, as the module
+        function :func:`write_replacement`, another process) while the event
+        loop appends and reads: it touches only new files (the caller keeps
         retention and truncation off those segments until it calls
         :meth:`switch_to_replacement`).
         """
-        backend = self.backend
-        cleaned = f"{self.directory}/{segment_name(first)}{_CLEANED_SUFFIX[len(SEGMENT_SUFFIX):]}"
-        file = create_fresh(backend, cleaned)
-        located: list[tuple[int, int, int]] = []
-        try:
-            chunk = bytearray(SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0))
-            written = 0
-            last = first - 1
-            for index, payload in entries:
-                if not first <= index < end or index <= last:
-                    raise ValueError(f"replacement entry {index} is out of order or outside [{first}, {end})")
-                last = index
-                located.append((index, written + len(chunk), ENTRY_HEADER.size + len(payload)))
-                chunk += encode_entry_header(index, payload)
-                chunk += payload
-                if len(chunk) >= _WRITE_CHUNK:
-                    file.write_durably(written, bytes(chunk))
-                    written += len(chunk)
-                    chunk = bytearray()
-            if chunk:
-                file.write_durably(written, bytes(chunk))
-                written += len(chunk)
-        finally:
-            file.close()
-        swap = f"{self.directory}/{first:020d}-{end:020d}{_SWAP_SUFFIX}"
-        backend.rename_file(cleaned, swap)
-        backend.sync_dir(self.directory)
-        return Replacement(first, end, swap, located, written)
+        return write_replacement(self.backend, self.directory, first, end, entries)
 
     def commit_replacement(self, replacement: "Replacement") -> None:
         """Finish a swap on disk: delete the segments a durable replacement replaces,
@@ -746,6 +720,69 @@ class Replacement:
     swap_path: str
     entries: list[tuple[int, int, int]]
     size: int
+
+
+def write_replacement(backend: StorageBackend, directory: str, first: int, end: int,
+                      entries: Iterator[tuple[int, Buffer]]) -> Replacement:
+    """:meth:`WriteAheadLog.write_replacement` on the files alone (for a cleaner process)."""
+    cleaned = f"{directory}/{segment_name(first)}{_CLEANED_SUFFIX[len(SEGMENT_SUFFIX):]}"
+    file = create_fresh(backend, cleaned)
+    located: list[tuple[int, int, int]] = []
+    try:
+        chunk = bytearray(SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0))
+        written = 0
+        last = first - 1
+        for index, payload in entries:
+            if not first <= index < end or index <= last:
+                raise ValueError(f"replacement entry {index} is out of order or outside [{first}, {end})")
+            last = index
+            located.append((index, written + len(chunk), ENTRY_HEADER.size + len(payload)))
+            chunk += encode_entry_header(index, payload)
+            chunk += payload
+            if len(chunk) >= _WRITE_CHUNK:
+                file.write_durably(written, bytes(chunk))
+                written += len(chunk)
+                chunk = bytearray()
+        if chunk:
+            file.write_durably(written, bytes(chunk))
+            written += len(chunk)
+    finally:
+        file.close()
+    swap = f"{directory}/{first:020d}-{end:020d}{_SWAP_SUFFIX}"
+    backend.rename_file(cleaned, swap)
+    backend.sync_dir(directory)
+    return Replacement(first, end, swap, located, written)
+
+
+def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int) -> Iterator[tuple[int, memoryview]]:
+    """``(index, payload)`` of every entry of a sealed segment file, read by name (for a
+    cleaner process; the owner of the log keeps it from being deleted meanwhile).
+
+    Raises :class:`CorruptEntryError` if an entry fails its checks.
+    """
+    file = backend.open_file(f"{directory}/{segment_name(base_index)}")
+    try:
+        size = file.size()
+        position = SEGMENT_HEADER.size
+        while position < size:
+            head = memoryview(file.pread(position, ENTRY_HEADER.size))
+            buf = memoryview(file.pread(position, max(_SCAN_CHUNK, _Recovery._needed(head, 0))))
+            pos = 0
+            while True:
+                try:
+                    decoded = _decode_entry(buf, pos)
+                except _InvalidEntry as exc:
+                    raise CorruptEntryError(file.path, position + pos, str(exc)) from None
+                if decoded is None:
+                    break
+                index, payload, entry_size = decoded
+                yield index, payload
+                pos += entry_size
+            if pos == 0:
+                raise CorruptEntryError(file.path, position, "entry runs past the end of the sealed segment")
+            position += pos
+    finally:
+        file.close()
 
 
 def _finish_swaps(backend: StorageBackend, directory: str, names: list[str]) -> list[tuple[int, int]]:
