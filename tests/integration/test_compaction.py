@@ -151,6 +151,23 @@ def test_compressed_batches_compact_correctly(cleaning: BrokerProcess, codec: st
         assert len(got) == len(latest), name
 
 
+def test_kafkajs_reads_a_compacted_topic(cleaning: BrokerProcess) -> None:
+    from .test_kafkajs import MISSING, run_scenario, unb64
+
+    if MISSING is not None:
+        pytest.skip(MISSING)
+    compacted_topic(cleaning, "kjs-compacted")
+    sent, latest = updates(20, 30, "js")
+    confluent_produce(cleaning.bootstrap, "kjs-compacted", sent, **{"linger.ms": 5})
+    fill = filler(150, "js")
+    fill_offsets = confluent_produce(cleaning.bootstrap, "kjs-compacted", fill, **{"linger.ms": 5})
+    latest.update({s.key: s.value for s in fill if s.key is not None})
+    wait_cleaned(cleaning, "kjs-compacted", fill_offsets[0])
+    records = run_scenario(cleaning, "compacted")["records"]
+    assert {unb64(r["key"]): unb64(r["value"]) for r in records} == latest
+    assert len(records) == len(latest) and int(records[0]["offset"]) > 0
+
+
 def _stored_codecs(broker: BrokerProcess, topic: str) -> set[int]:
     """The compression id of every batch in the topic's WAL files (entry header 16 bytes, attributes at 21)."""
     codecs = set()
