@@ -6,7 +6,8 @@ Run:  python bench/cleaner.py [--mb 64] [--keys 20000] [--seconds 8] [--skip-lat
    partition log filled with ``--mb`` MB of 256 B records in batches of 64,
    keys drawn from ``--keys`` distinct keys (so each key is updated many
    times), segments of 8 MiB; then one cleaning pass
-   (:func:`chronik.log.cleaner.clean_partition`) over every sealed segment.
+   (:func:`chronik.log.cleaner.clean_partition`, unpaced as in the broker's
+   cleaner process) over every sealed segment.
    Reports MB/s (bytes read by the pass / its time, map and rewrite
    included, the fsyncs of the swap too) and the space reclaimed.
    Target: >= 50 MB/s.
@@ -83,9 +84,10 @@ async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
         before = log.size_bytes()
         started = time.perf_counter()
         run = trio.to_thread.run_sync if not os.environ.get("CLEANER_INLINE") else (lambda f: _now(f))
+        # unpaced, as in the broker's cleaner process (chronik.log.cleaner_process)
         stats = await run(lambda: clean_partition(
             log.wal, spans, 0, segment_bytes=8 << 20, budget_bytes=128 << 20, delete_retention_ms=86400000,
-            now_ms=int(time.time() * 1000)))
+            now_ms=int(time.time() * 1000), pause=lambda: None))
         elapsed = time.perf_counter() - started
         for replacement, headers in stats.replacements:
             log.install_cleaned(replacement, headers)
