@@ -291,7 +291,6 @@ def test_compaction_configs_describe_normalise_and_refuse(tmp_path: Path) -> Non
                 refused[name].result(10)
             assert caught.value.args[0].code() == confluent_kafka.KafkaError.INVALID_CONFIG
             assert expected in caught.value.args[0].str()
-        # a compacted topic keeps its data whatever its age: retention is not applied to compact-only topics
         broker_configs = described(client, ConfigResource(ResourceType.BROKER, "1"))
         assert broker_configs["log.cleaner.enable"].value == "true"
         assert broker_configs["log.cleaner.threads"].value == "1"

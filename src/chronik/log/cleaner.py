@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..protocol import BatchHeader, parse_batch_header, rebuild_batch, records_data, scan_records
+from ..protocol import BatchHeader, RawRecord, parse_batch_header, rebuild_batch, records_data, scan_records
 from ..storage.wal import Replacement, WriteAheadLog
 
 MAP_ENTRY_OVERHEAD = 80
@@ -109,17 +109,27 @@ class Pacer:
             self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
 
 
+Scanned = dict[int, tuple[memoryview, list[RawRecord]]]
+"""Batches already decompressed and scanned by the mapping, by base offset (reused by the rewrite)."""
+SCANNED_ENTRY_OVERHEAD = 120
+"""Bytes a kept scan result is counted as per record, besides the batch's records data."""
+
+
 def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[Span], budget_bytes: int, *,
-                     pause: Callable[[], None] | None = None) -> tuple[dict[bytes, int], int]:
+                     pause: Callable[[], None] | None = None,
+                     scanned: Scanned | None = None) -> tuple[dict[bytes, int], int]:
     """Map each key of the ``dirty`` segments to its latest offset; return the map and
     the offset where it ends (the end of the last segment it covers).
 
     Stops after the segment during which the estimated map size passed
-    ``budget_bytes`` (at least one segment is always mapped).
+    ``budget_bytes`` (at least one segment is always mapped).  ``scanned``
+    keeps the scans (up to another ``budget_bytes``) so the rewrite of those
+    batches need not decompress and scan them again.
     """
     pause = pause or Pacer()
     offsets: dict[bytes, int] = {}
     size = 0
+    kept_bytes = 0
     end = dirty[0].base if dirty else 0
     for span in dirty:
         for batch in read(span):
@@ -127,7 +137,12 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
             if header.is_control:
                 continue
             base = header.base_offset
-            for record in scan_records(header, records_data(batch, header)):
+            data = records_data(batch, header)
+            records = scan_records(header, data)
+            if scanned is not None and kept_bytes < budget_bytes:
+                scanned[base] = (data, records)
+                kept_bytes += len(data) + SCANNED_ENTRY_OVERHEAD * len(records)
+            for record in records:
                 key = record.key
                 if key is None:
                     continue
@@ -142,16 +157,19 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
 
 
 def clean_batch(batch: memoryview, header: BatchHeader, offsets: dict[bytes, int], now_ms: int,
-                delete_retention_ms: int, stats: PassStats) -> memoryview | bytearray | None:
+                delete_retention_ms: int, stats: PassStats,
+                scanned: tuple[memoryview, list[RawRecord]] | None = None) -> memoryview | bytearray | None:
     """The batch as a cleaned log keeps it: unchanged, rebuilt with fewer records
-    (or a delete horizon), or None when nothing of it remains (see the module docstring)."""
+    (or a delete horizon), or None when nothing of it remains (see the module docstring).
+    ``scanned``: its records data and scan, if the mapping kept them."""
     stats.batches_read += 1
     if header.is_control:
         stats.records_read += header.records_count
         stats.records_kept += header.records_count
         return batch
-    data = records_data(batch, header)
-    records = scan_records(header, data)
+    data, records = scanned if scanned is not None else (records_data(batch, header), [])
+    if scanned is None:
+        records = scan_records(header, data)
     stats.records_read += len(records)
     horizon_passed = header.has_delete_horizon and header.base_timestamp <= now_ms
     base = header.base_offset
@@ -212,7 +230,8 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
     pause = pause or Pacer()
     stats = PassStats(first_offset=spans[0].base if spans else first_dirty)
     dirty = [span for span in spans if span.next_offset > first_dirty]
-    offsets, map_end = build_offset_map(read, dirty, budget_bytes, pause=pause)
+    scans: Scanned = {}
+    offsets, map_end = build_offset_map(read, dirty, budget_bytes, pause=pause, scanned=scans)
     stats.keys = len(offsets)
     stats.map_seconds = time.perf_counter() - started
     stats.end_offset = map_end
@@ -226,7 +245,8 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
                 for payload in read(span):
                     header = parse_batch_header(payload)
                     stats.bytes_read += len(payload)
-                    kept = clean_batch(payload, header, offsets, now_ms, delete_retention_ms, stats)
+                    kept = clean_batch(payload, header, offsets, now_ms, delete_retention_ms, stats,
+                                       scans.pop(header.base_offset, None))
                     pause()
                     if kept is None:
                         continue
