@@ -72,6 +72,19 @@ def filler(count: int, tag: str) -> list[Sent]:
     return [Sent(b"fill-%s-%04d" % (tag.encode(), i), rng.randbytes(200), [], now) for i in range(count)]
 
 
+def updated_and_cleaned(broker: BrokerProcess, topic: str, rounds: int, keys: int, tag: str, *, fill: int = 200,
+                        **conf: str) -> dict[bytes, bytes]:
+    """Produce ``rounds`` updates of ``keys`` keys, then a filler that seals their segments; wait
+    until a pass cleaned past them; return each key's latest value (the filler's included)."""
+    sent, latest = updates(rounds, keys, tag)
+    confluent_produce(broker.bootstrap, topic, sent, **{"linger.ms": 5, **conf})
+    extra = filler(fill, tag)
+    offsets = confluent_produce(broker.bootstrap, topic, extra, **{"linger.ms": 5, **conf})
+    latest.update({s.key: s.value for s in extra if s.key is not None})
+    wait_cleaned(broker, topic, offsets[0])
+    return latest
+
+
 def segment_bytes(broker: BrokerProcess, topic: str) -> int:
     directory = broker.data_dir / f"{topic}-0"
     return sum(path.stat().st_size for path in directory.glob("*.wal"))
@@ -135,12 +148,7 @@ def test_tombstones_stay_for_delete_retention_then_disappear(cleaning: BrokerPro
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 def test_compressed_batches_compact_correctly(cleaning: BrokerProcess, codec: str) -> None:
     compacted_topic(cleaning, f"packed-{codec}")
-    sent, latest = updates(30, 20, codec)
-    confluent_produce(cleaning.bootstrap, f"packed-{codec}", sent, **{"compression.type": codec, "linger.ms": 5})
-    fill = filler(300, codec)
-    fill_offsets = confluent_produce(cleaning.bootstrap, f"packed-{codec}", fill, **{"compression.type": codec})
-    latest.update({s.key: s.value for s in fill if s.key is not None})
-    wait_cleaned(cleaning, f"packed-{codec}", fill_offsets[0])
+    latest = updated_and_cleaned(cleaning, f"packed-{codec}", 30, 20, codec, fill=300, **{"compression.type": codec})
     for name, consume in CONSUMERS.items():
         if name == "kafka-python" and codec == "snappy":
             from .clients import kafka_python_has
@@ -157,12 +165,7 @@ def test_kafkajs_reads_a_compacted_topic(cleaning: BrokerProcess) -> None:
     if MISSING is not None:
         pytest.skip(MISSING)
     compacted_topic(cleaning, "kjs-compacted")
-    sent, latest = updates(20, 30, "js")
-    confluent_produce(cleaning.bootstrap, "kjs-compacted", sent, **{"linger.ms": 5})
-    fill = filler(150, "js")
-    fill_offsets = confluent_produce(cleaning.bootstrap, "kjs-compacted", fill, **{"linger.ms": 5})
-    latest.update({s.key: s.value for s in fill if s.key is not None})
-    wait_cleaned(cleaning, "kjs-compacted", fill_offsets[0])
+    latest = updated_and_cleaned(cleaning, "kjs-compacted", 20, 30, "js", fill=150)
     records = run_scenario(cleaning, "compacted")["records"]
     assert {unb64(r["key"]): unb64(r["value"]) for r in records} == latest
     assert len(records) == len(latest) and int(records[0]["offset"]) > 0
@@ -254,12 +257,7 @@ def test_connect_schema_registry_and_streams_shaped_starts(cleaning: BrokerProce
            NewTopic("app-window-changelog", 1, 1, config={"cleanup.policy": "compact,delete", "retention.ms": "86400000"}))
     window = described(client, ConfigResource(ResourceType.TOPIC, "app-window-changelog"))["cleanup.policy"]
     assert window.value == "compact,delete"
-    sent, state = updates(20, 25, "store")
-    confluent_produce(cleaning.bootstrap, "app-store-changelog", sent, **{"linger.ms": 5})
-    fill = filler(200, "s")
-    fill_offsets = confluent_produce(cleaning.bootstrap, "app-store-changelog", fill, **{"linger.ms": 5})
-    state.update({s.key: s.value for s in fill if s.key is not None})
-    wait_cleaned(cleaning, "app-store-changelog", fill_offsets[0])
+    state = updated_and_cleaned(cleaning, "app-store-changelog", 20, 25, "store")
     restored: dict[bytes | None, bytes | None] = {}
     for record in CONSUMERS["aiokafka"](cleaning.bootstrap, "app-store-changelog", len(state), offset=0):
         restored[record.key] = record.value

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chronik.protocol import (
-    Compression,
-    Record,
-    RecordHeader,
-    compute_crc,
-    decode_records,
-    encode_batch,
-    first_null_key,
-    parse_batch_header,
-    rebuild_batch,
-    recompress_batch,
-    records_data,
-    scan_records,
-)
+from chronik.protocol import Compression, Record, RecordHeader, compute_crc, decode_records, encode_batch
+from chronik.protocol import first_null_key, parse_batch_header, rebuild_batch, recompress_batch, records_data
+from chronik.protocol import scan_records
 
 T0 = 1_700_000_000_000
 
