@@ -205,13 +205,25 @@ def test_kill_9_while_cleaning_keeps_every_latest_value_exactly_once(cleaning: B
     rng = random.Random(14)
     latest: dict[bytes, bytes] = {}
     interrupted = 0
+    directory = cleaning.data_dir / "crashy-0"
+
+    def mid_swap() -> bool:
+        try:
+            return any(p.name.endswith((".cleaned", ".swap")) for p in directory.iterdir())
+        except FileNotFoundError:  # a file went while listing
+            return False
+
     for round_ in range(CRASH_ROUNDS):
         sent, acked = updates(rng.randint(5, 40), 30, f"r{round_}")
         confluent_produce(cleaning.bootstrap, "crashy", sent, **{"linger.ms": 2})
         latest.update(acked)
-        time.sleep(rng.uniform(0.0, 0.3))  # the cleaner may be mid-pass now
+        # kill as soon as a pass writes its replacement (or after a random while if none shows up)
+        deadline = time.monotonic() + rng.uniform(0.05, 1.5)
+        while time.monotonic() < deadline and not mid_swap():
+            time.sleep(0.0005)
+        time.sleep(rng.uniform(0, 0.005))
         cleaning.kill()
-        interrupted += any(p.name.endswith((".cleaned", ".swap")) for p in (cleaning.data_dir / "crashy-0").iterdir())
+        interrupted += mid_swap()
         cleaning.start()
     print(f"{CRASH_ROUNDS} kill -9 rounds, {interrupted} of them with a cleaning pass cut short on disk")
     end = confluent_produce(cleaning.bootstrap, "crashy", [Sent(b"end", b"end", [], int(time.time() * 1000))])[0]
