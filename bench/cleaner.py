@@ -3,7 +3,7 @@
 Run:  python bench/cleaner.py [--mb 64] [--keys 20000] [--seconds 8] [--skip-latency] [--json out.json]
 
 1. **Throughput** (in-process, the WAL backend the broker would use): a
-   partition log filled with ``--mb`` MB of 256 B records in batches of 64,
+   partition log filled with ``--mb`` MB of 256 B records in batches of 1000,
    keys drawn from ``--keys`` distinct keys (so each key is updated many
    times), segments of 8 MiB; then one cleaning pass
    (:func:`chronik.log.cleaner.clean_partition`, unpaced as in the broker's
@@ -41,7 +41,7 @@ import trio
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_BYTES = 256
-BATCH_RECORDS = 64
+BATCH_RECORDS = 1000  # ~256 KB batches, as librdkafka sends them under load (batch.size 1 MB)
 
 
 def _batches(total_bytes: int, keys: int, seed: int = 14) -> list[bytearray]:
