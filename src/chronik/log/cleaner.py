@@ -29,12 +29,16 @@ The semantics are Kafka's ``LogCleaner``/``Cleaner``; scheduling lives in
    (``.cleaned`` -> ``.swap`` -> replace, see :mod:`chronik.storage.wal`):
    durable before the old segments go, completed by recovery after a crash.
 
-:func:`clean_partition` does steps 1-4 for one partition and is meant for a
-worker thread: it only reads sealed segments and writes new files, pausing
-(``time.sleep(0)``, which releases the GIL) every millisecond of work
-(:class:`Pacer`) so the event loop thread is never kept waiting for long.  It does not change the
-:class:`~chronik.log.partition.PartitionLog`: the caller installs the
-result on the event loop (:meth:`PartitionLog.install_cleaned`).
+:func:`clean_segments` does steps 1-4 up to durable swap files, over any
+way of reading segments and writing replacements: the broker runs it in a
+child process (:mod:`chronik.log.cleaner_process`) on the segment files, and
+:func:`clean_partition` runs it in the calling thread on a
+:class:`~chronik.storage.wal.WriteAheadLog` (the in-memory backends, tests,
+benchmarks), pausing (``time.sleep(0)``, which releases the GIL) every
+millisecond of work (:class:`Pacer`) so an event loop thread is never kept
+waiting for long.  :func:`commit` then finishes the swaps on disk.  None of
+this changes the :class:`~chronik.log.partition.PartitionLog`: the caller
+installs the result on the event loop (:meth:`PartitionLog.install_cleaned`).
 """
 
 from __future__ import annotations
