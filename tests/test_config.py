@@ -105,7 +105,7 @@ def test_broker_defaults_agree_with_topic_config_defaults() -> None:
 def test_broker_minimums_agree_with_topic_config_minimums() -> None:
     # the lowest broker value a topic inherits must be a valid topic value, and one less must not
     for topic_config in TOPIC_CONFIGS.values():
-        if topic_config.broker_key:
+        if topic_config.broker_key and topic_config.kind in ("INT", "LONG"):
             field = KAFKA_SETTINGS[topic_config.broker_key]
             low = next(n for n in (-1, 0, 1, 1024) if _valid(field, n))
             topic_config.check(str(low))
@@ -195,7 +195,9 @@ def test_config_path_from_env(tmp_path: Path) -> None:
 def test_every_kafka_setting_by_env_and_set() -> None:
     for kafka_name, field in KAFKA_SETTINGS.items():
         value = {"auto_create_topics_enable": "false", "auto_leader_rebalance_enable": "false",
-                 "log_segment_bytes": "4096"}.get(field, "7")
+                 "log_segment_bytes": "4096", "log_cleanup_policy": "compact,delete", "compression_type": "zstd",
+                 "log_cleaner_enable": "false", "log_cleaner_min_cleanable_ratio": "0.7",
+                 "log_cleaner_dedupe_buffer_size": "131072"}.get(field, "7")
         env_name = "CHRONIK_" + kafka_name.replace(".", "_").upper()
         from_env = load(env={env_name: value})
         from_set = load(["--set", f"{kafka_name}={value}"])

@@ -6,7 +6,8 @@
 2. the metadata log, replayed (snapshot + WAL tail), then this node's
    RegisterBroker command if the image does not already say the same;
 3. the partition logs, opened (recovered) to match the metadata image;
-4. background tasks: retention, the group coordinator's timers.
+4. background tasks: retention, the log cleaner (compaction, segment.ms
+   rolling), the group coordinator's timers.
 
 :meth:`Broker.serve` then runs the Kafka listener (and the operator HTTP
 endpoint if configured) until cancelled.  Leaving :func:`open_broker` cancels
@@ -56,6 +57,7 @@ import trio
 from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
+from .log.cleaner_manager import LogCleaner
 from .log.manager import LogManager
 from .log.partition import PartitionLog
 from .metadata import (
@@ -71,7 +73,7 @@ from .metadata import (
     TopicImage,
 )
 from .metadata.placement import TopicRequest, replica_assignment, topic_request_problem
-from .metadata.topic_configs import TOPIC_CONFIGS
+from .metadata.topic_configs import TOPIC_CONFIGS, deletes
 from .protocol import ErrorCode
 from .storage import (
     TEST_BACKENDS,
@@ -149,6 +151,15 @@ class Broker:
         self._coordinating_since: tuple[int, int] | None = None  # (controller epoch, its first log end)
         self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
                                        role=self if consensus is not None else None)
+        self.cleaner = LogCleaner(
+            self.committer, str(config.data_dir), logs, self._effective_config_of, enabled=config.log_cleaner_enable,
+            threads=config.log_cleaner_threads, backoff_ms=config.log_cleaner_backoff_ms,
+            dedupe_buffer_bytes=config.log_cleaner_dedupe_buffer_size)
+        self.cleaner.on_pass = lambda _log, stats: self.metrics.record_cleaner_pass(
+            stats.bytes_read, stats.bytes_written, stats.seconds)
+        self.cleaner.on_error = lambda _log: self.metrics.cleaner_errors.inc()
+        self.metrics.cleaner_dirtiest_ratio.set_function(lambda: self.cleaner.dirtiest_ratio)
+        self.metrics.cleaner_uncleanable.set_function(lambda: len(self.cleaner.uncleanable))
 
     @property
     def image(self) -> MetadataImage:
@@ -306,6 +317,10 @@ class Broker:
                 topic.configs, MappingProxyType({**self._topic_defaults, **topic.configs}))
         return cached[1]
 
+    def _effective_config_of(self, name: str) -> Mapping[str, str] | None:
+        topic = self.image.topics.get(name)
+        return None if topic is None else self.topic_config(topic)
+
     async def next_producer_id(self) -> int:
         """A producer id never handed out before (blocks are allocated through the metadata log)."""
         async with self._producer_id_lock:
@@ -373,6 +388,8 @@ class Broker:
             if topic is None:
                 continue
             configs = self.topic_config(topic)
+            if not deletes(configs["cleanup.policy"]):
+                continue  # compact only: the cleaner keeps the latest value of every key, whatever its age
             deleted += partition_log.apply_retention(now_ms, int(configs["retention.ms"]), int(configs["retention.bytes"]))
         return deleted
 
@@ -505,6 +522,7 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
                 )
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(broker._retention_loop)
+                    await nursery.start(broker.cleaner.run)
                     await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)
                     if replicas is not None:

@@ -133,6 +133,25 @@ class BrokerMetrics:
 
         # Replication (cluster mode; zero on a single node)
         self.partitions_led = Gauge("chronik_partitions_led", "Partitions this broker leads.", registry=r)
+        # Log cleaner (compaction)
+        self.cleaner_runs = Counter("chronik_log_cleaner_runs_total", "Cleaning passes completed.", registry=r)
+        self.cleaner_bytes_read = Counter(
+            "chronik_log_cleaner_bytes_read_total", "Bytes of record batches the log cleaner read and rewrote.", registry=r)
+        self.cleaner_bytes_written = Counter(
+            "chronik_log_cleaner_bytes_written_total", "Bytes of record batches the log cleaner kept.", registry=r)
+        self.cleaner_last_ratio = Gauge(
+            "chronik_log_cleaner_last_ratio", "Bytes written / bytes read of the last cleaning pass.", registry=r)
+        self.cleaner_duration = Histogram(
+            "chronik_log_cleaner_pass_duration_seconds", "Time a cleaning pass took (map, rewrite, swap).",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.cleaner_dirtiest_ratio = Gauge(
+            "chronik_log_cleaner_max_dirty_ratio",
+            "Highest dirty ratio over the compacted partitions, as of the cleaner's last look.", registry=r)
+        self.cleaner_uncleanable = Gauge(
+            "chronik_log_cleaner_uncleanable_partitions",
+            "Partitions a cleaning pass failed on (named in the broker log); not retried until restart.", registry=r)
+        self.cleaner_errors = Counter(
+            "chronik_log_cleaner_errors_total", "Cleaning passes that failed.", registry=r)
         self.under_replicated = Gauge(
             "chronik_under_replicated_partitions",
             "Partitions this broker leads whose ISR is smaller than their replica list.",
@@ -180,6 +199,14 @@ class BrokerMetrics:
         children[1].observe(seconds)
         for error in errors:
             self.request_errors.labels(api, error).inc()
+
+    def record_cleaner_pass(self, bytes_read: int, bytes_written: int, seconds: float) -> None:
+        """One cleaning pass read ``bytes_read`` and kept ``bytes_written`` bytes in ``seconds``."""
+        self.cleaner_runs.inc()
+        self.cleaner_bytes_read.inc(bytes_read)
+        self.cleaner_bytes_written.inc(bytes_written)
+        self.cleaner_last_ratio.set(bytes_written / bytes_read if bytes_read else 1.0)
+        self.cleaner_duration.observe(seconds)
 
     def record_wal_sync(self, appends: int, nbytes: int, seconds: float) -> None:
         """One group commit made ``appends`` appends (``nbytes`` bytes) durable in ``seconds``."""

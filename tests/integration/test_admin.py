@@ -154,7 +154,7 @@ def test_topic_configs_with_confluent(broker: BrokerProcess) -> None:
                        ConfigEntry("segment.ms", "soon", incremental_operation=set_op)) == KafkaError.INVALID_CONFIG
     assert incremental(ConfigEntry("no.such.config", "1", incremental_operation=set_op)) == KafkaError.INVALID_CONFIG
     assert incremental(ConfigEntry("segment.ms", "5", incremental_operation=append_op)) == KafkaError.INVALID_CONFIG
-    assert incremental(ConfigEntry("cleanup.policy", "compact", incremental_operation=append_op)) == KafkaError.INVALID_CONFIG
+    assert incremental(ConfigEntry("cleanup.policy", "compaction", incremental_operation=append_op)) == KafkaError.INVALID_CONFIG
     assert incremental(ConfigEntry("cleanup.policy", "delete", incremental_operation=append_op)) == 0
     assert incremental(ConfigEntry("retention.ms", "7", incremental_operation=set_op), validate_only=True) == 0
     configs = described(client, resource)

@@ -501,7 +501,7 @@ class ReplicaManager:
                         and not partition_log.holds_batches:
                     # just restarted at the leader's log start, which is inside this batch
                     await partition_log.restart_at(header.base_offset)
-                last = partition_log.append_replicated(view[pos : pos + header.size])
+                last = partition_log.append_replicated(view[pos : pos + header.size], gaps_below=answer.high_watermark)
             except (ProtocolError, OffsetOutOfRange) as exc:
                 raise CodecError(f"bad batch from the leader: {exc}") from exc
             pos += header.size

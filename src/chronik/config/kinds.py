@@ -132,6 +132,29 @@ class _Int(_Kind):
         return f"integer, {self.low}..{self.high}"
 
 
+class _Float(_Kind):
+    metavar = "X"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def from_text(self, text: str) -> float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise _Invalid(f"{text!r} is not a number") from None
+
+    def check(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"expected a number, got {_type_name(value)} {value!r}")
+        if not self.low <= value <= self.high:
+            raise _Invalid(f"{value} is outside {self.low}..{self.high}")
+        return float(value)
+
+    def describe(self) -> str:
+        return f"number, {self.low}..{self.high}"
+
+
 class _Bool(_Kind):
     metavar = "true|false"
 

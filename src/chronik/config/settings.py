@@ -20,6 +20,7 @@ from .kinds import (
     _Blame,
     _Bool,
     _Choice,
+    _Float,
     _Int,
     _Invalid,
     _Kind,
@@ -96,6 +97,21 @@ _SETTINGS_LIST = (
     _kafka("log.retention.ms", _Int(-1, _INT64_MAX), "Delete segments older than this; -1 keeps forever."),
     _kafka("log.retention.bytes", _Int(-1, _INT64_MAX), "Delete old segments while a partition is larger; -1: no limit."),
     _kafka("log.segment.bytes", _Int(1024), "Roll to a new segment at this size."),
+    _kafka("log.roll.ms", _Int(1, _INT64_MAX), "Topic default segment.ms: roll the active segment once it has held data this long."),
+    _kafka("log.cleanup.policy", _Choice(lambda: ("delete", "compact", "compact,delete")),
+           "Topic default cleanup.policy: delete (retention), compact (log cleaner) or compact,delete."),
+    _kafka("compression.type", _Choice(lambda: ("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")),
+           "Topic default compression.type: producer keeps batches as sent, a codec recompresses them on append."),
+    _kafka("log.cleaner.enable", _Bool(), "Run the log cleaner (compaction of cleanup.policy=compact topics)."),
+    _kafka("log.cleaner.threads", _Int(1, 64), "Partitions the log cleaner compacts at the same time."),
+    _kafka("log.cleaner.backoff.ms", _Int(1, _INT64_MAX), "How long the log cleaner sleeps when nothing is cleanable."),
+    _kafka("log.cleaner.dedupe.buffer.size", _Int(1 << 16, _INT64_MAX),
+           "Memory for the key -> offset map of one cleaning, over all cleaner threads; a pass that would need "
+           "more cleans fewer segments."),
+    _kafka("log.cleaner.min.cleanable.ratio", _Float(0.0, 1.0), "Topic default min.cleanable.dirty.ratio."),
+    _kafka("log.cleaner.min.compaction.lag.ms", _Int(0, _INT64_MAX), "Topic default min.compaction.lag.ms."),
+    _kafka("log.cleaner.max.compaction.lag.ms", _Int(1, _INT64_MAX), "Topic default max.compaction.lag.ms."),
+    _kafka("log.cleaner.delete.retention.ms", _Int(0, _INT64_MAX), "Topic default delete.retention.ms."),
     _kafka("default.replication.factor", _Int(1, 32767), "Replicas of an auto-created topic."),
     _kafka("min.insync.replicas", _Int(1, 1000), "Replicas that must have a record for acks=all."),
     _kafka("replica.lag.time.max.ms", _Int(1), "A follower not caught up with its leader for this long leaves the ISR."),
@@ -165,6 +181,17 @@ class BrokerConfig:
     log_retention_ms: int = 604800000
     log_retention_bytes: int = -1
     log_segment_bytes: int = 1073741824
+    log_roll_ms: int = 604800000
+    log_cleanup_policy: str = "delete"
+    compression_type: str = "producer"
+    log_cleaner_enable: bool = True
+    log_cleaner_threads: int = 1
+    log_cleaner_backoff_ms: int = 15000
+    log_cleaner_dedupe_buffer_size: int = 134217728
+    log_cleaner_min_cleanable_ratio: float = 0.5
+    log_cleaner_min_compaction_lag_ms: int = 0
+    log_cleaner_max_compaction_lag_ms: int = 9223372036854775807
+    log_cleaner_delete_retention_ms: int = 86400000
     default_replication_factor: int = 1
     min_insync_replicas: int = 1
     replica_lag_time_max_ms: int = 30000

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..metadata import AlterTopicConfigs, TopicImage
-from ..metadata.topic_configs import TOPIC_CONFIGS
+from ..metadata.topic_configs import TOPIC_CONFIGS, unknown_config_message
 from ..protocol import ErrorCode
 from .alter_configs import alter_resources, checked_value
 from .describe_configs import ResourceRefused
@@ -48,7 +48,7 @@ def incremental_plan(ctx: RequestContext, topic: TopicImage, configs: Any) -> Al
         if op not in (SET, DELETE, APPEND, SUBTRACT):
             raise ResourceRefused(ErrorCode.INVALID_REQUEST, f"unknown config operation {op} for {name!r}")
         if definition is None:
-            raise ResourceRefused(ErrorCode.INVALID_CONFIG, f"unknown topic config {name!r}")
+            raise ResourceRefused(ErrorCode.INVALID_CONFIG, unknown_config_message(name))
         if op == SET:
             set_values[name] = checked_value(name, config.value)
         elif op == DELETE:

@@ -3,7 +3,11 @@
 Per partition: the ``records`` field is split into batches (v2 only), each
 checked (length, CRC-32C, record count, compression id) and appended exactly
 as sent apart from the base offset (and LogAppendTime stamping on topics
-configured for it).  With acks=1 or acks=all the response waits until every
+configured for it).  A topic whose ``compression.type`` names a codec gets
+every batch in another codec recompressed before the append, as Kafka does
+(``producer``, the default, keeps the zero-copy path).  A compacted topic
+(``cleanup.policy`` with ``compact``) refuses a batch holding a record
+without a key with INVALID_RECORD, as Kafka's ``LogValidator`` does.  With acks=1 or acks=all the response waits until every
 batch is durable (on one node the in-sync replicas are this node, so acks=all
 means the same); acks=0 gets no response.  In cluster mode, for a partition
 with more than one replica, acks=all also waits until the high watermark
@@ -30,7 +34,18 @@ import trio
 from ..log.partition import AppendInfo, PartitionLog
 from ..log.producer_state import SequenceError
 from ..metadata import CommandRejected
-from ..protocol import ErrorCode, InvalidRecord, ProtocolError, split_batches, validate_batch
+from ..metadata.topic_configs import is_compacted
+from ..protocol import (
+    Compression,
+    ErrorCode,
+    InvalidRecord,
+    ProtocolError,
+    first_null_key,
+    parse_batch_header,
+    recompress_batch,
+    split_batches,
+    validate_batch,
+)
 from ..storage import StorageError
 from ..protocol.produce_response import FIRST_VERSION, LAST_VERSION, PartitionProduceResult, encode_produce_response
 from .registry import Encoded, RequestContext, handles
@@ -51,10 +66,18 @@ def partition_result(index: int, code: ErrorCode, base_offset: int = -1, log_app
     }
 
 
+TOPIC_CODECS = {"uncompressed": Compression.NONE, "gzip": Compression.GZIP, "snappy": Compression.SNAPPY,
+                "lz4": Compression.LZ4, "zstd": Compression.ZSTD}
+"""A topic's ``compression.type`` -> the codec its batches are stored in (``producer``: absent, kept as sent)."""
+
+
 def append_records(partition_log: PartitionLog, records: bytes | None, max_message_bytes: int,
-                   log_append_time: bool) -> tuple[list[AppendInfo], int, int]:
+                   log_append_time: bool, *, compacted: bool = False,
+                   compression: Compression | None = None) -> tuple[list[AppendInfo], int, int]:
     """Validate and append every batch of one partition's ``records``.
 
+    ``compacted``: refuse records without a key; ``compression``: store the
+    batches in this codec (None: as sent).
     Returns the appends, their bytes and their record count; raises ProtocolError/SequenceError.
     """
     if not records:
@@ -66,6 +89,16 @@ def append_records(partition_log: PartitionLog, records: bytes | None, max_messa
             raise InvalidRecord("clients may not produce control batches")
         if header.is_transactional:
             raise InvalidRecord("transactional batches are not supported by this broker")
+    if compacted:
+        for batch, header in zip(batches, headers):
+            if first_null_key(batch, header) is not None:
+                raise InvalidRecord(f"Compacted topic cannot accept message without key in topic partition "
+                                    f"{partition_log.topic}-{partition_log.partition}.")
+    if compression is not None:
+        for n, (batch, header) in enumerate(zip(batches, headers)):
+            if header.compression is not compression:
+                batches[n] = memoryview(recompress_batch(batch, header, compression))
+                headers[n] = parse_batch_header(batches[n])
     now = int(time.time() * 1000) if log_append_time else None
     infos = [partition_log.append_batch(batch, header, log_append_time=now) for batch, header in zip(batches, headers)]
     return infos, sum(h.size for h in headers), sum(h.records_count for h in headers)
@@ -130,6 +163,8 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                 infos, nbytes, nrecords = append_records(
                     partition_log, partition_data.records, int(configs["max.message.bytes"]),
                     configs["message.timestamp.type"] == "LogAppendTime",
+                    compacted=is_compacted(configs["cleanup.policy"]),
+                    compression=TOPIC_CODECS.get(configs["compression.type"]),
                 )
             except ProtocolError as exc:
                 log.warning("produce to %s-%d from %s refused: %s", name, index, ctx.client_host, exc)

@@ -100,6 +100,9 @@ class LocalLog:
         self._in_flight: deque[tuple[int, int, int]] = deque()
         self.on_durable: Callable[[], None] = lambda: None
         """Called each time :attr:`durable_end` advances (the partition moves its high watermark)."""
+        self.deletions_paused = False
+        """True while the log cleaner rewrites segments: no segment is deleted (retention and
+        DeleteRecords move the log start; the next retention pass deletes what it left)."""
 
     @property
     def name(self) -> str:
@@ -273,7 +276,7 @@ class LocalLog:
         sizes = [info.data_bytes for info in segments]
         total = sum(sizes)
         for n, info in enumerate(segments):
-            if info.last_index is None:
+            if info.data_bytes == 0:  # the empty active segment (recovered sealed ones have no last_index)
                 break
             next_offset = self._next_offset_after_segment(info.base_index)
             if next_offset > limit:
@@ -310,8 +313,11 @@ class LocalLog:
                                            index.starting_at(self._next_offset_after_segment(base)))
 
     def _delete_segments_below(self, offset: int) -> int:
-        """Delete sealed segments whose every batch is below ``offset``."""
+        """Delete sealed segments whose every batch is below ``offset`` (none while
+        :attr:`deletions_paused`: the next retention pass does it)."""
         deleted = 0
+        if self.deletions_paused:
+            return 0
         segments = self.wal.segments()
         for info, following in zip(segments, segments[1:]):
             if following.base_index > offset:

@@ -45,6 +45,13 @@ Invariants (beyond those of the parts)
 * Readers never see a batch at or above the high watermark; every reader
   parked on it is woken when it advances, when the log closes, and when a
   leader stops leading.
+* Compaction (:mod:`chronik.log.cleaner`) replaces sealed segments below the
+  high watermark through the WAL's swap (:meth:`~PartitionLog.install_cleaned`):
+  offsets are kept, so the index gets gaps (a read at a removed offset returns
+  the next batch, as in Kafka).  While a cleaning is in progress
+  (:meth:`~PartitionLog.begin_cleaning`) no segment is deleted (retention,
+  DeleteRecords) and truncation waits.  The epoch cache and producer state
+  are left as they were.
 * After a restart the high watermark starts at the checkpointed one (capped
   by the log end, raised to the log start; cluster mode,
   :mod:`chronik.log.checkpoint`) or, on a single node, at the log end.
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -103,6 +111,8 @@ class PartitionLog:
         self._waiters: list[trio.Event] = []
         self._closed = False
         self.recovery: PartitionRecovery | None = None
+        self._cleaning: trio.Event | None = None  # set when the cleaning in progress ends
+        self._active_since: tuple[int, int] | None = None  # (active segment base, ms it was first seen non-empty)
 
     # -- opening -------------------------------------------------------------
 
@@ -223,18 +233,24 @@ class PartitionLog:
         appended = self._store(batch, stored)
         return AppendInfo(base, stored.last_offset, -1 if log_append_time is None else log_append_time, appended)
 
-    def append_replicated(self, batch: memoryview | bytes) -> AppendInfo:
+    def append_replicated(self, batch: memoryview | bytes, *, gaps_below: int | None = None) -> AppendInfo:
         """Append a batch exactly as the leader stored it, at the leader's offsets (followers).
 
-        Never blocks; wait with :meth:`wait_durable`.
+        ``gaps_below``: the leader's high watermark; a batch that starts below
+        it may start after :attr:`log_end_offset` (the batches between were
+        removed by the leader's log cleaner, which only cleans below its high
+        watermark).  Never blocks; wait with :meth:`wait_durable`.
 
         :raises ProtocolError: not a whole record batch.
-        :raises OffsetOutOfRange: the batch does not start at :attr:`log_end_offset`.
+        :raises OffsetOutOfRange: the batch does not start at :attr:`log_end_offset`
+            (or, within ``gaps_below``, starts before it).
         """
         header = parse_batch_header(batch)
         if header.size != len(batch):
             raise ProtocolError(f"replicated batch of {len(batch)} bytes says it has {header.size}")
-        if header.base_offset != self.local.log_end_offset:
+        end = self.local.log_end_offset
+        compacted_gap = gaps_below is not None and end < header.base_offset < gaps_below
+        if header.base_offset != end and not compacted_gap:
             raise OffsetOutOfRange(
                 f"replicated batch at offset {header.base_offset} does not follow the log end {self.log_end_offset}"
                 f" of {self.topic}-{self.partition}"
@@ -338,6 +354,7 @@ class PartitionLog:
         at or below the log start are kept.  Cancellation: shielded.
         """
         with trio.CancelScope(shield=True):
+            await self.wait_cleaning_done()
             await self.wal.flush()
             if self._closed:
                 return self.log_end_offset
@@ -366,6 +383,7 @@ class PartitionLog:
         :raises ValueError: ``offset`` is not above :attr:`log_end_offset` and the log holds batches.
         """
         with trio.CancelScope(shield=True):
+            await self.wait_cleaning_done()
             await self.wal.flush()
             if self._closed:
                 return
@@ -453,8 +471,75 @@ class PartitionLog:
         finally:
             self._wake_readers()
 
+    # -- compaction hooks (used by chronik.log.cleaner_manager) --------------------
+
+    def sealed_segments(self) -> list[tuple[int, int, int, int, int]]:
+        """``(base, next offset, data bytes, first batch's max timestamp, max timestamp)``
+        of each sealed segment from the oldest, up to the first one not wholly
+        below the high watermark and the durable end."""
+        spans = []
+        limit = min(self.high_watermark, self.durable_end)
+        index = self.local.index
+        segments = self.wal.segments()
+        for info, following in zip(segments, segments[1:]):
+            if following.base_index > limit:
+                break
+            start, end = index.starting_at(info.base_index), index.starting_at(following.base_index)
+            if start == end:
+                continue
+            spans.append((info.base_index, following.base_index, info.data_bytes, index.max_timestamp(start),
+                          index.max_timestamp_between(start, end)))
+        return spans
+
+    def begin_cleaning(self) -> bool:
+        """Mark a cleaning in progress (False if one already is, or the log is closed):
+        until :meth:`end_cleaning`, no segment is deleted and truncations wait."""
+        if self._cleaning is not None or self._closed:
+            return False
+        self._cleaning = trio.Event()
+        self.local.deletions_paused = True
+        return True
+
+    def end_cleaning(self) -> None:
+        """The cleaning ended (installed or given up); truncations waiting go ahead."""
+        if self._cleaning is not None:
+            self.local.deletions_paused = False
+            self._cleaning.set()
+            self._cleaning = None
+
+    async def wait_cleaning_done(self) -> None:
+        """Return once no cleaning is in progress.  Cancellation: only the wait ends."""
+        while self._cleaning is not None:
+            await self._cleaning.wait()
+
+    def install_cleaned(self, replacement: Any, headers: list[BatchHeader]) -> None:
+        """Serve reads from a committed replacement of segments (``WriteAheadLog.commit_replacement``
+        done) whose entries are the batches ``headers``: switch the WAL over and
+        re-index the replaced range.  Never blocks."""
+        self.wal.switch_to_replacement(replacement)
+        self.local.index.replace_range(replacement.first, replacement.end, headers,
+                                       [(replacement.first, position, size) for _, position, size in replacement.entries])
+
+    def roll_if_older(self, now_ms: int, max_age_ms: int) -> bool:
+        """Roll the active segment once it has held data for ``max_age_ms`` (segment.ms,
+        by the wall clock since this node first saw it non-empty, not by record
+        timestamps, which producers choose) and nothing is in flight; True if rolled."""
+        active = self.wal.segments()[-1]
+        if active.data_bytes == 0:
+            return False
+        if self._active_since is None or self._active_since[0] != active.base_index:
+            self._active_since = (active.base_index, now_ms)
+            return False
+        stats = self.wal.stats()
+        if now_ms - self._active_since[1] < max_age_ms or stats.durable_end != stats.write_end:
+            return False
+        self.wal.roll()
+        return True
+
     async def delete(self) -> None:
-        """Close the log and remove its directory and files."""
+        """Close the log and remove its directory and files (after a cleaning in progress)."""
+        with trio.CancelScope(shield=True):
+            await self.wait_cleaning_done()
         await self.aclose()
         self.local.delete_files()
 

@@ -49,7 +49,8 @@ class BatchIndex:
     * Every column has the same length; rows are added only at the end
       (:meth:`append`) and removed only by :meth:`keep`, which cuts every
       column at once (a suffix after a truncation, a prefix after segments
-      are deleted, all of them on a restart).
+      are deleted, all of them on a restart), except that :meth:`replace_range`
+      swaps the rows of a compacted range for fewer rows in the same range.
 
     The columns are ``array('q')``: plain machine integers, not objects --
     compact, and invisible to the garbage collector (a million indexed
@@ -85,6 +86,25 @@ class BatchIndex:
         self._segments.append(location.segment)
         self._positions.append(location.position)
         self._sizes.append(location.size)
+
+    def replace_range(self, first: int, end: int, headers: list[BatchHeader],
+                      locations: list[tuple[int, int, int]]) -> None:
+        """Replace the rows of the batches based in ``[first, end)`` with ``headers``
+        stored at ``locations`` (segment, position, size): a compacted segment
+        swapped in.  ``headers`` must lie in the same offset range, in order;
+        the running max timestamp is recomputed from the first replaced row."""
+        i, j = self.starting_at(first), self.starting_at(end)
+        self._bases[i:j] = array("q", (h.base_offset for h in headers))
+        self._lasts[i:j] = array("q", (h.last_offset for h in headers))
+        self._max_timestamps[i:j] = array("q", (h.max_timestamp for h in headers))
+        self._segments[i:j] = array("q", (segment for segment, _, _ in locations))
+        self._positions[i:j] = array("q", (position for _, position, _ in locations))
+        self._sizes[i:j] = array("q", (size for _, _, size in locations))
+        running = self._running_max_timestamp[i - 1] if i else -1
+        del self._running_max_timestamp[i:]
+        for timestamp in self._max_timestamps[i:]:
+            running = max(running, timestamp)
+            self._running_max_timestamp.append(running)
 
     def keep(self, start: int, end: int) -> None:
         """Keep rows ``[start, end)`` only, dropping the others from every column: the one trim."""

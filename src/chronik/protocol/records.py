@@ -34,9 +34,12 @@ Invariants the broker relies on:
   producer's CRC stays valid.  Switching to LogAppendTime rewrites attributes
   and maxTimestamp, which are inside it, so :func:`set_log_append_time`
   recomputes the CRC.
-* A producer's batch is stored as sent and served as stored: nothing here
-  re-encodes or re-compresses one.  Records are only decoded to answer
-  ListOffsets by timestamp, and in tests.
+* A producer's batch is stored as sent and served as stored unless the topic
+  says otherwise: :func:`rebuild_batch` re-encodes one for the log cleaner
+  (fewer records, same base and last offset, as Kafka's ``filterTo``) and
+  :func:`recompress_batch` for a topic whose ``compression.type`` names a
+  codec.  Records are otherwise only decoded to answer ListOffsets by
+  timestamp, to check keys on compacted topics, and in tests.
 * A control batch (transaction marker) holds control records whose key is
   ``version INT16 | type INT16`` and value ``version INT16 | coordinatorEpoch INT32``.
 """
@@ -336,6 +339,187 @@ def decode_records(batch: BytesLike, *, max_uncompressed_bytes: int = DEFAULT_MA
     if pos != len(data):
         raise CorruptRecord(f"{len(data) - pos} bytes left after the {header.records_count} records of the batch")
     return records
+
+
+class RawRecord(NamedTuple):
+    """Where one record lies in a batch's (decompressed) records data, and its key.
+
+    ``start``/``end`` bound the whole record, its length varint included;
+    ``timestamp_at`` is where its timestampDelta varlong starts and ``after_timestamp``
+    where the offsetDelta after it starts (so the record can be re-encoded
+    against a new baseTimestamp by copying the rest).
+    """
+
+    offset_delta: int
+    timestamp_delta: int
+    key: bytes | None
+    is_tombstone: bool
+    start: int
+    timestamp_at: int
+    after_timestamp: int
+    end: int
+
+
+def records_data(batch: BytesLike, header: BatchHeader, *,
+                 max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES) -> memoryview:
+    """The records part of one whole batch, decompressed if needed.
+
+    :raises CorruptRecord: the data does not decompress (or expands too far).
+    """
+    data = memoryview(batch)[BATCH_HEADER_BYTES:header.size]
+    if header.compression is not Compression.NONE:
+        data = memoryview(_decompress(header.compression, data, max_uncompressed_bytes))
+    return data
+
+
+def _slow_varint(data: bytes, pos: int, max_bytes: int) -> tuple[int, int]:
+    raw, pos = read_unsigned_varint(data, pos, max_bytes)
+    return (raw >> 1) ^ -(raw & 1), pos
+
+
+def scan_records(header: BatchHeader, data: memoryview | bytes) -> list[RawRecord]:
+    """Locate every record of a batch in its :func:`records_data` without decoding values or headers.
+
+    The log cleaner's hot loop (every record of a partition, twice a pass):
+    one-byte varints, the common case, are decoded inline.
+
+    :raises CorruptRecord: a record does not parse, or the count disagrees with recordsCount.
+    """
+    buf = data if isinstance(data, bytes) else bytes(data)
+    found: list[RawRecord] = []
+    append = found.append
+    new = tuple.__new__
+    pos = 0
+    size = len(buf)
+    try:
+        for _ in range(header.records_count):
+            start = pos
+            b = buf[pos]
+            if b < 0x80:
+                length = (b >> 1) ^ -(b & 1)
+                pos += 1
+            elif buf[pos + 1] < 0x80:  # most records are 64..8191 bytes long
+                raw = (b & 0x7F) | (buf[pos + 1] << 7)
+                length = (raw >> 1) ^ -(raw & 1)
+                pos += 2
+            else:
+                length, pos = _slow_varint(buf, pos, 5)
+            end = pos + length
+            if length < 0 or end > size:
+                raise ValueError(f"record length {length} overruns the batch")
+            timestamp_at = pos + 1  # past the attributes byte
+            b = buf[timestamp_at]
+            if b < 0x80:
+                timestamp_delta = (b >> 1) ^ -(b & 1)
+                after = timestamp_at + 1
+            else:
+                timestamp_delta, after = _slow_varint(buf, timestamp_at, VARLONG_MAX_BYTES)
+            b = buf[after]
+            if b < 0x80:
+                offset_delta = (b >> 1) ^ -(b & 1)
+                pos = after + 1
+            else:
+                offset_delta, pos = _slow_varint(buf, after, 5)
+            b = buf[pos]
+            if b < 0x80:
+                key_length = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                key_length, pos = _slow_varint(buf, pos, 5)
+            if key_length >= 0:
+                key_end = pos + key_length
+                if key_end > end:
+                    raise ValueError(f"key length {key_length} overruns the record")
+                key: bytes | None = buf[pos:key_end]
+                pos = key_end
+            else:
+                key = None
+            if pos >= end:
+                raise ValueError("record ends before its value")
+            # a null value (tombstone) is the varint -1: the single byte 0x01
+            append(new(RawRecord, (offset_delta, timestamp_delta, key, buf[pos] == 1, start, timestamp_at, after, end)))
+            pos = end
+    except (ValueError, IndexError) as exc:
+        raise CorruptRecord(f"record {len(found)} of the batch at offset {header.base_offset}: {exc}") from exc
+    if pos != size:
+        raise CorruptRecord(f"{size - pos} bytes left after the {header.records_count} records of the batch")
+    return found
+
+
+def first_null_key(batch: BytesLike, header: BatchHeader) -> int | None:
+    """Index (in the batch) of the first record without a key, or None when every record has one."""
+    for n, record in enumerate(scan_records(header, records_data(batch, header))):
+        if record.key is None:
+            return n
+    return None
+
+
+def _snappy_framing(batch: BytesLike) -> Literal["xerial", "raw"]:
+    with memoryview(batch) as view:
+        start = view[BATCH_HEADER_BYTES:BATCH_HEADER_BYTES + len(_XERIAL_MAGIC)].tobytes()
+    return "xerial" if start == _XERIAL_MAGIC else "raw"
+
+
+def rebuild_batch(batch: BytesLike, header: BatchHeader, data: memoryview, kept: Sequence[RawRecord], *,
+                  delete_horizon: int | None = None) -> bytearray:
+    """The batch with only the ``kept`` records (from :func:`scan_records` of ``data``), re-encoded.
+
+    As Kafka's cleaner does: baseOffset and lastOffsetDelta stay (so offsets
+    and the producer's sequence range are unchanged; recordsCount shrinks),
+    the producer fields, leader epoch and attributes stay, the records are
+    recompressed with the batch's codec, and maxTimestamp is recomputed over
+    the kept records (kept as stored for LogAppendTime).  ``delete_horizon``
+    (ms) marks the batch with a KIP-534 delete horizon: baseTimestamp becomes
+    the horizon, attribute bit 6 is set and every record's timestampDelta is
+    re-encoded so its timestamp is unchanged.
+    """
+    if not kept:
+        raise ValueError("a rebuilt batch keeps at least one record")
+    base_timestamp = header.base_timestamp
+    attributes = header.attributes
+    body = bytearray()
+    if delete_horizon is not None and not header.has_delete_horizon:
+        shift = header.base_timestamp - delete_horizon
+        for record in kept:
+            rest = bytearray(data[record.timestamp_at - 1:record.timestamp_at])  # the attributes byte
+            rest += encode_varint(record.timestamp_delta + shift)
+            rest += data[record.after_timestamp:record.end]
+            body += encode_varint(len(rest))
+            body += rest
+        base_timestamp = delete_horizon
+        attributes |= _DELETE_HORIZON_BIT
+    else:
+        for record in kept:
+            body += data[record.start:record.end]
+    if header.timestamp_type is TimestampType.LOG_APPEND_TIME:
+        max_timestamp = header.max_timestamp
+    else:
+        max_timestamp = max(header.base_timestamp + record.timestamp_delta for record in kept)
+    compression = header.compression
+    framing = _snappy_framing(batch) if compression is Compression.SNAPPY else "xerial"
+    out = bytearray(BATCH_HEADER_BYTES)
+    out += _compress(compression, body, framing)
+    _HEADER.pack_into(out, 0, header.base_offset, len(out) - LOG_OVERHEAD, header.partition_leader_epoch, MAGIC, 0,
+                      attributes, header.last_offset_delta, base_timestamp, max_timestamp, header.producer_id,
+                      header.producer_epoch, header.base_sequence, len(kept))
+    _UINT32.pack_into(out, _CRC_OFFSET, compute_crc(out))
+    return out
+
+
+def recompress_batch(batch: BytesLike, header: BatchHeader, compression: Compression) -> bytearray:
+    """The batch with its records in another codec (a topic's ``compression.type``); nothing else changes.
+
+    :raises CorruptRecord: the records do not decompress.
+    """
+    data = records_data(batch, header)
+    out = bytearray(BATCH_HEADER_BYTES)
+    out += _compress(compression, bytearray(data), "xerial")
+    attributes = (header.attributes & ~_COMPRESSION_MASK) | int(compression)
+    _HEADER.pack_into(out, 0, header.base_offset, len(out) - LOG_OVERHEAD, header.partition_leader_epoch, MAGIC, 0,
+                      attributes, header.last_offset_delta, header.base_timestamp, header.max_timestamp,
+                      header.producer_id, header.producer_epoch, header.base_sequence, header.records_count)
+    _UINT32.pack_into(out, _CRC_OFFSET, compute_crc(out))
+    return out
 
 
 def _decode_record(data: memoryview, pos: int, header: BatchHeader, log_append_time: int | None) -> Record:

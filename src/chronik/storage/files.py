@@ -15,7 +15,7 @@ from typing import Callable, TypeVar
 
 import trio
 
-from .interface import StorageBackend
+from .interface import SegmentFile, StorageBackend
 
 T = TypeVar("T")
 
@@ -39,6 +39,15 @@ async def run_blocking(backend: StorageBackend, work: Callable[..., T], *args: o
     return await trio.to_thread.run_sync(work, *args)
 
 
+def create_fresh(backend: StorageBackend, path: str) -> SegmentFile:
+    """Create ``path`` empty, deleting a leftover of an interrupted earlier attempt first."""
+    try:
+        backend.delete_file(path)
+    except FileNotFoundError:
+        pass
+    return backend.open_file(path, create=True)
+
+
 def replace_file_durably(
     backend: StorageBackend, directory: str, name: str, data: bytes, *, preallocate: int = 0
 ) -> None:
@@ -49,11 +58,7 @@ def replace_file_durably(
     ``data`` is followed by zeros up to that size.
     """
     tmp = f"{directory}/{name}.tmp"
-    try:
-        backend.delete_file(tmp)
-    except FileNotFoundError:
-        pass
-    file = backend.open_file(tmp, create=True)
+    file = create_fresh(backend, tmp)
     try:
         if preallocate:
             file.preallocate(preallocate)

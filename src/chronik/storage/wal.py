@@ -14,6 +14,11 @@ Directory::
     <base_index:020d>.wal.tmp  a segment being created; renamed to ``.wal``
                             once its header is durable, deleted by recovery
     recovery-point          where recovery may start scanning (see below)
+    <base_index:020d>.wal.cleaned  replacement of sealed segments being written
+                            (:meth:`WriteAheadLog.write_replacement`); deleted by recovery
+    <first:020d>-<next:020d>.wal.swap  a complete, durable replacement of every
+                            segment whose base index is in [first, next);
+                            recovery finishes the swap (see below)
 
 Segment file::
 
@@ -48,6 +53,15 @@ Invariants
   returned entry passed its CRC check -- garbage is never handed to a reader.
 * Appends are durable in order: the group committer flushes batches in
   submission order.
+* Sealed segments are replaced (compaction) only through a swap file, in the
+  manner of Kafka's ``.cleaned`` -> ``.swap`` -> replace: the replacement is
+  written as ``.cleaned`` and fsynced, renamed to ``.swap`` (the commit point;
+  directory fsynced), the old segments are deleted (directory fsynced), and
+  the swap file is renamed to ``<first>.wal`` -- or deleted when it holds no
+  entry.  On open, a ``.cleaned`` file is deleted (the old segments are
+  intact) and a ``.swap`` file completes its swap, so a crash at any moment
+  leaves either the old segments or their replacement, never both.  A
+  replacement's entries keep their indices (a subset of the old ones).
 * After a crash, the log is its longest valid prefix: recovery scans from the
   recovery point, stops at the first entry that is incomplete, fails its
   CRC, or breaks index order, physically truncates the file there (so stale
@@ -62,6 +76,7 @@ or per ``preallocate_bytes`` of data.  Reads are ``pread`` calls.
 from __future__ import annotations
 
 import errno
+import logging
 import struct
 import time
 from dataclasses import dataclass
@@ -71,8 +86,10 @@ import crc32c
 
 from .committer import CommitBatch, GroupCommitter
 from .errors import CorruptEntryError, StorageError
-from .files import replace_file_durably, run_blocking
+from .files import create_fresh, replace_file_durably, run_blocking
 from .interface import Buffer, SegmentFile, StorageBackend
+
+log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".wal"
 SEGMENT_MAGIC = b"CHRNKWAL"
@@ -81,6 +98,9 @@ SEGMENT_HEADER = struct.Struct(">8sII")
 ENTRY_HEADER = struct.Struct(">IIQ")
 RECOVERY_POINT_FILE = "recovery-point"
 _CREATING_SUFFIX = ".tmp"  # a segment being created (see _create_segment and files.replace_file_durably)
+_CLEANED_SUFFIX = SEGMENT_SUFFIX + ".cleaned"  # a replacement being written
+_SWAP_SUFFIX = SEGMENT_SUFFIX + ".swap"  # a durable replacement, to be swapped in
+_WRITE_CHUNK = 8 << 20
 _RECOVERY_POINT = struct.Struct(">QQq")
 _CRC = struct.Struct(">I")  # a CRC-32C, as in entries and the recovery point
 MAX_ENTRY_PAYLOAD = (1 << 31) - 1
@@ -289,6 +309,9 @@ class WriteAheadLog:
         backend = committer.backend
         backend.make_dirs(directory)
         names = backend.list_dir(directory)
+        swapped = _finish_swaps(backend, directory, names)
+        if swapped:
+            names = backend.list_dir(directory)
         bases = sorted(
             int(name[: -len(SEGMENT_SUFFIX)])
             for name in names
@@ -298,7 +321,7 @@ class WriteAheadLog:
             if name.endswith(SEGMENT_SUFFIX + _CREATING_SUFFIX):  # a creation cut short by a crash
                 backend.delete_file(f"{directory}/{name}")
         point = _read_recovery_point(backend, directory)
-        if point is not None and point[0] not in bases:
+        if point is not None and (point[0] not in bases or any(first <= point[0] < end for first, end in swapped)):
             point = None
         scanner = _Recovery(backend, directory)
         segments: list[Segment] = []
@@ -601,6 +624,58 @@ class WriteAheadLog:
         self._write_recovery_point()
         self.backend.sync_dir(self.directory)
 
+    def write_replacement(self, first: int, end: int, entries: Iterator[tuple[int, Buffer]]) -> "Replacement":
+        """Write the replacement of the sealed segments whose base index is in [first, end)
+        and make it durable as a swap file (the commit point); return what
+        :meth:`commit_replacement` and :meth:`switch_to_replacement` need.
+
+        ``entries`` are ``(index, payload)`` in increasing index order, within
+        [first, end).  Safe to call from a worker thread (or, as the module
+        function :func:`write_replacement`, another process) while the event
+        loop appends and reads: it touches only new files (the caller keeps
+        retention and truncation off those segments until it calls
+        :meth:`switch_to_replacement`).
+        """
+        return write_replacement(self.backend, self.directory, first, end, entries)
+
+    def commit_replacement(self, replacement: "Replacement") -> None:
+        """Finish a swap on disk: delete the segments a durable replacement replaces,
+        then rename it into place (or delete it when it holds no entry).
+
+        Blocking (directory fsyncs): call it from the worker thread that ran
+        :meth:`write_replacement`.  Reads keep working meanwhile -- they use the
+        old segments' open files -- until :meth:`switch_to_replacement`, which
+        the caller must run next, on the event loop.
+        """
+        first, end = replacement.first, replacement.end
+        old = [s for s in self._segments if first <= s.base_index < end]
+        if not old or old[-1] is self._segments[-1]:
+            raise StorageError(f"cannot replace segments [{first}, {end}) of {self.directory!r}: not sealed")
+        for segment in old:
+            self.backend.delete_file(segment.path)
+        self.backend.sync_dir(self.directory)
+        if replacement.entries:
+            self.backend.rename_file(replacement.swap_path, f"{self.directory}/{segment_name(first)}")
+        else:
+            self.backend.delete_file(replacement.swap_path)
+        self.backend.sync_dir(self.directory)
+
+    def switch_to_replacement(self, replacement: "Replacement") -> None:
+        """Serve reads from a committed replacement: the old segments' files are closed.
+        Never blocks on fsync (one open)."""
+        first, end = replacement.first, replacement.end
+        old = [s for s in self._segments if first <= s.base_index < end]
+        new: list[Segment] = []
+        if replacement.entries:
+            path = f"{self.directory}/{segment_name(first)}"
+            segment = Segment(first, self.backend.open_file(path), replacement.size, replacement.entries[-1][0])
+            segment.on_durable = self._on_durable
+            new.append(segment)
+        at = self._segments.index(old[0])
+        self._segments[at:at + len(old)] = new
+        for segment in old:
+            segment.file.close()
+
     def delete_segment(self, base_index: int) -> None:
         """Delete a sealed segment (retention).  The active segment cannot be deleted."""
         segment = self._segment(base_index)
@@ -660,6 +735,117 @@ class WriteAheadLog:
         self._closed = True
         for segment in self._segments:
             segment.file.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """A durable replacement of the sealed segments in [first, end) (see :meth:`WriteAheadLog.write_replacement`).
+
+    ``entries`` are ``(index, position, size)`` of each entry in the new segment.
+    """
+
+    first: int
+    end: int
+    swap_path: str
+    entries: list[tuple[int, int, int]]
+    size: int
+
+
+def write_replacement(backend: StorageBackend, directory: str, first: int, end: int,
+                      entries: Iterator[tuple[int, Buffer]]) -> Replacement:
+    """:meth:`WriteAheadLog.write_replacement` on the files alone (for a cleaner process)."""
+    cleaned = f"{directory}/{segment_name(first)}{_CLEANED_SUFFIX[len(SEGMENT_SUFFIX):]}"
+    file = create_fresh(backend, cleaned)
+    located: list[tuple[int, int, int]] = []
+    try:
+        chunk = bytearray(SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0))
+        written = 0
+        last = first - 1
+        for index, payload in entries:
+            if not first <= index < end or index <= last:
+                raise ValueError(f"replacement entry {index} is out of order or outside [{first}, {end})")
+            last = index
+            located.append((index, written + len(chunk), ENTRY_HEADER.size + len(payload)))
+            chunk += encode_entry_header(index, payload)
+            chunk += payload
+            if len(chunk) >= _WRITE_CHUNK:
+                file.write_durably(written, bytes(chunk))
+                written += len(chunk)
+                chunk = bytearray()
+        if chunk:
+            file.write_durably(written, bytes(chunk))
+            written += len(chunk)
+    finally:
+        file.close()
+    swap = f"{directory}/{first:020d}-{end:020d}{_SWAP_SUFFIX}"
+    backend.rename_file(cleaned, swap)
+    backend.sync_dir(directory)
+    return Replacement(first, end, swap, located, written)
+
+
+def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int) -> Iterator[tuple[int, memoryview]]:
+    """``(index, payload)`` of every entry of a sealed segment file, read by name (for a
+    cleaner process; the owner of the log keeps it from being deleted meanwhile).
+
+    Raises :class:`CorruptEntryError` if an entry fails its checks.
+    """
+    file = backend.open_file(f"{directory}/{segment_name(base_index)}")
+    try:
+        size = file.size()
+        position = SEGMENT_HEADER.size
+        while position < size:
+            head = memoryview(file.pread(position, ENTRY_HEADER.size))
+            buf = memoryview(file.pread(position, max(_SCAN_CHUNK, _Recovery._needed(head, 0))))
+            pos = 0
+            while True:
+                try:
+                    decoded = _decode_entry(buf, pos)
+                except _InvalidEntry as exc:
+                    raise CorruptEntryError(file.path, position + pos, str(exc)) from None
+                if decoded is None:
+                    break
+                index, payload, entry_size = decoded
+                yield index, payload
+                pos += entry_size
+            if pos == 0:
+                raise CorruptEntryError(file.path, position, "entry runs past the end of the sealed segment")
+            position += pos
+    finally:
+        file.close()
+
+
+def _finish_swaps(backend: StorageBackend, directory: str, names: list[str]) -> list[tuple[int, int]]:
+    """Recovery: drop unfinished replacements, complete durable ones; return the ranges swapped."""
+    swapped = []
+    for name in names:
+        if name.endswith(_CLEANED_SUFFIX):
+            backend.delete_file(f"{directory}/{name}")
+            log.info("%s: discarded %s, a segment replacement interrupted before it was durable", directory, name)
+    for name in sorted(names):
+        if not name.endswith(_SWAP_SUFFIX):
+            continue
+        first_text, _, end_text = name[: -len(_SWAP_SUFFIX)].partition("-")
+        if not (first_text.isdigit() and end_text.isdigit()):
+            continue
+        first, end = int(first_text), int(end_text)
+        for other in names:
+            if other.endswith(SEGMENT_SUFFIX) and other[: -len(SEGMENT_SUFFIX)].isdigit() \
+                    and first <= int(other[: -len(SEGMENT_SUFFIX)]) < end:
+                backend.delete_file(f"{directory}/{other}")
+        backend.sync_dir(directory)
+        swap = backend.open_file(f"{directory}/{name}")
+        try:
+            empty = swap.size() <= SEGMENT_HEADER.size
+        finally:
+            swap.close()
+        if empty:
+            backend.delete_file(f"{directory}/{name}")
+        else:
+            backend.rename_file(f"{directory}/{name}", f"{directory}/{segment_name(first)}")
+        backend.sync_dir(directory)
+        log.info("%s: finished the interrupted swap of segments [%d, %d)", directory, first, end)
+        swapped.append((first, end))
+    return swapped
 
 
 def _create_segment(backend: StorageBackend, directory: str, base_index: int, preallocate: int) -> Segment:

@@ -1,0 +1,239 @@
+"""Log cleaner benchmark: compaction throughput, space reclaimed, produce latency while cleaning.
+
+Run:  python bench/cleaner.py [--mb 64] [--keys 20000] [--seconds 8] [--skip-latency] [--json out.json]
+
+1. **Throughput** (in-process, the WAL backend the broker would use): a
+   partition log filled with ``--mb`` MB of 256 B records in batches of 1000,
+   keys drawn from ``--keys`` distinct keys (so each key is updated many
+   times), segments of 8 MiB; then one cleaning pass
+   (:func:`chronik.log.cleaner.clean_partition`, unpaced as in the broker's
+   cleaner process) over every sealed segment.
+   Reports MB/s (bytes read by the pass / its time, map and rewrite
+   included, the fsyncs of the swap too) and the space reclaimed.
+   Target: >= 50 MB/s.
+2. **Produce latency** (``python -m chronik serve`` child processes): a
+   compacted topic is filled with ``--mb`` MB of updates, then, while updates
+   keep streaming into it at 2 MB/s, a probe producer (one 256 B message in
+   flight, acks=all, another topic) runs for ``--seconds``.  Once on a broker
+   with ``log.cleaner.enable=false``, once with the cleaner on (busy with the
+   backlog and the stream).  Reports p50/p99 of each and the p99 increase.
+   Target: <= +20 %.
+
+Both are run briefly on a shared machine: read the figures as indications.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import trio
+
+REPO = Path(__file__).resolve().parents[1]
+RECORD_BYTES = 256
+BATCH_RECORDS = 1000  # ~256 KB batches, as librdkafka sends them under load (batch.size 1 MB)
+
+
+def _batches(total_bytes: int, keys: int, seed: int = 14) -> list[bytearray]:
+    from chronik.protocol import Record, encode_batch
+
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    batches = []
+    value_len = RECORD_BYTES - 16 - 20  # key (~16 B) and record overhead (~20 B)
+    payload = rng.randbytes(value_len)
+    made = 0
+    while made < total_bytes:
+        records = [Record(i, now, b"key-%011d" % rng.randrange(keys), payload) for i in range(BATCH_RECORDS)]
+        batch = encode_batch(records)
+        batches.append(batch)
+        made += len(batch)
+    return batches
+
+
+async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
+    from chronik.log import PartitionLog
+    from chronik.log import cleaner as _cleaner
+    from chronik.log.cleaner import Span
+    clean_partition = _cleaner.clean_partition
+    from chronik.protocol import validate_batch
+    from chronik.storage import create_backend, get_profile, open_group_committer
+
+    backend = create_backend("")
+    batches = _batches(mb << 20, keys)
+    async with open_group_committer(backend, directory, get_profile("throughput")) as committer:
+        log = PartitionLog.open(committer, f"{directory}/bench-0", topic="bench", partition=0, topic_id="0" * 32,
+                                segment_bytes=8 << 20)
+        info = None
+        for batch in batches:
+            info = log.append_batch(batch, validate_batch(batch), log_append_time=None)
+        assert info is not None
+        await log.wait_durable(info)
+        log.wal.roll()
+        spans = [Span(*s) for s in log.sealed_segments()]
+        before = log.size_bytes()
+        started = time.perf_counter()
+        run = trio.to_thread.run_sync if not os.environ.get("CLEANER_INLINE") else (lambda f: _now(f))
+        # unpaced, as in the broker's cleaner process (chronik.log.cleaner_process)
+        stats = await run(lambda: clean_partition(
+            log.wal, spans, 0, segment_bytes=8 << 20, budget_bytes=128 << 20, delete_retention_ms=86400000,
+            now_ms=int(time.time() * 1000), pause=lambda: None))
+        elapsed = time.perf_counter() - started
+        for replacement, headers in stats.replacements:
+            log.install_cleaned(replacement, headers)
+        after = log.size_bytes()
+        await log.aclose()
+    await backend.aclose()
+    return {"mb_read": stats.bytes_read / 1e6, "seconds": elapsed, "mb_per_s": stats.bytes_read / 1e6 / elapsed,
+            "map_seconds": stats.map_seconds, "records_read": stats.records_read, "records_kept": stats.records_kept,
+            "bytes_before": before, "bytes_after": after, "reclaimed": 1 - after / before}
+
+
+def _latency(producer_conf: dict, topic: str, seconds: float) -> list[float]:
+    import confluent_kafka
+
+    producer = confluent_kafka.Producer({**producer_conf, "acks": "all", "linger.ms": 0})
+    latencies: list[float] = []
+    payload = os.urandom(RECORD_BYTES)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done = threading.Event()
+        started = time.perf_counter()
+        producer.produce(topic, payload, on_delivery=lambda err, msg: done.set())
+        while not done.is_set():
+            producer.poll(0.001)
+        latencies.append(time.perf_counter() - started)
+    producer.flush(10)
+    return latencies
+
+
+async def _now(work):  # type: ignore[no-untyped-def]
+    return work()  # CLEANER_INLINE=1: on the calling thread, for profilers
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+def _fill(conf: dict, mb: float, keys: int, seed: int, stop: threading.Event | None = None,
+          mb_per_s: float | None = None) -> None:
+    import confluent_kafka
+
+    producer = confluent_kafka.Producer({**conf, "linger.ms": 20, "batch.size": 1 << 20, "acks": 1})
+    rng = random.Random(seed)
+    payload = rng.randbytes(RECORD_BYTES - 16)
+    started = time.monotonic()
+    sent = 0
+    while sent < mb * (1 << 20) and not (stop is not None and stop.is_set()):
+        producer.produce("compacted", payload, key=b"key-%011d" % rng.randrange(keys))
+        sent += RECORD_BYTES
+        if sent % (1 << 16) < RECORD_BYTES:
+            producer.poll(0)
+            if mb_per_s is not None:
+                ahead = sent / (mb_per_s * (1 << 20)) - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+    producer.flush(120)
+
+
+def _one_broker(mb: int, keys: int, seconds: float, directory: str, cleaner: bool) -> tuple[list[float], list[str]]:
+    """Latency samples of the probe while updates stream into a compacted topic, and the pass lines."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    data = f"{directory}/broker-{'on' if cleaner else 'off'}"
+    cmd = [sys.executable, "-m", "chronik", "serve", "--data-dir", data, "--listen", "127.0.0.1:0",
+           "--set", "log.cleaner.backoff.ms=200", "--set", f"log.cleaner.enable={'true' if cleaner else 'false'}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+    port = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            found = re.search(r"listening for Kafka clients on [^:]+:(\d+)", line)
+            if found:
+                port.append(int(found.group(1)))
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(30), "".join(lines)
+        conf = {"bootstrap.servers": f"127.0.0.1:{port[0]}"}
+        admin = AdminClient(conf)
+        for future in admin.create_topics([
+            NewTopic("latency", 1, 1),
+            NewTopic("compacted", 1, 1, config={"cleanup.policy": "compact", "segment.bytes": str(8 << 20),
+                                                "min.cleanable.dirty.ratio": "0.1"}),
+        ]).values():
+            future.result(10)
+        _latency(conf, "latency", 1.0)  # warm-up
+        _fill(conf, mb, keys, 1)  # a backlog for the cleaner
+        stop = threading.Event()
+        streaming = threading.Thread(target=_fill, args=(conf, 1 << 20, keys, 2, stop, 2.0))
+        streaming.start()
+        try:
+            samples = _latency(conf, "latency", seconds)
+        finally:
+            stop.set()
+            streaming.join()
+        return samples, [line.strip() for line in lines if "log cleaner: cleaned compacted" in line]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _produce_latency(mb: int, keys: int, seconds: float, directory: str) -> dict[str, object]:
+    idle, _ = _one_broker(mb, keys, seconds, directory, cleaner=False)
+    cleaning, passes = _one_broker(mb, keys, seconds, directory, cleaner=True)
+    return {"idle_p50_ms": _percentile(idle, 0.5), "idle_p99_ms": _percentile(idle, 0.99),
+            "cleaning_p50_ms": _percentile(cleaning, 0.5), "cleaning_p99_ms": _percentile(cleaning, 0.99),
+            "p99_increase": _percentile(cleaning, 0.99) / _percentile(idle, 0.99) - 1,
+            "passes_during": len(passes), "samples": len(cleaning), "pass_lines": passes[-3:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=64)
+    parser.add_argument("--keys", type=int, default=20000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    directory = tempfile.mkdtemp(prefix="chronik-bench-cleaner-")
+    try:
+        results: dict[str, object] = {"throughput": trio.run(_throughput, args.mb, args.keys, directory)}
+        t = results["throughput"]
+        assert isinstance(t, dict)
+        print(f"cleaner: {t['mb_read']:.1f} MB in {t['seconds']:.2f} s = {t['mb_per_s']:.1f} MB/s "
+              f"(target >= 50; map {t['map_seconds']:.2f} s), {t['records_kept']} of {t['records_read']} records kept, "
+              f"{100 * t['reclaimed']:.1f}% of the bytes reclaimed")
+        if not args.skip_latency:
+            latency = _produce_latency(args.mb, args.keys, args.seconds, directory)
+            results["latency"] = latency
+            print(f"produce (1 in flight, acks=all): idle p50 {latency['idle_p50_ms']:.2f} ms p99 "
+                  f"{latency['idle_p99_ms']:.2f} ms; while cleaning p50 {latency['cleaning_p50_ms']:.2f} ms p99 "
+                  f"{latency['cleaning_p99_ms']:.2f} ms ({100 * latency['p99_increase']:+.0f}%, target <= +20%); "
+                  f"{latency['passes_during']} pass(es) during the measurement")
+            for line in latency["pass_lines"]:
+                print("  ", line)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

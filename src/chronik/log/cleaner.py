@@ -1,0 +1,309 @@
+"""Log compaction: rewrite sealed segments so only the latest record per key remains.
+
+The semantics are Kafka's ``LogCleaner``/``Cleaner``; scheduling lives in
+:mod:`chronik.log.cleaner_manager`.  One *pass* over a partition:
+
+1. **Offset map.**  Over the *dirty* section (sealed segments from the first
+   dirty offset -- where the previous pass ended -- up to the cleanable end)
+   map each key to the offset of its latest record.  The map's estimated size
+   is bounded (``log.cleaner.dedupe.buffer.size``): when it fills, the pass
+   ends after the segment that filled it and the rest waits for the next pass.
+2. **Rewrite.**  Every sealed segment from the log start up to where the map
+   ends is rewritten, in groups of consecutive segments whose sizes add up to
+   at most ``segment.bytes`` (so small cleaned segments merge, as in Kafka).
+   A record is kept when no later record of its key is in the map; a record
+   without a key is dropped (a compacted topic refuses them, older data may
+   hold some); a tombstone (null value) is kept until the *delete horizon* of
+   its batch passed.  As in Kafka (KIP-534), the first pass that keeps a
+   tombstone stamps its batch with a delete horizon, now + ``delete.retention.ms``
+   (attribute bit 6, baseTimestamp = horizon, record timestamps unchanged);
+   a later pass after the horizon drops the tombstones.
+3. **Batches.**  A batch whose records are all kept (and needs no horizon) is
+   copied byte for byte.  Otherwise it is rebuilt with
+   :func:`~chronik.protocol.rebuild_batch`: the same base and last offset
+   (offsets are never renumbered, so gaps appear), the same producer fields,
+   leader epoch and codec (recompressed), a new recordsCount, maxTimestamp
+   and CRC-32C.  A batch with nothing left goes.  Control batches are kept
+   (there are no transactions yet).
+4. **Swap.**  Each group is written as a replacement through the WAL
+   (``.cleaned`` -> ``.swap`` -> replace, see :mod:`chronik.storage.wal`):
+   durable before the old segments go, completed by recovery after a crash.
+
+:func:`clean_segments` does steps 1-4 up to durable swap files, over any
+way of reading segments and writing replacements: the broker runs it in a
+child process (:mod:`chronik.log.cleaner_process`) on the segment files, and
+:func:`clean_partition` runs it in the calling thread on a
+:class:`~chronik.storage.wal.WriteAheadLog` (the in-memory backends, tests,
+benchmarks), pausing (``time.sleep(0)``, which releases the GIL) every
+millisecond of work (:class:`Pacer`) so an event loop thread is never kept
+waiting for long.  :func:`commit` then finishes the swaps on disk.  None of
+this changes the :class:`~chronik.log.partition.PartitionLog`: the caller
+installs the result on the event loop (:meth:`PartitionLog.install_cleaned`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ..protocol import BatchHeader, RawRecord, parse_batch_header, rebuild_batch, records_data, scan_records
+from ..storage.wal import Replacement, WriteAheadLog
+
+MAP_ENTRY_OVERHEAD = 80
+"""Bytes an offset-map entry is counted as, besides its key (a Python dict entry, int and bytes object)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A sealed segment as the cleaner sees it (see :meth:`PartitionLog.sealed_segments`)."""
+
+    base: int
+    next_offset: int
+    data_bytes: int
+    first_timestamp: int
+    max_timestamp: int
+
+
+@dataclass(slots=True)
+class PassStats:
+    """What one cleaning pass did."""
+
+    bytes_read: int = 0
+    bytes_written: int = 0
+    batches_read: int = 0
+    batches_written: int = 0
+    records_read: int = 0
+    records_kept: int = 0
+    tombstones_removed: int = 0
+    keys: int = 0
+    segments_before: int = 0
+    segments_after: int = 0
+    map_seconds: float = 0.0
+    seconds: float = 0.0
+    first_offset: int = 0
+    end_offset: int = 0  # the pass cleaned [first_offset, end_offset); the next dirty section starts here
+    error: Exception | None = None  # what stopped the pass early (the replacements before it are committed)
+    replacements: list[tuple[Replacement, list[BatchHeader]]] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """Bytes written / bytes read (1.0 when nothing was read)."""
+        return self.bytes_written / self.bytes_read if self.bytes_read else 1.0
+
+
+PAUSE_EVERY_SECONDS = 0.001
+"""CPU time the cleaner's thread works between two voluntary releases of the GIL."""
+
+
+class Pacer:
+    """Called after every batch: every :data:`PAUSE_EVERY_SECONDS` it sleeps 0 s, which
+    releases the GIL, so the event loop thread waits at most about that long for it
+    (rather than the interpreter's 5 ms switch interval)."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
+
+    def __call__(self) -> None:
+        now = time.perf_counter()
+        if now >= self._next:
+            time.sleep(0)
+            self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
+
+
+Scanned = dict[int, tuple[memoryview, list[RawRecord]]]
+"""Batches already decompressed and scanned by the mapping, by base offset (reused by the rewrite)."""
+SCANNED_ENTRY_OVERHEAD = 120
+"""Bytes a kept scan result is counted as per record, besides the batch's records data."""
+
+
+def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[Span], budget_bytes: int, *,
+                     pause: Callable[[], None] | None = None,
+                     scanned: Scanned | None = None) -> tuple[dict[bytes, int], int]:
+    """Map each key of the ``dirty`` segments to its latest offset; return the map and
+    the offset where it ends (the end of the last segment it covers).
+
+    Stops after the segment during which the estimated map size passed
+    ``budget_bytes`` (at least one segment is always mapped).  ``scanned``
+    keeps the scans (up to another ``budget_bytes``) so the rewrite of those
+    batches need not decompress and scan them again.
+    """
+    pause = pause or Pacer()
+    offsets: dict[bytes, int] = {}
+    size = 0
+    kept_bytes = 0
+    end = dirty[0].base if dirty else 0
+    for span in dirty:
+        for batch in read(span):
+            header = parse_batch_header(batch)
+            if header.is_control:
+                continue
+            base = header.base_offset
+            data = records_data(batch, header)
+            records = scan_records(header, data)
+            if scanned is not None and kept_bytes < budget_bytes:
+                scanned[base] = (data, records)
+                kept_bytes += len(data) + SCANNED_ENTRY_OVERHEAD * len(records)
+            for record in records:
+                key = record.key
+                if key is None:
+                    continue
+                if key not in offsets:
+                    size += len(key) + MAP_ENTRY_OVERHEAD
+                offsets[key] = base + record.offset_delta
+            pause()
+        end = span.next_offset
+        if size > budget_bytes:
+            break
+    return offsets, end
+
+
+def clean_batch(batch: memoryview, header: BatchHeader, offsets: dict[bytes, int], now_ms: int,
+                delete_retention_ms: int, stats: PassStats,
+                scanned: tuple[memoryview, list[RawRecord]] | None = None) -> memoryview | bytearray | None:
+    """The batch as a cleaned log keeps it: unchanged, rebuilt with fewer records
+    (or a delete horizon), or None when nothing of it remains (see the module docstring).
+    ``scanned``: its records data and scan, if the mapping kept them."""
+    stats.batches_read += 1
+    if header.is_control:
+        stats.records_read += header.records_count
+        stats.records_kept += header.records_count
+        return batch
+    data, records = scanned if scanned is not None else (records_data(batch, header), [])
+    if scanned is None:
+        records = scan_records(header, data)
+    stats.records_read += len(records)
+    horizon_passed = header.has_delete_horizon and header.base_timestamp <= now_ms
+    base = header.base_offset
+    kept = []
+    tombstones = False
+    for record in records:
+        key = record.key
+        if key is None:
+            continue
+        latest = offsets.get(key)
+        if latest is not None and latest > base + record.offset_delta:
+            continue
+        if record.is_tombstone:
+            if horizon_passed:
+                stats.tombstones_removed += 1
+                continue
+            tombstones = True
+        kept.append(record)
+    stats.records_kept += len(kept)
+    if not kept:
+        return None
+    needs_horizon = tombstones and not header.has_delete_horizon
+    if len(kept) == len(records) and not needs_horizon:
+        return batch
+    return rebuild_batch(batch, header, data, kept,
+                         delete_horizon=now_ms + delete_retention_ms if needs_horizon else None)
+
+
+def group_spans(spans: list[Span], max_bytes: int) -> list[list[Span]]:
+    """Consecutive segments in groups whose sizes add up to at most ``max_bytes`` (each at least one)."""
+    groups: list[list[Span]] = []
+    total = 0
+    for span in spans:
+        if groups and total + span.data_bytes <= max_bytes:
+            groups[-1].append(span)
+            total += span.data_bytes
+        else:
+            groups.append([span])
+            total = span.data_bytes
+    return groups
+
+
+ReadSegment = Callable[[Span], Iterator[memoryview]]
+WriteReplacement = Callable[[int, int, Iterator[tuple[int, memoryview | bytearray]]], Replacement]
+
+
+def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span], first_dirty: int, *,
+                   segment_bytes: int, budget_bytes: int, delete_retention_ms: int, now_ms: int,
+                   pause: Callable[[], None] | None = None) -> PassStats:
+    """One pass over the cleanable ``spans`` (sealed, oldest first): map the dirty ones
+    (from ``first_dirty``), then write a durable replacement (a swap file, not yet
+    committed) of every group up to where the map ends.  ``end_offset`` of the
+    result is the next first dirty offset.  A failure while rewriting stops the
+    pass: it is returned in ``error`` with the replacements written before it (a
+    failure while mapping raises).  Blocking: run it in a worker thread or process.
+    """
+    started = time.perf_counter()
+    pause = pause or Pacer()
+    stats = PassStats(first_offset=spans[0].base if spans else first_dirty)
+    dirty = [span for span in spans if span.next_offset > first_dirty]
+    scans: Scanned = {}
+    offsets, map_end = build_offset_map(read, dirty, budget_bytes, pause=pause, scanned=scans)
+    stats.keys = len(offsets)
+    stats.map_seconds = time.perf_counter() - started
+    stats.end_offset = map_end
+    to_clean = [span for span in spans if span.next_offset <= map_end]
+    stats.segments_before = len(to_clean)
+    for group in group_spans(to_clean, segment_bytes):
+        headers: list[BatchHeader] = []
+
+        def cleaned(group: list[Span] = group, headers: list[BatchHeader] = headers) -> Iterator[tuple[int, memoryview | bytearray]]:
+            for span in group:
+                for payload in read(span):
+                    header = parse_batch_header(payload)
+                    stats.bytes_read += len(payload)
+                    kept = clean_batch(payload, header, offsets, now_ms, delete_retention_ms, stats,
+                                       scans.pop(header.base_offset, None))
+                    pause()
+                    if kept is None:
+                        continue
+                    if kept is not payload:
+                        header = parse_batch_header(kept)
+                    headers.append(header)
+                    stats.batches_written += 1
+                    stats.bytes_written += len(kept)
+                    yield header.base_offset, kept
+
+        try:
+            replacement = write(group[0].base, group[-1].next_offset, cleaned())
+        except Exception as exc:  # noqa: BLE001 -- reported to the caller with what was written before it
+            stats.error = exc
+            break
+        stats.replacements.append((replacement, headers))
+        stats.segments_after += 1 if headers else 0
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def commit(wal: WriteAheadLog, stats: PassStats) -> None:
+    """Commit the replacements of a pass on disk (:meth:`WriteAheadLog.commit_replacement`),
+    in order.  On a failure the uncommitted swap files are deleted (a swap left
+    behind would be completed by the next open, over segments that may have
+    changed since), the list keeps the committed ones and ``error`` is set.
+    Blocking: run it in a worker thread."""
+    for n, (replacement, _) in enumerate(stats.replacements):
+        try:
+            wal.commit_replacement(replacement)
+        except Exception as exc:  # noqa: BLE001 -- reported to the caller
+            for left, _ in stats.replacements[n:]:
+                try:
+                    wal.backend.delete_file(left.swap_path)
+                except OSError:
+                    pass
+            del stats.replacements[n:]
+            stats.error = stats.error or exc
+            return
+
+
+def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, segment_bytes: int,
+                    budget_bytes: int, delete_retention_ms: int, now_ms: int,
+                    pause: Callable[[], None] | None = None) -> PassStats:
+    """:func:`clean_segments` on ``wal``'s own files, then :func:`commit`, in this thread.
+    The result's replacements are to be installed on the event loop."""
+    stats = clean_segments(
+        lambda span: (entry.payload for entry in wal.iter_entries(span.base)),
+        wal.write_replacement, spans, first_dirty, segment_bytes=segment_bytes, budget_bytes=budget_bytes,
+        delete_retention_ms=delete_retention_ms, now_ms=now_ms, pause=pause)
+    commit(wal, stats)
+    return stats
+
+
+__all__ = ["MAP_ENTRY_OVERHEAD", "PassStats", "Span", "build_offset_map", "clean_batch", "clean_partition",
+           "clean_segments", "commit", "group_spans"]
