@@ -1,0 +1,133 @@
+"""Cluster mode: a node cut off the network and healed rejoins within seconds, fenced once and unfenced once.
+
+Three real nodes, each in a network namespace of its own (:mod:`.netns`),
+and a topic with three partitions and three replicas.  One node that is not
+the controller is cut off: every packet to and from it is dropped silently,
+so the TCP connections made before the cut are not broken but stall, their
+retransmission timers backing off (0.2 s doubling: after an 8 s cut the next
+retransmission is ~4.6 s away, after a 30 s cut ~20 s).  The controller
+fences it.  Then the cut is healed, and the test measures the time until the
+cluster has converged: every node names the same controller, lists all three
+brokers (none fenced), and has every partition's ISR full.  The target is
+3 s; it needs every peer connection to notice a stall by itself and redial
+(``controller.quorum.request.timeout.ms``, ``replica.socket.timeout.ms``).
+
+The cut node must be fenced exactly once and unfenced exactly once: no
+flapping while its connections recover, nor in the seconds after.
+
+The default test cuts for 8 s (a little past the session and socket
+timeouts; ~30 s in all); the 30 s cut of the original observation runs with
+``CHRONIK_PARTITION_HEAL_LONG=1``.  Both skip without root or iproute2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from chronik.protocol import ErrorCode, decode_response
+
+from .brokerproc import BrokerProcess
+from .netns import TestNet, open_testnet, unavailable
+from .raw import Raw, create_topic, produce_frame
+from .test_cluster import IDS, Cluster, eventually, running
+
+TOPIC = "heal"
+PARTITIONS = 3
+KAFKA_PORT, REPLICATION_PORT = 9092, 9291
+CONVERGE_TARGET = 3.0
+"""Seconds from healing to a converged cluster."""
+SETTLE_SECONDS = 4.0
+"""How long after converging the test keeps watching for another fence."""
+
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+
+
+class NetnsCluster(Cluster):
+    """:class:`Cluster`'s three nodes, each in its namespace of ``net`` (fixed ports: each has its own)."""
+
+    def __init__(self, root: Path, net: TestNet, *extra_args: str) -> None:
+        peers = [f"--peer={p}@{net.address(p)}:{KAFKA_PORT}/{net.address(p)}:{REPLICATION_PORT}" for p in IDS]
+        self.nodes = {
+            i: BrokerProcess(root / f"node{i}", "--node-id", str(i), "--replication-listen",
+                             f"{net.address(i)}:{REPLICATION_PORT}", *peers, *extra_args, port=KAFKA_PORT,
+                             host=net.address(i), netns=net.namespaces[i], dial=net.dial)
+            for i in IDS
+        }
+
+
+def partitions(cluster: Cluster, node_id: int) -> list[tuple[int, list[int]]]:
+    """(leader, ISR) of each partition of the topic, as ``node_id`` says."""
+    topic = cluster.topics(node_id).get(TOPIC)
+    return [] if topic is None else [(p.leader_id, sorted(p.isr_nodes)) for p in topic.partitions]
+
+
+def converged(cluster: Cluster) -> bool:
+    """Every node names one controller, lists every broker (none fenced) and has every ISR full."""
+    if cluster.controller() is None:
+        return False
+    for i in IDS:
+        state = partitions(cluster, i)
+        if len(state) != PARTITIONS or any(leader < 0 or isr != list(IDS) for leader, isr in state):
+            return False
+    return True
+
+
+def fence_counts(cluster: Cluster, node_id: int) -> tuple[int, int]:
+    """How often ``node_id`` was fenced and unfenced, from every controller's log lines."""
+    text = "\n".join(node.output() for node in cluster.nodes.values())
+    return (len(re.findall(rf"\bfenced broker {node_id};", text)),
+            len(re.findall(rf"\bunfenced broker {node_id};", text)))
+
+
+def produce_everywhere(cluster: Cluster, via: int) -> None:
+    """One acks=all record to every partition, through its leader as ``via`` names it."""
+    for partition, (leader, _) in enumerate(partitions(cluster, via)):
+        with Raw(cluster.nodes[leader]) as connection:
+            connection.send(produce_frame(TOPIC, partition, b"p%d" % partition))
+            frame = connection.read_frame()
+        assert frame is not None
+        answer = decode_response(0, 9, frame, 5).responses[0].partition_responses[0]
+        assert answer.error_code == ErrorCode.NONE, (partition, leader, answer)
+
+
+def cut_and_heal(tmp_path: Path, cut_seconds: float) -> None:
+    with open_testnet(IDS) as net, running(NetnsCluster(tmp_path, net)) as cluster:
+        controller = eventually(cluster.controller, 30)
+        with Raw(cluster.nodes[controller]) as connection:
+            create_topic(connection, TOPIC, PARTITIONS, 3)
+        eventually(lambda: converged(cluster), 20)
+        produce_everywhere(cluster, controller)
+        victim = next(i for i in IDS if i != controller)
+
+        net.cut(victim)
+        cut_at = time.monotonic()
+        # the controller fences the silent node (and moves its leaderships)
+        eventually(lambda: len(cluster.metadata(controller).brokers) == len(IDS) - 1, cut_seconds)
+        time.sleep(max(0.0, cut_at + cut_seconds - time.monotonic()))
+        net.heal(victim)
+        healed_at = time.monotonic()
+        eventually(lambda: converged(cluster), 30)
+        took = time.monotonic() - healed_at
+        print(f"node {victim} cut off for {cut_seconds:g} s: converged {took:.2f} s after healing")
+
+        produce_everywhere(cluster, controller)
+        time.sleep(SETTLE_SECONDS)
+        assert converged(cluster)
+        assert fence_counts(cluster, victim) == (1, 1), "\n".join(
+            line for node in cluster.nodes.values() for line in node.log_lines if "fenced" in line)
+        assert took <= CONVERGE_TARGET
+
+
+def test_a_node_cut_off_past_the_timeouts_rejoins_quickly(tmp_path: Path) -> None:
+    cut_and_heal(tmp_path, 8.0)
+
+
+@pytest.mark.skipif(os.environ.get("CHRONIK_PARTITION_HEAL_LONG") != "1",
+                    reason="the 30 s cut runs only with CHRONIK_PARTITION_HEAL_LONG=1")
+def test_a_node_cut_off_for_30_seconds_rejoins_quickly(tmp_path: Path) -> None:
+    cut_and_heal(tmp_path, 30.0)
