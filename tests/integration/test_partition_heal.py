@@ -95,19 +95,22 @@ def produce_everywhere(cluster: Cluster, via: int) -> None:
         assert answer.error_code == ErrorCode.NONE, (partition, leader, answer)
 
 
-def cut_and_heal(tmp_path: Path, cut_seconds: float) -> None:
+def cut_and_heal(tmp_path: Path, cut_seconds: float, *, controller_cut: bool = False) -> None:
+    """Cut a node off (the controller, or one that is not) for ``cut_seconds``, heal, and
+    measure; the fence and unfence are counted from the logs."""
     with open_testnet(IDS) as net, running(NetnsCluster(tmp_path, net)) as cluster:
         controller = eventually(cluster.controller, 30)
         with Raw(cluster.nodes[controller]) as connection:
             create_topic(connection, TOPIC, PARTITIONS, 3)
         eventually(lambda: converged(cluster), 20)
         produce_everywhere(cluster, controller)
-        victim = next(i for i in IDS if i != controller)
+        victim = controller if controller_cut else next(i for i in IDS if i != controller)
+        others = tuple(i for i in IDS if i != victim)
 
         net.cut(victim)
         cut_at = time.monotonic()
-        # the controller fences the silent node (and moves its leaderships)
-        eventually(lambda: len(cluster.metadata(controller).brokers) == len(IDS) - 1, cut_seconds)
+        # the (perhaps new) controller fences the silent node (and moves its leaderships)
+        eventually(lambda: all(len(cluster.metadata(i).brokers) == len(IDS) - 1 for i in others), cut_seconds)
         time.sleep(max(0.0, cut_at + cut_seconds - time.monotonic()))
         net.heal(victim)
         healed_at = time.monotonic()
@@ -115,7 +118,7 @@ def cut_and_heal(tmp_path: Path, cut_seconds: float) -> None:
         took = time.monotonic() - healed_at
         print(f"node {victim} cut off for {cut_seconds:g} s: converged {took:.2f} s after healing")
 
-        produce_everywhere(cluster, controller)
+        produce_everywhere(cluster, others[0])
         time.sleep(SETTLE_SECONDS)
         assert converged(cluster)
         assert fence_counts(cluster, victim) == (1, 1), "\n".join(
@@ -128,6 +131,13 @@ def test_a_node_cut_off_past_the_timeouts_rejoins_quickly(tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(os.environ.get("CHRONIK_PARTITION_HEAL_LONG") != "1",
-                    reason="the 30 s cut runs only with CHRONIK_PARTITION_HEAL_LONG=1")
-def test_a_node_cut_off_for_30_seconds_rejoins_quickly(tmp_path: Path) -> None:
-    cut_and_heal(tmp_path, 30.0)
+                    reason="runs only with CHRONIK_PARTITION_HEAL_LONG=1")
+def test_the_controller_cut_off_past_the_timeouts_rejoins_quickly(tmp_path: Path) -> None:
+    cut_and_heal(tmp_path, 8.0, controller_cut=True)
+
+
+@pytest.mark.skipif(os.environ.get("CHRONIK_PARTITION_HEAL_LONG") != "1",
+                    reason="the 30 s cuts run only with CHRONIK_PARTITION_HEAL_LONG=1")
+@pytest.mark.parametrize("controller_cut", [False, True], ids=["follower", "controller"])
+def test_a_node_cut_off_for_30_seconds_rejoins_quickly(tmp_path: Path, controller_cut: bool) -> None:
+    cut_and_heal(tmp_path, 30.0, controller_cut=controller_cut)
