@@ -86,7 +86,9 @@ def fence_counts(cluster: Cluster, node_id: int) -> tuple[int, int]:
 
 def produce_everywhere(cluster: Cluster, via: int) -> None:
     """One acks=all record to every partition, through its leader as ``via`` names it."""
-    for partition, (leader, _) in enumerate(partitions(cluster, via)):
+    state = partitions(cluster, via)
+    assert len(state) == PARTITIONS, state
+    for partition, (leader, _) in enumerate(state):
         with Raw(cluster.nodes[leader]) as connection:
             connection.send(produce_frame(TOPIC, partition, b"p%d" % partition))
             frame = connection.read_frame()
