@@ -44,7 +44,8 @@ CONVERGE_TARGET = 3.0
 SETTLE_SECONDS = 4.0
 """How long after converging the test keeps watching for another fence."""
 
-pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+UNAVAILABLE = unavailable()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 
 
 class NetnsCluster(Cluster):
