@@ -12,9 +12,11 @@ bridge, so every packet to or from it is silently dropped -- as an iptables
 DROP rule or a pulled cable does, with no RST or ICMP to tell TCP -- and
 :meth:`TestNet.heal` attaches it again.  The test's client sockets are made
 inside the hub (:meth:`TestNet.dial`) by a short-lived thread that enters
-it with ``setns(2)``.
+it with ``setns(2)``.  :meth:`TestNet.drop_inbound` drops only the packets to a
+node (a ``pfifo`` queue of length 0 on its bridge port, via ``tc``), so it
+can send but not hear.
 
-Needs root and ``ip`` (iproute2); :func:`unavailable` says why not, for a skip.
+Needs root, ``ip`` and ``tc`` (iproute2); :func:`unavailable` says why not, for a skip.
 Everything is removed by :meth:`TestNet.close` (deleting a namespace deletes
 its interfaces), which :func:`open_testnet` always calls.
 """
@@ -42,8 +44,8 @@ def unavailable() -> str | None:
     """Why network namespaces cannot be used here (a skip reason), or None."""
     if os.geteuid() != 0:
         return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "no ip command (iproute2)"
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        return "no ip or tc command (iproute2)"
     probe = f"ck{os.getpid()}p"
     try:
         _ip("netns", "add", probe)
@@ -95,6 +97,12 @@ class TestNet:
 
     def heal(self, node: int) -> None:
         _ip("-n", self.hub, "link", "set", f"h{node}", "master", "br0")
+
+    def drop_inbound(self, node: int, dropping: bool = True) -> None:
+        """Drop every packet *to* ``node`` (a queue of length 0 on its port), or stop."""
+        qdisc = ["tc", "qdisc", "add" if dropping else "del", "dev", f"h{node}", "root"]
+        subprocess.run(["ip", "netns", "exec", self.hub, *qdisc, *(["pfifo", "limit", "0"] if dropping else [])],
+                       check=True, capture_output=True, text=True, timeout=10)
 
     def close(self) -> None:
         for ns in reversed(self._created):
