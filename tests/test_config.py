@@ -197,7 +197,8 @@ def test_every_kafka_setting_by_env_and_set() -> None:
         value = {"auto_create_topics_enable": "false", "auto_leader_rebalance_enable": "false",
                  "log_segment_bytes": "4096", "log_cleanup_policy": "compact,delete", "compression_type": "zstd",
                  "log_cleaner_enable": "false", "log_cleaner_min_cleanable_ratio": "0.7",
-                 "log_cleaner_dedupe_buffer_size": "131072"}.get(field, "7")
+                 "log_cleaner_dedupe_buffer_size": "131072", "replica_socket_timeout_ms": "1500",
+                 "controller_quorum_request_timeout_ms": "700"}.get(field, "7")
         env_name = "CHRONIK_" + kafka_name.replace(".", "_").upper()
         from_env = load(env={env_name: value})
         from_set = load(["--set", f"{kafka_name}={value}"])
@@ -290,6 +291,7 @@ def test_ipv6_addresses() -> None:
         (["--message-max-bytes", "-5"], {}, r"message.max.bytes.*below the minimum 0"),
         (["--socket-request-max-bytes", "0"], {}, r"socket.request.max.bytes"),
         (["--log-retention-ms", "-7"], {}, r"log.retention.ms.*-7 is below the minimum -1"),
+        (["--replica-socket-timeout-ms", "500"], {}, r"replica.socket.timeout.ms.*500 is below the minimum 1000"),
         (["--auto-create-topics-enable", "yes"], {}, r"auto.create.topics.enable.*'yes' is not true or false"),
         (["--wal-profile", "fast"], {}, r"wal_profile \(flag --wal-profile\): 'fast' is not one of: low-latency, balanced, throughput"),
         (["--wal-backend", "rocks"], {}, r"wal_backend \(flag --wal-backend\): 'rocks' is not one of: " + ", ".join(available_backends())),

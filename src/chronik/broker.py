@@ -509,6 +509,7 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
                                           submit=broker.submit, metrics=broker.metrics, transport=consensus.transport,
                                           peers={peer.id: str(peer.replication) for peer in config.peers},
                                           lag_max_seconds=config.replica_lag_time_max_ms / 1000,
+                                          socket_timeout=config.replica_socket_timeout_ms / 1000,
                                           network=network or TCP)
                 metadata.add_listener(lambda *_: logs.request_sync())  # changes made through other nodes
                 metadata.add_listener(lambda *_: replicas.request_reconcile())
@@ -579,6 +580,7 @@ async def _open_metadata(
     async with open_raft_node(
         config.node_id, voters, f"{data_dir}/{RAFT_DIR}", rng=rng or random.Random(), backend=raft_backend, listener=listener,
         network=network, on_commit=replicated.apply_committed, commit_profile=config.wal_profile,
+        request_timeout=config.controller_quorum_request_timeout_ms / 1000,
     ) as node:
         replicated.node = node
         node.answer_forwards_when_durable = config.metadata_commit == "leader"

@@ -24,7 +24,7 @@ from chronik.cluster.metadata import ReplicatedMetadataLog
 from chronik.cluster.node import CommittedEntry, ConsensusNode, Snapshot
 from chronik.metadata.commands import AllocateProducerIds, CreateTopic, RegisterBroker
 
-from .test_node import Cluster, eventually
+from .test_node import ELECTION, Cluster, eventually
 
 SNAPSHOT_EVERY = 4
 
@@ -96,6 +96,9 @@ async def test_a_node_down_while_the_others_compact_catches_up_from_a_snapshot(c
             await cluster.submit(topic(i) if i % 2 else AllocateProducerIds(count=1 + i))
         survivors = [cluster.nodes[i] for i in cluster.ids if i != victim]
         await eventually(lambda: all(n.log_start > victim_end for n in survivors))
+        # down for more than an election timeout: the appends queued for it (which still
+        # carry the entries the survivors compacted away) expire instead of reaching it
+        await trio.sleep(3 * ELECTION)
 
         restarted = await cluster.start(victim)
         image = await cluster.wait_same_image()  # caught up: snapshot, then the log after it

@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from chronik.cluster.messages import (
+    Ack,
     AppendRequest,
     AppendResponse,
     Entry,
@@ -51,6 +52,7 @@ MESSAGES = [
     SnapshotRequest(9, 1, 3, 5, 1, 0, 0, b""),
     SnapshotResponse(9, 3, 1, 2**40, 256, False),
     SnapshotResponse(9, 3, 1, 5, 300, True),
+    Ack(0, 2, 1, 2**40),
 ]
 
 

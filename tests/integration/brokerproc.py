@@ -3,6 +3,9 @@
 Tests that use real Kafka clients talk to it over real sockets.  The broker
 binds port 0 on 127.0.0.1 (no port races); the bound port is read from its
 "listening for Kafka clients" log line and kept across :meth:`restart`.
+A broker may also run inside a network namespace (``netns``, see
+:mod:`.netns`), listening on ``host``; :meth:`connect` then dials it from
+the namespace the test put its clients in.
 """
 
 from __future__ import annotations
@@ -18,33 +21,49 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 _LISTENING = re.compile(r"listening for Kafka clients on [^:]+:(\d+)")
 
 
 class BrokerProcess:
-    def __init__(self, data_dir: Path, *extra_args: str, port: int = 0, config: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra_args: str, port: int = 0, config: Path | None = None,
+                 host: str = "127.0.0.1", netns: str | None = None,
+                 dial: Callable[[tuple[str, int], float], socket.socket] | None = None) -> None:
         """``config``: start with ``--config FILE`` alone (plus ``extra_args``); the file must
-        name ``data_dir`` and the Kafka listener ``127.0.0.1:port``."""
+        name ``data_dir`` and the Kafka listener ``127.0.0.1:port``.  ``netns``: run the
+        broker in that network namespace (``ip netns exec``), listening on ``host``;
+        ``dial((host, port), timeout)`` opens the test's client sockets (default: from here)."""
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.port = port
         self.config = config
+        self.host = host
+        self.netns = netns
+        self._dial = dial
         self.proc: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    def connect(self, timeout: float) -> socket.socket:
+        """A client socket connected to the Kafka listener."""
+        if self._dial is not None:
+            return self._dial((self.host, self.port), timeout)
+        return socket.create_connection((self.host, self.port), timeout=timeout)
 
     def start(self, timeout: float = 20.0) -> "BrokerProcess":
-        address = f"127.0.0.1:{self.port}"
+        address = self.bootstrap
         if self.config is not None:
             cmd = [sys.executable, "-m", "chronik", "serve", "--config", str(self.config), *self.extra_args]
         else:
             cmd = [sys.executable, "-m", "chronik", "serve", "--data-dir", str(self.data_dir),
                    "--listen", address, "--advertise", address, *self.extra_args]
+        if self.netns is not None:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         ready = threading.Event()

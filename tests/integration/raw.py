@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 import struct
 from typing import Any
 
-from chronik.protocol import Record, encode_batch, encode_frame, encode_request, request_schema
+from chronik.protocol import Record, decode_response, encode_batch, encode_frame, encode_request, request_schema
 from chronik.protocol.build import build
 
 from .brokerproc import BrokerProcess
@@ -30,7 +29,7 @@ class Raw:
     """One client connection speaking bytes."""
 
     def __init__(self, broker: BrokerProcess, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", broker.port), timeout=timeout)
+        self.sock = broker.connect(timeout)
 
     def __enter__(self) -> "Raw":
         return self
@@ -69,6 +68,16 @@ def produce_frame(topic: str, partition: int, value: bytes, correlation_id: int 
     batch = bytes(encode_batch([Record(0, 1_700_000_000_000, b"k", value)]))
     return request_frame(0, 9, {"transactional_id": None, "acks": -1, "timeout": 5000, "topic_data": [
         {"name": topic, "partition_data": [{"index": partition, "records": batch}]}]}, correlation_id)
+
+
+def create_topic(raw: Raw, name: str, partitions: int = 1, replication_factor: int = 1) -> None:
+    """Create a topic with a CreateTopics v5 request on ``raw``; fails unless it is created."""
+    raw.send(request_frame(19, 5, {"topics": [{"name": name, "num_partitions": partitions,
+                                               "replication_factor": replication_factor,
+                                               "assignments": [], "configs": []}],
+                                   "timeout": 5000, "validate_only": False}, correlation_id=999))
+    response = raw.read_frame()
+    assert response is not None and decode_response(19, 5, response, 5).topics[0].error_code == 0
 
 
 def fetch_frame(topic: str | uuid.UUID, offset: int, *, max_wait_ms: int = 0, version: int = 12,

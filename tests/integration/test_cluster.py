@@ -92,7 +92,13 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 def running_cluster(root: Path, *extra_args: str, racks: dict[int, str] | None = None,
                     config_files: bool = False) -> Iterator[Cluster]:
     """Three started nodes (``extra_args`` go to each); stopped on exit, whose logs must hold no traceback."""
-    cluster = Cluster(root, *extra_args, racks=racks, config_files=config_files)
+    with running(Cluster(root, *extra_args, racks=racks, config_files=config_files)) as cluster:
+        yield cluster
+
+
+@contextmanager
+def running(cluster: Cluster) -> Iterator[Cluster]:
+    """``cluster``'s nodes started; stopped on exit, whose logs must hold no traceback."""
     try:
         for node in cluster.nodes.values():
             node.start()

@@ -150,7 +150,9 @@ def test_min_insync_replicas_is_enforced_with_two_of_three_nodes_down(tmp_path: 
         cluster.nodes[followers[0]].start()
         # majority back: the dead follower is fenced out of the ISR, the restarted one is in it
         survivors = (leader, followers[0])
-        eventually(lambda: leaders(cluster, leader)[partition][2] == sorted(survivors), 20)
+        # (a node answers no partitions in the moment it becomes controller, before it has
+        # applied the earlier epochs' entries: that is not an answer yet)
+        eventually(lambda: (state := leaders(cluster, leader)) != [] and state[partition][2] == sorted(survivors), 20)
         new_leader = leaders(cluster, leader)[partition][0]
         back = [b"back-%d" % n for n in range(5)]
         sent |= set(back)

@@ -8,19 +8,11 @@ import time
 from chronik.protocol import decode_response
 
 from .brokerproc import BrokerProcess
-from .raw import Raw, fetch_frame, produce_frame, request_frame
+from .raw import Raw, create_topic, fetch_frame, produce_frame
 
 
 def correlation_id(response: bytes) -> int:
     return struct.unpack_from(">i", response)[0]
-
-
-def create_topic(raw: Raw, name: str) -> None:
-    raw.send(request_frame(19, 5, {"topics": [{"name": name, "num_partitions": 1, "replication_factor": 1,
-                                               "assignments": [], "configs": []}],
-                                   "timeout": 5000, "validate_only": False}, correlation_id=999))
-    response = raw.read_frame()
-    assert response is not None and decode_response(19, 5, response, 5).topics[0].error_code == 0
 
 
 def test_pipelined_produces_are_answered_in_order_with_consecutive_offsets(broker: BrokerProcess) -> None:

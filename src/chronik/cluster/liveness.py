@@ -2,10 +2,16 @@
 
 Heartbeats are the Raft traffic itself: the controller sends every voter an
 AppendEntries every ``heartbeat_interval`` (100 ms) and each live node
-answers at once, so every message a node sends is its heartbeat.  Each
+answers at once, so its answer is its heartbeat.  Each
 :class:`~chronik.cluster.node.ConsensusNode` keeps, in memory only, when it
 last heard from each peer (:attr:`ConsensusNode.last_heard`); nothing is
-written to the metadata log per heartbeat.
+written to the metadata log per heartbeat.  Only replication counts (appends
+and snapshots, and the answers to them), never votes: a node cut off from the
+controller in one direction campaigns in vain, and counting its vote requests
+made the controller unfence it at each one and fence it again a session
+timeout later.  A stalled connection is redialled within
+``controller.quorum.request.timeout.ms`` (:mod:`.transport`), so heartbeats do
+not queue behind it for TCP's backed-off retransmissions once the network is back.
 
 :class:`BrokerLiveness` runs on every node and acts only while this node is
 the controller.  A registered broker silent for ``broker.session.timeout.ms``

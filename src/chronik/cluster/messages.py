@@ -230,4 +230,17 @@ class ReplicaFetchResponse:
     """The leader's durable log end (what it could send): the follower's lag is measured against it."""
 
 
-Frame = Union[Message, ForwardRequest, ForwardResponse, ReplicaFetchRequest, ReplicaFetchResponse]
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Transport level, never seen by Raft: the node that serves a connection carrying
+    Raft messages has taken ``received`` of them from it so far (sent back on the same
+    connection).  A sender whose frames stay unacknowledged for the request timeout
+    knows the connection stalled, and redials (see :mod:`chronik.cluster.transport`)."""
+
+    term: int
+    src: int
+    dst: int
+    received: int
+
+
+Frame = Union[Message, ForwardRequest, ForwardResponse, ReplicaFetchRequest, ReplicaFetchResponse, Ack]

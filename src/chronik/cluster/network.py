@@ -17,6 +17,17 @@ Contract, which is TCP's:
   (refused, unreachable).  The stream delivers bytes in order, each once;
   it may break at any time (``trio.BrokenResourceError`` on send, EOF or
   ``BrokenResourceError`` on receive), and callers redial.
+
+A connection can also *stall* without breaking: when the network drops
+packets silently (a cut cable, a firewall DROP rule) TCP retransmits with a
+backoff that reaches tens of seconds, and a blocked read or a buffered write
+tells nobody.  So every peer connection has an application-level timeout
+(the Raft transport's acknowledgements, ``controller.quorum.request.timeout.ms``;
+the replica fetchers' ``replica.socket.timeout.ms``), every dial has
+:data:`CONNECT_TIMEOUT` (:func:`dial`), and, as a second line of defence, the
+real TCP sockets have keepalive and ``TCP_USER_TIMEOUT`` (:func:`tune_peer_socket`),
+so that even a connection nobody watches -- the serving side of one whose
+sender went silent -- is closed by the kernel within seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +37,22 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
-__all__ = ["TCP", "Network", "TcpNetwork", "listener_address", "open_replication_listener", "parse_address"]
+__all__ = [
+    "CONNECT_TIMEOUT", "TCP", "Network", "TcpNetwork", "dial", "listener_address", "open_replication_listener",
+    "parse_address", "tune_peer_socket",
+]
+
+CONNECT_TIMEOUT = 1.0
+"""Seconds a dial may take before it is abandoned and tried afresh.  A lost SYN is
+retransmitted after 1 s, then 3 s, 7 s...: a new attempt sends a new one at once,
+so a peer whose network came back is reached within about a second."""
+
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 1, 5
+"""TCP keepalive on peer sockets: probe after 5 idle seconds, every second, give up after 5."""
+USER_TIMEOUT_MS = 10_000
+"""``TCP_USER_TIMEOUT`` on peer sockets: the kernel aborts a connection whose sent data
+(or keepalive probes) stayed unacknowledged this long -- above the application timeouts,
+which should act first."""
 
 
 @runtime_checkable
@@ -53,16 +79,42 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def tune_peer_socket(sock: trio.socket.SocketType) -> None:
+    """Keepalive and ``TCP_USER_TIMEOUT`` (where the platform has them) on a peer socket;
+    a listening socket passes them on to the sockets it accepts (Linux)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                        ("TCP_KEEPCNT", KEEPALIVE_COUNT), ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+async def dial(network: "Network", address: str, timeout: float = CONNECT_TIMEOUT) -> trio.abc.Stream:
+    """``network.connect(address)``, abandoned after ``timeout`` seconds.
+
+    :raises OSError: as :meth:`Network.connect`; ``TimeoutError`` (an ``OSError``) when
+        it took too long -- the caller may try again at once, the wait was its backoff.
+
+    Cancellation: no connection is left open.
+    """
+    with trio.move_on_after(timeout):
+        return await network.connect(address)
+    raise TimeoutError(f"no connection to {address} within {timeout:g} s")
+
+
 async def open_replication_listener(address: str) -> trio.SocketListener:
     """A listening TCP socket on ``address`` (port 0: any free port), bound now.
 
     Binding before the node starts lets a test learn every node's port first;
-    ``SO_REUSEADDR`` lets a restarted node take its port back at once.
+    ``SO_REUSEADDR`` lets a restarted node take its port back at once.  The
+    sockets it accepts are tuned with :func:`tune_peer_socket`.
     """
     host, port = parse_address(address)
     sock = trio.socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tune_peer_socket(sock)
         await sock.bind((host, port))
         sock.listen(128)
     except OSError as exc:
@@ -99,7 +151,9 @@ class TcpNetwork:
 
     async def connect(self, address: str) -> trio.SocketStream:
         host, port = parse_address(address)
-        return await trio.open_tcp_stream(host, port)
+        stream = await trio.open_tcp_stream(host, port)
+        tune_peer_socket(stream.socket)
+        return stream
 
 
 TCP: Network = TcpNetwork()

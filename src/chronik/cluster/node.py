@@ -61,11 +61,12 @@ import trio
 
 from ..storage import DEFAULT_PROFILE, StorageBackend, create_backend, open_group_committer
 from . import raft
-from .messages import AppendRequest, Message, Snapshot
+from .messages import AppendRequest, AppendResponse, Message, Snapshot, SnapshotRequest, SnapshotResponse
 from .raft import NotLeader, RaftConfig, RaftNode, Role
 from .storage import RaftStorage
 from .transport import (
     DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SEND_QUEUE,
     ForwardFailed,
     RaftTransport,
@@ -80,6 +81,9 @@ __all__ = [
 
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 """Largest piece of a snapshot sent in one SnapshotRequest (at most half the frame limit)."""
+
+_REPLICATION_MESSAGES = (AppendRequest, AppendResponse, SnapshotRequest, SnapshotResponse)
+"""The messages that count as a peer's heartbeat (see :attr:`ConsensusNode.last_heard`)."""
 
 RETRY_SECONDS = 0.02
 """Pause before :meth:`ConsensusNode.submit` tries again while there is no (known) leader."""
@@ -157,6 +161,8 @@ class ConsensusNode:
         *,
         max_frame_bytes: int,
         send_queue: int,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_age: float = float("inf"),
         network: Network = TCP,
     ) -> None:
         self._core = core
@@ -164,7 +170,7 @@ class ConsensusNode:
         self._on_commit = on_commit
         self.transport = RaftTransport(
             core.node_id, listener, peers, self._receive, rng, max_frame_bytes=max_frame_bytes, send_queue=send_queue,
-            network=network,
+            request_timeout=request_timeout, max_age=max_age, network=network,
         )
         storage.on_log_durable = self._log_durable
         self._actions: deque[raft.Action] = deque()
@@ -190,8 +196,12 @@ class ConsensusNode:
         started = trio.current_time()
         self._followed: int | None = None  # the last controller this node followed
         self.last_heard: dict[int, float] = {peer: started for peer in peers}
-        """When each peer last sent this node a Raft message (its heartbeat; in memory only,
-        see :mod:`.liveness`).  Peers not heard from yet count from this node's start."""
+        """When each peer last took part in replication with this node -- an append or
+        snapshot from its leader, an answer to one from its follower -- which needs
+        messages to flow both ways (its heartbeat; in memory only, see :mod:`.liveness`).
+        Votes do not count: a node asks for them when it does *not* hear its leader, so
+        a node cut off in one direction, campaigning in vain, is not live.  Peers not
+        heard from yet count from this node's start."""
         self.behind_since: float | None = started
         """Since when this node's commit end has been below the commit end its leader last
         announced; None while it is level.  Starts at this node's start."""
@@ -429,7 +439,8 @@ class ConsensusNode:
 
     def _receive(self, message: Message) -> None:
         now = trio.current_time()
-        self.last_heard[message.src] = now
+        if isinstance(message, _REPLICATION_MESSAGES):
+            self.last_heard[message.src] = now
         if not self._closed:
             self._run(self._core.receive(now, message))
             if isinstance(message, AppendRequest) and message.src == self._core.leader_id \
@@ -600,6 +611,7 @@ async def open_raft_node(
     commit_profile: str = DEFAULT_PROFILE,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     send_queue: int = DEFAULT_SEND_QUEUE,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> AsyncIterator[ConsensusNode]:
     """Run voter ``node_id`` of the cluster ``voters`` (id -> replication ``host:port``).
 
@@ -607,7 +619,9 @@ async def open_raft_node(
     binds ``voters[node_id]`` on ``network``, real TCP by default), and serves until the block exits.  A backend
     given by name (None: the default) is created and closed here; an
     instance is the caller's.  ``rng`` draws election timeouts and backoff
-    jitter.  ``on_commit`` is called synchronously, in offset order, for every
+    jitter.  ``request_timeout``: seconds a Raft message may go unacknowledged before its
+    connection is redialled (see :mod:`.transport`); a message queued for a peer for longer
+    than ``election_timeout`` is stale and dropped.  ``on_commit`` is called synchronously, in offset order, for every
     committed command, and with a :class:`~.messages.Snapshot` where the state
     machine must reset to one (the newest on disk, first of all; see the
     module docstring).
@@ -640,7 +654,7 @@ async def open_raft_node(
             peers = {peer: address for peer, address in voters.items() if peer != node_id}
             node = ConsensusNode(
                 core, storage, listener, peers, rng, on_commit, max_frame_bytes=max_frame_bytes, send_queue=send_queue,
-                network=network,
+                request_timeout=request_timeout, max_age=election_timeout, network=network,
             )
             try:
                 async with trio.open_nursery() as nursery:

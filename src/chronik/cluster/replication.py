@@ -65,6 +65,14 @@
   reports the time since, and the metric
   ``chronik_replication_follower_max_lag_seconds`` its maximum.
 
+* **Stalled connections.**  A fetch not answered within ``socket_timeout``
+  seconds (``replica.socket.timeout.ms``; a leader parks a fetch for at most
+  ``FETCH_MAX_WAIT_MS``) means the connection stalled -- packets dropped
+  silently, the leader hung -- so the fetcher closes it and redials, each dial
+  abandoned after :data:`~chronik.cluster.network.CONNECT_TIMEOUT`.  A
+  follower cut off from its leader so resumes within about a second of the
+  network's return, instead of when TCP's backed-off retransmission fires.
+
 Partitions with one replica, and single nodes, are untouched: their high
 watermark is their durable end, as before.
 """
@@ -85,13 +93,16 @@ from ..metadata.view import MetadataView, Submit
 from ..metrics import BrokerMetrics
 from ..protocol import ErrorCode, ProtocolError, parse_batch_header
 from .messages import ReplicaFetchRequest, ReplicaFetchResponse
-from .network import TCP, Network
+from .network import TCP, Network, dial
 from .transport import CodecError, FrameReader, RaftTransport, encode_frame
 
 log = logging.getLogger(__name__)
 
 FETCH_MAX_WAIT_MS = 500
-"""How long a leader parks a follower's fetch that has nothing to send."""
+"""How long a leader parks a follower's fetch that has nothing to send (Kafka's
+``replica.fetch.wait.max.ms``): ``replica.socket.timeout.ms`` must exceed it."""
+DEFAULT_SOCKET_TIMEOUT = 3.0
+"""Seconds a fetch may go unanswered before its connection is redialled."""
 FETCH_MAX_BYTES = 1 << 20
 """About how many bytes one fetch answer carries (the first batch always goes whole)."""
 RETRY_SECONDS = 0.2
@@ -129,13 +140,17 @@ class ReplicaManager:
     def __init__(self, node_id: int, metadata: MetadataView, logs: LogManager, *,
                  metadata_lag: Callable[[], str | None], submit: Submit, metrics: BrokerMetrics,
                  transport: RaftTransport | None, peers: dict[int, str], lag_max_seconds: float,
-                 network: Network = TCP) -> None:
+                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, network: Network = TCP) -> None:
+        if socket_timeout * 1000 <= FETCH_MAX_WAIT_MS:
+            raise ValueError(f"the replica socket timeout ({socket_timeout:g} s) must exceed the "
+                             f"{FETCH_MAX_WAIT_MS} ms a leader parks a fetch")
         self.metadata = metadata
         self.logs = logs
         self.metadata_lag = metadata_lag
         self.submit = submit
         self.transport = transport
         self.network = network
+        self.socket_timeout = socket_timeout
         self.node_id = node_id
         self.peers = peers  # node id -> replication host:port
         self.lag_max_seconds = lag_max_seconds
@@ -415,15 +430,19 @@ class ReplicaManager:
             announced = False
             while not partition_log.closed:
                 try:
-                    stream = await self.network.connect(address)
+                    stream = await dial(self.network, address)
                 except OSError as exc:
                     log.debug("cannot reach leader %d of %s-%d: %s", leader, partition_log.topic, partition_log.partition, exc)
-                    await trio.sleep(RETRY_SECONDS)
+                    if not isinstance(exc, TimeoutError):  # a dial that timed out has waited long enough
+                        await trio.sleep(RETRY_SECONDS)
                     continue
                 async with stream:
                     try:
                         while not partition_log.closed:
-                            answer = await self._fetch_once(stream, partition_log, leader)
+                            with trio.move_on_after(self.socket_timeout) as fetching:
+                                answer = await self._fetch_once(stream, partition_log, leader)
+                            if fetching.cancelled_caught:
+                                raise TimeoutError(f"no answer within {self.socket_timeout:g} s (replica.socket.timeout.ms)")
                             if answer.error == ErrorCode.OFFSET_OUT_OF_RANGE \
                                     and answer.log_start_offset > partition_log.log_end_offset:
                                 await self._restart_behind_leader(partition_log, answer, leader)

@@ -1,9 +1,10 @@
 """The replication port: Raft messages as length-prefixed binary frames over TCP.
 
-Wire format (version 1, all integers big-endian)
+Wire format (version 3, all integers big-endian)
 ------------------------------------------------
-A connection carries frames, back to back, in one direction only (each node
-dials every peer for what it sends and serves what peers dial in)::
+A connection carries frames, back to back, mostly in one direction (each node
+dials every peer for what it sends and serves what peers dial in; what comes
+back is an answer or an acknowledgement, below)::
 
     0  4  length   of the body, in bytes (at most ``max_frame_bytes``)
     4  .  body
@@ -13,7 +14,7 @@ Body::
     0  1  version  (1)
     1  1  type     1 VoteRequest, 2 VoteResponse, 3 AppendRequest, 4 AppendResponse,
                    5 ForwardRequest, 6 ForwardResponse, 7 ReplicaFetchRequest,
-                   8 ReplicaFetchResponse, 9 SnapshotRequest, 10 SnapshotResponse
+                   8 ReplicaFetchResponse, 9 SnapshotRequest, 10 SnapshotResponse, 11 Ack
     2  .  fields, in the order of the dataclass in :mod:`chronik.cluster.messages`:
           term u64, src i32, dst i32, then
           VoteRequest     last_epoch u64, log_end u64, pre_vote u8
@@ -34,6 +35,7 @@ Body::
           SnapshotRequest  end u64, epoch u64, size u64, position u64,
                            length u32, chunk (at most RaftConfig.max_snapshot_chunk bytes)
           SnapshotResponse end u64, received u64, done u8
+          Ack              received u64
 
 No checksum: TCP's is enough for messages that Raft re-checks anyway (a
 corrupted entry would fail its CRC in the WAL only after it is durable, so
@@ -48,8 +50,26 @@ is full (the peer is slow or unreachable) new messages are *dropped* and
 counted.  Raft retransmits by itself (heartbeats carry the commit end, a
 rejected or missing append is re-sent from the leader's ``next`` offset), so
 loss costs latency, never safety.  This is only acceptable for Raft messages:
-nothing else may ride on this queue.  A lost connection is redialled with
-exponential backoff (50 ms doubling to 1 s, with jitter).
+nothing else may ride on this queue.  For the same reason a message that waited
+in the queue longer than ``max_age`` (the node's election timeout) is dropped
+when its turn comes: Raft has sent newer heartbeats, appends and vote requests
+since, and a peer back from an outage should not first wade through the
+stale ones.  A lost connection is redialled with
+exponential backoff (50 ms doubling to 1 s, with jitter; a dial that timed out
+after :data:`~chronik.cluster.network.CONNECT_TIMEOUT` is retried at once).
+
+A connection can stall without breaking (packets dropped silently: TCP
+retransmits, ever more slowly, and tells nobody), so the node serving a
+connection of Raft messages acknowledges them: after each read that delivered
+any, it sends back an ``Ack`` with the number of messages taken from that
+connection so far.  A sender with a message unacknowledged for
+``request_timeout`` seconds (``controller.quorum.request.timeout.ms``; the
+time counts from the oldest unacknowledged send, or from the last
+acknowledgement that made progress) closes the connection and redials, and
+the messages in flight are lost as above.  Acks also prove the peer's event
+loop is running: a hung (SIGSTOPped) peer is redialled the same way.  Wire
+version 3 added the acknowledgements: a node never talks to one of another
+version (the first frame is refused with one warning line).
 
 Forwarding (a metadata write sent to a follower) is request/response, so it
 does not ride on those queues: :meth:`RaftTransport.forward` dials the leader
@@ -83,6 +103,7 @@ from typing import Awaitable, Callable, Mapping
 import trio
 
 from .messages import (
+    Ack,
     AppendRequest,
     AppendResponse,
     Entry,
@@ -97,14 +118,17 @@ from .messages import (
     VoteRequest,
     VoteResponse,
 )
-from .network import TCP, Network, peer_name
+from .network import TCP, Network, dial, peer_name
 from .network import listener_address, open_replication_listener, parse_address  # noqa: F401  (their old home)
 
 log = logging.getLogger(__name__)
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
 DEFAULT_SEND_QUEUE = 1024
+DEFAULT_REQUEST_TIMEOUT = 1.0
+"""Seconds a Raft message may stay unacknowledged before its connection is redialled."""
+BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 
 _LENGTH = struct.Struct(">I")
 _HEAD = struct.Struct(">BBQii")  # version, type, term, src, dst
@@ -119,11 +143,12 @@ _REPLICA_FETCH_REQUEST = struct.Struct(">16siQIIiH")
 _REPLICA_FETCH_RESPONSE = struct.Struct(">hqqiqqI")
 _SNAPSHOT_REQUEST = struct.Struct(">QQQQI")
 _SNAPSHOT_RESPONSE = struct.Struct(">QQB")
+_ACK = struct.Struct(">Q")
 _CONTROL = 1
 
 _TYPES: dict[type, int] = {
     VoteRequest: 1, VoteResponse: 2, AppendRequest: 3, AppendResponse: 4, ForwardRequest: 5, ForwardResponse: 6,
-    ReplicaFetchRequest: 7, ReplicaFetchResponse: 8, SnapshotRequest: 9, SnapshotResponse: 10,
+    ReplicaFetchRequest: 7, ReplicaFetchResponse: 8, SnapshotRequest: 9, SnapshotResponse: 10, Ack: 11,
 }
 
 
@@ -166,6 +191,8 @@ def encode_message(message: Frame) -> bytes:
             message.end, message.epoch, message.size, message.position, len(message.chunk)) + message.chunk
     if isinstance(message, SnapshotResponse):
         return head + _SNAPSHOT_RESPONSE.pack(message.end, message.received, message.done)
+    if isinstance(message, Ack):
+        return head + _ACK.pack(message.received)
     return head + _VOTE_RESPONSE.pack(message.granted, message.pre_vote)
 
 
@@ -249,6 +276,9 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
     elif kind == 10:
         end, received, done = _unpack(_SNAPSHOT_RESPONSE, view, pos, "SnapshotResponse")
         message, pos = SnapshotResponse(term, src, dst, end, received, bool(done)), pos + _SNAPSHOT_RESPONSE.size
+    elif kind == 11:
+        (received,) = _unpack(_ACK, view, pos, "Ack")
+        message, pos = Ack(term, src, dst, received), pos + _ACK.size
     else:
         raise CodecError(f"unknown message type {kind}")
     if pos != len(view):
@@ -286,9 +316,11 @@ class FrameReader:
 class TransportStats:
     sent: int = 0
     dropped: int = 0  # a full send queue
+    expired: int = 0  # waited in the queue longer than max_age
     received: int = 0
     bad_frames: int = 0  # connections closed for a bad frame
     connects: int = 0
+    stalls: int = 0  # connections redialled because their messages went unacknowledged
     forwarded: int = 0  # forward requests answered
 
 
@@ -303,6 +335,9 @@ class ForwardFailed(Exception):
         super().__init__(message)
         self.sent = sent
 
+
+_Queued = tuple[float, bytes]
+"""A queued message: when it was queued, and its frame."""
 
 ForwardHandler = Callable[[bytes], Awaitable[tuple[int, int, int]]]
 """``payload -> (offset, leader_id)``: the committed offset, or -1 and the known leader (-1: none)."""
@@ -328,9 +363,13 @@ class RaftTransport:
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         send_queue: int = DEFAULT_SEND_QUEUE,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_age: float = float("inf"),
         network: Network = TCP,
     ) -> None:
         self.node_id = node_id
+        self.request_timeout = request_timeout
+        self.max_age = max_age
         self.listener = listener
         self.network = network
         self.peers = dict(peers)
@@ -341,8 +380,8 @@ class RaftTransport:
         self.on_forward: ForwardHandler | None = None
         self.on_replica_fetch: ReplicaFetchHandler | None = None
         self._request_ids = 0
-        self._queues: dict[int, tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]] = {
-            peer: trio.open_memory_channel[bytes](send_queue) for peer in self.peers
+        self._queues: dict[int, tuple[trio.MemorySendChannel[_Queued], trio.MemoryReceiveChannel[_Queued]]] = {
+            peer: trio.open_memory_channel[_Queued](send_queue) for peer in self.peers
         }
 
     @property
@@ -355,7 +394,7 @@ class RaftTransport:
         if queue is None:
             return
         try:
-            queue[0].send_nowait(encode_frame(message))
+            queue[0].send_nowait((trio.current_time(), encode_frame(message)))
         except trio.WouldBlock:
             self.stats.dropped += 1
 
@@ -373,12 +412,14 @@ class RaftTransport:
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         reader = FrameReader(self.max_frame_bytes)
         peer = peer_name(stream)
+        received = 0  # Raft messages taken from this connection (what an Ack counts)
         async with stream:
             try:
                 while True:
                     data = await stream.receive_some(1 << 16)
                     if not data:
                         return
+                    sender = None
                     for message in reader.feed(data):
                         if isinstance(message, ForwardRequest):
                             await self._answer_forward(stream, message)
@@ -386,14 +427,18 @@ class RaftTransport:
                         if isinstance(message, ReplicaFetchRequest):
                             await self._answer_replica_fetch(stream, message)
                             continue
-                        if isinstance(message, (ForwardResponse, ReplicaFetchResponse)):
+                        if isinstance(message, (ForwardResponse, ReplicaFetchResponse, Ack)):
                             raise CodecError(f"unexpected {type(message).__name__}")
                         self.stats.received += 1
+                        received += 1
+                        sender = message.src
                         self._deliver(message)
+                    if sender is not None:
+                        await stream.send_all(encode_frame(Ack(0, self.node_id, sender, received)))
             except CodecError as exc:
                 self.stats.bad_frames += 1
                 log.warning("node %d: closing replication connection from %s: %s", self.node_id, peer, exc)
-            except trio.BrokenResourceError:
+            except (trio.BrokenResourceError, OSError):
                 return
 
     async def _answer_forward(self, stream: trio.abc.Stream, request: ForwardRequest) -> None:
@@ -425,7 +470,7 @@ class RaftTransport:
         reader = FrameReader(self.max_frame_bytes)
         with trio.move_on_after(timeout):
             try:
-                stream = await self.network.connect(address)
+                stream = await dial(self.network, address)
             except OSError as exc:
                 raise ForwardFailed(f"cannot reach node {peer} at {address}: {exc}", sent=False) from exc
             async with stream:
@@ -445,33 +490,106 @@ class RaftTransport:
         raise ForwardFailed(f"node {peer} did not answer the forward request within {timeout:g} s", sent=True)
 
     async def _feed_peer(self, peer: int) -> None:
+        """Keep a connection to ``peer`` and send it the queued messages, for ever."""
         address = self.peers[peer]
-        receive = self._queues[peer][1]
-        backoff = 0.05
-        pending: list[bytes] = []
+        backoff = BACKOFF_MIN
+        reported = False  # an outage is logged once, at its start
         while True:
             try:
-                stream = await self.network.connect(address)
+                stream = await dial(self.network, address)
             except OSError as exc:
                 log.debug("node %d: cannot reach peer %d at %s: %s", self.node_id, peer, address, exc)
-                await trio.sleep(backoff * (0.5 + self._rng.random()))
-                backoff = min(backoff * 2, 1.0)
+                if not isinstance(exc, TimeoutError):  # a dial that timed out has waited long enough
+                    await trio.sleep(backoff * (0.5 + self._rng.random()))
+                    backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             self.stats.connects += 1
-            backoff = 0.05
+            link = _Link()
             async with stream:
-                try:
-                    while True:
-                        if not pending:
-                            pending.append(await receive.receive())
-                        while len(pending) < 256:
-                            try:
-                                pending.append(receive.receive_nowait())
-                            except trio.WouldBlock:
-                                break
-                        await stream.send_all(b"".join(pending))
-                        self.stats.sent += len(pending)
-                        pending.clear()
-                except (trio.BrokenResourceError, OSError) as exc:
-                    pending.clear()  # may be half-sent: Raft copes with the loss
-                    log.info("node %d: replication connection to peer %d lost (%s); reconnecting", self.node_id, peer, exc)
+                reason = await self._run_link(peer, stream, link)
+            if link.acked:
+                backoff, reported = BACKOFF_MIN, False
+            if not reported:
+                reported = True
+                log.info("node %d: replication connection to peer %d lost (%s); reconnecting", self.node_id, peer, reason)
+            else:
+                log.debug("node %d: replication connection to peer %d lost again (%s)", self.node_id, peer, reason)
+            if not link.acked:  # a peer that accepts but never acknowledges: do not spin on it
+                await trio.sleep(backoff * (0.5 + self._rng.random()))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _run_link(self, peer: int, stream: trio.abc.Stream, link: "_Link") -> str:
+        """Send ``peer``'s queued messages on ``stream`` and read its acknowledgements until the
+        connection breaks or stalls (a message unacknowledged for :attr:`request_timeout`
+        seconds); why it ended.  Messages taken from the queue but not acknowledged are lost."""
+        reason = ""
+
+        def end(why: str) -> None:
+            nonlocal reason
+            reason = reason or why
+            nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_queued, peer, stream, link, end)
+            nursery.start_soon(self._read_acks, stream, link, end)
+            tick = min(0.1, self.request_timeout / 4)
+            while True:
+                await trio.sleep(tick)
+                since = link.waiting_since
+                if since is not None and trio.current_time() - since > self.request_timeout:
+                    self.stats.stalls += 1
+                    end(f"stalled: no acknowledgement for {self.request_timeout:g} s")
+        return reason
+
+    async def _send_queued(self, peer: int, stream: trio.abc.Stream, link: "_Link", end: Callable[[str], None]) -> None:
+        receive = self._queues[peer][1]
+        pending: list[_Queued] = []
+        try:
+            while True:
+                if not pending:
+                    pending.append(await receive.receive())
+                while len(pending) < 256:
+                    try:
+                        pending.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                now = trio.current_time()
+                frames = [frame for queued_at, frame in pending if now - queued_at <= self.max_age]
+                self.stats.expired += len(pending) - len(frames)
+                pending.clear()
+                if not frames:
+                    continue
+                if link.waiting_since is None:
+                    link.waiting_since = now
+                link.sent += len(frames)
+                await stream.send_all(b"".join(frames))
+                self.stats.sent += len(frames)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            end(str(exc) or type(exc).__name__)  # what was half-sent is lost: Raft copes
+
+    async def _read_acks(self, stream: trio.abc.Stream, link: "_Link", end: Callable[[str], None]) -> None:
+        reader = FrameReader(self.max_frame_bytes)
+        try:
+            while True:
+                data = await stream.receive_some(1 << 16)
+                if not data:
+                    end("closed by the peer")
+                    return
+                for message in reader.feed(data):
+                    if not isinstance(message, Ack) or message.received > link.sent:
+                        raise CodecError(f"unexpected {message!r} on a connection carrying Raft messages")
+                    if message.received > link.acked:
+                        link.acked = message.received
+                        link.waiting_since = None if link.acked == link.sent else trio.current_time()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, CodecError) as exc:
+            end(str(exc) or type(exc).__name__)
+
+
+@dataclass(slots=True)
+class _Link:
+    """One outgoing connection's count of messages sent and acknowledged."""
+
+    sent: int = 0
+    acked: int = 0
+    waiting_since: float | None = None
+    """Since when a message has waited for its acknowledgement (None: all acknowledged)."""

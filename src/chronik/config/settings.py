@@ -116,6 +116,12 @@ _SETTINGS_LIST = (
     _kafka("min.insync.replicas", _Int(1, 1000), "Replicas that must have a record for acks=all."),
     _kafka("replica.lag.time.max.ms", _Int(1), "A follower not caught up with its leader for this long leaves the ISR."),
     _kafka("broker.session.timeout.ms", _Int(1), "Cluster mode: the controller fences a broker it has not heard from for this long."),
+    _kafka("replica.socket.timeout.ms", _Int(1000),
+           "Cluster mode: a follower's fetch unanswered for this long means its connection stalled: redial "
+           "(above the 500 ms a leader parks a fetch, below replica.lag.time.max.ms)."),
+    _kafka("controller.quorum.request.timeout.ms", _Int(100),
+           "Cluster mode: a Raft message unacknowledged for this long means its connection stalled: redial "
+           "(at most broker.session.timeout.ms, so a stall is mended before it fences anyone)."),
     _kafka("auto.leader.rebalance.enable", _Bool(),
            "Cluster mode: the controller moves leadership back to each partition's preferred (first) replica "
            "once it is in sync."),
@@ -196,6 +202,8 @@ class BrokerConfig:
     min_insync_replicas: int = 1
     replica_lag_time_max_ms: int = 30000
     broker_session_timeout_ms: int = 1000
+    replica_socket_timeout_ms: int = 3000
+    controller_quorum_request_timeout_ms: int = 1000
     auto_leader_rebalance_enable: bool = True
     leader_imbalance_check_interval_seconds: int = 300
     group_initial_rebalance_delay_ms: int = 3000
