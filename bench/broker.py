@@ -446,11 +446,26 @@ class Bench:
         if acks == "all":
             self.consume_topic = topic
         row = self._throughput_row(workload, outs)
-        stored = high_watermark_sum(self.bootstrap, topic, self.args.partitions)
+        deadline = time.monotonic() + 5  # a broker may publish its high watermark a little after the ack
+        while (stored := high_watermark_sum(self.bootstrap, topic, self.args.partitions)) != n and time.monotonic() < deadline:
+            time.sleep(0.1)
         row.extra["high_watermark_sum"] = stored
         if stored != n and row.error is None:
             row.error = f"{n} messages acknowledged but the high watermarks add up to {stored}"
         return row
+
+    def warm_broker(self, count: int) -> None:
+        """Untimed: produce ``count`` messages (acks=all) and read them back, so that a JIT-compiled broker
+        (Kafka) is measured warm, as in production; Chronik gets the same.  After idle-rss."""
+        topic = self.topic("broker-warmup")
+        outs = run_clients("batch_produce", [dict(bootstrap=self.bootstrap, topic=topic, partitions=self.args.partitions,
+                                                  count=count, acks="all", linger_ms=self.args.linger_ms)],
+                           self.args.timeout, self.broker)
+        outs += run_clients("consume", [dict(bootstrap=self.bootstrap, topic=topic, partitions=self.args.partitions,
+                                             count=count)], self.args.timeout, self.broker)
+        errors = [e for o in outs for e in o["errors"]]
+        if errors:
+            raise RuntimeError(f"broker warm-up: {errors[:3]}")
 
     def consume(self) -> Row:
         if self.consume_topic is None:  # fill a topic first (not timed)
@@ -653,6 +668,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer", default="", metavar="NAMES",
                         help="also run every workload against these peers, started here, and print Chronik/peer ratios:"
                              " comma-separated kafka (both modes), kafka-default, kafka-durable, tansu (bench/peers.py)")
+    parser.add_argument("--broker-warmup", type=int, default=0, metavar="N",
+                        help="before the timed workloads (after idle-rss), produce and consume N messages untimed on"
+                             " every broker, so that a JIT (Kafka's JVM) is warm; default 0")
     parser.add_argument("--kafka-heap", default="1G", help="-Xmx/-Xms of the Kafka peer (kafka-server-start.sh's default)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated subset of {', '.join(WORKLOADS)}")
     parser.add_argument("--messages", type=int, help="N for produce/consume (default 1,000,000; 100,000 with --quick)")
@@ -740,9 +758,13 @@ def measure(args: argparse.Namespace, name: str) -> Measured:
         print(f"{peers.TITLES.get(name, name)}: broker {bootstrap}" + (f" (pid {broker_pid})" if broker_pid else "")
               + f", {args.messages:,} x {MESSAGE_BYTES} B, load average {load['loadavg']}, {load['cpus']} cpus", flush=True)
         bench = Bench(args, bootstrap, broker, broker_pid)
+        warm = args.broker_warmup <= 0
         for workload in (w for w in WORKLOADS if w in args.workloads and w != "startup"):
             try:
                 check_broker_alive(broker)
+                if not warm and workload != "idle-rss":
+                    warm = True
+                    bench.warm_broker(args.broker_warmup)
                 row = bench.run(workload)
             except Exception as exc:  # noqa: BLE001 - one failed workload fails its row, not the run
                 row = Row(workload, error=f"{type(exc).__name__}: {exc}")
@@ -807,15 +829,18 @@ def comparison_lines(results: list[Measured], compared: list[tuple[str, str, str
 
     def value(name: str, workload: str, metric: str) -> float | None:
         row = by_broker[name].get(workload)
-        if row is None or (row.error and not row.error.startswith("delivery errors")):
-            return None
-        v = getattr(row, metric)
+        v = None if row is None else getattr(row, metric)
         return None if v is None or v != v else float(v)
 
-    def cell(v: float | None) -> str:
-        if v is None:
-            return "—"
-        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    warnings: dict[tuple[str, str], str] = {}
+    for m in results:
+        for r in m.rows:
+            if r.error and not r.error.startswith("skipped"):
+                warnings[(m.broker, r.workload)] = r.error.splitlines()[0]
+
+    def cell(name: str, workload: str, v: float | None) -> str:
+        text = "—" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+        return text + (" ⚠" if v is not None and (name, workload) in warnings else "")
 
     header = ["workload", "metric", *(peers.TITLES.get(n, n) for n in names), "better",
               *(f"Chronik / {peers.TITLES.get(n, n)}" for n in peer_names)]
@@ -831,8 +856,9 @@ def comparison_lines(results: list[Measured], compared: list[tuple[str, str, str
         for n in peer_names:
             c, p = values.get("chronik"), values[n]
             ratios.append(f"{c / p:.2f}×" if c is not None and p else "—")
-        lines.append("| " + " | ".join([workload, label, *(cell(values[n]) for n in names),
+        lines.append("| " + " | ".join([workload, label, *(cell(n, workload, values[n]) for n in names),
                                         "higher" if higher else "lower", *ratios]) + " |")
+    lines += [f"\n⚠ {peers.TITLES.get(n, n)} {w}: {e}" for (n, w), e in warnings.items()]
     return lines
 
 

@@ -74,7 +74,7 @@ def parse_peers(value: str) -> list[str]:
                 raise ValueError(f"unknown peer {name!r} (kafka, kafka-default, kafka-durable, tansu)")
             if peer not in peers:
                 peers.append(peer)
-    return peers
+    return sorted(peers, key=PEERS.index)
 
 
 # --------------------------------------------------------------------------------------------
