@@ -2,10 +2,9 @@
 
 bench/broker.py and bench/cluster.py run the same workloads with the same
 clients against Chronik and against these, in one run (``--peer``).  A peer
-node quacks like ``tests.integration.brokerproc.BrokerProcess`` where the
-scripts use it: ``proc`` (the broker process itself, not a wrapper, so its
-/proc/PID/stat and VmRSS are the broker's), ``port``, ``bootstrap``,
-``log_lines``, ``start()``, ``stop()`` (SIGTERM, wait) and ``kill()`` (SIGKILL).
+node is a ``tests.integration.brokerproc.BrokerProcess`` with its own command:
+``proc`` is the broker process itself, not a wrapper, so its /proc/PID/stat
+and VmRSS are the broker's; ``stop()`` is SIGTERM and wait, ``kill()`` SIGKILL.
 
 Apache Kafka: ``bench/kafka/pom.xml`` names the server artifact
 (``org.apache.kafka:kafka_2.13``) and its logging binding; ``mvn
@@ -35,7 +34,6 @@ import base64
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]  # chronik, and tests.integration's helpers
 
 from chronik.protocol import decode_response  # noqa: E402
+from tests.integration.brokerproc import BrokerProcess  # noqa: E402
 from tests.integration.raw import Raw, request_frame  # noqa: E402
 from tests.integration.test_cluster import free_ports  # noqa: E402
 
@@ -132,19 +131,15 @@ def tansu_binary() -> str:
 # Processes
 
 
-class PeerProcess:
-    """One peer broker process; its output is kept in ``log_lines`` (last LOG_TAIL lines)."""
+class PeerProcess(BrokerProcess):
+    """One peer broker process: BrokerProcess's ``stop``/``kill``/``bootstrap``, its own command and start.
 
-    def __init__(self, name: str, port: int) -> None:
+    Its output is kept in ``log_lines`` (the last LOG_TAIL to 2 x LOG_TAIL lines).
+    """
+
+    def __init__(self, name: str, root: Path, port: int) -> None:
+        super().__init__(root, port=port)
         self.name = name
-        self.port = port
-        self.proc: subprocess.Popen[str] | None = None
-        self.log_lines: list[str] = []
-        self._reader: threading.Thread | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -168,24 +163,6 @@ class PeerProcess:
         self._reader.start()
         return self
 
-    def stop(self, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        status = self.proc.wait(timeout)
-        self._finish_reader()
-        return status
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._finish_reader()
-
-    def _finish_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.join(5)
-
 
 def kafka_cluster_id() -> str:
     """A random cluster id as ``kafka-storage random-uuid`` prints it (URL-safe base64 of 16 bytes)."""
@@ -197,7 +174,7 @@ class KafkaNode(PeerProcess):
 
     def __init__(self, root: Path, node_id: int, ports: dict[int, int], controller_ports: dict[int, int],
                  cluster_id: str, *, durable: bool, heap: str = "1G", extra: dict[str, str] | None = None) -> None:
-        super().__init__("kafka-durable" if durable else "kafka", ports[node_id])
+        super().__init__("kafka-durable" if durable else "kafka", root, ports[node_id])
         self.root = root
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -254,7 +231,7 @@ class TansuNode(PeerProcess):
     """Tansu with memory storage (``memory://tansu/``), one node."""
 
     def __init__(self, root: Path) -> None:
-        super().__init__("tansu", free_ports(1)[0])
+        super().__init__("tansu", root, free_ports(1)[0])
         self.binary = tansu_binary()
 
     def command(self) -> list[str]:
