@@ -58,8 +58,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+sys.path[:0] = [str(REPO / "src"), str(REPO)]  # chronik, and tests.integration's helpers
 
+import peers  # noqa: E402  (bench/peers.py, next to this script)
 from stats import percentile_ms  # noqa: E402  (bench/stats.py, next to this script)
 from tests.integration.brokerproc import BrokerProcess  # noqa: E402
 
@@ -119,6 +120,13 @@ class Row:
 
     def target_fractions(self) -> list[tuple[Target, float | None]]:
         return [(t, t.fraction(self)) for t in TARGETS.get(self.workload, [])]
+
+    @property
+    def cpu_s_per_million(self) -> float | None:
+        """Broker CPU seconds per million messages (topics for create-topics), from /proc/PID/stat."""
+        if self.broker_cpu_s is None or not self.count:
+            return None
+        return self.broker_cpu_s / self.count * 1e6
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,11 +446,26 @@ class Bench:
         if acks == "all":
             self.consume_topic = topic
         row = self._throughput_row(workload, outs)
-        stored = high_watermark_sum(self.bootstrap, topic, self.args.partitions)
+        deadline = time.monotonic() + 5  # a broker may publish its high watermark a little after the ack
+        while (stored := high_watermark_sum(self.bootstrap, topic, self.args.partitions)) != n and time.monotonic() < deadline:
+            time.sleep(0.1)
         row.extra["high_watermark_sum"] = stored
         if stored != n and row.error is None:
             row.error = f"{n} messages acknowledged but the high watermarks add up to {stored}"
         return row
+
+    def warm_broker(self, count: int) -> None:
+        """Untimed: produce ``count`` messages (acks=all) and read them back, so that a JIT-compiled broker
+        (Kafka) is measured warm, as in production; Chronik gets the same.  After idle-rss."""
+        topic = self.topic("broker-warmup")
+        outs = run_clients("batch_produce", [dict(bootstrap=self.bootstrap, topic=topic, partitions=self.args.partitions,
+                                                  count=count, acks="all", linger_ms=self.args.linger_ms)],
+                           self.args.timeout, self.broker)
+        outs += run_clients("consume", [dict(bootstrap=self.bootstrap, topic=topic, partitions=self.args.partitions,
+                                             count=count)], self.args.timeout, self.broker)
+        errors = [e for o in outs for e in o["errors"]]
+        if errors:
+            raise RuntimeError(f"broker warm-up: {errors[:3]}")
 
     def consume(self) -> Row:
         if self.consume_topic is None:  # fill a topic first (not timed)
@@ -572,7 +595,8 @@ def fmt(value: float | None, spec: str) -> str:
 def write_json_report(path: str, fields: dict[str, Any], rows: list[Row]) -> None:
     """Write ``fields`` plus the rows (each with its targets and the fraction reached) to ``path`` as JSON."""
     report = fields | {"rows": [
-        asdict(r) | {"targets": [{"label": t.label, "value": t.value, "fraction": f} for t, f in r.target_fractions()]}
+        asdict(r) | {"cpu_s_per_million": r.cpu_s_per_million,
+                     "targets": [{"label": t.label, "value": t.value, "fraction": f} for t, f in r.target_fractions()]}
         for r in rows
     ]}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -582,7 +606,7 @@ def write_json_report(path: str, fields: dict[str, Any], rows: list[Row]) -> Non
 
 def print_table(rows: list[Row]) -> None:
     header = (f"{'workload':<17}{'msg/s':>11}{'MB/s':>8}{'p50 ms':>9}{'p99 ms':>9}  {'target':<30}{'vs target':>10}"
-              f"{'broker CPU':>12}")
+              f"{'broker CPU':>12}{'CPU s/M':>10}")
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -607,11 +631,13 @@ def print_table(rows: list[Row]) -> None:
         print(
             f"{row.workload:<17}{fmt(row.msgs_per_s, ',.0f'):>11}{fmt(row.mb_per_s, '.1f'):>8}"
             f"{fmt(p50, '.3f'):>9}{fmt(row.p99_ms, '.3f'):>9}  {label:<30}{verdict:>10}{cpu:>12}"
+            f"{fmt(row.cpu_s_per_million, '.1f'):>10}"
         )
         if row.error:
             print(f"{'':<17}  WARNING: {row.error.splitlines()[0]}")
     print("vs target: fraction of the target reached (>= 1.00 met; for 'at most' targets it is target / measured)")
-    print("broker CPU: CPU seconds the broker used during the workload (preparation included), and per second of timed run")
+    print("broker CPU: CPU seconds the broker used during the workload (preparation included), and per second of timed run;"
+          " CPU s/M: those seconds per million messages (topics for create-*)")
 
 
 def machine_note() -> dict[str, Any]:
@@ -639,6 +665,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", metavar="HOST:PORT", help="measure this running broker instead of starting Chronik")
     parser.add_argument("--broker-pid", type=int, help="with --bootstrap: the broker's pid, for idle-rss")
+    parser.add_argument("--peer", default="", metavar="NAMES",
+                        help="also run every workload against these peers, started here, and print Chronik/peer ratios:"
+                             " comma-separated kafka (both modes), kafka-default, kafka-durable, tansu (bench/peers.py)")
+    parser.add_argument("--broker-warmup", type=int, default=0, metavar="N",
+                        help="before the timed workloads (after idle-rss), produce and consume N messages untimed on"
+                             " every broker, so that a JIT (Kafka's JVM) is warm; default 0")
+    parser.add_argument("--kafka-heap", default="1G", help="-Xmx/-Xms of the Kafka peer (kafka-server-start.sh's default)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated subset of {', '.join(WORKLOADS)}")
     parser.add_argument("--messages", type=int, help="N for produce/consume (default 1,000,000; 100,000 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes: 100k messages, 5 s loops, 200 topics")
@@ -662,44 +695,76 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="py-spy output format (raw: collapsed stacks, one line per stack with its sample count)")
     args = parser.parse_args(argv)
     apply_size_defaults(parser, args, WORKLOADS, quick_messages=100_000)
+    try:
+        args.peer = peers.parse_peers(args.peer)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.peer and args.bootstrap:
+        parser.error("--peer starts its peers itself; it does not combine with --bootstrap")
     if args.producers < 1 or args.partitions < 1 or args.messages < 1:
         parser.error("--producers, --partitions and --messages must be positive")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+@dataclass
+class Measured:
+    """One broker's rows from a run (Chronik, a peer, or the one at --bootstrap)."""
+
+    broker: str  # "chronik", a peers.PEERS name, or "external"
+    rows: list[Row]
+    failed: bool
+    bootstrap: str | None = None
+    peak_rss_mb: float | None = None
+
+
+def start_own_broker(args: argparse.Namespace, name: str, data_dir: str) -> tuple[Any, float]:
+    """Start Chronik or a peer (peers.py) on a fresh directory; return it and the monotonic time it was spawned."""
+    if name == "chronik":
+        extra = [a for arg in args.broker_arg for a in shlex.split(arg)]
+        broker: Any = BrokerProcess(Path(data_dir), *extra)
+        spawned = time.monotonic()
+        broker.start(timeout=30)
+        if broker.port == 0:  # its output ended before the listening line: it exited
+            broker.proc.wait(10)
+            raise RuntimeError(f"the broker exited during start-up (status {broker.proc.returncode})")
+        return broker, spawned
+    broker = peers.peer_nodes(name, Path(data_dir), heap=args.kafka_heap)[1]  # formatted: not part of start-up
+    spawned = time.monotonic()
+    broker.start()
+    return broker, spawned
+
+
+def measure(args: argparse.Namespace, name: str) -> Measured:
+    """Run the selected workloads against one broker, started here unless ``name`` is "external"."""
     rows: list[Row] = []
-    broker: BrokerProcess | None = None
+    broker: Any = None
     data_dir: str | None = None
     bootstrap = args.bootstrap
     broker_pid = args.broker_pid
     failed = False
-    load_before = machine_note()
     try:
-        if bootstrap is None:
-            data_dir = tempfile.mkdtemp(prefix="chronik-bench-", dir=args.data_parent or os.getcwd())
-            extra = [a for arg in args.broker_arg for a in shlex.split(arg)]
-            broker = BrokerProcess(Path(data_dir), *extra)
-            spawned = time.monotonic()
-            broker.start(timeout=30)
-            if broker.port == 0:  # its output ended before the listening line: it exited
-                broker.proc.wait(10)  # type: ignore[union-attr]
-                raise RuntimeError(f"the broker exited during start-up (status {broker.proc.returncode})")  # type: ignore[union-attr]
-            bootstrap, broker_pid = broker.bootstrap, broker.proc.pid  # type: ignore[union-attr]
-            up = wait_for_metadata(bootstrap, 30, broker)
+        if name != "external":
+            data_dir = tempfile.mkdtemp(prefix=f"{name}-bench-", dir=args.data_parent or os.getcwd())
+            broker, spawned = start_own_broker(args, name, data_dir)
+            bootstrap, broker_pid = broker.bootstrap, broker.proc.pid
+            up = wait_for_metadata(bootstrap, 60, broker)
             if "startup" in args.workloads:
                 rows.append(Row("startup", p50_ms=(up - spawned) * 1000))
         else:
             wait_for_metadata(bootstrap, 30)
             if "startup" in args.workloads:
                 rows.append(Row("startup", error="skipped: the broker was started elsewhere (--bootstrap)"))
-        print(f"broker {bootstrap}" + (f" (pid {broker_pid})" if broker_pid else "") + f", {args.messages:,} x {MESSAGE_BYTES} B"
-              f", load average {load_before['loadavg']}, {load_before['cpus']} cpus", flush=True)
+        load = machine_note()
+        print(f"{peers.TITLES.get(name, name)}: broker {bootstrap}" + (f" (pid {broker_pid})" if broker_pid else "")
+              + f", {args.messages:,} x {MESSAGE_BYTES} B, load average {load['loadavg']}, {load['cpus']} cpus", flush=True)
         bench = Bench(args, bootstrap, broker, broker_pid)
+        warm = args.broker_warmup <= 0
         for workload in (w for w in WORKLOADS if w in args.workloads and w != "startup"):
             try:
                 check_broker_alive(broker)
+                if not warm and workload != "idle-rss":
+                    warm = True
+                    bench.warm_broker(args.broker_warmup)
                 row = bench.run(workload)
             except Exception as exc:  # noqa: BLE001 - one failed workload fails its row, not the run
                 row = Row(workload, error=f"{type(exc).__name__}: {exc}")
@@ -710,33 +775,136 @@ def main(argv: list[str] | None = None) -> int:
                 print("the broker died; skipping the remaining workloads", file=sys.stderr)
                 break
     except Exception as exc:  # noqa: BLE001
-        print(f"benchmark aborted: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"benchmark of {name} aborted: {type(exc).__name__}: {exc}", file=sys.stderr)
         failed = True
     finally:
         broker_peak = rss_mb(broker_pid, "VmHWM") if broker_pid else None
         if broker is not None:
             dead = broker.proc is not None and broker.proc.poll() is not None
             if dead or failed:
-                print("---- broker log (last 30 lines) ----\n" + "\n".join(broker.log_lines[-30:]), file=sys.stderr)
+                print(f"---- {name} log (last 30 lines) ----\n" + "\n".join(broker.log_lines[-30:]), file=sys.stderr)
             try:
-                broker.stop(timeout=20)
+                broker.stop(timeout=30)
             except Exception:  # noqa: BLE001 - a broker that will not stop is killed
                 broker.kill()
         if data_dir is not None and not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
-    print()
-    print_table(rows)
+    for row in rows:
+        row.extra["broker"] = name
+    return Measured(name, rows, failed, bootstrap, broker_peak)
+
+
+# Comparison: (workload, Row field, label, higher is better)
+COMPARED: list[tuple[str, str, str, bool]] = [
+    ("startup", "p50_ms", "start-up ms", False),
+    ("idle-rss", "rss_mb", "idle RSS MB", False),
+    ("produce-acks1", "msgs_per_s", "msg/s", True),
+    ("produce-acks1", "cpu_s_per_million", "CPU s/M msg", False),
+    ("produce-acksall", "msgs_per_s", "msg/s", True),
+    ("produce-acksall", "cpu_s_per_million", "CPU s/M msg", False),
+    ("consume", "msgs_per_s", "msg/s", True),
+    ("consume", "cpu_s_per_million", "CPU s/M msg", False),
+    ("inflight-128", "msgs_per_s", "msg/s", True),
+    ("inflight-128", "p50_ms", "p50 ms", False),
+    ("inflight-128", "p99_ms", "p99 ms", False),
+    ("inflight-128", "cpu_s_per_million", "CPU s/M msg", False),
+    ("inflight-1", "msgs_per_s", "msg/s", True),
+    ("inflight-1", "p50_ms", "p50 ms", False),
+    ("inflight-1", "p99_ms", "p99 ms", False),
+    ("inflight-1", "cpu_s_per_million", "CPU s/M msg", False),
+    ("create-topics", "msgs_per_s", "topics/s", True),
+    ("create-topics", "p50_ms", "p50 ms", False),
+]
+
+
+def comparison_lines(results: list[Measured], compared: list[tuple[str, str, str, bool]] = COMPARED) -> list[str]:
+    """A Markdown table: one line per (workload, metric), a column per broker, then Chronik/peer ratios.
+
+    A ratio is Chronik's figure divided by the peer's, measured in the same run;
+    whether above 1 is better depends on the metric (the "better" column).
+    """
+    by_broker = {m.broker: {r.workload: r for r in m.rows} for m in results}
+    names = [m.broker for m in results]
+    peer_names = [n for n in names if n != "chronik"]
+
+    def value(name: str, workload: str, metric: str) -> float | None:
+        row = by_broker[name].get(workload)
+        v = None if row is None else getattr(row, metric)
+        return None if v is None or v != v else float(v)
+
+    warnings: dict[tuple[str, str], str] = {}
+    for m in results:
+        for r in m.rows:
+            if r.error and not r.error.startswith("skipped"):
+                warnings[(m.broker, r.workload)] = r.error.splitlines()[0]
+
+    def cell(name: str, workload: str, v: float | None) -> str:
+        text = "—" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+        return text + (" ⚠" if v is not None and (name, workload) in warnings else "")
+
+    header = ["workload", "metric", *(peers.TITLES.get(n, n) for n in names), "better",
+              *(f"Chronik / {peers.TITLES.get(n, n)}" for n in peer_names)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    workloads = {r.workload for m in results for r in m.rows}
+    for workload, metric, label, higher in compared:
+        if workload not in workloads:
+            continue
+        values = {n: value(n, workload, metric) for n in names}
+        if all(v is None for v in values.values()):
+            continue
+        ratios = []
+        for n in peer_names:
+            c, p = values.get("chronik"), values[n]
+            ratios.append(f"{c / p:.2f}×" if c is not None and p else "—")
+        lines.append("| " + " | ".join([workload, label, *(cell(n, workload, values[n]) for n in names),
+                                        "higher" if higher else "lower", *ratios]) + " |")
+    lines += [f"\n⚠ {peers.TITLES.get(n, n)} {w}: {e}" for (n, w), e in warnings.items()]
+    return lines
+
+
+def check_peers(names: list[str]) -> None:
+    """Fail early, with one line, when a peer cannot run here (PeerUnavailable)."""
+    if any(n.startswith("kafka") for n in names):
+        peers.java_binary()
+        peers.kafka_classpath()
+    if "tansu" in names:
+        peers.tansu_binary()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = ["external"] if args.bootstrap else ["chronik", *args.peer]
+    try:
+        check_peers(names)
+    except peers.PeerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    load_before = machine_note()
+    results = [measure(args, name) for name in names]
+    for result in results:
+        print()
+        if len(results) > 1:
+            print(f"## {peers.TITLES.get(result.broker, result.broker)}")
+        print_table(result.rows)
+        if result.peak_rss_mb:
+            print(f"broker peak RSS {result.peak_rss_mb:.1f} MB")
     load_after = machine_note()
-    print(f"load average before {load_before['loadavg']}, after {load_after['loadavg']}; {load_after['cpus']} cpus"
-          + (f"; broker peak RSS {broker_peak:.1f} MB" if broker_peak else ""))
+    print(f"load average before {load_before['loadavg']}, after {load_after['loadavg']}; {load_after['cpus']} cpus")
+    if len(results) > 1:
+        print()
+        print("\n".join(comparison_lines(results)))
+        print("Chronik / peer: Chronik's figure divided by the peer's, same run, same clients;"
+              " 'better' says which direction is better for Chronik.")
     if args.json:
         write_json_report(args.json, {
-            "bootstrap": bootstrap, "own_broker": args.bootstrap is None, "broker_args": args.broker_arg,
-            "messages": args.messages, "message_bytes": MESSAGE_BYTES, "seconds": args.seconds, "topics": args.topics,
-            "producers": args.producers, "partitions": args.partitions, "machine_before": load_before,
-            "machine_after": load_after, "broker_peak_rss_mb": broker_peak,
-        }, rows)
-    return 1 if failed else 0
+            "bootstrap": results[0].bootstrap, "own_broker": args.bootstrap is None, "broker_args": args.broker_arg,
+            "peers": args.peer, "messages": args.messages, "message_bytes": MESSAGE_BYTES, "seconds": args.seconds,
+            "topics": args.topics, "producers": args.producers, "partitions": args.partitions,
+            "machine_before": load_before, "machine_after": load_after,
+            "broker_peak_rss_mb": {r.broker: r.peak_rss_mb for r in results},
+            "comparison_markdown": comparison_lines(results) if len(results) > 1 else None,
+        }, [row for r in results for row in r.rows])
+    return 1 if any(r.failed for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import broker as single
+import peers
 from broker import (  # bench/broker.py, next to this script; it puts the repository on sys.path
     COMMON_CLIENT, MESSAGE_BYTES, WARMUP_TOPIC, Row, Target, apply_size_defaults, cpu_seconds, high_watermark_sum, machine_note, print_table,
     run_clients, wait_for_metadata, write_json_report,
@@ -65,6 +66,7 @@ from tests.integration.raw import Raw, request_frame  # noqa: E402
 from tests.integration.test_cluster import IDS, Cluster  # noqa: E402
 
 WORKLOADS = ("create", "produce", "inflight", "failover", "election")
+PEER_WORKLOADS = ("produce", "inflight", "failover")  # create and election use Chronik-only set-ups
 NOT_AVAILABLE = "not available"
 
 
@@ -128,9 +130,28 @@ class Nodes:
                 node.kill()
 
 
-def start_cluster(root: Path, extra: list[str], timeout: float) -> tuple[Cluster, Nodes, int]:
-    """Three started nodes agreeing on a controller (all brokers registered); returns the controller id too."""
-    cluster = Cluster(root, *extra)
+class PeerCluster(Cluster):
+    """Three nodes of a peer broker (bench/peers.py): Cluster's Metadata helpers, KRaft's controller.
+
+    A KRaft broker names a random live broker as controller in Metadata, so the
+    controller is the metadata quorum's leader, asked with DescribeQuorum.
+    """
+
+    def __init__(self, nodes: dict[int, Any]) -> None:  # noqa: D107 - no Cluster.__init__: the nodes are given
+        self.nodes = nodes
+
+    def controller(self, among: tuple[int, ...] = IDS) -> int | None:
+        if not all(len(self.metadata(i).brokers) == len(IDS) for i in among):
+            return None
+        return peers.quorum_leader(self.nodes[among[0]])
+
+
+def start_cluster(root: Path, extra: list[str], timeout: float, cluster: Cluster | None = None) -> tuple[Cluster, Nodes, int]:
+    """Three started nodes agreeing on a controller (all brokers registered); returns the controller id too.
+
+    ``cluster``: nodes made elsewhere (a peer's), else three Chronik nodes under ``root`` with ``extra`` arguments.
+    """
+    cluster = cluster or Cluster(root, *extra)
     nodes = Nodes(cluster.nodes)
     try:
         for node in cluster.nodes.values():
@@ -341,9 +362,9 @@ class ClusterBench:
     def election(self) -> list[ClusterRow]:
         return election(self.args, self.root)
 
-    def batch_produce(self, workload: str, replicas: list[int], acks: str) -> ClusterRow:
+    def batch_produce(self, workload: str, replicas: list[int], acks: str, count: int | None = None) -> ClusterRow:
         topic = self.topic(workload, replicas)
-        n = self.args.messages
+        n = count or self.args.messages
         outs = run_clients("batch_produce", [dict(bootstrap=self.nodes.bootstrap, topic=topic, partitions=1, count=n,
                                                   acks=acks, linger_ms=self.args.linger_ms)],
                            self.args.timeout, self.nodes)  # type: ignore[arg-type]
@@ -495,22 +516,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-parent", default=None, help="where the nodes' temporary data dirs go (default: cwd, a real disk)")
     parser.add_argument("--keep-data", action="store_true", help="keep the data directories")
     parser.add_argument("--json", help="write the rows as JSON here")
+    parser.add_argument("--peer", default="", metavar="NAMES",
+                        help="also run produce, inflight and failover on a 3-node cluster of these peers, started here,"
+                             " and print Chronik/peer ratios: kafka (both modes), kafka-default, kafka-durable")
+    parser.add_argument("--kafka-heap", default="1G", help="-Xmx/-Xms of each Kafka node")
+    parser.add_argument("--broker-warmup", type=int, default=0, metavar="N",
+                        help="before the timed workloads, produce N messages (RF 3, acks=all) untimed on every cluster")
     args = parser.parse_args(argv)
     apply_size_defaults(parser, args, WORKLOADS, quick_messages=300_000)
+    try:
+        args.peer = peers.parse_peers(args.peer)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if "tansu" in args.peer:
+        parser.error("tansu is not a cluster peer: its memory storage is one node")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+# Comparison with the peers: (workload, Row field, label, higher is better), as broker.COMPARED
+COMPARED: list[tuple[str, str, str, bool]] = [
+    (f"rf{rf}-acks{acks}", metric, label, higher)
+    for rf in (1, 3) for acks in ("1", "all")
+    for metric, label, higher in (("msgs_per_s", "msg/s", True), ("cpu_s_per_million", "CPU s/M msg", False))
+] + [
+    ("rf3-inflight-128", "msgs_per_s", "msg/s", True), ("rf3-inflight-128", "p50_ms", "p50 ms", False),
+    ("rf3-inflight-128", "p99_ms", "p99 ms", False), ("rf3-inflight-128", "cpu_s_per_million", "CPU s/M msg", False),
+    ("failover", "p50_ms", "kill -> first ack ms", False),
+]
+
+
+def measure(args: argparse.Namespace, name: str, root: Path) -> single.Measured:
+    """Run the selected workloads on one 3-node cluster: Chronik's (``name`` "chronik") or a peer's."""
     rows: list[ClusterRow] = []
     failed = False
-    load_before = machine_note()
-    root = Path(tempfile.mkdtemp(prefix="chronik-bench-cluster-", dir=args.data_parent or os.getcwd()))
     nodes: Nodes | None = None
 
     def record(new_rows: list[ClusterRow]) -> None:
         nonlocal failed
         for row in new_rows:
+            row.extra["broker"] = name
             rows.append(row)
             failed |= row.error is not None and not row.error.startswith(NOT_AVAILABLE)
             print(f"  {row.workload}: " + (row.error if row.error else "done"), flush=True)
@@ -524,30 +568,42 @@ def main(argv: list[str] | None = None) -> int:
             record([ClusterRow(workload, error=f"{type(exc).__name__}: {exc}")])
 
     try:
-        print(f"3 nodes on loopback, metadata.commit=quorum, {args.messages:,} x {MESSAGE_BYTES} B, "
-              f"load average {load_before['loadavg']}, {load_before['cpus']} cpus", flush=True)
-        if "create" in args.workloads:
-            attempt("create-single", lambda: single_node_creates(args, root))
-            attempt("create-leader", lambda: leader_mode_creates(args, root))
-        cluster, nodes, controller = start_cluster(root / "quorum", [], 60)
+        if name == "chronik":
+            print(f"Chronik: 3 nodes on loopback, metadata.commit=quorum, {args.messages:,} x {MESSAGE_BYTES} B", flush=True)
+            workloads = WORKLOADS
+            if "create" in args.workloads:
+                attempt("create-single", lambda: single_node_creates(args, root))
+                attempt("create-leader", lambda: leader_mode_creates(args, root))
+            cluster, nodes, controller = start_cluster(root / "quorum", [], 60)
+        else:
+            print(f"{peers.TITLES[name]}: 3 nodes on loopback (KRaft, combined broker+controller)", flush=True)
+            workloads = PEER_WORKLOADS
+            (root / name).mkdir()
+            cluster, nodes, controller = start_cluster(
+                root / name, [], 120, PeerCluster(peers.peer_nodes(name, root / name, len(IDS), heap=args.kafka_heap)))
         print(f"controller: node {controller}", flush=True)
         bench = ClusterBench(args, cluster, nodes, controller, root)
-        for workload in (w for w in WORKLOADS if w in args.workloads):  # failover, election last: they kill nodes
+        if args.broker_warmup > 0:  # untimed, so that a JIT (Kafka's JVMs) is measured warm
+            warm = bench.batch_produce("broker-warmup", bench.rf3, "all", args.broker_warmup)
+            if warm.error:
+                raise RuntimeError(f"broker warm-up: {warm.error}")
+        for workload in (w for w in workloads if w in args.workloads):  # failover, election last: they kill nodes
             attempt(workload, getattr(bench, workload))
             if nodes.dead():
                 print("a node died; skipping the remaining workloads", file=sys.stderr)
                 break
     except Exception as exc:  # noqa: BLE001
-        print(f"benchmark aborted: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"benchmark of {name} aborted: {type(exc).__name__}: {exc}", file=sys.stderr)
         failed = True
     finally:
         if nodes is not None:
             if failed or nodes.dead():
                 nodes.print_logs()
             nodes.stop()
-        if not args.keep_data:
-            shutil.rmtree(root, ignore_errors=True)
-    print()
+    return single.Measured(name, rows, failed)  # type: ignore[arg-type]
+
+
+def print_rows(rows: list[Row]) -> None:
     print_table([r for r in rows if not (r.error or "").startswith(NOT_AVAILABLE)])
     for row in rows:
         if (row.error or "").startswith(NOT_AVAILABLE):
@@ -556,16 +612,46 @@ def main(argv: list[str] | None = None) -> int:
         if "ratio_to_rf1" in row.extra:
             print(f"{row.workload}: {row.extra['ratio_to_rf1']:.2f}x the RF 1 rate with the same acks"
                   + (" (issue 6 target: >= 0.5x)" if row.workload.endswith("all") else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = ["chronik", *args.peer]
+    try:
+        single.check_peers(names)
+    except peers.PeerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    load_before = machine_note()
+    print(f"load average {load_before['loadavg']}, {load_before['cpus']} cpus", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="chronik-bench-cluster-", dir=args.data_parent or os.getcwd()))
+    try:
+        results = [measure(args, name, root) for name in names]
+    finally:
+        if not args.keep_data:
+            shutil.rmtree(root, ignore_errors=True)
+    for result in results:
+        print()
+        if len(results) > 1:
+            print(f"## {peers.TITLES[result.broker]}")
+        print_rows(result.rows)
     print("create-*: topics/s in the msg/s column; failover: time from the kill to the first accepted write in p50 ms;"
           " broker CPU: all live nodes together")
     load_after = machine_note()
     print(f"load average before {load_before['loadavg']}, after {load_after['loadavg']}; {load_after['cpus']} cpus")
+    if len(results) > 1:
+        print()
+        print("\n".join(single.comparison_lines(results, COMPARED)))
+        print("Chronik / peer: Chronik's figure divided by the peer's, same run, same clients;"
+              " 'better' says which direction is better for Chronik.")
     if args.json:
         write_json_report(args.json, {
-            "nodes": len(IDS), "metadata_commit": "quorum", "messages": args.messages, "message_bytes": MESSAGE_BYTES,
-            "seconds": args.seconds, "topics": args.topics, "machine_before": load_before, "machine_after": load_after,
-        }, rows)
-    return 1 if failed else 0
+            "nodes": len(IDS), "metadata_commit": "quorum", "peers": args.peer, "messages": args.messages,
+            "message_bytes": MESSAGE_BYTES, "seconds": args.seconds, "topics": args.topics,
+            "machine_before": load_before, "machine_after": load_after,
+            "comparison_markdown": single.comparison_lines(results, COMPARED) if len(results) > 1 else None,
+        }, [row for r in results for row in r.rows])
+    return 1 if any(r.failed for r in results) else 0
 
 
 if __name__ == "__main__":
