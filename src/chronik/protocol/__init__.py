@@ -39,6 +39,7 @@ from .errors import (
     MalformedMessage,
     ProtocolError,
     RecordTooLarge,
+    TlsHandshake,
     UnsupportedCompressionType,
     UnsupportedVersion,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "RequestHeader",
     "RequestIds",
     "TimestampType",
+    "TlsHandshake",
     "UnsupportedCompressionType",
     "UnsupportedVersion",
     "api_version_range",
