@@ -195,7 +195,7 @@ def test_config_path_from_env(tmp_path: Path) -> None:
 def test_every_kafka_setting_by_env_and_set() -> None:
     for kafka_name, field in KAFKA_SETTINGS.items():
         value = {"auto_create_topics_enable": "false", "auto_leader_rebalance_enable": "false",
-                 "log_segment_bytes": "4096"}.get(field, "7")
+                 "log_segment_bytes": "4096", "fetch_max_bytes": "4096"}.get(field, "7")
         env_name = "CHRONIK_" + kafka_name.replace(".", "_").upper()
         from_env = load(env={env_name: value})
         from_set = load(["--set", f"{kafka_name}={value}"])

@@ -68,9 +68,14 @@ class RequestContext:
         """The response of the negotiated version, built from ``data``/``values``."""
         return build(self.response_type, data, **values)
 
-    def later(self, finish: Callable[[], Awaitable[Any]], ready: Callable[[], bool] | None = None) -> "Deferred":
-        """A response that ``finish()`` will produce while the connection reads on (see the module docstring)."""
-        return Deferred(finish, ready)
+    def later(self, finish: Callable[[], Awaitable[Any]], ready: Callable[[], bool] | None = None,
+              reserve: int = 0) -> "Deferred":
+        """A response that ``finish()`` will produce while the connection reads on (see the module docstring).
+
+        ``reserve``: the bytes the response may grow to, held against the
+        connection's budget of queued answers until it is sent.
+        """
+        return Deferred(finish, ready, reserve)
 
     def encoded(self, payload: bytes, errors: frozenset[int]) -> "Encoded":
         """A response a hand-written encoder produced (response header included)."""
@@ -99,6 +104,7 @@ class Deferred:
 
     finish: Callable[[], Awaitable[Any]]
     ready: Callable[[], bool] | None = None
+    reserve: int = 0
 
 
 _REGISTRY: dict[int, Registration] = {}
