@@ -254,8 +254,13 @@ class Broker:
         await self.logs.in_step_with(self.image)
         return self.led_log(topic, partition)
 
-    def topic_request_problem(self, request: TopicRequest) -> tuple[str, str] | None:
-        """(Kafka error name, message) if the request cannot be served on this cluster."""
+    def topic_request_problem(self, request: TopicRequest, added: int | None = None) -> tuple[str, str] | None:
+        """(Kafka error name, message) if the request cannot be served on this cluster.
+
+        ``added``: partitions the request adds (default: all of the topic's).
+        Limits: ``max_partitions_per_topic`` (INVALID_PARTITIONS) and
+        ``max_partitions`` for all topics together (POLICY_VIOLATION).
+        """
         live_brokers = max(len(self.image.live_brokers()), 1)
         if request.num_partitions < 1:
             return "INVALID_PARTITIONS", f"number of partitions must be at least 1, not {request.num_partitions}"
@@ -266,8 +271,15 @@ class Broker:
                 "INVALID_REPLICATION_FACTOR",
                 f"replication factor {request.replication_factor} is larger than the {live_brokers} available broker(s)",
             )
-        if request.num_partitions > 100_000:
-            return "INVALID_PARTITIONS", f"{request.num_partitions} partitions is more than this broker allows (100000)"
+        limit = self.config.max_partitions_per_topic
+        if request.num_partitions > limit:
+            return ("INVALID_PARTITIONS", f"{request.num_partitions} partitions is more than a topic may have here "
+                    f"({limit}, max_partitions_per_topic)")
+        added = request.num_partitions if added is None else added
+        existing = sum(len(topic.partitions) for topic in self.image.topics.values())
+        if existing + added > self.config.max_partitions:
+            return ("POLICY_VIOLATION", f"{added} more partition(s) would make {existing + added} in all, more than "
+                    f"this cluster allows ({self.config.max_partitions}, max_partitions)")
         return None
 
     def replica_assignment(self, num_partitions: int, replication_factor: int, first_partition: int = 0) -> list[list[int]]:
