@@ -305,14 +305,13 @@ async def _serve_busy(
                         await event.wait()
                         continue
                     out: Buffers = []
-                    charged = charge(owed[0])
                     buffers = await complete(owed[0])
-                    owed.popleft()
+                    charged = charge(owed.popleft())  # after complete(): a task's charge is then its size
                     if buffers:
                         out += buffers
                     while owed and len(out) < _IOV_MAX and is_ready(owed[0]):
-                        charged += charge(owed[0])
-                        buffers = await complete(owed.popleft())
+                        buffers = await complete(owed[0])
+                        charged += charge(owed.popleft())
                         if buffers:
                             out += buffers
                     if out:
@@ -346,7 +345,7 @@ async def _serve_busy(
                     if waited.cancelled_caught:
                         if decoder.buffered_bytes:
                             raise RequestTimedOut(f"a request was still incomplete after {limits.request_timeout:g} s")
-                        if owed or state[0]:
+                        if owed:
                             last_received = trio.current_time()  # answers are owed: not resting
                             continue
                         result = (max(last_received, state[1]), partial_since)
