@@ -141,24 +141,30 @@ async def test_a_failing_in_line_answer_ends_the_connection() -> None:
             assert await client.receive_some(10) == b""
 
 
-async def test_the_reader_stops_at_max_in_flight() -> None:
-    """With two answers owed and the first blocked, the third request is not dispatched."""
+async def only_two_dispatched_until_released(answer: Callable[[bytes, trio.Event], PendingResponse],
+                                             requests: list[bytes], **limits: int) -> None:
+    """Serve ``requests``; until the answers are released only the first two may have been dispatched."""
     release = trio.Event()
     dispatched: list[bytes] = []
 
     async def dispatch(request: bytes) -> PendingResponse:
         dispatched.append(request)
-        return echo_once(request, release)
+        return answer(request, release)
 
     async def check_then_release() -> None:
         await trio.testing.wait_all_tasks_blocked()
-        assert dispatched == [b"a", b"b"]
+        assert dispatched == requests[:2]
         release.set()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(check_then_release)
-        answers = await run_connection(dispatch, [b"a", b"b", b"c", b"d"], 4, max_in_flight=2)
-    assert answers == [b"a", b"b", b"c", b"d"]
+        answers = await run_connection(dispatch, requests, len(requests), **limits)
+    assert answers == requests
+
+
+async def test_the_reader_stops_at_max_in_flight() -> None:
+    """With two answers owed and the first blocked, the third request is not dispatched."""
+    await only_two_dispatched_until_released(echo_once, [b"a", b"b", b"c", b"d"], max_in_flight=2)
 
 
 async def test_burst_end_follows_the_last_frame_of_what_arrived() -> None:
@@ -199,26 +205,13 @@ async def test_the_reader_stops_while_the_client_reads_no_answers() -> None:
 
 async def test_a_parked_answer_reserves_its_size() -> None:
     """Two parked answers reserving 2 MiB each fill a 3 MiB budget: the third request waits for one."""
-    release = trio.Event()
-    dispatched: list[bytes] = []
-
-    async def dispatch(request: bytes) -> PendingResponse:
-        dispatched.append(request)
-
+    def parked(request: bytes, release: trio.Event) -> PendingResponse:
         async def finish() -> Buffers:
             await release.wait()
             return encode_frame([request])
         return PendingResponse(finish, reserve=2 << 20)
 
-    async def check_then_release() -> None:
-        await trio.testing.wait_all_tasks_blocked()
-        assert dispatched == [b"a", b"b"]
-        release.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(check_then_release)
-        answers = await run_connection(dispatch, [b"a", b"b", b"c"], 3, max_queued_bytes=3 << 20)
-    assert answers == [b"a", b"b", b"c"]
+    await only_two_dispatched_until_released(parked, [b"a", b"b", b"c"], max_queued_bytes=3 << 20)
 
 
 async def echo(request: bytes) -> Buffers:

@@ -24,11 +24,24 @@ So many produce requests in flight on one connection share one group commit,
 a parked fetch does not hold up the requests behind it, and the client still
 sees responses in request order (Kafka's guarantee).  Every response that is
 ready when one is sent goes out in the same ``sendmsg``.  When
-``max_in_flight`` responses are owed the reader stops reading: backpressure,
-not unbounded memory.  The reader yields only once per
+``max_in_flight`` responses are owed, or ``max_queued_bytes`` of answers
+are queued (ready but unsent, or reserved by a parked fetch), the reader
+stops reading: backpressure, not unbounded memory -- a client that sends
+requests but never reads answers costs at most that budget plus one answer
+(Kafka mutes the channel the same way).  The reader yields only once per
 ``_FRAMES_PER_CHECKPOINT`` frames of one ``receive_some`` (the handlers'
 synchronous parts are short), so a burst of pipelined requests costs one trip
 through the scheduler, not one each.
+
+Resting: after :data:`BUSY_LINGER` seconds without traffic and with nothing
+owed, the writer task and the nursery end and the connection only waits for
+its socket to become readable (no failed ``recv``: its exception would
+materialise a frame object per coroutine of the stack, kept for the life of
+the connection).  That is about 6 KiB per idle connection; the next request
+starts the writer again.  Deadlines: ``idle_timeout`` (Kafka's
+``connections.max.idle.ms``: nothing sent, received or owed), the same
+timeout for a send the client does not read, and ``request_timeout`` for a
+request whose first bytes arrived but not its last (slow senders).
 
 Shutdown: at end of input (the client closed its side) the reader stops, the
 writer sends every response already owed, then the socket closes.  A
@@ -67,7 +80,7 @@ MAX_QUEUED_BYTES = 8 * 1024 * 1024
 #: Seconds without traffic (and nothing owed) after which a connection rests:
 #: its writer task and nursery end, and only one waiting frame is left (a few
 #: KiB less per idle connection).  The next request starts them again.
-BUSY_LINGER = 2.0
+BUSY_LINGER = 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,11 +40,13 @@ durable (the WAL owns that), it is only not answered.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 import time
 from dataclasses import MISSING, fields
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -101,12 +103,11 @@ async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[Hos
         log.info("listening for Kafka clients on %s:%d (advertised as %s)", address.host, address.port, broker.advertised)
 
     listener = Listener(broker)
-
-    async def handle(stream: trio.SocketStream) -> None:
-        await serve_connection(broker, stream, listener)
+    handle = functools.partial(serve_connection, broker, listener=listener)
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handle, listeners)
+        for tcp_listener in listeners:
+            nursery.start_soon(accept_connections, tcp_listener, handle, nursery, listener.refused)
         if broker.consensus is not None:
             nursery.start_soon(register_self, broker)  # once the cluster has a controller
         task_status.started(bound)
@@ -114,6 +115,35 @@ async def serve_kafka(broker: "Broker", *, task_status: trio.TaskStatus[list[Hos
 
 #: Seconds between two log lines about the same peer (or about refused connections).
 LOG_INTERVAL = 60.0
+#: accept() errors that mean "out of file descriptors or memory for now": wait and retry.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY_SECONDS = 0.1
+
+
+async def accept_connections(tcp_listener: trio.SocketListener, handle: Callable[[trio.SocketStream], Awaitable[None]],
+                             nursery: trio.Nursery, log_limiter: LogLimiter) -> None:
+    """Accept until cancelled; each connection is served by ``handle`` in a task of ``nursery``.
+
+    Like ``trio.serve_listeners`` but without its per-connection wrapper:
+    ``handle`` closes its own stream (no forced close raising Cancelled per
+    connection, no extra frame per idle connection), and running out of file
+    descriptors is logged once per interval, not ten times a second.
+    Cancellation: the listening socket is closed.
+    """
+    async with tcp_listener:
+        while True:
+            try:
+                stream = await tcp_listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                held = log_limiter.allow("accept")
+                if held is not None:
+                    log.error("cannot accept connections: %s (%d more since the last line); retrying",
+                              os.strerror(exc.errno), held)
+                await trio.sleep(_ACCEPT_RETRY_SECONDS)
+            else:
+                nursery.start_soon(handle, stream)
 
 
 class Listener:
