@@ -72,7 +72,7 @@ from .metadata import (
     RegisterBroker,
     TopicImage,
 )
-from .metadata.placement import TopicRequest, replica_assignment, topic_request_problem
+from .metadata.placement import PartitionLimits, TopicRequest, replica_assignment, topic_request_problem
 from .metadata.topic_configs import TOPIC_CONFIGS, deletes
 from .protocol import ErrorCode
 from .storage import (
@@ -277,7 +277,7 @@ class Broker:
 
     async def create_topic(self, request: TopicRequest) -> TopicImage:
         """Create a topic.  Raises :class:`CommandRejected` (Kafka error name)."""
-        problem = topic_request_problem(self.image, request)
+        problem = topic_request_problem(self.image, request, PartitionLimits.of(self.config))
         if problem is not None:
             raise CommandRejected(*problem)
         command = CreateTopic(

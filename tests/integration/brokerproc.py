@@ -115,6 +115,14 @@ class BrokerProcess:
             self.stop()
         return self.start()
 
+    def rss_bytes(self) -> int:
+        """The broker process's resident memory now (VmRSS)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc/PID/status")
+
     def output(self) -> str:
         return "\n".join(self.log_lines)
 

@@ -56,6 +56,11 @@ class Raw:
             return None
         return self._exactly(struct.unpack(">i", prefix)[0])
 
+    def reset(self) -> None:
+        """Close with a TCP reset (RST) instead of a FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
     def closed_by_broker(self) -> bool:
         """Whether the broker closes the connection (within the socket timeout) without answering."""
         try:
@@ -81,14 +86,14 @@ def create_topic(raw: Raw, name: str, partitions: int = 1, replication_factor: i
 
 
 def fetch_frame(topic: str | uuid.UUID, offset: int, *, max_wait_ms: int = 0, version: int = 12,
-                correlation_id: int = 7, partition: int = 0) -> bytes:
-    """A Fetch of one partition of ``topic`` (a name, or a topic id from v13 on)."""
+                correlation_id: int = 7, partition: int = 0, max_bytes: int = 1 << 20) -> bytes:
+    """A Fetch of one partition of ``topic`` (a name, or a topic id from v13 on); ``max_bytes`` in all and for the partition."""
     name, topic_id = (topic, uuid.UUID(int=0)) if isinstance(topic, str) else ("", topic)
     return request_frame(1, version, {
-        "cluster_id": None, "replica_id": -1, "max_wait": max_wait_ms, "min_bytes": 1, "max_bytes": 1 << 20,
+        "cluster_id": None, "replica_id": -1, "max_wait": max_wait_ms, "min_bytes": 1, "max_bytes": max_bytes,
         "isolation_level": 0, "session_id": 0, "session_epoch": -1, "rack_id": "",
         "replica_state": {"replica_id": -1, "replica_epoch": -1},
         "topics": [{"topic": name, "topic_id": topic_id, "partitions": [{
             "partition": partition, "fetch_offset": offset, "current_leader_epoch": -1, "last_fetched_epoch": -1,
-            "log_start_offset": -1, "partition_max_bytes": 1 << 20}]}],
+            "log_start_offset": -1, "partition_max_bytes": max_bytes}]}],
         "forgotten_topics_data": []}, correlation_id)

@@ -8,8 +8,10 @@ fails the test if the broker logged a traceback).
 from __future__ import annotations
 
 import random
+import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -284,3 +286,39 @@ def test_mutated_requests_get_an_answer_or_a_closed_connection(stored: BrokerPro
     finally:
         raw.sock.close()
     assert answered > 100 and closed > 100
+
+
+# -- memory an attacker could pin ----------------------------------------------------------
+
+
+def test_pipelined_huge_fetches_and_resets_keep_the_broker_memory_bounded(stored: BrokerProcess) -> None:
+    """Clients that ask for 2 GiB answers and never read them, then vanish with a reset.
+
+    Each connection may hold its budget of queued answers (8 MiB) plus the
+    one being sent; before the fix each held all 16 answers (and, after a
+    reset, kept them until a garbage collection).
+    """
+    value = b"h" * 8000
+    confluent_produce(stored.bootstrap, "heavy", [Sent(None, value, [], 1_700_000_000_000 + i) for i in range(1000)],
+                      **{"linger.ms": 50, "batch.size": 1 << 20})
+    huge = fetch_frame("heavy", 0, version=4, max_bytes=2**31 - 1)
+    baseline = stored.rss_bytes()
+    hogs = []
+    for _ in range(3):
+        raw = Raw(stored)
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.send(huge * 16)  # 16 answers of ~8 MiB each, never read
+        hogs.append(raw)
+    for _ in range(200):  # many more that vanish at once
+        with Raw(stored) as raw:
+            raw.send(huge)
+            raw.reset()
+    time.sleep(3)
+    peak = stored.rss_bytes()
+    for raw in hogs:
+        raw.reset()
+    time.sleep(3)
+    after = stored.rss_bytes()
+    mib = 1 << 20
+    assert peak - baseline < 120 * mib, f"RSS grew by {(peak - baseline) / mib:.0f} MiB with 3 connections not reading"
+    assert after - baseline < 40 * mib, f"RSS still {(after - baseline) / mib:.0f} MiB above the start after they closed"

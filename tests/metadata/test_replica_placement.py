@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from chronik.metadata.commands import RegisterBroker
 from chronik.metadata.image import MetadataImage
-from chronik.metadata.placement import TopicRequest, replica_assignment, topic_request_problem
+from chronik.metadata import CreateTopic
+from chronik.metadata.placement import PartitionLimits, TopicRequest, replica_assignment, topic_request_problem
 
 
 def image_of(racks: dict[int, str | None]) -> MetadataImage:
@@ -52,18 +53,32 @@ def test_before_any_broker_registered_this_node_holds_every_replica() -> None:
     assert replica_assignment(MetadataImage(), 2, 1, this_node=7) == [[7], [7]]
 
 
+LIMITS = PartitionLimits(per_topic=2000, total=10_000)
+
+
 def test_topic_request_problems_name_kafka_errors() -> None:
     image = image_of({1: None, 2: None})
 
     def error(partitions: int, replication_factor: int) -> str | None:
-        problem = topic_request_problem(image, TopicRequest("t", partitions, replication_factor, {}))
+        problem = topic_request_problem(image, TopicRequest("t", partitions, replication_factor, {}), LIMITS)
         return None if problem is None else problem[0]
 
     assert error(3, 2) is None
     assert error(0, 1) == "INVALID_PARTITIONS"
-    assert error(100_001, 1) == "INVALID_PARTITIONS"
+    assert error(2001, 1) == "INVALID_PARTITIONS"
     assert error(1, 0) == "INVALID_REPLICATION_FACTOR"
     assert error(1, 3) == "INVALID_REPLICATION_FACTOR"
-    assert "2 available" in str(topic_request_problem(image, TopicRequest("t", 1, 3, {})))
+    assert "2 available" in str(topic_request_problem(image, TopicRequest("t", 1, 3, {}), LIMITS))
     # no broker registered yet (a single node starting): one counts as available
-    assert topic_request_problem(MetadataImage(), TopicRequest("t", 1, 1, {})) is None
+    assert topic_request_problem(MetadataImage(), TopicRequest("t", 1, 1, {}), LIMITS) is None
+
+
+def test_partition_limits_per_topic_and_in_all() -> None:
+    image = image_of({1: None})
+    image.apply(image.applied_offset + 1, CreateTopic("a", "0" * 32, [[1]] * 1500, {}))
+    limits = PartitionLimits(per_topic=1000, total=2000)
+    assert topic_request_problem(image, TopicRequest("b", 500, 1, {}), limits) is None
+    problem = topic_request_problem(image, TopicRequest("b", 501, 1, {}), limits)
+    assert problem is not None and problem[0] == "POLICY_VIOLATION" and "2001 in all" in problem[1]
+    # CreatePartitions counts only what it adds
+    assert topic_request_problem(image, TopicRequest("a", 1000, 1, {}), limits, added=0) is None

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chronik.protocol import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FrameTooLarge, InvalidFrame, encode_frame
+from chronik.protocol import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FrameTooLarge, InvalidFrame, TlsHandshake, encode_frame
 
 
 def frame(payload: bytes) -> bytes:
@@ -54,6 +54,33 @@ def test_oversize_is_rejected_from_the_prefix_alone() -> None:
         decoder.next_frame()
     assert (caught.value.size, caught.value.limit) == (1025, 1024)
     assert isinstance(caught.value, InvalidFrame)
+
+
+def test_a_failed_decoder_raises_a_fresh_error_each_time() -> None:
+    """One exception object raised again and again would collect every raise's frames on its traceback."""
+    decoder = FrameDecoder(max_frame_bytes=1024)
+    decoder.feed((5000).to_bytes(4, "big"))
+    errors = []
+    for _ in range(2):
+        with pytest.raises(FrameTooLarge) as caught:
+            decoder.next_frame()
+        errors.append(caught.value)
+    assert errors[0] is not errors[1] and str(errors[0]) == str(errors[1])
+
+
+@pytest.mark.parametrize("minor", [0, 1, 3, 4])
+def test_a_tls_client_hello_is_recognised_whatever_the_limit(minor: int) -> None:
+    decoder = FrameDecoder(max_frame_bytes=2**31 - 1)
+    decoder.feed(bytes([0x16, 0x03, minor, 0x02, 0x00, 0x01]))  # record header of a ClientHello
+    with pytest.raises(TlsHandshake):
+        decoder.next_frame()
+
+
+def test_a_tls_like_size_after_the_first_frame_is_only_a_size() -> None:
+    decoder = FrameDecoder(max_frame_bytes=2**31 - 1)
+    decoder.feed(frame(b"first") + bytes([0x16, 0x03, 0x01, 0x02]))
+    assert decoder.next_frame() == b"first"
+    assert decoder.next_frame() is None  # waits for 369 MB, as the (raised) limit allows
 
 
 def test_frame_at_the_limit_is_accepted() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 
@@ -10,7 +12,14 @@ import trio
 import trio.testing
 
 from chronik.protocol import FrameDecoder, encode_frame
-from chronik.server.connection import Buffers, PendingResponse, serve_pipelined
+from chronik.server.connection import (
+    Buffers,
+    ConnectionIdle,
+    PendingResponse,
+    RequestTimedOut,
+    SendStalled,
+    serve_pipelined,
+)
 
 
 def frame(payload: bytes) -> bytes:
@@ -41,7 +50,8 @@ Dispatch = Callable[[bytes], Awaitable[Buffers | PendingResponse | None]]
 
 
 async def run_connection(dispatch: Dispatch, requests: list[bytes], answers: int, *,
-                         max_in_flight: int = 1000, burst_end: Callable[[], None] | None = None) -> list[bytes]:
+                         max_in_flight: int = 1000, burst_end: Callable[[], None] | None = None,
+                         max_queued_bytes: int = 8 << 20) -> list[bytes]:
     """Serve one socket with ``dispatch``; send ``requests`` from the other end, read ``answers`` frames."""
     server_sock, client_sock = trio.socket.socketpair()
     server, client = trio.SocketStream(server_sock), trio.SocketStream(client_sock)
@@ -49,7 +59,7 @@ async def run_connection(dispatch: Dispatch, requests: list[bytes], answers: int
     async def serve() -> None:
         async with server:
             await serve_pipelined(server, FrameDecoder(1 << 20), dispatch, max_in_flight=max_in_flight,
-                                  burst_end=burst_end)
+                                  burst_end=burst_end, max_queued_bytes=max_queued_bytes)
 
     with trio.fail_after(5):
         async with client, trio.open_nursery() as nursery:
@@ -131,24 +141,30 @@ async def test_a_failing_in_line_answer_ends_the_connection() -> None:
             assert await client.receive_some(10) == b""
 
 
-async def test_the_reader_stops_at_max_in_flight() -> None:
-    """With two answers owed and the first blocked, the third request is not dispatched."""
+async def only_two_dispatched_until_released(answer: Callable[[bytes, trio.Event], PendingResponse],
+                                             requests: list[bytes], **limits: int) -> None:
+    """Serve ``requests``; until the answers are released only the first two may have been dispatched."""
     release = trio.Event()
     dispatched: list[bytes] = []
 
     async def dispatch(request: bytes) -> PendingResponse:
         dispatched.append(request)
-        return echo_once(request, release)
+        return answer(request, release)
 
     async def check_then_release() -> None:
         await trio.testing.wait_all_tasks_blocked()
-        assert dispatched == [b"a", b"b"]
+        assert dispatched == requests[:2]
         release.set()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(check_then_release)
-        answers = await run_connection(dispatch, [b"a", b"b", b"c", b"d"], 4, max_in_flight=2)
-    assert answers == [b"a", b"b", b"c", b"d"]
+        answers = await run_connection(dispatch, requests, len(requests), **limits)
+    assert answers == requests
+
+
+async def test_the_reader_stops_at_max_in_flight() -> None:
+    """With two answers owed and the first blocked, the third request is not dispatched."""
+    await only_two_dispatched_until_released(echo_once, [b"a", b"b", b"c", b"d"], max_in_flight=2)
 
 
 async def test_burst_end_follows_the_last_frame_of_what_arrived() -> None:
@@ -162,3 +178,151 @@ async def test_burst_end_follows_the_last_frame_of_what_arrived() -> None:
     answers = await run_connection(dispatch, [b"a", b"b", b"c"], 3, burst_end=lambda: events.append("end"))
     assert answers == [b"a", b"b", b"c"]
     assert events[:3] == ["a", "b", "c"] and events[3] == "end"  # sent together: one burst, then its end
+
+
+# -- bounded memory: queued answers, idle and slow connections, no reference cycles ------
+
+
+async def test_the_reader_stops_while_the_client_reads_no_answers() -> None:
+    """1 MiB answers to a client that never reads: dispatching stops near the byte budget."""
+    dispatched: list[bytes] = []
+
+    async def dispatch(request: bytes) -> Buffers:
+        dispatched.append(request)
+        return encode_frame([request, b"x" * (1 << 20)])
+
+    server_sock, client_sock = trio.socket.socketpair()
+    server, client = trio.SocketStream(server_sock), trio.SocketStream(client_sock)
+    async with client, server, trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: serve_pipelined(server, FrameDecoder(1 << 20), dispatch, max_queued_bytes=3 << 20))
+        await client.send_all(b"".join(frame(b"%d" % i) for i in range(50)))
+        await trio.sleep(0.2)
+        await trio.testing.wait_all_tasks_blocked()
+        # the budget (3 answers), plus the one being sent, plus the one that took it over the budget
+        assert 3 <= len(dispatched) <= 5
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_parked_answer_reserves_its_size() -> None:
+    """Two parked answers reserving 2 MiB each fill a 3 MiB budget: the third request waits for one."""
+    def parked(request: bytes, release: trio.Event) -> PendingResponse:
+        async def finish() -> Buffers:
+            await release.wait()
+            return encode_frame([request])
+        return PendingResponse(finish, reserve=2 << 20)
+
+    await only_two_dispatched_until_released(parked, [b"a", b"b", b"c"], max_queued_bytes=3 << 20)
+
+
+async def echo(request: bytes) -> Buffers:
+    return encode_frame([request])
+
+
+async def serve_until_closed(stream: trio.SocketStream, **limits: float) -> BaseException | None:
+    """serve_pipelined(echo) on ``stream``; the exception it ended with, if any."""
+    try:
+        async with stream:
+            await serve_pipelined(stream, FrameDecoder(1 << 20), echo, **limits)  # type: ignore[arg-type]
+    except Exception as exc:
+        return exc
+    return None
+
+
+@pytest.mark.parametrize("sends", [b"", frame(b"answered")])
+async def test_an_idle_connection_is_closed(autojump_clock: trio.abc.Clock, sends: bytes) -> None:
+    server_sock, client_sock = trio.socket.socketpair()
+    client = trio.SocketStream(client_sock)
+    async with client:
+        await client.send_all(sends)
+        started = trio.current_time()
+        ended = await serve_until_closed(trio.SocketStream(server_sock), idle_timeout=600)
+        assert isinstance(ended, ConnectionIdle)
+        assert 600 <= trio.current_time() - started < 601
+        assert await client.receive_some(1 << 16) == (sends and frame(b"answered"))
+
+
+async def test_a_connection_with_an_answer_owed_is_not_idle(autojump_clock: trio.abc.Clock) -> None:
+    async def slow(request: bytes) -> PendingResponse:
+        async def finish() -> Buffers:
+            await trio.sleep(30)
+            return encode_frame([request])
+        return PendingResponse(finish)
+
+    server_sock, client_sock = trio.socket.socketpair()
+    server, client = trio.SocketStream(server_sock), trio.SocketStream(client_sock)
+    async with client, trio.open_nursery() as nursery:
+        async def serve() -> None:
+            with pytest.raises(ConnectionIdle):
+                async with server:
+                    await serve_pipelined(server, FrameDecoder(1 << 20), slow, idle_timeout=10)
+        nursery.start_soon(serve)
+        started = trio.current_time()
+        await client.send_all(frame(b"slow"))
+        assert (await read_frames(client, 1)) == [b"slow"]
+        assert trio.current_time() - started >= 30  # answered after 30 s, though idle_timeout is 10
+
+
+async def test_a_request_that_never_completes_is_cut_off(autojump_clock: trio.abc.Clock) -> None:
+    server_sock, client_sock = trio.socket.socketpair()
+    client = trio.SocketStream(client_sock)
+    async with client:
+        await client.send_all(frame(b"first") + frame(b"slowloris")[:7])
+        started = trio.current_time()
+        ended = await serve_until_closed(trio.SocketStream(server_sock), idle_timeout=600, request_timeout=30)
+        assert isinstance(ended, RequestTimedOut)
+        assert 30 <= trio.current_time() - started < 31
+        assert await read_frames(client, 1) == [b"first"]
+
+
+async def test_a_client_that_reads_nothing_is_cut_off(autojump_clock: trio.abc.Clock) -> None:
+    async def big(request: bytes) -> Buffers:
+        return encode_frame([b"x" * (4 << 20)])
+
+    server_sock, client_sock = trio.socket.socketpair()
+    async with trio.SocketStream(client_sock) as client:
+        await client.send_all(frame(b"give me 4 MiB"))
+        with pytest.raises(SendStalled):
+            async with trio.SocketStream(server_sock) as server:
+                await serve_pipelined(server, FrameDecoder(1 << 20), big, idle_timeout=60)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ending", ["reset", "bad frame", "end of input"])
+async def test_closed_connections_leave_nothing_for_the_cyclic_collector(ending: str) -> None:
+    """Every object of a connection is freed by reference counting alone, however it ends."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def serve(stream: trio.SocketStream) -> None:
+        await serve_until_closed(stream)
+
+    async def connect_and_end() -> None:
+        sock = trio.socket.socket()
+        await sock.connect(("127.0.0.1", port))
+        stream = trio.SocketStream(sock)
+        await stream.send_all(frame(b"hello"))
+        assert await read_frames(stream, 1) == [b"hello"]
+        if ending == "reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif ending == "bad frame":
+            await stream.send_all(struct.pack(">i", -1))
+            assert await stream.receive_some(1) == b""
+        await stream.aclose()
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, serve, listeners)
+            for _ in range(3):  # warm up
+                await connect_and_end()
+            await trio.sleep(0.2)
+            gc.collect()
+            for _ in range(50):
+                await connect_and_end()
+            await trio.sleep(0.2)
+            await trio.testing.wait_all_tasks_blocked()
+            unreachable = gc.collect()
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.enable()
+    assert unreachable / 50 < 1, f"{unreachable} objects in reference cycles after 50 connections ended ({ending})"

@@ -129,6 +129,21 @@ _SETTINGS_LIST = (
            "Cluster mode: how often the controller looks for partitions not led by their preferred replica."),
     _kafka("group.initial.rebalance.delay.ms", _Int(0), "Wait for more members before the first rebalance of a group."),
     _kafka("socket.request.max.bytes", _Int(1), "Largest request frame accepted."),
+    _kafka("fetch.max.bytes", _Int(1024), "Largest Fetch response, whatever the request asks for "
+           "(the first batch found is still sent whole)."),
+    _kafka("connections.max.idle.ms", _Int(1, _INT64_MAX),
+           "Close a client connection that sent and received nothing, and is owed nothing, for this long."),
+    _kafka("max.connections", _Int(1), "Client connections open at once; more are closed at once (Kafka: unlimited)."),
+    _kafka("max.connections.per.ip", _Int(1), "Client connections from one IP address (Kafka: unlimited)."),
+    _Setting("request_arrival_timeout_ms", _Int(1, _INT64_MAX),
+             "Close a connection whose request began to arrive but is still incomplete after this long "
+             "(slow senders holding buffers).", "broker"),
+    _Setting("max_partitions_per_topic", _Int(1, 1_000_000), "Partitions one topic may have "
+             "(CreateTopics / CreatePartitions beyond it: INVALID_PARTITIONS).", "broker"),
+    _Setting("max_partitions_per_request", _Int(1, 1_000_000), "Partitions one CreateTopics or CreatePartitions "
+             "request may add in all (beyond it: POLICY_VIOLATION; Kafka's fixed limit is 10000).", "broker"),
+    _Setting("max_partitions", _Int(1, 10_000_000), "Partitions of all topics together "
+             "(beyond it: POLICY_VIOLATION).", "broker"),
     _Setting("node_id", _Int(0), "This node's id (Kafka node.id / broker.id).", "cluster"),
     _Setting("replication_listen", _Address(), "Address the replication/controller listener binds.", "cluster",
              file_keys=("listeners.replication",)),
@@ -208,6 +223,14 @@ class BrokerConfig:
     leader_imbalance_check_interval_seconds: int = 300
     group_initial_rebalance_delay_ms: int = 3000
     socket_request_max_bytes: int = 104857600
+    fetch_max_bytes: int = 57671680
+    connections_max_idle_ms: int = 600000
+    max_connections: int = 10000
+    max_connections_per_ip: int = 1000
+    request_arrival_timeout_ms: int = 30000
+    max_partitions_per_topic: int = 2000
+    max_partitions_per_request: int = 4000
+    max_partitions: int = 10000
     # cluster
     node_id: int = 1
     replication_listen: HostPort = HostPort("0.0.0.0", 9291)

@@ -154,7 +154,22 @@ class _Waiter:
         self.refusal = refusal
 
 
+#: The longest string the protocol carries (INT16 length).
+_MAX_STRING = 32767
+_UUID_SUFFIX = 37  # "-" and a UUID's 36 characters
+
+
 def _new_member_id(prefix: str) -> str:
+    """``prefix`` (client.id or group.instance.id), "-" and a UUID, as Kafka builds it.
+
+    A legal prefix may be up to 32767 bytes (more once malformed UTF-8 is
+    replaced); it is cut, on a character boundary, so that the id still fits
+    in a protocol string, where Kafka's own JoinGroup answer would fail to
+    encode.
+    """
+    encoded = prefix.encode()
+    if len(encoded) > _MAX_STRING - _UUID_SUFFIX:
+        prefix = encoded[: _MAX_STRING - _UUID_SUFFIX].decode(errors="ignore")
     return f"{prefix}-{uuid.uuid4()}"
 
 

@@ -1,7 +1,10 @@
 """CreatePartitions (key 37, v0-v3): grow a topic to ``count`` partitions.
 
 The partition count only grows: ``count`` equal to or below the current
-count is INVALID_PARTITIONS, and so is a count above the broker's limit.
+count is INVALID_PARTITIONS, and so is a count above ``max_partitions_per_topic``.
+A request adding more than ``max_partitions_per_request`` in all is refused
+whole (POLICY_VIOLATION, as Kafka refuses more than 10000), and so is an
+entry that would take the cluster over ``max_partitions``.
 The topic's replication factor must not exceed the registered brokers
 (INVALID_REPLICATION_FACTOR).  Without ``assignments`` (null or empty) the new
 partitions get that replication factor, spread round-robin over the
@@ -24,8 +27,9 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from ..metadata import CommandRejected, CreatePartitions
-from ..metadata.placement import TopicRequest, replica_assignment, topic_request_problem
+from ..metadata.placement import PartitionLimits, TopicRequest, replica_assignment, topic_request_problem
 from ..protocol import ErrorCode
+from .create_topics import too_many_in_one_request
 from .registry import RequestContext, handles
 
 _Item = TypeVar("_Item")
@@ -46,7 +50,8 @@ async def create_partitions(ctx: RequestContext, wanted: Any, validate_only: boo
                             f"topic {wanted.name!r} has {current} partition(s); the count can only grow, not become {wanted.count}")
     added = wanted.count - current
     replication_factor = len(topic.partitions[0].replicas)
-    request_problem = topic_request_problem(broker.image, TopicRequest(wanted.name, wanted.count, replication_factor, {}))
+    request_problem = topic_request_problem(broker.image, TopicRequest(wanted.name, wanted.count, replication_factor, {}),
+                                            PartitionLimits.of(broker.config), added)
     if request_problem is not None:
         return topic_result(wanted.name, ErrorCode[request_problem[0]], request_problem[1])
     if wanted.assignments:
@@ -82,8 +87,18 @@ async def answer_each_once(
     return [refuse_repeated(item) if counts[key(item)] > 1 else await answer(item) for item in items]
 
 
+def partitions_added(ctx: RequestContext, wanted: Any) -> int:
+    """Partitions a CreatePartitions entry would add (0 if it adds none or names no topic)."""
+    topic = ctx.broker.image.topics.get(wanted.name)
+    return max(0, wanted.count - len(topic.partitions)) if topic is not None else 0
+
+
 @handles(37, 0, 3)
 async def handle_create_partitions(ctx: RequestContext, request: Any) -> Any:
+    problem = too_many_in_one_request(ctx, sum(partitions_added(ctx, t) for t in request.topics))
+    if problem is not None:
+        return ctx.respond(throttle_time=0, results=[topic_result(t.name, ErrorCode.POLICY_VIOLATION, problem)
+                                                     for t in request.topics])
     results = await answer_each_once(
         request.topics, lambda t: t.name,
         lambda t: topic_result(t.name, ErrorCode.INVALID_REQUEST, "topic named more than once in the request"),

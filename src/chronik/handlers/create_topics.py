@@ -1,8 +1,12 @@
 """CreateTopics (key 19): validated, written through the metadata log.
 
 Errors per topic: TOPIC_ALREADY_EXISTS, INVALID_TOPIC_EXCEPTION,
-INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_CONFIG,
-INVALID_REQUEST (duplicate names in one request).  ``num_partitions`` and
+INVALID_PARTITIONS (also over ``max_partitions_per_topic``),
+INVALID_REPLICATION_FACTOR, INVALID_CONFIG, INVALID_REQUEST (duplicate names
+in one request), POLICY_VIOLATION (over ``max_partitions`` in all).  A
+request asking for more than ``max_partitions_per_request`` partitions in all
+is refused whole with POLICY_VIOLATION before anything is created (Kafka
+refuses more than 10000 the same way).  ``num_partitions`` and
 ``replication_factor`` of -1 (v4+) take the broker defaults; manual replica
 assignments are accepted when they name registered brokers.  v5+ returns the
 topic's effective configs.
@@ -14,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 from ..metadata import CommandRejected, topic_name_problem
-from ..metadata.placement import TopicRequest, topic_request_problem
+from ..metadata.placement import PartitionLimits, TopicRequest, topic_request_problem
 from ..metadata.topic_configs import TOPIC_CONFIGS, InvalidConfig, validate_topic_config
 from ..protocol import ErrorCode
 from .describe_configs import topic_synonyms
@@ -63,7 +67,7 @@ async def create_one(ctx: RequestContext, creatable: Any, validate_only: bool) -
     if replication_factor == -1:
         replication_factor = broker.config.default_replication_factor
     request = TopicRequest(name, num_partitions, replication_factor, configs, replicas)
-    problem2 = topic_request_problem(broker.image, request)
+    problem2 = topic_request_problem(broker.image, request, PartitionLimits.of(broker.config))
     if problem2 is not None:
         return topic_result(name, ErrorCode[problem2[0]], problem2[1])
     if validate_only:
@@ -84,8 +88,25 @@ async def create_one(ctx: RequestContext, creatable: Any, validate_only: bool) -
     )
 
 
+def too_many_in_one_request(ctx: RequestContext, partitions: int) -> str | None:
+    """The message refusing a request that adds ``partitions`` in all, if over ``max_partitions_per_request``."""
+    limit = ctx.broker.config.max_partitions_per_request
+    if partitions <= limit:
+        return None
+    return (f"Excessively large number of partitions per request: {partitions} requested, "
+            f"at most {limit} (max_partitions_per_request)")
+
+
 @handles(19, 2, 7)
 async def handle_create_topics(ctx: RequestContext, request: Any) -> Any:
+    # Counted before anything else, as Kafka does: a request over the limit is refused whole.
+    default = ctx.broker.config.num_partitions
+    asked = sum(len(t.assignments) if t.assignments else (default if t.num_partitions == -1 else max(t.num_partitions, 0))
+                for t in request.topics)
+    problem = too_many_in_one_request(ctx, asked)
+    if problem is not None:
+        return ctx.respond(throttle_time=0, topics=[topic_result(t.name, ErrorCode.POLICY_VIOLATION, problem)
+                                                    for t in request.topics])
     counts = Counter(t.name for t in request.topics)
     results = []
     for creatable in request.topics:

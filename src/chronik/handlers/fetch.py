@@ -4,9 +4,11 @@ A fetch is answered at once when it has ``min_bytes`` of data (or an error
 to report); otherwise it is parked until any of its partitions' high
 watermark advances -- and re-checked then, so it is answered as soon as data
 arrives -- or until ``max_wait`` passes.  Limits: ``partition_max_bytes``
-per partition and ``max_bytes`` in all, except that the first batch found is
-always sent whole so a consumer can make progress past a batch larger than
-its limits (as Kafka does).
+per partition and ``max_bytes`` in all -- never more than the broker's
+``fetch.max.bytes``, whatever the request asks for -- except that the first
+batch found is always sent whole so a consumer can make progress past a batch
+larger than its limits (as Kafka does).  A parked fetch reserves its limit in
+the connection's budget of queued answers (:mod:`chronik.server.connection`).
 
 From v13 on, topics are named by topic id (as Metadata reports it) in the
 request and the response; an unknown id gets UNKNOWN_TOPIC_ID.
@@ -19,7 +21,6 @@ FETCH_SESSION_ID_NOT_FOUND.  Batches are served exactly as stored.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -58,7 +59,7 @@ def read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], 
 
 def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], int, bool, list[PartitionLog]]:
     broker = ctx.broker
-    budget = request.max_bytes if ctx.api_version >= 3 else math.inf
+    budget = response_limit(ctx, request)
     total = 0
     errors = False
     logs: list[PartitionLog] = []
@@ -95,6 +96,12 @@ def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]],
     return responses, total, errors, logs
 
 
+def response_limit(ctx: RequestContext, request: Any) -> int:
+    """Bytes of records one response may carry: the request's ``max_bytes`` (v3+), capped by ``fetch.max.bytes``."""
+    cap = ctx.broker.config.fetch_max_bytes
+    return min(request.max_bytes, cap) if ctx.api_version >= 3 else cap
+
+
 @handles(1, 4, 16)
 async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
     session_id = getattr(request, "session_id", 0)
@@ -122,4 +129,7 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
         return ctx.respond(throttle_time=0, error_code=0, session_id=0, responses=responses)
 
     # A parked fetch is deferred, so it does not hold up the requests behind it.
-    return await long_poll() if answered() else ctx.later(long_poll)
+    if answered():
+        return await long_poll()
+    asked = sum(p.partition_max_bytes for t in request.topics for p in t.partitions)
+    return ctx.later(long_poll, reserve=max(0, min(asked, response_limit(ctx, request))))

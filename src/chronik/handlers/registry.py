@@ -98,9 +98,14 @@ class RequestContext:
         """The response of the negotiated version, built from ``data``/``values``."""
         return build(self.response_type, data, **values)
 
-    def later(self, finish: Callable[[], Awaitable[Any]], ready: Callable[[], bool] | None = None) -> "Deferred":
-        """A response that ``finish()`` will produce while the connection reads on (see the module docstring)."""
-        return Deferred(finish, ready)
+    def later(self, finish: Callable[[], Awaitable[Any]], ready: Callable[[], bool] | None = None,
+              reserve: int = 0) -> "Deferred":
+        """A response that ``finish()`` will produce while the connection reads on (see the module docstring).
+
+        ``reserve``: the bytes the response may grow to, held against the
+        connection's budget of queued answers until it is sent.
+        """
+        return Deferred(finish, ready, reserve)
 
     def warn_unsupported(self, feature: str, detail: str = "") -> None:
         """Log, once per client and feature every 10 minutes, that a client uses ``feature``,
@@ -138,6 +143,7 @@ class Deferred:
 
     finish: Callable[[], Awaitable[Any]]
     ready: Callable[[], bool] | None = None
+    reserve: int = 0
 
 
 _REGISTRY: dict[int, Registration] = {}

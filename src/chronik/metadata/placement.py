@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .image import MetadataImage
 
-MAX_PARTITIONS = 100_000
-"""The most partitions one request may ask for."""
+@dataclass(frozen=True, slots=True)
+class PartitionLimits:
+    """How many partitions one topic, and all topics together, may have
+    (``max_partitions_per_topic``, ``max_partitions``)."""
+
+    per_topic: int
+    total: int
+
+    @classmethod
+    def of(cls, config: Any) -> "PartitionLimits":
+        """The limits a :class:`~chronik.config.BrokerConfig` sets."""
+        return cls(config.max_partitions_per_topic, config.max_partitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +40,14 @@ class TopicRequest:
     """A manual assignment (replicas per partition, leader first); None: spread over the brokers."""
 
 
-def topic_request_problem(image: MetadataImage, request: TopicRequest) -> tuple[str, str] | None:
-    """(Kafka error name, message) if the request cannot be served on this cluster (the image's live brokers)."""
+def topic_request_problem(image: MetadataImage, request: TopicRequest, limits: PartitionLimits,
+                          added: int | None = None) -> tuple[str, str] | None:
+    """(Kafka error name, message) if the request cannot be served on this cluster (the image's live brokers).
+
+    ``added``: partitions the request adds (default: all of the topic's).
+    Over ``limits.per_topic``: INVALID_PARTITIONS; over ``limits.total`` for
+    all topics together: POLICY_VIOLATION.
+    """
     live_brokers = max(len(image.live_brokers()), 1)
     if request.num_partitions < 1:
         return "INVALID_PARTITIONS", f"number of partitions must be at least 1, not {request.num_partitions}"
@@ -41,8 +58,14 @@ def topic_request_problem(image: MetadataImage, request: TopicRequest) -> tuple[
             "INVALID_REPLICATION_FACTOR",
             f"replication factor {request.replication_factor} is larger than the {live_brokers} available broker(s)",
         )
-    if request.num_partitions > MAX_PARTITIONS:
-        return "INVALID_PARTITIONS", f"{request.num_partitions} partitions is more than this broker allows ({MAX_PARTITIONS})"
+    if request.num_partitions > limits.per_topic:
+        return ("INVALID_PARTITIONS", f"{request.num_partitions} partitions is more than a topic may have here "
+                f"({limits.per_topic}, max_partitions_per_topic)")
+    added = request.num_partitions if added is None else added
+    existing = sum(len(topic.partitions) for topic in image.topics.values())
+    if existing + added > limits.total:
+        return ("POLICY_VIOLATION", f"{added} more partition(s) would make {existing + added} in all, more than "
+                f"this cluster allows ({limits.total}, max_partitions)")
     return None
 
 

@@ -39,6 +39,7 @@ from .errors import (
     MalformedMessage,
     ProtocolError,
     RecordTooLarge,
+    TlsHandshake,
     UnsupportedCompressionType,
     UnsupportedVersion,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "RequestHeader",
     "RequestIds",
     "TimestampType",
+    "TlsHandshake",
     "UnsupportedCompressionType",
     "UnsupportedVersion",
     "api_version_range",

@@ -239,6 +239,17 @@ class FrameTooLarge(InvalidFrame):
         self.limit = limit
 
 
+class TlsHandshake(InvalidFrame):
+    """The stream starts with a TLS handshake record, not a Kafka frame.
+
+    A client configured for TLS (``security.protocol=SSL``) connected to a
+    plaintext listener.  Close the connection.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("a TLS handshake where a Kafka request was expected")
+
+
 class MalformedMessage(ProtocolError):
     """A request or response header or body does not parse.
 

@@ -12,9 +12,10 @@ prefix is read, before any memory is set aside for the payload.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 
-from .errors import FrameTooLarge, InvalidFrame
+from .errors import FrameTooLarge, InvalidFrame, TlsHandshake
 from .primitives import INT32, BytesLike
 
 DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024
@@ -22,6 +23,10 @@ DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024
 
 SIZE_PREFIX_BYTES = 4
 _MAX_INT32 = 2**31 - 1
+#: A TLS record header starts with content type 22 (handshake) and major
+#: version 3; read as a Kafka size prefix that is 0x1603XXYY (~369 MB).
+_TLS_HANDSHAKE_RECORD = 0x1603
+_TLS_MAX_MINOR = 4  # SSL 3.0 (0) .. TLS 1.3 (4; ClientHellos say 1 for compatibility)
 
 
 class FrameDecoder:
@@ -37,15 +42,22 @@ class FrameDecoder:
     Invariants:
 
     * ``_buffer[_start:]`` holds the bytes fed and not yet returned; nothing
-      else is kept, so memory is bounded by what the caller chose to feed.
+      else is kept, so memory is bounded by what the caller chose to feed,
+      and once every complete frame is returned and no partial one is left
+      the buffer is empty (its capacity released too).
     * A payload is returned as ``bytes`` without its 4-byte size prefix, in
       stream order, exactly once.
     * After an :class:`InvalidFrame` the stream cannot be resynchronised: every
-      later :meth:`next_frame` raises the same error, and the connection must
-      be closed.
+      later :meth:`next_frame` raises an equal error (a fresh exception each
+      time: one object raised again and again would chain every raise's
+      frames onto its traceback, and keep them alive), and the connection
+      must be closed.
+    * A stream that starts with a TLS record header (a TLS client on a
+      plaintext listener) raises :class:`TlsHandshake` on its first prefix,
+      whatever the size limit.
     """
 
-    __slots__ = ("_buffer", "_error", "_max_frame_bytes", "_start")
+    __slots__ = ("_buffer", "_error", "_max_frame_bytes", "_start", "_started")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         if not 0 <= max_frame_bytes <= _MAX_INT32:
@@ -53,7 +65,8 @@ class FrameDecoder:
         self._max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
         self._start = 0
-        self._error: InvalidFrame | None = None
+        self._error: Callable[[], InvalidFrame] | None = None
+        self._started = False  # a frame has been returned
 
     @property
     def buffered_bytes(self) -> int:
@@ -76,24 +89,32 @@ class FrameDecoder:
         :raises FrameTooLarge: the size prefix exceeds ``max_frame_bytes``.
         """
         if self._error is not None:
-            raise self._error
+            raise self._error()
         start = self._start
         available = len(self._buffer) - start
         if available < SIZE_PREFIX_BYTES:
             return None
         (size,) = INT32.unpack_from(self._buffer, start)
-        if size < 0:
-            self._error = InvalidFrame(f"negative frame size {size}")
-            raise self._error
-        if size > self._max_frame_bytes:
-            self._error = FrameTooLarge(size, self._max_frame_bytes)
-            raise self._error
+        if not self._started and size >> 16 == _TLS_HANDSHAKE_RECORD and size >> 8 & 0xFF <= _TLS_MAX_MINOR:
+            self._error = TlsHandshake
+        elif size < 0:
+            self._error = functools.partial(InvalidFrame, f"negative frame size {size}")
+        elif size > self._max_frame_bytes:
+            self._error = functools.partial(FrameTooLarge, size, self._max_frame_bytes)
+        if self._error is not None:
+            raise self._error()
         end = start + SIZE_PREFIX_BYTES + size
         if len(self._buffer) < end:
             return None
         with memoryview(self._buffer) as view:
             payload = bytes(view[start + SIZE_PREFIX_BYTES : end])
+        if end == len(self._buffer):
+            # All consumed: drop the buffer, whose capacity is that of the
+            # largest burst received -- an idle connection keeps none of it.
+            self._buffer = bytearray()
+            end = 0
         self._start = end
+        self._started = True
         return payload
 
     def __iter__(self) -> Iterator[bytes]:

@@ -24,11 +24,24 @@ So many produce requests in flight on one connection share one group commit,
 a parked fetch does not hold up the requests behind it, and the client still
 sees responses in request order (Kafka's guarantee).  Every response that is
 ready when one is sent goes out in the same ``sendmsg``.  When
-``max_in_flight`` responses are owed the reader stops reading: backpressure,
-not unbounded memory.  The reader yields only once per
+``max_in_flight`` responses are owed, or ``max_queued_bytes`` of answers
+are queued (ready but unsent, or reserved by a parked fetch), the reader
+stops reading: backpressure, not unbounded memory -- a client that sends
+requests but never reads answers costs at most that budget plus one answer
+(Kafka mutes the channel the same way).  The reader yields only once per
 ``_FRAMES_PER_CHECKPOINT`` frames of one ``receive_some`` (the handlers'
 synchronous parts are short), so a burst of pipelined requests costs one trip
 through the scheduler, not one each.
+
+Resting: after :data:`BUSY_LINGER` seconds without traffic and with nothing
+owed, the writer task and the nursery end and the connection only waits for
+its socket to become readable (no failed ``recv``: its exception would
+materialise a frame object per coroutine of the stack, kept for the life of
+the connection).  That is about 6 KiB per idle connection; the next request
+starts the writer again.  Deadlines: ``idle_timeout`` (Kafka's
+``connections.max.idle.ms``: nothing sent, received or owed), the same
+timeout for a send the client does not read, and ``request_timeout`` for a
+request whose first bytes arrived but not its last (slow senders).
 
 Shutdown: at end of input (the client closed its side) the reader stops, the
 writer sends every response already owed, then the socket closes.  A
@@ -41,6 +54,7 @@ they are only not answered.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,6 +72,15 @@ _FRAMES_PER_CHECKPOINT = 64
 #: Responses this small (all of them bytes) are joined into one buffer before
 #: sending: cheaper than describing each to ``sendmsg``.
 _JOIN_BELOW = 64 * 1024
+#: Bytes of answers one connection may have queued (ready but unsent, or
+#: reserved by a parked fetch) before its reader stops reading requests.
+#: One answer may take it over: memory per connection stays below this plus
+#: the largest answer (``fetch.max.bytes`` for a fetch).
+MAX_QUEUED_BYTES = 8 * 1024 * 1024
+#: Seconds without traffic (and nothing owed) after which a connection rests:
+#: its writer task and nursery end, and only one waiting frame is left (a few
+#: KiB less per idle connection).  The next request starts them again.
+BUSY_LINGER = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,43 +93,73 @@ class PendingResponse:
     without waiting -- then it must not yield either.  Only for a wait that
     may start late without changing its outcome (an fsync already queued);
     a wait with a deadline needs its own task (no ``ready``).
+
+    ``reserve``: the bytes the response may grow to (a parked fetch's
+    limit), counted against the connection's queued-bytes budget from the
+    start, so a client cannot park many large answers at once.
     """
 
     finish: Callable[[], Awaitable[Buffers | None]]
     ready: Callable[[], bool] | None = None
+    reserve: int = 0
+
+
+class ConnectionIdle(Exception):
+    """Nothing was received or sent, and nothing was owed, for the idle timeout."""
+
+
+class RequestTimedOut(Exception):
+    """A request began to arrive but was not complete within the request timeout."""
+
+
+class SendStalled(Exception):
+    """The client accepted none of a response for the idle timeout."""
 
 
 class _Task:
-    """A pending response completing in its own task."""
+    """A pending response completing in its own task; ``charge``: bytes it counts for."""
 
-    __slots__ = ("buffers", "done")
+    __slots__ = ("buffers", "charge", "done")
 
-    def __init__(self) -> None:
+    def __init__(self, charge: int) -> None:
         self.buffers: Buffers | None = None
+        self.charge = charge
         self.done = trio.Event()
 
 
-async def send_buffers(stream: trio.SocketStream, buffers: Buffers) -> None:
-    """Send one response; several buffers go out with ``sendmsg`` (gathered, not joined).
+def frame_bytes(buffers: Buffers | None) -> int:
+    """Bytes of an encoded frame (its 4-byte size prefix first, as ``encode_frame`` makes it)."""
+    if not buffers:
+        return 0
+    first = buffers[0]
+    if len(buffers) > 1 and len(first) == 4:
+        return 4 + int.from_bytes(first, "big")
+    return sum(memoryview(b).nbytes for b in buffers)
+
+
+async def send_buffers(stream: trio.SocketStream, buffers: Buffers, stall_timeout: float = math.inf) -> None:
+    """Send one response or several; the buffers go out with ``sendmsg`` (gathered, not joined).
 
     Only the connection's writer task sends, so using the socket directly
-    cannot interleave with another ``send_all``.
+    cannot interleave with another ``send_all``.  Raises :class:`SendStalled`
+    when one ``sendmsg`` waits ``stall_timeout`` seconds (the client reads
+    nothing); the bytes sent before stay sent.
     """
-    if len(buffers) == 1:
-        await stream.send_all(buffers[0])
-        return
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
     sock = stream.socket
     while views:
-        sent = await sock.sendmsg(views[:_IOV_MAX])
-        while sent:
-            first = len(views[0])
-            if sent >= first:
-                sent -= first
-                del views[0]
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
+        with trio.move_on_after(stall_timeout):
+            sent = await sock.sendmsg(views[:_IOV_MAX])
+            while sent:
+                first = len(views[0])
+                if sent >= first:
+                    sent -= first
+                    del views[0]
+                else:
+                    views[0] = views[0][sent:]
+                    sent = 0
+            continue
+        raise SendStalled(f"the client read nothing for {stall_timeout:g} s")
 
 
 async def serve_pipelined(
@@ -115,6 +168,9 @@ async def serve_pipelined(
     dispatch: Callable[[bytes], Awaitable[Buffers | PendingResponse | None]],
     *,
     max_in_flight: int = 1000,
+    max_queued_bytes: int = MAX_QUEUED_BYTES,
+    idle_timeout: float = math.inf,
+    request_timeout: float = math.inf,
     burst_end: Callable[[], None] | None = None,
 ) -> None:
     """Serve one connection until the client closes it (see the module docstring).
@@ -123,10 +179,73 @@ async def serve_pipelined(
     what arrived has been dispatched, before the reader waits for more bytes
     (the broker starts its group commit there: the burst's appends share it).
 
-    An exception from ``decoder`` or ``dispatch`` (a protocol error) is raised
-    after the responses already owed are sent.  A transport error, or an
-    exception from a pending response's ``finish()``, cancels the rest and is
-    raised at once.  Exceptions come out plain, never as exception groups.
+    Limits (the reader stops reading while one is reached; Kafka mutes the
+    channel the same way): ``max_in_flight`` answers owed; ``max_queued_bytes``
+    of answers ready but not yet sent, plus the ``reserve`` of pending ones.
+    Deadlines: :class:`ConnectionIdle` after ``idle_timeout`` seconds without
+    a byte received or sent while nothing is owed (Kafka's
+    ``connections.max.idle.ms``); :class:`SendStalled` when the client reads
+    nothing of an answer for ``idle_timeout``; :class:`RequestTimedOut` when
+    a request is still incomplete ``request_timeout`` seconds after its
+    first bytes arrived.
+
+    An exception from ``decoder`` or ``dispatch`` (a protocol error) or a
+    deadline is raised after the responses already owed are sent.  A
+    transport error, or an exception from a pending response's ``finish()``,
+    cancels the rest and is raised at once.  Exceptions come out plain, never
+    as exception groups, and no reference to them is kept: nothing of a
+    closed connection waits for the cyclic garbage collector.
+    """
+    limits = _Limits(max_in_flight, max_queued_bytes, idle_timeout, request_timeout)
+    activity = trio.current_time()
+    partial_since = activity
+    while True:
+        # Resting: nothing owed, no task, no nursery -- only this frame waits.
+        if decoder.buffered_bytes:
+            deadline = partial_since + request_timeout
+        else:
+            deadline = activity + idle_timeout
+        with trio.move_on_at(deadline) as waited:
+            # Waiting for readability first (not receive_some, which tries a
+            # recv and fails with BlockingIOError) keeps a resting connection
+            # free of exception tracebacks and of the frame objects they create.
+            await trio.lowlevel.wait_readable(stream.socket)
+        if waited.cancelled_caught:
+            if decoder.buffered_bytes:
+                raise RequestTimedOut(f"a request was still incomplete after {request_timeout:g} s")
+            raise ConnectionIdle(f"idle for {idle_timeout:g} s")
+        data = await stream.receive_some(RECEIVE_BYTES)
+        if not data:
+            return  # end of input while resting: nothing is owed
+        activity, partial_since = await _serve_busy(stream, decoder, dispatch, limits, burst_end, partial_since, data)
+        if activity < 0:
+            return  # end of input, every answer sent
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    max_in_flight: int
+    max_queued_bytes: int
+    idle_timeout: float
+    request_timeout: float
+
+
+async def _serve_busy(
+    stream: trio.SocketStream,
+    decoder: FrameDecoder,
+    dispatch: Callable[[bytes], Awaitable[Buffers | PendingResponse | None]],
+    limits: _Limits,
+    burst_end: Callable[[], None] | None,
+    partial_since: float,
+    data: bytes,
+) -> tuple[float, float]:
+    """Dispatch ``data`` (just received), then read, dispatch and answer until end of input, or until the connection rests.
+
+    Resting: :data:`BUSY_LINGER` seconds without a byte received while
+    nothing is owed and no request is half-received.  Returns (time of the
+    last activity, when the buffered partial request began) on rest, and
+    (-1, -1) at end of input with every answer sent.  Raises as
+    :func:`serve_pipelined` does.
     """
     # What is owed, in request order: buffers (ready), a PendingResponse with
     # ``ready`` (finished by the writer), a _Task, or None (a pending response
@@ -137,6 +256,10 @@ async def serve_pipelined(
     reading = True
     fatal: list[BaseException] = []
     protocol_error: Exception | None = None
+    # [bytes of answers owed (ready, or reserved by pending ones), time of the last send]
+    state: list[Any] = [0, -math.inf]
+    idle_timeout = limits.idle_timeout
+    result = (-1.0, -1.0)
 
     async with trio.open_nursery() as nursery:
 
@@ -148,6 +271,9 @@ async def serve_pipelined(
         async def finish(task: _Task, pending: PendingResponse) -> None:
             try:
                 task.buffers = await pending.finish()
+                size = frame_bytes(task.buffers)
+                state[0] += size - task.charge
+                task.charge = size
             except Exception as exc:
                 fail(exc)
             finally:
@@ -169,6 +295,13 @@ async def serve_pipelined(
                 return item.buffers
             return await item.finish()
 
+        def charge(item: Any) -> int:
+            if type(item) is list:
+                return frame_bytes(item)
+            if type(item) is _Task:
+                return item.charge
+            return 0
+
         async def write_in_order() -> None:
             """Send what is owed in order; every consecutive response already ready goes in the same send.
 
@@ -186,19 +319,23 @@ async def serve_pipelined(
                         continue
                     out: Buffers = []
                     buffers = await complete(owed[0])
-                    owed.popleft()
+                    charged = charge(owed.popleft())  # after complete(): a task's charge is then its size
                     if buffers:
                         out += buffers
                     while owed and len(out) < _IOV_MAX and is_ready(owed[0]):
-                        buffers = await complete(owed.popleft())
+                        buffers = await complete(owed[0])
+                        charged += charge(owed.popleft())
                         if buffers:
                             out += buffers
-                    if room:
-                        room.pop().set()
                     if out:
                         if len(out) > 2 and all(type(b) is bytes for b in out) and sum(map(len, out)) < _JOIN_BELOW:
                             out = [b"".join(out)]
-                        await send_buffers(stream, out)
+                        await send_buffers(stream, out, idle_timeout)
+                        state[1] = trio.current_time()
+                    del out, buffers
+                    state[0] -= charged
+                    if room:
+                        room.pop().set()
             except Exception as exc:
                 fail(exc)
 
@@ -209,11 +346,29 @@ async def serve_pipelined(
 
         nursery.start_soon(write_in_order)
         try:
+            last_received = trio.current_time()
             while True:
-                data = await stream.receive_some(RECEIVE_BYTES)
                 if not data:
-                    break
+                    if decoder.buffered_bytes:
+                        deadline = partial_since + limits.request_timeout
+                    else:
+                        deadline = max(last_received, state[1]) + BUSY_LINGER
+                    with trio.move_on_at(deadline) as waited:
+                        data = await stream.receive_some(RECEIVE_BYTES)
+                    if waited.cancelled_caught:
+                        if decoder.buffered_bytes:
+                            raise RequestTimedOut(f"a request was still incomplete after {limits.request_timeout:g} s")
+                        if owed:
+                            last_received = trio.current_time()  # answers are owed: not resting
+                            continue
+                        result = (max(last_received, state[1]), partial_since)
+                        break
+                    if not data:
+                        break
+                last_received = trio.current_time()
+                continued = decoder.buffered_bytes > 0
                 decoder.feed(data)
+                data = b""
                 handled = 0
                 for frame in decoder:
                     handled += 1
@@ -222,16 +377,21 @@ async def serve_pipelined(
                     outcome = await dispatch(frame)
                     if outcome is None:
                         continue
-                    if isinstance(outcome, PendingResponse):
-                        if outcome.ready is None:
-                            task = _Task()
-                            nursery.start_soon(finish, task, outcome)
-                            outcome = task
+                    if type(outcome) is list:
+                        state[0] += frame_bytes(outcome)
+                    elif isinstance(outcome, PendingResponse) and outcome.ready is None:
+                        task = _Task(outcome.reserve)
+                        state[0] += outcome.reserve
+                        nursery.start_soon(finish, task, outcome)
+                        outcome = task
                     owe(outcome)
-                    while len(owed) >= max_in_flight:
+                    outcome = None
+                    while len(owed) >= limits.max_in_flight or (owed and state[0] >= limits.max_queued_bytes):
                         event = trio.Event()
                         room.append(event)
                         await event.wait()
+                if handled or not continued:
+                    partial_since = trio.current_time()  # what is left began in this receive (or after a wait for room)
                 if burst_end is not None:
                     burst_end()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
@@ -242,7 +402,15 @@ async def serve_pipelined(
             reading = False
             if wake_writer:
                 wake_writer.pop().set()
-    if fatal:
-        raise fatal[0]
-    if protocol_error is not None:
-        raise protocol_error
+    # Raise with no reference left behind: the exception's traceback holds
+    # this frame, so a local (or a closure's list) still naming the exception
+    # would be a reference cycle, freed only by the cyclic collector.
+    try:
+        if fatal:
+            raise fatal[0]
+        if protocol_error is not None:
+            raise protocol_error
+    finally:
+        fatal.clear()
+        protocol_error = None
+    return result

@@ -7,8 +7,16 @@ and the next request proceeds, so the requests a client pipelines share
 group commits.  Responses still go back strictly in request order
 (:mod:`.connection`).  A Produce with acks=0 gets no response.
 
+Limits: ``max.connections`` / ``max.connections.per.ip`` (a connection
+over a cap is closed before a byte is read), ``connections.max.idle.ms``,
+``request_arrival_timeout_ms`` (slow senders), and the per-connection budget
+of queued answers (:mod:`.connection`).  Every warning about one peer is
+logged at most once a minute per kind, however often the peer retries.
+
 Errors:
 
+* a TLS client on this plaintext listener (its ClientHello read as a frame
+  size) gets its connection closed and one clear log line;
 * a frame over ``socket.request.max.bytes`` or with a negative size cannot
   be resynchronised: it is logged and the connection is closed;
 * an API or version that no handler serves gets UNSUPPORTED_VERSION in a
@@ -34,10 +42,12 @@ durable (the WAL owns that), it is only not answered.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
 import trio
@@ -51,6 +61,7 @@ from ..protocol import (
     FrameDecoder,
     InvalidFrame,
     MalformedMessage,
+    TlsHandshake,
     UnsupportedVersion,
     api_version_range,
     decode_request_frame,
@@ -62,7 +73,8 @@ from ..protocol import (
 from ..protocol.build import build, error_codes
 from ..protocol.error_responses import LEGACY_PRODUCE_VERSIONS, error_response, legacy_produce_error_response
 from ..storage import GroupCommitter, StorageError
-from .connection import Buffers, PendingResponse, serve_pipelined
+from .connection import Buffers, ConnectionIdle, PendingResponse, RequestTimedOut, SendStalled, serve_pipelined
+from .limits import ConnectionLimits, LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -110,22 +122,99 @@ async def serve_kafka(broker: KafkaServices, listeners: list[trio.SocketListener
     for address in listener_addresses(listeners):
         log.info("listening for Kafka clients on %s:%d (advertised as %s)", address.host, address.port, broker.advertised)
 
-    async def handle(stream: trio.SocketStream) -> None:
-        await serve_connection(broker, stream)
+    listener = Listener(broker)
+    handle = functools.partial(serve_connection, broker, listener=listener)
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handle, listeners)
+        for tcp_listener in listeners:
+            nursery.start_soon(accept_connections, tcp_listener, handle, nursery, listener.refused)
         task_status.started()
 
 
-async def serve_connection(broker: KafkaServices, stream: trio.SocketStream) -> None:
-    """Serve one client: requests pipelined, responses in request order (see :mod:`.connection`)."""
+#: Seconds between two log lines about the same peer (or about refused connections).
+LOG_INTERVAL = 60.0
+#: accept() errors that mean "out of file descriptors or memory for now": wait and retry.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY_SECONDS = 0.1
+
+
+async def accept_connections(tcp_listener: trio.SocketListener, handle: Callable[[trio.SocketStream], Awaitable[None]],
+                             nursery: trio.Nursery, log_limiter: LogLimiter) -> None:
+    """Accept until cancelled; each connection is served by ``handle`` in a task of ``nursery``.
+
+    Like ``trio.serve_listeners`` but without its per-connection wrapper:
+    ``handle`` closes its own stream (no forced close raising Cancelled per
+    connection, no extra frame per idle connection), and running out of file
+    descriptors is logged once per interval, not ten times a second.
+    Cancellation: the listening socket is closed.
+    """
+    async with tcp_listener:
+        while True:
+            try:
+                stream = await tcp_listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                held = log_limiter.allow("accept")
+                if held is not None:
+                    log.error("cannot accept connections: %s (%d more since the last line); retrying",
+                              os.strerror(exc.errno), held)
+                await trio.sleep(_ACCEPT_RETRY_SECONDS)
+            else:
+                nursery.start_soon(handle, stream)
+
+
+class Listener:
+    """What the connections of one Kafka listener share: the connection caps and the log limiters."""
+
+    def __init__(self, broker: KafkaServices) -> None:
+        config = broker.config
+        self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
+        self.per_peer = LogLimiter(LOG_INTERVAL)  # one line per peer IP and kind of trouble
+        self.refused = LogLimiter(LOG_INTERVAL)  # one line for all refused connections
+
+    def warn(self, peer: str, kind: str, message: str, *args: object) -> None:
+        """Log ``message`` at warning unless this peer had a line of this kind within the interval."""
+        held = self.per_peer.allow((peer, kind))
+        if held is not None:
+            if held:
+                message += " (%d more like it since the last line)"
+                args = (*args, held)
+            log.warning(message, *args)
+
+
+def _addresses(stream: trio.SocketStream) -> tuple[str, str]:
+    """(client IP, "host:port" of the listener it reached); "?" for what the socket no longer knows."""
     try:
-        peer = stream.socket.getpeername()
-        client_host = str(peer[0])
+        client_host = str(stream.socket.getpeername()[0])
     except OSError:
         client_host = "?"
-    decoder = FrameDecoder(broker.config.socket_request_max_bytes)
+    try:
+        local = stream.socket.getsockname()
+        here = str(HostPort(str(local[0]), int(local[1])))
+    except OSError:
+        here = "?"
+    return client_host, here
+
+
+async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, listener: Listener | None = None) -> None:
+    """Serve one client: requests pipelined, responses in request order (see :mod:`.connection`).
+
+    A connection over ``max.connections`` or ``max.connections.per.ip`` is
+    closed at once (one log line per interval for all of them); one idle for
+    ``connections.max.idle.ms`` is closed quietly (debug log, as Kafka does).
+    """
+    listener = listener or Listener(broker)
+    client_host, here = _addresses(stream)
+    refusal = listener.limits.admit(client_host)
+    if refusal is not None:
+        stream.socket.close()
+        held = listener.refused.allow()
+        if held is not None:
+            log.warning("refusing connections: %s (%d more refused since the last line)", refusal, held)
+        return
+    config = broker.config
+    decoder = FrameDecoder(config.socket_request_max_bytes)
 
     def dispatch(frame: bytes) -> Awaitable[Buffers | PendingResponse | None]:
         return handle_frame(broker, frame, client_host)
@@ -133,11 +222,20 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream) -> 
     broker.metrics.connections.inc()
     try:
         async with stream:
-            await serve_pipelined(stream, decoder, dispatch, burst_end=broker.committer.start_now)
+            await serve_pipelined(stream, decoder, dispatch, burst_end=broker.committer.start_now,
+                                  idle_timeout=config.connections_max_idle_ms / 1000,
+                                  request_timeout=config.request_arrival_timeout_ms / 1000)
+    except TlsHandshake:
+        listener.warn(client_host, "tls", "TLS client on the PLAINTEXT listener %s from %s: closing its connections "
+                      "(give it security.protocol=PLAINTEXT)", here, client_host)
     except InvalidFrame as exc:
-        log.warning("closing connection from %s: %s", client_host, exc)
+        listener.warn(client_host, "frame", "closing connection from %s: %s", client_host, exc)
     except MalformedMessage as exc:
-        log.warning("closing connection from %s: malformed request: %s", client_host, exc)
+        listener.warn(client_host, "malformed", "closing connection from %s: malformed request: %s", client_host, exc)
+    except ConnectionIdle as exc:
+        log.debug("closing connection from %s: %s", client_host, exc)
+    except (RequestTimedOut, SendStalled) as exc:
+        listener.warn(client_host, "slow", "closing connection from %s: %s", client_host, exc)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass  # the client went away
     except _CloseConnection:
@@ -146,6 +244,7 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream) -> 
         log.exception("closing connection from %s after an unexpected error", client_host)
     finally:
         broker.metrics.connections.dec()
+        listener.limits.release(client_host)
 
 
 class _CloseConnection(Exception):
@@ -184,7 +283,8 @@ async def _answer(ctx: RequestContext, request: Any, work: Awaitable[Any], start
     try:
         response = await work
         if isinstance(response, Deferred):
-            return PendingResponse(functools.partial(_answer_deferred, ctx, request, response, started), response.ready)
+            return PendingResponse(functools.partial(_answer_deferred, ctx, request, response, started), response.ready,
+                                   response.reserve)
         if isinstance(response, Encoded):
             broker.metrics.record_request(_api_name(api_key), time.perf_counter() - started,
                                           {_error_name(code) for code in response.errors})
