@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 import struct
 from typing import Any
