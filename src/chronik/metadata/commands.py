@@ -166,6 +166,49 @@ class ControlledShutdown(Command):
     node_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class UpsertScramCredential(Command):
+    """Set ``user``'s credential for ``mechanism`` (a name of
+    :data:`~chronik.metadata.credentials.SCRAM_MECHANISMS`); ``credential`` is
+    :meth:`~chronik.metadata.credentials.ScramCredential.to_json`'s form.  Never a password."""
+
+    type_name: ClassVar[str] = "upsert_scram_credential"
+    user: str
+    mechanism: str
+    credential: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteScramCredential(Command):
+    """Forget ``user``'s credential for ``mechanism`` (RESOURCE_NOT_FOUND if it has none)."""
+
+    type_name: ClassVar[str] = "delete_scram_credential"
+    user: str
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateAcls(Command):
+    """Store ACL bindings (:meth:`~chronik.metadata.acls.AclBinding.to_list` form).
+
+    The result holds one entry per binding: None, or ``[error name, message]``
+    for a binding that may not be stored; storing one already there is a no-op.
+    """
+
+    type_name: ClassVar[str] = "create_acls"
+    acls: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAcls(Command):
+    """Delete the stored bindings each filter matches
+    (:meth:`~chronik.metadata.acls.AclBindingFilter.to_list` form); the result lists,
+    per filter, the bindings it deleted."""
+
+    type_name: ClassVar[str] = "delete_acls"
+    filters: list[list[Any]]
+
+
 PREFERRED_ELECTION = 0
 UNCLEAN_ELECTION = 1
 
@@ -198,7 +241,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
     for cls in (
         RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds,
         CommitOffsets, DeleteGroup, DeleteOffsets, ChangeIsr, FenceBroker, UnfenceBroker,
-        ControlledShutdown, ElectLeaders,
+        ControlledShutdown, ElectLeaders, UpsertScramCredential, DeleteScramCredential, CreateAcls, DeleteAcls,
     )
 }
 

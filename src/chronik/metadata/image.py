@@ -28,18 +28,23 @@ from .commands import (
     Command,
     CommitOffsets,
     ControlledShutdown,
+    CreateAcls,
     CreatePartitions,
     CreateTopic,
+    DeleteAcls,
     DeleteGroup,
     DeleteOffsets,
+    DeleteScramCredential,
     DeleteTopic,
     ElectLeaders,
     FenceBroker,
     RegisterBroker,
     UnfenceBroker,
+    UpsertScramCredential,
     PREFERRED_ELECTION,
     UNCLEAN_ELECTION,
 )
+from .security_image import SecurityImage
 from .topic_configs import InvalidConfig, validate_topic_config
 
 
@@ -121,6 +126,8 @@ class MetadataImage:
         self.next_producer_id = 0
         self.applied_offset = -1
         self.group_offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
+        self.security = SecurityImage()
+        """SCRAM credentials and ACL bindings."""
 
     # -- applying ------------------------------------------------------------
 
@@ -432,6 +439,18 @@ class MetadataImage:
                 raise CommandRejected("INVALID_CONFIG", f"{key}: {exc}") from None
         return checked
 
+    def _apply_upsert_scram_credential(self, c: UpsertScramCredential) -> None:
+        self.security.upsert_credential(c, CommandRejected)
+
+    def _apply_delete_scram_credential(self, c: DeleteScramCredential) -> None:
+        self.security.delete_credential(c, CommandRejected)
+
+    def _apply_create_acls(self, c: CreateAcls) -> list[list[str] | None]:
+        return self.security.create_acls(c)
+
+    def _apply_delete_acls(self, c: DeleteAcls) -> list[list[list[Any]]]:
+        return self.security.delete_acls(c)
+
     # -- snapshots -----------------------------------------------------------
 
     def to_snapshot(self) -> dict[str, Any]:
@@ -452,6 +471,7 @@ class MetadataImage:
                 group: [[topic, partition, o.offset, o.leader_epoch, o.metadata] for (topic, partition), o in stored.items()]
                 for group, stored in self.group_offsets.items()
             },
+            **self.security.to_snapshot(),
         }
 
     @classmethod
@@ -472,6 +492,7 @@ class MetadataImage:
                 (topic_name, partition): CommittedOffset(offset, leader_epoch, metadata)
                 for topic_name, partition, offset, leader_epoch, metadata in entries
             }
+        image.security.load_snapshot(data)
         return image
 
     def copy(self) -> "MetadataImage":
