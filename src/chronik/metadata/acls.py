@@ -24,7 +24,7 @@ Nothing here decides whether a request is authorized: that is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any
 
@@ -86,8 +86,21 @@ CONCRETE_OPERATIONS = frozenset(AclOperation) - {AclOperation.UNKNOWN, AclOperat
 CONCRETE_PERMISSIONS = frozenset({AclPermissionType.ALLOW, AclPermissionType.DENY})
 
 
+class _ListForm:
+    """The JSON form used in metadata commands and snapshots: the fields as a list, in order."""
+
+    __slots__ = ()
+
+    def to_list(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
+
+    @classmethod
+    def from_list(cls, values: list[Any]) -> Any:
+        return cls(*values)
+
+
 @dataclass(frozen=True, slots=True)
-class AclBinding:
+class AclBinding(_ListForm):
     """One stored ACL (see the module docstring for what a stored one may hold)."""
 
     resource_type: int
@@ -97,15 +110,6 @@ class AclBinding:
     host: str
     operation: int
     permission: int
-
-    def to_list(self) -> list[Any]:
-        """The JSON form used in metadata commands and snapshots."""
-        return [self.resource_type, self.resource_name, self.pattern_type, self.principal, self.host,
-                self.operation, self.permission]
-
-    @classmethod
-    def from_list(cls, fields: list[Any]) -> "AclBinding":
-        return cls(*fields)
 
     def matches_resource(self, resource_type: int, name: str) -> bool:
         """Whether this binding's pattern covers the concrete resource ``(resource_type, name)``."""
@@ -117,7 +121,7 @@ class AclBinding:
 
 
 @dataclass(frozen=True, slots=True)
-class AclBindingFilter:
+class AclBindingFilter(_ListForm):
     """A DescribeAcls / DeleteAcls filter; None fields match anything."""
 
     resource_type: int = ResourceType.ANY
@@ -127,14 +131,6 @@ class AclBindingFilter:
     host: str | None = None
     operation: int = AclOperation.ANY
     permission: int = AclPermissionType.ANY
-
-    def to_list(self) -> list[Any]:
-        return [self.resource_type, self.resource_name, self.pattern_type, self.principal, self.host,
-                self.operation, self.permission]
-
-    @classmethod
-    def from_list(cls, fields: list[Any]) -> "AclBindingFilter":
-        return cls(*fields)
 
     def matches(self, binding: AclBinding) -> bool:
         """Kafka's filter rules: ANY matches every value of its field; MATCH matches
