@@ -6,7 +6,8 @@
 2. the metadata log, replayed (snapshot + WAL tail), then this node's
    RegisterBroker command if the image does not already say the same;
 3. the partition logs, opened (recovered) to match the metadata image;
-4. background tasks: retention, the group coordinator's timers.
+4. background tasks: retention, the group coordinator's timers, the transaction
+   coordinator (completing decided transactions, aborting timed-out ones).
 
 :meth:`Broker.serve` then runs the Kafka listener (and the operator HTTP
 endpoint if configured) until cancelled.  Leaving :func:`open_broker` cancels
@@ -56,6 +57,8 @@ import trio
 from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
+from .txn import TransactionCoordinator, TxnSettings
+from .txn.markers import LocalMarkerWriter
 from .log.manager import LogManager
 from .log.partition import PartitionLog
 from .metadata import (
@@ -140,6 +143,12 @@ class Broker:
         self._coordinating_since: tuple[int, int] | None = None  # (controller epoch, its first log end)
         self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
                                        role=self if consensus is not None else None)
+        # transactions (issue 13): coordinated where groups are, state in the metadata log
+        self.transactions = TransactionCoordinator(
+            metadata, LocalMarkerWriter(lambda: self.metadata.image, self.partition_log, config.node_id),
+            self.next_producer_id,
+            TxnSettings(config.transaction_max_timeout_ms, config.transactional_id_expiration_ms),
+            role=self if consensus is not None else None)
 
     @property
     def image(self) -> MetadataImage:
@@ -480,6 +489,7 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
                     nursery.start_soon(broker._retention_loop)
                     await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)
+                    await nursery.start(broker.transactions.run)
                     if replicas is not None:
                         assert consensus is not None
                         from .cluster.liveness import BrokerLiveness

@@ -107,6 +107,10 @@ _SETTINGS_LIST = (
            "Cluster mode: how often the controller looks for partitions not led by their preferred replica."),
     _kafka("group.initial.rebalance.delay.ms", _Int(0), "Wait for more members before the first rebalance of a group."),
     _kafka("socket.request.max.bytes", _Int(1), "Largest request frame accepted."),
+    _kafka("transaction.max.timeout.ms", _Int(1, 2**31 - 1),
+           "Largest transaction.timeout.ms a transactional producer may ask for (else INVALID_TRANSACTION_TIMEOUT)."),
+    _kafka("transactional.id.expiration.ms", _Int(1, 2**31 - 1),
+           "Forget a transactional id whose producer has sent nothing transactional for this long."),
     _Setting("node_id", _Int(0), "This node's id (Kafka node.id / broker.id).", "cluster"),
     _Setting("replication_listen", _Address(), "Address the replication/controller listener binds.", "cluster",
              file_keys=("listeners.replication",)),
@@ -173,6 +177,8 @@ class BrokerConfig:
     leader_imbalance_check_interval_seconds: int = 300
     group_initial_rebalance_delay_ms: int = 3000
     socket_request_max_bytes: int = 104857600
+    transaction_max_timeout_ms: int = 900000
+    transactional_id_expiration_ms: int = 604800000
     # cluster
     node_id: int = 1
     replication_listen: HostPort = HostPort("0.0.0.0", 9291)
