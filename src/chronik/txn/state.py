@@ -19,6 +19,9 @@ Invariants:
 
 * the producer epoch only grows for a producer id; when it would pass
   :data:`MAX_EPOCH` the id is replaced by a new one at epoch 0;
+* ``last_producer_epoch`` is set only by a bump the producer asked for itself
+  (KIP-360, naming its id and epoch) and cleared by the next transition, so
+  only that producer's retry gets the bumped epoch; a zombie never does;
 * a request carrying an older epoch than the stored one is fenced
   (PRODUCER_FENCED; handlers answer INVALID_PRODUCER_EPOCH to versions that
   predate KIP-588), a different producer id is INVALID_PRODUCER_ID_MAPPING;
@@ -81,7 +84,7 @@ def _put(current: TransactionImage | None, transactional_id: str, *, producer_id
 def _with(current: TransactionImage, now_ms: int, **changes: object) -> PutTransaction:
     fields = dict(producer_id=current.producer_id, producer_epoch=current.producer_epoch, state=current.state,
                   partitions=current.partitions, groups=current.groups, timeout_ms=current.timeout_ms,
-                  started_ms=current.started_ms, last_producer_epoch=current.last_producer_epoch)
+                  started_ms=current.started_ms, last_producer_epoch=-1)
     fields.update(changes)
     return _put(current, current.transactional_id, now_ms=now_ms, **fields)  # type: ignore[arg-type]
 
@@ -111,14 +114,18 @@ def init_producer_id(current: TransactionImage | None, transactional_id: str, ti
     if current.state in PREPARING:
         return Outcome(ErrorCode.CONCURRENT_TRANSACTIONS)
     if producer_id >= 0:
-        # KIP-360: a producer re-initialising says who it was; anyone else is a zombie
-        retry = producer_id == current.producer_id and producer_epoch == current.last_producer_epoch
-        if producer_id != current.producer_id or (producer_epoch != current.producer_epoch and not retry):
+        # KIP-360: a producer re-initialising says who it was; anyone else is a zombie.  A retry
+        # of a re-initialisation that already bumped the epoch gets the same answer again.
+        if producer_id == current.producer_id and producer_epoch == current.last_producer_epoch \
+                and current.last_producer_epoch >= 0 and current.state not in (ONGOING, *PREPARING):
+            return Outcome(producer_id=current.producer_id, producer_epoch=current.producer_epoch)
+        if producer_id != current.producer_id or producer_epoch != current.producer_epoch:
             return Outcome(ErrorCode.PRODUCER_FENCED)
     if current.state == ONGOING:
         # fence the producer of the open transaction: abort it under a bumped epoch first
+        # (the producer itself re-initialising may then take the bumped epoch: a retry, below)
         put = _with(current, now_ms, producer_epoch=min(current.producer_epoch + 1, MAX_EPOCH + 1),
-                    state=PREPARE_ABORT, last_producer_epoch=current.producer_epoch)
+                    state=PREPARE_ABORT, last_producer_epoch=current.producer_epoch if producer_id >= 0 else -1)
         return Outcome(ErrorCode.CONCURRENT_TRANSACTIONS, put=put, markers=True)
     if current.producer_epoch >= MAX_EPOCH:
         if new_producer_id is None:
@@ -127,7 +134,8 @@ def init_producer_id(current: TransactionImage | None, transactional_id: str, ti
     else:
         pid, epoch = current.producer_id, current.producer_epoch + 1
     put = _with(current, now_ms, producer_id=pid, producer_epoch=epoch, state=EMPTY, partitions=[], groups=[],
-                timeout_ms=timeout_ms, started_ms=-1, last_producer_epoch=current.producer_epoch)
+                timeout_ms=timeout_ms, started_ms=-1,
+                last_producer_epoch=current.producer_epoch if producer_id >= 0 and pid == producer_id else -1)
     return Outcome(put=put, producer_id=pid, producer_epoch=epoch)
 
 
@@ -207,7 +215,7 @@ def expire(current: TransactionImage, now_ms: int, expiration_ms: int) -> Outcom
     producer is fenced), or forget an id idle for ``expiration_ms``.  None: nothing to do."""
     if current.state == ONGOING and now_ms > current.started_ms + current.timeout_ms:
         put = _with(current, now_ms, producer_epoch=min(current.producer_epoch + 1, MAX_EPOCH + 1),
-                    state=PREPARE_ABORT, last_producer_epoch=current.producer_epoch)
+                    state=PREPARE_ABORT, last_producer_epoch=-1)
         return Outcome(put=put, markers=True)
     if current.state in (EMPTY, *COMPLETE) and now_ms > current.updated_ms + expiration_ms:
         return Outcome(put=_with(current, now_ms, state=DEAD))
