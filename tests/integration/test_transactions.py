@@ -16,7 +16,10 @@ import confluent_kafka
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from chronik.protocol import ErrorCode, Record, encode_batch
+
 from .brokerproc import BrokerProcess
+from .raw import Raw
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -226,3 +229,108 @@ def test_transaction_timeout_above_the_maximum_is_refused(tmp_path: Any) -> None
         assert raised.value.args[0].code() == confluent_kafka.KafkaError.INVALID_TRANSACTION_TIMEOUT
     finally:
         proc.stop()
+
+
+def txn_batch(pid: int, epoch: int, seq: int, value: bytes) -> bytes:
+    return bytes(encode_batch([Record(0, 1_700_000_000_000, None, value)], producer_id=pid, producer_epoch=epoch,
+                              base_sequence=seq, is_transactional=True))
+
+
+def produce(raw: Raw, txn_id: str | None, topic: str, partition: int, batch: bytes) -> tuple[int, int]:
+    answer = raw.call(0, 9, {"transactional_id": txn_id, "acks": -1, "timeout": 5000, "topic_data": [
+        {"name": topic, "partition_data": [{"index": partition, "records": batch}]}]})
+    result = answer.responses[0].partition_responses[0]
+    return result.error_code, result.base_offset
+
+
+def fetch(raw: Raw, topic: str, partition: int, isolation: int) -> Any:
+    answer = raw.call(1, 11, {
+        "replica_id": -1, "max_wait": 0, "min_bytes": 1, "max_bytes": 1 << 20, "isolation_level": isolation,
+        "session_id": 0, "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
+        "topics": [{"topic": topic, "partitions": [{
+            "partition": partition, "fetch_offset": 0, "current_leader_epoch": -1, "log_start_offset": -1,
+            "partition_max_bytes": 1 << 20}]}]})
+    return answer.responses[0].partitions[0]
+
+
+def add_partitions(raw: Raw, txn_id: str, pid: int, epoch: int, topic: str, partitions: list[int],
+                   version: int = 3) -> dict[int, int]:
+    answer = raw.call(24, version, {"v3_and_below_transactional_id": txn_id, "v3_and_below_producer_id": pid,
+                                    "v3_and_below_producer_epoch": epoch,
+                                    "v3_and_below_topics": [{"name": topic, "partitions": partitions}]})
+    return {r.partition_index: r.partition_error_code for r in answer.results_by_topic_v3_and_below[0].results_by_partition}
+
+
+def offset_fetch(raw: Raw, group: str, topic: str, require_stable: bool) -> tuple[int, int]:
+    answer = raw.call(9, 7, {"group_id": group, "topics": [{"name": topic, "partition_indexes": [0]}],
+                             "require_stable": require_stable})
+    partition = answer.topics[0].partitions[0]
+    return partition.error_code, partition.committed_offset
+
+
+def test_the_transaction_protocol_step_by_step(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "raw-out", 2)
+    create_topic(broker.bootstrap, "raw-in", 1)
+    with Raw(broker) as raw:
+        answer = raw.call(10, 3, {"key": "r", "key_type": 1})
+        assert (answer.error_code, answer.port) == (0, broker.port)
+        answer = raw.call(22, 4, {"transactional_id": "r", "transaction_timeout": 60000, "producer_id": -1,
+                                  "producer_epoch": -1})
+        assert answer.error_code == 0
+        pid, epoch = answer.producer_id, answer.producer_epoch
+        # KIP-890 part 1: a transactional batch to a partition not in the transaction is refused
+        assert produce(raw, "r", "raw-out", 0, txn_batch(pid, epoch, 0, b"early")) == (ErrorCode.INVALID_TXN_STATE, -1)
+        assert produce(raw, None, "raw-out", 0, txn_batch(pid, epoch, 0, b"no-id"))[0] == ErrorCode.INVALID_TXN_STATE
+        assert add_partitions(raw, "r", pid, epoch, "raw-out", [0]) == {0: 0}
+        assert add_partitions(raw, "r", pid, epoch, "nope", [0]) == {0: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}
+        assert produce(raw, "r", "raw-out", 0, txn_batch(pid, epoch, 0, b"one")) == (0, 0)
+        verify = raw.call(24, 4, {"transactions": [{"transactional_id": "r", "producer_id": pid, "producer_epoch": epoch,
+                                                    "verify_only": True,
+                                                    "topics": [{"name": "raw-out", "partitions": [0, 1]}]}]})
+        results = verify.results_by_transaction[0].topic_results[0].results_by_partition
+        assert {r.partition_index: r.partition_error_code for r in results} == {0: 0, 1: ErrorCode.INVALID_TXN_STATE}
+        # offsets inside the transaction: pending, so require_stable is told UNSTABLE_OFFSET_COMMIT
+        answer = raw.call(25, 3, {"transactional_id": "r", "producer_id": pid, "producer_epoch": epoch, "group_id": "g"})
+        assert answer.error_code == 0
+        answer = raw.call(28, 3, {"transactional_id": "r", "group_id": "g", "producer_id": pid, "producer_epoch": epoch,
+                                  "generation_id": -1, "member_id": "", "group_instance_id": None, "topics": [
+                                      {"name": "raw-in", "partitions": [{"partition_index": 0, "committed_offset": 7,
+                                                                         "committed_leader_epoch": -1,
+                                                                         "committed_metadata": None}]}]})
+        assert answer.topics[0].partitions[0].error_code == 0
+        assert offset_fetch(raw, "g", "raw-in", True) == (ErrorCode.UNSTABLE_OFFSET_COMMIT, -1)
+        assert offset_fetch(raw, "g", "raw-in", False) == (0, -1)
+        # read_committed sees nothing yet; the LSO is the transaction's first offset in every answer
+        committed_view = fetch(raw, "raw-out", 0, 1)
+        assert (committed_view.high_watermark, committed_view.last_stable_offset, len(committed_view.records or b"")) \
+            == (1, 0, 0)
+        uncommitted_view = fetch(raw, "raw-out", 0, 0)
+        assert uncommitted_view.last_stable_offset == 0 and len(uncommitted_view.records) > 0
+        answer = raw.call(26, 3, {"transactional_id": "r", "producer_id": pid, "producer_epoch": epoch, "committed": True})
+        assert answer.error_code == 0
+        assert offset_fetch(raw, "g", "raw-in", True) == (0, 7)
+        committed_view = fetch(raw, "raw-out", 0, 1)
+        assert (committed_view.high_watermark, committed_view.last_stable_offset) == (2, 2)
+        assert committed_view.aborted_transactions == ()
+        # an aborted transaction is listed for read_committed readers
+        assert add_partitions(raw, "r", pid, epoch, "raw-out", [0]) == {0: 0}
+        assert produce(raw, "r", "raw-out", 0, txn_batch(pid, epoch, 1, b"two")) == (0, 2)
+        answer = raw.call(26, 3, {"transactional_id": "r", "producer_id": pid, "producer_epoch": epoch, "committed": False})
+        assert answer.error_code == 0
+        committed_view = fetch(raw, "raw-out", 0, 1)
+        assert [(t.producer_id, t.first_offset) for t in committed_view.aborted_transactions] == [(pid, 2)]
+        # a new producer of the id fences this one: old epoch refused everywhere, by version
+        answer = raw.call(22, 4, {"transactional_id": "r", "transaction_timeout": 60000, "producer_id": -1,
+                                  "producer_epoch": -1})
+        assert (answer.error_code, answer.producer_id, answer.producer_epoch) == (0, pid, epoch + 1)
+        assert add_partitions(raw, "r", pid, epoch, "raw-out", [0]) == {0: ErrorCode.PRODUCER_FENCED}
+        assert add_partitions(raw, "r", pid, epoch, "raw-out", [0], version=1) == {0: ErrorCode.INVALID_PRODUCER_EPOCH}
+        assert produce(raw, "r", "raw-out", 0, txn_batch(pid, epoch, 2, b"zombie"))[0] == ErrorCode.INVALID_PRODUCER_EPOCH
+        answer = raw.call(26, 1, {"transactional_id": "r", "producer_id": pid, "producer_epoch": epoch, "committed": True})
+        assert answer.error_code == ErrorCode.INVALID_PRODUCER_EPOCH
+        answer = raw.call(26, 3, {"transactional_id": "r", "producer_id": pid + 1, "producer_epoch": epoch + 1,
+                                  "committed": True})
+        assert answer.error_code == ErrorCode.INVALID_PRODUCER_ID_MAPPING
+        answer = raw.call(26, 3, {"transactional_id": "r", "producer_id": pid, "producer_epoch": epoch + 1,
+                                  "committed": True})
+        assert answer.error_code == ErrorCode.INVALID_TXN_STATE  # nothing is ongoing
