@@ -14,17 +14,12 @@ from typing import Any
 
 import confluent_kafka
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from chronik.protocol import ErrorCode, Record, encode_batch
 
 from .brokerproc import BrokerProcess
+from .clients import confluent_read_all, create_topic
 from .raw import Raw
-
-
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(10)
 
 
 def txn_producer(bootstrap: str, transactional_id: str, **conf: Any) -> confluent_kafka.Producer:
@@ -32,31 +27,6 @@ def txn_producer(bootstrap: str, transactional_id: str, **conf: Any) -> confluen
                                          "linger.ms": 1, **conf})
     producer.init_transactions(20)
     return producer
-
-
-def read_all(bootstrap: str, topic: str, partitions: int, isolation: str, *,
-             timeout: float = 20.0) -> dict[int, list[tuple[int, bytes]]]:
-    """Every record of every partition up to its end as seen with ``isolation``
-    (the high watermark, or for read_committed the last stable offset)."""
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{isolation}",
-                                         "enable.auto.commit": False, "isolation.level": isolation})
-    try:
-        tps = [confluent_kafka.TopicPartition(topic, p, 0) for p in range(partitions)]
-        ends = {p: consumer.get_watermark_offsets(tps[p], timeout=10)[1] for p in range(partitions)}
-        consumer.assign(tps)
-        got: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
-        deadline = time.monotonic() + timeout
-        while True:
-            positions = {tp.partition: tp.offset for tp in consumer.position(tps)}
-            if all(positions[p] >= ends[p] for p in range(partitions)):
-                return got
-            assert time.monotonic() < deadline, f"stuck at {positions}, ends {ends}"
-            message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
-                continue
-            got[message.partition()].append((message.offset(), message.value()))
-    finally:
-        consumer.close()
 
 
 def values(records: dict[int, list[tuple[int, bytes]]]) -> dict[int, list[bytes]]:
@@ -89,11 +59,11 @@ def test_commit_and_abort_across_partitions(broker: BrokerProcess) -> None:
     committed[0].append(b"plain")
     everything[0].append(b"plain")
 
-    assert values(read_all(broker.bootstrap, "tx", 3, "read_committed")) == committed
-    assert values(read_all(broker.bootstrap, "tx", 3, "read_uncommitted")) == everything
+    assert values(confluent_read_all(broker.bootstrap, "tx", 3, "read_committed")) == committed
+    assert values(confluent_read_all(broker.bootstrap, "tx", 3, "read_uncommitted")) == everything
     # ... and after a restart (the producer state and the aborted index are rebuilt from the log)
     broker.restart()
-    assert values(read_all(broker.bootstrap, "tx", 3, "read_committed")) == committed
+    assert values(confluent_read_all(broker.bootstrap, "tx", 3, "read_committed")) == committed
 
 
 def test_open_transaction_holds_back_read_committed(broker: BrokerProcess) -> None:
@@ -117,7 +87,7 @@ def test_open_transaction_holds_back_read_committed(broker: BrokerProcess) -> No
         assert consumer.get_watermark_offsets(tp, timeout=10)[1] == 4  # before, in-txn, after, marker
     finally:
         consumer.close()
-    assert values(read_all(broker.bootstrap, "open", 1, "read_committed")) == {0: [b"before", b"in-txn", b"after"]}
+    assert values(confluent_read_all(broker.bootstrap, "open", 1, "read_committed")) == {0: [b"before", b"in-txn", b"after"]}
 
 
 def test_consume_transform_produce_moves_offsets_with_output(broker: BrokerProcess) -> None:
@@ -157,7 +127,7 @@ def test_consume_transform_produce_moves_offsets_with_output(broker: BrokerProce
     run("g", True, 10)
     run("g", False, 10)  # aborted: neither the output nor the offset moves
     run("g", True, 10)  # so this one takes the same input again
-    out = values(read_all(broker.bootstrap, "ctp-out", 1, "read_committed"))[0]
+    out = values(confluent_read_all(broker.bootstrap, "ctp-out", 1, "read_committed"))[0]
     assert out == [b"out-%d" % i for i in range(10)] * 0 + [b"out-%d" % i for i in range(20)]
     checker = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g"})
     try:
@@ -188,9 +158,9 @@ def test_second_producer_fences_the_first(broker: BrokerProcess) -> None:
     with pytest.raises(confluent_kafka.KafkaException) as raised:
         zombie.commit_transaction(10)
     assert raised.value.args[0].fatal()
-    assert values(read_all(broker.bootstrap, "fence", 2, "read_committed")) == {0: [], 1: [b"successor"]}
+    assert values(confluent_read_all(broker.bootstrap, "fence", 2, "read_committed")) == {0: [], 1: [b"successor"]}
     # nothing of the zombie's late writes was stored at all; its open transaction was aborted
-    assert values(read_all(broker.bootstrap, "fence", 2, "read_uncommitted")) == {0: [b"zombie-open"], 1: [b"successor"]}
+    assert values(confluent_read_all(broker.bootstrap, "fence", 2, "read_uncommitted")) == {0: [b"zombie-open"], 1: [b"successor"]}
 
 
 def test_broker_aborts_a_transaction_past_its_timeout(broker: BrokerProcess) -> None:
@@ -214,7 +184,7 @@ def test_broker_aborts_a_transaction_past_its_timeout(broker: BrokerProcess) -> 
     finally:
         consumer.close()
     broker.wait_for_log("timed out after 2000 ms: aborting")
-    assert values(read_all(broker.bootstrap, "slow", 1, "read_committed")) == {0: [b"later"]}
+    assert values(confluent_read_all(broker.bootstrap, "slow", 1, "read_committed")) == {0: [b"later"]}
     with pytest.raises(confluent_kafka.KafkaException):
         producer.commit_transaction(10)
 

@@ -32,7 +32,7 @@ from typing import Any
 import confluent_kafka
 
 from .brokerproc import BrokerProcess
-from .test_transactions import create_topic, read_all
+from .clients import confluent_read_all, create_topic
 
 TOPIC = "jepsen"
 PARTITIONS = 4
@@ -205,7 +205,7 @@ def test_transactions_under_crashes(broker: BrokerProcess) -> None:
         assert not writer.is_alive()
     reader.join(30)
     # transactions a writer left open when it stopped are aborted at their timeout at the latest
-    final = read_all(broker.bootstrap, TOPIC, PARTITIONS, "read_committed", timeout=40)
+    final = confluent_read_all(broker.bootstrap, TOPIC, PARTITIONS, "read_committed", timeout=40)
     anomalies = check(history, final)
     outcomes = Counter(history.outcome.values())
     print(f"\ntransactions: {len(history.attempted)} ({dict(outcomes)}), crashes: {crashes}, "
