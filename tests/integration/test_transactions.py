@@ -9,16 +9,18 @@ transaction past its timeout; kill -9 in the middle of transactions.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import aiokafka
 import confluent_kafka
 import pytest
 
 from chronik.protocol import ErrorCode, Record, encode_batch
 
 from .brokerproc import BrokerProcess
-from .clients import confluent_read_all, create_topic
+from .clients import confluent_read_all, create_topic, kafka
 from .raw import Raw
 
 
@@ -304,3 +306,73 @@ def test_the_transaction_protocol_step_by_step(broker: BrokerProcess) -> None:
         answer = raw.call(26, 3, {"transactional_id": "r", "producer_id": pid, "producer_epoch": epoch + 1,
                                   "committed": True})
         assert answer.error_code == ErrorCode.INVALID_TXN_STATE  # nothing is ongoing
+
+
+def test_aiokafka_transactions(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "aio-tx", 2)
+
+    async def run() -> list[tuple[int, bytes]]:
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id="aio-1")
+        await producer.start()
+        try:
+            async with producer.transaction():
+                for i in range(4):
+                    await producer.send("aio-tx", b"c1-%d" % i, partition=i % 2)
+            await producer.begin_transaction()
+            for i in range(3):
+                await producer.send("aio-tx", b"ab-%d" % i, partition=i % 2)
+            await producer.abort_transaction()
+            async with producer.transaction():
+                await producer.send("aio-tx", b"c2-0", partition=1)
+        finally:
+            await producer.stop()
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level="read_committed",
+                                             auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([aiokafka.TopicPartition("aio-tx", p) for p in range(2)])
+            got: list[tuple[int, bytes]] = []
+            async with asyncio.timeout(20):
+                while len(got) < 5:
+                    batches = await consumer.getmany(timeout_ms=200)
+                    got += [(m.partition, m.value) for messages in batches.values() for m in messages]
+            return got
+        finally:
+            await consumer.stop()
+
+    got = asyncio.run(run())
+    assert sorted(got) == [(0, b"c1-0"), (0, b"c1-2"), (1, b"c1-1"), (1, b"c1-3"), (1, b"c2-0")]
+    assert [v for p, v in got if p == 1] == [b"c1-1", b"c1-3", b"c2-0"]
+    assert values(confluent_read_all(broker.bootstrap, "aio-tx", 2, "read_uncommitted"))[0] == [
+        b"c1-0", b"c1-2", b"ab-0", b"ab-2"]
+
+
+def test_kafka_python_transactions(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "kp-tx", 2)
+    producer = kafka.KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id="kp-1")
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for i in range(4):
+            producer.send("kp-tx", b"c1-%d" % i, partition=i % 2)
+        producer.commit_transaction()
+        producer.begin_transaction()
+        for i in range(2):
+            producer.send("kp-tx", b"ab-%d" % i, partition=i % 2)
+        producer.flush()
+        producer.abort_transaction()
+        producer.begin_transaction()
+        producer.send("kp-tx", b"c2-0", partition=0)
+        producer.commit_transaction()
+    finally:
+        producer.close(5)
+    consumer = kafka.KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level="read_committed",
+                                   auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=3000)
+    try:
+        consumer.assign([kafka.TopicPartition("kp-tx", p) for p in range(2)])
+        got = [(m.partition, m.value) for m in consumer]
+    finally:
+        consumer.close()
+    assert sorted(got) == [(0, b"c1-0"), (0, b"c1-2"), (0, b"c2-0"), (1, b"c1-1"), (1, b"c1-3")]
+    assert values(confluent_read_all(broker.bootstrap, "kp-tx", 2, "read_uncommitted"))[1] == [
+        b"c1-1", b"c1-3", b"ab-1"]
