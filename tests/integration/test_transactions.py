@@ -10,6 +10,7 @@ transaction past its timeout; kill -9 in the middle of transactions.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from chronik.protocol import ErrorCode, Record, encode_batch
 
 from .brokerproc import BrokerProcess
 from .clients import confluent_read_all, create_topic, kafka
-from .raw import Raw
+from .raw import Raw, request_frame
 
 
 def txn_producer(bootstrap: str, transactional_id: str, **conf: Any) -> confluent_kafka.Producer:
@@ -376,3 +377,41 @@ def test_kafka_python_transactions(broker: BrokerProcess) -> None:
     assert sorted(got) == [(0, b"c1-0"), (0, b"c1-2"), (0, b"c2-0"), (1, b"c1-1"), (1, b"c1-3")]
     assert values(confluent_read_all(broker.bootstrap, "kp-tx", 2, "read_uncommitted"))[1] == [
         b"c1-1", b"c1-3", b"ab-1"]
+
+
+def test_operators_see_hanging_transactions(broker: BrokerProcess) -> None:
+    """ListTransactions, DescribeTransactions and DescribeProducers show an open transaction."""
+    create_topic(broker.bootstrap, "ops", 2)
+    producer = txn_producer(broker.bootstrap, "ops-1")
+    producer.begin_transaction()
+    producer.produce("ops", b"x", partition=1)
+    producer.flush(10)
+    done = txn_producer(broker.bootstrap, "ops-2")
+    done.begin_transaction()
+    done.produce("ops", b"y", partition=0)
+    done.commit_transaction(10)
+    time.sleep(0.05)
+    with Raw(broker) as raw:
+        listed = raw.call(66, 1, {"state_filters": [], "producer_id_filters": [], "duration_filter": -1})
+        assert sorted((t.transactional_id, t.transaction_state) for t in listed.transaction_states) == [
+            ("ops-1", "Ongoing"), ("ops-2", "CompleteCommit")]
+        hanging = raw.call(66, 1, {"state_filters": ["Ongoing", "Bogus"], "producer_id_filters": [],
+                                   "duration_filter": 0})
+        assert [t.transactional_id for t in hanging.transaction_states] == ["ops-1"]
+        assert hanging.unknown_state_filters == ("Bogus",)
+        described = raw.call(65, 0, {"transactional_ids": ["ops-1"]})
+        (ops,) = described.transaction_states
+        assert (ops.error_code, ops.transaction_state, ops.producer_epoch) == (0, "Ongoing", 0)
+        assert [(t.topic, t.partitions) for t in ops.topics] == [("ops", (1,))]
+        assert ops.transaction_timeout.total_seconds() == 60
+        # an unknown id: start time -1 (as Kafka sends it, which kio cannot decode), so read the error code raw
+        raw.send(request_frame(65, 0, {"transactional_ids": ["nope"]}))
+        frame = raw.read_frame()
+        assert frame is not None  # correlation id, tags, throttle time, array length, then the error code
+        assert struct.unpack_from(">h", frame, 4 + 1 + 4 + 1)[0] == ErrorCode.TRANSACTIONAL_ID_NOT_FOUND
+        producers = raw.call(61, 0, {"topics": [{"name": "ops", "partition_indexes": [0, 1, 7]}]})
+        p0, p1, p7 = producers.topics[0].partitions
+        assert [(s.producer_id, s.current_txn_start_offset) for s in p1.active_producers] == [(ops.producer_id, 0)]
+        assert [s.current_txn_start_offset for s in p0.active_producers] == [-1]
+        assert p7.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    producer.abort_transaction(10)

@@ -182,6 +182,11 @@ class ProducerStateTable:
             lso = min(lso, min(self.ongoing.values()))
         return lso
 
+    def describe(self) -> list[tuple[int, int, int, int]]:
+        """(producer id, epoch, last sequence, first offset of its ongoing transaction or -1) per producer."""
+        return [(pid, entry.epoch, entry.last_sequence, self.ongoing.get(pid, -1))
+                for pid, entry in sorted(self._producers.items())]
+
     def first_unstable_producer(self) -> tuple[int, int] | None:
         """(producer id, first offset) of the oldest ongoing transaction here, or None."""
         if not self.ongoing:
