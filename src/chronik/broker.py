@@ -58,7 +58,7 @@ from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
 from .txn import TransactionCoordinator, TxnSettings
-from .txn.markers import LocalMarkerWriter
+from .txn.markers import ClusterMarkerWriter, LocalMarkerWriter
 from .log.manager import LogManager
 from .log.partition import PartitionLog
 from .metadata import (
@@ -144,9 +144,12 @@ class Broker:
         self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
                                        role=self if consensus is not None else None)
         # transactions (issue 13): coordinated where groups are, state in the metadata log
+        markers: LocalMarkerWriter | ClusterMarkerWriter = LocalMarkerWriter(
+            lambda: self.metadata.image, self.partition_log, config.node_id)
+        if consensus is not None:  # partitions led elsewhere get their markers by WriteTxnMarkers
+            markers = ClusterMarkerWriter(markers, lambda: self.metadata.image, config.node_id)
         self.transactions = TransactionCoordinator(
-            metadata, LocalMarkerWriter(lambda: self.metadata.image, self.partition_log, config.node_id),
-            self.next_producer_id,
+            metadata, markers, self.next_producer_id,
             TxnSettings(config.transaction_max_timeout_ms, config.transactional_id_expiration_ms),
             role=self if consensus is not None else None)
 

@@ -147,6 +147,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                     continue
             check = None
             if transactional_id is not None:
+                await broker.transactions.wait_partition_added(transactional_id, name, index)
                 check = functools.partial(_verify, broker.transactions, transactional_id, name, index)
             try:
                 infos, nbytes, nrecords = append_records(

@@ -239,6 +239,21 @@ class TransactionCoordinator:
             return ErrorCode.INVALID_TXN_STATE
         return None
 
+    async def wait_partition_added(self, transactional_id: str, topic: str, partition: int,
+                                   timeout: float = 1.0) -> None:
+        """(Cluster mode, on a partition leader that is not the coordinator.) Give this node's
+        replicated metadata up to ``timeout`` s to show ``topic``-``partition`` in the id's
+        ongoing transaction: the coordinator added it before answering the producer, but this
+        node may not have applied that yet.  Returns early once it has; never raises."""
+        if self._role.coordinator_error() is None:
+            return
+        with trio.move_on_after(timeout):
+            while True:
+                current = self.state(transactional_id)
+                if current is not None and current.state == core.ONGOING and [topic, partition] in current.partitions:
+                    return
+                await trio.sleep(0.01)
+
     # -- completion and the timer ------------------------------------------------
 
     def _start_completion(self, transactional_id: str) -> None:
