@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import trio
 from chronik.broker import open_broker
 from chronik.config import BrokerConfig
 from chronik.metadata import CommandRejected
-from chronik.metadata.image import MetadataImage
+from chronik.metadata.commands import CreateTopic, StageTxnOffsets
+from chronik.metadata.image import CommittedOffset, MetadataImage
 from chronik.metadata.placement import TopicRequest
 from chronik.protocol import ErrorCode, Record, encode_batch, validate_batch
 from chronik.txn import state as core
@@ -150,3 +152,14 @@ async def test_a_decision_survives_a_crash_before_its_markers(tmp_path: Path, mo
             assert log.aborted_transactions(0, 2) == []
         assert broker.image.group_offsets["g"][("in", 0)].offset == 5
         assert broker.image.pending_txn_offsets == {}
+
+
+def test_transaction_state_and_pending_offsets_survive_a_metadata_snapshot() -> None:
+    image = MetadataImage()
+    image.apply(0, CreateTopic("in", "0" * 32, [[1]]))
+    apply(image, core.init_producer_id(None, "t", 1000, MAX, -1, -1, 0, new_producer_id=7))
+    apply(image, core.add_offsets(image.transactions["t"], 7, 0, "g", 1))
+    image.apply(image.applied_offset + 1, StageTxnOffsets("t", "g", 7, 0, [["in", 0, 3, -1, "m"]]))
+    restored = MetadataImage.from_snapshot(json.loads(json.dumps(image.to_snapshot())))
+    assert restored.transactions == image.transactions
+    assert restored.pending_txn_offsets == image.pending_txn_offsets == {"g": {7: {("in", 0): CommittedOffset(3, -1, "m")}}}
