@@ -29,11 +29,9 @@ Prints one table (workload, result, target, met?) and optionally writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,20 +41,11 @@ sys.path.insert(0, str(REPO))
 
 import confluent_kafka  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-from stats import percentile_ms  # noqa: E402
+from stats import Row, percentile_ms, report  # noqa: E402
 
 from tests.integration.brokerproc import BrokerProcess  # noqa: E402
 
 VALUE = b"v" * 100
-
-
-@dataclass
-class Row:
-    workload: str
-    result: str
-    target: str
-    met: bool | None
-    detail: dict[str, float]
 
 
 def create(bootstrap: str, topic: str) -> None:
@@ -150,14 +139,7 @@ def main() -> int:
                     ">= 0.9x ru", rc >= 0.9 * ru, {"offsets_per_s": rc, "records": rc_count}))
     rows.append(Row("consume-ru", f"{ru:,.0f} offsets/s ({ru_count} records)", "baseline", None,
                     {"offsets_per_s": ru, "records": ru_count}))
-    print(f"{'workload':<16} {'result':<64} {'target':<14} met")
-    print("-" * 100)
-    for row in rows:
-        met = "-" if row.met is None else "yes" if row.met else "NO"
-        print(f"{row.workload:<16} {row.result:<64} {row.target:<14} {met}")
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    return 0 if all(r.met is not False for r in rows) else 1
+    return report(rows, args.json, workload_width=16, result_width=64)
 
 
 if __name__ == "__main__":

@@ -189,3 +189,20 @@ def confluent_read_all(bootstrap: str, topic: str, partitions: int, isolation: s
             got[message.partition()].append((message.offset(), message.value()))
     finally:
         consumer.close()
+
+
+def end_transaction(producer: confluent_kafka.Producer, commit: bool, *, attempts: int = 10,
+                    timeout: float = 10.0, pause: float = 0.2) -> None:
+    """Commit or abort, retrying what librdkafka calls retriable (a broker restarting, a
+    coordinator or leader moving); raises the last error otherwise."""
+    for attempt in range(attempts):
+        try:
+            if commit:
+                producer.commit_transaction(timeout)
+            else:
+                producer.abort_transaction(timeout)
+            return
+        except confluent_kafka.KafkaException as exc:
+            if not exc.args[0].retriable() or attempt == attempts - 1:
+                raise
+            time.sleep(pause)

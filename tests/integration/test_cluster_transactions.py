@@ -8,27 +8,12 @@ from pathlib import Path
 
 import confluent_kafka
 
-from .clients import confluent_read_all
+from .clients import confluent_read_all, end_transaction
 from .test_cluster import IDS, Cluster, create, eventually, running_cluster
 from .test_failover import leaders
 
 TOPIC = "ctx"
 PARTITIONS = 3
-
-
-def finish(producer: confluent_kafka.Producer, commit: bool) -> None:
-    """Commit or abort, retrying what librdkafka calls retriable (a coordinator or leader moving)."""
-    for attempt in range(20):
-        try:
-            if commit:
-                producer.commit_transaction(15)
-            else:
-                producer.abort_transaction(15)
-            return
-        except confluent_kafka.KafkaException as exc:
-            if not exc.args[0].retriable() or attempt == 19:
-                raise
-            time.sleep(0.5)
 
 
 def send(producer: confluent_kafka.Producer, tag: str) -> list[tuple[int, bytes]]:
@@ -66,16 +51,16 @@ def test_transactions_survive_a_leader_and_the_coordinator_dying(tmp_path: Path)
         # markers go to partitions led by every node (two of them through WriteTxnMarkers)
         assert sorted(partition_leaders(cluster, controller)) == [1, 2, 3]
         committed += send(producer, "a")
-        finish(producer, True)
+        end_transaction(producer, True, attempts=20, timeout=15, pause=0.5)
         aborted += send(producer, "b")
-        finish(producer, False)
+        end_transaction(producer, False, attempts=20, timeout=15, pause=0.5)
 
         # kill -9 a partition leader that is not the coordinator, mid-transaction
         in_flight = send(producer, "c")
         victim = next(i for i in IDS if i != controller)
         cluster.nodes[victim].kill()
         eventually(lambda: victim not in partition_leaders(cluster, controller), 20)
-        finish(producer, True)
+        end_transaction(producer, True, attempts=20, timeout=15, pause=0.5)
         committed += in_flight
         cluster.nodes[victim].start()
         eventually(lambda: all(isr == [1, 2, 3] for _, _, isr in leaders_of(cluster, controller)), 30)
@@ -86,10 +71,10 @@ def test_transactions_survive_a_leader_and_the_coordinator_dying(tmp_path: Path)
         survivors = tuple(i for i in IDS if i != controller)
         eventually(lambda: len(ids := {cluster.metadata(i).controller_id for i in survivors}) == 1
                    and ids.pop() not in (-1, controller), 30)
-        finish(producer, True)
+        end_transaction(producer, True, attempts=20, timeout=15, pause=0.5)
         committed += in_flight
         aborted += send(producer, "e")
-        finish(producer, False)
+        end_transaction(producer, False, attempts=20, timeout=15, pause=0.5)
         producer.flush(10)
 
         reader = cluster.nodes[survivors[0]].bootstrap

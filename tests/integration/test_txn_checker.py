@@ -32,7 +32,7 @@ from typing import Any
 import confluent_kafka
 
 from .brokerproc import BrokerProcess
-from .clients import confluent_read_all, create_topic
+from .clients import confluent_read_all, create_topic, end_transaction
 
 TOPIC = "jepsen"
 PARTITIONS = 4
@@ -132,7 +132,7 @@ class Writer(threading.Thread):
                 producer.begin_transaction()
                 for value in values:
                     producer.produce(TOPIC, value, partition=self.rng.randrange(PARTITIONS))
-                self._finish(producer, commit)
+                end_transaction(producer, commit)
                 outcome = "committed" if commit else "aborted"
             except confluent_kafka.KafkaException as exc:
                 self.errors.append(f"{txn}: {exc}")
@@ -148,19 +148,6 @@ class Writer(threading.Thread):
                     producer = self.producer()  # fences (and so aborts) whatever the old one left open
             with self.history.lock:
                 self.history.outcome[txn] = outcome
-
-    def _finish(self, producer: confluent_kafka.Producer, commit: bool) -> None:
-        for attempt in range(10):
-            try:
-                if commit:
-                    producer.commit_transaction(10)
-                else:
-                    producer.abort_transaction(10)
-                return
-            except confluent_kafka.KafkaException as exc:
-                if not exc.args[0].retriable() or attempt == 9:
-                    raise
-                time.sleep(0.2)
 
 
 class Reader(threading.Thread):
