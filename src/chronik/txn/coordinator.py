@@ -22,7 +22,8 @@ The order of a transaction's end, which makes it crash-safe:
 3. CompleteCommit/CompleteAbort is persisted (committing the staged offsets).
 
 EndTxn is answered once the decision is durable and, normally, the markers
-too (it waits up to :data:`END_TXN_WAIT_SECONDS` for them).  After a restart
+too (it waits up to :data:`END_TXN_WAIT_SECONDS` for them); the Complete
+state is written after, and the id's next request waits for it.  After a restart
 or a coordinator move, :meth:`TransactionCoordinator.run` finds every
 transaction left in a Prepare state and writes its markers again (writing a
 marker twice is harmless: the second finds no ongoing transaction of that
@@ -102,6 +103,15 @@ class TxnSettings:
     transaction.abort.timed.out.transaction.cleanup.interval.ms is 10 s; a second costs little here)."""
 
 
+@dataclass(slots=True)
+class _Completion:
+    """A decided transaction being completed: ``markers`` is set once every marker is durable,
+    ``done`` once the Complete state is (or the completion stopped)."""
+
+    markers: trio.Event
+    done: trio.Event
+
+
 class TransactionCoordinator:
     """Every transactional id's coordinator (see the module docstring)."""
 
@@ -115,7 +125,7 @@ class TransactionCoordinator:
         self._role: TxnRole = role or StandaloneRole()
         self._clock = clock
         self._locks: dict[str, trio.Lock] = {}
-        self._completing: dict[str, trio.Event] = {}
+        self._completing: dict[str, _Completion] = {}
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
 
@@ -157,6 +167,7 @@ class TransactionCoordinator:
         refused = self.availability()
         if refused is not None:
             return refused, -1, -1
+        await self._settle(transactional_id)
         for attempt in range(2):
             async with self._lock(transactional_id):
                 current = self.state(transactional_id)
@@ -178,6 +189,7 @@ class TransactionCoordinator:
         refused = self.availability()
         if refused is not None:
             return {p: refused for p in partitions}
+        await self._settle(transactional_id)
         async with self._lock(transactional_id):
             outcome = core.add_partitions(self.state(transactional_id), producer_id, producer_epoch, partitions,
                                           self._now_ms(), verify_only=verify_only)
@@ -190,6 +202,7 @@ class TransactionCoordinator:
         refused = self.availability()
         if refused is not None:
             return refused
+        await self._settle(transactional_id)
         async with self._lock(transactional_id):
             outcome = core.add_offsets(self.state(transactional_id), producer_id, producer_epoch, group, self._now_ms())
             failed = await self._persist(outcome.put)
@@ -199,14 +212,28 @@ class TransactionCoordinator:
         refused = self.availability()
         if refused is not None:
             return refused
+        await self._settle(transactional_id)
         async with self._lock(transactional_id):
             outcome = core.end_txn(self.state(transactional_id), producer_id, producer_epoch, commit, self._now_ms())
             failed = await self._persist(outcome.put)
         if failed is not None:
             return failed
         if outcome.markers:
-            await self._wait_completed(transactional_id)  # the decision is durable already
+            # the decision is durable already; answer once the markers are too (the Complete
+            # state follows, and the producer's next request waits for it, see _settle) -- or,
+            # when the transaction commits group offsets, once they are visible as well
+            groups = outcome.put is not None and bool(outcome.put.groups)
+            await self._wait_completed(transactional_id, markers_only=not groups)
         return outcome.error
+
+    async def _settle(self, transactional_id: str) -> None:
+        """Before a request of ``transactional_id``: let a completion whose markers are written
+        finish (its Complete state is one metadata append away) rather than answer
+        CONCURRENT_TRANSACTIONS and have the client back off and retry."""
+        completion = self._completing.get(transactional_id)
+        if completion is not None and completion.markers.is_set():
+            with trio.move_on_after(END_TXN_WAIT_SECONDS):
+                await completion.done.wait()
 
     async def stage_offsets(self, transactional_id: str, group: str, producer_id: int, producer_epoch: int,
                             offsets: list[list[Any]]) -> tuple[ErrorCode, list[str | None]]:
@@ -259,14 +286,18 @@ class TransactionCoordinator:
     def _start_completion(self, transactional_id: str) -> None:
         if transactional_id in self._completing or self._nursery is None:
             return
-        self._completing[transactional_id] = trio.Event()
+        self._completing[transactional_id] = _Completion(trio.Event(), trio.Event())
         self._nursery.start_soon(self._complete, transactional_id)
 
-    async def _wait_completed(self, transactional_id: str) -> bool:
-        done = self._completing.get(transactional_id)
-        if done is not None:
+    async def _wait_completed(self, transactional_id: str, *, markers_only: bool = False) -> bool:
+        """Wait (up to :data:`END_TXN_WAIT_SECONDS`) for a completion under way; whether the
+        transaction is no longer in a Prepare state (``markers_only``: just its markers written)."""
+        completion = self._completing.get(transactional_id)
+        if completion is not None:
             with trio.move_on_after(END_TXN_WAIT_SECONDS):
-                await done.wait()
+                await (completion.markers if markers_only else completion.done).wait()
+            if markers_only:
+                return completion.markers.is_set()
         current = self.state(transactional_id)
         return current is None or current.state not in core.PREPARING
 
@@ -288,6 +319,7 @@ class TransactionCoordinator:
                                 sorted(failed.items()))
                     await trio.sleep(MARKER_RETRY_SECONDS)
                     continue
+                self._completing[transactional_id].markers.set()  # EndTxn may answer now
                 async with self._lock(transactional_id):
                     if self.state(transactional_id) is not current:
                         continue
@@ -300,7 +332,9 @@ class TransactionCoordinator:
                           current.producer_epoch, "committed" if commit else "aborted")
                 return
         finally:
-            self._completing.pop(transactional_id).set()
+            completion = self._completing.pop(transactional_id)
+            completion.markers.set()
+            completion.done.set()
 
     def check_now(self) -> None:
         """Run the timer's checks now (tests, and a coordinator that just took over)."""
