@@ -163,3 +163,25 @@ def test_transaction_state_and_pending_offsets_survive_a_metadata_snapshot() -> 
     restored = MetadataImage.from_snapshot(json.loads(json.dumps(image.to_snapshot())))
     assert restored.transactions == image.transactions
     assert restored.pending_txn_offsets == image.pending_txn_offsets == {"g": {7: {("in", 0): CommittedOffset(3, -1, "m")}}}
+
+
+async def test_timed_out_transactions_abort_and_idle_ids_expire(tmp_path: Path) -> None:
+    config = BrokerConfig(data_dir=tmp_path, wal_backend="memory", transactional_id_expiration_ms=1500)
+    async with open_broker(config) as broker:
+        await broker.create_topic(TopicRequest("out", 1, 1, {}))
+        txns = broker.transactions
+        assert (await txns.init_producer_id("idle", 60000, -1, -1))[0] == ErrorCode.NONE
+        error, pid, _ = await txns.init_producer_id("slow", 200, -1, -1)
+        assert await txns.add_partitions("slow", pid, 0, [("out", 0)]) == {("out", 0): ErrorCode.NONE}
+        with trio.fail_after(10):
+            while broker.image.transactions["slow"].state != "CompleteAbort":
+                txns.check_now()
+                await trio.sleep(0.02)
+        assert broker.image.transactions["slow"].producer_epoch == 1  # the timed-out producer is fenced
+        assert await txns.end_txn("slow", pid, 0, True) == ErrorCode.PRODUCER_FENCED
+        log = await broker.partition_log("out", 0)
+        assert log is not None and log.last_stable_offset == log.high_watermark == 1  # just the abort marker
+        with trio.fail_after(10):
+            while broker.image.transactions:  # both ids idle for transactional.id.expiration.ms
+                txns.check_now()
+                await trio.sleep(0.05)
