@@ -86,3 +86,13 @@ async def test_transactions_and_the_aborted_index_are_rebuilt_on_reopen_and_trun
     assert reopened.aborted_transactions(0, 10) == []
     assert reopened.last_stable_offset == 0
     assert parse_batch_header(reopened.read(0, 100)[0]).is_transactional
+
+
+async def test_aborted_index_entries_below_the_log_start_are_forgotten(open_log: OpenLog) -> None:
+    log = open_log()
+    await append(log, txn_batch(7, 0))                 # 0-1
+    await marker(log, 7, commit=False)                 # 2
+    await append(log, txn_batch(7, 2))                 # 3-4
+    await marker(log, 7, commit=False)                 # 5
+    log.advance_log_start(3)
+    assert log.aborted_transactions(0, 10) == [(5, 7, 3)]

@@ -468,7 +468,9 @@ class PartitionLog:
 
         :raises OffsetOutOfRange: ``offset`` is above the high watermark.
         """
-        return self.local.advance_log_start(offset, self.high_watermark)
+        start = self.local.advance_log_start(offset, self.high_watermark)
+        self.producers.forget_aborted_below(start)
+        return start
 
     def apply_retention(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int:
         """Delete whole segments beyond the retention limits; return how many went.
@@ -477,9 +479,13 @@ class PartitionLog:
         (-1: keep), or while the log is larger than ``retention_bytes`` (-1: no
         limit) without it.  The active segment is rolled first when everything
         in it has expired, so an idle topic's data also ages out.  Only
-        segments below the high watermark go.
+        segments below the high watermark go.  Aborted-transaction index entries whose
+        marker is now below the log start go too (their data went with it).
         """
-        return self.local.apply_retention(now_ms, retention_ms, retention_bytes, self.high_watermark)
+        deleted = self.local.apply_retention(now_ms, retention_ms, retention_bytes, self.high_watermark)
+        if deleted:
+            self.producers.forget_aborted_below(self.log_start_offset)
+        return deleted
 
     async def aclose(self) -> None:
         """Flush and close; readers parked on this log are woken."""

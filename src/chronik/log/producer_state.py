@@ -35,9 +35,16 @@ Transactions (Kafka's ``ProducerStateManager`` and ``.txnindex``):
 The table, the ongoing transactions and the aborted index are all rebuilt
 after a restart or a truncation by :meth:`ProducerStateTable.observe` on every
 stored batch, in offset order (nothing of it is stored separately, so nothing
-stale is ever trusted).  Compaction (log/cleaner) must keep this true: it may
-drop aborted data and markers only below the log start of every index entry it
-keeps, and should then prune :attr:`aborted` with :meth:`forget_aborted_below`.
+stale is ever trusted).  Retention and DeleteRecords drop the index entries
+whose marker fell below the log start (:meth:`forget_aborted_below`).
+
+Hook for compaction (the cleaner): it may drop an aborted transaction's data
+batches (they are never served to read_committed readers) and, once none of
+that data is left, its abort marker (Kafka waits ``delete.retention.ms``); it
+must never drop a marker while data of its transaction remains before it, nor
+touch anything at or above the last stable offset.  After swapping cleaned
+segments in, rebuild this table from the stored batches (as a truncation does)
+so the ongoing transactions and the aborted index match what is left.
 """
 
 from __future__ import annotations
