@@ -30,13 +30,11 @@ Prints one table (workload, result, target, met?) and optionally writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,17 +45,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from tests.integration.brokerproc import BrokerProcess  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from stats import Row, report  # noqa: E402
+
 COMMIT_TARGET_PER_S = 5000.0
 FIRST_RECORD_SLACK_MS = 100.0
-
-
-@dataclass
-class Row:
-    workload: str
-    result: str
-    target: str
-    met: bool | None  # None: informational
-    detail: dict[str, float]
 
 
 def create_filled_topic(bootstrap: str, topic: str, partitions: int, per_partition: int) -> None:
@@ -189,14 +181,7 @@ def main() -> int:
     finally:
         if broker is not None:
             broker.stop()
-    print(f"{'workload':<22} {'result':<62} {'target':<14} met")
-    print("-" * 104)
-    for row in rows:
-        met = "-" if row.met is None else "yes" if row.met else "NO"
-        print(f"{row.workload:<22} {row.result:<62} {row.target:<14} {met}")
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    return 0 if all(r.met is not False for r in rows) else 1
+    return report(rows, args.json, workload_width=22, result_width=62)
 
 
 if __name__ == "__main__":

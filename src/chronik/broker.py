@@ -7,7 +7,8 @@
    RegisterBroker command if the image does not already say the same;
 3. the partition logs, opened (recovered) to match the metadata image;
 4. background tasks: retention, the log cleaner (compaction, segment.ms
-   rolling), the group coordinator's timers.
+   rolling), the group coordinator's timers, the transaction coordinator
+   (completing decided transactions, aborting timed-out ones).
 
 :meth:`Broker.serve` then runs the Kafka listener (and the operator HTTP
 endpoint if configured) until cancelled.  Leaving :func:`open_broker` cancels
@@ -58,6 +59,8 @@ from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
 from .log.cleaner_manager import LogCleaner
+from .txn import TransactionCoordinator, TxnSettings
+from .txn.markers import ClusterMarkerWriter, LocalMarkerWriter
 from .log.manager import LogManager
 from .log.partition import PartitionLog
 from .metadata import (
@@ -160,6 +163,15 @@ class Broker:
         self.cleaner.on_error = lambda _log: self.metrics.cleaner_errors.inc()
         self.metrics.cleaner_dirtiest_ratio.set_function(lambda: self.cleaner.dirtiest_ratio)
         self.metrics.cleaner_uncleanable.set_function(lambda: len(self.cleaner.uncleanable))
+        # transactions (issue 13): coordinated where groups are, state in the metadata log
+        markers: LocalMarkerWriter | ClusterMarkerWriter = LocalMarkerWriter(
+            lambda: self.metadata.image, self.partition_log, config.node_id)
+        if consensus is not None:  # partitions led elsewhere get their markers by WriteTxnMarkers
+            markers = ClusterMarkerWriter(markers, lambda: self.metadata.image, config.node_id)
+        self.transactions = TransactionCoordinator(
+            metadata, markers, self.next_producer_id,
+            TxnSettings(config.transaction_max_timeout_ms, config.transactional_id_expiration_ms),
+            role=self if consensus is not None else None)
 
     @property
     def image(self) -> MetadataImage:
@@ -526,6 +538,7 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
                     await nursery.start(broker.cleaner.run)
                     await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)
+                    await nursery.start(broker.transactions.run)
                     if replicas is not None:
                         assert consensus is not None
                         from .cluster.liveness import BrokerLiveness

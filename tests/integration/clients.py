@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import aiokafka
 import confluent_kafka
+from confluent_kafka.admin import AdminClient, NewTopic
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -158,3 +159,50 @@ def aiokafka_consume(bootstrap: str, topic: str, count: int, *, partition: int =
 
 PRODUCERS = {"confluent": confluent_produce, "kafka-python": kafka_python_produce, "aiokafka": aiokafka_produce}
 CONSUMERS = {"confluent": confluent_consume, "kafka-python": kafka_python_consume, "aiokafka": aiokafka_consume}
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(10)
+
+
+def confluent_read_all(bootstrap: str, topic: str, partitions: int, isolation: str, *,
+             timeout: float = 20.0) -> dict[int, list[tuple[int, bytes]]]:
+    """Every record of every partition up to its end as seen with ``isolation``
+    (the high watermark, or for read_committed the last stable offset)."""
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{isolation}",
+                                         "enable.auto.commit": False, "isolation.level": isolation})
+    try:
+        tps = [confluent_kafka.TopicPartition(topic, p, 0) for p in range(partitions)]
+        ends = {p: consumer.get_watermark_offsets(tps[p], timeout=10)[1] for p in range(partitions)}
+        consumer.assign(tps)
+        got: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + timeout
+        while True:
+            positions = {tp.partition: tp.offset for tp in consumer.position(tps)}
+            if all(positions[p] >= ends[p] for p in range(partitions)):
+                return got
+            assert time.monotonic() < deadline, f"stuck at {positions}, ends {ends}"
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            got[message.partition()].append((message.offset(), message.value()))
+    finally:
+        consumer.close()
+
+
+def end_transaction(producer: confluent_kafka.Producer, commit: bool, *, attempts: int = 10,
+                    timeout: float = 10.0, pause: float = 0.2) -> None:
+    """Commit or abort, retrying what librdkafka calls retriable (a broker restarting, a
+    coordinator or leader moving); raises the last error otherwise."""
+    for attempt in range(attempts):
+        try:
+            if commit:
+                producer.commit_transaction(timeout)
+            else:
+                producer.abort_transaction(timeout)
+            return
+        except confluent_kafka.KafkaException as exc:
+            if not exc.args[0].retriable() or attempt == attempts - 1:
+                raise
+            time.sleep(pause)

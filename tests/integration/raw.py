@@ -7,7 +7,7 @@ import uuid
 import struct
 from typing import Any
 
-from chronik.protocol import Record, decode_response, encode_batch, encode_frame, encode_request, request_schema
+from chronik.protocol import Record, decode_response, encode_batch, encode_frame, encode_request, request_schema, response_schema
 from chronik.protocol.build import build
 
 from .brokerproc import BrokerProcess
@@ -61,6 +61,14 @@ class Raw:
         """Close with a TCP reset (RST) instead of a FIN."""
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
+
+    def call(self, api_key: int, version: int, body: dict[str, Any], correlation_id: int = 7) -> Any:
+        """Send one request built with Chronik's codec and decode its response."""
+        self.send(request_frame(api_key, version, body, correlation_id))
+        frame = self.read_frame()
+        assert frame is not None, "the broker closed the connection"
+        header_bytes = 5 if response_schema(api_key, version).__flexible__ and api_key != 18 else 4
+        return decode_response(api_key, version, frame, header_bytes)
 
     def closed_by_broker(self) -> bool:
         """Whether the broker closes the connection (within the socket timeout) without answering."""

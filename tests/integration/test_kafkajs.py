@@ -23,6 +23,7 @@ import pytest
 
 from .brokerproc import BrokerProcess
 from .clients import confluent_consume
+from .clients import confluent_read_all
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 SCRIPT = JS_DIR / "kafkajs_check.js"
@@ -128,11 +129,16 @@ def test_kafkajs_consumer_group_resumes_at_committed_offsets(js_broker: BrokerPr
     assert result["committedAfterPhase3"] == ["21"] * 4
 
 
-def test_kafkajs_transactional_producer_is_refused(js_broker: BrokerProcess) -> None:
-    """Chronik has no transactions: FindCoordinator for the transactional id answers
-    COORDINATOR_NOT_AVAILABLE ("transactions are not supported by this broker"), which kafkajs
-    retries and then reports as KafkaJSGroupCoordinatorNotFound from producer.transaction(),
-    before anything is written."""
+def test_kafkajs_transactions(js_broker: BrokerProcess) -> None:
+    """A kafkajs transactional producer commits, aborts, and commits again with sendOffsets: a
+    read_committed kafkajs consumer sees exactly the committed records in order (and librdkafka
+    too), read_uncommitted sees the aborted ones as well, and the group's offset is the committed
+    transaction's, not the aborted one's."""
     result = run_scenario(js_broker, "transactions")
-    assert result["error"]["name"] == "KafkaJSGroupCoordinatorNotFound"
-    assert result["error"]["retriable"] is False
+    committed = {p: [v.split(":", 1)[1] for v in result["readCommitted"] if v.startswith(f"{p}:")] for p in (0, 1)}
+    assert committed == {0: ["commit1-0", "commit1-2", "commit2-0"], 1: ["commit1-1", "commit1-3", "commit2-1"]}
+    assert ["0", "3"] in result["groupOffsets"] or [0, "3"] in result["groupOffsets"], result["groupOffsets"]
+    everything = confluent_read_all(js_broker.bootstrap, result["topic"], 2, "read_uncommitted")
+    assert [v for _, v in everything[1]] == [b"commit1-1", b"commit1-3", b"abort-1", b"commit2-1"]
+    librdkafka_view = confluent_read_all(js_broker.bootstrap, result["topic"], 2, "read_committed")
+    assert {p: [v.decode() for _, v in records] for p, records in librdkafka_view.items()} == committed

@@ -144,6 +144,10 @@ _SETTINGS_LIST = (
              "request may add in all (beyond it: POLICY_VIOLATION; Kafka's fixed limit is 10000).", "broker"),
     _Setting("max_partitions", _Int(1, 10_000_000), "Partitions of all topics together "
              "(beyond it: POLICY_VIOLATION).", "broker"),
+    _kafka("transaction.max.timeout.ms", _Int(1, 2**31 - 1),
+           "Largest transaction.timeout.ms a transactional producer may ask for (else INVALID_TRANSACTION_TIMEOUT)."),
+    _kafka("transactional.id.expiration.ms", _Int(1, 2**31 - 1),
+           "Forget a transactional id whose producer has sent nothing transactional for this long."),
     _Setting("node_id", _Int(0), "This node's id (Kafka node.id / broker.id).", "cluster"),
     _Setting("replication_listen", _Address(), "Address the replication/controller listener binds.", "cluster",
              file_keys=("listeners.replication",)),
@@ -231,6 +235,8 @@ class BrokerConfig:
     max_partitions_per_topic: int = 2000
     max_partitions_per_request: int = 4000
     max_partitions: int = 10000
+    transaction_max_timeout_ms: int = 900000
+    transactional_id_expiration_ms: int = 604800000
     # cluster
     node_id: int = 1
     replication_listen: HostPort = HostPort("0.0.0.0", 9291)

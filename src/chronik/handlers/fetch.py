@@ -17,6 +17,13 @@ Fetch sessions (KIP-227, v7+): the broker declines to create sessions (it
 answers session id 0, which the protocol allows), so clients keep sending
 full fetch requests; an incremental request naming a session id gets
 FETCH_SESSION_ID_NOT_FOUND.  Batches are served exactly as stored.
+
+Transactions: ``last_stable_offset`` is the partition's true LSO in every
+answer.  With ``isolation_level`` 1 (READ_COMMITTED, v4+) only batches below
+the LSO are served, with ``aborted_transactions`` listing every aborted
+transaction whose data may lie in the returned range (marker at or after the
+fetch offset, first offset below the end of the last returned batch), which
+the client uses to drop aborted records; a long-poll then waits for the LSO.
 """
 
 from __future__ import annotations
@@ -27,22 +34,22 @@ from typing import Any
 import trio
 
 from ..log.partition import OffsetOutOfRange, PartitionLog
-from ..protocol import BufferList, ErrorCode
+from ..protocol import BufferList, ErrorCode, parse_batch_header
 from .registry import RequestContext, handles
 
 TOPIC_IDS_VERSION = 13
 
 
 def partition_data(index: int, code: ErrorCode, partition_log: PartitionLog | None,
-                   records: BufferList | bytes = b"") -> dict[str, Any]:
+                   records: BufferList | bytes = b"", aborted: list[dict[str, int]] | None = None) -> dict[str, Any]:
     hw = partition_log.high_watermark if partition_log is not None else -1
     return {
         "partition_index": index,
         "error_code": int(code),
         "high_watermark": hw,
-        "last_stable_offset": hw,
+        "last_stable_offset": partition_log.last_stable_offset if partition_log is not None else -1,
         "log_start_offset": partition_log.log_start_offset if partition_log is not None else -1,
-        "aborted_transactions": [],
+        "aborted_transactions": aborted,
         "preferred_read_replica": -1,
         "records": records,
     }
@@ -65,6 +72,7 @@ def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]],
     logs: list[PartitionLog] = []
     responses = []
     by_id = ctx.api_version >= TOPIC_IDS_VERSION
+    read_committed = getattr(request, "isolation_level", 0) == 1
     for fetch_topic in request.topics:
         if by_id:
             topic = broker.image.topics_by_id.get(fetch_topic.topic_id)
@@ -84,15 +92,25 @@ def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]],
                 continue
             logs.append(partition_log)
             limit = min(fetch_partition.partition_max_bytes, budget - total)
+            fetch_offset = fetch_partition.fetch_offset
+            end = partition_log.last_stable_offset if read_committed else None
             try:
-                batches = partition_log.read(fetch_partition.fetch_offset, int(limit)) if limit > 0 or total == 0 else []
+                batches = partition_log.read(fetch_offset, int(limit), end=end) if limit > 0 or total == 0 else []
             except OffsetOutOfRange:
                 partitions.append(partition_data(index, ErrorCode.OFFSET_OUT_OF_RANGE, partition_log))
                 errors = True
                 continue
+            aborted = None
+            if read_committed:
+                aborted = []
+                if batches:
+                    last = batches[-1]
+                    upper = parse_batch_header(last).last_offset + 1
+                    aborted = [{"producer_id": txn.producer_id, "first_offset": txn.first_offset}
+                               for txn in partition_log.aborted_transactions(fetch_offset, upper)]
             records = BufferList(batches)  # served by reference, never joined
             total += len(records)
-            partitions.append(partition_data(index, ErrorCode.NONE, partition_log, records))
+            partitions.append(partition_data(index, ErrorCode.NONE, partition_log, records, aborted))
     return responses, total, errors, logs
 
 

@@ -1,12 +1,13 @@
-"""FindCoordinator (key 10): one node coordinates every group; transactions are not supported yet.
+"""FindCoordinator (key 10): one node coordinates every group and every transaction.
 
 v0-3 ask for one key, v4 for a batch (``coordinator_keys``).  A GROUP key
-(type 0) gets this node's advertised address, or in cluster mode the
-controller's (COORDINATOR_NOT_AVAILABLE while there is no registered
-controller), so every node gives the same answer.  (Group state is not
-replicated: after a controller change the members rejoin the new one.)  A TRANSACTION key
-(type 1) gets COORDINATOR_NOT_AVAILABLE until transactions exist; any other
-key type is INVALID_REQUEST.
+(type 0) and a TRANSACTION key (type 1) get this node's advertised address,
+or in cluster mode the controller's (COORDINATOR_NOT_AVAILABLE while there is
+no registered controller), so every node gives the same answer.  (Group
+membership is not replicated: after a controller change the members rejoin
+the new one; transaction state is, in the metadata log, and the new
+controller resumes every transaction under way.)  Any other key type is
+INVALID_REQUEST.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ KEY_TYPE_TRANSACTION = 1
 
 def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     broker = ctx.broker
-    if key_type == KEY_TYPE_GROUP:
+    if key_type in (KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION):
         if broker.consensus is None or broker.controller_id == broker.node_id:
             host, port = broker.advertised.host, broker.advertised.port
         elif (controller := broker.image.brokers.get(broker.controller_id)) is not None:
@@ -32,12 +33,8 @@ def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, A
                     "error_code": int(ErrorCode.COORDINATOR_NOT_AVAILABLE), "error_message": "no controller elected yet"}
         return {"key": key, "node_id": broker.controller_id, "host": host, "port": port,
                 "error_code": 0, "error_message": None}
-    if key_type == KEY_TYPE_TRANSACTION:
-        ctx.warn_unsupported("transactions", f"FindCoordinator for transactional.id {key!r}")
-        code, message = ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported by this broker"
-    else:
-        code, message = ErrorCode.INVALID_REQUEST, f"unknown coordinator key type {key_type}"
-    return {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": int(code), "error_message": message}
+    return {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": int(ErrorCode.INVALID_REQUEST),
+            "error_message": f"unknown coordinator key type {key_type}"}
 
 
 @handles(10, 0, 4)

@@ -1,7 +1,8 @@
 """ListOffsets (key 2): earliest, latest, max-timestamp, or by timestamp.
 
 Special timestamps: -2 earliest (log start offset), -1 latest (next offset
-to be written, i.e. the high watermark: nothing above it is visible), -3
+to be written, i.e. the high watermark: nothing above it is visible; with
+isolation_level 1, READ_COMMITTED, the last stable offset), -3
 (v7+) the record with the largest timestamp.  A timestamp >= 0 gives the
 first record whose timestamp is at least it, at record granularity, or
 offset -1 when there is none.
@@ -44,7 +45,10 @@ async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
                 continue
             target = p.timestamp
             if target == LATEST:
-                partitions.append(partition_offset(p.partition_index, ErrorCode.NONE, -1, partition_log.high_watermark))
+                # READ_COMMITTED (isolation_level 1, v2+) reads up to the last stable offset
+                committed = getattr(request, "isolation_level", 0) == 1
+                latest = partition_log.last_stable_offset if committed else partition_log.high_watermark
+                partitions.append(partition_offset(p.partition_index, ErrorCode.NONE, -1, latest))
             elif target == EARLIEST:
                 partitions.append(partition_offset(p.partition_index, ErrorCode.NONE, -1, partition_log.log_start_offset))
             elif target == MAX_TIMESTAMP:

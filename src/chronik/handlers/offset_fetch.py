@@ -3,8 +3,9 @@
 Null topics (v2+) ask for every committed offset of the group.  A node that
 does not coordinate groups answers NOT_COORDINATOR (its copy of the offsets
 may lag the coordinator's).
-``require_stable`` (v7+) needs no waiting: without transactions no offset
-commit is ever pending.  An empty group id is INVALID_GROUP_ID.  v9's member
+Offsets staged by TxnOffsetCommit are not shown until their transaction
+commits; with ``require_stable`` (v7+) a partition that has such a pending
+offset is answered UNSTABLE_OFFSET_COMMIT (offset -1) so the consumer retries.  An empty group id is INVALID_GROUP_ID.  v9's member
 id and epoch belong to the consumer protocol and are not checked for
 classic groups.
 """
@@ -18,7 +19,8 @@ from ..protocol import ErrorCode
 from .registry import RequestContext, handles
 
 
-def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None) -> dict[str, Any]:
+def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None,
+                require_stable: bool = False) -> dict[str, Any]:
     """One group's answer: ``topics`` and its group-level ``error_code``."""
     wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     refused = ErrorCode.INVALID_GROUP_ID if not group_id else ctx.broker.groups.availability()
@@ -28,14 +30,21 @@ def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None
     else:
         error = ErrorCode.NONE
         found = ctx.broker.groups.committed_offsets(group_id, wanted)
+    pending: set[tuple[str, int]] = set()
+    if require_stable and error == ErrorCode.NONE:
+        for staged in ctx.broker.image.pending_txn_offsets.get(group_id, {}).values():
+            pending.update(staged)
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for topic, partition, committed in found:
+        if (topic, partition) in pending:
+            committed = None
         by_topic.setdefault(topic, []).append({
             "partition_index": partition,
             "committed_offset": -1 if committed is None else committed.offset,
             "committed_leader_epoch": -1 if committed is None else committed.leader_epoch,
             "metadata": "" if committed is None else committed.metadata,
-            "error_code": int(error) if ctx.api_version < 2 else 0,
+            "error_code": int(error) if ctx.api_version < 2 else
+            int(ErrorCode.UNSTABLE_OFFSET_COMMIT) if (topic, partition) in pending else 0,
         })
     return {
         "group_id": group_id,
@@ -47,5 +56,7 @@ def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None
 @handles(9, 1, 9)
 async def handle_offset_fetch(ctx: RequestContext, request: Any) -> Any:
     if ctx.api_version >= 8:
-        return ctx.respond(throttle_time=0, groups=[fetch_group(ctx, g.group_id, g.topics) for g in request.groups])
-    return ctx.respond(fetch_group(ctx, request.group_id, request.topics), throttle_time=0)
+        return ctx.respond(throttle_time=0, groups=[fetch_group(ctx, g.group_id, g.topics, request.require_stable)
+                                                    for g in request.groups])
+    return ctx.respond(fetch_group(ctx, request.group_id, request.topics, getattr(request, "require_stable", False)),
+                       throttle_time=0)

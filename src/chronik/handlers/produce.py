@@ -18,6 +18,16 @@ NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below it meanwhile, and
 REQUEST_TIMED_OUT if the request's timeout passes first.  A batch refused by the
 idempotent-producer rules fails its partition with the error those rules give;
 a retried batch is answered with its original offset and not stored again.
+
+Transactional batches (the transactional bit, v3+ requests naming a
+``transactional_id``) are checked against the transaction coordinator's state
+first (KIP-890 part 1): the producer id must be the transactional id's
+(INVALID_PRODUCER_ID_MAPPING), its epoch not older (INVALID_PRODUCER_EPOCH),
+and the partition must have been added to the ongoing transaction
+(INVALID_TXN_STATE), so a zombie or a confused producer cannot leave a
+transaction hanging in a partition.  A fenced producer's older epoch is also
+refused by the partition's producer state once the abort marker carries the
+bumped epoch.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from ..log.producer_state import SequenceError
 from ..metadata import CommandRejected
 from ..metadata.topic_configs import is_compacted
 from ..protocol import (
+    BatchHeader,
     Compression,
     ErrorCode,
     InvalidRecord,
@@ -48,6 +59,7 @@ from ..protocol import (
 )
 from ..storage import StorageError
 from ..protocol.produce_response import FIRST_VERSION, LAST_VERSION, PartitionProduceResult, encode_produce_response
+from ..txn import TransactionCoordinator
 from .registry import Encoded, RequestContext, handles
 
 log = logging.getLogger(__name__)
@@ -70,12 +82,15 @@ TOPIC_CODECS = {"uncompressed": Compression.NONE, "gzip": Compression.GZIP, "sna
                 "lz4": Compression.LZ4, "zstd": Compression.ZSTD}
 """A topic's ``compression.type`` -> the codec its batches are stored in (``producer``: absent, kept as sent)."""
 
+TransactionCheck = Callable[[BatchHeader], "ErrorCode | None"]
+
 
 def append_records(partition_log: PartitionLog, records: bytes | None, max_message_bytes: int,
-                   log_append_time: bool, *, compacted: bool = False,
-                   compression: Compression | None = None) -> tuple[list[AppendInfo], int, int]:
+                   log_append_time: bool, check_transaction: TransactionCheck | None = None, *,
+                   compacted: bool = False, compression: Compression | None = None) -> tuple[list[AppendInfo], int, int]:
     """Validate and append every batch of one partition's ``records``.
 
+    ``check_transaction`` vets each transactional batch (None: refuse them);
     ``compacted``: refuse records without a key; ``compression``: store the
     batches in this codec (None: as sent).
     Returns the appends, their bytes and their record count; raises ProtocolError/SequenceError.
@@ -88,7 +103,13 @@ def append_records(partition_log: PartitionLog, records: bytes | None, max_messa
         if header.is_control:
             raise InvalidRecord("clients may not produce control batches")
         if header.is_transactional:
-            raise InvalidRecord("transactional batches are not supported by this broker")
+            if check_transaction is None:
+                raise SequenceError(ErrorCode.INVALID_TXN_STATE,
+                                    "a transactional batch needs the request's transactional_id")
+            refused = check_transaction(header)
+            if refused is not None:
+                raise SequenceError(refused, f"transactional batch of producer {header.producer_id} epoch "
+                                             f"{header.producer_epoch} refused: {refused.name}")
     if compacted:
         for batch, header in zip(batches, headers):
             if first_null_key(batch, header) is not None:
@@ -123,6 +144,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     metrics = broker.metrics
     acks = request.acks
+    transactional_id = getattr(request, "transactional_id", None)
     responses: list[dict[str, Any]] = []
     waits: list[tuple[dict[str, Any], PartitionLog, AppendInfo, tuple[str, int, int] | None]] = []
     for topic_data in request.topic_data:
@@ -130,7 +152,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
         results: list[dict[str, Any]] = []
         responses.append({"name": name, "partition_responses": results})
         topic = broker.image.topics.get(name)
-        if topic is None and acks in (0, 1, -1) and request.transactional_id is None:
+        if topic is None and acks in (0, 1, -1) and transactional_id is None:
             try:
                 topic = await broker.auto_create_topic(name)
             except CommandRejected:
@@ -140,10 +162,6 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
             index = partition_data.index
             if acks not in (0, 1, -1):
                 results.append(partition_result(index, ErrorCode.INVALID_REQUIRED_ACKS))
-                continue
-            if request.transactional_id is not None:
-                results.append(partition_result(index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                                                message="transactions are not supported"))
                 continue
             partition_log = await broker.partition_log(name, index) if topic is not None else None
             if partition_log is None:
@@ -159,10 +177,14 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                         index, ErrorCode.NOT_ENOUGH_REPLICAS, log_start_offset=partition_log.log_start_offset,
                         message=f"the ISR {isr} is smaller than min.insync.replicas={in_sync[2]}"))
                     continue
+            check = None
+            if transactional_id is not None:
+                await broker.transactions.wait_partition_added(transactional_id, name, index)
+                check = functools.partial(_verify, broker.transactions, transactional_id, name, index)
             try:
                 infos, nbytes, nrecords = append_records(
                     partition_log, partition_data.records, int(configs["max.message.bytes"]),
-                    configs["message.timestamp.type"] == "LogAppendTime",
+                    configs["message.timestamp.type"] == "LogAppendTime", check,
                     compacted=is_compacted(configs["cleanup.policy"]),
                     compression=TOPIC_CODECS.get(configs["compression.type"]),
                 )
@@ -240,6 +262,11 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
         else:
             ready = functools.partial(_all_durable_settled, waits)
     return ctx.later(respond_when_durable, ready)
+
+
+def _verify(transactions: TransactionCoordinator, transactional_id: str, topic: str, partition: int,
+            header: BatchHeader) -> ErrorCode | None:
+    return transactions.verify_partition(transactional_id, header.producer_id, header.producer_epoch, topic, partition)
 
 
 def _all_durable_settled(waits: list[tuple[Any, PartitionLog, AppendInfo, Any]]) -> bool:

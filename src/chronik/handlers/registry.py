@@ -67,9 +67,6 @@ class RateLimit:
         return True
 
 
-_UNSUPPORTED_FEATURES = RateLimit(600.0)
-
-
 @dataclass(frozen=True, slots=True)
 class Registration:
     api_key: int
@@ -106,15 +103,6 @@ class RequestContext:
         connection's budget of queued answers until it is sent.
         """
         return Deferred(finish, ready, reserve)
-
-    def warn_unsupported(self, feature: str, detail: str = "") -> None:
-        """Log, once per client and feature every 10 minutes, that a client uses ``feature``,
-        which this broker does not support: the client only sees an error code, or
-        times out retrying, and the operator would otherwise never know why."""
-        client_id = self.header.client_id
-        if _UNSUPPORTED_FEATURES.allow((self.client_host, client_id, feature)):
-            log.warning("client %r from %s uses %s%s, which this broker does not support", client_id,
-                        self.client_host, feature, f" ({detail})" if detail else "")
 
     def encoded(self, payload: bytes, errors: frozenset[int]) -> "Encoded":
         """A response a hand-written encoder produced (response header included)."""

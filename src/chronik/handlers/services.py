@@ -5,7 +5,7 @@ assembles the node (:class:`chronik.broker.Broker` implements it, and
 :func:`chronik.broker.open_broker` builds it); a test can hand a handler
 anything with these members.  It is the handlers' whole view of the node:
 the metadata image and a way to change it, the partition logs (through the
-methods that know which ones this node serves), the group coordinator, the
+methods that know which ones this node serves), the group and transaction coordinators, the
 configuration and the metrics.  Handlers never touch files.
 """
 
@@ -22,6 +22,7 @@ from ..metadata import Command, MetadataImage, TopicImage
 from ..metadata.placement import TopicRequest
 from ..metrics import BrokerMetrics
 from ..protocol import ErrorCode
+from ..txn import TransactionCoordinator
 
 if TYPE_CHECKING:
     from ..cluster.node import ConsensusNode
@@ -39,6 +40,7 @@ class BrokerServices(Protocol):
     metrics: BrokerMetrics
     logs: LogManager
     groups: GroupCoordinator
+    transactions: TransactionCoordinator
     consensus: "ConsensusNode | None"
     """The Raft voter in cluster mode; None on a single node."""
 

@@ -209,9 +209,14 @@ class LocalLog:
 
     def headers(self) -> Iterator[BatchHeader]:
         """The header of every stored batch, in offset order (reads the segments)."""
+        for header, _ in self.batches():
+            yield header
+
+    def batches(self) -> Iterator[tuple[BatchHeader, memoryview]]:
+        """The header and bytes of every stored batch, in offset order (reads the segments)."""
         for info in self.wal.segments():
             for entry in self.wal.iter_entries(info.base_index):
-                yield parse_batch_header(entry.payload)
+                yield parse_batch_header(entry.payload), entry.payload
 
     # -- cutting ---------------------------------------------------------------
 
@@ -354,10 +359,10 @@ class LocalLog:
 
 
 def load_local_log(committer: GroupCommitter, directory: str, *, topic: str, partition: int, topic_id: str,
-                   segment_bytes: int, observe: Callable[[BatchHeader], None]) -> tuple[LocalLog, PartitionRecovery]:
+                   segment_bytes: int, observe: Callable[[BatchHeader, memoryview], None]) -> tuple[LocalLog, PartitionRecovery]:
     """Open (creating if needed) the local log in ``directory`` and rebuild its index (the LogLoader).
 
-    ``observe`` is called with every stored batch header in offset order.
+    ``observe`` is called with every stored batch header and its bytes, in offset order.
 
     :raises ValueError: the directory belongs to another topic id.
     :raises PartitionUnreadable: a stored batch fails its checks.
@@ -393,7 +398,7 @@ def load_local_log(committer: GroupCommitter, directory: str, *, topic: str, par
             for entry in wal.iter_entries(info.base_index):
                 header = parse_batch_header(entry.payload)
                 local.index.append(header, entry.location)
-                observe(header)
+                observe(header, entry.payload)
     except (CorruptEntryError, ProtocolError) as exc:
         wal.close_files()
         raise PartitionUnreadable(str(exc)) from exc

@@ -19,13 +19,16 @@ parts together: what an append stamps into a batch, which parts a batch
 updates, the readers parked on the high watermark, and the order of the steps
 of a truncation or a restart.
 
-Where later features go: transactions keep their per-producer state (the
-ongoing transactions, hence the last stable offset) in
-:mod:`~chronik.log.producer_state`, expose the last stable offset here
-beside the high watermark, and keep the aborted-transaction index per
-segment in :mod:`~chronik.log.segment`; compaction (a cleaner rewriting
-sealed segments, then swapping them in) works through
-:mod:`~chronik.log.local`.
+Transactions: the producer state (:mod:`~chronik.log.producer_state`)
+tracks each producer's ongoing transaction and first offset and the
+aborted-transaction index, rebuilt from the stored batches on open and after
+a truncation (markers are read back to know commit from abort).  The last
+stable offset (:attr:`PartitionLog.last_stable_offset`) sits beside the high
+watermark; markers are appended by :meth:`PartitionLog.append_marker` (the
+coordinator's side; followers copy them like any batch).  Compaction (a
+cleaner rewriting sealed segments, then swapping them in) works through
+:mod:`~chronik.log.local`; when it learns to drop aborted data and markers
+it must leave the aborted index consistent (see the producer-state docstring).
 
 Invariants (beyond those of the parts)
 --------------------------------------
@@ -67,8 +70,13 @@ import trio
 
 from ..protocol import (
     BatchHeader,
+    ControlRecordType,
     ProtocolError,
     assign_offsets,
+    control_record,
+    control_record_type,
+    decode_records,
+    encode_batch,
     parse_batch_header,
     set_log_append_time,
     set_partition_leader_epoch,
@@ -82,7 +90,7 @@ from .local import (
     PartitionUnreadable,
     load_local_log,
 )
-from .producer_state import ProducerStateTable, SequenceError, is_idempotent
+from .producer_state import AbortedTxn, ProducerStateTable, SequenceError, is_idempotent
 from .replica import LeaderEpochCache, ReplicaState
 
 log = logging.getLogger(__name__)
@@ -140,9 +148,9 @@ class PartitionLog:
         epochs = LeaderEpochCache()
         producers = ProducerStateTable()
 
-        def observe(header: BatchHeader) -> None:
+        def observe(header: BatchHeader, payload: memoryview) -> None:
             epochs.assign(header.partition_leader_epoch, header.base_offset)
-            producers.observe(header)
+            producers.observe(header, marker_type(header, payload))
 
         local, recovery = load_local_log(committer, directory, topic=topic, partition=partition, topic_id=topic_id,
                                          segment_bytes=segment_bytes, observe=observe)
@@ -258,10 +266,30 @@ class PartitionLog:
         appended = self._store(batch, header)
         return AppendInfo(header.base_offset, header.last_offset, -1, appended)
 
+    def append_marker(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
+                      timestamp_ms: int) -> AppendInfo:
+        """Append a transaction marker (a control batch) for ``producer_id``; never blocks.
+
+        The batch: one control record, key = version 0 + type (0 abort, 1
+        commit), value = version 0 + ``coordinator_epoch``; attributes with
+        the control and transactional bits; the producer's id and epoch.
+        """
+        record = control_record(ControlRecordType.COMMIT if commit else ControlRecordType.ABORT, coordinator_epoch,
+                                0, timestamp_ms)
+        batch = encode_batch([record], producer_id=producer_id, producer_epoch=producer_epoch,
+                             is_transactional=True, is_control=True)
+        base = self.local.log_end_offset
+        assign_offsets(batch, base)
+        if self.replica.leader_epoch is not None:
+            set_partition_leader_epoch(batch, self.replica.leader_epoch)
+        header = parse_batch_header(batch)
+        appended = self._store(batch, header)
+        return AppendInfo(base, base, -1, appended)
+
     def _store(self, batch: memoryview | bytes | bytearray, header: BatchHeader) -> Appended:
         appended = self.local.append(batch, header)
         self.epochs.assign(header.partition_leader_epoch, header.base_offset)
-        self.producers.observe(header)
+        self.producers.observe(header, marker_type(header, batch))
         return appended
 
     def durable_settled(self, info: AppendInfo) -> bool:
@@ -397,8 +425,8 @@ class PartitionLog:
 
     def _rebuild_producer_state(self) -> None:
         self.producers = ProducerStateTable()
-        for header in self.local.headers():
-            self.producers.observe(header)
+        for header, payload in self.local.batches():
+            self.producers.observe(header, marker_type(header, payload))
 
     # -- reading -------------------------------------------------------------
 
@@ -416,6 +444,16 @@ class PartitionLog:
         """
         self.local.check_offset(offset)
         return self.local.read(offset, max_bytes, self.high_watermark if end is None else end)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The high watermark, or the first offset of the oldest transaction not yet decided
+        with its marker below the high watermark, if lower (what read_committed may read)."""
+        return self.producers.last_stable_offset(self.replica.high_watermark)
+
+    def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        """Aborted transactions whose data may lie in ``[start, end)`` (Fetch's list, for read_committed)."""
+        return self.producers.aborted_between(start, end)
 
     def bytes_available(self, offset: int) -> int:
         """Durable bytes from ``offset`` to the high watermark (for Fetch min_bytes)."""
@@ -448,7 +486,9 @@ class PartitionLog:
 
         :raises OffsetOutOfRange: ``offset`` is above the high watermark.
         """
-        return self.local.advance_log_start(offset, self.high_watermark)
+        start = self.local.advance_log_start(offset, self.high_watermark)
+        self.producers.forget_aborted_below(start)
+        return start
 
     def apply_retention(self, now_ms: int, retention_ms: int, retention_bytes: int) -> int:
         """Delete whole segments beyond the retention limits; return how many went.
@@ -457,9 +497,13 @@ class PartitionLog:
         (-1: keep), or while the log is larger than ``retention_bytes`` (-1: no
         limit) without it.  The active segment is rolled first when everything
         in it has expired, so an idle topic's data also ages out.  Only
-        segments below the high watermark go.
+        segments below the high watermark go.  Aborted-transaction index entries whose
+        marker is now below the log start go too (their data went with it).
         """
-        return self.local.apply_retention(now_ms, retention_ms, retention_bytes, self.high_watermark)
+        deleted = self.local.apply_retention(now_ms, retention_ms, retention_bytes, self.high_watermark)
+        if deleted:
+            self.producers.forget_aborted_below(self.log_start_offset)
+        return deleted
 
     async def aclose(self) -> None:
         """Flush and close; readers parked on this log are woken."""
@@ -544,5 +588,18 @@ class PartitionLog:
         self.local.delete_files()
 
 
-__all__ = ["AppendInfo", "OffsetOutOfRange", "PARTITION_FILE", "PartitionLog", "PartitionRecovery",
+def marker_type(header: BatchHeader, batch: memoryview | bytes | bytearray) -> int | None:
+    """The control record type of a control batch (0 abort, 1 commit); None for data batches.
+
+    :raises ProtocolError: a control batch without a readable control record.
+    """
+    if not header.is_control:
+        return None
+    records = decode_records(batch)
+    if not records:
+        raise ProtocolError(f"control batch at offset {header.base_offset} holds no record")
+    return control_record_type(records[0])
+
+
+__all__ = ["AbortedTxn", "AppendInfo", "marker_type", "OffsetOutOfRange", "PARTITION_FILE", "PartitionLog", "PartitionRecovery",
            "PartitionUnreadable", "SequenceError"]

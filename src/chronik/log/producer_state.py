@@ -1,4 +1,4 @@
-"""Idempotent-producer state of one partition: sequence checks and retry dedupe.
+"""Producer state of one partition: sequence checks, retry dedupe, transactions.
 
 Sans-I/O.  Kafka's rules (``ProducerStateManager``), per producer id:
 
@@ -15,14 +15,44 @@ Sans-I/O.  Kafka's rules (``ProducerStateManager``), per producer id:
   removed by retention) is accepted at any sequence, as Kafka does since
   KIP-360.
 
-The table is rebuilt after a restart by :meth:`ProducerStateTable.observe`
-on every stored batch header, in offset order.
+Transactions (Kafka's ``ProducerStateManager`` and ``.txnindex``):
+
+* a transactional data batch of a producer with no ongoing transaction here
+  opens one whose *first offset* is the batch's base offset;
+* a control batch (a commit or abort marker the transaction coordinator
+  wrote) ends the producer's ongoing transaction; its epoch becomes the
+  producer's epoch (a marker written after fencing carries the bumped epoch,
+  so the zombie's later batches are refused as an older epoch), and the next
+  batch of that newer epoch must start at sequence 0;
+* an abort marker that ends a transaction holding data here appends
+  ``(producer id, first offset, marker offset)`` to :attr:`aborted`, in
+  marker-offset order -- the aborted-transaction index Fetch answers from;
+* a transaction that ended at a marker at or above the high watermark still
+  pins the last stable offset (:meth:`last_stable_offset`) at its first
+  offset until the marker is below it (Kafka's unreplicated transactions),
+  so a read_committed reader never sees data whose marker it cannot see.
+
+The table, the ongoing transactions and the aborted index are all rebuilt
+after a restart or a truncation by :meth:`ProducerStateTable.observe` on every
+stored batch, in offset order (nothing of it is stored separately, so nothing
+stale is ever trusted).  Retention and DeleteRecords drop the index entries
+whose marker fell below the log start (:meth:`forget_aborted_below`).
+
+Hook for compaction (the cleaner): it may drop an aborted transaction's data
+batches (they are never served to read_committed readers) and, once none of
+that data is left, its abort marker (Kafka waits ``delete.retention.ms``); it
+must never drop a marker while data of its transaction remains before it, nor
+touch anything at or above the last stable offset.  After swapping cleaned
+segments in, rebuild this table from the stored batches (as a truncation does)
+so the ongoing transactions and the aborted index match what is left.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..protocol import BatchHeader, ErrorCode
 
@@ -36,6 +66,14 @@ class _ProducerEntry:
     last_sequence: int
     recent: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=RETAINED_BATCHES))
     """(first sequence, last sequence, base offset) of the newest batches."""
+
+
+class AbortedTxn(NamedTuple):
+    """One aborted transaction's span in this partition (Fetch's ``aborted_transactions`` entry)."""
+
+    last_offset: int  # the abort marker's offset (the index is sorted on it)
+    producer_id: int
+    first_offset: int
 
 
 class SequenceError(Exception):
@@ -59,6 +97,12 @@ class ProducerStateTable:
 
     def __init__(self) -> None:
         self._producers: dict[int, _ProducerEntry] = {}
+        self.ongoing: dict[int, int] = {}
+        """producer id -> first offset of its ongoing transaction in this partition."""
+        self.aborted: list[AbortedTxn] = []
+        """The aborted-transaction index, sorted on the marker offset."""
+        self._completing: deque[tuple[int, int]] = deque()
+        """(marker offset, first offset) of transactions ended by a marker not yet known below the high watermark."""
 
     def __len__(self) -> int:
         return len(self._producers)
@@ -99,8 +143,20 @@ class ProducerStateTable:
             )
         return None
 
-    def observe(self, header: BatchHeader) -> None:
-        """Record an appended (or recovered) batch; ``header.base_offset`` is its offset."""
+    def producer_epoch(self, producer_id: int) -> int | None:
+        entry = self._producers.get(producer_id)
+        return None if entry is None else entry.epoch
+
+    def observe(self, header: BatchHeader, marker: int | None = None) -> None:
+        """Record an appended (or recovered) batch; ``header.base_offset`` is its offset.
+
+        ``marker`` is the control record type (0 abort, 1 commit) of a control batch.
+        """
+        if header.is_control:
+            self._observe_marker(header, marker)
+            return
+        if header.is_transactional and header.producer_id >= 0:
+            self.ongoing.setdefault(header.producer_id, header.base_offset)
         if not is_idempotent(header):
             return
         entry = self._producers.get(header.producer_id)
@@ -108,3 +164,49 @@ class ProducerStateTable:
             entry = self._producers[header.producer_id] = _ProducerEntry(header.producer_epoch, -1)
         entry.last_sequence = _last_sequence(header)
         entry.recent.append((header.base_sequence, entry.last_sequence, header.base_offset))
+
+    def _observe_marker(self, header: BatchHeader, marker: int | None) -> None:
+        pid = header.producer_id
+        entry = self._producers.get(pid)
+        if entry is None or header.producer_epoch > entry.epoch:
+            self._producers[pid] = _ProducerEntry(header.producer_epoch, -1)
+        first = self.ongoing.pop(pid, None)
+        if first is None:
+            return
+        self._completing.append((header.base_offset, first))
+        if marker == 0:  # ControlRecordType.ABORT
+            self.aborted.append(AbortedTxn(header.base_offset, pid, first))
+
+    def last_stable_offset(self, high_watermark: int) -> int:
+        """The offset below which every transaction is decided and its marker below ``high_watermark``."""
+        completing = self._completing
+        while completing and completing[0][0] < high_watermark:
+            completing.popleft()
+        lso = high_watermark
+        if completing:
+            lso = min(lso, min(first for _, first in completing))
+        if self.ongoing:
+            lso = min(lso, min(self.ongoing.values()))
+        return lso
+
+    def describe(self) -> list[tuple[int, int, int, int]]:
+        """(producer id, epoch, last sequence, first offset of its ongoing transaction or -1) per producer."""
+        return [(pid, entry.epoch, entry.last_sequence, self.ongoing.get(pid, -1))
+                for pid, entry in sorted(self._producers.items())]
+
+    def first_unstable_producer(self) -> tuple[int, int] | None:
+        """(producer id, first offset) of the oldest ongoing transaction here, or None."""
+        if not self.ongoing:
+            return None
+        pid = min(self.ongoing, key=self.ongoing.__getitem__)
+        return pid, self.ongoing[pid]
+
+    def aborted_between(self, start: int, end: int) -> list[AbortedTxn]:
+        """Aborted transactions overlapping ``[start, end)``: marker at or after ``start``, first offset below ``end``."""
+        index = self.aborted
+        i = bisect.bisect_left(index, (start,))
+        return [txn for txn in index[i:] if txn.first_offset < end]
+
+    def forget_aborted_below(self, offset: int) -> None:
+        """Drop index entries whose marker is below ``offset`` (data gone by retention or compaction)."""
+        self.aborted = self.aborted[bisect.bisect_left(self.aborted, (offset,)):]

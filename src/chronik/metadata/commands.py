@@ -207,6 +207,49 @@ class DeleteAcls(Command):
 
     type_name: ClassVar[str] = "delete_acls"
     filters: list[list[Any]]
+class PutTransaction(Command):
+    """The transaction coordinator's whole state for one ``transactional_id``
+    (Kafka's ``__transaction_state`` record), written at every transition.
+
+    ``state`` is one of Empty, Ongoing, PrepareCommit, PrepareAbort,
+    CompleteCommit, CompleteAbort, Dead (Dead removes the id).
+    ``partitions`` holds ``[topic, partition]`` entries, ``groups`` the
+    consumer groups whose offsets the transaction commits.  ``expected`` is
+    ``[producer_id, producer_epoch, state]`` as the writer saw them (None: the
+    id was unknown); the command is rejected (CONCURRENT_TRANSACTIONS) unless
+    the image still says exactly that, so two writers can never both win.
+    Applying CompleteCommit makes the transaction's staged offsets of each
+    group (:class:`StageTxnOffsets`) committed offsets; CompleteAbort drops them.
+    """
+
+    type_name: ClassVar[str] = "put_transaction"
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    state: str
+    partitions: list[list[Any]]
+    groups: list[str]
+    timeout_ms: int
+    started_ms: int
+    updated_ms: int
+    expected: list[Any] | None = None
+    last_producer_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class StageTxnOffsets(Command):
+    """TxnOffsetCommit: ``group``'s offsets written inside ``transactional_id``'s
+    ongoing transaction of ``producer_id``/``producer_epoch``; ``offsets`` as in
+    :class:`CommitOffsets`.  Pending (not visible to OffsetFetch) until the
+    transaction completes.  Rejected (INVALID_TXN_STATE) unless that transaction
+    is Ongoing with that producer and includes the group."""
+
+    type_name: ClassVar[str] = "stage_txn_offsets"
+    transactional_id: str
+    group: str
+    producer_id: int
+    producer_epoch: int
+    offsets: list[list[Any]]
 
 
 PREFERRED_ELECTION = 0
@@ -242,6 +285,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         RegisterBroker, CreateTopic, DeleteTopic, CreatePartitions, AlterTopicConfigs, AllocateProducerIds,
         CommitOffsets, DeleteGroup, DeleteOffsets, ChangeIsr, FenceBroker, UnfenceBroker,
         ControlledShutdown, ElectLeaders, UpsertScramCredential, DeleteScramCredential, CreateAcls, DeleteAcls,
+        PutTransaction, StageTxnOffsets,
     )
 }
 

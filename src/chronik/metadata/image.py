@@ -10,7 +10,11 @@ Invariants: topic names and ids are unique among live topics; partition
 counts only grow; ``next_producer_id`` only grows; ``applied_offset`` is the
 log offset of the last applied command; every committed offset in
 ``group_offsets`` names a partition of a live topic (deleting a topic deletes
-its offsets), and a group with no offsets has no entry.
+its offsets), and a group with no offsets has no entry.  ``transactions``
+holds the transaction coordinator's state per transactional id (see
+:class:`~chronik.metadata.commands.PutTransaction`); ``pending_txn_offsets``
+the offsets staged by TxnOffsetCommit, per group and producer id, until their
+transaction completes (then committed or dropped in the same apply).
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from .commands import (
     DeleteTopic,
     ElectLeaders,
     FenceBroker,
+    PutTransaction,
     RegisterBroker,
+    StageTxnOffsets,
     UnfenceBroker,
     UpsertScramCredential,
     PREFERRED_ELECTION,
@@ -85,6 +91,22 @@ class CommittedOffset:
 
 
 @dataclass(slots=True)
+class TransactionImage:
+    """One transactional id's coordinator state (fields as in :class:`~chronik.metadata.commands.PutTransaction`)."""
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    state: str
+    partitions: list[list[Any]]
+    groups: list[str]
+    timeout_ms: int
+    started_ms: int
+    updated_ms: int
+    last_producer_epoch: int = -1
+
+
+@dataclass(slots=True)
 class BrokerImage:
     node_id: int
     host: str
@@ -128,6 +150,8 @@ class MetadataImage:
         self.group_offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
         self.security = SecurityImage()
         """SCRAM credentials and ACL bindings."""
+        self.transactions: dict[str, TransactionImage] = {}
+        self.pending_txn_offsets: dict[str, dict[int, dict[tuple[str, int], CommittedOffset]]] = {}
 
     # -- applying ------------------------------------------------------------
 
@@ -423,6 +447,56 @@ class MetadataImage:
             del self.group_offsets[group]
         return len(keys)
 
+    # -- transactions ----------------------------------------------------------
+
+    def _apply_put_transaction(self, c: PutTransaction) -> TransactionImage | None:
+        current = self.transactions.get(c.transactional_id)
+        seen = None if current is None else [current.producer_id, current.producer_epoch, current.state]
+        if seen != (None if c.expected is None else list(c.expected)):
+            raise CommandRejected("CONCURRENT_TRANSACTIONS",
+                                  f"transactional id {c.transactional_id!r} changed meanwhile ({seen} != {c.expected})")
+        if c.state in ("CompleteCommit", "CompleteAbort"):
+            for group in c.groups:
+                staged = self.pending_txn_offsets.get(group, {}).pop(c.producer_id, None)
+                if not self.pending_txn_offsets.get(group, True):
+                    del self.pending_txn_offsets[group]
+                if staged and c.state == "CompleteCommit":
+                    stored = self.group_offsets.setdefault(group, {})
+                    for (topic_name, partition), committed in staged.items():
+                        topic = self.topics.get(topic_name)
+                        if topic is not None and 0 <= partition < len(topic.partitions):
+                            stored[(topic_name, partition)] = committed
+                    if not stored:
+                        del self.group_offsets[group]
+        if c.state == "Dead":
+            self.transactions.pop(c.transactional_id, None)
+            return None
+        txn = TransactionImage(c.transactional_id, c.producer_id, c.producer_epoch, c.state,
+                               [list(p) for p in c.partitions], list(c.groups), c.timeout_ms, c.started_ms,
+                               c.updated_ms, c.last_producer_epoch)
+        self.transactions[c.transactional_id] = txn
+        return txn
+
+    def _apply_stage_txn_offsets(self, c: StageTxnOffsets) -> list[str | None]:
+        txn = self.transactions.get(c.transactional_id)
+        if (txn is None or txn.state != "Ongoing" or txn.producer_id != c.producer_id
+                or txn.producer_epoch != c.producer_epoch or c.group not in txn.groups):
+            raise CommandRejected("INVALID_TXN_STATE",
+                                  f"transactional id {c.transactional_id!r} has no ongoing transaction of producer "
+                                  f"{c.producer_id}/{c.producer_epoch} with group {c.group!r}")
+        results: list[str | None] = []
+        staged = None
+        for topic_name, partition, offset, leader_epoch, metadata in c.offsets:
+            topic = self.topics.get(topic_name)
+            if topic is None or not 0 <= partition < len(topic.partitions):
+                results.append("UNKNOWN_TOPIC_OR_PARTITION")
+                continue
+            if staged is None:
+                staged = self.pending_txn_offsets.setdefault(c.group, {}).setdefault(c.producer_id, {})
+            staged[(topic_name, partition)] = CommittedOffset(offset, leader_epoch, metadata)
+            results.append(None)
+        return results
+
     def _topic(self, name: str) -> TopicImage:
         topic = self.topics.get(name)
         if topic is None:
@@ -472,6 +546,15 @@ class MetadataImage:
                 for group, stored in self.group_offsets.items()
             },
             **self.security.to_snapshot(),
+            "transactions": [vars_of(t) for t in self.transactions.values()],
+            "pending_txn_offsets": {
+                group: {
+                    str(pid): [[topic, partition, o.offset, o.leader_epoch, o.metadata]
+                               for (topic, partition), o in staged.items()]
+                    for pid, staged in by_pid.items()
+                }
+                for group, by_pid in self.pending_txn_offsets.items()
+            },
         }
 
     @classmethod
@@ -493,6 +576,14 @@ class MetadataImage:
                 for topic_name, partition, offset, leader_epoch, metadata in entries
             }
         image.security.load_snapshot(data)
+        for t in data.get("transactions", []):
+            image.transactions[t["transactional_id"]] = TransactionImage(**t)
+        for group, by_pid in data.get("pending_txn_offsets", {}).items():
+            image.pending_txn_offsets[group] = {
+                int(pid): {(topic_name, partition): CommittedOffset(offset, leader_epoch, metadata)
+                           for topic_name, partition, offset, leader_epoch, metadata in entries}
+                for pid, entries in by_pid.items()
+            }
         return image
 
     def copy(self) -> "MetadataImage":

@@ -1,0 +1,35 @@
+"""DescribeProducers (key 61): the producer state of partitions this node leads.
+
+Per partition: every producer id with state in the partition's log, its
+epoch, last sequence, and the first offset of its ongoing transaction (-1:
+none) -- what ``kafka-transactions.sh find-hanging`` looks at.  Last
+timestamps and coordinator epochs are not kept (-1).  A partition not led
+here gets the usual NOT_LEADER_OR_FOLLOWER / UNKNOWN_TOPIC_OR_PARTITION.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..protocol import ErrorCode
+from .registry import RequestContext, handles
+
+
+@handles(61, 0, 0)
+async def handle_describe_producers(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    topics = []
+    for topic in request.topics:
+        partitions = []
+        for index in topic.partition_indexes:
+            partition_log = await broker.partition_log(topic.name, index)
+            if partition_log is None:
+                partitions.append({"partition_index": index, "error_code": int(broker.missing_log_error(topic.name, index)),
+                                   "active_producers": []})
+                continue
+            producers = [{"producer_id": pid, "producer_epoch": epoch, "last_sequence": last_sequence,
+                          "last_timestamp": -1, "coordinator_epoch": -1, "current_txn_start_offset": first}
+                         for pid, epoch, last_sequence, first in partition_log.producers.describe()]
+            partitions.append({"partition_index": index, "error_code": int(ErrorCode.NONE), "active_producers": producers})
+        topics.append({"name": topic.name, "partitions": partitions})
+    return ctx.respond(throttle_time=0, topics=topics)

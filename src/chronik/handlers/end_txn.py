@@ -1,0 +1,22 @@
+"""EndTxn (key 26): commit or abort the producer's ongoing transaction.
+
+Answered once the decision (PrepareCommit/PrepareAbort) is durable in the
+metadata log, normally also after every marker is written (see
+:mod:`chronik.txn.coordinator`); a retry of a decision already completed is
+answered NONE, the opposite decision INVALID_TXN_STATE.  v5 (KIP-890 part 2,
+an epoch bump per transaction) is not served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import RequestContext, handles
+from .txn_errors import fenced_for_version
+
+
+@handles(26, 0, 4)
+async def handle_end_txn(ctx: RequestContext, request: Any) -> Any:
+    error = await ctx.broker.transactions.end_txn(request.transactional_id, request.producer_id,
+                                                 request.producer_epoch, bool(request.committed))
+    return ctx.respond(throttle_time=0, error_code=int(fenced_for_version(error, ctx.api_version, 2)))

@@ -1,0 +1,201 @@
+"""A Jepsen-style check of transactions under crashes (kill -9 of the broker).
+
+Several transactional producers (confluent-kafka) run transactions over
+several partitions, committing most and aborting some, while a read_committed
+consumer reads along and the broker is killed with SIGKILL and restarted at
+random moments (so also between a decision and its markers).  Every
+transaction's outcome as its producer saw it is noted: committed (commit
+returned), aborted (abort returned) or unknown (the producer failed in
+between).  Then a final read_committed read of everything is checked, with the
+concurrent reads, for:
+
+* aborted reads (G1a): a record of an aborted transaction is read;
+* lost committed writes: a committed transaction is not wholly visible;
+* partial transactions: some but not all records of a transaction are visible;
+* duplicates: a record is visible twice;
+* non-monotonic offsets: a partition's offsets go back or repeat in a read;
+* uncommitted reads: the reader saw a record whose transaction is not
+  (in the end) committed.
+
+The counts are printed (``-s`` shows them) and every anomaly count must be 0.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import confluent_kafka
+
+from .brokerproc import BrokerProcess
+from .clients import confluent_read_all, create_topic, end_transaction
+
+TOPIC = "jepsen"
+PARTITIONS = 4
+
+
+@dataclass
+class History:
+    attempted: dict[str, list[bytes]] = field(default_factory=dict)  # txn -> values it wrote
+    outcome: dict[str, str] = field(default_factory=dict)  # txn -> committed | aborted | unknown
+    observed: list[tuple[int, int, bytes]] = field(default_factory=list)  # concurrent reads
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def txn_of(value: bytes) -> str:
+    return value.decode().rsplit("-", 1)[0]
+
+
+def check(history: History, final: dict[int, list[tuple[int, bytes]]]) -> dict[str, int]:
+    """Anomaly counts (see the module docstring) of a history and the final read."""
+    visible = Counter(v for records in final.values() for _, v in records)
+    anomalies = Counter[str]()
+    anomalies["duplicates"] = sum(n - 1 for n in visible.values() if n > 1)
+    for records in final.values():
+        offsets = [o for o, _ in records]
+        anomalies["non_monotonic_offsets"] += sum(1 for a, b in zip(offsets, offsets[1:]) if b <= a)
+    committed_in_the_end = set()
+    for txn, values in history.attempted.items():
+        present = [v for v in values if v in visible]
+        outcome = history.outcome.get(txn, "unknown")
+        if present and len(present) != len(values):
+            anomalies["partial_transactions"] += 1
+        if outcome == "aborted" and present:
+            anomalies["aborted_reads"] += 1
+        if outcome == "committed" and len(present) != len(values):
+            anomalies["lost_committed_writes"] += 1
+        if values and len(present) == len(values):
+            committed_in_the_end.add(txn)
+    last: dict[int, int] = {}
+    for partition, offset, value in history.observed:
+        if offset <= last.get(partition, -1):
+            anomalies["non_monotonic_offsets"] += 1
+        last[partition] = offset
+        txn = txn_of(value)
+        if history.outcome.get(txn) == "aborted":
+            anomalies["aborted_reads"] += 1
+        elif txn not in committed_in_the_end:
+            anomalies["uncommitted_reads"] += 1
+    for name in ("aborted_reads", "lost_committed_writes", "partial_transactions", "duplicates",
+                 "non_monotonic_offsets", "uncommitted_reads"):
+        anomalies.setdefault(name, 0)
+    return dict(anomalies)
+
+
+def test_checker_finds_what_it_looks_for() -> None:
+    """The checker itself, on a made-up history with one anomaly of each kind."""
+    history = History()
+    history.attempted = {"a-0": [b"a-0-0", b"a-0-1"], "a-1": [b"a-1-0"], "a-2": [b"a-2-0", b"a-2-1"],
+                         "a-3": [b"a-3-0"], "a-4": [b"a-4-0"]}
+    history.outcome = {"a-0": "committed", "a-1": "aborted", "a-2": "unknown", "a-3": "committed"}
+    history.observed = [(0, 0, b"a-0-0"), (0, 0, b"a-0-1"), (1, 5, b"a-4-0")]
+    final = {0: [(0, b"a-0-0"), (1, b"a-0-1"), (1, b"a-1-0"), (3, b"a-2-0"), (4, b"a-0-0")], 1: []}
+    assert check(history, final) == {"aborted_reads": 1, "lost_committed_writes": 1, "partial_transactions": 1,
+                                     "duplicates": 1, "non_monotonic_offsets": 2, "uncommitted_reads": 1}
+
+
+class Writer(threading.Thread):
+    def __init__(self, bootstrap: str, name: str, history: History, stop: threading.Event, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.name_, self.history, self.stop = bootstrap, name, history, stop
+        self.rng = random.Random(seed)
+        self.errors: list[str] = []
+
+    def producer(self) -> confluent_kafka.Producer:
+        while True:
+            producer = confluent_kafka.Producer({
+                "bootstrap.servers": self.bootstrap, "transactional.id": self.name_, "linger.ms": 2,
+                "transaction.timeout.ms": 10000, "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 300,
+                "retry.backoff.ms": 50})
+            try:
+                producer.init_transactions(10)
+                return producer
+            except confluent_kafka.KafkaException as exc:
+                self.errors.append(f"init: {exc}")
+                time.sleep(0.3)
+
+    def run(self) -> None:
+        producer = self.producer()
+        k = 0
+        while not self.stop.is_set():
+            txn = f"{self.name_}-{k}"
+            k += 1
+            values = [f"{txn}-{i}".encode() for i in range(self.rng.randint(1, 8))]
+            commit = self.rng.random() < 0.75
+            with self.history.lock:
+                self.history.attempted[txn] = values
+            try:
+                producer.begin_transaction()
+                for value in values:
+                    producer.produce(TOPIC, value, partition=self.rng.randrange(PARTITIONS))
+                end_transaction(producer, commit)
+                outcome = "committed" if commit else "aborted"
+            except confluent_kafka.KafkaException as exc:
+                self.errors.append(f"{txn}: {exc}")
+                outcome = "unknown"
+                error = exc.args[0]
+                if error.txn_requires_abort():
+                    try:
+                        producer.abort_transaction(10)
+                        outcome = "aborted"
+                    except confluent_kafka.KafkaException:
+                        producer = self.producer()
+                else:
+                    producer = self.producer()  # fences (and so aborts) whatever the old one left open
+            with self.history.lock:
+                self.history.outcome[txn] = outcome
+
+
+class Reader(threading.Thread):
+    def __init__(self, bootstrap: str, history: History, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.history, self.stop = bootstrap, history, stop
+
+    def run(self) -> None:
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": self.bootstrap, "group.id": "jepsen-reader",
+                                             "enable.auto.commit": False, "isolation.level": "read_committed",
+                                             "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 300})
+        consumer.assign([confluent_kafka.TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
+        try:
+            while not self.stop.is_set():
+                message = consumer.poll(0.2)
+                if message is None or message.error() is not None:
+                    continue
+                with self.history.lock:
+                    self.history.observed.append((message.partition(), message.offset(), message.value()))
+        finally:
+            consumer.close()
+
+
+def test_transactions_under_crashes(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, TOPIC, PARTITIONS)
+    history = History()
+    stop = threading.Event()
+    rng = random.Random(1313)
+    writers = [Writer(broker.bootstrap, f"w{i}", history, stop, seed=i) for i in range(3)]
+    reader = Reader(broker.bootstrap, history, stop)
+    for thread in (*writers, reader):
+        thread.start()
+    crashes = 0
+    for _ in range(3):
+        time.sleep(rng.uniform(1.5, 3.0))
+        broker.restart(crash=True)
+        crashes += 1
+    time.sleep(2.0)
+    stop.set()
+    for writer in writers:
+        writer.join(60)
+        assert not writer.is_alive()
+    reader.join(30)
+    # transactions a writer left open when it stopped are aborted at their timeout at the latest
+    final = confluent_read_all(broker.bootstrap, TOPIC, PARTITIONS, "read_committed", timeout=40)
+    anomalies = check(history, final)
+    outcomes = Counter(history.outcome.values())
+    print(f"\ntransactions: {len(history.attempted)} ({dict(outcomes)}), crashes: {crashes}, "
+          f"records read concurrently: {len(history.observed)}, anomalies: {anomalies}")
+    assert outcomes["committed"] > 10 and outcomes["aborted"] > 0
+    assert all(n == 0 for n in anomalies.values()), anomalies

@@ -1,0 +1,187 @@
+"""The transaction coordinator: the sans-I/O state machine, and the driver across a crash."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import trio
+
+from chronik.broker import open_broker
+from chronik.config import BrokerConfig
+from chronik.metadata import CommandRejected
+from chronik.metadata.commands import CreateTopic, StageTxnOffsets
+from chronik.metadata.image import CommittedOffset, MetadataImage
+from chronik.metadata.placement import TopicRequest
+from chronik.protocol import ErrorCode, Record, encode_batch, validate_batch
+from chronik.txn import state as core
+
+MAX = 900_000
+
+
+def apply(image: MetadataImage, outcome: core.Outcome) -> None:
+    assert outcome.put is not None
+    image.apply(image.applied_offset + 1, outcome.put)
+
+
+def test_the_state_machine_from_init_to_commit_and_fencing() -> None:
+    image = MetadataImage()
+    txns = image.transactions
+    first = core.init_producer_id(None, "t", 60000, MAX, -1, -1, 0)
+    assert first.needs_producer_id
+    outcome = core.init_producer_id(None, "t", 60000, MAX, -1, -1, 0, new_producer_id=42)
+    apply(image, outcome)
+    assert (outcome.producer_id, outcome.producer_epoch, txns["t"].state) == (42, 0, "Empty")
+    # an unknown partition list check happens in the handler; here: add, add again (no write), offsets
+    outcome = core.add_partitions(txns["t"], 42, 0, [("a", 0), ("a", 1)], 10)
+    apply(image, outcome)
+    assert txns["t"].state == "Ongoing" and txns["t"].started_ms == 10
+    assert core.add_partitions(txns["t"], 42, 0, [("a", 1)], 11).put is None
+    assert core.add_partitions(txns["t"], 42, 0, [("a", 1)], 11, verify_only=True).partition_errors == {
+        ("a", 1): ErrorCode.NONE}
+    assert core.add_partitions(txns["t"], 42, 0, [("b", 0)], 11, verify_only=True).partition_errors == {
+        ("b", 0): ErrorCode.INVALID_TXN_STATE}
+    apply(image, core.add_offsets(txns["t"], 42, 0, "g", 12))
+    assert txns["t"].groups == ["g"]
+    # wrong producer or epoch
+    assert core.end_txn(txns["t"], 41, 0, True, 13).error == ErrorCode.INVALID_PRODUCER_ID_MAPPING
+    assert core.end_txn(txns["t"], 42, 1, True, 13).error == ErrorCode.PRODUCER_FENCED
+    # decide: PrepareCommit with markers, then nothing else moves until complete
+    outcome = core.end_txn(txns["t"], 42, 0, True, 13)
+    assert outcome.markers
+    apply(image, outcome)
+    assert txns["t"].state == "PrepareCommit"
+    assert core.add_partitions(txns["t"], 42, 0, [("a", 0)], 14).error == ErrorCode.CONCURRENT_TRANSACTIONS
+    assert core.init_producer_id(txns["t"], "t", 60000, MAX, -1, -1, 14).error == ErrorCode.CONCURRENT_TRANSACTIONS
+    assert core.end_txn(txns["t"], 42, 0, True, 14).error == ErrorCode.CONCURRENT_TRANSACTIONS
+    image.apply(image.applied_offset + 1, core.complete(txns["t"], 15))
+    assert txns["t"].state == "CompleteCommit"
+    assert core.end_txn(txns["t"], 42, 0, True, 16).error == ErrorCode.NONE  # a retry
+    assert core.end_txn(txns["t"], 42, 0, False, 16).error == ErrorCode.INVALID_TXN_STATE
+    # a new producer: epoch bump; the old one is fenced everywhere
+    outcome = core.init_producer_id(txns["t"], "t", 60000, MAX, -1, -1, 17)
+    apply(image, outcome)
+    assert (outcome.producer_id, outcome.producer_epoch) == (42, 1)
+    assert core.add_partitions(txns["t"], 42, 0, [("a", 0)], 18).error == ErrorCode.PRODUCER_FENCED
+    # a producer re-initialising with an id/epoch that is not the current one is a zombie (KIP-360)
+    assert core.init_producer_id(txns["t"], "t", 60000, MAX, 42, 0, 18).error == ErrorCode.PRODUCER_FENCED
+    assert core.init_producer_id(txns["t"], "t", 60001 + MAX, MAX, -1, -1, 18).error == \
+        ErrorCode.INVALID_TRANSACTION_TIMEOUT
+
+
+def test_an_open_transaction_is_aborted_under_a_bumped_epoch_when_fenced_or_timed_out() -> None:
+    image = MetadataImage()
+    txns = image.transactions
+    apply(image, core.init_producer_id(None, "t", 1000, MAX, -1, -1, 0, new_producer_id=7))
+    apply(image, core.add_partitions(txns["t"], 7, 0, [("a", 0)], 100))
+    assert core.expire(txns["t"], 1100, 10**9) is None
+    outcome = core.expire(txns["t"], 1101, 10**9)
+    assert outcome is not None and outcome.markers
+    apply(image, outcome)
+    assert (txns["t"].state, txns["t"].producer_epoch) == ("PrepareAbort", 1)
+    image.apply(image.applied_offset + 1, core.complete(txns["t"], 1102))
+    # fencing through InitProducerId while Ongoing
+    apply(image, core.init_producer_id(txns["t"], "t", 1000, MAX, -1, -1, 1200))
+    apply(image, core.add_partitions(txns["t"], 7, 2, [("a", 0)], 1201))
+    outcome = core.init_producer_id(txns["t"], "t", 1000, MAX, -1, -1, 1202)
+    assert outcome.error == ErrorCode.CONCURRENT_TRANSACTIONS and outcome.markers
+    apply(image, outcome)
+    assert (txns["t"].state, txns["t"].producer_epoch) == ("PrepareAbort", 3)
+    # an idle id expires
+    image.apply(image.applied_offset + 1, core.complete(txns["t"], 1300))
+    outcome = core.expire(txns["t"], 1300 + 5000 + 1, 5000)
+    assert outcome is not None and outcome.put is not None and outcome.put.state == "Dead"
+    apply(image, outcome)
+    assert "t" not in txns
+
+
+def test_a_stale_writer_is_rejected_by_the_image() -> None:
+    image = MetadataImage()
+    apply(image, core.init_producer_id(None, "t", 1000, MAX, -1, -1, 0, new_producer_id=7))
+    stale = core.add_partitions(image.transactions["t"], 7, 0, [("a", 0)], 1)
+    apply(image, core.init_producer_id(image.transactions["t"], "t", 1000, MAX, -1, -1, 0))
+    with pytest.raises(CommandRejected) as raised:
+        apply(image, stale)
+    assert raised.value.error == "CONCURRENT_TRANSACTIONS"
+
+
+class StuckMarkers:
+    """A marker writer that never finishes: the broker 'crashes' between the decision and the markers."""
+
+    async def write_markers(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
+                            partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
+        await trio.sleep_forever()
+        raise AssertionError
+
+
+async def test_a_decision_survives_a_crash_before_its_markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("chronik.txn.coordinator.END_TXN_WAIT_SECONDS", 0.2)
+    config = BrokerConfig(data_dir=tmp_path, wal_backend="python")
+    async with open_broker(config) as broker:
+        await broker.create_topic(TopicRequest("out", 2, 1, {}))
+        await broker.create_topic(TopicRequest("in", 1, 1, {}))
+        txns = broker.transactions
+        error, pid, epoch = await txns.init_producer_id("t", 60000, -1, -1)
+        assert error == ErrorCode.NONE
+        assert await txns.add_partitions("t", pid, epoch, [("out", 0), ("out", 1)]) == {
+            ("out", 0): ErrorCode.NONE, ("out", 1): ErrorCode.NONE}
+        assert await txns.add_offsets("t", pid, epoch, "g") == ErrorCode.NONE
+        for p in range(2):
+            data = encode_batch([Record(0, 1, None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=0,
+                                is_transactional=True)
+            log = await broker.partition_log("out", p)
+            assert log is not None
+            await log.wait_durable(log.append_batch(data, validate_batch(data), log_append_time=None))
+            assert log.last_stable_offset == 0
+        assert (await txns.stage_offsets("t", "g", pid, epoch, [["in", 0, 5, -1, None]]))[0] == ErrorCode.NONE
+        assert broker.image.group_offsets.get("g") is None
+        txns._markers = StuckMarkers()  # type: ignore[assignment]
+        assert await txns.end_txn("t", pid, epoch, True) == ErrorCode.NONE
+        assert broker.image.transactions["t"].state == "PrepareCommit"
+    # restart: the new coordinator finds the decision and writes the markers
+    async with open_broker(config) as broker:
+        with trio.fail_after(10):
+            while broker.image.transactions["t"].state != "CompleteCommit":
+                await trio.sleep(0.05)
+        for p in range(2):
+            log = await broker.partition_log("out", p)
+            assert log is not None
+            assert log.last_stable_offset == log.high_watermark == 2
+            assert log.aborted_transactions(0, 2) == []
+        assert broker.image.group_offsets["g"][("in", 0)].offset == 5
+        assert broker.image.pending_txn_offsets == {}
+
+
+def test_transaction_state_and_pending_offsets_survive_a_metadata_snapshot() -> None:
+    image = MetadataImage()
+    image.apply(0, CreateTopic("in", "0" * 32, [[1]]))
+    apply(image, core.init_producer_id(None, "t", 1000, MAX, -1, -1, 0, new_producer_id=7))
+    apply(image, core.add_offsets(image.transactions["t"], 7, 0, "g", 1))
+    image.apply(image.applied_offset + 1, StageTxnOffsets("t", "g", 7, 0, [["in", 0, 3, -1, "m"]]))
+    restored = MetadataImage.from_snapshot(json.loads(json.dumps(image.to_snapshot())))
+    assert restored.transactions == image.transactions
+    assert restored.pending_txn_offsets == image.pending_txn_offsets == {"g": {7: {("in", 0): CommittedOffset(3, -1, "m")}}}
+
+
+async def test_timed_out_transactions_abort_and_idle_ids_expire(tmp_path: Path) -> None:
+    config = BrokerConfig(data_dir=tmp_path, wal_backend="memory", transactional_id_expiration_ms=1500)
+    async with open_broker(config) as broker:
+        await broker.create_topic(TopicRequest("out", 1, 1, {}))
+        txns = broker.transactions
+        assert (await txns.init_producer_id("idle", 60000, -1, -1))[0] == ErrorCode.NONE
+        error, pid, _ = await txns.init_producer_id("slow", 200, -1, -1)
+        assert await txns.add_partitions("slow", pid, 0, [("out", 0)]) == {("out", 0): ErrorCode.NONE}
+        with trio.fail_after(10):
+            while broker.image.transactions["slow"].state != "CompleteAbort":
+                txns.check_now()
+                await trio.sleep(0.02)
+        assert broker.image.transactions["slow"].producer_epoch == 1  # the timed-out producer is fenced
+        assert await txns.end_txn("slow", pid, 0, True) == ErrorCode.PRODUCER_FENCED
+        log = await broker.partition_log("out", 0)
+        assert log is not None and log.last_stable_offset == log.high_watermark == 1  # just the abort marker
+        with trio.fail_after(10):
+            while broker.image.transactions:  # both ids idle for transactional.id.expiration.ms
+                txns.check_now()
+                await trio.sleep(0.05)
