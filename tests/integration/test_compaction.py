@@ -402,6 +402,9 @@ def test_transactions_compact_to_the_latest_committed_value_for_every_isolation(
         by_key = {value.split(b"|", 1)[0]: value for value in seen}
         assert by_key == latest, isolation
         assert len(seen) == len(by_key), isolation  # one record per key: the latest committed one
+    for name, consume in CONSUMERS.items():  # read_uncommitted, over the emptied batches kept for the producer
+        got = consume(cleaning.bootstrap, "txstate", len(latest), offset=0)
+        assert {r.key: r.value for r in got} == latest, name
     assert segment_bytes(cleaning, "txstate") < before * 0.6
     # the producer's state survived the swaps: it goes on with its next transaction
     producer.begin_transaction()
