@@ -369,3 +369,46 @@ def partition_isr(cluster: object, node_id: int, topic: str) -> list[int]:
         return list(cluster.topics(node_id)[topic].partitions[0].isr_nodes)  # type: ignore[attr-defined]
     except (OSError, KeyError):
         return []
+
+
+def test_transactions_compact_to_the_latest_committed_value_for_every_isolation(cleaning: BrokerProcess) -> None:
+    from .clients import confluent_read_all, end_transaction
+    from .test_transactions import txn_producer
+
+    compacted_topic(cleaning, "txstate", **{"segment.bytes": "8192"})
+    producer = txn_producer(cleaning.bootstrap, "compacting")
+    latest: dict[bytes, bytes] = {}
+    for round_ in range(8):
+        for commit in (True, False) if round_ % 2 else (False, True):  # the last transaction aborts
+            producer.begin_transaction()
+            for k in range(20 if commit else 25):  # keys 20-24 only ever in aborted transactions
+                key = b"key-%02d" % k
+                value = b"%s|round %d %s|" % (key, round_, b"committed" if commit else b"aborted") + b"x" * 150
+                producer.produce("txstate", value, key, partition=0)
+                if commit:
+                    latest[key] = value
+            producer.flush(10)  # librdkafka drops what it has not sent when it aborts
+            end_transaction(producer, commit)
+    rng = random.Random(7)
+    fill = [Sent(b"fill-%04d" % i, b"fill-%04d|" % i + rng.randbytes(200), [], int(time.time() * 1000))
+            for i in range(120)]
+    offsets = confluent_produce(cleaning.bootstrap, "txstate", fill, **{"linger.ms": 5})
+    latest.update({s.key: s.value for s in fill if s.key is not None})
+    before = segment_bytes(cleaning, "txstate")
+    wait_cleaned(cleaning, "txstate", offsets[0])
+    for isolation in ("read_committed", "read_uncommitted"):
+        seen = [value for _, value in confluent_read_all(cleaning.bootstrap, "txstate", 1, isolation)[0]]
+        assert not [v for v in seen if b"aborted" in v], isolation
+        by_key = {value.split(b"|", 1)[0]: value for value in seen}
+        assert by_key == latest, isolation
+        assert len(seen) == len(by_key), isolation  # one record per key: the latest committed one
+    for name, consume in CONSUMERS.items():  # read_uncommitted, over the emptied batches kept for the producer
+        got = consume(cleaning.bootstrap, "txstate", len(latest), offset=0)
+        assert {r.key: r.value for r in got} == latest, name
+    assert segment_bytes(cleaning, "txstate") < before * 0.6
+    # the producer's state survived the swaps: it goes on with its next transaction
+    producer.begin_transaction()
+    producer.produce("txstate", b"key-00|after cleaning|", b"key-00", partition=0)
+    end_transaction(producer, True)
+    seen = confluent_read_all(cleaning.bootstrap, "txstate", 1, "read_committed")[0]
+    assert seen[-1][1] == b"key-00|after cleaning|"

@@ -57,3 +57,15 @@ def test_first_null_key() -> None:
     assert first_null_key(keyed, parse_batch_header(keyed)) == 1
     batch = sample()
     assert first_null_key(batch, parse_batch_header(batch)) is None
+
+
+@pytest.mark.parametrize("compression", list(Compression))
+def test_a_batch_rebuilt_with_no_record_is_kafkas_empty_batch(compression: Compression) -> None:
+    batch = sample(compression)
+    header = parse_batch_header(batch)
+    empty = rebuild_batch(batch, header, records_data(batch, header), [])
+    new = parse_batch_header(empty)
+    assert compute_crc(empty) == new.crc and new.size == len(empty)
+    assert (new.base_offset, new.last_offset, new.records_count) == (1000, 1005, 0)
+    assert (new.producer_id, new.producer_epoch, new.base_sequence, new.compression) == (9, 1, 5, Compression.NONE)
+    assert new.max_timestamp == header.max_timestamp and decode_records(empty) == []

@@ -23,8 +23,20 @@ The semantics are Kafka's ``LogCleaner``/``Cleaner``; scheduling lives in
    :func:`~chronik.protocol.rebuild_batch`: the same base and last offset
    (offsets are never renumbered, so gaps appear), the same producer fields,
    leader epoch and codec (recompressed), a new recordsCount, maxTimestamp
-   and CRC-32C.  A batch with nothing left goes.  Control batches are kept
-   (there are no transactions yet).
+   and CRC-32C.  A batch with nothing left goes, unless it is a producer's
+   newest (data) batch (:meth:`ProducerStateTable.batches_to_keep`): that one
+   stays, emptied if need be, so idempotence and epochs survive (Kafka's
+   ``isBatchLastRecordOfProducer``).
+   Transactions (Kafka's ``CleanedTransactionMetadata``, :class:`TxnTracker`):
+   the cleanable section ends at the last stable offset (see
+   :meth:`PartitionLog.sealed_segments`), so every transaction in it is
+   decided.  The data batches of aborted transactions (known from the
+   aborted-transaction index) are neither mapped nor kept.  A commit or abort
+   marker stays while a batch of its transaction was seen before it in this
+   pass (data of it may remain); otherwise it is stamped with a delete horizon
+   like a tombstone, and dropped by a pass after the horizon.  The offsets of
+   the dropped abort markers are returned (``markers_removed``) so the caller
+   drops their index entries.
 4. **Swap.**  Each group is written as a replacement through the WAL
    (``.cleaned`` -> ``.swap`` -> replace, see :mod:`chronik.storage.wal`):
    durable before the old segments go, completed by recovery after a crash.
@@ -47,7 +59,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..protocol import BatchHeader, RawRecord, parse_batch_header, rebuild_batch, records_data, scan_records
+from ..protocol import (
+    BatchHeader,
+    ControlRecordType,
+    RawRecord,
+    control_record_type,
+    decode_records,
+    parse_batch_header,
+    rebuild_batch,
+    records_data,
+    scan_records,
+)
 from ..storage.wal import Replacement, WriteAheadLog
 
 MAP_ENTRY_OVERHEAD = 80
@@ -76,6 +98,8 @@ class PassStats:
     records_read: int = 0
     records_kept: int = 0
     tombstones_removed: int = 0
+    aborted_removed: int = 0  # records of aborted transactions removed
+    markers_removed: list[int] = field(default_factory=list)  # offsets of the control batches removed
     keys: int = 0
     segments_before: int = 0
     segments_after: int = 0
@@ -113,6 +137,68 @@ class Pacer:
             self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
 
 
+Aborted = tuple[int, int, int]
+"""An aborted transaction: (abort marker offset, producer id, first offset), as in the index."""
+
+
+class TxnTracker:
+    """Which transactions a batch belongs to, over batches read in offset order
+    (Kafka's ``CleanedTransactionMetadata``).
+
+    ``aborted``: the aborted transactions of the partition (any order).  A
+    transactional data batch of producer P belongs to P's aborted transaction
+    once that transaction's first offset is at or below the batch, until P's
+    abort marker; otherwise to a committed one (everything cleaned is below
+    the last stable offset, so decided).
+    """
+
+    __slots__ = ("_pending", "_aborted", "_committed")
+
+    def __init__(self, aborted: list[Aborted]) -> None:
+        self._pending = sorted(aborted, key=lambda txn: txn[2], reverse=True)  # pop() gives the lowest first offset
+        self._aborted: dict[int, bool] = {}  # producer id -> a batch of its aborted transaction was seen
+        self._committed: set[int] = set()  # producers with a batch of a committed transaction seen
+
+    def _advance(self, offset: int) -> None:
+        pending = self._pending
+        while pending and pending[-1][2] <= offset:
+            _, producer_id, _ = pending.pop()
+            self._aborted.setdefault(producer_id, False)
+
+    def data_batch(self, header: BatchHeader) -> bool:
+        """Note a data batch; True if it belongs to an aborted transaction."""
+        self._advance(header.base_offset + header.last_offset_delta)
+        if not header.is_transactional:
+            return False
+        if header.producer_id in self._aborted:
+            self._aborted[header.producer_id] = True
+            return True
+        self._committed.add(header.producer_id)
+        return False
+
+    def marker_discardable(self, header: BatchHeader, marker: int | None) -> bool:
+        """Note a control batch; True if no batch of the transaction it ends was seen
+        (so no data of it remains and the marker may go once its horizon passed)."""
+        self._advance(header.base_offset + header.last_offset_delta)
+        producer_id = header.producer_id
+        if marker == ControlRecordType.ABORT:
+            self._committed.discard(producer_id)
+            return not self._aborted.pop(producer_id, False)
+        if marker == ControlRecordType.COMMIT:
+            self._aborted.pop(producer_id, None)
+            if producer_id in self._committed:
+                self._committed.discard(producer_id)
+                return False
+            return True
+        return False  # an unknown control type: keep it
+
+
+def control_type(batch: memoryview | bytes | bytearray) -> int | None:
+    """The control record type of a control batch (None if it holds no record)."""
+    records = decode_records(batch)
+    return control_record_type(records[0]) if records else None
+
+
 Scanned = dict[int, tuple[memoryview, list[RawRecord]]]
 """Batches already decompressed and scanned by the mapping, by base offset (reused by the rewrite)."""
 SCANNED_ENTRY_OVERHEAD = 120
@@ -121,15 +207,18 @@ SCANNED_ENTRY_OVERHEAD = 120
 
 def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[Span], budget_bytes: int, *,
                      pause: Callable[[], None] | None = None,
-                     scanned: Scanned | None = None) -> tuple[dict[bytes, int], int]:
+                     scanned: Scanned | None = None,
+                     aborted: list[Aborted] | None = None) -> tuple[dict[bytes, int], int]:
     """Map each key of the ``dirty`` segments to its latest offset; return the map and
     the offset where it ends (the end of the last segment it covers).
 
     Stops after the segment during which the estimated map size passed
     ``budget_bytes`` (at least one segment is always mapped).  ``scanned``
     keeps the scans (up to another ``budget_bytes``) so the rewrite of those
-    batches need not decompress and scan them again.
+    batches need not decompress and scan them again.  Records of ``aborted``
+    transactions are not mapped (they must not hide an older committed value).
     """
+    txns = TxnTracker(aborted or [])
     pause = pause or Pacer()
     offsets: dict[bytes, int] = {}
     size = 0
@@ -139,6 +228,9 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
         for batch in read(span):
             header = parse_batch_header(batch)
             if header.is_control:
+                txns.marker_discardable(header, control_type(batch))
+                continue
+            if txns.data_batch(header):
                 continue
             base = header.base_offset
             data = records_data(batch, header)
@@ -162,19 +254,36 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
 
 def clean_batch(batch: memoryview, header: BatchHeader, offsets: dict[bytes, int], now_ms: int,
                 delete_retention_ms: int, stats: PassStats,
-                scanned: tuple[memoryview, list[RawRecord]] | None = None) -> memoryview | bytearray | None:
+                scanned: tuple[memoryview, list[RawRecord]] | None = None, *,
+                txns: TxnTracker | None = None, keep: frozenset[int] | set[int] = frozenset()) -> memoryview | bytearray | None:
     """The batch as a cleaned log keeps it: unchanged, rebuilt with fewer records
     (or a delete horizon), or None when nothing of it remains (see the module docstring).
-    ``scanned``: its records data and scan, if the mapping kept them."""
+    ``scanned``: its records data and scan, if the mapping kept them; ``txns``
+    tracks the transactions of the batches read so far (this one is noted);
+    ``keep``: base offsets of batches kept even if emptied."""
     stats.batches_read += 1
+    txns = txns or TxnTracker([])
     if header.is_control:
         stats.records_read += header.records_count
+        discardable = txns.marker_discardable(header, control_type(batch))
+        if not discardable or header.base_offset in keep:
+            stats.records_kept += header.records_count
+            return batch
+        if header.has_delete_horizon and header.base_timestamp <= now_ms:
+            stats.markers_removed.append(header.base_offset)
+            return None
         stats.records_kept += header.records_count
-        return batch
+        if header.has_delete_horizon:
+            return batch
+        data = records_data(batch, header)
+        return rebuild_batch(batch, header, data, scan_records(header, data), delete_horizon=now_ms + delete_retention_ms)
     data, records = scanned if scanned is not None else (records_data(batch, header), [])
     if scanned is None:
         records = scan_records(header, data)
     stats.records_read += len(records)
+    if txns.data_batch(header):
+        stats.aborted_removed += len(records)
+        return rebuild_batch(batch, header, data, []) if header.base_offset in keep else None
     horizon_passed = header.has_delete_horizon and header.base_timestamp <= now_ms
     base = header.base_offset
     kept = []
@@ -194,7 +303,7 @@ def clean_batch(batch: memoryview, header: BatchHeader, offsets: dict[bytes, int
         kept.append(record)
     stats.records_kept += len(kept)
     if not kept:
-        return None
+        return rebuild_batch(batch, header, data, []) if header.base_offset in keep else None
     needs_horizon = tombstones and not header.has_delete_horizon
     if len(kept) == len(records) and not needs_horizon:
         return batch
@@ -222,8 +331,11 @@ WriteReplacement = Callable[[int, int, Iterator[tuple[int, memoryview | bytearra
 
 def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span], first_dirty: int, *,
                    segment_bytes: int, budget_bytes: int, delete_retention_ms: int, now_ms: int,
-                   pause: Callable[[], None] | None = None) -> PassStats:
-    """One pass over the cleanable ``spans`` (sealed, oldest first): map the dirty ones
+                   pause: Callable[[], None] | None = None, aborted: list[Aborted] | None = None,
+                   keep: frozenset[int] | set[int] = frozenset()) -> PassStats:
+    """One pass over the cleanable ``spans`` (sealed, oldest first, below the last stable
+    offset): ``aborted`` is the aborted-transaction index, ``keep`` the batches
+    kept for the producer state (see :func:`clean_batch`).  Map the dirty ones
     (from ``first_dirty``), then write a durable replacement (a swap file, not yet
     committed) of every group up to where the map ends.  ``end_offset`` of the
     result is the next first dirty offset.  A failure while rewriting stops the
@@ -235,12 +347,13 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
     stats = PassStats(first_offset=spans[0].base if spans else first_dirty)
     dirty = [span for span in spans if span.next_offset > first_dirty]
     scans: Scanned = {}
-    offsets, map_end = build_offset_map(read, dirty, budget_bytes, pause=pause, scanned=scans)
+    offsets, map_end = build_offset_map(read, dirty, budget_bytes, pause=pause, scanned=scans, aborted=aborted)
     stats.keys = len(offsets)
     stats.map_seconds = time.perf_counter() - started
     stats.end_offset = map_end
     to_clean = [span for span in spans if span.next_offset <= map_end]
     stats.segments_before = len(to_clean)
+    txns = TxnTracker(aborted or [])
     for group in group_spans(to_clean, segment_bytes):
         headers: list[BatchHeader] = []
 
@@ -250,7 +363,7 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
                     header = parse_batch_header(payload)
                     stats.bytes_read += len(payload)
                     kept = clean_batch(payload, header, offsets, now_ms, delete_retention_ms, stats,
-                                       scans.pop(header.base_offset, None))
+                                       scans.pop(header.base_offset, None), txns=txns, keep=keep)
                     pause()
                     if kept is None:
                         continue
@@ -294,16 +407,17 @@ def commit(wal: WriteAheadLog, stats: PassStats) -> None:
 
 def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, segment_bytes: int,
                     budget_bytes: int, delete_retention_ms: int, now_ms: int,
-                    pause: Callable[[], None] | None = None) -> PassStats:
+                    pause: Callable[[], None] | None = None, aborted: list[Aborted] | None = None,
+                    keep: frozenset[int] | set[int] = frozenset()) -> PassStats:
     """:func:`clean_segments` on ``wal``'s own files, then :func:`commit`, in this thread.
     The result's replacements are to be installed on the event loop."""
     stats = clean_segments(
         lambda span: (entry.payload for entry in wal.iter_entries(span.base)),
         wal.write_replacement, spans, first_dirty, segment_bytes=segment_bytes, budget_bytes=budget_bytes,
-        delete_retention_ms=delete_retention_ms, now_ms=now_ms, pause=pause)
+        delete_retention_ms=delete_retention_ms, now_ms=now_ms, pause=pause, aborted=aborted, keep=keep)
     commit(wal, stats)
     return stats
 
 
-__all__ = ["MAP_ENTRY_OVERHEAD", "PassStats", "Span", "build_offset_map", "clean_batch", "clean_partition",
-           "clean_segments", "commit", "group_spans"]
+__all__ = ["MAP_ENTRY_OVERHEAD", "Aborted", "PassStats", "Span", "TxnTracker", "build_offset_map", "clean_batch", "clean_partition",
+           "clean_segments", "commit", "control_type", "group_spans"]

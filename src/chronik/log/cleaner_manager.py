@@ -4,7 +4,8 @@ Kafka's ``LogCleanerManager`` semantics:
 
 * A partition is a candidate when its topic's ``cleanup.policy`` includes
   ``compact``.  Its *cleanable* section is its sealed segments from the log
-  start, wholly below the high watermark, up to the first segment holding a
+  start, wholly below the last stable offset (so every transaction in it
+  is decided; this is at most the high watermark), up to the first segment holding a
   record newer than ``min.compaction.lag.ms`` -- the active segment is never
   cleaned.  The *dirty* part is what lies at or above the first dirty offset
   (where the previous pass ended; the log start at first).
@@ -227,7 +228,9 @@ class LogCleaner:
             return False
         self._busy.add(key)
         params = dict(segment_bytes=int(configs["segment.bytes"]), budget_bytes=self.budget_bytes,
-                      delete_retention_ms=int(configs["delete.retention.ms"]), now_ms=int(time.time() * 1000))
+                      delete_retention_ms=int(configs["delete.retention.ms"]), now_ms=int(time.time() * 1000),
+                      aborted=[tuple(txn) for txn in partition_log.producers.aborted],
+                      keep=partition_log.producers.batches_to_keep())
 
         def in_process() -> PassStats:
             stats = run_in_process(partition_log.directory, candidate.spans, candidate.first_dirty, **params)
@@ -244,6 +247,7 @@ class LogCleaner:
                 return True
             for replacement, headers in stats.replacements:
                 partition_log.install_cleaned(replacement, headers)
+            partition_log.producers.forget_aborted_markers(set(stats.markers_removed))
             if stats.error is not None:
                 raise stats.error
             self._first_dirty[key] = (partition_log.topic_id, stats.end_offset)
@@ -261,11 +265,13 @@ class LogCleaner:
             partition_log.end_cleaning()
         log.info(
             "log cleaner: cleaned %s-%d offsets %d..%d (dirty ratio %.2f%s): %d -> %d segment(s), "
-            "%.1f -> %.1f MB (%.0f%%), %d of %d records kept, %d tombstone(s) removed, %d keys, in %.2f s",
+            "%.1f -> %.1f MB (%.0f%%), %d of %d records kept, %d tombstone(s) removed, %d aborted record(s) "
+            "and %d marker(s) removed, %d keys, in %.2f s",
             partition_log.topic, partition_log.partition, stats.first_offset, stats.end_offset, candidate.ratio,
             ", overdue by max.compaction.lag.ms" if candidate.overdue else "", stats.segments_before,
             stats.segments_after, stats.bytes_read / 1e6, stats.bytes_written / 1e6, 100 * stats.ratio,
-            stats.records_kept, stats.records_read, stats.tombstones_removed, stats.keys, stats.seconds)
+            stats.records_kept, stats.records_read, stats.tombstones_removed, stats.aborted_removed,
+            len(stats.markers_removed), stats.keys, stats.seconds)
         if self.on_pass is not None:
             self.on_pass(partition_log, stats)
         return True

@@ -27,8 +27,10 @@ stable offset (:attr:`PartitionLog.last_stable_offset`) sits beside the high
 watermark; markers are appended by :meth:`PartitionLog.append_marker` (the
 coordinator's side; followers copy them like any batch).  Compaction (a
 cleaner rewriting sealed segments, then swapping them in) works through
-:mod:`~chronik.log.local`; when it learns to drop aborted data and markers
-it must leave the aborted index consistent (see the producer-state docstring).
+:mod:`~chronik.log.local`; it cleans only below the last stable offset,
+drops aborted data and (once no data of theirs is left) markers, keeps each
+producer's newest batches, and the cleaner manager then drops the index
+entries of the removed abort markers (see :mod:`~chronik.log.cleaner`).
 
 Invariants (beyond those of the parts)
 --------------------------------------
@@ -520,9 +522,10 @@ class PartitionLog:
     def sealed_segments(self) -> list[tuple[int, int, int, int, int]]:
         """``(base, next offset, data bytes, first batch's max timestamp, max timestamp)``
         of each sealed segment from the oldest, up to the first one not wholly
-        below the high watermark and the durable end."""
+        below the last stable offset (at most the high watermark: the cleaner
+        only sees decided transactions) and the durable end."""
         spans = []
-        limit = min(self.high_watermark, self.durable_end)
+        limit = min(self.last_stable_offset, self.durable_end)
         index = self.local.index
         segments = self.wal.segments()
         for info, following in zip(segments, segments[1:]):

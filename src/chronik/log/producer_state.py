@@ -42,9 +42,13 @@ Hook for compaction (the cleaner): it may drop an aborted transaction's data
 batches (they are never served to read_committed readers) and, once none of
 that data is left, its abort marker (Kafka waits ``delete.retention.ms``); it
 must never drop a marker while data of its transaction remains before it, nor
-touch anything at or above the last stable offset.  After swapping cleaned
-segments in, rebuild this table from the stored batches (as a truncation does)
-so the ongoing transactions and the aborted index match what is left.
+touch anything at or above the last stable offset.  It keeps the batches
+:meth:`ProducerStateTable.batches_to_keep` names (emptied if need be), so the
+producers' epochs and sequences are unchanged by a swap, and it removes an
+abort marker only once no data of its transaction is left, so after a swap
+only the index entries of the removed markers are dropped
+(:meth:`forget_aborted_markers`); a rebuild from the stored batches gives the
+same table.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class _ProducerEntry:
     last_sequence: int
     recent: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=RETAINED_BATCHES))
     """(first sequence, last sequence, base offset) of the newest batches."""
+    last_batch: int = -1
+    """Base offset of the producer's newest batch, data or marker (the cleaner keeps it)."""
 
 
 class AbortedTxn(NamedTuple):
@@ -164,12 +170,14 @@ class ProducerStateTable:
             entry = self._producers[header.producer_id] = _ProducerEntry(header.producer_epoch, -1)
         entry.last_sequence = _last_sequence(header)
         entry.recent.append((header.base_sequence, entry.last_sequence, header.base_offset))
+        entry.last_batch = header.base_offset
 
     def _observe_marker(self, header: BatchHeader, marker: int | None) -> None:
         pid = header.producer_id
         entry = self._producers.get(pid)
         if entry is None or header.producer_epoch > entry.epoch:
-            self._producers[pid] = _ProducerEntry(header.producer_epoch, -1)
+            entry = self._producers[pid] = _ProducerEntry(header.producer_epoch, -1)
+        entry.last_batch = header.base_offset
         first = self.ongoing.pop(pid, None)
         if first is None:
             return
@@ -206,6 +214,23 @@ class ProducerStateTable:
         index = self.aborted
         i = bisect.bisect_left(index, (start,))
         return [txn for txn in index[i:] if txn.first_offset < end]
+
+    def batches_to_keep(self) -> set[int]:
+        """Base offsets of the batches compaction must keep (possibly emptied) so this table
+        survives a rebuild: each producer's newest data batch (its sequence state) and
+        newest batch (a later marker carries its epoch), Kafka's ``isBatchLastRecordOfProducer``."""
+        keep = set()
+        for entry in self._producers.values():
+            if entry.recent:
+                keep.add(entry.recent[-1][2])
+            if entry.last_batch >= 0:
+                keep.add(entry.last_batch)
+        return keep
+
+    def forget_aborted_markers(self, markers: set[int]) -> None:
+        """Drop the index entries of abort markers compaction removed (offsets ``markers``)."""
+        if markers:
+            self.aborted = [txn for txn in self.aborted if txn.last_offset not in markers]
 
     def forget_aborted_below(self, offset: int) -> None:
         """Drop index entries whose marker is below ``offset`` (data gone by retention or compaction)."""

@@ -471,10 +471,17 @@ def rebuild_batch(batch: BytesLike, header: BatchHeader, data: memoryview, kept:
     the kept records (kept as stored for LogAppendTime).  ``delete_horizon``
     (ms) marks the batch with a KIP-534 delete horizon: baseTimestamp becomes
     the horizon, attribute bit 6 is set and every record's timestampDelta is
-    re-encoded so its timestamp is unchanged.
+    re-encoded so its timestamp is unchanged.  With no ``kept`` record the
+    result is an empty batch (header only, uncompressed), as Kafka's cleaner
+    keeps a producer's last batch.
     """
-    if not kept:
-        raise ValueError("a rebuilt batch keeps at least one record")
+    if not kept:  # Kafka's RETAIN_EMPTY: only the header stays (a producer's last batch, for its state)
+        out = bytearray(BATCH_HEADER_BYTES)
+        _HEADER.pack_into(out, 0, header.base_offset, len(out) - LOG_OVERHEAD, header.partition_leader_epoch, MAGIC, 0,
+                          header.attributes & ~_COMPRESSION_MASK, header.last_offset_delta, header.base_timestamp,
+                          header.max_timestamp, header.producer_id, header.producer_epoch, header.base_sequence, 0)
+        _UINT32.pack_into(out, _CRC_OFFSET, compute_crc(out))
+        return out
     base_timestamp = header.base_timestamp
     attributes = header.attributes
     body = bytearray()
