@@ -22,6 +22,7 @@ from ..metadata import Command, MetadataImage, TopicImage
 from ..metadata.placement import TopicRequest
 from ..metrics import BrokerMetrics
 from ..protocol import ErrorCode
+from ..security.authorizer import Authorizer
 
 if TYPE_CHECKING:
     from ..cluster.node import ConsensusNode
@@ -41,6 +42,9 @@ class BrokerServices(Protocol):
     groups: GroupCoordinator
     consensus: "ConsensusNode | None"
     """The Raft voter in cluster mode; None on a single node."""
+    authorizer: Authorizer | None
+    """ACL enforcement (``authorizer.class.name``); None: every request is allowed
+    (handlers ask through :meth:`~chronik.handlers.registry.RequestContext.authorized`)."""
 
     @property
     def image(self) -> MetadataImage:
