@@ -14,6 +14,7 @@ from typing import Any
 
 from ..protocol import ErrorCode
 from .metadata import brokers_of
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 ENDPOINT_BROKERS = 1
@@ -28,7 +29,10 @@ async def handle_describe_cluster(ctx: RequestContext, request: Any) -> Any:
         "cluster_id": ctx.broker.cluster_id, "controller_id": ctx.broker.controller_id, "brokers": [],
         "cluster_authorized_operations": -2147483648,
     }
-    if endpoint_type == ENDPOINT_CONTROLLERS:
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.CLUSTER):
+        answer.update(error_code=int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
+                      error_message=f"{ctx.principal} may not DESCRIBE the cluster")
+    elif endpoint_type == ENDPOINT_CONTROLLERS:
         answer.update(error_code=int(ErrorCode.UNSUPPORTED_ENDPOINT_TYPE),
                       error_message="this is a broker: ask it for brokers (endpoint type 1), not controllers")
     elif endpoint_type != ENDPOINT_BROKERS:

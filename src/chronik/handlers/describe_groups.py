@@ -11,12 +11,17 @@ from typing import Any
 
 from ..groups import GroupState
 from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 NO_AUTHORIZED_OPERATIONS = -2147483648
 
 
 def describe_group(ctx: RequestContext, group_id: str) -> dict[str, Any]:
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+        return {"error_code": int(ErrorCode.GROUP_AUTHORIZATION_FAILED), "error_message": None, "group_id": group_id,
+                "group_state": "", "protocol_type": "", "protocol_data": "", "members": [],
+                "authorized_operations": NO_AUTHORIZED_OPERATIONS}
     refused = ctx.broker.groups.availability()
     described = ctx.broker.groups.describe(group_id) if refused is None else None
     if described is None:

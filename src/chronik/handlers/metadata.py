@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..metadata import CommandRejected, TopicImage, topic_name_problem
+from ..metadata.acls import AclOperation, ResourceType
 from ..metadata.log import METADATA_TOPIC
 from ..protocol import ErrorCode
 from ..protocol.build import is_zero_uuid
@@ -73,7 +74,9 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
         else:
             topics = [topic_error(r.name, ErrorCode.LEADER_NOT_AVAILABLE, getattr(r, "topic_id", None)) for r in wanted]
     elif wanted is None or (ctx.api_version == 0 and not wanted):
-        topics = [describe_topic(ctx, t) for t in sorted(broker.image.topics.values(), key=lambda t: t.name)]
+        # every topic the principal may describe; the others are left out, silently (as Kafka)
+        topics = [describe_topic(ctx, t) for t in sorted(broker.image.topics.values(), key=lambda t: t.name)
+                  if ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, t.name, log_denial=False)]
     else:
         may_create = getattr(request, "allow_auto_topic_creation", True)
         for requested in wanted:
@@ -81,11 +84,19 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
             topic_id = getattr(requested, "topic_id", None)
             if name is None and not is_zero_uuid(topic_id):
                 found = broker.image.topics_by_id.get(topic_id)
+                if found is not None and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, found.name):
+                    found = None  # as Kafka: an id the principal may not describe is not known to it
                 topics.append(describe_topic(ctx, found) if found else topic_error(None, ErrorCode.UNKNOWN_TOPIC_ID, topic_id))
+                continue
+            if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+                topics.append(topic_error(name, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
                 continue
             topic = broker.image.topics.get(name)
             if topic is None and topic_name_problem(name) is not None:
                 topics.append(topic_error(name, ErrorCode.INVALID_TOPIC_EXCEPTION))
+                continue
+            if topic is None and may_create and broker.config.auto_create_topics_enable and not ctx.may_create_topic(name):
+                topics.append(topic_error(name, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
                 continue
             if topic is None and may_create:
                 try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..metadata.acls import AclOperation, ResourceType
 from ..protocol import ErrorCode
 from .registry import RequestContext, handles
 
@@ -22,20 +23,34 @@ def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None
     """One group's answer: ``topics`` and its group-level ``error_code``."""
     wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     refused = ErrorCode.INVALID_GROUP_ID if not group_id else ctx.broker.groups.availability()
+    if refused is None and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+        refused = ErrorCode.GROUP_AUTHORIZATION_FAILED
     if refused is not None:
         error = refused
         found: list[tuple[str, int, Any]] = [(topic, partition, None) for topic, partition in wanted or ()]
     else:
         error = ErrorCode.NONE
         found = ctx.broker.groups.committed_offsets(group_id, wanted)
+    # as Kafka: a named topic the principal may not DESCRIBE is answered TOPIC_AUTHORIZATION_FAILED;
+    # with "all topics" such topics are left out
+    may_describe: dict[str, bool] = {}
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for topic, partition, committed in found:
+        partition_error = int(error) if ctx.api_version < 2 else 0
+        if refused is None:
+            if topic not in may_describe:
+                may_describe[topic] = ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, topic,
+                                                     log_denial=wanted is not None)
+            if not may_describe[topic]:
+                if wanted is None:
+                    continue
+                committed, partition_error = None, int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
         by_topic.setdefault(topic, []).append({
             "partition_index": partition,
             "committed_offset": -1 if committed is None else committed.offset,
             "committed_leader_epoch": -1 if committed is None else committed.leader_epoch,
             "metadata": "" if committed is None else committed.metadata,
-            "error_code": int(error) if ctx.api_version < 2 else 0,
+            "error_code": partition_error,
         })
     return {
         "group_id": group_id,

@@ -34,6 +34,7 @@ import trio
 from ..log.partition import AppendInfo, PartitionLog
 from ..log.producer_state import SequenceError
 from ..metadata import CommandRejected
+from ..metadata.acls import AclOperation, ResourceType
 from ..metadata.topic_configs import is_compacted
 from ..protocol import (
     Compression,
@@ -129,8 +130,13 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
         name = topic_data.name
         results: list[dict[str, Any]] = []
         responses.append({"name": name, "partition_responses": results})
+        if not ctx.authorized(AclOperation.WRITE, ResourceType.TOPIC, name):
+            results.extend(partition_result(p.index, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+                           for p in topic_data.partition_data)
+            continue
         topic = broker.image.topics.get(name)
-        if topic is None and acks in (0, 1, -1) and request.transactional_id is None:
+        if (topic is None and acks in (0, 1, -1) and request.transactional_id is None
+                and broker.config.auto_create_topics_enable and ctx.may_create_topic(name)):
             try:
                 topic = await broker.auto_create_topic(name)
             except CommandRejected:
