@@ -32,9 +32,14 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from chronik.protocol import decode_response
+
 from .brokerproc import BrokerProcess, running_broker
 from .clients import Sent, confluent_consume, confluent_produce
+from .raw import Raw, request_frame
 from .test_admin import create, error_of
+from .test_cluster import IDS, eventually, running_cluster
+from .test_cluster import create as create_on
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -236,3 +241,32 @@ def test_without_cluster_alter_acls_cannot_be_managed(tmp_path: Path) -> None:
         with pytest.raises(KafkaException) as refused:
             client.create_topics([NewTopic("t", 1, 1)])["t"].result(10)
         assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_acls_created_on_one_node_apply_on_all(tmp_path: Path) -> None:
+    """CreateAcls sent to a follower goes through the (Raft) metadata log: every node enforces it."""
+    with running_cluster(tmp_path, *ENFORCE, "--set", "allow.everyone.if.no.acl.found=true") as cluster:
+        controller = eventually(cluster.controller)
+        follower = next(i for i in IDS if i != controller)
+        create_on(cluster.nodes[follower], "shared", 1, 3)
+        for i in IDS:
+            eventually(lambda: "shared" in cluster.topics(i), 5.0)
+        deny = {"resource_type": 2, "resource_name": "shared", "resource_pattern_type": 3, "principal": ANON,
+                "host": "*", "operation": 8, "permission_type": 2}  # DENY DESCRIBE on topic shared
+        with Raw(cluster.nodes[follower]) as connection:
+            connection.send(request_frame(30, 3, {"creations": [deny]}))
+            frame = connection.read_frame()
+        assert frame is not None
+        assert [r.error_code for r in decode_response(30, 3, frame, 5).results] == [0]
+        for i in IDS:  # Metadata on every node now hides the topic
+            eventually(lambda: "shared" not in cluster.topics(i), 5.0)
+            with Raw(cluster.nodes[i]) as connection:
+                connection.send(request_frame(29, 3, {
+                    "resource_type_filter": 2, "resource_name_filter": None, "pattern_type_filter": 1,
+                    "principal_filter": None, "host_filter": None, "operation": 1, "permission_type": 1}))
+                frame = connection.read_frame()
+            assert frame is not None
+            described = decode_response(29, 3, frame, 5)
+            assert described.error_code == 0
+            assert [(r.resource_name, [(a.principal, a.operation, a.permission_type) for a in r.acls])
+                    for r in described.resources] == [("shared", [(ANON, 8, 2)])]
