@@ -70,7 +70,8 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
         known = broker.image.topics
         if wanted is None or (ctx.api_version == 0 and not wanted):
             topics = [topic_error(t.name, ErrorCode.LEADER_NOT_AVAILABLE, t.topic_id)
-                      for t in sorted(known.values(), key=lambda t: t.name)]
+                      for t in sorted(known.values(), key=lambda t: t.name)
+                      if ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, t.name, log_denial=False)]
         else:
             topics = [topic_error(r.name, ErrorCode.LEADER_NOT_AVAILABLE, getattr(r, "topic_id", None)) for r in wanted]
     elif wanted is None or (ctx.api_version == 0 and not wanted):
