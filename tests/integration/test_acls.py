@@ -40,6 +40,8 @@ from .raw import Raw, request_frame
 from .test_admin import create, error_of
 from .test_cluster import IDS, eventually, running_cluster
 from .test_cluster import create as create_on
+from .test_java import MISSING as JAVA_MISSING
+from .test_kafka_tools import run_tools
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -62,6 +64,7 @@ TOPIC_AUTHORIZATION_FAILED = 29
 GROUP_AUTHORIZATION_FAILED = 30
 CLUSTER_AUTHORIZATION_FAILED = 31
 SECURITY_DISABLED = 54
+ACL_COMMAND = "org.apache.kafka.tools.AclCommand"  # what bin/kafka-acls.sh runs
 
 
 def kafka_python_admin(broker: BrokerProcess) -> KafkaAdminClient:
@@ -270,3 +273,23 @@ def test_acls_created_on_one_node_apply_on_all(tmp_path: Path) -> None:
             assert described.error_code == 0
             assert [(r.resource_name, [(a.principal, a.operation, a.permission_type) for a in r.acls])
                     for r in described.resources] == [("shared", [(ANON, 8, 2)])]
+
+
+@pytest.mark.skipif(JAVA_MISSING is not None, reason=JAVA_MISSING or "")
+def test_kafka_acls_tool_adds_lists_and_removes(tmp_path: Path) -> None:
+    """Apache Kafka's kafka-acls (org.apache.kafka.tools.AclCommand) against an enforcing broker."""
+    with running_broker(tmp_path / "data", *ENFORCE, "--set", f"super.users={ANON}") as broker:
+        b = ["--bootstrap-server", broker.bootstrap]
+        alice = ["--allow-principal", "User:alice", "--operation", "Read", "--topic", "orders"]
+        ran = run_tools(tmp_path, {
+            "add": (None, ACL_COMMAND, [*b, "--add", *alice, "--resource-pattern-type", "prefixed"]),
+            "list": (None, ACL_COMMAND, [*b, "--list", "--topic", "orders", "--resource-pattern-type", "match"]),
+            "remove": (None, ACL_COMMAND, [*b, "--remove", *alice, "--resource-pattern-type", "prefixed", "--force"]),
+            "list-after": (None, ACL_COMMAND, [*b, "--list"]),
+        })
+    for name, result in ran.items():
+        assert result.status == 0, f"{name}: {result.out}\n{result.err}"
+    listed = ran["list"].out
+    assert "ResourcePattern(resourceType=TOPIC, name=orders, patternType=PREFIXED)" in listed, listed
+    assert "(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)" in listed, listed
+    assert "User:alice" not in ran["list-after"].out
