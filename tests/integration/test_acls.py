@@ -17,7 +17,7 @@ from typing import Any
 
 import confluent_kafka
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -120,6 +120,10 @@ def test_without_an_authorizer_acl_apis_answer_security_disabled(broker: BrokerP
     binding = AclBinding(ResourceType.TOPIC, "t", ResourcePatternType.LITERAL, ANON, "*", AclOperation.READ,
                          AclPermissionType.ALLOW)
     assert error_of(client.create_acls([binding])[binding]) == SECURITY_DISABLED
+    # without an authorizer, every supported operation is authorized (KIP-430, as Kafka)
+    create(client, NewTopic("t", 1, 1))
+    assert len(client.describe_topics(TopicCollection(["t"]), include_authorized_operations=True)["t"]
+               .result(10).authorized_operations) == 8
     # (librdkafka 2.16 drops DescribeAcls' top-level error: kafka-python reports it)
     kp = kafka_python_admin(broker)
     try:
@@ -196,6 +200,16 @@ def test_acl_matrix_with_kafka_python_admin(enforcing: BrokerProcess) -> None:
         assert error_of(client.incremental_alter_configs([resource])[resource]) == code, name
         resource = ConfigResource(ConfigResource.Type.TOPIC, name)
         assert error_of(client.describe_configs([resource])[resource]) == code, name
+    # KIP-430 authorized operations, as Describe(Topics|Cluster) report them
+    described = client.describe_topics(TopicCollection(["readonly", "app-ok"]), include_authorized_operations=True)
+    assert described["readonly"].result(10).authorized_operations == [AclOperation.DESCRIBE]
+    assert set(described["app-ok"].result(10).authorized_operations) == {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE, AclOperation.DELETE,
+        AclOperation.ALTER, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
+    group = client.describe_consumer_groups(["app-readers"], include_authorized_operations=True)["app-readers"]
+    assert set(group.result(10).authorized_operations) == {AclOperation.READ, AclOperation.DESCRIBE}
+    cluster = client.describe_cluster(include_authorized_operations=True).result(10)
+    assert set(cluster.authorized_operations) == {AclOperation.ALTER, AclOperation.DESCRIBE}
     # DeleteTopics needs DELETE
     assert error_of(client.delete_topics(["readonly"])["readonly"]) == TOPIC_AUTHORIZATION_FAILED
     # the denials were logged, one line each, naming principal, operation and resource

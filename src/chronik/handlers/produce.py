@@ -126,6 +126,12 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     acks = request.acks
     responses: list[dict[str, Any]] = []
     waits: list[tuple[dict[str, Any], PartitionLog, AppendInfo, tuple[str, int, int] | None]] = []
+    if request.transactional_id is not None and not ctx.authorized(
+            AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id):
+        return encoded_response(ctx, [
+            {"name": t.name, "partition_responses": [
+                partition_result(p.index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED) for p in t.partition_data]}
+            for t in request.topic_data]) if acks != 0 else None
     for topic_data in request.topic_data:
         name = topic_data.name
         results: list[dict[str, Any]] = []

@@ -94,6 +94,20 @@ class _DenialLog:
 
 _DENIALS = _DenialLog()
 
+_SUPPORTED_OPERATIONS = {
+    ResourceType.TOPIC: (AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE,
+                         AclOperation.DELETE, AclOperation.ALTER, AclOperation.DESCRIBE_CONFIGS,
+                         AclOperation.ALTER_CONFIGS),
+    ResourceType.GROUP: (AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE),
+    ResourceType.CLUSTER: (AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS,
+                           AclOperation.ALTER_CONFIGS, AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER,
+                           AclOperation.DESCRIBE),
+}
+"""Kafka's supported operations per resource type (what ``*_authorized_operations`` reports on)."""
+
+NOT_REQUESTED = -2147483648
+"""The ``*_authorized_operations`` value when the request did not ask for them."""
+
 
 @dataclass(frozen=True, slots=True)
 class Registration:
@@ -169,6 +183,13 @@ class RequestContext:
         ``authorizeByResourceType``; not logged): always, without an authorizer."""
         authorizer = self.broker.authorizer
         return authorizer is None or authorizer.authorize_any(self.principal, self.client_host, operation, resource_type)
+
+    def authorized_operations(self, resource_type: ResourceType, name: str = CLUSTER_RESOURCE_NAME) -> int:
+        """The ``*_authorized_operations`` bit field (KIP-430): bit ``op`` set for each operation
+        Kafka supports on the resource type that the principal may perform (all of them
+        without an authorizer, as Kafka); not logged."""
+        return sum(1 << op for op in _SUPPORTED_OPERATIONS[resource_type]
+                   if self.authorized(op, resource_type, name, log_denial=False))
 
     def may_create_topic(self, name: str) -> bool:
         """CREATE on the cluster or on topic ``name`` (CreateTopics, and auto-creation), as Kafka:
