@@ -199,7 +199,8 @@ def test_every_kafka_setting_by_env_and_set() -> None:
                  "log_cleaner_enable": "false", "log_cleaner_min_cleanable_ratio": "0.7",
                  "log_cleaner_dedupe_buffer_size": "131072", "replica_socket_timeout_ms": "1500",
                  "controller_quorum_request_timeout_ms": "700",
-                 "fetch_max_bytes": "4096"}.get(field, "7")
+                 "fetch_max_bytes": "4096", "authorizer_class_name": "chronik", "super_users": "User:a;User:b",
+                 "allow_everyone_if_no_acl_found": "true"}.get(field, "7")
         env_name = "CHRONIK_" + kafka_name.replace(".", "_").upper()
         from_env = load(env={env_name: value})
         from_set = load(["--set", f"{kafka_name}={value}"])

@@ -58,6 +58,7 @@ import trio
 from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
+from .security.authorizer import Authorizer, parse_super_users
 from .log.cleaner_manager import LogCleaner
 from .txn import TransactionCoordinator, TxnSettings
 from .txn.markers import ClusterMarkerWriter, LocalMarkerWriter
@@ -154,6 +155,12 @@ class Broker:
         self._coordinating_since: tuple[int, int] | None = None  # (controller epoch, its first log end)
         self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
                                        role=self if consensus is not None else None)
+        self.authorizer: Authorizer | None = None
+        """ACL enforcement (``authorizer.class.name``); None allows everything."""
+        if config.authorizer_class_name:
+            self.authorizer = Authorizer(lambda: self.image.security.acls,
+                                         super_users=parse_super_users(config.super_users or ""),
+                                         allow_if_no_acl=config.allow_everyone_if_no_acl_found)
         self.cleaner = LogCleaner(
             self.committer, str(config.data_dir), logs, self._effective_config_of, enabled=config.log_cleaner_enable,
             threads=config.log_cleaner_threads, backoff_ms=config.log_cleaner_backoff_ms,

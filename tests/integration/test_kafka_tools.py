@@ -81,21 +81,25 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ran]]:
     with running_broker(root / "data", "--group-initial-rebalance-delay-ms", "0") as broker:
         stdin = root / "lines.txt"
         stdin.write_text("k1:v1\nk2:value two\n:no key\n")
-        plan = commands(broker.bootstrap, stdin)
-        script = root / "commands.tsv"
-        script.write_text("".join("\t".join(([f"stdin={i}"] if i else []) + [main, *args]) + "\n"
-                                  for i, main, args in plan.values()))
-        done = subprocess.run(java_command("tools", "chronik.tools.ToolRunner", str(script)),
-                              capture_output=True, text=True, timeout=240, check=False)
-        assert done.returncode == 0, done.stderr[-6000:]
-        outs = re.split(r"^### \d+ begin\n", done.stdout, flags=re.M)[1:]
-        errs = re.split(r"^### \d+ begin .*\n", done.stderr, flags=re.M)[1:]
-        assert len(outs) == len(errs) == len(plan), done.stdout + done.stderr[-6000:]
-        results = {}
-        for name, out, err in zip(plan, outs, errs):
-            body, status = re.fullmatch(r"(.*)### \d+ exit (-?\d+)\n", out, flags=re.S).groups()  # type: ignore[union-attr]
-            results[name] = Ran(int(status), body, err)
-        yield results
+        yield run_tools(root, commands(broker.bootstrap, stdin))
+
+
+def run_tools(root: Path, plan: dict[str, tuple[str | None, str, list[str]]]) -> dict[str, Ran]:
+    """Run ``plan`` (name -> (stdin file, main class, arguments)) in one JVM, in order: each command's result."""
+    script = root / "commands.tsv"
+    script.write_text("".join("\t".join(([f"stdin={i}"] if i else []) + [main, *args]) + "\n"
+                              for i, main, args in plan.values()))
+    done = subprocess.run(java_command("tools", "chronik.tools.ToolRunner", str(script)),
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-6000:]
+    outs = re.split(r"^### \d+ begin\n", done.stdout, flags=re.M)[1:]
+    errs = re.split(r"^### \d+ begin .*\n", done.stderr, flags=re.M)[1:]
+    assert len(outs) == len(errs) == len(plan), done.stdout + done.stderr[-6000:]
+    results = {}
+    for name, out, err in zip(plan, outs, errs):
+        body, status = re.fullmatch(r"(.*)### \d+ exit (-?\d+)\n", out, flags=re.S).groups()  # type: ignore[union-attr]
+        results[name] = Ran(int(status), body, err)
+    return results
 
 
 def ok(ran: dict[str, Ran], name: str) -> list[str]:

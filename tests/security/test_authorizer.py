@@ -161,3 +161,25 @@ def test_scram_credentials_in_the_image() -> None:
     with pytest.raises(CommandRejected) as rejected:
         image.apply(4, DeleteScramCredential("alice", "SCRAM-SHA-256"))
     assert rejected.value.error == "RESOURCE_NOT_FOUND"
+
+
+def test_authorize_any_is_kafkas_authorize_by_resource_type() -> None:
+    # an ALLOW WRITE on some topic pattern is enough...
+    assert authorizer(acl("orders", Op.WRITE)).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert authorizer(acl("app-", Op.ALL, pattern=Pat.PREFIXED)).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    # ...unless a DENY covers it: the same literal, a shorter prefix, or the literal wildcard
+    assert not authorizer(acl("orders", Op.WRITE), acl("orders", Op.WRITE, Perm.DENY)).authorize_any(
+        ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert not authorizer(acl("app-x", Op.WRITE, pattern=Pat.PREFIXED),
+                          acl("app-", Op.WRITE, Perm.DENY, pattern=Pat.PREFIXED)).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert not authorizer(acl("orders", Op.WRITE), acl("*", Op.ALL, Perm.DENY)).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    # a DENY on another name leaves the ALLOW standing
+    assert authorizer(acl("orders", Op.WRITE), acl("other", Op.WRITE, Perm.DENY)).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    # other principals, operations, resource types and hosts do not count
+    assert not authorizer(acl("orders", Op.WRITE, principal=BOB)).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert not authorizer(acl("orders", Op.READ)).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert not authorizer(acl("orders", Op.WRITE, res=Res.GROUP)).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert not authorizer(acl("orders", Op.WRITE, host="10.0.0.9")).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert authorizer(acl("orders", Op.WRITE, principal="User:*")).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert authorizer(super_users={ALICE}).authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)
+    assert not authorizer().authorize_any(ALICE, "h", Op.WRITE, Res.TOPIC)

@@ -179,8 +179,10 @@ class _Bool(_Kind):
 class _Choice(_Kind):
     metavar = "NAME"
 
-    def __init__(self, choices: Callable[[], Sequence[str]], *, lower: bool = False, metavar: str = "NAME") -> None:
-        self.choices, self.lower, self.metavar = choices, lower, metavar
+    def __init__(self, choices: Callable[[], Sequence[str]], *, lower: bool = False, metavar: str = "NAME",
+                 empty: bool = False) -> None:
+        """``empty``: the empty string (unset) is accepted too."""
+        self.choices, self.lower, self.metavar, self.empty = choices, lower, metavar, empty
 
     def from_text(self, text: str) -> str:
         return text.strip()
@@ -191,12 +193,12 @@ class _Choice(_Kind):
         if self.lower:
             value = value.lower()
         choices = self.choices()
-        if value not in choices:
-            raise _Invalid(f"{value!r} is not one of: {', '.join(choices)}")
+        if value not in choices and not (self.empty and value == ""):
+            raise _Invalid(f"{value!r} is not one of: {', '.join(choices)}" + (" (or empty)" if self.empty else ""))
         return value
 
     def describe(self) -> str:
-        return "one of " + ", ".join(self.choices())
+        return ("empty or " if self.empty else "") + "one of " + ", ".join(self.choices())
 
 
 class _Text(_Kind):
@@ -217,6 +219,9 @@ class _Text(_Kind):
         if not value.strip():
             raise _Invalid("must not be empty")
         return value
+
+    def to_text(self, value: Any) -> str:
+        return "" if value is None else str(value)
 
 
 class _Path(_Kind):

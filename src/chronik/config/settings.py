@@ -35,6 +35,9 @@ ENV_PREFIX = "CHRONIK_"
 CONFIG_ENV = "CHRONIK_CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 METADATA_COMMIT_MODES = ("quorum", "leader")
+AUTHORIZER_CLASS_NAMES = ("org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                          "kafka.security.authorizer.AclAuthorizer", "chronik")
+"""``authorizer.class.name`` values that turn ACL enforcement on (empty: everything is allowed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,15 @@ _SETTINGS_LIST = (
            "Close a client connection that sent and received nothing, and is owed nothing, for this long."),
     _kafka("max.connections", _Int(1), "Client connections open at once; more are closed at once (Kafka: unlimited)."),
     _kafka("max.connections.per.ip", _Int(1), "Client connections from one IP address (Kafka: unlimited)."),
+    _Setting("authorizer_class_name", _Choice(lambda: AUTHORIZER_CLASS_NAMES, metavar="CLASS", empty=True),
+             "ACL enforcement: org.apache.kafka.metadata.authorizer.StandardAuthorizer (or chronik) enforces the "
+             "ACLs of CreateAcls; empty allows everything.", "kafka", kafka="authorizer.class.name",
+             default_doc="empty"),
+    _Setting("super_users", _Text(optional=True, metavar="PRINCIPALS"),
+             "Principals the authorizer allows everything, ';'-separated (User:admin;User:ops).", "kafka",
+             kafka="super.users", default_doc="none"),
+    _kafka("allow.everyone.if.no.acl.found", _Bool(),
+           "With an authorizer: allow an operation on a resource no ACL names at all (else deny it)."),
     _Setting("request_arrival_timeout_ms", _Int(1, _INT64_MAX),
              "Close a connection whose request began to arrive but is still incomplete after this long "
              "(slow senders holding buffers).", "broker"),
@@ -231,6 +243,9 @@ class BrokerConfig:
     connections_max_idle_ms: int = 600000
     max_connections: int = 10000
     max_connections_per_ip: int = 1000
+    authorizer_class_name: str = ""
+    super_users: str | None = None
+    allow_everyone_if_no_acl_found: bool = False
     request_arrival_timeout_ms: int = 30000
     max_partitions_per_topic: int = 2000
     max_partitions_per_request: int = 4000

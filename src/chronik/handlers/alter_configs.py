@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..metadata import AlterTopicConfigs, CommandRejected, TopicImage
+from ..metadata.acls import AclOperation
 from ..metadata.topic_configs import InvalidConfig, validate_topic_config
 from ..protocol import ErrorCode
 from .create_partitions import answer_each_once
@@ -54,7 +55,7 @@ def distinct_config_names(configs: Any) -> None:
 
 async def alter_one(ctx: RequestContext, resource: Any, plan: Plan, validate_only: bool) -> dict[str, Any]:
     try:
-        topic = resolve_resource(ctx, resource.resource_type, resource.resource_name)
+        topic = resolve_resource(ctx, resource.resource_type, resource.resource_name, AclOperation.ALTER_CONFIGS)
         distinct_config_names(resource.configs)
         if topic is None:
             if resource.configs:

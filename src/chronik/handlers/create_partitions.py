@@ -30,6 +30,7 @@ from ..metadata import CommandRejected, CreatePartitions
 from ..metadata.placement import PartitionLimits, TopicRequest, replica_assignment, topic_request_problem
 from ..protocol import ErrorCode
 from .create_topics import too_many_in_one_request
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 _Item = TypeVar("_Item")
@@ -41,6 +42,8 @@ def topic_result(name: str, code: ErrorCode = ErrorCode.NONE, message: str | Non
 
 async def create_partitions(ctx: RequestContext, wanted: Any, validate_only: bool) -> dict[str, Any]:
     broker = ctx.broker
+    if not ctx.authorized(AclOperation.ALTER, ResourceType.TOPIC, wanted.name):
+        return topic_result(wanted.name, ErrorCode.TOPIC_AUTHORIZATION_FAILED, f"{ctx.principal} may not ALTER topic {wanted.name!r}")
     topic = broker.image.topics.get(wanted.name)
     if topic is None:
         return topic_result(wanted.name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {wanted.name!r} does not exist")

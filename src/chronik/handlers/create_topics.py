@@ -22,6 +22,7 @@ from ..metadata.placement import PartitionLimits, TopicRequest, topic_request_pr
 from ..metadata.topic_configs import TOPIC_CONFIGS, InvalidConfig, validate_topic_config
 from ..protocol import ErrorCode
 from .describe_configs import topic_synonyms
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 
@@ -33,6 +34,8 @@ def topic_result(name: str, code: ErrorCode, message: str | None = None, **extra
 async def create_one(ctx: RequestContext, creatable: Any, validate_only: bool) -> dict[str, Any]:
     broker = ctx.broker
     name = creatable.name
+    if not ctx.may_create_topic(name):
+        return topic_result(name, ErrorCode.TOPIC_AUTHORIZATION_FAILED, f"{ctx.principal} may not CREATE topic {name!r}")
     problem = topic_name_problem(name)
     if problem is not None:
         return topic_result(name, ErrorCode.INVALID_TOPIC_EXCEPTION, problem)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 
@@ -16,6 +17,9 @@ from .registry import RequestContext, handles
 async def handle_delete_groups(ctx: RequestContext, request: Any) -> Any:
     results = []
     for group_id in request.groups_names:
-        code = await ctx.broker.groups.delete_group(group_id) if group_id else ErrorCode.INVALID_GROUP_ID
+        if not ctx.authorized(AclOperation.DELETE, ResourceType.GROUP, group_id):
+            code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+        else:
+            code = await ctx.broker.groups.delete_group(group_id) if group_id else ErrorCode.INVALID_GROUP_ID
         results.append({"group_id": group_id, "error_code": int(code)})
     return ctx.respond(throttle_time=0, results=results)

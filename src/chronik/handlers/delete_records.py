@@ -19,6 +19,7 @@ from typing import Any
 from ..log.partition import OffsetOutOfRange, PartitionLog
 from ..metadata import PartitionImage
 from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 HIGH_WATERMARK = -1
@@ -37,6 +38,8 @@ def leader_log(ctx: RequestContext, topic: str, partition: int) -> tuple[Partiti
 
 
 def delete_records(ctx: RequestContext, topic: str, partition: int, offset: int) -> dict[str, Any]:
+    if not ctx.authorized(AclOperation.DELETE, ResourceType.TOPIC, topic):
+        return {"partition_index": partition, "low_watermark": -1, "error_code": int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)}
     found = leader_log(ctx, topic, partition)
     if isinstance(found, ErrorCode):
         return {"partition_index": partition, "low_watermark": -1, "error_code": int(found)}

@@ -13,6 +13,7 @@ from ..metadata import CommandRejected, DeleteTopic
 from ..metadata.log import METADATA_TOPIC
 from ..protocol import ErrorCode
 from ..protocol.build import is_zero_uuid
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 
@@ -35,6 +36,12 @@ async def handle_delete_topics(ctx: RequestContext, request: Any) -> Any:
             missing = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         result = {"name": name, "topic_id": topic_id, "error_code": 0, "error_message": None}
         results.append(result)
+        if not ctx.authorized(AclOperation.DELETE, ResourceType.TOPIC, topic.name if topic is not None else name):
+            if name is None:  # as Kafka: an id the principal may not touch is not known to it
+                result.update(error_code=int(ErrorCode.UNKNOWN_TOPIC_ID), error_message="topic does not exist")
+            else:
+                result.update(error_code=int(ErrorCode.TOPIC_AUTHORIZATION_FAILED), error_message=None)
+            continue
         if topic is None:
             result.update(error_code=int(missing), error_message="topic does not exist")
             continue

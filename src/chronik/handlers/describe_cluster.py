@@ -14,7 +14,8 @@ from typing import Any
 
 from ..protocol import ErrorCode
 from .metadata import brokers_of
-from .registry import RequestContext, handles
+from ..metadata.acls import AclOperation, ResourceType
+from .registry import NOT_REQUESTED, RequestContext, handles
 
 ENDPOINT_BROKERS = 1
 ENDPOINT_CONTROLLERS = 2
@@ -26,9 +27,13 @@ async def handle_describe_cluster(ctx: RequestContext, request: Any) -> Any:
     answer: dict[str, Any] = {
         "throttle_time": 0, "error_code": 0, "error_message": None, "endpoint_type": endpoint_type,
         "cluster_id": ctx.broker.cluster_id, "controller_id": ctx.broker.controller_id, "brokers": [],
-        "cluster_authorized_operations": -2147483648,
+        "cluster_authorized_operations": ctx.authorized_operations(ResourceType.CLUSTER)
+        if getattr(request, "include_cluster_authorized_operations", False) else NOT_REQUESTED,
     }
-    if endpoint_type == ENDPOINT_CONTROLLERS:
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.CLUSTER):
+        answer.update(error_code=int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
+                      error_message=f"{ctx.principal} may not DESCRIBE the cluster")
+    elif endpoint_type == ENDPOINT_CONTROLLERS:
         answer.update(error_code=int(ErrorCode.UNSUPPORTED_ENDPOINT_TYPE),
                       error_message="this is a broker: ask it for brokers (endpoint type 1), not controllers")
     elif endpoint_type != ENDPOINT_BROKERS:

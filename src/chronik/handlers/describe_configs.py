@@ -35,6 +35,7 @@ from typing import Any
 
 from ..config import KAFKA_SETTING_DOCS, KAFKA_SETTINGS, BrokerConfig
 from ..metadata import TopicImage, topic_name_problem
+from ..metadata.acls import AclOperation, ResourceType
 from ..metadata.topic_configs import TOPIC_CONFIGS
 from ..protocol import ErrorCode
 from .registry import RequestContext, handles
@@ -60,12 +61,22 @@ class ResourceRefused(Exception):
         self.message = message
 
 
-def resolve_resource(ctx: RequestContext, resource_type: int, resource_name: str) -> TopicImage | None:
+def resolve_resource(ctx: RequestContext, resource_type: int, resource_name: str,
+                     operation: AclOperation) -> TopicImage | None:
     """The topic a TOPIC resource names, or None for this broker's BROKER resource.
 
-    Raises :class:`ResourceRefused` for a missing or illegal topic, another
-    node's (or a non-numeric) broker name, and every other resource type.
+    Raises :class:`ResourceRefused` for a resource the principal may not
+    ``operation`` (DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic:
+    TOPIC_AUTHORIZATION_FAILED; on the cluster, for a broker:
+    CLUSTER_AUTHORIZATION_FAILED -- checked first, as Kafka), a missing or
+    illegal topic, another node's (or a non-numeric) broker name, and every
+    other resource type.
     """
+    if resource_type == RESOURCE_TOPIC and not ctx.authorized(operation, ResourceType.TOPIC, resource_name):
+        raise ResourceRefused(ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                              f"{ctx.principal} may not {operation.name} topic {resource_name!r}")
+    if resource_type == RESOURCE_BROKER and not ctx.authorized(operation, ResourceType.CLUSTER):
+        raise ResourceRefused(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, f"{ctx.principal} may not {operation.name} the cluster")
     if resource_type == RESOURCE_TOPIC:
         problem = topic_name_problem(resource_name)
         if problem is not None:
@@ -145,7 +156,7 @@ def _broker_config_kind(key: str, value: str) -> str:
 
 def describe_resource(ctx: RequestContext, resource: Any, synonyms: bool, documentation: bool) -> dict[str, Any]:
     try:
-        topic = resolve_resource(ctx, resource.resource_type, resource.resource_name)
+        topic = resolve_resource(ctx, resource.resource_type, resource.resource_name, AclOperation.DESCRIBE_CONFIGS)
     except ResourceRefused as exc:
         return resource_result(resource, exc.code, exc.message, configs=[])
     if topic is not None and (stale := ctx.broker.metadata_lag()) is not None:

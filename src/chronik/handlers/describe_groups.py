@@ -11,12 +11,16 @@ from typing import Any
 
 from ..groups import GroupState
 from ..protocol import ErrorCode
-from .registry import RequestContext, handles
+from ..metadata.acls import AclOperation, ResourceType
+from .registry import NOT_REQUESTED, RequestContext, handles
 
-NO_AUTHORIZED_OPERATIONS = -2147483648
 
 
-def describe_group(ctx: RequestContext, group_id: str) -> dict[str, Any]:
+def describe_group(ctx: RequestContext, group_id: str, with_operations: bool = False) -> dict[str, Any]:
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+        return {"error_code": int(ErrorCode.GROUP_AUTHORIZATION_FAILED), "error_message": None, "group_id": group_id,
+                "group_state": "", "protocol_type": "", "protocol_data": "", "members": [],
+                "authorized_operations": NOT_REQUESTED}
     refused = ctx.broker.groups.availability()
     described = ctx.broker.groups.describe(group_id) if refused is None else None
     if described is None:
@@ -27,7 +31,7 @@ def describe_group(ctx: RequestContext, group_id: str) -> dict[str, Any]:
             "error_message": (f"group {group_id!r} not found" if missing else None) if refused is None else
             "this node does not coordinate groups now",
             "group_id": group_id, "group_state": GroupState.DEAD.value, "protocol_type": "", "protocol_data": "",
-            "members": [], "authorized_operations": NO_AUTHORIZED_OPERATIONS,
+            "members": [], "authorized_operations": NOT_REQUESTED,
         }
     return {
         "error_code": 0,
@@ -40,10 +44,12 @@ def describe_group(ctx: RequestContext, group_id: str) -> dict[str, Any]:
              "client_host": m.client_host, "member_metadata": m.metadata, "member_assignment": m.assignment}
             for m in described.members
         ],
-        "authorized_operations": NO_AUTHORIZED_OPERATIONS,
+        "authorized_operations": ctx.authorized_operations(ResourceType.GROUP, group_id) if with_operations
+        else NOT_REQUESTED,
     }
 
 
 @handles(15, 0, 6)
 async def handle_describe_groups(ctx: RequestContext, request: Any) -> Any:
-    return ctx.respond(throttle_time=0, groups=[describe_group(ctx, group_id) for group_id in request.groups])
+    return ctx.respond(throttle_time=0, groups=[describe_group(ctx, group_id, getattr(request, "include_authorized_operations", False))
+                                             for group_id in request.groups])

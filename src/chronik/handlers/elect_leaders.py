@@ -22,6 +22,7 @@ from typing import Any
 from ..metadata import CommandRejected, ElectLeaders
 from ..metadata.commands import PREFERRED_ELECTION, UNCLEAN_ELECTION
 from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 
@@ -47,6 +48,8 @@ async def handle_elect_leaders(ctx: RequestContext, request: Any) -> Any:
         entries = [(t, p, int(code), message) for t, p in (wanted or [])]
         return ctx.respond(throttle_time=0, error_code=int(code), replica_election_results=_results(entries))
 
+    if not ctx.authorized(AclOperation.ALTER, ResourceType.CLUSTER):
+        return everyone(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, f"{ctx.principal} may not ALTER the cluster")
     if election_type not in (PREFERRED_ELECTION, UNCLEAN_ELECTION):
         return everyone(ErrorCode.INVALID_REQUEST, f"unknown election type {election_type}")
     try:

@@ -34,6 +34,7 @@ from typing import Any
 import trio
 
 from ..log.partition import OffsetOutOfRange, PartitionLog
+from ..metadata.acls import AclOperation, ResourceType
 from ..protocol import BufferList, ErrorCode, parse_batch_header
 from .registry import RequestContext, handles
 
@@ -83,6 +84,11 @@ def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]],
             missing = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         partitions = []
         responses.append({"topic": name, "topic_id": getattr(fetch_topic, "topic_id", None), "partitions": partitions})
+        if name is not None and not ctx.authorized(AclOperation.READ, ResourceType.TOPIC, name):
+            partitions.extend(partition_data(p.partition, ErrorCode.TOPIC_AUTHORIZATION_FAILED, None)
+                              for p in fetch_topic.partitions)
+            errors = True
+            continue
         for fetch_partition in fetch_topic.partitions:
             index = fetch_partition.partition
             partition_log = broker.led_log(name, index) if name is not None else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 KEY_TYPE_GROUP = 0
@@ -23,6 +24,12 @@ KEY_TYPE_TRANSACTION = 1
 
 def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     broker = ctx.broker
+    if key_type == KEY_TYPE_GROUP and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, key):
+        return {"key": key, "node_id": -1, "host": "", "port": -1,
+                "error_code": int(ErrorCode.GROUP_AUTHORIZATION_FAILED), "error_message": None}
+    if key_type == KEY_TYPE_TRANSACTION and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, key):
+        return {"key": key, "node_id": -1, "host": "", "port": -1,
+                "error_code": int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), "error_message": None}
     if key_type in (KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION):
         if broker.consensus is None or broker.controller_id == broker.node_id:
             host, port = broker.advertised.host, broker.advertised.port

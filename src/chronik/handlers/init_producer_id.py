@@ -16,12 +16,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 from .txn_errors import fenced_for_version
 
 
 @handles(22, 0, 5)
 async def handle_init_producer_id(ctx: RequestContext, request: Any) -> Any:
+    if request.transactional_id is not None and not ctx.authorized(
+            AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id):
+        return ctx.respond(throttle_time=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+                           producer_id=-1, producer_epoch=-1)
+    if request.transactional_id is None and not (
+            ctx.authorized(AclOperation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, log_denial=False)
+            or ctx.authorized_any(AclOperation.WRITE, ResourceType.TOPIC)):
+        return ctx.respond(throttle_time=0, error_code=int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
+                           producer_id=-1, producer_epoch=-1)
     if request.transactional_id is not None:
         timeout_ms = int(request.transaction_timeout.total_seconds() * 1000)
         error, producer_id, epoch = await ctx.broker.transactions.init_producer_id(

@@ -11,11 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from ..groups import JoinRequest
+from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 
 @handles(11, 0, 9)
 async def handle_join_group(ctx: RequestContext, request: Any) -> Any:
+    if not ctx.authorized(AclOperation.READ, ResourceType.GROUP, request.group_id):
+        return ctx.respond(throttle_time=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED), generation_id=-1,
+                           protocol_type=None, protocol_name=None if ctx.api_version >= 7 else "", leader="",
+                           skip_assignment=False, member_id=request.member_id, members=[])
     session_timeout_ms = int(request.session_timeout.total_seconds() * 1000)
     rebalance_timeout = getattr(request, "rebalance_timeout", None)
     join = JoinRequest(

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 
 @handles(13, 0, 5)
 async def handle_leave_group(ctx: RequestContext, request: Any) -> Any:
+    if not ctx.authorized(AclOperation.READ, ResourceType.GROUP, request.group_id):
+        return ctx.respond(throttle_time=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED), members=[])
     if ctx.api_version >= 3:
         leaving = [(m.member_id, m.group_instance_id) for m in request.members]
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 LATEST = -1
@@ -38,6 +39,10 @@ async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
     for list_topic in request.topics:
         partitions = []
         topics.append({"name": list_topic.name, "partitions": partitions})
+        if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, list_topic.name):
+            partitions.extend(partition_offset(p.partition_index, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+                              for p in list_topic.partitions)
+            continue
         for p in list_topic.partitions:
             partition_log = await broker.partition_log(list_topic.name, p.partition_index)
             if partition_log is None:

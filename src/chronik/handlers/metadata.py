@@ -16,13 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..metadata import CommandRejected, TopicImage, topic_name_problem
+from ..metadata.acls import AclOperation, ResourceType
 from ..metadata.log import METADATA_TOPIC
 from ..protocol import ErrorCode
 from ..protocol.build import is_zero_uuid
-from .registry import RequestContext, handles
+from .registry import NOT_REQUESTED, RequestContext, handles
 
 
-def describe_topic(ctx: RequestContext, topic: TopicImage) -> dict[str, Any]:
+def describe_topic(ctx: RequestContext, topic: TopicImage, with_operations: bool = False) -> dict[str, Any]:
     brokers = ctx.broker.image.brokers
     return {
         "error_code": 0,
@@ -42,7 +43,8 @@ def describe_topic(ctx: RequestContext, topic: TopicImage) -> dict[str, Any]:
             }
             for index, p in enumerate(topic.partitions)
         ],
-        "topic_authorized_operations": -2147483648,
+        "topic_authorized_operations": ctx.authorized_operations(ResourceType.TOPIC, topic.name) if with_operations
+        else NOT_REQUESTED,
     }
 
 
@@ -65,15 +67,19 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     topics: list[dict[str, Any]] = []
     wanted = request.topics
+    with_operations = getattr(request, "include_topic_authorized_operations", False)
     if broker.metadata_lag() is not None:
         known = broker.image.topics
         if wanted is None or (ctx.api_version == 0 and not wanted):
             topics = [topic_error(t.name, ErrorCode.LEADER_NOT_AVAILABLE, t.topic_id)
-                      for t in sorted(known.values(), key=lambda t: t.name)]
+                      for t in sorted(known.values(), key=lambda t: t.name)
+                      if ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, t.name, log_denial=False)]
         else:
             topics = [topic_error(r.name, ErrorCode.LEADER_NOT_AVAILABLE, getattr(r, "topic_id", None)) for r in wanted]
     elif wanted is None or (ctx.api_version == 0 and not wanted):
-        topics = [describe_topic(ctx, t) for t in sorted(broker.image.topics.values(), key=lambda t: t.name)]
+        # every topic the principal may describe; the others are left out, silently (as Kafka)
+        topics = [describe_topic(ctx, t, with_operations) for t in sorted(broker.image.topics.values(), key=lambda t: t.name)
+                  if ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, t.name, log_denial=False)]
     else:
         may_create = getattr(request, "allow_auto_topic_creation", True)
         for requested in wanted:
@@ -81,11 +87,19 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
             topic_id = getattr(requested, "topic_id", None)
             if name is None and not is_zero_uuid(topic_id):
                 found = broker.image.topics_by_id.get(topic_id)
-                topics.append(describe_topic(ctx, found) if found else topic_error(None, ErrorCode.UNKNOWN_TOPIC_ID, topic_id))
+                if found is not None and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, found.name):
+                    found = None  # as Kafka: an id the principal may not describe is not known to it
+                topics.append(describe_topic(ctx, found, with_operations) if found else topic_error(None, ErrorCode.UNKNOWN_TOPIC_ID, topic_id))
+                continue
+            if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+                topics.append(topic_error(name, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
                 continue
             topic = broker.image.topics.get(name)
             if topic is None and topic_name_problem(name) is not None:
                 topics.append(topic_error(name, ErrorCode.INVALID_TOPIC_EXCEPTION))
+                continue
+            if topic is None and may_create and broker.config.auto_create_topics_enable and not ctx.may_create_topic(name):
+                topics.append(topic_error(name, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
                 continue
             if topic is None and may_create:
                 try:
@@ -93,12 +107,13 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
                 except CommandRejected as exc:
                     topics.append(topic_error(name, ErrorCode[exc.error]))
                     continue
-            topics.append(describe_topic(ctx, topic) if topic else topic_error(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+            topics.append(describe_topic(ctx, topic, with_operations) if topic else topic_error(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
     return ctx.respond(
         throttle_time=0,
         brokers=brokers_of(ctx),
         cluster_id=broker.cluster_id,
         controller_id=broker.controller_id,
         topics=topics,
-        cluster_authorized_operations=-2147483648,
+        cluster_authorized_operations=ctx.authorized_operations(ResourceType.CLUSTER)
+        if getattr(request, "include_cluster_authorized_operations", False) else NOT_REQUESTED,
     )

@@ -14,16 +14,25 @@ from __future__ import annotations
 from typing import Any
 
 from ..groups import OffsetToCommit
+from ..metadata.acls import AclOperation, ResourceType
 from ..protocol import ErrorCode
 from .registry import RequestContext, handles
 
 
 @handles(8, 2, 9)
 async def handle_offset_commit(ctx: RequestContext, request: Any) -> Any:
+    if not ctx.authorized(AclOperation.READ, ResourceType.GROUP, request.group_id):
+        return ctx.respond(throttle_time=0, topics=[
+            {"name": topic.name, "partitions": [
+                {"partition_index": p.partition_index, "error_code": int(ErrorCode.GROUP_AUTHORIZATION_FAILED)}
+                for p in topic.partitions]}
+            for topic in request.topics])
+    # as Kafka: the partitions of topics the principal may not READ are refused, the others committed
+    refused = {t.name for t in request.topics if not ctx.authorized(AclOperation.READ, ResourceType.TOPIC, t.name)}
     offsets = [
         OffsetToCommit(topic.name, p.partition_index, p.committed_offset,
                        getattr(p, "committed_leader_epoch", -1), p.committed_metadata)
-        for topic in request.topics
+        for topic in request.topics if topic.name not in refused
         for p in topic.partitions
     ]
     groups = ctx.broker.groups
@@ -42,7 +51,9 @@ async def handle_offset_commit(ctx: RequestContext, request: Any) -> Any:
             throttle_time=0,
             topics=[
                 {"name": topic.name,
-                 "partitions": [{"partition_index": p.partition_index, "error_code": int(next(errors))}
+                 "partitions": [{"partition_index": p.partition_index,
+                                 "error_code": int(ErrorCode.TOPIC_AUTHORIZATION_FAILED if topic.name in refused
+                                                   else next(errors))}
                                 for p in topic.partitions]}
                 for topic in request.topics
             ],

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..metadata.acls import AclOperation, ResourceType
 from ..protocol import ErrorCode
 from .registry import RequestContext, handles
 
@@ -24,6 +25,8 @@ def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None
     """One group's answer: ``topics`` and its group-level ``error_code``."""
     wanted = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     refused = ErrorCode.INVALID_GROUP_ID if not group_id else ctx.broker.groups.availability()
+    if refused is None and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+        refused = ErrorCode.GROUP_AUTHORIZATION_FAILED
     if refused is not None:
         error = refused
         found: list[tuple[str, int, Any]] = [(topic, partition, None) for topic, partition in wanted or ()]
@@ -34,17 +37,28 @@ def fetch_group(ctx: RequestContext, group_id: str, topics: Sequence[Any] | None
     if require_stable and error == ErrorCode.NONE:
         for staged in ctx.broker.image.pending_txn_offsets.get(group_id, {}).values():
             pending.update(staged)
+    # as Kafka: a named topic the principal may not DESCRIBE is answered TOPIC_AUTHORIZATION_FAILED;
+    # with "all topics" such topics are left out
+    may_describe: dict[str, bool] = {}
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for topic, partition, committed in found:
-        if (topic, partition) in pending:
-            committed = None
+        partition_error = int(error) if ctx.api_version < 2 else 0
+        if refused is None:
+            if topic not in may_describe:
+                may_describe[topic] = ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, topic,
+                                                     log_denial=wanted is not None)
+            if not may_describe[topic]:
+                if wanted is None:
+                    continue
+                committed, partition_error = None, int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+        if (topic, partition) in pending and partition_error == 0:
+            committed, partition_error = None, int(ErrorCode.UNSTABLE_OFFSET_COMMIT)
         by_topic.setdefault(topic, []).append({
             "partition_index": partition,
             "committed_offset": -1 if committed is None else committed.offset,
             "committed_leader_epoch": -1 if committed is None else committed.leader_epoch,
             "metadata": "" if committed is None else committed.metadata,
-            "error_code": int(error) if ctx.api_version < 2 else
-            int(ErrorCode.UNSTABLE_OFFSET_COMMIT) if (topic, partition) in pending else 0,
+            "error_code": partition_error,
         })
     return {
         "group_id": group_id,

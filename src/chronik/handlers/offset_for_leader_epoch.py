@@ -30,6 +30,7 @@ from typing import Any
 from ..metadata import TopicImage
 from ..protocol import ErrorCode
 from .delete_records import leader_log
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 UNDEFINED = -1
@@ -48,6 +49,9 @@ def _fencing_error(topic: TopicImage | None, partition: int, current_leader_epoc
 
 def epoch_end(ctx: RequestContext, topic: str, request: Any) -> dict[str, Any]:
     answer = {"partition": request.partition, "error_code": 0, "leader_epoch": UNDEFINED, "end_offset": UNDEFINED}
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, topic):
+        answer["error_code"] = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+        return answer
     fencing = _fencing_error(ctx.broker.image.topics.get(topic), request.partition, request.current_leader_epoch)
     found = fencing if fencing is not None else leader_log(ctx, topic, request.partition)
     if isinstance(found, ErrorCode):

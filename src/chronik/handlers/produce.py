@@ -44,6 +44,7 @@ import trio
 from ..log.partition import AppendInfo, PartitionLog
 from ..log.producer_state import SequenceError
 from ..metadata import CommandRejected
+from ..metadata.acls import AclOperation, ResourceType
 from ..metadata.topic_configs import is_compacted
 from ..protocol import (
     BatchHeader,
@@ -147,12 +148,23 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
     transactional_id = getattr(request, "transactional_id", None)
     responses: list[dict[str, Any]] = []
     waits: list[tuple[dict[str, Any], PartitionLog, AppendInfo, tuple[str, int, int] | None]] = []
+    if transactional_id is not None and not ctx.authorized(
+            AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+        return encoded_response(ctx, [
+            {"name": t.name, "partition_responses": [
+                partition_result(p.index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED) for p in t.partition_data]}
+            for t in request.topic_data]) if acks != 0 else None
     for topic_data in request.topic_data:
         name = topic_data.name
         results: list[dict[str, Any]] = []
         responses.append({"name": name, "partition_responses": results})
+        if not ctx.authorized(AclOperation.WRITE, ResourceType.TOPIC, name):
+            results.extend(partition_result(p.index, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+                           for p in topic_data.partition_data)
+            continue
         topic = broker.image.topics.get(name)
-        if topic is None and acks in (0, 1, -1) and transactional_id is None:
+        if (topic is None and acks in (0, 1, -1) and transactional_id is None
+                and broker.config.auto_create_topics_enable and ctx.may_create_topic(name)):
             try:
                 topic = await broker.auto_create_topic(name)
             except CommandRejected:

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..metadata.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from ..protocol import ApiVersionRange, RequestHeader, api_version_range, response_schema
 from ..protocol.build import build
 
@@ -67,6 +68,44 @@ class RateLimit:
         return True
 
 
+class _DenialLog:
+    """Which denials get a log line: one per (principal, host, operation, resource) a
+    minute, and at most ``per_second`` lines a second in all, so neither one client
+    retrying nor a flood of distinct resource names can flood the log."""
+
+    def __init__(self, per_second: int = 20) -> None:
+        self.repeats = RateLimit(60.0)
+        self.per_second = per_second
+        self._second = 0
+        self._count = 0
+
+    def allow(self, key: object) -> bool:
+        second = int(time.monotonic())
+        if second != self._second:
+            self._second, self._count = second, 0
+        if self._count >= self.per_second or not self.repeats.allow(key):
+            return False
+        self._count += 1
+        return True
+
+
+_DENIALS = _DenialLog()
+
+_SUPPORTED_OPERATIONS = {
+    ResourceType.TOPIC: (AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE,
+                         AclOperation.DELETE, AclOperation.ALTER, AclOperation.DESCRIBE_CONFIGS,
+                         AclOperation.ALTER_CONFIGS),
+    ResourceType.GROUP: (AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE),
+    ResourceType.CLUSTER: (AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS,
+                           AclOperation.ALTER_CONFIGS, AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER,
+                           AclOperation.DESCRIBE),
+}
+"""Kafka's supported operations per resource type (what ``*_authorized_operations`` reports on)."""
+
+NOT_REQUESTED = -2147483648
+"""The ``*_authorized_operations`` value when the request did not ask for them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     api_key: int
@@ -82,6 +121,9 @@ class RequestContext:
     broker: "BrokerServices"
     header: RequestHeader
     client_host: str
+    principal: str = "User:ANONYMOUS"
+    """Who sent the request: the connection's authenticated principal
+    (``User:ANONYMOUS`` on a PLAINTEXT listener, as Kafka)."""
 
     @property
     def api_version(self) -> int:
@@ -103,6 +145,45 @@ class RequestContext:
         connection's budget of queued answers until it is sent.
         """
         return Deferred(finish, ready, reserve)
+
+    def authorized(self, operation: AclOperation, resource_type: ResourceType, name: str = CLUSTER_RESOURCE_NAME,
+                   *, log_denial: bool = True) -> bool:
+        """Whether this request's principal may perform ``operation`` on the resource
+        (the cluster when no name is given): always, without an authorizer.
+
+        A denial is logged (INFO, logger ``chronik.handlers``, rate-limited by
+        :class:`_DenialLog`) unless ``log_denial`` is false -- as Kafka, for checks
+        that only filter what a response shows (Metadata hiding topics).
+        """
+        authorizer = self.broker.authorizer
+        if authorizer is None:
+            return True
+        decision = authorizer.authorize(self.principal, self.client_host, operation, resource_type, name)
+        if not decision.allowed and log_denial and _DENIALS.allow(
+                (self.principal, self.client_host, operation, resource_type, name)):
+            log.info("authorization denied: principal %s from %s may not %s %s %r (%s, API %s): %s", self.principal,
+                     self.client_host, AclOperation(operation).name, ResourceType(resource_type).name, name,
+                     self.header.client_id, _api_label(self.header.api_key), decision.reason)
+        return decision.allowed
+
+    def authorized_any(self, operation: AclOperation, resource_type: ResourceType) -> bool:
+        """Whether the principal may ``operation`` some resource of the type (Kafka's
+        ``authorizeByResourceType``; not logged): always, without an authorizer."""
+        authorizer = self.broker.authorizer
+        return authorizer is None or authorizer.authorize_any(self.principal, self.client_host, operation, resource_type)
+
+    def authorized_operations(self, resource_type: ResourceType, name: str = CLUSTER_RESOURCE_NAME) -> int:
+        """The ``*_authorized_operations`` bit field (KIP-430): bit ``op`` set for each operation
+        Kafka supports on the resource type that the principal may perform (all of them
+        without an authorizer, as Kafka); not logged."""
+        return sum(1 << op for op in _SUPPORTED_OPERATIONS[resource_type]
+                   if self.authorized(op, resource_type, name, log_denial=False))
+
+    def may_create_topic(self, name: str) -> bool:
+        """CREATE on the cluster or on topic ``name`` (CreateTopics, and auto-creation), as Kafka:
+        the cluster check logs no denial, the topic one does."""
+        return (self.authorized(AclOperation.CREATE, ResourceType.CLUSTER, log_denial=False)
+                or self.authorized(AclOperation.CREATE, ResourceType.TOPIC, name))
 
     def encoded(self, payload: bytes, errors: frozenset[int]) -> "Encoded":
         """A response a hand-written encoder produced (response header included)."""
@@ -169,3 +250,8 @@ def served_versions() -> tuple[ApiVersionRange, ...]:
         assert known is not None
         out.append(ApiVersionRange(key, r.min_version, r.max_version, known.name))
     return tuple(out)
+
+
+def _api_label(api_key: int) -> str:
+    known = api_version_range(api_key)
+    return known.name if known is not None else str(api_key)

@@ -23,6 +23,7 @@ from ..metadata.placement import TopicRequest
 from ..metrics import BrokerMetrics
 from ..protocol import ErrorCode
 from ..txn import TransactionCoordinator
+from ..security.authorizer import Authorizer
 
 if TYPE_CHECKING:
     from ..cluster.node import ConsensusNode
@@ -43,6 +44,9 @@ class BrokerServices(Protocol):
     transactions: TransactionCoordinator
     consensus: "ConsensusNode | None"
     """The Raft voter in cluster mode; None on a single node."""
+    authorizer: Authorizer | None
+    """ACL enforcement (``authorizer.class.name``); None: every request is allowed
+    (handlers ask through :meth:`~chronik.handlers.registry.RequestContext.authorized`)."""
 
     @property
     def image(self) -> MetadataImage:

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 
 @handles(14, 0, 5)
 async def handle_sync_group(ctx: RequestContext, request: Any) -> Any:
+    if not ctx.authorized(AclOperation.READ, ResourceType.GROUP, request.group_id):
+        return ctx.respond(throttle_time=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED), protocol_type=None,
+                           protocol_name=None, assignment=b"")
     answer = await ctx.broker.groups.sync(
         request.group_id,
         request.member_id,

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
+from ..config.settings import AUTHORIZER_CLASS_NAMES as _CLASS_NAMES
 from ..metadata.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType, WILDCARD_HOST, \
     WILDCARD_PRINCIPAL, WILDCARD_RESOURCE
 
@@ -36,9 +37,8 @@ _IMPLIES_DESCRIBE = frozenset({AclOperation.DESCRIBE, AclOperation.READ, AclOper
                                AclOperation.ALTER})
 _IMPLIES_DESCRIBE_CONFIGS = frozenset({AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS})
 
-AUTHORIZER_CLASS_NAMES = frozenset({"org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                                    "kafka.security.authorizer.AclAuthorizer", "chronik"})
-"""``authorizer.class.name`` values that turn ACL enforcement on."""
+AUTHORIZER_CLASS_NAMES = frozenset(_CLASS_NAMES)
+"""``authorizer.class.name`` values that turn ACL enforcement on (the setting's choices)."""
 
 
 def parse_super_users(text: str) -> frozenset[str]:
@@ -124,6 +124,35 @@ class Authorizer:
             return Decision(self.allow_if_no_acl, "no ACL for the resource; allow.everyone.if.no.acl.found="
                             + ("true" if self.allow_if_no_acl else "false"))
         return Decision(False, "no ACL allows it")
+
+    def authorize_any(self, principal: str, host: str, operation: int, resource_type: int) -> bool:
+        """Whether ``principal`` may perform ``operation`` on *some* resource of the type
+        (Kafka's ``authorizeByResourceType``, e.g. InitProducerId's WRITE on any topic):
+        a super user may; otherwise an ALLOW binding for the operation (or ALL) must
+        apply to the caller and not be covered by a DENY that applies to it (a
+        LITERAL ``*`` DENY covers everything, a PREFIXED DENY the patterns starting
+        with its prefix, a LITERAL one the same literal name)."""
+        if principal in self.super_users:
+            return True
+
+        def applies(b: AclBinding) -> bool:
+            return (b.resource_type == resource_type and b.principal in (principal, WILDCARD_PRINCIPAL)
+                    and b.host in (host, WILDCARD_HOST) and b.operation in (operation, AclOperation.ALL))
+
+        current = self._bindings()
+        denies = [b for b in current if b.permission == AclPermissionType.DENY and applies(b)]
+
+        def denied(allow: AclBinding) -> bool:
+            for d in denies:
+                if d.pattern_type == PatternType.LITERAL and d.resource_name == WILDCARD_RESOURCE:
+                    return True
+                if d.pattern_type == PatternType.PREFIXED and allow.resource_name.startswith(d.resource_name):
+                    return True
+                if (d.pattern_type, d.resource_name) == (allow.pattern_type, allow.resource_name):
+                    return True
+            return False
+
+        return any(b.permission == AclPermissionType.ALLOW and applies(b) and not denied(b) for b in current)
 
     def allowed(self, principal: str, host: str, operation: int, resource_type: int, name: str) -> bool:
         return self.authorize(principal, host, operation, resource_type, name).allowed

@@ -251,8 +251,9 @@ class _CloseConnection(Exception):
     """The request cannot be answered in a way the client would understand (already logged)."""
 
 
-async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str) -> Buffers | PendingResponse | None:
-    """Decode and dispatch one request; return its encoded response, a pending one, or None."""
+async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str,
+                       principal: str = "User:ANONYMOUS") -> Buffers | PendingResponse | None:
+    """Decode and dispatch one request from ``principal``; return its encoded response, a pending one, or None."""
     api_key, api_version, correlation_id = peek_request_ids(frame)
     registration = lookup(api_key, api_version)
     if registration is None:
@@ -261,7 +262,7 @@ async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str) -
         header, request = decode_request_frame(frame)
     except UnsupportedVersion:  # registered but unknown to the codec: cannot happen (handles() checks)
         return unsupported_version_answer(frame, api_key, api_version, correlation_id, client_host)
-    ctx = RequestContext(broker, header, client_host)
+    ctx = RequestContext(broker, header, client_host, principal)
     return await _answer(ctx, request, registration.handle(ctx, request), time.perf_counter())
 
 
