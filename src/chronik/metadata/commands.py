@@ -207,6 +207,9 @@ class DeleteAcls(Command):
 
     type_name: ClassVar[str] = "delete_acls"
     filters: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class PutTransaction(Command):
     """The transaction coordinator's whole state for one ``transactional_id``
     (Kafka's ``__transaction_state`` record), written at every transition.
