@@ -66,6 +66,8 @@ class _ProducerEntry:
     last_sequence: int
     recent: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=RETAINED_BATCHES))
     """(first sequence, last sequence, base offset) of the newest batches."""
+    last_timestamp: int = -1
+    """The max timestamp of the producer's newest batch (data or marker), as Kafka's producer state keeps it."""
 
 
 class AbortedTxn(NamedTuple):
@@ -163,13 +165,15 @@ class ProducerStateTable:
         if entry is None or header.producer_epoch != entry.epoch:
             entry = self._producers[header.producer_id] = _ProducerEntry(header.producer_epoch, -1)
         entry.last_sequence = _last_sequence(header)
+        entry.last_timestamp = header.max_timestamp
         entry.recent.append((header.base_sequence, entry.last_sequence, header.base_offset))
 
     def _observe_marker(self, header: BatchHeader, marker: int | None) -> None:
         pid = header.producer_id
         entry = self._producers.get(pid)
         if entry is None or header.producer_epoch > entry.epoch:
-            self._producers[pid] = _ProducerEntry(header.producer_epoch, -1)
+            entry = self._producers[pid] = _ProducerEntry(header.producer_epoch, -1)
+        entry.last_timestamp = header.max_timestamp
         first = self.ongoing.pop(pid, None)
         if first is None:
             return
@@ -189,9 +193,10 @@ class ProducerStateTable:
             lso = min(lso, min(self.ongoing.values()))
         return lso
 
-    def describe(self) -> list[tuple[int, int, int, int]]:
-        """(producer id, epoch, last sequence, first offset of its ongoing transaction or -1) per producer."""
-        return [(pid, entry.epoch, entry.last_sequence, self.ongoing.get(pid, -1))
+    def describe(self) -> list[tuple[int, int, int, int, int]]:
+        """(producer id, epoch, last sequence, last timestamp, first offset of its ongoing transaction
+        or -1) per producer."""
+        return [(pid, entry.epoch, entry.last_sequence, entry.last_timestamp, self.ongoing.get(pid, -1))
                 for pid, entry in sorted(self._producers.items())]
 
     def first_unstable_producer(self) -> tuple[int, int] | None:
