@@ -196,6 +196,21 @@ def test_java_admin_client(java_broker: BrokerProcess, module: str) -> None:
     assert result["electLeaders"] == "ElectionNotNeededException"
 
 
+@pytest.mark.parametrize("module", CLIENTS)
+def test_java_transactions(java_broker: BrokerProcess, module: str) -> None:
+    """The transactional producer: commit, abort, sendOffsetsToTransaction (the group's offsets
+    appear only with the commit); an open transaction holds read_committed readers at the last
+    stable offset; a second producer with the same transactional.id fences the first, whose
+    commitTransaction fails with ProducerFencedException, and its open transaction is aborted.
+    read_committed consumers read exactly the committed records, read_uncommitted every one."""
+    result, _ = run_checks(module, "transactions", java_broker.bootstrap)
+    assert result["readCommitted"] == 16 and result["readUncommitted"] == 26
+    assert result["zombieCommit"] == "ProducerFencedException"
+    open_txn = result["openTransaction"]
+    assert open_txn["lastStable"] < open_txn["highWatermark"]
+    assert result["endOffsets"] == 26 + 2 * 5  # each of the 5 transactions ended by a marker in both partitions
+
+
 TELEMETRY_LOGGER = "org.apache.kafka.common.telemetry"
 
 

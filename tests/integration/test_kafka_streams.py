@@ -1,4 +1,5 @@
-"""Kafka Streams (4.x) against a real broker process: a stateful word count, at-least-once.
+"""Kafka Streams (4.x) against a real broker process: a stateful word count, at-least-once and
+exactly-once (``processing.guarantee=exactly_once_v2``).
 
 ``chronik.tools.WordCount`` (tests/java/tools) splits lines into words, re-keys them by word
 (Streams creates a repartition topic), counts them in a KTable (a RocksDB store backed by a
@@ -10,7 +11,11 @@ Streams creates changelog topics with cleanup.policy=compact.  The ``default`` v
 only when the broker accepts compact topics (asked at run time with a validate-only
 CreateTopics); the ``delete`` variant configures the store's changelog with
 cleanup.policy=delete, which a broker without compaction serves today.  (Both variants were
-checked to pass against an Apache Kafka 4.4 broker.)  Skipped without java
+checked to pass against an Apache Kafka 4.4 broker.)  The ``eos`` variant runs the same
+topology exactly-once (transactions: each commit writes the output, the changelog, the
+repartition records and the input offsets in one transaction); its output, read
+``read_committed``, must hold every word's counts 1, 2, ... n once each, in order, and the
+restarted application must go on from the restored counts.  Skipped without java
 and the built Maven project, unless ``CHRONIK_REQUIRE_JAVA=1`` (see test_java.py).
 """
 
@@ -51,14 +56,15 @@ def compact_refused(bootstrap: str) -> str | None:
     return None
 
 
-def latest_counts(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
-    """The last count of each word in the output topic (read to its end)."""
+def output_records(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, int, str, int]]:
+    """(partition, offset, word, count) of every committed record of the output topic, read to its end."""
     consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "counts-reader",
-                                         "enable.auto.commit": False, "enable.partition.eof": True})
+                                         "enable.auto.commit": False, "enable.partition.eof": True,
+                                         "isolation.level": "read_committed"})
     try:
         consumer.assign([confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
                          for p in range(partitions)])
-        counts: dict[str, int] = {}
+        records: list[tuple[int, int, str, int]] = []
         ended: set[int] = set()
         while len(ended) < partitions:
             message = consumer.poll(5)
@@ -67,20 +73,27 @@ def latest_counts(bootstrap: str, topic: str, partitions: int) -> dict[str, int]
                 assert message.error().code() == confluent_kafka.KafkaError._PARTITION_EOF, message.error()
                 ended.add(message.partition())
                 continue
-            counts[message.key().decode()] = struct.unpack(">q", message.value())[0]
-        return counts
+            records.append((message.partition(), message.offset(), message.key().decode(),
+                            struct.unpack(">q", message.value())[0]))
+        return records
     finally:
         consumer.close()
+
+
+def latest_counts(bootstrap: str, topic: str, partitions: int) -> dict[str, int]:
+    """The last count of each word in the output topic (read to its end, read_committed)."""
+    return {word: count for _, _, word, count in output_records(bootstrap, topic, partitions)}
 
 
 class App:
     """One run of the word count, until :meth:`stop`."""
 
-    def __init__(self, bootstrap: str, app_id: str, state_dir: Path, policy: str, log: Path) -> None:
+    def __init__(self, bootstrap: str, variant: str, state_dir: Path, log: Path) -> None:
         self.log = log.open("a")
+        policy, guarantee = VARIANTS[variant]
         self.proc = subprocess.Popen(
-            java_command("tools", "chronik.tools.WordCount", bootstrap, app_id, f"lines-{policy}", f"counts-{policy}",
-                         str(state_dir), policy),
+            java_command("tools", "chronik.tools.WordCount", bootstrap, f"wordcount-{variant}", f"lines-{variant}",
+                         f"counts-{variant}", str(state_dir), policy, guarantee),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
         assert self.proc.stdout is not None
         self.lines = Lines(self.proc.stdout)
@@ -110,23 +123,49 @@ def wait_for_counts(bootstrap: str, topic: str, expected: dict[str, int], app: A
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("policy", ["default", "delete"])
+VARIANTS = {"default": ("default", "at_least_once"), "delete": ("delete", "at_least_once"),
+            "eos": ("default", "exactly_once_v2")}
+"""variant -> (the changelog's cleanup policy, Streams' processing.guarantee)."""
+
+
+def assert_exactly_once(bootstrap: str, topic: str, expected: dict[str, int]) -> None:
+    """Each word's committed counts are 1, 2, ... its final count, once each and in order, and the
+    output was written in transactions (commit markers take offsets no record has)."""
+    records = output_records(bootstrap, topic, 2)
+    by_word: dict[str, list[int]] = {}
+    for _, _, word, count in records:
+        by_word.setdefault(word, []).append(count)
+    assert by_word == {word: list(range(1, n + 1)) for word, n in expected.items()}
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "counts-reader"})
+    try:
+        ends = sum(consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), 10)[1] for p in range(2))
+    finally:
+        consumer.close()
+    assert ends > len(records), (ends, records)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_streams_word_count_restores_its_state_after_a_restart(streams_broker: BrokerProcess, tmp_path: Path,
-                                                                policy: str) -> None:
+                                                                variant: str) -> None:
     bootstrap = streams_broker.bootstrap
+    policy, guarantee = VARIANTS[variant]
     if policy == "default" and (refused := compact_refused(bootstrap)) is not None:
         pytest.skip(f"the broker refuses compacted topics, which Streams makes its changelogs: {refused}")
-    app_id, lines, counts = f"wordcount-{policy}", f"lines-{policy}", f"counts-{policy}"
+    app_id, lines, counts = f"wordcount-{variant}", f"lines-{variant}", f"counts-{variant}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(name, 2, 1) for name in (lines, counts)]).values():
         future.result(15)
     log = tmp_path / "streams.log"
 
-    app = App(bootstrap, app_id, tmp_path / "state-1", policy, log)
+    app = App(bootstrap, variant, tmp_path / "state-1", log)
     try:
-        confluent_produce(bootstrap, lines, [Sent(None, b"the quick brown fox", [], 1), Sent(None, b"The end", [], 2)],
+        # Streams gives the changelog records their input's timestamps: with timestamps from 1970
+        # the broker's retention (7 days, checked every 30 s) deleted the delete-policy changelog
+        # between the two runs once the test ran late enough, and the second run restored nothing
+        now = int(time.time() * 1000)
+        confluent_produce(bootstrap, lines, [Sent(None, b"the quick brown fox", [], now), Sent(None, b"The end", [], now)],
                           partition=0)
-        confluent_produce(bootstrap, lines, [Sent(None, b"the lazy dog", [], 3)], partition=1)
+        confluent_produce(bootstrap, lines, [Sent(None, b"the lazy dog", [], now)], partition=1)
         first = {"the": 3, "quick": 1, "brown": 1, "fox": 1, "end": 1, "lazy": 1, "dog": 1}
         wait_for_counts(bootstrap, counts, first, app)
     finally:
@@ -141,10 +180,13 @@ def test_streams_word_count_restores_its_state_after_a_restart(streams_broker: B
     assert configs["cleanup.policy"].value == ("compact" if policy == "default" else "delete")
 
     # a new run with no local state: the store comes back from the changelog
-    app = App(bootstrap, app_id, tmp_path / "state-2", policy, log)
+    app = App(bootstrap, variant, tmp_path / "state-2", log)
     try:
         assert app.restored >= len(first)
-        confluent_produce(bootstrap, lines, [Sent(None, b"the fox returns", [], 4)], partition=1)
-        wait_for_counts(bootstrap, counts, {**first, "the": 4, "fox": 2, "returns": 1}, app)
+        confluent_produce(bootstrap, lines, [Sent(None, b"the fox returns", [], int(time.time() * 1000))], partition=1)
+        final = {**first, "the": 4, "fox": 2, "returns": 1}
+        wait_for_counts(bootstrap, counts, final, app)
     finally:
         app.stop()
+    if guarantee == "exactly_once_v2":
+        assert_exactly_once(bootstrap, counts, final)

@@ -3,7 +3,8 @@
 The tools are the main classes ``bin/kafka-*.sh`` run, taken from the Maven artifacts
 (``tests/java/tools``, no tarball).  One JVM runs every command in order
 (``chronik.tools.ToolRunner``); each test asserts on what one tool printed, as a Kafka user
-would read it.  Skipped without java and the built Maven project, unless
+would read it.  A confluent-kafka producer holds a transaction open while the tools run, for
+kafka-transactions to show.  Skipped without java and the built Maven project, unless
 ``CHRONIK_REQUIRE_JAVA=1`` (see test_java.py).
 """
 
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+import confluent_kafka
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from .brokerproc import running_broker
 from .test_java import MISSING, java_command
@@ -29,6 +33,9 @@ GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 CONFIGS = "org.apache.kafka.tools.ConfigCommand"
 GET_OFFSETS = "org.apache.kafka.tools.GetOffsetShell"
 PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"
+TRANSACTIONS = "org.apache.kafka.tools.TransactionsCommand"
+TXN_ID, TXN_TOPIC = "tools-txn", "txn"
+"""The transactional id the fixture leaves a transaction open under, and the topic it wrote (partition 1)."""
 CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"
 
 
@@ -69,6 +76,10 @@ def commands(bootstrap: str, stdin: Path) -> dict[str, tuple[str | None, str, li
         "producer-perf": (None, PRODUCER_PERF, ["--topic", "perf", "--num-records", "5000", "--record-size", "100",
                                                 "--throughput", "-1", "--command-property", f"bootstrap.servers={bootstrap}", "acks=all"]),
         "consumer-perf": (None, CONSUMER_PERF, [*b, "--topic", "perf", "--num-records", "5000"]),
+        "txn-list": (None, TRANSACTIONS, [*b, "list"]),
+        "txn-describe": (None, TRANSACTIONS, [*b, "describe", "--transactional-id", TXN_ID]),
+        "txn-describe-unknown": (None, TRANSACTIONS, [*b, "describe", "--transactional-id", "no-such-txn"]),
+        "txn-producers": (None, TRANSACTIONS, [*b, "describe-producers", "--topic", TXN_TOPIC, "--partition", "1"]),
         "delete": (None, TOPICS, [*b, "--delete", "--topic", "tools"]),
         "list-after-delete": (None, TOPICS, [*b, "--list"]),
     }
@@ -81,7 +92,11 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ran]]:
     with running_broker(root / "data", "--group-initial-rebalance-delay-ms", "0") as broker:
         stdin = root / "lines.txt"
         stdin.write_text("k1:v1\nk2:value two\n:no key\n")
-        yield run_tools(root, commands(broker.bootstrap, stdin))
+        open_transaction = open_a_transaction(broker.bootstrap)
+        try:
+            yield run_tools(root, commands(broker.bootstrap, stdin))
+        finally:
+            open_transaction.abort_transaction(30)
 
 
 def run_tools(root: Path, plan: dict[str, tuple[str | None, str, list[str]]]) -> dict[str, Ran]:
@@ -100,6 +115,20 @@ def run_tools(root: Path, plan: dict[str, tuple[str | None, str, list[str]]]) ->
         body, status = re.fullmatch(r"(.*)### \d+ exit (-?\d+)\n", out, flags=re.S).groups()  # type: ignore[union-attr]
         results[name] = Ran(int(status), body, err)
     return results
+
+
+def open_a_transaction(bootstrap: str) -> confluent_kafka.Producer:
+    """A producer with transactional.id TXN_ID and an open transaction: 3 records in TXN_TOPIC partition 1."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(TXN_TOPIC, 2, 1)])[TXN_TOPIC].result(15)
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "transactional.id": TXN_ID,
+                                         "transaction.timeout.ms": 300000})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(3):
+        producer.produce(TXN_TOPIC, f"open-{i}".encode(), partition=1)
+    assert producer.flush(30) == 0
+    return producer
 
 
 def ok(ran: dict[str, Ran], name: str) -> list[str]:
@@ -168,3 +197,29 @@ def test_producer_and_consumer_perf_tests(ran: dict[str, Ran]) -> None:
     columns = dict(zip(header.split(", "), row.split(", ")))
     assert columns["data.consumed.in.nMsg"] == "5000"
     assert float(columns["data.consumed.in.MB"]) == pytest.approx(5000 * 100 / 2**20, abs=0.001)
+
+
+def table(ran: dict[str, Ran], name: str) -> list[dict[str, str]]:
+    """A tab-separated table a tool printed (header line, then rows), as one dict per row."""
+    header, *rows = [[cell.strip() for cell in line.rstrip("\t").split("\t")] for line in ok(ran, name)]
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def test_kafka_transactions_list_describe_and_describe_producers(ran: dict[str, Ran]) -> None:
+    """kafka-transactions against a broker with an open transaction (3 records in txn-1)."""
+    (listed,) = table(ran, "txn-list")
+    assert listed == {"TransactionalId": TXN_ID, "Coordinator": "1", "ProducerId": listed["ProducerId"],
+                      "TransactionState": "Ongoing"}
+    (described,) = table(ran, "txn-describe")
+    started, duration = int(described.pop("CurrentTransactionStartTimeMs")), int(described.pop("TransactionDurationMs"))
+    assert described == {"CoordinatorId": "1", "TransactionalId": TXN_ID, "ProducerId": listed["ProducerId"],
+                         "ProducerEpoch": "0", "TransactionState": "Ongoing", "TransactionTimeoutMs": "300000",
+                         "TopicPartitions": f"{TXN_TOPIC}-1"}
+    assert abs(started - time.time() * 1000) < 300_000 and 0 <= duration < 300_000
+    unknown = ran["txn-describe-unknown"]
+    assert unknown.status == 1 and "could not be found" in unknown.err, unknown
+    (producer,) = table(ran, "txn-producers")
+    last_timestamp = int(producer.pop("LastTimestamp"))
+    assert producer == {"ProducerId": listed["ProducerId"], "ProducerEpoch": "0", "LatestCoordinatorEpoch": "-1",
+                        "LastSequence": "2", "CurrentTransactionStartOffset": "0"}
+    assert abs(last_timestamp - time.time() * 1000) < 300_000

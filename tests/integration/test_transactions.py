@@ -412,6 +412,8 @@ def test_operators_see_hanging_transactions(broker: BrokerProcess) -> None:
         producers = raw.call(61, 0, {"topics": [{"name": "ops", "partition_indexes": [0, 1, 7]}]})
         p0, p1, p7 = producers.topics[0].partitions
         assert [(s.producer_id, s.current_txn_start_offset) for s in p1.active_producers] == [(ops.producer_id, 0)]
+        assert all(abs(s.last_timestamp - time.time() * 1000) < 60_000  # the newest batch's max timestamp
+                   for s in (*p0.active_producers, *p1.active_producers))
         assert [s.current_txn_start_offset for s in p0.active_producers] == [-1]
         assert p7.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     producer.abort_transaction(10)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -23,6 +24,17 @@ from chronik.storage import StorageBackend, open_group_committer
 
 def create(name: str, partitions: int = 1, **configs: str) -> CreateTopic:
     return CreateTopic(name, uuid.uuid4().hex, [[1]] * partitions, dict(configs))
+
+
+def test_every_command_type_is_its_own_frozen_dataclass() -> None:
+    """A command class that lost its ``@dataclass`` (as PutTransaction once did in a merge) inherits
+    Command's empty fields: constructing it raises TypeError and encoding it would drop every field."""
+    from chronik.metadata.commands import COMMAND_TYPES
+
+    for name, cls in COMMAND_TYPES.items():
+        params = cls.__dict__.get("__dataclass_params__")
+        assert params is not None and params.frozen, name
+        assert dataclasses.fields(cls), name
 
 
 def test_commands_round_trip() -> None:

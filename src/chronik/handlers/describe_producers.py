@@ -1,9 +1,9 @@
 """DescribeProducers (key 61): the producer state of partitions this node leads.
 
 Per partition: every producer id with state in the partition's log, its
-epoch, last sequence, and the first offset of its ongoing transaction (-1:
-none) -- what ``kafka-transactions.sh find-hanging`` looks at.  Last
-timestamps and coordinator epochs are not kept (-1).  A partition not led
+epoch, last sequence, the max timestamp of its newest batch, and the first
+offset of its ongoing transaction (-1: none) -- what ``kafka-transactions.sh
+find-hanging`` looks at.  Coordinator epochs are not kept (-1).  A partition not led
 here gets the usual NOT_LEADER_OR_FOLLOWER / UNKNOWN_TOPIC_OR_PARTITION.
 """
 
@@ -28,8 +28,8 @@ async def handle_describe_producers(ctx: RequestContext, request: Any) -> Any:
                                    "active_producers": []})
                 continue
             producers = [{"producer_id": pid, "producer_epoch": epoch, "last_sequence": last_sequence,
-                          "last_timestamp": -1, "coordinator_epoch": -1, "current_txn_start_offset": first}
-                         for pid, epoch, last_sequence, first in partition_log.producers.describe()]
+                          "last_timestamp": last_timestamp, "coordinator_epoch": -1, "current_txn_start_offset": first}
+                         for pid, epoch, last_sequence, last_timestamp, first in partition_log.producers.describe()]
             partitions.append({"partition_index": index, "error_code": int(ErrorCode.NONE), "active_producers": producers})
         topics.append({"name": topic.name, "partitions": partitions})
     return ctx.respond(throttle_time=0, topics=topics)

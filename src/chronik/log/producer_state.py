@@ -72,6 +72,8 @@ class _ProducerEntry:
     """(first sequence, last sequence, base offset) of the newest batches."""
     last_batch: int = -1
     """Base offset of the producer's newest batch, data or marker (the cleaner keeps it)."""
+    last_timestamp: int = -1
+    """The max timestamp of the producer's newest batch (data or marker), as Kafka's producer state keeps it."""
 
 
 class AbortedTxn(NamedTuple):
@@ -169,6 +171,7 @@ class ProducerStateTable:
         if entry is None or header.producer_epoch != entry.epoch:
             entry = self._producers[header.producer_id] = _ProducerEntry(header.producer_epoch, -1)
         entry.last_sequence = _last_sequence(header)
+        entry.last_timestamp = header.max_timestamp
         entry.recent.append((header.base_sequence, entry.last_sequence, header.base_offset))
         entry.last_batch = header.base_offset
 
@@ -178,6 +181,7 @@ class ProducerStateTable:
         if entry is None or header.producer_epoch > entry.epoch:
             entry = self._producers[pid] = _ProducerEntry(header.producer_epoch, -1)
         entry.last_batch = header.base_offset
+        entry.last_timestamp = header.max_timestamp
         first = self.ongoing.pop(pid, None)
         if first is None:
             return
@@ -197,9 +201,10 @@ class ProducerStateTable:
             lso = min(lso, min(self.ongoing.values()))
         return lso
 
-    def describe(self) -> list[tuple[int, int, int, int]]:
-        """(producer id, epoch, last sequence, first offset of its ongoing transaction or -1) per producer."""
-        return [(pid, entry.epoch, entry.last_sequence, self.ongoing.get(pid, -1))
+    def describe(self) -> list[tuple[int, int, int, int, int]]:
+        """(producer id, epoch, last sequence, last timestamp, first offset of its ongoing transaction
+        or -1) per producer."""
+        return [(pid, entry.epoch, entry.last_sequence, entry.last_timestamp, self.ongoing.get(pid, -1))
                 for pid, entry in sorted(self._producers.items())]
 
     def first_unstable_producer(self) -> tuple[int, int] | None:

@@ -8,6 +8,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
+import java.util.Collections;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
@@ -42,6 +43,7 @@ import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerGroupMetadata;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
@@ -52,6 +54,7 @@ import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.clients.consumer.RangeAssignor;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.ElectionType;
@@ -75,7 +78,7 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *
  * <pre>java -cp ... chronik.checks.Checks SCENARIO BOOTSTRAP [REPLICATION_FACTOR]</pre>
  *
- * Scenarios: roundtrip, idempotent, groups, admin, failover.  Each does real work over real
+ * Scenarios: roundtrip, idempotent, groups, admin, transactions, failover.  Each does real work over real
  * sockets, checks what it got back, and prints one JSON object as its last stdout line:
  * {"scenario", "client", "ok", "failures": [...], ...details}.  The exit status is 0 when every
  * check passed, 1 when one failed (each failure is also printed to stderr as "FAILED: ..."), 2 on
@@ -121,6 +124,7 @@ public final class Checks {
                 case "idempotent": idempotent(); break;
                 case "groups": groups(); break;
                 case "admin": admin(); break;
+                case "transactions": transactions(); break;
                 case "failover": failover(args.length > 3 ? args[3] : "failover"); break;
                 default:
                     System.err.println("unknown scenario " + scenario);
@@ -504,6 +508,150 @@ public final class Checks {
         }
         result.put("topic", topic);
         result.put("perPartition", perPartition);
+    }
+
+    // ---------------------------------------------------------------- transactions
+
+    static KafkaProducer<byte[], byte[]> transactional(String transactionalId) {
+        return producer(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId,
+            ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, 60000, ProducerConfig.LINGER_MS_CONFIG, 0);
+    }
+
+    static void sendAll(KafkaProducer<byte[], byte[]> producer, String topic, String prefix, int count) throws Exception {
+        List<Future<RecordMetadata>> futures = new ArrayList<>();
+        for (int i = 0; i < count; i++) {
+            futures.add(producer.send(new ProducerRecord<>(topic, i % 2, null, bytes(prefix + i))));
+        }
+        for (Future<RecordMetadata> f : futures) {
+            f.get(TIMEOUT_S, TimeUnit.SECONDS);
+        }
+    }
+
+    /** Every value of the topic's two partitions, read from the beginning at ``isolation`` until its end offsets. */
+    static List<String> readAll(String topic, String isolation) {
+        List<TopicPartition> tps = List.of(new TopicPartition(topic, 0), new TopicPartition(topic, 1));
+        try (KafkaConsumer<byte[], byte[]> consumer = consumer(null, ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation)) {
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            Map<TopicPartition, Long> ends = consumer.endOffsets(tps);
+            List<String> values = new ArrayList<>();
+            long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000L;
+            while (tps.stream().anyMatch(tp -> consumer.position(tp) < ends.get(tp))) {
+                if (System.currentTimeMillis() > deadline) {
+                    throw new IllegalStateException("timed out reading " + topic + " to " + ends);
+                }
+                consumer.poll(POLL).forEach(r -> values.add(new String(r.value(), StandardCharsets.UTF_8)));
+            }
+            Collections.sort(values);
+            return values;
+        }
+    }
+
+    static long endOffsetSum(String topic, String isolation) {
+        List<TopicPartition> tps = List.of(new TopicPartition(topic, 0), new TopicPartition(topic, 1));
+        try (KafkaConsumer<byte[], byte[]> consumer = consumer(null, ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation)) {
+            return consumer.endOffsets(tps).values().stream().mapToLong(Long::longValue).sum();
+        }
+    }
+
+    static List<String> values(String prefix, int count) {
+        List<String> out = new ArrayList<>();
+        for (int i = 0; i < count; i++) {
+            out.add(prefix + i);
+        }
+        return out;
+    }
+
+    /**
+     * The transactional producer and read_committed consumers: a committed transaction, an
+     * aborted one, one that also commits a group's offsets (sendOffsetsToTransaction); a
+     * transaction left open, during which the last stable offset holds read_committed readers
+     * back; then a second producer with the same transactional.id fences the first (whose
+     * commitTransaction fails with ProducerFencedException) and aborts its open transaction,
+     * and commits its own.  read_uncommitted readers see the aborted records, read_committed
+     * readers never do.
+     */
+    static void transactions() throws Exception {
+        String topic = "java-txn-" + RUN;
+        String group = "java-txn-group-" + RUN;
+        String transactionalId = "java-txn-id-" + RUN;
+        try (Admin admin = newAdmin()) {
+            createTopic(admin, topic, 2, Map.of());
+        }
+        List<String> committed = new ArrayList<>();
+        List<String> everything = new ArrayList<>();
+        KafkaProducer<byte[], byte[]> zombie = transactional(transactionalId);
+        try {
+            zombie.initTransactions();
+            zombie.beginTransaction();
+            sendAll(zombie, topic, "commit1-", 10);
+            zombie.commitTransaction();
+            committed.addAll(values("commit1-", 10));
+
+            zombie.beginTransaction();
+            sendAll(zombie, topic, "abort-", 6);
+            zombie.abortTransaction();
+            everything.addAll(values("abort-", 6));
+
+            zombie.beginTransaction();
+            sendAll(zombie, topic, "commit2-", 4);
+            Map<TopicPartition, OffsetAndMetadata> offsets = Map.of(
+                new TopicPartition(topic, 0), new OffsetAndMetadata(3, "txn"), new TopicPartition(topic, 1), new OffsetAndMetadata(5));
+            zombie.sendOffsetsToTransaction(offsets, new ConsumerGroupMetadata(group));
+            zombie.commitTransaction();
+            committed.addAll(values("commit2-", 4));
+            try (Admin admin = newAdmin()) {
+                Map<TopicPartition, OffsetAndMetadata> got = admin.listConsumerGroupOffsets(group)
+                    .partitionsToOffsetAndMetadata().get(TIMEOUT_S, TimeUnit.SECONDS);
+                check(got.equals(offsets), "offsets committed in the transaction", got);
+            }
+
+            // an open transaction holds read_committed readers at its first offset
+            zombie.beginTransaction();
+            sendAll(zombie, topic, "open-", 4);
+            everything.addAll(values("open-", 4));
+            long lastStable = endOffsetSum(topic, "read_committed");
+            long high = endOffsetSum(topic, "read_uncommitted");
+            result.put("openTransaction", Map.of("lastStable", lastStable, "highWatermark", high));
+            check(readAll(topic, "read_committed").equals(sorted(committed)), "read_committed during an open transaction");
+
+            // a second producer with the same transactional.id fences the first
+            try (KafkaProducer<byte[], byte[]> successor = transactional(transactionalId)) {
+                successor.initTransactions();
+                String fenced = "none";
+                try {
+                    zombie.commitTransaction();
+                } catch (KafkaException e) {
+                    fenced = e.getClass().getSimpleName();
+                }
+                result.put("zombieCommit", fenced);
+                successor.beginTransaction();
+                sendAll(successor, topic, "successor-", 2);
+                successor.commitTransaction();
+                committed.addAll(values("successor-", 2));
+            }
+        } finally {
+            zombie.close(Duration.ZERO);
+        }
+        everything.addAll(committed);
+        List<String> readCommitted = readAll(topic, "read_committed");
+        List<String> readUncommitted = readAll(topic, "read_uncommitted");
+        check(readCommitted.equals(sorted(committed)), "read_committed reads exactly the committed records", readCommitted);
+        check(readUncommitted.equals(sorted(everything)), "read_uncommitted reads every record", readUncommitted);
+        check(endOffsetSum(topic, "read_committed") == endOffsetSum(topic, "read_uncommitted"),
+            "no transaction left open");
+        result.put("topic", topic);
+        result.put("readCommitted", readCommitted.size());
+        result.put("readUncommitted", readUncommitted.size());
+        // 5 transactions (the last fenced one aborted by the coordinator), each ended by a marker
+        // in both partitions: 30 records + 10 markers
+        result.put("endOffsets", endOffsetSum(topic, "read_uncommitted"));
+    }
+
+    static List<String> sorted(List<String> values) {
+        List<String> out = new ArrayList<>(values);
+        Collections.sort(out);
+        return out;
     }
 
     // ---------------------------------------------------------------- groups
