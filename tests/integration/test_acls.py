@@ -307,3 +307,43 @@ def test_kafka_acls_tool_adds_lists_and_removes(tmp_path: Path) -> None:
     assert "ResourcePattern(resourceType=TOPIC, name=orders, patternType=PREFIXED)" in listed, listed
     assert "(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)" in listed, listed
     assert "User:alice" not in ran["list-after"].out
+
+
+def test_transactions_need_write_on_the_transactional_id_and_the_topics(enforcing: BrokerProcess) -> None:
+    """Kafka's transactional checks: WRITE on the transactional id for InitProducerId/AddPartitionsToTxn/
+    EndTxn, WRITE on every topic added; ListTransactions shows only what the principal may describe."""
+    admin = AdminClient({"bootstrap.servers": enforcing.bootstrap})
+    create(admin, NewTopic("txn-open", 1, 1))
+    create(admin, NewTopic("txn-closed", 1, 1))
+
+    def allow(resource: ResourceType, name: str, operation: AclOperation) -> None:
+        binding = AclBinding(resource, name, ResourcePatternType.LITERAL, ANON, "*", operation, AclPermissionType.ALLOW)
+        assert admin.create_acls([binding])[binding].result(10) is None
+
+    allow(ResourceType.TRANSACTIONAL_ID, "tx-allowed", AclOperation.WRITE)
+    allow(ResourceType.TRANSACTIONAL_ID, "tx-allowed", AclOperation.DESCRIBE)
+    allow(ResourceType.TOPIC, "txn-open", AclOperation.WRITE)
+    allow(ResourceType.TOPIC, "txn-closed", AclOperation.DESCRIBE)  # an ACL names it: WRITE is now denied
+    allow(ResourceType.TRANSACTIONAL_ID, "tx-other", AclOperation.DESCRIBE)  # DESCRIBE only: no WRITE
+
+    denied = confluent_kafka.Producer({"bootstrap.servers": enforcing.bootstrap, "transactional.id": "tx-other"})
+    with pytest.raises(KafkaException) as refused:
+        denied.init_transactions(10)
+    assert refused.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": enforcing.bootstrap, "transactional.id": "tx-allowed"})
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    producer.produce("txn-open", b"ok", partition=0)
+    producer.commit_transaction(10)
+    producer.begin_transaction()
+    producer.produce("txn-closed", b"no", partition=0)
+    with pytest.raises(KafkaException) as failed:
+        producer.commit_transaction(10)
+    assert "TOPIC_AUTHORIZATION_FAILED" in str(failed.value) or \
+        failed.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, failed.value
+
+    listed = {t.transactional_id for t in admin.list_transactions().result(10).valid} \
+        if hasattr(admin, "list_transactions") else None
+    if listed is not None:
+        assert listed == {"tx-allowed"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..metadata.acls import AclOperation, ResourceType
 from ..protocol import ErrorCode
 from .registry import RequestContext, handles
 from .txn_errors import fenced_for_version
@@ -33,6 +34,13 @@ async def _add(ctx: RequestContext, transactional_id: str, producer_id: int, pro
                if (topic := image.topics.get(key[0])) is None or not 0 <= key[1] < len(topic.partitions)}
     if missing:
         return {key: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if key in missing else ErrorCode.OPERATION_NOT_ATTEMPTED
+                for key in wanted}
+    # as Kafka: WRITE on the transactional id, then WRITE on every topic (the others: not attempted)
+    if not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+        return {key: ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED for key in wanted}
+    denied = {name for name in {key[0] for key in wanted} if not ctx.authorized(AclOperation.WRITE, ResourceType.TOPIC, name)}
+    if denied:
+        return {key: ErrorCode.TOPIC_AUTHORIZATION_FAILED if key[0] in denied else ErrorCode.OPERATION_NOT_ATTEMPTED
                 for key in wanted}
     errors = await ctx.broker.transactions.add_partitions(transactional_id, producer_id, producer_epoch, wanted,
                                                          verify_only=verify_only)

@@ -13,6 +13,7 @@ import datetime
 from typing import Any
 
 from ..protocol import ErrorCode
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 
@@ -26,9 +27,11 @@ async def handle_describe_transactions(ctx: RequestContext, request: Any) -> Any
     refused = coordinator.availability()
     states = []
     for transactional_id in request.transactional_ids:
-        txn = coordinator.state(transactional_id) if refused is None else None
+        allowed = ctx.authorized(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id)
+        txn = coordinator.state(transactional_id) if refused is None and allowed else None
         if txn is None:
-            error = refused or ErrorCode.TRANSACTIONAL_ID_NOT_FOUND
+            error = refused or (ErrorCode.TRANSACTIONAL_ID_NOT_FOUND if allowed
+                                else ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
             states.append({"error_code": int(error), "transactional_id": transactional_id, "transaction_state": "",
                            "transaction_timeout": 0, "transaction_start_time": NO_START, "producer_id": -1,
                            "producer_epoch": -1, "topics": []})

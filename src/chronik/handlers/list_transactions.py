@@ -15,6 +15,7 @@ from typing import Any
 
 from ..protocol import ErrorCode
 from ..txn.state import COMPLETE_ABORT, COMPLETE_COMMIT, EMPTY, ONGOING, PREPARE_ABORT, PREPARE_COMMIT
+from ..metadata.acls import AclOperation, ResourceType
 from .registry import RequestContext, handles
 
 STATES = (EMPTY, ONGOING, PREPARE_COMMIT, PREPARE_ABORT, COMPLETE_COMMIT, COMPLETE_ABORT, "PrepareEpochFence", "Dead")
@@ -37,6 +38,9 @@ async def handle_list_transactions(ctx: RequestContext, request: Any) -> Any:
         if request.producer_id_filters and txn.producer_id not in request.producer_id_filters:
             continue
         if duration >= 0 and (txn.state != ONGOING or now - txn.started_ms <= duration):
+            continue
+        if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, txn.transactional_id,
+                              log_denial=False):  # as Kafka: listed only if the principal may describe it
             continue
         listed.append({"transactional_id": txn.transactional_id, "producer_id": txn.producer_id,
                        "transaction_state": txn.state})

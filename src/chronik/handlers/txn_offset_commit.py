@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..metadata.acls import AclOperation, ResourceType
 from ..protocol import ErrorCode
 from .registry import RequestContext, handles
 from .txn_errors import fenced_for_version
@@ -26,6 +27,18 @@ async def handle_txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
     refused = ctx.broker.groups.availability()
     if refused is None and not request.group_id:
         refused = ErrorCode.INVALID_GROUP_ID
+    if refused is None and not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id):
+        refused = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    if refused is None and not ctx.authorized(AclOperation.READ, ResourceType.GROUP, request.group_id):
+        refused = ErrorCode.GROUP_AUTHORIZATION_FAILED
+    if refused is None:  # as Kafka: a topic the principal may not READ fails alone, the rest are not attempted
+        denied = {t.name for t in request.topics if not ctx.authorized(AclOperation.READ, ResourceType.TOPIC, t.name)}
+        if denied:
+            by_topic = {t.name: [{"partition_index": p.partition_index,
+                                  "error_code": int(ErrorCode.TOPIC_AUTHORIZATION_FAILED if t.name in denied
+                                                    else ErrorCode.OPERATION_NOT_ATTEMPTED)} for p in t.partitions]
+                        for t in request.topics}
+            return ctx.respond(throttle_time=0, topics=[{"name": n, "partitions": ps} for n, ps in by_topic.items()])
     codes: list[ErrorCode]
     if refused is not None:
         codes = [refused] * len(entries)
