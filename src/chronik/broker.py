@@ -401,15 +401,17 @@ class Broker:
                 log.info("retention deleted %d segment(s)", deleted)
 
     async def serve(self, *, task_status: trio.TaskStatus[list[HostPort]] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the Kafka listener (and the operator HTTP endpoint) until cancelled, and register this node.
+        """Run the Kafka listeners (and the operator HTTP endpoint) until cancelled, and register this node.
 
-        ``task_status.started`` gets the bound Kafka addresses once clients can connect.
+        ``task_status.started`` gets the bound Kafka addresses (every listener's, in
+        order) once clients can connect.  With ``listeners`` set, the first
+        listener's advertised address is the one registered for other nodes.
         With listen port 0 the bound port is also advertised (``advertised`` is
         updated before registering).  A single node registers itself before it
         accepts clients; a cluster node once the cluster has a controller, in
         the background (:func:`register_self`).
         """
-        from .server.kafka import listener_addresses, open_kafka_listeners, serve_kafka
+        from .server.kafka import listener_addresses, open_listener_set, serve_kafka
 
         async with trio.open_nursery() as nursery:
             if self.config.metrics_listen is not None:
@@ -417,17 +419,18 @@ class Broker:
 
                 listen = (self.config.metrics_listen.host, self.config.metrics_listen.port)
                 await nursery.start(serve_operator_http, listen, self.metrics.registry, self.health)
-            listeners = await open_kafka_listeners(self.config.listen)
+            listeners = await open_listener_set(self.config.kafka_listeners())
             try:
-                bound = listener_addresses(listeners)
-                if self.advertised.port == 0:
-                    self.advertised = HostPort(self.advertised.host, bound[0].port)
+                bound = [address for listener in listeners for address in listener_addresses(listener.sockets)]
+                if self.config.listeners or self.advertised.port == 0:
+                    self.advertised = listeners[0].advertised  # the first listener's address is registered
                 if self.consensus is None:
                     await register_self(self)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     for listener in listeners:
-                        await listener.aclose()
+                        for sock in listener.sockets:
+                            await sock.aclose()
                 raise
             await nursery.start(serve_kafka, self, listeners)
             if self.consensus is not None:

@@ -24,7 +24,7 @@ def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, A
     broker = ctx.broker
     if key_type == KEY_TYPE_GROUP:
         if broker.consensus is None or broker.controller_id == broker.node_id:
-            host, port = broker.advertised.host, broker.advertised.port
+            host, port = ctx.advertised_address
         elif (controller := broker.image.brokers.get(broker.controller_id)) is not None:
             host, port = controller.host, controller.port
         else:

@@ -54,8 +54,9 @@ def brokers_of(ctx: RequestContext) -> list[dict[str, Any]]:
     broker = ctx.broker
     out = {b.node_id: {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
            for b in broker.image.brokers.values() if not b.fenced}
+    here = ctx.advertised_address
     out[broker.node_id] = {
-        "node_id": broker.node_id, "host": broker.advertised.host, "port": broker.advertised.port, "rack": broker.config.rack,
+        "node_id": broker.node_id, "host": here.host, "port": here.port, "rack": broker.config.rack,
     }
     return [out[k] for k in sorted(out)]
 
