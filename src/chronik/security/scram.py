@@ -68,7 +68,12 @@ def make_credential(mechanism: ScramMechanism, password: str, iterations: int | 
         raise ValueError(f"{mechanism.name} iterations must be between {mechanism.min_iterations} "
                          f"and {mechanism.max_iterations}, not {iterations}")
     salt = salt if salt is not None else os.urandom(32)
-    salted = salted_password(mechanism, password.encode(), salt, iterations)
+    return credential_from_salted_password(mechanism, salted_password(mechanism, password.encode(), salt, iterations),
+                                           salt, iterations)
+
+
+def credential_from_salted_password(mechanism: ScramMechanism, salted: bytes, salt: bytes, iterations: int) -> ScramCredential:
+    """The stored credential for a client-computed SaltedPassword (AlterUserScramCredentials sends that, never the password)."""
     client_key = _hmac(mechanism, salted, b"Client Key")
     return ScramCredential(salt, _hash(mechanism, client_key), _hmac(mechanism, salted, b"Server Key"), iterations)
 

@@ -372,6 +372,13 @@ SASL_HANDSHAKE = 17
 SASL_AUTHENTICATE = 36
 
 
+async def _token(session: SaslSession, data: bytes) -> bytes:
+    """``session.token(data)``, in a worker thread when it is CPU-heavy (PLAIN), so logins never stall the loop."""
+    if session.slow:
+        return await trio.to_thread.run_sync(session.token, data)
+    return session.token(data)
+
+
 async def _sasl_step(broker: KafkaServices, state: _ConnectionState, frame: bytes) -> Buffers | PendingResponse | None:
     """One request of a connection not yet authenticated on a SASL listener (see :mod:`.security`).
 
@@ -383,7 +390,7 @@ async def _sasl_step(broker: KafkaServices, state: _ConnectionState, frame: byte
     delay = broker.config.connection_failed_authentication_delay_ms / 1000
     if session.raw:  # after a v0 handshake: a bare SASL token, answered by a bare token
         try:
-            return encode_frame([session.token(bytes(frame))])
+            return encode_frame([await _token(session, bytes(frame))])
         except AuthenticationFailed as exc:
             await trio.sleep(delay)
             raise CloseAfterResponse([], f"SASL authentication failed: {exc}") from None
@@ -411,7 +418,7 @@ async def _sasl_step(broker: KafkaServices, state: _ConnectionState, frame: byte
         await trio.sleep(delay)
         raise CloseAfterResponse(answer({"error_code": int(code), "mechanisms": list(session.mechanisms)}), reason)
     try:
-        reply = session.token(bytes(request.auth_bytes))
+        reply = await _token(session, bytes(request.auth_bytes))
     except AuthenticationFailed as exc:
         await trio.sleep(delay)
         raise CloseAfterResponse(answer({"error_code": int(ErrorCode.SASL_AUTHENTICATION_FAILED), "error_message": str(exc),

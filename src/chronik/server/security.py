@@ -89,6 +89,12 @@ class SaslSession:
     def authenticated(self) -> bool:
         return self.state == "done"
 
+    @property
+    def slow(self) -> bool:
+        """Whether the next token costs real CPU (PLAIN derives a salted password: thousands of
+        hash iterations); the listener then runs :meth:`token` in a worker thread, off the event loop."""
+        return isinstance(self._exchange, PlainServerExchange)
+
     def handshake(self, mechanism: str, version: int) -> bool:
         """A SaslHandshake: True when ``mechanism`` is enabled (then tokens are expected)."""
         if self.state != "handshake" or mechanism not in self.mechanisms:
