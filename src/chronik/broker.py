@@ -138,6 +138,8 @@ class Broker:
         self.cluster_id = cluster_id
         self.node_id = config.node_id
         self.advertised: HostPort = config.advertise
+        #: Advertised address per Kafka listener name (filled once bound; registered for the other nodes).
+        self.advertised_listeners: dict[str, HostPort] = {}
         self.started_at = time.time()
         broker_defaults = config.kafka_configs()
         self._topic_defaults = {
@@ -411,7 +413,7 @@ class Broker:
         accepts clients; a cluster node once the cluster has a controller, in
         the background (:func:`register_self`).
         """
-        from .server.kafka import listener_addresses, open_listener_set, serve_kafka
+        from .server.kafka import close_listener_set, listener_addresses, open_listener_set, serve_kafka
 
         async with trio.open_nursery() as nursery:
             if self.config.metrics_listen is not None:
@@ -424,13 +426,12 @@ class Broker:
                 bound = [address for listener in listeners for address in listener_addresses(listener.sockets)]
                 if self.config.listeners or self.advertised.port == 0:
                     self.advertised = listeners[0].advertised  # the first listener's address is registered
+                if self.config.listeners:
+                    self.advertised_listeners = {listener.name: listener.advertised for listener in listeners}
                 if self.consensus is None:
                     await register_self(self)
             except BaseException:
-                with trio.CancelScope(shield=True):
-                    for listener in listeners:
-                        for sock in listener.sockets:
-                            await sock.aclose()
+                await close_listener_set(listeners)
                 raise
             await nursery.start(serve_kafka, self, listeners)
             if self.consensus is not None:
@@ -610,5 +611,8 @@ async def register_self(broker: Broker) -> None:
 async def _register(broker: Broker) -> None:
     current = broker.image.brokers.get(broker.node_id)
     host, port = broker.advertised.host, broker.advertised.port
-    if current is None or current.shutting_down or (current.host, current.port, current.rack) != (host, port, broker.config.rack):
-        await broker.submit(RegisterBroker(node_id=broker.node_id, host=host, port=port, rack=broker.config.rack))
+    listeners = {name: [a.host, a.port] for name, a in broker.advertised_listeners.items()}
+    if current is None or current.shutting_down or (current.host, current.port, current.rack, current.listeners) != (
+            host, port, broker.config.rack, listeners):
+        await broker.submit(RegisterBroker(node_id=broker.node_id, host=host, port=port, rack=broker.config.rack,
+                                           listeners=listeners))

@@ -390,17 +390,19 @@ def closed(sock: socket.socket) -> bool:
         return True
 
 
+def ask(sock: socket.socket, api_key: int, version: int, body: dict[str, Any]) -> Any:
+    """Send one request and decode its response (which must come)."""
+    sock.sendall(request_frame(api_key, version, body))
+    frame = read_frame(sock)
+    assert frame is not None, "the broker closed the connection"
+    return decode(api_key, version, frame)
+
+
 def sasl_plain_login(sock: socket.socket, user: str, password: str) -> Any:
     """SaslHandshake v1 (PLAIN) then SaslAuthenticate v2; returns the SaslAuthenticate response."""
-    sock.sendall(request_frame(17, 1, {"mechanism": "PLAIN"}, correlation_id=1))
-    frame = read_frame(sock)
-    assert frame is not None
-    handshake = decode(17, 1, frame)
+    handshake = ask(sock, 17, 1, {"mechanism": "PLAIN"})
     assert handshake.error_code == 0 and "PLAIN" in handshake.mechanisms
-    sock.sendall(request_frame(36, 2, {"auth_bytes": f"\0{user}\0{password}".encode()}, correlation_id=2))
-    frame = read_frame(sock)
-    assert frame is not None
-    return decode(36, 2, frame)
+    return ask(sock, 36, 2, {"auth_bytes": f"\0{user}\0{password}".encode()})
 
 
 METADATA = {"topics": [], "allow_auto_topic_creation": False, "include_cluster_authorized_operations": False,
@@ -408,9 +410,7 @@ METADATA = {"topics": [], "allow_auto_topic_creation": False, "include_cluster_a
 
 
 def metadata_ok(sock: socket.socket) -> bool:
-    sock.sendall(request_frame(3, 9, METADATA, correlation_id=3))
-    frame = read_frame(sock)
-    return frame is not None and decode(3, 9, frame).brokers[0].node_id == 1
+    return bool(ask(sock, 3, 9, METADATA).brokers[0].node_id == 1)
 
 
 def test_sasl_login_then_requests_and_a_failed_login_closes_after_its_answer(secured: Secured) -> None:
@@ -429,19 +429,15 @@ def test_sasl_login_then_requests_and_a_failed_login_closes_after_its_answer(sec
 
 def test_a_request_before_authentication_closes_the_connection(secured: Secured) -> None:
     with connect(secured, "SASL_SSL", tls=True) as sock:
-        sock.sendall(request_frame(18, 3, {"client_software_name": "raw", "client_software_version": "1"}))
-        frame = read_frame(sock)  # ApiVersions is allowed before authentication
-        assert frame is not None and decode(18, 3, frame).error_code == 0
+        versions = ask(sock, 18, 3, {"client_software_name": "raw", "client_software_version": "1"})
+        assert versions.error_code == 0  # ApiVersions is allowed before authentication
         sock.sendall(request_frame(3, 9, METADATA))
         assert closed(sock)
 
 
 def test_unknown_mechanism_is_refused(secured: Secured) -> None:
     with connect(secured, "SASL_PLAINTEXT") as sock:
-        sock.sendall(request_frame(17, 1, {"mechanism": "GSSAPI"}))
-        frame = read_frame(sock)
-        assert frame is not None
-        answer = decode(17, 1, frame)
+        answer = ask(sock, 17, 1, {"mechanism": "GSSAPI"})
         assert answer.error_code == ErrorCode.UNSUPPORTED_SASL_MECHANISM
         assert sorted(answer.mechanisms) == ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
         assert closed(sock)
@@ -449,10 +445,7 @@ def test_unknown_mechanism_is_refused(secured: Secured) -> None:
 
 def test_sasl_handshake_on_a_plaintext_listener_is_an_illegal_state(secured: Secured) -> None:
     with connect(secured, "PLAINTEXT") as sock:
-        sock.sendall(request_frame(17, 1, {"mechanism": "PLAIN"}))
-        frame = read_frame(sock)
-        assert frame is not None
-        assert decode(17, 1, frame).error_code == ErrorCode.ILLEGAL_SASL_STATE
+        assert ask(sock, 17, 1, {"mechanism": "PLAIN"}).error_code == ErrorCode.ILLEGAL_SASL_STATE
 
 
 def test_bad_input_leaves_the_broker_serving_others(secured: Secured) -> None:
@@ -474,9 +467,7 @@ def test_bad_input_leaves_the_broker_serving_others(secured: Secured) -> None:
         sock.sendall(request_frame(36, 2, {"auth_bytes": b"n,,n=alice,r=abcdef"}))
         assert read_frame(sock) is not None
     with connect(secured, "SASL_PLAINTEXT") as sock:  # SaslAuthenticate without a handshake
-        sock.sendall(request_frame(36, 2, {"auth_bytes": b"\0alice\0x"}))
-        frame = read_frame(sock)
-        assert frame is not None and decode(36, 2, frame).error_code == ErrorCode.SASL_AUTHENTICATION_FAILED
+        assert ask(sock, 36, 2, {"auth_bytes": b"\0alice\0x"}).error_code == ErrorCode.SASL_AUTHENTICATION_FAILED
         assert closed(sock)
     for listener, tls in (("SASL_SSL", True), ("SASL_PLAINTEXT", False)):
         with connect(secured, listener, tls=tls) as sock:
@@ -561,3 +552,42 @@ def test_v0_handshake_then_raw_tokens(secured: Secured) -> None:
         assert read_frame(sock) is not None
         sock.sendall(framed(b"\0alice\0wrong"))
         assert closed(sock)  # v0 has no error frame: the connection closes
+
+
+def test_a_cluster_advertises_each_listener_and_shares_users(tmp_path: Path) -> None:
+    """Three nodes, each with a PLAINTEXT and a SASL_PLAINTEXT listener: Metadata through either lists
+    every node at that listener's address (RegisterBroker carries per-listener endpoints), and a user
+    added through one node logs in on another (credentials replicate through the metadata log)."""
+    from types import SimpleNamespace
+
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    from .test_cluster import IDS, eventually, running
+
+    ports = free_ports(3 * len(IDS))
+    plain, sasl, replication = (dict(zip(IDS, ports[k * len(IDS):(k + 1) * len(IDS)])) for k in range(3))
+    peers = [f"--peer={p}@127.0.0.1:{plain[p]}/127.0.0.1:{replication[p]}" for p in IDS]
+    nodes = {
+        i: BrokerProcess(tmp_path / f"node{i}", "--node-id", str(i), "--replication-listen", f"127.0.0.1:{replication[i]}",
+                         *peers, "--set", f"listeners=PLAINTEXT://127.0.0.1:{plain[i]},SASL_PLAINTEXT://127.0.0.1:{sasl[i]}",
+                         own_listeners=True)
+        for i in IDS}
+
+    def endpoints(client_conf: dict[str, str]) -> dict[int, tuple[str, int]]:
+        brokers = AdminClient(client_conf).list_topics(timeout=10).brokers
+        return {b.id: (b.host, b.port) for b in brokers.values()}
+
+    with running(SimpleNamespace(nodes=nodes)):  # type: ignore[arg-type]
+        # every node registered (through the controller), each with both listeners
+        eventually(lambda: endpoints({"bootstrap.servers": f"127.0.0.1:{plain[3]}"}) ==
+                   {i: ("127.0.0.1", plain[i]) for i in IDS}, 30)
+        upsert = UserScramCredentialUpsertion("carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), b"pw")
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{plain[1]}"})
+        admin.alter_user_scram_credentials([upsert])["carol"].result(20)
+        conf = {"bootstrap.servers": f"127.0.0.1:{sasl[2]}", "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "carol", "sasl.password": "pw"}
+        assert eventually(lambda: endpoints(conf) == {i: ("127.0.0.1", sasl[i]) for i in IDS}, 30)
+        topic = new_topic("cluster")
+        producer = confluent_kafka.Producer({**conf, "acks": "all"})
+        producer.produce(topic, b"over SASL", partition=0)
+        assert producer.flush(30) == 0

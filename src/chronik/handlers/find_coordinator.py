@@ -25,8 +25,9 @@ def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, A
     if key_type == KEY_TYPE_GROUP:
         if broker.consensus is None or broker.controller_id == broker.node_id:
             host, port = ctx.advertised_address
-        elif (controller := broker.image.brokers.get(broker.controller_id)) is not None:
-            host, port = controller.host, controller.port
+        elif (controller := broker.image.brokers.get(broker.controller_id)) is not None \
+                and (endpoint := controller.endpoint(ctx.listener)) is not None:
+            host, port = endpoint
         else:
             return {"key": key, "node_id": -1, "host": "", "port": -1,
                     "error_code": int(ErrorCode.COORDINATOR_NOT_AVAILABLE), "error_message": "no controller elected yet"}

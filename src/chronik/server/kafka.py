@@ -144,12 +144,17 @@ async def open_listener_set(specs: Sequence[ListenerSpec]) -> list[BoundListener
                 advertised = HostPort(advertised.host, listener_addresses(sockets)[0].port)
             bound.append(BoundListener(spec, sockets, advertised))
     except BaseException:
-        with trio.CancelScope(shield=True):
-            for done in bound:
-                for sock in done.sockets:
-                    await sock.aclose()
+        await close_listener_set(bound)
         raise
     return bound
+
+
+async def close_listener_set(bound: Sequence[BoundListener]) -> None:
+    """Close every socket of ``bound`` (shielded: also when the caller is being cancelled)."""
+    with trio.CancelScope(shield=True):
+        for listener in bound:
+            for sock in listener.sockets:
+                await sock.aclose()
 
 
 def listener_addresses(listeners: list[trio.SocketListener]) -> list[HostPort]:
