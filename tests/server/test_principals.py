@@ -95,3 +95,28 @@ async def test_principals_and_listeners_reach_the_handlers(tmp_path: Path, monke
     ]
     assert str(seen[0][2]) == "tls.example:9093"
     assert seen[2][2].host == "127.0.0.1" and seen[2][2].port == sasl_address.port
+
+
+async def test_required_client_certificates(tmp_path: Path) -> None:
+    """ssl.client.auth=required: a client without a certificate is refused (and the node serves on)."""
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    config = BrokerConfig(data_dir=tmp_path / "data", wal_backend="memory", listeners="SSL://127.0.0.1:0",
+                          ssl_keystore_location=str(tmp_path / "server.pem"),
+                          ssl_truststore_location=str(tmp_path / "ca.pem"), ssl_client_auth="required")
+    async with open_broker(config) as broker:
+        async with trio.open_nursery() as nursery:
+            (address,) = await nursery.start(broker.serve)
+
+            def clients() -> None:
+                context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+                with pytest.raises((ssl.SSLError, ConnectionError, AssertionError)):
+                    with context.wrap_socket(socket.create_connection(tuple(address)), server_hostname="127.0.0.1") as s:
+                        exchange(s, API_VERSIONS)  # TLS 1.3: the refusal arrives with the first read
+                ca.issue_cert("bob@example.com", common_name="bob").configure_cert(context)
+                with context.wrap_socket(socket.create_connection(tuple(address)), server_hostname="127.0.0.1") as s:
+                    assert exchange(s, API_VERSIONS)
+
+            await trio.to_thread.run_sync(clients)
+            nursery.cancel_scope.cancel()
