@@ -591,3 +591,24 @@ def test_a_cluster_advertises_each_listener_and_shares_users(tmp_path: Path) -> 
         producer = confluent_kafka.Producer({**conf, "acks": "all"})
         producer.produce(topic, b"over SASL", partition=0)
         assert producer.flush(30) == 0
+
+
+def test_users_cli_takes_the_data_dir_lock_and_deletes(secured: Secured, tmp_path: Path) -> None:
+    """``users add`` refuses a running broker's data directory (its lock); ``users delete``/``list`` work offline;
+    no password on stdin is an error."""
+    locked = add_user(secured.broker.data_dir, "eve", "SCRAM-SHA-256", "pw")
+    assert locked.returncode != 0 and "lock" in locked.stderr.lower(), locked
+    data_dir = tmp_path / "data"
+    assert add_user(data_dir, "dave", "SCRAM-SHA-256", "pw").returncode == 0
+    empty = add_user(data_dir, "dave", "SCRAM-SHA-256", "")
+    assert empty.returncode == 2 and "no password" in empty.stderr
+
+    def users(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "chronik", "users", *args, "--data-dir", str(data_dir)],
+                              capture_output=True, text=True, timeout=60)
+
+    assert users("list").stdout.split() == ["dave", "SCRAM-SHA-256"]
+    assert users("delete", "--user", "dave").returncode == 0
+    assert users("list").stdout == ""
+    missing = users("delete", "--user", "dave")
+    assert missing.returncode == 1 and "no such credential" in missing.stderr
