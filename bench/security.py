@@ -55,7 +55,8 @@ def main() -> int:
         command = [sys.executable, "-m", "chronik", "serve", "--data-dir", str(data), "--wal-profile", "throughput",
                    "--set", f"listeners=PLAINTEXT://127.0.0.1:{plain_port},SASL_SSL://127.0.0.1:{sasl_port}",
                    "--set", f"ssl.keystore.location={root / 'server.pem'}"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = (root / "broker.log").open("w")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         sasl = {"security.protocol": "SASL_SSL", "ssl.ca.location": str(root / "ca.pem"),
                 "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "bench", "sasl.password": "bench-pw"}
         results: dict[str, float] = {}
@@ -78,9 +79,13 @@ def main() -> int:
                 admin.list_topics(timeout=10)
                 del admin
             results["SCRAM-SHA-512 logins/s"] = args.logins / (time.monotonic() - started)
+        except BaseException:
+            print((root / "broker.log").read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             process.terminate()
             process.wait(30)
+            log.close()
 
     ratios = {kind: results[f"{kind} SASL_SSL"] / results[f"{kind} PLAINTEXT"] for kind in ("produce", "consume")}
     for key, value in results.items():
