@@ -360,7 +360,11 @@ def connect(s: Secured, listener: str, *, tls: bool = False) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", s.ports[listener]), timeout=10)
     if tls:
         context = ssl.create_default_context(cafile=s.file("ca.pem"))
-        sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+        try:
+            sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+        except BaseException:
+            sock.close()
+            raise
     return sock
 
 
@@ -612,3 +616,15 @@ def test_users_cli_takes_the_data_dir_lock_and_deletes(secured: Secured, tmp_pat
     assert users("list").stdout == ""
     missing = users("delete", "--user", "dave")
     assert missing.returncode == 1 and "no such credential" in missing.stderr
+
+
+@pytest.mark.parametrize("settings,message", [
+    (["listeners=SSL://127.0.0.1:0", "ssl.keystore.location=/nonexistent/server.pem"], "cannot load ssl.keystore.location"),
+    (["ssl.principal.mapping.rules=RULE:unfinished"], "invalid ssl.principal.mapping.rules"),
+    (["listeners=SASL_SSL://127.0.0.1:0"], "ssl.keystore.location"),
+])
+def test_unusable_tls_settings_stop_start_up_with_one_line(tmp_path: Path, settings: list[str], message: str) -> None:
+    from .brokerproc import one_line_error, serve
+
+    done = serve("--data-dir", str(tmp_path / "data"), *(arg for s in settings for arg in ("--set", s)))
+    assert message in one_line_error(done)

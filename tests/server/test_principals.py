@@ -112,7 +112,8 @@ async def test_required_client_certificates(tmp_path: Path) -> None:
             def clients() -> None:
                 context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
                 with pytest.raises((ssl.SSLError, ConnectionError, AssertionError)):
-                    with context.wrap_socket(socket.create_connection(tuple(address)), server_hostname="127.0.0.1") as s:
+                    with socket.create_connection(tuple(address)) as raw, \
+                            context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
                         exchange(s, API_VERSIONS)  # TLS 1.3: the refusal arrives with the first read
                 ca.issue_cert("bob@example.com", common_name="bob").configure_cert(context)
                 with context.wrap_socket(socket.create_connection(tuple(address)), server_hostname="127.0.0.1") as s:

@@ -46,6 +46,7 @@ import copy
 import errno
 import functools
 import logging
+import math
 import os
 import ssl
 import time
@@ -86,6 +87,8 @@ from .limits import ConnectionLimits, LogLimiter
 log = logging.getLogger(__name__)
 
 API_VERSIONS = 18
+#: Seconds a TLS connection's closing handshake (close_notify) may take.
+TLS_CLOSE_SECONDS = 1.0
 PRODUCE = 0
 
 
@@ -326,10 +329,15 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
                 state.principal, state.session = state.session.principal, None
             return handle_frame(broker, frame, client_host, state.principal, listener.name, listener.advertised)
 
-        async with connection:
+        try:
             await serve_pipelined(connection, decoder, dispatch, burst_end=broker.committer.start_now,
                                   idle_timeout=config.connections_max_idle_ms / 1000,
                                   request_timeout=config.request_arrival_timeout_ms / 1000)
+        finally:
+            # A TLS close sends close_notify: bounded, so a client that reads nothing cannot hold
+            # the connection's task (cancelled, trio closes the socket at once).
+            with trio.move_on_after(TLS_CLOSE_SECONDS if connection is not stream else math.inf):
+                await connection.aclose()
     except TlsHandshake:
         listener.warn(client_host, "tls", "TLS client on the PLAINTEXT listener %s from %s: closing its connections "
                       "(give it security.protocol=PLAINTEXT)", here, client_host)

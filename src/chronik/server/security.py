@@ -62,6 +62,14 @@ def tls_principal(mapper: PrincipalMapper, certificate: dict | None) -> str:  # 
     return mapper.principal_for_certificate(certificate)
 
 
+def check_security_files(config: BrokerConfig) -> None:
+    """Load what the listeners will load (TLS files, principal rules) once, before start-up:
+    raises ValueError with one line naming the setting and the problem."""
+    if any(spec.tls for spec in config.kafka_listeners()):
+        tls_context(config)
+    principal_mapper(config)
+
+
 def enabled_mechanisms(config: BrokerConfig) -> tuple[str, ...]:
     return tuple(m.strip().upper() for m in config.sasl_enabled_mechanisms.split(",") if m.strip())
 
