@@ -27,7 +27,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import broker as bench  # noqa: E402  (bench/broker.py: the clients and the broker process)
+import broker as bench  # noqa: E402  (bench/broker.py: the clients; it puts the repository on sys.path)
+
+from tests.integration.brokerproc import free_ports  # noqa: E402
 
 TARGET_RATIO = 0.6
 
@@ -95,19 +97,6 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "ratios": ratios, "target": TARGET_RATIO}, indent=2))
     return 0 if all(r >= TARGET_RATIO for r in ratios.values()) else 1
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 if __name__ == "__main__":
