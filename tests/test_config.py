@@ -200,7 +200,13 @@ def test_every_kafka_setting_by_env_and_set() -> None:
                  "log_cleaner_dedupe_buffer_size": "131072", "replica_socket_timeout_ms": "1500",
                  "controller_quorum_request_timeout_ms": "700",
                  "fetch_max_bytes": "4096", "authorizer_class_name": "chronik", "super_users": "User:a;User:b",
-                 "allow_everyone_if_no_acl_found": "true"}.get(field, "7")
+                 "allow_everyone_if_no_acl_found": "true",
+                 "listeners": "PLAINTEXT://127.0.0.1:9092",
+                 "advertised_listeners": "PLAINTEXT://broker1:9092", "listener_security_protocol_map": "PLAINTEXT:PLAINTEXT",
+                 "ssl_keystore_type": "PEM", "ssl_truststore_type": "PEM", "ssl_keystore_location": "/etc/server.pem",
+                 "ssl_truststore_location": "/etc/ca.pem", "ssl_client_auth": "none",
+                 "ssl_enabled_protocols": "TLSv1.3", "ssl_principal_mapping_rules": "RULE:^CN=(.*?),.*$/$1/L,DEFAULT",
+                 "sasl_enabled_mechanisms": "SCRAM-SHA-512"}.get(field, "7")
         env_name = "CHRONIK_" + kafka_name.replace(".", "_").upper()
         from_env = load(env={env_name: value})
         from_set = load(["--set", f"{kafka_name}={value}"])
@@ -380,3 +386,53 @@ def test_unavailable_native_backend_says_why(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(chronik.storage, "available_backends", lambda: ["python", "memory", "faulty"])
     message = config_error(argv=["--wal-backend", "native"])
     assert "'native' is not one of: python, memory, faulty (the native extension is not built" in message
+
+
+# --- listeners and security (Kafka's names) ----------------------------------------------------------------
+
+
+def test_listeners_with_their_protocols_and_advertised_addresses(tmp_path: Path) -> None:
+    config = load(["--set", "listeners=PLAINTEXT://0.0.0.0:9092,SSL://:9093,SASL_SSL://127.0.0.1:0,INTERNAL://[::1]:9095",
+                   "--set", "advertised.listeners=PLAINTEXT://broker1:9092,SSL://broker1:9093",
+                   "--set", "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,"
+                            "INTERNAL:SASL_PLAINTEXT",
+                   "--set", "ssl.keystore.location=/etc/server.pem"])
+    specs = config.kafka_listeners()
+    assert [(s.name, str(s.bind), str(s.advertised), s.protocol) for s in specs] == [
+        ("PLAINTEXT", "0.0.0.0:9092", "broker1:9092", "PLAINTEXT"),
+        ("SSL", ":9093", "broker1:9093", "SSL"),
+        ("SASL_SSL", "127.0.0.1:0", "127.0.0.1:0", "SASL_SSL"),
+        ("INTERNAL", "[::1]:9095", "[::1]:9095", "SASL_PLAINTEXT"),
+    ]
+    from_toml = load(toml='listeners = "SSL://127.0.0.1:9093"\n"ssl.keystore.location" = "/k.pem"\n'
+                          '[kafka]\n"ssl.client.auth" = "required"\nssl.truststore.location = "/ca.pem"\n', tmp_path=tmp_path)
+    assert [s.protocol for s in from_toml.kafka_listeners()] == ["SSL"]
+    assert (from_toml.ssl_client_auth, from_toml.ssl_truststore_location) == ("required", "/ca.pem")
+    from_env = load(env={"CHRONIK_LISTENERS": "SASL_PLAINTEXT://127.0.0.1:9094",
+                         "CHRONIK_SASL_ENABLED_MECHANISMS": "PLAIN"})
+    assert [s.sasl for s in from_env.kafka_listeners()] == [True]
+
+
+def test_without_listeners_one_plaintext_listener_on_listen() -> None:
+    config = load(["--listen", "127.0.0.1:9999"])
+    assert [(s.name, str(s.bind), str(s.advertised), s.protocol) for s in config.kafka_listeners()] == [
+        ("PLAINTEXT", "127.0.0.1:9999", "127.0.0.1:9999", "PLAINTEXT")]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "listeners=PLAINTEXT://127.0.0.1:1,PLAINTEXT://127.0.0.1:2"], "appears twice"),
+    (["--set", "listeners=OTHER://127.0.0.1:1"], "no security protocol"),
+    (["--set", "listeners=PLAINTEXT:127.0.0.1:1"], "NAME://HOST:PORT"),
+    (["--set", "listeners=PLAINTEXT://127.0.0.1:99999"], "port"),
+    (["--set", "listeners=SSL://127.0.0.1:1"], "ssl.keystore.location"),
+    (["--set", "listener.security.protocol.map=X:TLS"], "unknown security protocol"),
+    (["--set", "advertised.listeners=SSL://h:1"], "not in listeners"),
+    (["--set", "listeners=PLAINTEXT://:1", "--set", "advertised.listeners=PLAINTEXT://0.0.0.0:1"], "not an address"),
+    (["--set", "ssl.client.auth=required"], "trust store"),
+    (["--set", "ssl.enabled.protocols=TLSv1.1"], "unknown TLS version"),
+    (["--set", "sasl.enabled.mechanisms=GSSAPI"], "unsupported SASL mechanism"),
+])
+def test_bad_listener_and_security_settings_name_the_setting(argv: list[str], message: str) -> None:
+    error = config_error(argv=argv)
+    assert message in error
+    assert "flag --set" in error or "default" in error

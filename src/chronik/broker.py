@@ -142,6 +142,8 @@ class Broker:
         self.cluster_id = cluster_id
         self.node_id = config.node_id
         self.advertised: HostPort = config.advertise
+        #: Advertised address per Kafka listener name (filled once bound; registered for the other nodes).
+        self.advertised_listeners: dict[str, HostPort] = {}
         self.started_at = time.time()
         broker_defaults = config.kafka_configs()
         self._topic_defaults = {
@@ -420,15 +422,17 @@ class Broker:
                 log.info("retention deleted %d segment(s)", deleted)
 
     async def serve(self, *, task_status: trio.TaskStatus[list[HostPort]] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the Kafka listener (and the operator HTTP endpoint) until cancelled, and register this node.
+        """Run the Kafka listeners (and the operator HTTP endpoint) until cancelled, and register this node.
 
-        ``task_status.started`` gets the bound Kafka addresses once clients can connect.
+        ``task_status.started`` gets the bound Kafka addresses (every listener's, in
+        order) once clients can connect.  With ``listeners`` set, the first
+        listener's advertised address is the one registered for other nodes.
         With listen port 0 the bound port is also advertised (``advertised`` is
         updated before registering).  A single node registers itself before it
         accepts clients; a cluster node once the cluster has a controller, in
         the background (:func:`register_self`).
         """
-        from .server.kafka import listener_addresses, open_kafka_listeners, serve_kafka
+        from .server.kafka import close_listener_set, listener_addresses, open_listener_set, serve_kafka
 
         async with trio.open_nursery() as nursery:
             if self.config.metrics_listen is not None:
@@ -436,17 +440,17 @@ class Broker:
 
                 listen = (self.config.metrics_listen.host, self.config.metrics_listen.port)
                 await nursery.start(serve_operator_http, listen, self.metrics.registry, self.health)
-            listeners = await open_kafka_listeners(self.config.listen)
+            listeners = await open_listener_set(self.config.kafka_listeners())
             try:
-                bound = listener_addresses(listeners)
-                if self.advertised.port == 0:
-                    self.advertised = HostPort(self.advertised.host, bound[0].port)
+                bound = [address for listener in listeners for address in listener_addresses(listener.sockets)]
+                if self.config.listeners or self.advertised.port == 0:
+                    self.advertised = listeners[0].advertised  # the first listener's address is registered
+                if self.config.listeners:
+                    self.advertised_listeners = {listener.name: listener.advertised for listener in listeners}
                 if self.consensus is None:
                     await register_self(self)
             except BaseException:
-                with trio.CancelScope(shield=True):
-                    for listener in listeners:
-                        await listener.aclose()
+                await close_listener_set(listeners)
                 raise
             await nursery.start(serve_kafka, self, listeners)
             if self.consensus is not None:
@@ -627,5 +631,8 @@ async def register_self(broker: Broker) -> None:
 async def _register(broker: Broker) -> None:
     current = broker.image.brokers.get(broker.node_id)
     host, port = broker.advertised.host, broker.advertised.port
-    if current is None or current.shutting_down or (current.host, current.port, current.rack) != (host, port, broker.config.rack):
-        await broker.submit(RegisterBroker(node_id=broker.node_id, host=host, port=port, rack=broker.config.rack))
+    listeners = {name: [a.host, a.port] for name, a in broker.advertised_listeners.items()}
+    if current is None or current.shutting_down or (current.host, current.port, current.rack, current.listeners) != (
+            host, port, broker.config.rack, listeners):
+        await broker.submit(RegisterBroker(node_id=broker.node_id, host=host, port=port, rack=broker.config.rack,
+                                           listeners=listeners))

@@ -22,6 +22,7 @@ import trio
 
 from .broker import open_broker
 from .config import BrokerConfig, ConfigError, load_config
+from .server.security import check_security_files
 from .storage import TEST_BACKENDS, StorageError
 
 log = logging.getLogger("chronik")
@@ -94,6 +95,11 @@ def serve_main(args: object) -> int:
     try:
         config = load_config(args, os.environ)  # type: ignore[arg-type]
     except ConfigError as exc:
+        print(f"chronik: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_security_files(config)
+    except ValueError as exc:
         print(f"chronik: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(config.log_level.upper())

@@ -29,11 +29,14 @@ _LISTENING = re.compile(r"listening for Kafka clients on [^:]+:(\d+)")
 class BrokerProcess:
     def __init__(self, data_dir: Path, *extra_args: str, port: int = 0, config: Path | None = None,
                  host: str = "127.0.0.1", netns: str | None = None,
-                 dial: Callable[[tuple[str, int], float], socket.socket] | None = None) -> None:
+                 dial: Callable[[tuple[str, int], float], socket.socket] | None = None,
+                 own_listeners: bool = False) -> None:
         """``config``: start with ``--config FILE`` alone (plus ``extra_args``); the file must
         name ``data_dir`` and the Kafka listener ``127.0.0.1:port``.  ``netns``: run the
         broker in that network namespace (``ip netns exec``), listening on ``host``;
-        ``dial((host, port), timeout)`` opens the test's client sockets (default: from here)."""
+        ``dial((host, port), timeout)`` opens the test's client sockets (default: from here).
+        ``own_listeners``: ``extra_args`` name the listeners (``--set listeners=...``): no
+        ``--listen``/``--advertise``; ``port`` becomes the first listener's."""
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.port = port
@@ -41,6 +44,7 @@ class BrokerProcess:
         self.host = host
         self.netns = netns
         self._dial = dial
+        self.own_listeners = own_listeners
         self.proc: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -59,6 +63,8 @@ class BrokerProcess:
         address = self.bootstrap
         if self.config is not None:
             cmd = [sys.executable, "-m", "chronik", "serve", "--config", str(self.config), *self.extra_args]
+        elif self.own_listeners:
+            cmd = [sys.executable, "-m", "chronik", "serve", "--data-dir", str(self.data_dir), *self.extra_args]
         else:
             cmd = [sys.executable, "-m", "chronik", "serve", "--data-dir", str(self.data_dir),
                    "--listen", address, "--advertise", address, *self.extra_args]
@@ -73,7 +79,7 @@ class BrokerProcess:
             for line in self.proc.stdout:
                 self.log_lines.append(line.rstrip("\n"))
                 match = _LISTENING.search(line)
-                if match:
+                if match and not ready.is_set():  # the first listener's
                     self.port = int(match.group(1))
                     ready.set()
             ready.set()

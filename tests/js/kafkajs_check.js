@@ -32,9 +32,21 @@ const logCreator = () => ({ namespace, level, label, log }) => {
   if (level <= logLevel.WARN) process.stderr.write(`[kafkajs ${label} ${namespace}] ${JSON.stringify(log)}\n`)
 }
 
+// CHRONIK_KAFKAJS_SECURITY: optional JSON {"ssl": {"ca", "cert", "key"} (PEM file
+// paths), "sasl": {"mechanism", "username", "password"}} for a secured listener.
+const security = JSON.parse(process.env.CHRONIK_KAFKAJS_SECURITY || '{}')
+const securityOptions = {}
+if (security.ssl) {
+  const fs = require('fs')
+  const read = name => security.ssl[name] ? fs.readFileSync(security.ssl[name], 'utf-8') : undefined
+  securityOptions.ssl = { ca: [read('ca')], cert: read('cert'), key: read('key') }
+}
+if (security.sasl) securityOptions.sasl = security.sasl
+
 const kafka = new Kafka({
   clientId: `chronik-kafkajs-${scenario}`,
   brokers: [bootstrap],
+  ...securityOptions,
   logLevel: logLevel.DEBUG,
   logCreator,
   connectionTimeout: 3000,

@@ -170,3 +170,26 @@ def test_isr_changes_are_applied_by_the_leader_and_stale_ones_rejected() -> None
         assert rejected.value.error == error
     assert image.topics["t"].partitions[0].isr == [2, 3, 1]
     assert MetadataImage.from_snapshot(image.to_snapshot()).topics["t"].partitions[0].isr == [2, 3, 1]
+
+
+def test_broker_registrations_with_and_without_listener_endpoints() -> None:
+    """RegisterBroker entries written before listeners existed still decode; a node's endpoint per
+    listener name survives snapshots; a node without the client's listener has no endpoint for it."""
+    from chronik.metadata.image import MetadataImage
+
+    old = decode_command(b'{"v": 1, "type": "register_broker", "node_id": 2, "host": "h2", "port": 9092, "rack": null}')
+    assert old == RegisterBroker(2, "h2", 9092)
+    new = RegisterBroker(3, "h3", 9092, None, {"PLAINTEXT": ["h3", 9092], "SASL_SSL": ["h3.example", 9094]})
+    assert decode_command(encode_command(new)) == new
+    image = MetadataImage()
+    image.apply(1, old)
+    image.apply(2, new)
+    image = MetadataImage.from_snapshot(image.to_snapshot())
+    assert image.brokers[2].endpoint("SASL_SSL") == ("h2", 9092)  # named no listeners: its one address
+    assert image.brokers[3].endpoint("SASL_SSL") == ("h3.example", 9094)
+    assert image.brokers[3].endpoint(None) == ("h3", 9092)
+    assert image.brokers[3].endpoint("SSL") is None
+    snapshot = image.to_snapshot()
+    for b in snapshot["brokers"]:
+        b.pop("listeners")  # a snapshot written before listeners existed
+    assert MetadataImage.from_snapshot(snapshot).brokers[3].endpoint("SASL_SSL") == ("h3", 9092)

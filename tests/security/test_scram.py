@@ -123,3 +123,21 @@ def test_plain_checks_the_password_against_the_scram_credential() -> None:
     for bad in (b"\x00alice\x00nope", b"\x00bob\x00pw", b"bob\x00alice\x00pw", b"alice\x00pw", b"\x00\x00", b""):
         with pytest.raises(AuthenticationFailed):
             PlainServerExchange(lookup_for(table)).receive(bad)
+
+
+def test_a_final_nonce_with_the_client_nonce_repeated_is_accepted_as_kafka_does() -> None:
+    """librdkafka before 2.2 (Debian's kcat) sends r=<client nonce><server nonce>; Kafka checks endsWith."""
+    from chronik.security.scram import salted_password, _hmac, _hash
+    table = {("alice", "SCRAM-SHA-256"): make_credential(SHA256, "pw")}
+    exchange = ScramServerExchange("SCRAM-SHA-256", lookup_for(table))
+    first = exchange.receive(b"n,,n=alice,r=cn")
+    assert isinstance(first, bytes)
+    attrs = dict(part.split("=", 1) for part in first.decode().split(","))
+    without_proof = f"c=biws,r=cn{attrs['r']}"
+    salted = salted_password(SHA256, b"pw", base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = _hmac(SHA256, salted, b"Client Key")
+    auth = f"n=alice,r=cn,{first.decode()},{without_proof}".encode()
+    signature = _hmac(SHA256, _hash(SHA256, client_key), auth)
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
+    result = exchange.receive(f"{without_proof},p={proof}".encode())
+    assert isinstance(result, Authenticated) and result.user == "alice"

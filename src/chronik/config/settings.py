@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from .listeners import DEFAULT_PROTOCOL_MAP, ListenerSpec, listener_specs, parse_protocol_map
 from .kinds import (
     _INT64_MAX,
     HostPort,
@@ -32,6 +33,8 @@ from .kinds import (
 )
 
 ENV_PREFIX = "CHRONIK_"
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 CONFIG_ENV = "CHRONIK_CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 METADATA_COMMIT_MODES = ("quorum", "leader")
@@ -147,6 +150,32 @@ _SETTINGS_LIST = (
              kafka="super.users", default_doc="none"),
     _kafka("allow.everyone.if.no.acl.found", _Bool(),
            "With an authorizer: allow an operation on a resource no ACL names at all (else deny it)."),
+    _Setting("listeners", _Text(optional=True, metavar="NAME://HOST:PORT,..."),
+             "Kafka listeners, each NAME://HOST:PORT with its own security protocol.", "kafka", kafka="listeners",
+             default_doc="none (one PLAINTEXT listener on --listen)"),
+    _Setting("advertised_listeners", _Text(optional=True, metavar="NAME://HOST:PORT,..."),
+             "Address each listener gives its clients in Metadata; a listener not named here advertises its bind "
+             "address (localhost for a wildcard host).", "kafka", kafka="advertised.listeners",
+             default_doc="the listeners' bind addresses"),
+    _kafka("listener.security.protocol.map", _Text(metavar="NAME:PROTOCOL,..."),
+           "Security protocol of each listener name: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."),
+    _kafka("ssl.keystore.type", _Choice(lambda: ("PEM",)), "Format of ssl.keystore.location (PEM only)."),
+    _Setting("ssl_keystore_location", _Text(optional=True, metavar="FILE"),
+             "PEM file with the TLS listeners' certificate chain and unencrypted private key.", "kafka",
+             kafka="ssl.keystore.location", default_doc="none"),
+    _kafka("ssl.truststore.type", _Choice(lambda: ("PEM",)), "Format of ssl.truststore.location (PEM only)."),
+    _Setting("ssl_truststore_location", _Text(optional=True, metavar="FILE"),
+             "PEM file of the CA certificates client certificates must chain to.", "kafka",
+             kafka="ssl.truststore.location", default_doc="none"),
+    _kafka("ssl.client.auth", _Choice(lambda: ("none", "requested", "required"), lower=True),
+           "TLS client certificates: not asked for, asked for, or required."),
+    _kafka("ssl.enabled.protocols", _Text(metavar="TLSv1.2,TLSv1.3"), "TLS versions the TLS listeners accept."),
+    _kafka("ssl.principal.mapping.rules", _Text(metavar="RULES"),
+           "How a client certificate's subject becomes a principal (DEFAULT: User:<RFC 2253 subject>)."),
+    _kafka("sasl.enabled.mechanisms", _Text(metavar="MECHANISM,..."),
+           "SASL mechanisms the SASL listeners accept: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
+    _kafka("connection.failed.authentication.delay.ms", _Int(0, 3_600_000),
+           "Wait this long after a failed authentication before closing the connection."),
     _Setting("request_arrival_timeout_ms", _Int(1, _INT64_MAX),
              "Close a connection whose request began to arrive but is still incomplete after this long "
              "(slow senders holding buffers).", "broker"),
@@ -246,6 +275,18 @@ class BrokerConfig:
     authorizer_class_name: str = ""
     super_users: str | None = None
     allow_everyone_if_no_acl_found: bool = False
+    listeners: str | None = None
+    advertised_listeners: str | None = None
+    listener_security_protocol_map: str = DEFAULT_PROTOCOL_MAP
+    ssl_keystore_type: str = "PEM"
+    ssl_keystore_location: str | None = None
+    ssl_truststore_type: str = "PEM"
+    ssl_truststore_location: str | None = None
+    ssl_client_auth: str = "none"
+    ssl_enabled_protocols: str = "TLSv1.2,TLSv1.3"
+    ssl_principal_mapping_rules: str = "DEFAULT"
+    sasl_enabled_mechanisms: str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    connection_failed_authentication_delay_ms: int = 100
     request_arrival_timeout_ms: int = 30000
     max_partitions_per_topic: int = 2000
     max_partitions_per_request: int = 4000
@@ -276,6 +317,7 @@ class BrokerConfig:
         elif self.advertise.is_wildcard:
             with self._blame("advertise"):
                 raise _Invalid(f"{self.advertise.host} is not an address clients can connect to; give a host name or IP")
+        self._check_security()
         if self.wal_backend == "":
             from ..storage import default_backend_name
 
@@ -290,6 +332,36 @@ class BrokerConfig:
         for name in _SETTINGS:
             sources.setdefault(name, "default")
         object.__setattr__(self, "sources", MappingProxyType(sources))
+
+    def kafka_listeners(self) -> tuple[ListenerSpec, ...]:
+        """The Kafka listeners (``listeners`` or the ``listen``/``advertise`` shorthand), first the registered one."""
+        return listener_specs(self.listeners, self.advertised_listeners, self.listener_security_protocol_map,
+                              self.listen, self.advertise)
+
+    def _check_security(self) -> None:
+        """Listener, TLS and SASL settings that only make sense together (each error names its setting)."""
+        with self._blame("listener_security_protocol_map"):
+            parse_protocol_map(self.listener_security_protocol_map)
+        with self._blame("listeners" if self.listeners else "advertised_listeners"):
+            specs = self.kafka_listeners()
+        if any(spec.tls for spec in specs) and not self.ssl_keystore_location:
+            with self._blame("ssl_keystore_location"):
+                raise _Invalid("a listener uses SSL or SASL_SSL: give the PEM file of its certificate chain and key")
+        if self.ssl_client_auth != "none" and not self.ssl_truststore_location:
+            with self._blame("ssl_client_auth"):
+                raise _Invalid(f"ssl.client.auth={self.ssl_client_auth} needs a trust store (PEM file of CAs)")
+        with self._blame("ssl_enabled_protocols"):
+            versions = [v.strip() for v in self.ssl_enabled_protocols.split(",") if v.strip()]
+            unknown = [v for v in versions if v not in TLS_VERSIONS]
+            if unknown or not versions:
+                raise _Invalid(f"unknown TLS version(s) {', '.join(unknown) or '(none)'}; known: {', '.join(TLS_VERSIONS)}")
+        with self._blame("sasl_enabled_mechanisms"):
+            mechanisms = [m.strip().upper() for m in self.sasl_enabled_mechanisms.split(",") if m.strip()]
+            unknown = [m for m in mechanisms if m not in SASL_MECHANISMS]
+            if unknown:
+                raise _Invalid(f"unsupported SASL mechanism(s) {', '.join(unknown)}; supported: {', '.join(SASL_MECHANISMS)}")
+            if not mechanisms and any(spec.sasl for spec in specs):
+                raise _Invalid("a listener uses SASL: enable at least one mechanism")
 
     def _source(self, name: str) -> str:
         if name in self.sources:

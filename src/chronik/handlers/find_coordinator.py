@@ -32,9 +32,10 @@ def coordinator_for(ctx: RequestContext, key: str, key_type: int) -> dict[str, A
                 "error_code": int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), "error_message": None}
     if key_type in (KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION):
         if broker.consensus is None or broker.controller_id == broker.node_id:
-            host, port = broker.advertised.host, broker.advertised.port
-        elif (controller := broker.image.brokers.get(broker.controller_id)) is not None:
-            host, port = controller.host, controller.port
+            host, port = ctx.advertised_address
+        elif (controller := broker.image.brokers.get(broker.controller_id)) is not None \
+                and (endpoint := controller.endpoint(ctx.listener)) is not None:
+            host, port = endpoint
         else:
             return {"key": key, "node_id": -1, "host": "", "port": -1,
                     "error_code": int(ErrorCode.COORDINATOR_NOT_AVAILABLE), "error_message": "no controller elected yet"}

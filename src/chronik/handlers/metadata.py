@@ -54,10 +54,14 @@ def topic_error(name: str | None, code: ErrorCode, topic_id: Any = None) -> dict
 
 def brokers_of(ctx: RequestContext) -> list[dict[str, Any]]:
     broker = ctx.broker
-    out = {b.node_id: {"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack}
-           for b in broker.image.brokers.values() if not b.fenced}
+    out = {}
+    for b in broker.image.brokers.values():
+        endpoint = None if b.fenced else b.endpoint(ctx.listener)
+        if endpoint is not None:  # a node without the client's listener is left out, as Kafka does
+            out[b.node_id] = {"node_id": b.node_id, "host": endpoint[0], "port": endpoint[1], "rack": b.rack}
+    here = ctx.advertised_address
     out[broker.node_id] = {
-        "node_id": broker.node_id, "host": broker.advertised.host, "port": broker.advertised.port, "rack": broker.config.rack,
+        "node_id": broker.node_id, "host": here.host, "port": here.port, "rack": broker.config.rack,
     }
     return [out[k] for k in sorted(out)]
 

@@ -38,6 +38,7 @@ from ..protocol import ApiVersionRange, RequestHeader, api_version_range, respon
 from ..protocol.build import build
 
 if TYPE_CHECKING:
+    from ..config import HostPort
     from .services import BrokerServices
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
@@ -124,6 +125,15 @@ class RequestContext:
     principal: str = "User:ANONYMOUS"
     """Who sent the request: the connection's authenticated principal
     (``User:ANONYMOUS`` on a PLAINTEXT listener, as Kafka)."""
+    listener: str | None = None
+    """Name of the listener the request came through (None: not through a listener, e.g. a test)."""
+    advertised: "HostPort | None" = None
+    """The address that listener advertises (Metadata, FindCoordinator); None: the node's registered one."""
+
+    @property
+    def advertised_address(self) -> "HostPort":
+        """This node's address as the client should dial it: its listener's advertised address."""
+        return self.advertised or self.broker.advertised
 
     @property
     def api_version(self) -> int:

@@ -32,11 +32,15 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class RegisterBroker(Command):
+    """A node's address: ``host``/``port`` (its first listener's) and, per Kafka listener
+    name, ``listeners[name] = [host, port]`` (absent in entries written before listeners existed)."""
+
     type_name: ClassVar[str] = "register_broker"
     node_id: int
     host: str
     port: int
     rack: str | None = None
+    listeners: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,17 @@ class BrokerImage:
     """The controller has not heard from it for a session timeout: not listed, leads nothing."""
     shutting_down: bool = False
     """Fenced by its own ControlledShutdown: stays fenced until it registers again."""
+    listeners: dict[str, list[Any]] = field(default_factory=dict)
+    """Advertised [host, port] per listener name (empty: registered before listeners existed)."""
+
+    def endpoint(self, listener: str | None) -> tuple[str, int] | None:
+        """The address to give a client that came through ``listener`` (None: any): that
+        listener's on this node, None if the node has no such listener (Kafka then leaves
+        it out of Metadata), its registered address when it named no listeners."""
+        if listener is None or not self.listeners:
+            return self.host, self.port
+        found = self.listeners.get(listener)
+        return None if found is None else (str(found[0]), int(found[1]))
 
 
 NO_LEADER = -1
@@ -168,7 +179,8 @@ class MetadataImage:
 
     def _apply_register_broker(self, c: RegisterBroker) -> None:
         previous = self.brokers.get(c.node_id)
-        self.brokers[c.node_id] = BrokerImage(c.node_id, c.host, c.port, c.rack, previous is not None and previous.fenced)
+        self.brokers[c.node_id] = BrokerImage(c.node_id, c.host, c.port, c.rack, previous is not None and previous.fenced,
+                                              listeners=dict(c.listeners))
         # shutting_down ends here: a restarted node registers again, and the controller unfences it once heard
 
     def live_brokers(self) -> list[int]:

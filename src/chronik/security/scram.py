@@ -68,7 +68,12 @@ def make_credential(mechanism: ScramMechanism, password: str, iterations: int | 
         raise ValueError(f"{mechanism.name} iterations must be between {mechanism.min_iterations} "
                          f"and {mechanism.max_iterations}, not {iterations}")
     salt = salt if salt is not None else os.urandom(32)
-    salted = salted_password(mechanism, password.encode(), salt, iterations)
+    return credential_from_salted_password(mechanism, salted_password(mechanism, password.encode(), salt, iterations),
+                                           salt, iterations)
+
+
+def credential_from_salted_password(mechanism: ScramMechanism, salted: bytes, salt: bytes, iterations: int) -> ScramCredential:
+    """The stored credential for a client-computed SaltedPassword (AlterUserScramCredentials sends that, never the password)."""
     client_key = _hmac(mechanism, salted, b"Client Key")
     return ScramCredential(salt, _hash(mechanism, client_key), _hmac(mechanism, salted, b"Server Key"), iterations)
 
@@ -188,7 +193,10 @@ class ScramServerExchange:
             raise self._fail("Invalid SCRAM client-final message")
         if values["c"] != base64.b64encode(self._gs2_header.encode()).decode():
             raise self._fail("Invalid channel binding in the SCRAM client-final message")
-        if values["r"] != self._nonce:
+        # Kafka's ScramSaslServer accepts a nonce that *ends with* the one sent:
+        # librdkafka before 2.2 prefixes its client nonce once more.  The proof
+        # covers the message as sent, so this weakens nothing.
+        if not values["r"].endswith(self._nonce):
             raise self._fail("Invalid nonce in the SCRAM client-final message")
         try:
             proof = base64.b64decode(proof_part, validate=True)

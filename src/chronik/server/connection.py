@@ -104,6 +104,14 @@ class PendingResponse:
     reserve: int = 0
 
 
+class CloseAfterResponse(Exception):
+    """Raised by ``dispatch``: send ``buffers`` (after every answer owed before it), then close the connection."""
+
+    def __init__(self, buffers: Buffers, reason: str) -> None:
+        super().__init__(reason)
+        self.buffers = buffers
+
+
 class ConnectionIdle(Exception):
     """Nothing was received or sent, and nothing was owed, for the idle timeout."""
 
@@ -137,7 +145,7 @@ def frame_bytes(buffers: Buffers | None) -> int:
     return sum(memoryview(b).nbytes for b in buffers)
 
 
-async def send_buffers(stream: trio.SocketStream, buffers: Buffers, stall_timeout: float = math.inf) -> None:
+async def send_buffers(stream: trio.abc.Stream, buffers: Buffers, stall_timeout: float = math.inf) -> None:
     """Send one response or several; the buffers go out with ``sendmsg`` (gathered, not joined).
 
     Only the connection's writer task sends, so using the socket directly
@@ -146,6 +154,11 @@ async def send_buffers(stream: trio.SocketStream, buffers: Buffers, stall_timeou
     nothing); the bytes sent before stay sent.
     """
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    if not isinstance(stream, trio.SocketStream):  # TLS: the stream encrypts; one send of the joined buffers
+        with trio.move_on_after(stall_timeout):
+            await stream.send_all(b"".join(views))
+            return
+        raise SendStalled(f"the client read nothing for {stall_timeout:g} s")
     sock = stream.socket
     while views:
         with trio.move_on_after(stall_timeout):
@@ -163,7 +176,7 @@ async def send_buffers(stream: trio.SocketStream, buffers: Buffers, stall_timeou
 
 
 async def serve_pipelined(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     decoder: FrameDecoder,
     dispatch: Callable[[bytes], Awaitable[Buffers | PendingResponse | None]],
     *,
@@ -205,16 +218,21 @@ async def serve_pipelined(
             deadline = partial_since + request_timeout
         else:
             deadline = activity + idle_timeout
+        data = b""
         with trio.move_on_at(deadline) as waited:
-            # Waiting for readability first (not receive_some, which tries a
-            # recv and fails with BlockingIOError) keeps a resting connection
-            # free of exception tracebacks and of the frame objects they create.
-            await trio.lowlevel.wait_readable(stream.socket)
+            if isinstance(stream, trio.SocketStream):
+                # Waiting for readability first (not receive_some, which tries a
+                # recv and fails with BlockingIOError) keeps a resting connection
+                # free of exception tracebacks and of the frame objects they create.
+                await trio.lowlevel.wait_readable(stream.socket)
+            else:  # TLS: decrypted bytes may already wait inside the stream
+                data = await stream.receive_some(RECEIVE_BYTES)
         if waited.cancelled_caught:
             if decoder.buffered_bytes:
                 raise RequestTimedOut(f"a request was still incomplete after {request_timeout:g} s")
             raise ConnectionIdle(f"idle for {idle_timeout:g} s")
-        data = await stream.receive_some(RECEIVE_BYTES)
+        if isinstance(stream, trio.SocketStream):
+            data = await stream.receive_some(RECEIVE_BYTES)
         if not data:
             return  # end of input while resting: nothing is owed
         activity, partial_since = await _serve_busy(stream, decoder, dispatch, limits, burst_end, partial_since, data)
@@ -231,7 +249,7 @@ class _Limits:
 
 
 async def _serve_busy(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     decoder: FrameDecoder,
     dispatch: Callable[[bytes], Awaitable[Buffers | PendingResponse | None]],
     limits: _Limits,
@@ -396,6 +414,10 @@ async def _serve_busy(
                     burst_end()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
             fail(exc)
+        except CloseAfterResponse as exc:
+            owe(exc.buffers)
+            exc.buffers = []
+            protocol_error = exc
         except Exception as exc:
             protocol_error = exc
         finally:

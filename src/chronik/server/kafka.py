@@ -42,17 +42,24 @@ durable (the WAL owns that), it is only not answered.
 
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 import logging
+import math
 import os
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import trio
 
 from ..config import HostPort
+from ..config.listeners import ListenerSpec
+from ..security.principal import ANONYMOUS, PrincipalMapper
+from ..security.scram import AuthenticationFailed
 from ..handlers import lookup, served_versions
 from ..handlers.registry import Deferred, Encoded, RateLimit, RequestContext
 from ..handlers.services import BrokerServices
@@ -73,12 +80,15 @@ from ..protocol import (
 from ..protocol.build import build, error_codes
 from ..protocol.error_responses import LEGACY_PRODUCE_VERSIONS, error_response, legacy_produce_error_response
 from ..storage import GroupCommitter, StorageError
-from .connection import Buffers, ConnectionIdle, PendingResponse, RequestTimedOut, SendStalled, serve_pipelined
+from .security import SaslSession, enabled_mechanisms, principal_mapper, tls_context
+from .connection import Buffers, CloseAfterResponse, ConnectionIdle, PendingResponse, RequestTimedOut, SendStalled, serve_pipelined
 from .limits import ConnectionLimits, LogLimiter
 
 log = logging.getLogger(__name__)
 
 API_VERSIONS = 18
+#: Seconds a TLS connection's closing handshake (close_notify) may take.
+TLS_CLOSE_SECONDS = 1.0
 PRODUCE = 0
 
 
@@ -107,27 +117,82 @@ async def open_kafka_listeners(listen: HostPort) -> list[trio.SocketListener]:
     return listeners
 
 
+@dataclass
+class BoundListener:
+    """One configured Kafka listener (:class:`~chronik.config.listeners.ListenerSpec`) and its bound sockets.
+
+    ``advertised``: its advertised address, with port 0 replaced by the bound port.
+    """
+
+    spec: ListenerSpec
+    sockets: list[trio.SocketListener]
+    advertised: HostPort
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+async def open_listener_set(specs: Sequence[ListenerSpec]) -> list[BoundListener]:
+    """Bind every listener of ``specs`` (all or none: on an error the ones bound are closed)."""
+    bound: list[BoundListener] = []
+    try:
+        for spec in specs:
+            try:
+                sockets = await open_kafka_listeners(spec.bind)
+            except OSError as exc:
+                raise OSError(exc.errno, f"listener {spec.name} ({spec.protocol}): {exc.strerror}") from exc
+            advertised = spec.advertised
+            if advertised.port == 0:
+                advertised = HostPort(advertised.host, listener_addresses(sockets)[0].port)
+            bound.append(BoundListener(spec, sockets, advertised))
+    except BaseException:
+        await close_listener_set(bound)
+        raise
+    return bound
+
+
+async def close_listener_set(bound: Sequence[BoundListener]) -> None:
+    """Close every socket of ``bound`` (shielded: also when the caller is being cancelled)."""
+    with trio.CancelScope(shield=True):
+        for listener in bound:
+            for sock in listener.sockets:
+                await sock.aclose()
+
+
 def listener_addresses(listeners: list[trio.SocketListener]) -> list[HostPort]:
     """The addresses the listeners are bound to."""
     return [HostPort(*listener.socket.getsockname()[:2]) for listener in listeners]
 
 
-async def serve_kafka(broker: KafkaServices, listeners: list[trio.SocketListener], *,
+async def serve_kafka(broker: KafkaServices, listeners: list[trio.SocketListener] | list[BoundListener], *,
                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve clients on ``listeners`` (from :func:`open_kafka_listeners`) until cancelled.
+    """Serve clients on ``listeners`` until cancelled.
 
-    ``started`` once clients can connect.  Cancellation closes the listeners
-    and every connection.
+    ``listeners``: from :func:`open_listener_set`, or plain sockets from
+    :func:`open_kafka_listeners` (one PLAINTEXT listener advertised as the
+    node's address).  ``started`` once clients can connect.  Cancellation
+    closes the listeners and every connection.  Raises ValueError before
+    serving when the TLS files or principal rules cannot be loaded.
     """
-    for address in listener_addresses(listeners):
-        log.info("listening for Kafka clients on %s:%d (advertised as %s)", address.host, address.port, broker.advertised)
-
-    listener = Listener(broker)
-    handle = functools.partial(serve_connection, broker, listener=listener)
-
+    bound: list[BoundListener] = [
+        item if isinstance(item, BoundListener) else
+        BoundListener(ListenerSpec("PLAINTEXT", HostPort("", 0), broker.advertised, "PLAINTEXT"), [item], broker.advertised)
+        for item in listeners
+    ]
+    config = broker.config
+    context = tls_context(config) if any(b.spec.tls for b in bound) else None
+    mapper = principal_mapper(config)
+    shared = Listener(broker)  # connection caps count over every listener
     async with trio.open_nursery() as nursery:
-        for tcp_listener in listeners:
-            nursery.start_soon(accept_connections, tcp_listener, handle, nursery, listener.refused)
+        for item in bound:
+            for address in listener_addresses(item.sockets):
+                log.info("listening for Kafka clients on %s:%d (listener %s, %s, advertised as %s)", address.host,
+                         address.port, item.name, item.spec.protocol, item.advertised)
+            listener = shared.for_spec(item, context, mapper)
+            handle = functools.partial(serve_connection, broker, listener=listener)
+            for tcp_listener in item.sockets:
+                nursery.start_soon(accept_connections, tcp_listener, handle, nursery, listener.refused)
         task_status.started()
 
 
@@ -172,6 +237,24 @@ class Listener:
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self.per_peer = LogLimiter(LOG_INTERVAL)  # one line per peer IP and kind of trouble
         self.refused = LogLimiter(LOG_INTERVAL)  # one line for all refused connections
+        self.config = config
+        self.name: str | None = None
+        self.protocol = "PLAINTEXT"
+        self.advertised: HostPort | None = None
+        self.tls: ssl.SSLContext | None = None
+        self.mapper = PrincipalMapper()
+        self.mechanisms: tuple[str, ...] = ()
+        self.sasl = False
+
+    def for_spec(self, bound: "BoundListener", context: ssl.SSLContext | None, mapper: PrincipalMapper) -> "Listener":
+        """This listener's twin for one configured listener: same caps and log limiters, its own protocol."""
+        twin = copy.copy(self)
+        twin.name, twin.protocol, twin.advertised = bound.name, bound.spec.protocol, bound.advertised
+        twin.tls = context if bound.spec.tls else None
+        twin.mapper = mapper
+        twin.mechanisms = enabled_mechanisms(self.config)
+        twin.sasl = bound.spec.sasl
+        return twin
 
     def warn(self, peer: str, kind: str, message: str, *args: object) -> None:
         """Log ``message`` at warning unless this peer had a line of this kind within the interval."""
@@ -203,6 +286,11 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
     A connection over ``max.connections`` or ``max.connections.per.ip`` is
     closed at once (one log line per interval for all of them); one idle for
     ``connections.max.idle.ms`` is closed quietly (debug log, as Kafka does).
+    On a TLS listener the handshake runs here, in the connection's task
+    (bounded by ``request_arrival_timeout_ms``); one that fails -- plaintext
+    or garbage bytes, an untrusted or missing required client certificate --
+    closes the connection with one rate-limited line.  On a SASL listener
+    requests go through :class:`~.security.SaslSession` until it succeeds.
     """
     listener = listener or Listener(broker)
     client_host, here = _addresses(stream)
@@ -215,16 +303,41 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
         return
     config = broker.config
     decoder = FrameDecoder(config.socket_request_max_bytes)
-
-    def dispatch(frame: bytes) -> Awaitable[Buffers | PendingResponse | None]:
-        return handle_frame(broker, frame, client_host)
-
     broker.metrics.connections.inc()
+    connection: trio.abc.Stream = stream
     try:
-        async with stream:
-            await serve_pipelined(stream, decoder, dispatch, burst_end=broker.committer.start_now,
+        principal = ANONYMOUS
+        if listener.tls is not None:
+            tls_stream = trio.SSLStream(stream, listener.tls, server_side=True)
+            connection = tls_stream
+            try:
+                with trio.fail_after(config.request_arrival_timeout_ms / 1000):
+                    await tls_stream.do_handshake()
+                principal = listener.mapper.principal_for_certificate(tls_stream.getpeercert())
+            except (trio.BrokenResourceError, trio.TooSlowError, ValueError) as exc:
+                cause = exc.__cause__ or exc
+                listener.warn(client_host, "tls", "TLS handshake with %s on listener %s (%s) failed: %s; closing "
+                              "the connection", client_host, listener.name, here, cause)
+                return
+        session = SaslSession(listener.mechanisms, _credential_lookup(broker)) if listener.sasl else None
+        state = _ConnectionState(principal, listener, session, client_host)
+
+        def dispatch(frame: bytes) -> Awaitable[Buffers | PendingResponse | None]:
+            if state.session is not None:
+                if not state.session.authenticated:
+                    return _sasl_step(broker, state, frame)
+                state.principal, state.session = state.session.principal, None
+            return handle_frame(broker, frame, client_host, state.principal, listener.name, listener.advertised)
+
+        try:
+            await serve_pipelined(connection, decoder, dispatch, burst_end=broker.committer.start_now,
                                   idle_timeout=config.connections_max_idle_ms / 1000,
                                   request_timeout=config.request_arrival_timeout_ms / 1000)
+        finally:
+            # A TLS close sends close_notify: bounded, so a client that reads nothing cannot hold
+            # the connection's task (cancelled, trio closes the socket at once).
+            with trio.move_on_after(TLS_CLOSE_SECONDS if connection is not stream else math.inf):
+                await connection.aclose()
     except TlsHandshake:
         listener.warn(client_host, "tls", "TLS client on the PLAINTEXT listener %s from %s: closing its connections "
                       "(give it security.protocol=PLAINTEXT)", here, client_host)
@@ -236,6 +349,9 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
         log.debug("closing connection from %s: %s", client_host, exc)
     except (RequestTimedOut, SendStalled) as exc:
         listener.warn(client_host, "slow", "closing connection from %s: %s", client_host, exc)
+    except CloseAfterResponse as exc:
+        listener.warn(client_host, "auth", "closing connection from %s on listener %s: %s", client_host,
+                      listener.name, exc)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass  # the client went away
     except _CloseConnection:
@@ -243,17 +359,98 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
     except Exception:
         log.exception("closing connection from %s after an unexpected error", client_host)
     finally:
+        if connection is not stream:
+            stream.socket.close()  # the TLS stream may not have closed it (a failed handshake)
         broker.metrics.connections.dec()
         listener.limits.release(client_host)
+
+
+@dataclass(slots=True)
+class _ConnectionState:
+    """Who the connection is: its principal, and its SASL exchange until that succeeds."""
+
+    principal: str
+    listener: Listener
+    session: SaslSession | None
+    client_host: str
+
+
+def _credential_lookup(broker: BrokerServices) -> Callable[[str, str], Any]:
+    def lookup(user: str, mechanism: str) -> Any:
+        return broker.image.security.credential(user, mechanism)
+    return lookup
+
+
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
+
+
+async def _token(session: SaslSession, data: bytes) -> bytes:
+    """``session.token(data)``, in a worker thread when it is CPU-heavy (PLAIN), so logins never stall the loop."""
+    if session.slow:
+        return await trio.to_thread.run_sync(session.token, data)
+    return session.token(data)
+
+
+async def _sasl_step(broker: KafkaServices, state: _ConnectionState, frame: bytes) -> Buffers | PendingResponse | None:
+    """One request of a connection not yet authenticated on a SASL listener (see :mod:`.security`).
+
+    Raises :class:`CloseAfterResponse` (after ``connection.failed.authentication.delay.ms``)
+    when the exchange fails, and :class:`_CloseConnection` for a request not allowed before it.
+    """
+    session = state.session
+    assert session is not None
+    delay = broker.config.connection_failed_authentication_delay_ms / 1000
+    if session.raw:  # after a v0 handshake: a bare SASL token, answered by a bare token
+        try:
+            return encode_frame([await _token(session, bytes(frame))])
+        except AuthenticationFailed as exc:
+            await trio.sleep(delay)
+            raise CloseAfterResponse([], f"SASL authentication failed: {exc}") from None
+    api_key, api_version, correlation_id = peek_request_ids(frame)
+    if api_key == API_VERSIONS:
+        return await handle_frame(broker, frame, state.client_host, ANONYMOUS, state.listener.name, state.listener.advertised)
+    if api_key not in (SASL_HANDSHAKE, SASL_AUTHENTICATE) or lookup(api_key, api_version) is None:
+        state.listener.warn(state.client_host, "auth", "closing connection from %s on SASL listener %s: request "
+                            "(API %d v%d) before authentication", state.client_host, state.listener.name, api_key, api_version)
+        raise _CloseConnection
+    header, request = decode_request_frame(frame)
+
+    def answer(values: dict[str, Any]) -> Buffers:
+        response = build(response_schema(api_key, api_version), values)
+        return encode_frame(encode_response(api_key, api_version, correlation_id, response))
+
+    if api_key == SASL_HANDSHAKE:
+        mechanism = str(request.mechanism)
+        if session.handshake(mechanism, api_version):
+            return answer({"error_code": 0, "mechanisms": list(session.mechanisms)})
+        if session.state == "handshake":
+            code, reason = ErrorCode.UNSUPPORTED_SASL_MECHANISM, f"unsupported SASL mechanism {mechanism}"
+        else:
+            code, reason = ErrorCode.ILLEGAL_SASL_STATE, "unexpected SaslHandshake"
+        await trio.sleep(delay)
+        raise CloseAfterResponse(answer({"error_code": int(code), "mechanisms": list(session.mechanisms)}), reason)
+    try:
+        reply = await _token(session, bytes(request.auth_bytes))
+    except AuthenticationFailed as exc:
+        await trio.sleep(delay)
+        raise CloseAfterResponse(answer({"error_code": int(ErrorCode.SASL_AUTHENTICATION_FAILED), "error_message": str(exc),
+                                         "auth_bytes": b"", "session_lifetime_ms": 0}),
+                                 f"SASL authentication failed: {exc}") from None
+    return answer({"error_code": 0, "error_message": None, "auth_bytes": reply, "session_lifetime_ms": 0})
 
 
 class _CloseConnection(Exception):
     """The request cannot be answered in a way the client would understand (already logged)."""
 
 
-async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str,
-                       principal: str = "User:ANONYMOUS") -> Buffers | PendingResponse | None:
-    """Decode and dispatch one request from ``principal``; return its encoded response, a pending one, or None."""
+async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str, principal: str = ANONYMOUS,
+                       listener: str | None = None, advertised: HostPort | None = None) -> Buffers | PendingResponse | None:
+    """Decode and dispatch one request; return its encoded response, a pending one, or None.
+
+    ``principal``: who sent it; ``listener``/``advertised``: the listener it came
+    through and the address that listener advertises (None: the node's).
+    """
     api_key, api_version, correlation_id = peek_request_ids(frame)
     registration = lookup(api_key, api_version)
     if registration is None:
@@ -262,7 +459,7 @@ async def handle_frame(broker: BrokerServices, frame: bytes, client_host: str,
         header, request = decode_request_frame(frame)
     except UnsupportedVersion:  # registered but unknown to the codec: cannot happen (handles() checks)
         return unsupported_version_answer(frame, api_key, api_version, correlation_id, client_host)
-    ctx = RequestContext(broker, header, client_host, principal)
+    ctx = RequestContext(broker, header, client_host, principal, listener, advertised)
     return await _answer(ctx, request, registration.handle(ctx, request), time.perf_counter())
 
 
