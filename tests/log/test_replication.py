@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from chronik.log import PartitionLog
-from chronik.log.partition import OffsetOutOfRange
+from chronik.log.partition import DataWatch, OffsetOutOfRange
 from chronik.protocol import ProtocolError, parse_batch_header, validate_batch
 
 from .conftest import TOPIC_ID, OpenLog, append, batch
@@ -271,3 +271,19 @@ async def test_a_leaders_log_start_inside_a_batch_is_stored_whole_by_the_restart
     await follower.aclose()
     reopened = follower_log(committer)
     assert (reopened.log_start_offset, reopened.log_end_offset) == (5, 12)
+
+
+async def test_a_data_watch_registered_before_an_append_fires_and_leaves_no_event_behind(open_log: OpenLog) -> None:
+    """The fetch long-poll's watch: registered in the same step as the read, it catches an
+    append made before anyone waits on it; closed after a timeout, it leaves nothing on an
+    idle log (one event per timed-out long-poll would otherwise pile up for ever)."""
+    busy, idle = open_log(), open_log()
+    watch = DataWatch([busy, idle])
+    await append(busy, batch([1]))  # before the wait starts
+    with trio.fail_after(1):
+        await watch.wait()
+    watch.close()
+    for _ in range(100):
+        with DataWatch([idle]) as timed_out, trio.move_on_after(0):
+            await timed_out.wait()
+    assert not idle._waiters and not busy._waiters

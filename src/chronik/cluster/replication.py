@@ -86,7 +86,7 @@ from typing import Callable
 import trio
 
 from ..log.manager import LogManager
-from ..log.partition import OffsetOutOfRange, PartitionLog
+from ..log.partition import DataWatch, OffsetOutOfRange, PartitionLog
 from ..metadata.commands import ChangeIsr
 from ..metadata.image import CommandRejected, MetadataImage, PartitionImage
 from ..metadata.view import MetadataView, Submit
@@ -332,9 +332,8 @@ class ReplicaManager:
         if offset >= partition_log.durable_end:
             with trio.move_on_after(request.max_wait_ms / 1000):
                 while offset >= partition_log.durable_end and not partition_log.closed:
-                    moved = trio.Event()
-                    partition_log.register_waiter(moved)
-                    await moved.wait()
+                    with DataWatch([partition_log]) as moved:
+                        await moved.wait()
         else:
             await trio.lowlevel.checkpoint()
         # Leadership may have moved while the fetch was parked: this node may now

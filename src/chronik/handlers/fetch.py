@@ -29,11 +29,12 @@ the client uses to drop aborted records; a long-poll then waits for the LSO.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import trio
 
-from ..log.partition import OffsetOutOfRange, PartitionLog
+from ..log.partition import DataWatch, OffsetOutOfRange, PartitionLog
 from ..metadata.acls import AclOperation, ResourceType
 from ..protocol import BufferList, ErrorCode, parse_batch_header
 from .registry import RequestContext, handles
@@ -139,21 +140,29 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
     def answered() -> bool:
         return total >= request.min_bytes or errors or trio.current_time() >= deadline or not logs
 
-    async def long_poll() -> Any:
+    async def long_poll(arrival: DataWatch | None = None) -> Any:
         """Park until a partition's high watermark moves (then re-read) or max_wait passes."""
         nonlocal responses, total, errors, logs
-        while not answered():
-            data_arrived = trio.Event()
-            for partition_log in logs:
-                partition_log.register_waiter(data_arrived)
-            with trio.move_on_at(deadline):
-                await data_arrived.wait()
-            responses, total, errors, logs = read_once(ctx, request)
+        try:
+            while not answered():
+                if arrival is None:
+                    arrival = DataWatch(logs)  # registered in the same step as the read before it
+                with trio.move_on_at(deadline):
+                    await arrival.wait()
+                arrival.close()
+                arrival = None
+                responses, total, errors, logs = read_once(ctx, request)
+        finally:
+            if arrival is not None:
+                arrival.close()
         ctx.broker.metrics.bytes_out.inc(total)
         return ctx.respond(throttle_time=0, error_code=0, session_id=0, responses=responses)
 
-    # A parked fetch is deferred, so it does not hold up the requests behind it.
     if answered():
         return await long_poll()
+    # A parked fetch is deferred, so it does not hold up the requests behind it.
+    # Its watch is registered now, before the requests behind it run: a produce
+    # pipelined after it must wake it even if handled before the deferred task starts.
+    arrival = DataWatch(logs)
     asked = sum(p.partition_max_bytes for t in request.topics for p in t.partitions)
-    return ctx.later(long_poll, reserve=max(0, min(asked, response_limit(ctx, request))))
+    return ctx.later(partial(long_poll, arrival), reserve=max(0, min(asked, response_limit(ctx, request))))

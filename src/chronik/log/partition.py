@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import trio
 
@@ -118,7 +118,7 @@ class PartitionLog:
         self.replica = ReplicaState()
         self.epochs = LeaderEpochCache()
         self.producers = ProducerStateTable()
-        self._waiters: list[trio.Event] = []
+        self._waiters: set[trio.Event] = set()
         self._closed = False
         self.recovery: PartitionRecovery | None = None
         self._cleaning: trio.Event | None = None  # set when the cleaning in progress ends
@@ -318,9 +318,8 @@ class PartitionLog:
         replica = self.replica
         leading = replica.leading
         while replica.high_watermark < end and not self._closed and (not leading or replica.leading):
-            moved = trio.Event()
-            self.register_waiter(moved)
-            await moved.wait()
+            with DataWatch([self]) as moved:
+                await moved.wait()
         await trio.lowlevel.checkpoint()
 
     def _on_durable(self) -> None:
@@ -462,11 +461,19 @@ class PartitionLog:
         return self.local.bytes_available(offset, self.high_watermark)
 
     def register_waiter(self, event: trio.Event) -> None:
-        """Set ``event`` the next time the high watermark advances (or the log closes)."""
-        self._waiters.append(event)
+        """Set ``event`` the next time the high watermark advances (or the log closes).
+
+        A waiter that stops waiting first must :meth:`unregister_waiter`, or an
+        idle partition would keep every timed-out long-poll's event.
+        """
+        self._waiters.add(event)
+
+    def unregister_waiter(self, event: trio.Event) -> None:
+        """Forget ``event`` (a no-op once it was set)."""
+        self._waiters.discard(event)
 
     def _wake_readers(self) -> None:
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, set()
         for event in waiters:
             event.set()
 
@@ -606,3 +613,34 @@ def marker_type(header: BatchHeader, batch: memoryview | bytes | bytearray) -> i
 
 __all__ = ["AbortedTxn", "AppendInfo", "marker_type", "OffsetOutOfRange", "PARTITION_FILE", "PartitionLog", "PartitionRecovery",
            "PartitionUnreadable", "SequenceError"]
+
+
+class DataWatch:
+    """One event, set when the high watermark of any of ``logs`` advances (or one closes).
+
+    It is registered when constructed, so a caller that read the logs and then
+    builds the watch in the same synchronous step cannot miss an append that
+    happens after its read.  :meth:`close` (or leaving the ``with`` block)
+    unregisters it from logs that did not fire, so idle partitions keep no
+    events of long-polls that timed out.
+    """
+
+    def __init__(self, logs: "Iterable[PartitionLog]") -> None:
+        self.event = trio.Event()
+        self._logs = list(logs)
+        for log in self._logs:
+            log.register_waiter(self.event)
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+    def close(self) -> None:
+        for log in self._logs:
+            log.unregister_waiter(self.event)
+        self._logs = []
+
+    def __enter__(self) -> "DataWatch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
