@@ -421,6 +421,19 @@ class Broker:
             if deleted:
                 log.info("retention deleted %d segment(s)", deleted)
 
+    def expire_producers(self) -> int:
+        """Forget producer ids idle past ``producer.id.expiration.ms`` in every local log; returns how many."""
+        now_ms = int(time.time() * 1000)
+        expiration_ms = self.config.producer_id_expiration_ms
+        return sum(partition_log.expire_producers(now_ms, expiration_ms) for partition_log in self.logs)
+
+    async def _producer_expiry_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.producer_id_expiration_check_interval_ms / 1000)
+            expired = self.expire_producers()
+            if expired:
+                log.info("forgot %d expired producer id(s)", expired)
+
     async def serve(self, *, task_status: trio.TaskStatus[list[HostPort]] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the Kafka listeners (and the operator HTTP endpoint) until cancelled, and register this node.
 
@@ -546,6 +559,7 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
                 )
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(broker._retention_loop)
+                    nursery.start_soon(broker._producer_expiry_loop)
                     await nursery.start(broker.cleaner.run)
                     await nursery.start(logs.run, lambda: metadata.image)
                     await nursery.start(broker.groups.run)

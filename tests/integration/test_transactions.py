@@ -20,7 +20,7 @@ import pytest
 
 from chronik.protocol import ErrorCode, Record, encode_batch
 
-from .brokerproc import BrokerProcess
+from .brokerproc import BrokerProcess, running_broker
 from .clients import confluent_read_all, create_topic, kafka
 from .raw import Raw, request_frame
 
@@ -417,3 +417,32 @@ def test_operators_see_hanging_transactions(broker: BrokerProcess) -> None:
         assert [s.current_txn_start_offset for s in p0.active_producers] == [-1]
         assert p7.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     producer.abort_transaction(10)
+
+
+def test_idle_producer_ids_expire(tmp_path: Any) -> None:
+    """producer.id.expiration.ms: DescribeProducers stops listing an idle idempotent producer,
+    and the same producer, writing again later, is accepted where its sequence left off."""
+    with running_broker(tmp_path / "data", "--set", "producer.id.expiration.ms=1500",
+                        "--set", "producer.id.expiration.check.interval.ms=200") as proc:
+        create_topic(proc.bootstrap, "idle", 1)
+        producer = confluent_kafka.Producer({"bootstrap.servers": proc.bootstrap, "enable.idempotence": True,
+                                             "linger.ms": 1})
+
+        def listed() -> list[int]:
+            with Raw(proc) as raw:
+                described = raw.call(61, 0, {"topics": [{"name": "idle", "partition_indexes": [0]}]})
+            return [s.producer_id for s in described.topics[0].partitions[0].active_producers]
+
+        for i in range(3):
+            producer.produce("idle", b"before-%d" % i, partition=0)
+            producer.flush(10)
+        assert len(listed()) == 1
+        deadline = time.monotonic() + 10
+        while listed() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert listed() == []
+        producer.produce("idle", b"after", partition=0)
+        assert producer.flush(10) == 0
+        assert len(listed()) == 1
+        assert values(confluent_read_all(proc.bootstrap, "idle", 1, "read_uncommitted"))[0] == [
+            b"before-0", b"before-1", b"before-2", b"after"]

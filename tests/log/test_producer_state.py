@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chronik.log import SequenceError
-from chronik.protocol import ErrorCode, validate_batch
+from chronik.protocol import ErrorCode, Record, encode_batch, validate_batch
 
 from .conftest import OpenLog, append, batch
 
@@ -88,3 +88,23 @@ async def test_producer_state_is_rebuilt_when_the_log_is_reopened(open_log: Open
     assert caught.value.error == ErrorCode.INVALID_PRODUCER_EPOCH
     assert (await append(reopened, produced(4))).base_offset == 6
     await reopened.aclose()
+
+
+async def test_idle_producers_expire_and_a_returning_one_is_accepted_at_any_sequence(open_log: OpenLog) -> None:
+    """producer.id.expiration.ms: a producer whose newest batch is that old is forgotten (unless a
+    transaction of it is open here); the cleaner stops keeping its batch; it may come back mid-sequence."""
+    log = open_log()
+    await append(log, produced(0))  # max timestamp 1
+    await append(log, batch([1, 2], producer_id=PID + 1, producer_epoch=0, base_sequence=0))  # max timestamp 2
+    await append(log, encode_batch([Record(0, 5, None, b"t")], producer_id=PID + 2, producer_epoch=0,
+                                   base_sequence=0, is_transactional=True))
+    assert log.producers.batches_to_keep() == {0, 2, 4}
+    assert log.expire_producers(now_ms=1001, expiration_ms=1000) == 1  # only PID's newest batch is 1000 ms old
+    assert log.producers.producer_epoch(PID) is None
+    assert log.producers.batches_to_keep() == {2, 4}
+    assert log.expire_producers(now_ms=10_000, expiration_ms=1000) == 1  # PID + 2 has a transaction open
+    assert log.producers.producer_epoch(PID + 2) == 0
+    returned = await append(log, produced(7))  # no state: accepted where it left off (KIP-360)
+    assert returned.base_offset == 5
+    with pytest.raises(SequenceError):
+        await append(log, produced(3))  # and checked from there on

@@ -185,6 +185,11 @@ _SETTINGS_LIST = (
              "request may add in all (beyond it: POLICY_VIOLATION; Kafka's fixed limit is 10000).", "broker"),
     _Setting("max_partitions", _Int(1, 10_000_000), "Partitions of all topics together "
              "(beyond it: POLICY_VIOLATION).", "broker"),
+    _kafka("producer.id.expiration.ms", _Int(1, 2**31 - 1),
+           "Forget a producer id's sequence state in a partition once its newest batch there is this old "
+           "(and no transaction of it is open there); the cleaner then no longer keeps that batch."),
+    _kafka("producer.id.expiration.check.interval.ms", _Int(1, 2**31 - 1),
+           "How often partitions forget expired producer ids (producer.id.expiration.ms)."),
     _kafka("transaction.max.timeout.ms", _Int(1, 2**31 - 1),
            "Largest transaction.timeout.ms a transactional producer may ask for (else INVALID_TRANSACTION_TIMEOUT)."),
     _kafka("transactional.id.expiration.ms", _Int(1, 2**31 - 1),
@@ -291,6 +296,8 @@ class BrokerConfig:
     max_partitions_per_topic: int = 2000
     max_partitions_per_request: int = 4000
     max_partitions: int = 10000
+    producer_id_expiration_ms: int = 86400000
+    producer_id_expiration_check_interval_ms: int = 600000
     transaction_max_timeout_ms: int = 900000
     transactional_id_expiration_ms: int = 604800000
     # cluster

@@ -514,6 +514,10 @@ class PartitionLog:
             self.producers.forget_aborted_below(self.log_start_offset)
         return deleted
 
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget the producers idle for ``expiration_ms`` (see :meth:`ProducerStateTable.expire`)."""
+        return self.producers.expire(now_ms, expiration_ms)
+
     async def aclose(self) -> None:
         """Flush and close; readers parked on this log are woken."""
         if self._closed:

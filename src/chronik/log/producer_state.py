@@ -35,7 +35,14 @@ Transactions (Kafka's ``ProducerStateManager`` and ``.txnindex``):
 The table, the ongoing transactions and the aborted index are all rebuilt
 after a restart or a truncation by :meth:`ProducerStateTable.observe` on every
 stored batch, in offset order (nothing of it is stored separately, so nothing
-stale is ever trusted).  Retention and DeleteRecords drop the index entries
+stale is ever trusted).
+
+Expiry (Kafka's ``producer.id.expiration.ms``): :meth:`ProducerStateTable.expire`
+forgets a producer with no ongoing transaction here once its newest batch's
+max timestamp is that old.  A forgotten producer that returns is accepted at
+any sequence, like a new one, and the cleaner no longer keeps its newest
+batch.  A rebuild brings back the producers whose batches are still stored;
+the next expiry pass forgets them again.  Retention and DeleteRecords drop the index entries
 whose marker fell below the log start (:meth:`forget_aborted_below`).
 
 Hook for compaction (the cleaner): it may drop an aborted transaction's data
@@ -150,6 +157,15 @@ class ProducerStateTable:
                 f"producer {header.producer_id} sent sequence {header.base_sequence}, expected {expected}",
             )
         return None
+
+    def expire(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget every producer without an ongoing transaction here whose newest batch's
+        max timestamp is ``expiration_ms`` or more before ``now_ms``; returns how many."""
+        expired = [producer_id for producer_id, entry in self._producers.items()
+                   if producer_id not in self.ongoing and now_ms - entry.last_timestamp >= expiration_ms]
+        for producer_id in expired:
+            del self._producers[producer_id]
+        return len(expired)
 
     def producer_epoch(self, producer_id: int) -> int | None:
         entry = self._producers.get(producer_id)
