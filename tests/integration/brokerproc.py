@@ -70,7 +70,7 @@ class BrokerProcess:
                    "--listen", address, "--advertise", address, *self.extra_args]
         if self.netns is not None:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(broker_environment(), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         ready = threading.Event()
 
@@ -143,10 +143,16 @@ class BrokerProcess:
         raise AssertionError(f"no log line matching {pattern!r} in:\n{self.output()}")
 
 
+def broker_environment() -> dict[str, str]:
+    """This process's environment without the test suite's own switches (``CHRONIK_REQUIRE_*``,
+    ``.ci/run`` sets them), which a broker would warn about as unknown settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_REQUIRE_")}
+
+
 def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run ``python -m chronik serve ARGS`` to its end (it is expected to refuse to start)."""
     return subprocess.run([sys.executable, "-m", "chronik", "serve", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**broker_environment(), **(env or {})})
 
 
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:

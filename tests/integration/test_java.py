@@ -251,6 +251,18 @@ def test_java_round_trip_on_a_cluster(java_cluster: Cluster, module: str) -> Non
     assert_librdkafka_reads_the_same(java_cluster.nodes[3].bootstrap, result)
 
 
+@pytest.mark.parametrize("module", CLIENTS)
+def test_java_transactions_on_a_cluster(java_cluster: Cluster, module: str) -> None:
+    """The single-node transactions scenario with replication factor 3, through every node: the
+    coordinator, the group coordinator and the partition leaders are spread over the three nodes,
+    so markers go to leaders on other nodes and the committed offsets move with the commit."""
+    result, _ = run_checks(module, "transactions", cluster_bootstrap(java_cluster), "3")
+    assert result["readCommitted"] == 16 and result["readUncommitted"] == 26
+    assert result["zombieCommit"] == "ProducerFencedException"
+    assert result["openTransaction"]["lastStable"] < result["openTransaction"]["highWatermark"]
+    assert result["endOffsets"] == 26 + 2 * 5
+
+
 class Lines:
     """A child's stdout, line by line, read by a thread (so waits can time out)."""
 
