@@ -17,7 +17,7 @@ Workloads:
                   each (begin, produce, flush, commit): txn/s and msg/s.
                   Target: msg/s >= 0.7 x produce-plain.
   end-txn         commit_transaction() after the records are flushed (so it
-                  is the EndTxn round trip: decision durable, markers written):
+                  is the EndTxn round trip: the decision durable; markers follow):
                   p50 / p99.
   consume-rc      a read_committed consumer reads the transactional topic
                   (every 4th transaction is aborted, so the client drops
