@@ -9,12 +9,15 @@ confluent-kafka (librdkafka), one partition, 100-byte values.
 Workloads:
 
   produce-plain   the same number of records from an idempotent producer
-                  (acks=all), no transactions: msg/s (the baseline).
+                  (acks=all), no transactions: msg/s (the baseline).  The
+                  producer is warmed up (one record) before the clock starts,
+                  as the transactional one is (init_transactions): before
+                  that, its ~0.5 s start-up was most of the measured time.
   produce-txn     ``--transactions`` transactions of ``--records`` records
                   each (begin, produce, flush, commit): txn/s and msg/s.
                   Target: msg/s >= 0.7 x produce-plain.
   end-txn         commit_transaction() after the records are flushed (so it
-                  is the EndTxn round trip: decision durable, markers written):
+                  is the EndTxn round trip: the decision durable; markers follow):
                   p50 / p99.
   consume-rc      a read_committed consumer reads the transactional topic
                   (every 4th transaction is aborted, so the client drops
@@ -56,6 +59,10 @@ def create(bootstrap: str, topic: str) -> None:
 def produce_plain(bootstrap: str, count: int) -> float:
     create(bootstrap, "bench-plain")
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2})
+    # warm up outside the clock, as produce_txn's init_transactions is: an idempotent producer's
+    # start (connections, metadata, InitProducerId) takes ~0.5 s, most of 30,000 records' time
+    producer.produce("bench-plain", VALUE, partition=0)
+    producer.flush(30)
     started = time.perf_counter()
     for _ in range(count):
         while True:

@@ -115,6 +115,9 @@ class StuckMarkers:
         await trio.sleep_forever()
         raise AssertionError
 
+    def writes_locally(self, partitions: Sequence[tuple[str, int]]) -> bool:
+        return True
+
 
 async def test_a_decision_survives_a_crash_before_its_markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("chronik.txn.coordinator.END_TXN_WAIT_SECONDS", 0.2)
@@ -185,3 +188,93 @@ async def test_timed_out_transactions_abort_and_idle_ids_expire(tmp_path: Path) 
             while broker.image.transactions:  # both ids idle for transactional.id.expiration.ms
                 txns.check_now()
                 await trio.sleep(0.05)
+
+
+class GatedMarkers:
+    """A marker writer that writes (through the real one) only once ``gate`` is set."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.gate = trio.Event()
+        self.calls = 0
+
+    async def write_markers(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
+                            partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
+        self.calls += 1
+        await self.gate.wait()
+        return await self.real.write_markers(  # type: ignore[attr-defined, no-any-return]
+            producer_id, producer_epoch, commit, coordinator_epoch, partitions)
+
+    def writes_locally(self, partitions: Sequence[tuple[str, int]]) -> bool:
+        return self.real.writes_locally(partitions)  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_end_txn_answers_the_durable_decision_and_the_next_request_waits_for_the_markers(
+        tmp_path: Path) -> None:
+    """As Kafka: EndTxn is answered once PrepareCommit is durable, the markers follow; the
+    producer's next AddPartitionsToTxn waits for them and the Complete state (no
+    CONCURRENT_TRANSACTIONS, which librdkafka answers with a 20 ms back-off), and so does
+    a READ_COMMITTED ListOffsets (wait_markers_written) of the transaction's partition."""
+    config = BrokerConfig(data_dir=tmp_path, wal_backend="memory")
+    async with open_broker(config) as broker:
+        await broker.create_topic(TopicRequest("out", 1, 1, {}))
+        txns = broker.transactions
+        gated = GatedMarkers(txns._markers)
+        txns._markers = gated  # type: ignore[assignment]
+        error, pid, epoch = await txns.init_producer_id("t", 60000, -1, -1)
+        assert await txns.add_partitions("t", pid, epoch, [("out", 0)]) == {("out", 0): ErrorCode.NONE}
+        log = await broker.partition_log("out", 0)
+        assert log is not None
+        data = encode_batch([Record(0, 1, None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=0,
+                            is_transactional=True)
+        await log.wait_durable(log.append_batch(data, validate_batch(data), log_append_time=None))
+        with trio.fail_after(2):  # not held back by the markers
+            assert await txns.end_txn("t", pid, epoch, True) == ErrorCode.NONE
+        assert broker.image.transactions["t"].state == "PrepareCommit"
+        assert log.last_stable_offset == 0  # the marker is not written yet
+        added: list[dict[tuple[str, int], ErrorCode]] = []
+        stable: list[int] = []
+
+        async def next_transaction() -> None:
+            added.append(await txns.add_partitions("t", pid, epoch, [("out", 0)]))
+
+        async def read_committed_latest() -> None:
+            await txns.wait_markers_written([("out", 0)])
+            stable.append(log.last_stable_offset)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(next_transaction)
+            nursery.start_soon(read_committed_latest)
+            await trio.sleep(0.1)
+            assert added == [] and stable == [] and gated.calls == 1  # waiting for the markers, not refused
+            gated.gate.set()
+        assert added == [{("out", 0): ErrorCode.NONE}] and stable == [2]
+        with trio.fail_after(1):
+            await txns.wait_markers_written([("out", 0)])  # nothing under way: at once
+        assert broker.image.transactions["t"].state == "Ongoing"
+        assert log.last_stable_offset == log.high_watermark == 2  # the record and its commit marker
+        assert log.aborted_transactions(0, 2) == []
+
+
+async def test_end_txn_of_a_transaction_with_group_offsets_answers_once_they_are_committed(tmp_path: Path) -> None:
+    config = BrokerConfig(data_dir=tmp_path, wal_backend="memory")
+    async with open_broker(config) as broker:
+        await broker.create_topic(TopicRequest("in", 1, 1, {}))
+        txns = broker.transactions
+        gated = GatedMarkers(txns._markers)
+        txns._markers = gated  # type: ignore[assignment]
+        error, pid, epoch = await txns.init_producer_id("t", 60000, -1, -1)
+        assert await txns.add_offsets("t", pid, epoch, "g") == ErrorCode.NONE
+        assert (await txns.stage_offsets("t", "g", pid, epoch, [["in", 0, 5, -1, None]]))[0] == ErrorCode.NONE
+        answered: list[ErrorCode] = []
+
+        async def commit() -> None:
+            answered.append(await txns.end_txn("t", pid, epoch, True))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit)
+            await trio.sleep(0.1)
+            assert answered == []
+            gated.gate.set()
+        assert answered == [ErrorCode.NONE]
+        assert broker.image.group_offsets["g"][("in", 0)].offset == 5

@@ -1,8 +1,9 @@
 """EndTxn (key 26): commit or abort the producer's ongoing transaction.
 
 Answered once the decision (PrepareCommit/PrepareAbort) is durable in the
-metadata log, normally also after every marker is written (see
-:mod:`chronik.txn.coordinator`); a retry of a decision already completed is
+metadata log, as Kafka answers it; the markers follow (a transaction with group
+offsets, or with a partition another node leads, is answered once complete:
+see :mod:`chronik.txn.coordinator`); a retry of a decision already completed is
 answered NONE, the opposite decision INVALID_TXN_STATE.  v5 (KIP-890 part 2,
 an epoch bump per transaction) is not served.
 """

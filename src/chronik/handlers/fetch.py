@@ -24,12 +24,16 @@ the LSO are served, with ``aborted_transactions`` listing every aborted
 transaction whose data may lie in the returned range (marker at or after the
 fetch offset, first offset below the end of the last returned batch), which
 the client uses to drop aborted records; a long-poll then waits for the LSO.
+A READ_COMMITTED fetch first waits for the markers of transactions the
+coordinator here has answered decided (normally a millisecond or so), so a
+producer reading after its commit or abort finds it decided.
 """
 
 from __future__ import annotations
 
 import time
 from functools import partial
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -121,6 +125,20 @@ def _read_once(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]],
     return responses, total, errors, logs
 
 
+def _requested(ctx: RequestContext, request: Any) -> Iterator[tuple[str, int]]:
+    """The (topic name, partition) pairs a Fetch asks for (unknown topic ids left out)."""
+    by_id = ctx.api_version >= TOPIC_IDS_VERSION
+    for fetch_topic in request.topics:
+        if by_id:
+            topic = ctx.broker.image.topics_by_id.get(fetch_topic.topic_id)
+            name = topic.name if topic is not None else None
+        else:
+            name = fetch_topic.topic
+        if name is not None:
+            for fetch_partition in fetch_topic.partitions:
+                yield name, fetch_partition.partition
+
+
 def response_limit(ctx: RequestContext, request: Any) -> int:
     """Bytes of records one response may carry: the request's ``max_bytes`` (v3+), capped by ``fetch.max.bytes``."""
     cap = ctx.broker.config.fetch_max_bytes
@@ -135,6 +153,8 @@ async def handle_fetch(ctx: RequestContext, request: Any) -> Any:
         return ctx.respond(throttle_time=0, error_code=int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND), session_id=0, responses=[])
     deadline = trio.current_time() + request.max_wait.total_seconds()
     await ctx.broker.logs.in_step_with(ctx.broker.image)
+    if getattr(request, "isolation_level", 0) == 1:  # a decided transaction's markers may be on their way
+        await ctx.broker.transactions.wait_markers_written(_requested(ctx, request))
     responses, total, errors, logs = read_once(ctx, request)
 
     def answered() -> bool:

@@ -2,7 +2,8 @@
 
 Special timestamps: -2 earliest (log start offset), -1 latest (next offset
 to be written, i.e. the high watermark: nothing above it is visible; with
-isolation_level 1, READ_COMMITTED, the last stable offset), -3
+isolation_level 1, READ_COMMITTED, the last stable offset, once the markers
+of transactions already answered decided are written), -3
 (v7+) the record with the largest timestamp.  A timestamp >= 0 gives the
 first record whose timestamp is at least it, at record granularity, or
 offset -1 when there is none.
@@ -52,6 +53,8 @@ async def handle_list_offsets(ctx: RequestContext, request: Any) -> Any:
             if target == LATEST:
                 # READ_COMMITTED (isolation_level 1, v2+) reads up to the last stable offset
                 committed = getattr(request, "isolation_level", 0) == 1
+                if committed:  # after a commit answered, its marker may still be on its way here
+                    await broker.transactions.wait_markers_written([(list_topic.name, p.partition_index)])
                 latest = partition_log.last_stable_offset if committed else partition_log.high_watermark
                 partitions.append(partition_offset(p.partition_index, ErrorCode.NONE, -1, latest))
             elif target == EARLIEST:

@@ -21,9 +21,26 @@ The order of a transaction's end, which makes it crash-safe:
    each durable (and, replicated, below the high watermark) before the next step;
 3. CompleteCommit/CompleteAbort is persisted (committing the staged offsets).
 
-EndTxn is answered once the decision is durable and, normally, the markers
-too (it waits up to :data:`END_TXN_WAIT_SECONDS` for them); the Complete
-state is written after, and the id's next request waits for it.  After a restart
+EndTxn is answered once the decision is durable, as Kafka answers it (its
+``TransactionCoordinator`` responds when PrepareCommit/PrepareAbort is in the
+transaction log and sends the markers after): the outcome can no longer
+change, and steps 2 and 3 run in the coordinator's own nursery.  What a
+producer could see of the difference is kept as it was: a READ_COMMITTED
+ListOffsets or Fetch of a partition whose marker is still being written waits
+for it (:meth:`TransactionCoordinator.wait_markers_written`), so a producer
+reading after its commit or abort was answered finds the transaction decided
+there (below the last stable offset; listed aborted).  Two
+cases are answered after step 3 as before: a transaction that commits group
+offsets (they are committed when the producer hears of it), and one with a
+partition another node leads (that node's readers cannot wait for a marker
+they know nothing of).  A request of the same
+transactional id arriving while steps 2-3 are under way waits for them (up
+to :data:`END_TXN_WAIT_SECONDS`, then CONCURRENT_TRANSACTIONS) rather than
+answering CONCURRENT_TRANSACTIONS at once, on which librdkafka backs off 20 ms
+and the Java client ``retry.backoff.ms``: the next transaction's
+AddPartitionsToTxn cannot reach a partition before the previous one's marker
+is durable there, because it is answered only after the Complete state,
+which is written only after every marker.  After a restart
 or a coordinator move, :meth:`TransactionCoordinator.run` finds every
 transaction left in a Prepare state and writes its markers again (writing a
 marker twice is harmless: the second finds no ongoing transaction of that
@@ -43,7 +60,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,7 +74,8 @@ from . import state as core
 log = logging.getLogger(__name__)
 
 END_TXN_WAIT_SECONDS = 5.0
-"""How long EndTxn (and a fencing InitProducerId) waits for the markers before answering anyway."""
+"""How long a request waits for the completion of its id's decided transaction (markers, then the
+Complete state) before answering anyway (CONCURRENT_TRANSACTIONS, or for EndTxn the decision)."""
 
 MARKER_RETRY_SECONDS = 0.2
 
@@ -91,6 +109,10 @@ class MarkerWriter(Protocol):
         """Write a marker to each partition; return the partitions that failed (retried later)."""
         ...
 
+    def writes_locally(self, partitions: Sequence[tuple[str, int]]) -> bool:
+        """Whether this node would write every one of these markers itself (it leads the partitions)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TxnSettings:
@@ -101,15 +123,6 @@ class TxnSettings:
     check_interval_ms: int = 1000
     """How often the timer looks for decided, timed-out and expired transactions (Kafka's
     transaction.abort.timed.out.transaction.cleanup.interval.ms is 10 s; a second costs little here)."""
-
-
-@dataclass(slots=True)
-class _Completion:
-    """A decided transaction being completed: ``markers`` is set once every marker is durable,
-    ``done`` once the Complete state is (or the completion stopped)."""
-
-    markers: trio.Event
-    done: trio.Event
 
 
 class TransactionCoordinator:
@@ -125,7 +138,7 @@ class TransactionCoordinator:
         self._role: TxnRole = role or StandaloneRole()
         self._clock = clock
         self._locks: dict[str, trio.Lock] = {}
-        self._completing: dict[str, _Completion] = {}
+        self._completing: dict[str, trio.Event] = {}  # set once the Complete state is durable (or it stopped)
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
 
@@ -218,22 +231,47 @@ class TransactionCoordinator:
             failed = await self._persist(outcome.put)
         if failed is not None:
             return failed
-        if outcome.markers:
-            # the decision is durable already; answer once the markers are too (the Complete
-            # state follows, and the producer's next request waits for it, see _settle) -- or,
-            # when the transaction commits group offsets, once they are visible as well
-            groups = outcome.put is not None and bool(outcome.put.groups)
-            await self._wait_completed(transactional_id, markers_only=not groups)
+        put = outcome.put
+        if outcome.markers and put is not None and (
+                put.groups or not self._markers.writes_locally([(str(t), int(p)) for t, p in put.partitions])):
+            # the decision is durable, which is what EndTxn answers (see the module docstring);
+            # but group offsets are answered committed, and markers another node writes are
+            # answered written, since that node's readers cannot wait for them
+            await self._wait_completed(transactional_id)
         return outcome.error
 
+    async def wait_markers_written(self, partitions: Iterable[tuple[str, int]],
+                                   timeout: float = END_TXN_WAIT_SECONDS) -> None:
+        """(READ_COMMITTED ListOffsets and Fetch.) Return once no transaction this coordinator
+        has answered decided still has a marker to write to one of ``partitions`` (or after
+        ``timeout`` s): a producer that heard its commit or abort answered, then reads with
+        READ_COMMITTED, finds its transaction decided there.  ``partitions`` is iterated only
+        while some completion is under way.  Never raises."""
+        if not self._completing:
+            return
+        wanted = {(str(topic), int(partition)) for topic, partition in partitions}
+        with trio.move_on_after(timeout):
+            while True:
+                pending = [done for transactional_id, done in self._completing.items()
+                           if (current := self.state(transactional_id)) is not None
+                           and current.state in core.PREPARING
+                           and any((t, p) in wanted for t, p in current.partitions)]
+                if not pending:
+                    return
+                await pending[0].wait()
+
     async def _settle(self, transactional_id: str) -> None:
-        """Before a request of ``transactional_id``: let a completion whose markers are written
-        finish (its Complete state is one metadata append away) rather than answer
-        CONCURRENT_TRANSACTIONS and have the client back off and retry."""
-        completion = self._completing.get(transactional_id)
-        if completion is not None and completion.markers.is_set():
+        """Before a request of ``transactional_id``: let a completion under way (markers, then
+        the Complete state) finish, rather than answer CONCURRENT_TRANSACTIONS and have the
+        client back off and retry (see the module docstring).  A decided transaction that no
+        completion has taken up yet (a coordinator just started) gets one now."""
+        current = self.state(transactional_id)
+        if current is not None and current.state in core.PREPARING and self._role.coordinator_error() is None:
+            self._start_completion(transactional_id)
+        done = self._completing.get(transactional_id)
+        if done is not None:
             with trio.move_on_after(END_TXN_WAIT_SECONDS):
-                await completion.done.wait()
+                await done.wait()
 
     async def stage_offsets(self, transactional_id: str, group: str, producer_id: int, producer_epoch: int,
                             offsets: list[list[Any]]) -> tuple[ErrorCode, list[str | None]]:
@@ -286,18 +324,13 @@ class TransactionCoordinator:
     def _start_completion(self, transactional_id: str) -> None:
         if transactional_id in self._completing or self._nursery is None:
             return
-        self._completing[transactional_id] = _Completion(trio.Event(), trio.Event())
+        self._completing[transactional_id] = trio.Event()
         self._nursery.start_soon(self._complete, transactional_id)
 
-    async def _wait_completed(self, transactional_id: str, *, markers_only: bool = False) -> bool:
+    async def _wait_completed(self, transactional_id: str) -> bool:
         """Wait (up to :data:`END_TXN_WAIT_SECONDS`) for a completion under way; whether the
-        transaction is no longer in a Prepare state (``markers_only``: just its markers written)."""
-        completion = self._completing.get(transactional_id)
-        if completion is not None:
-            with trio.move_on_after(END_TXN_WAIT_SECONDS):
-                await (completion.markers if markers_only else completion.done).wait()
-            if markers_only:
-                return completion.markers.is_set()
+        transaction is no longer in a Prepare state."""
+        await self._settle(transactional_id)
         current = self.state(transactional_id)
         return current is None or current.state not in core.PREPARING
 
@@ -319,7 +352,6 @@ class TransactionCoordinator:
                                 sorted(failed.items()))
                     await trio.sleep(MARKER_RETRY_SECONDS)
                     continue
-                self._completing[transactional_id].markers.set()  # EndTxn may answer now
                 async with self._lock(transactional_id):
                     if self.state(transactional_id) is not current:
                         continue
@@ -332,9 +364,7 @@ class TransactionCoordinator:
                           current.producer_epoch, "committed" if commit else "aborted")
                 return
         finally:
-            completion = self._completing.pop(transactional_id)
-            completion.markers.set()
-            completion.done.set()
+            self._completing.pop(transactional_id).set()
 
     def check_now(self) -> None:
         """Run the timer's checks now (tests, and a coordinator that just took over)."""

@@ -48,6 +48,10 @@ class LocalMarkerWriter:
         self._partition_log = partition_log
         self._node_id = node_id
 
+    def writes_locally(self, partitions: Sequence[tuple[str, int]]) -> bool:
+        """Always: these markers are written here (or fail here and are retried)."""
+        return True
+
     async def write_markers(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
                             partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
         failed: dict[tuple[str, int], ErrorCode] = {}
@@ -90,6 +94,15 @@ class ClusterMarkerWriter:
         self._image = image
         self._node_id = node_id
         self._correlation = itertools.count(1)
+
+    def writes_locally(self, partitions: Sequence[tuple[str, int]]) -> bool:
+        """Whether the metadata image names this node the leader of every partition (of an existing topic)."""
+        image = self._image()
+        for topic_name, index in partitions:
+            topic = image.topics.get(topic_name)
+            if topic is not None and index < len(topic.partitions) and topic.partitions[index].leader != self._node_id:
+                return False
+        return True
 
     async def write_markers(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
                             partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
