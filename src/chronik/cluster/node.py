@@ -76,7 +76,8 @@ from .network import TCP, Network
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CommitUncertain", "CommittedEntry", "ConsensusNode", "NotLeaderError", "ProposalLost", "Snapshot", "open_raft_node",
+    "CommitUncertain", "CommittedEntry", "ConsensusNode", "ELECTION_TIMEOUT", "NotLeaderError", "ProposalLost",
+    "Snapshot", "open_raft_node",
 ]
 
 SNAPSHOT_CHUNK_BYTES = 1 << 20
@@ -87,6 +88,13 @@ _REPLICATION_MESSAGES = (AppendRequest, AppendResponse, SnapshotRequest, Snapsho
 
 RETRY_SECONDS = 0.02
 """Pause before :meth:`ConsensusNode.submit` tries again while there is no (known) leader."""
+
+ELECTION_TIMEOUT = 1.0
+"""Default seconds without a leader before a follower campaigns (Kafka's
+``controller.quorum.election.timeout.ms``, 1000).  It is also how long a Raft
+message may wait in a peer's send queue: one that waited longer is dropped (see
+:mod:`.transport`), so the appends queued for a dead peer reach it on its restart
+only if it is back within this time."""
 
 
 class NotLeaderError(Exception):
@@ -605,7 +613,7 @@ async def open_raft_node(
     backend: StorageBackend | str | None = None,
     listener: trio.abc.Listener[trio.abc.Stream] | None = None,
     network: Network = TCP,
-    election_timeout: float = 1.0,
+    election_timeout: float = ELECTION_TIMEOUT,
     heartbeat_interval: float = 0.1,
     on_commit: Callable[[CommittedEntry | Snapshot], None] | None = None,
     commit_profile: str = DEFAULT_PROFILE,
