@@ -10,6 +10,7 @@ synchronous bookkeeping, no I/O, no trio, no chronik imports.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,16 @@ class LogLimiter:
                 return None
         self._last[key] = now
         return self._held.pop(key, 0)
+
+    def log(self, logger: logging.Logger, level: int, key: object, message: str, *args: object) -> None:
+        """``logger.log(level, message, *args)`` unless :meth:`allow` holds it back; the line says how
+        many like it were held back since the last one."""
+        held = self.allow(key)
+        if held is not None:
+            if held:
+                message += " (%d more like it since the last line)"
+                args = (*args, held)
+            logger.log(level, message, *args)
 
     def _expire(self, now: float) -> None:
         for key in [k for k, t in self._last.items() if now - t >= self.interval]:

@@ -95,7 +95,8 @@ Every connection is dialled through a :class:`~chronik.cluster.network.Network`
 connection refused for its credentials, either way
 (:class:`~chronik.cluster.network.PeerRefused`: plaintext bytes on a TLS
 port, a certificate not verified, a peer not admitted), is closed with one
-warning line, at most one per peer a minute; so is a TLS ClientHello on a
+warning line, at most one a minute per peer host and reason (for a dialled
+peer: per peer); so is a TLS ClientHello on a
 plaintext port (a first byte 0x16: a frame length over the limit).  The node
 keeps running and serving every other peer.
 """
@@ -475,12 +476,7 @@ class RaftTransport:
 
     def _log_refusal(self, key: object, message: str, *args: object) -> None:
         """A warning about a refused peer, at most one per ``key`` per :data:`REFUSAL_LOG_INTERVAL`."""
-        held = self._refusals.allow(key)
-        if held is not None:
-            if held:
-                message += " (%d more like it since the last line)"
-                args = (*args, held)
-            log.warning(message, *args)
+        self._refusals.log(log, logging.WARNING, key, message, *args)
 
     async def _answer_forward(self, stream: trio.abc.Stream, request: ForwardRequest) -> None:
         offset, leader_id, epoch = -1, -1, 0
