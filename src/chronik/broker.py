@@ -620,7 +620,8 @@ def _mutual_tls(config: BrokerConfig, network: "Network", metadata: "ReplicatedM
     log.info("replication port: mutual TLS (certificate %s, trust store %s, peer host names %s, peers %s)",
              config.replication_keystore[1], config.replication_truststore[1],
              "checked" if client.check_hostname else "not checked",
-             "must be super users or allowed ClusterAction" if config.authorizer_class_name else "admitted on any certificate the trust store verifies")
+             "must be super users or allowed ClusterAction" if config.authorizer_class_name
+             else "admitted on any certificate the trust store verifies")
     return TlsNetwork(network, server, client, admit=admit)
 
 
