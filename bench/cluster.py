@@ -33,6 +33,12 @@ workloads and stops the nodes (SIGTERM, then SIGKILL).  Workloads
                succeeds: time from the kill to that create's answer
                (a new controller elected, registered and committing)
 
+With ``--replication-tls`` the produce, inflight and failover workloads also
+run on a second Chronik cluster whose replication port is mutual TLS
+(``--replication-security-protocol SSL``, certificates made with ``trustme``),
+in the same run, after the plaintext one; the comparison table gives
+plaintext / TLS ratios ("Chronik / Chronik, replication mTLS").
+
 Clients, rows, targets and the table are bench/broker.py's (librdkafka
 clients in separate processes, warmed up before the clock starts).  A node
 that dies unexpectedly fails the running workload, and every node's log tail
@@ -66,6 +72,9 @@ from tests.integration.raw import Raw, request_frame  # noqa: E402
 from tests.integration.test_cluster import IDS, Cluster  # noqa: E402
 
 WORKLOADS = ("create", "produce", "inflight", "failover", "election")
+MTLS = "chronik-mtls"
+"""The second Chronik cluster of --replication-tls: mutual TLS on the replication port."""
+peers.TITLES.setdefault(MTLS, "Chronik, replication mTLS")
 PEER_WORKLOADS = ("produce", "inflight", "failover")  # create and election use Chronik-only set-ups
 NOT_AVAILABLE = "not available"
 
@@ -144,6 +153,18 @@ class PeerCluster(Cluster):
         if not all(len(self.metadata(i).brokers) == len(IDS) for i in among):
             return None
         return peers.quorum_leader(self.nodes[among[0]])
+
+
+def replication_tls_args(root: Path) -> list[str]:
+    """Serve arguments for mutual TLS on the replication port, with a CA and a node certificate
+    (for 127.0.0.1, shared by the three nodes) made in ``root``."""
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(root / "node.pem"))
+    return ["--replication-security-protocol", "SSL", "--set", f"ssl.keystore.location={root / 'node.pem'}",
+            "--set", f"ssl.truststore.location={root / 'ca.pem'}"]
 
 
 def start_cluster(root: Path, extra: list[str], timeout: float, cluster: Cluster | None = None) -> tuple[Cluster, Nodes, int]:
@@ -519,6 +540,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer", default="", metavar="NAMES",
                         help="also run produce, inflight and failover on a 3-node cluster of these peers, started here,"
                              " and print Chronik/peer ratios: kafka (both modes), kafka-default, kafka-durable")
+    parser.add_argument("--replication-tls", action="store_true",
+                        help="also run produce, inflight and failover on a Chronik cluster with mutual TLS on the "
+                             "replication port (same run), and print plaintext / TLS ratios")
     parser.add_argument("--kafka-heap", default="1G", help="-Xmx/-Xms of each Kafka node")
     parser.add_argument("--broker-warmup", type=int, default=0, metavar="N",
                         help="before the timed workloads, produce N messages (RF 3, acks=all) untimed on every cluster")
@@ -575,6 +599,12 @@ def measure(args: argparse.Namespace, name: str, root: Path) -> single.Measured:
                 attempt("create-single", lambda: single_node_creates(args, root))
                 attempt("create-leader", lambda: leader_mode_creates(args, root))
             cluster, nodes, controller = start_cluster(root / "quorum", [], 60)
+        elif name == MTLS:
+            print(f"Chronik, mutual TLS on the replication port: 3 nodes on loopback, {args.messages:,} x "
+                  f"{MESSAGE_BYTES} B", flush=True)
+            workloads = PEER_WORKLOADS  # the rows the plaintext cluster is compared on
+            (root / name).mkdir()
+            cluster, nodes, controller = start_cluster(root / name, replication_tls_args(root / name), 60)
         else:
             print(f"{peers.TITLES[name]}: 3 nodes on loopback (KRaft, combined broker+controller)", flush=True)
             workloads = PEER_WORKLOADS
@@ -614,9 +644,34 @@ def print_rows(rows: list[Row]) -> None:
                   + (" (issue 6 target: >= 0.5x)" if row.workload.endswith("all") else ""))
 
 
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def tls_cost_lines(results: list[single.Measured]) -> list[str]:
+    """Per workload: the TLS cluster's figure over the plaintext one's (same run), for msg/s, CPU and p99."""
+    by_name = {m.broker: {r.workload: r for r in m.rows} for m in results}
+    if MTLS not in by_name:
+        return []
+    lines = ["replication mTLS / plaintext, same run:"]
+    for workload, tls_row in by_name[MTLS].items():
+        plain_row = by_name["chronik"].get(workload)
+        if plain_row is None or tls_row.error or plain_row.error:
+            continue
+        parts = []
+        for metric, label in (("msgs_per_s", "msg/s"), ("cpu_s_per_million", "CPU s/M msg"), ("p99_ms", "p99 ms"),
+                              ("p50_ms", "p50 ms")):
+            a, b = getattr(tls_row, metric, None), getattr(plain_row, metric, None)
+            if a is not None and b and a == a and b == b:
+                parts.append(f"{label} {_figure(a)} / {_figure(b)} = {a / b:.2f}x")
+        if parts:
+            lines.append(f"  {workload}: " + "; ".join(parts))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = ["chronik", *args.peer]
+    names = ["chronik", *([MTLS] if args.replication_tls else []), *args.peer]
     try:
         single.check_peers(names)
     except peers.PeerUnavailable as exc:
@@ -644,12 +699,18 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(single.comparison_lines(results, COMPARED)))
         print("Chronik / peer: Chronik's figure divided by the peer's, same run, same clients;"
               " 'better' says which direction is better for Chronik.")
+    cost = tls_cost_lines(results)
+    if cost:
+        print()
+        print("\n".join(cost))
     if args.json:
         write_json_report(args.json, {
-            "nodes": len(IDS), "metadata_commit": "quorum", "peers": args.peer, "messages": args.messages,
+            "nodes": len(IDS), "metadata_commit": "quorum", "peers": args.peer, "replication_tls": args.replication_tls,
+            "messages": args.messages,
             "message_bytes": MESSAGE_BYTES, "seconds": args.seconds, "topics": args.topics,
             "machine_before": load_before, "machine_after": load_after,
             "comparison_markdown": single.comparison_lines(results, COMPARED) if len(results) > 1 else None,
+            "replication_tls_cost": cost or None,
         }, [row for r in results for row in r.rows])
     return 1 if any(r.failed for r in results) else 0
 

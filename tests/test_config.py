@@ -206,7 +206,10 @@ def test_every_kafka_setting_by_env_and_set() -> None:
                  "ssl_keystore_type": "PEM", "ssl_truststore_type": "PEM", "ssl_keystore_location": "/etc/server.pem",
                  "ssl_truststore_location": "/etc/ca.pem", "ssl_client_auth": "none",
                  "ssl_enabled_protocols": "TLSv1.3", "ssl_principal_mapping_rules": "RULE:^CN=(.*?),.*$/$1/L,DEFAULT",
-                 "sasl_enabled_mechanisms": "SCRAM-SHA-512"}.get(field, "7")
+                 "sasl_enabled_mechanisms": "SCRAM-SHA-512",
+                 "listener_name_replication_ssl_keystore_location": "/etc/replication.pem",
+                 "listener_name_replication_ssl_truststore_location": "/etc/cluster-ca.pem",
+                 "ssl_endpoint_identification_algorithm": "https"}.get(field, "7")
         env_name = "CHRONIK_" + kafka_name.replace(".", "_").upper()
         from_env = load(env={env_name: value})
         from_set = load(["--set", f"{kafka_name}={value}"])
@@ -436,3 +439,44 @@ def test_bad_listener_and_security_settings_name_the_setting(argv: list[str], me
     error = config_error(argv=argv)
     assert message in error
     assert "flag --set" in error or "default" in error
+
+
+# --- the replication port's security -------------------------------------------------------------------------
+
+
+def test_replication_port_mutual_tls_settings(tmp_path: Path) -> None:
+    """PLAINTEXT by default; SSL takes the node's key and trust stores, or the replication listener's
+    own (Kafka's per-listener form), from flags, --set, the environment or TOML alike."""
+    assert load([]).replication_security_protocol == "PLAINTEXT"
+    shared = load(["--replication-security-protocol", "SSL", "--set", "ssl.keystore.location=/k.pem",
+                   "--set", "ssl.truststore.location=/ca.pem"])
+    assert (shared.replication_keystore, shared.replication_truststore) == (
+        ("ssl.keystore.location", "/k.pem"), ("ssl.truststore.location", "/ca.pem"))
+    assert shared.ssl_endpoint_identification_algorithm == "https"  # Kafka's default
+    own = load(env={"CHRONIK_REPLICATION_SECURITY_PROTOCOL": "SSL",
+                    "CHRONIK_LISTENER_NAME_REPLICATION_SSL_KEYSTORE_LOCATION": "/node.pem",
+                    "CHRONIK_LISTENER_NAME_REPLICATION_SSL_TRUSTSTORE_LOCATION": "/cluster-ca.pem",
+                    "CHRONIK_SSL_KEYSTORE_LOCATION": "/client-facing.pem"})
+    assert (own.replication_keystore, own.replication_truststore) == (
+        ("listener.name.replication.ssl.keystore.location", "/node.pem"),
+        ("listener.name.replication.ssl.truststore.location", "/cluster-ca.pem"))
+    from_toml = load(toml='replication_security_protocol = "SSL"\n'
+                          '"listener.name.replication.ssl.keystore.location" = "/node.pem"\n'
+                          '[kafka]\n"listener.name.replication.ssl.truststore.location" = "/ca.pem"\n'
+                          '"ssl.endpoint.identification.algorithm" = ""\n', tmp_path=tmp_path)
+    assert from_toml.replication_security_protocol == "SSL" and from_toml.ssl_endpoint_identification_algorithm == ""
+    assert from_toml.replication_truststore == ("listener.name.replication.ssl.truststore.location", "/ca.pem")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--replication-security-protocol", "SSL"], "needs a key store (PEM certificate chain and key): set "
+     "listener.name.replication.ssl.keystore.location or ssl.keystore.location"),
+    (["--replication-security-protocol", "SSL", "--set", "ssl.keystore.location=/k.pem"],
+     "needs a trust store (PEM CAs): set listener.name.replication.ssl.truststore.location or ssl.truststore.location"),
+    (["--replication-security-protocol", "SASL_SSL"], "'SASL_SSL' is not one of: PLAINTEXT, SSL"),
+    (["--set", "ssl.endpoint.identification.algorithm=http"], "'http' is not one of: https (or empty)"),
+])
+def test_bad_replication_security_settings_name_the_setting(argv: list[str], message: str) -> None:
+    error = config_error(argv=argv)
+    assert message in error
+    assert "flag --" in error

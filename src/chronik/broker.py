@@ -58,7 +58,7 @@ import trio
 from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
-from .security.authorizer import Authorizer, parse_super_users
+from .security.authorizer import Authorizer, authorizer_for
 from .log.cleaner_manager import LogCleaner
 from .txn import TransactionCoordinator, TxnSettings
 from .txn.markers import ClusterMarkerWriter, LocalMarkerWriter
@@ -157,12 +157,8 @@ class Broker:
         self._coordinating_since: tuple[int, int] | None = None  # (controller epoch, its first log end)
         self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
                                        role=self if consensus is not None else None)
-        self.authorizer: Authorizer | None = None
+        self.authorizer: Authorizer | None = authorizer_for(config, lambda: self.image.security.acls)
         """ACL enforcement (``authorizer.class.name``); None allows everything."""
-        if config.authorizer_class_name:
-            self.authorizer = Authorizer(lambda: self.image.security.acls,
-                                         super_users=parse_super_users(config.super_users or ""),
-                                         allow_if_no_acl=config.allow_everyone_if_no_acl_found)
         self.cleaner = LogCleaner(
             self.committer, str(config.data_dir), logs, self._effective_config_of, enabled=config.log_cleaner_enable,
             threads=config.log_cleaner_threads, backoff_ms=config.log_cleaner_backoff_ms,
@@ -538,7 +534,6 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
             broker = Broker(config, metadata, logs, cluster_id, consensus)
             replicas = None
             if consensus is not None:
-                from .cluster.network import TCP
                 from .cluster.replication import ReplicaManager
 
                 replicas = ReplicaManager(config.node_id, metadata, logs, metadata_lag=broker.metadata_lag,
@@ -546,7 +541,7 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
                                           peers={peer.id: str(peer.replication) for peer in config.peers},
                                           lag_max_seconds=config.replica_lag_time_max_ms / 1000,
                                           socket_timeout=config.replica_socket_timeout_ms / 1000,
-                                          network=network or TCP)
+                                          network=consensus.transport.network)  # the Raft port's: TLS or not
                 metadata.add_listener(lambda *_: logs.request_sync())  # changes made through other nodes
                 metadata.add_listener(lambda *_: replicas.request_reconcile())
             try:
@@ -609,6 +604,8 @@ async def _open_metadata(
 
     network = network or TCP
     replicated = ReplicatedMetadataLog(commit_mode=config.metadata_commit, snapshot_every=config.metadata_snapshot_every)
+    if config.replication_security_protocol == "SSL":
+        network = _mutual_tls(config, network, replicated)
     listener = await network.listen(str(config.replication_listen))
     voters = {peer.id: str(peer.replication) for peer in config.peers}
     # The Raft log has a group committer of its own; a backend's sync worker
@@ -623,6 +620,23 @@ async def _open_metadata(
         replicated.node = node
         node.answer_forwards_when_durable = config.metadata_commit == "leader"
         yield replicated, node
+
+
+def _mutual_tls(config: BrokerConfig, network: "Network", metadata: "ReplicatedMetadataLog") -> "Network":
+    """``network`` wrapped in mutual TLS (``replication_security_protocol=SSL``), peers checked against
+    ``super.users`` and the ACLs of ``metadata`` when an authorizer is on (see
+    :func:`~chronik.server.security.replication_peer_check`)."""
+    from .cluster.tls import TlsNetwork
+    from .server.security import replication_peer_check, replication_tls_contexts
+
+    server, client = replication_tls_contexts(config)
+    admit = replication_peer_check(config, lambda: metadata.image.security.acls)
+    log.info("replication port: mutual TLS (certificate %s, trust store %s, peer host names %s, peers %s)",
+             config.replication_keystore[1], config.replication_truststore[1],
+             "checked" if client.check_hostname else "not checked",
+             "must be super users or allowed ClusterAction" if config.authorizer_class_name
+             else "admitted on any certificate the trust store verifies")
+    return TlsNetwork(network, server, client, admit=admit)
 
 
 async def register_self(broker: Broker) -> None:

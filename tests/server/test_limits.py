@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from chronik.server.limits import ConnectionLimits, LogLimiter
 
 
@@ -35,3 +39,15 @@ def test_the_table_of_keys_stays_bounded() -> None:
     assert limiter.allow(3) is None  # full: held back
     now[0] = 61
     assert limiter.allow(3) == 0  # old keys expired, room again
+
+
+def test_log_writes_the_line_with_the_count_held_back(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    limiter = LogLimiter(60, clock=lambda: now[0])
+    logger = logging.getLogger("test.limits")
+    caplog.set_level(logging.INFO, "test.limits")
+    for _ in range(3):
+        limiter.log(logger, logging.WARNING, "peer", "refused %s", "peer")
+    now[0] = 61
+    limiter.log(logger, logging.WARNING, "peer", "refused %s", "peer")
+    assert [r.getMessage() for r in caplog.records] == ["refused peer", "refused peer (2 more like it since the last line)"]

@@ -14,7 +14,8 @@ Contract, which is TCP's:
 * :meth:`Network.listen` binds now (so a caller can learn the address before
   serving) and raises ``OSError`` if the address is taken.
 * :meth:`Network.connect` returns a connected stream or raises ``OSError``
-  (refused, unreachable).  The stream delivers bytes in order, each once;
+  (refused, unreachable; :class:`PeerRefused` when the peer's credentials, or
+  ours, are not accepted -- :mod:`.tls`, mutual TLS over another network).  The stream delivers bytes in order, each once;
   it may break at any time (``trio.BrokenResourceError`` on send, EOF or
   ``BrokenResourceError`` on receive), and callers redial.
 
@@ -38,8 +39,8 @@ from typing import Protocol, runtime_checkable
 import trio
 
 __all__ = [
-    "CONNECT_TIMEOUT", "TCP", "Network", "TcpNetwork", "dial", "listener_address", "open_replication_listener",
-    "parse_address", "tune_peer_socket",
+    "CONNECT_TIMEOUT", "TCP", "Network", "PeerRefused", "TcpNetwork", "dial", "listener_address",
+    "open_replication_listener", "parse_address", "tune_peer_socket",
 ]
 
 CONNECT_TIMEOUT = 1.0
@@ -53,6 +54,13 @@ USER_TIMEOUT_MS = 10_000
 """``TCP_USER_TIMEOUT`` on peer sockets: the kernel aborts a connection whose sent data
 (or keepalive probes) stayed unacknowledged this long -- above the application timeouts,
 which should act first."""
+
+
+class PeerRefused(OSError):
+    """A connection refused for who is at the other end, not for the network: a TLS handshake
+    that failed (plaintext or garbage bytes, a certificate not verified, either way) or a peer
+    not admitted as a node (:mod:`.tls`).  Its message is the one line an operator needs.
+    Raised by a stream's first read or write, or by :meth:`Network.connect`."""
 
 
 @runtime_checkable

@@ -89,7 +89,16 @@ answers them through the ``on_replica_fetch`` callback.
 
 Every connection is dialled through a :class:`~chronik.cluster.network.Network`
 (real TCP unless a test passes an in-memory one) and the listener is any
-``trio.abc.Listener``: nothing here depends on sockets.
+``trio.abc.Listener``: nothing here depends on sockets -- or on TLS: with
+``replication_security_protocol=SSL`` the network is a
+:class:`~chronik.cluster.tls.TlsNetwork` (mutual TLS) over TCP.  A
+connection refused for its credentials, either way
+(:class:`~chronik.cluster.network.PeerRefused`: plaintext bytes on a TLS
+port, a certificate not verified, a peer not admitted), is closed with one
+warning line, at most one a minute per peer host and reason (for a dialled
+peer: per peer); so is a TLS ClientHello on a
+plaintext port (a first byte 0x16: a frame length over the limit).  The node
+keeps running and serving every other peer.
 """
 
 from __future__ import annotations
@@ -118,7 +127,8 @@ from .messages import (
     VoteRequest,
     VoteResponse,
 )
-from .network import TCP, Network, dial, peer_name
+from ..ratelimit import LogLimiter
+from .network import TCP, Network, PeerRefused, dial, peer_name
 from .network import listener_address, open_replication_listener, parse_address  # noqa: F401  (their old home)
 
 log = logging.getLogger(__name__)
@@ -129,6 +139,10 @@ DEFAULT_SEND_QUEUE = 1024
 DEFAULT_REQUEST_TIMEOUT = 1.0
 """Seconds a Raft message may stay unacknowledged before its connection is redialled."""
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
+REFUSAL_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about refusing the same peer host for the same reason (or being refused by a peer)."""
+_TLS_RECORD = 0x16
+"""The first byte of a TLS handshake record: on a plaintext port, a frame length of over 369 MB."""
 
 _LENGTH = struct.Struct(">I")
 _HEAD = struct.Struct(">BBQii")  # version, type, term, src, dst
@@ -322,6 +336,14 @@ class TransportStats:
     connects: int = 0
     stalls: int = 0  # connections redialled because their messages went unacknowledged
     forwarded: int = 0  # forward requests answered
+    refused: int = 0  # connections refused for their credentials (PeerRefused), either way
+
+
+def _address(peer: object) -> str:
+    """``(host, port)`` as ``host:port`` for a log line; anything else as it is."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
 
 
 class ForwardFailed(Exception):
@@ -379,6 +401,7 @@ class RaftTransport:
         self.stats = TransportStats()
         self.on_forward: ForwardHandler | None = None
         self.on_replica_fetch: ReplicaFetchHandler | None = None
+        self._refusals = LogLimiter(REFUSAL_LOG_INTERVAL)
         self._request_ids = 0
         self._queues: dict[int, tuple[trio.MemorySendChannel[_Queued], trio.MemoryReceiveChannel[_Queued]]] = {
             peer: trio.open_memory_channel[_Queued](send_queue) for peer in self.peers
@@ -413,12 +436,17 @@ class RaftTransport:
         reader = FrameReader(self.max_frame_bytes)
         peer = peer_name(stream)
         received = 0  # Raft messages taken from this connection (what an Ack counts)
+        first = True
         async with stream:
             try:
                 while True:
                     data = await stream.receive_some(1 << 16)
                     if not data:
                         return
+                    if first and data[0] == _TLS_RECORD and _TLS_RECORD << 24 > self.max_frame_bytes:
+                        raise PeerRefused("TLS client on the PLAINTEXT replication port (set replication_security_protocol "
+                                          "the same on every node)")
+                    first = False
                     sender = None
                     for message in reader.feed(data):
                         if isinstance(message, ForwardRequest):
@@ -438,8 +466,17 @@ class RaftTransport:
             except CodecError as exc:
                 self.stats.bad_frames += 1
                 log.warning("node %d: closing replication connection from %s: %s", self.node_id, peer, exc)
+            except PeerRefused as exc:
+                self.stats.refused += 1
+                host = peer[0] if isinstance(peer, tuple) and peer else peer
+                self._log_refusal(("from", host, str(exc)), "node %d: refused replication connection from %s: %s",
+                                  self.node_id, _address(peer), exc)
             except (trio.BrokenResourceError, OSError):
                 return
+
+    def _log_refusal(self, key: object, message: str, *args: object) -> None:
+        """A warning about a refused peer, at most one per ``key`` per :data:`REFUSAL_LOG_INTERVAL`."""
+        self._refusals.log(log, logging.WARNING, key, message, *args)
 
     async def _answer_forward(self, stream: trio.abc.Stream, request: ForwardRequest) -> None:
         offset, leader_id, epoch = -1, -1, 0
@@ -498,7 +535,12 @@ class RaftTransport:
             try:
                 stream = await dial(self.network, address)
             except OSError as exc:
-                log.debug("node %d: cannot reach peer %d at %s: %s", self.node_id, peer, address, exc)
+                if isinstance(exc, PeerRefused):
+                    self.stats.refused += 1
+                    self._log_refusal(("to", peer), "node %d: replication connection to peer %d at %s refused: %s",
+                                      self.node_id, peer, address, exc)
+                else:
+                    log.debug("node %d: cannot reach peer %d at %s: %s", self.node_id, peer, address, exc)
                 if not isinstance(exc, TimeoutError):  # a dial that timed out has waited long enough
                     await trio.sleep(backoff * (0.5 + self._rng.random()))
                     backoff = min(backoff * 2, BACKOFF_MAX)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from dataclasses import fields
 from typing import Any
 
@@ -40,12 +41,24 @@ def _help(setting: _Setting) -> str:
     return " ".join(parts).replace("%", "%%")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that a word is never split across lines: environment
+    variable and setting names (``CHRONIK_LISTENER_NAME_REPLICATION_SSL_KEYSTORE_LOCATION``)
+    are wider than the help column, and an operator copies them from ``--help``."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config``, ``--set`` and one flag per setting to ``parser``.
+    """Add ``--config``, ``--set`` and one flag per setting to ``parser`` (and, when it uses
+    argparse's default formatter, a formatter that keeps long names whole).
 
     Every flag defaults to None ("not given"); :func:`load_config` does the
     parsing and validation so that errors name their source consistently.
     """
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = _HelpFormatter
     source = parser.add_argument_group(
         "configuration sources",
         "Precedence: defaults < config file < CHRONIK_* environment variables < flags. "

@@ -38,6 +38,8 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 CONFIG_ENV = "CHRONIK_CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 METADATA_COMMIT_MODES = ("quorum", "leader")
+REPLICATION_PROTOCOLS = ("PLAINTEXT", "SSL")
+"""``replication_security_protocol`` values (SASL is not offered on the replication port)."""
 AUTHORIZER_CLASS_NAMES = ("org.apache.kafka.metadata.authorizer.StandardAuthorizer",
                           "kafka.security.authorizer.AclAuthorizer", "chronik")
 """``authorizer.class.name`` values that turn ACL enforcement on (empty: everything is allowed)."""
@@ -200,6 +202,21 @@ _SETTINGS_LIST = (
     _Setting("peers", _Peers(),
              "Every voter of the cluster, this node included; empty: single node. Repeat the flag per peer.",
              "cluster", flag="--peer", default_doc="none (single node)"),
+    _Setting("replication_security_protocol", _Choice(lambda: REPLICATION_PROTOCOLS, metavar="PROTOCOL"),
+             "Security protocol of the replication/controller (Raft) listener and of the connections a node "
+             "dials to its peers: PLAINTEXT, or SSL (mutual TLS: each side presents a certificate the other's "
+             "trust store must verify). The same on every node.", "cluster"),
+    _Setting("listener_name_replication_ssl_keystore_location", _Text(optional=True, metavar="FILE"),
+             "PEM file with the certificate chain and unencrypted key this node presents on the replication port "
+             "(Kafka's per-listener form, listener REPLICATION).", "cluster",
+             kafka="listener.name.replication.ssl.keystore.location", default_doc="ssl.keystore.location"),
+    _Setting("listener_name_replication_ssl_truststore_location", _Text(optional=True, metavar="FILE"),
+             "PEM file of the CAs a peer's certificate must chain to on the replication port.", "cluster",
+             kafka="listener.name.replication.ssl.truststore.location", default_doc="ssl.truststore.location"),
+    _Setting("ssl_endpoint_identification_algorithm", _Choice(lambda: ("https",), lower=True, empty=True),
+             "Where this node is the TLS client (dialing a peer's replication port): https checks that the peer's "
+             "certificate names the host dialled; empty checks only its chain.", "cluster",
+             kafka="ssl.endpoint.identification.algorithm"),
     _Setting("metadata_commit", _Choice(lambda: METADATA_COMMIT_MODES, metavar="MODE"),
              "When a metadata change counts as committed: on a quorum of voters, or on the leader alone.", "cluster"),
     _Setting("rack", _Text(optional=True, metavar="RACK"), "Rack of this node (broker.rack), for replica placement.",
@@ -304,6 +321,10 @@ class BrokerConfig:
     node_id: int = 1
     replication_listen: HostPort = HostPort("0.0.0.0", 9291)
     peers: tuple[Peer, ...] = ()
+    replication_security_protocol: str = "PLAINTEXT"
+    listener_name_replication_ssl_keystore_location: str | None = None
+    listener_name_replication_ssl_truststore_location: str | None = None
+    ssl_endpoint_identification_algorithm: str = "https"
     metadata_commit: str = "quorum"
     rack: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -345,6 +366,22 @@ class BrokerConfig:
         return listener_specs(self.listeners, self.advertised_listeners, self.listener_security_protocol_map,
                               self.listen, self.advertise)
 
+    @property
+    def replication_keystore(self) -> tuple[str, str | None]:
+        """(setting name, PEM file) of the certificate this node presents on the replication port:
+        ``listener.name.replication.ssl.keystore.location``, else ``ssl.keystore.location``."""
+        if self.listener_name_replication_ssl_keystore_location:
+            return "listener.name.replication.ssl.keystore.location", self.listener_name_replication_ssl_keystore_location
+        return "ssl.keystore.location", self.ssl_keystore_location
+
+    @property
+    def replication_truststore(self) -> tuple[str, str | None]:
+        """(setting name, PEM file) of the CAs a peer's certificate must chain to on the replication port."""
+        if self.listener_name_replication_ssl_truststore_location:
+            return ("listener.name.replication.ssl.truststore.location",
+                    self.listener_name_replication_ssl_truststore_location)
+        return "ssl.truststore.location", self.ssl_truststore_location
+
     def _check_security(self) -> None:
         """Listener, TLS and SASL settings that only make sense together (each error names its setting)."""
         with self._blame("listener_security_protocol_map"):
@@ -362,6 +399,14 @@ class BrokerConfig:
             unknown = [v for v in versions if v not in TLS_VERSIONS]
             if unknown or not versions:
                 raise _Invalid(f"unknown TLS version(s) {', '.join(unknown) or '(none)'}; known: {', '.join(TLS_VERSIONS)}")
+        if self.replication_security_protocol == "SSL":
+            for what, store, (_, location) in (
+                    ("a key store (PEM certificate chain and key)", "keystore", self.replication_keystore),
+                    ("a trust store (PEM CAs)", "truststore", self.replication_truststore)):
+                if not location:
+                    with self._blame("replication_security_protocol"):
+                        raise _Invalid(f"the SSL replication port needs {what}: set "
+                                       f"listener.name.replication.ssl.{store}.location or ssl.{store}.location")
         with self._blame("sasl_enabled_mechanisms"):
             mechanisms = [m.strip().upper() for m in self.sasl_enabled_mechanisms.split(",") if m.strip()]
             unknown = [m for m in mechanisms if m not in SASL_MECHANISMS]

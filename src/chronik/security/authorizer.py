@@ -30,6 +30,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from ..config.settings import AUTHORIZER_CLASS_NAMES as _CLASS_NAMES
+from ..config.settings import BrokerConfig
 from ..metadata.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType, WILDCARD_HOST, \
     WILDCARD_PRINCIPAL, WILDCARD_RESOURCE
 
@@ -162,3 +163,12 @@ def _describe(binding: AclBinding) -> str:
     return (f"({binding.principal} {AclPermissionType(binding.permission).name} "
             f"{AclOperation(binding.operation).name} on {ResourceType(binding.resource_type).name} "
             f"{PatternType(binding.pattern_type).name} {binding.resource_name!r} from {binding.host})")
+
+
+def authorizer_for(config: BrokerConfig, bindings: Callable[[], Collection[AclBinding]]) -> Authorizer | None:
+    """The authorizer ``config`` asks for (``authorizer.class.name``, ``super.users``,
+    ``allow.everyone.if.no.acl.found``) over the ACL list ``bindings`` gives; None: allow all."""
+    if not config.authorizer_class_name:
+        return None
+    return Authorizer(bindings, super_users=parse_super_users(config.super_users or ""),
+                      allow_if_no_acl=config.allow_everyone_if_no_acl_found)

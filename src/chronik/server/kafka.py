@@ -258,12 +258,7 @@ class Listener:
 
     def warn(self, peer: str, kind: str, message: str, *args: object) -> None:
         """Log ``message`` at warning unless this peer had a line of this kind within the interval."""
-        held = self.per_peer.allow((peer, kind))
-        if held is not None:
-            if held:
-                message += " (%d more like it since the last line)"
-                args = (*args, held)
-            log.warning(message, *args)
+        self.per_peer.log(log, logging.WARNING, (peer, kind), message, *args)
 
 
 def _addresses(stream: trio.SocketStream) -> tuple[str, str]:

@@ -6,6 +6,11 @@ TLS: one ``ssl.SSLContext`` per node, built from ``ssl.keystore.location``
 client certificate names the connection's principal through
 ``ssl.principal.mapping.rules``.
 
+The replication port (cluster mode, ``replication_security_protocol=SSL``)
+has two contexts of its own, accepting and dialing, both mutual
+(:func:`replication_tls_contexts`), and a check of who a verified peer is
+(:func:`replication_peer_check`); :mod:`chronik.cluster.tls` does the I/O.
+
 SASL (:class:`SaslSession`, sans-I/O): a connection on a SASL listener starts
 unauthenticated.  It may send ApiVersions, SaslHandshake (v0/v1) and, after a
 v1 handshake, SaslAuthenticate; after a v0 handshake the next frames are raw
@@ -18,36 +23,102 @@ succeeds closes the connection, as Kafka does.  A failed exchange is answered
 from __future__ import annotations
 
 import ssl
-from typing import Callable
+from typing import Any, Callable, Collection
 
 from ..config import BrokerConfig
+from ..metadata.acls import CLUSTER_RESOURCE_NAME, AclBinding, AclOperation, ResourceType
 from ..metadata.credentials import ScramCredential
+from ..security.authorizer import authorizer_for
 from ..security.principal import ANONYMOUS, PrincipalMapper
 from ..security.scram import AuthenticationFailed, Authenticated, PlainServerExchange, ScramServerExchange
 
 _TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def tls_context(config: BrokerConfig) -> ssl.SSLContext:
-    """The server-side TLS context of the TLS listeners; raises OSError/ssl.SSLError naming the bad file."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+def _context(purpose: int, config: BrokerConfig, keystore: tuple[str, str | None],
+             truststore: tuple[str, str | None]) -> ssl.SSLContext:
+    """A context of ``purpose`` (``ssl.PROTOCOL_TLS_SERVER``/``_CLIENT``) with ``ssl.enabled.protocols``,
+    the key store and the trust store (each ``(setting name, PEM file)``; no trust store: none loaded).
+    Raises ValueError naming the setting whose file cannot be loaded."""
+    context = ssl.SSLContext(purpose)
     versions = sorted(_TLS_VERSIONS[v.strip()] for v in config.ssl_enabled_protocols.split(",") if v.strip())
     context.minimum_version, context.maximum_version = versions[0], versions[-1]
-    location = config.ssl_keystore_location
+    name, location = keystore
     try:
         context.load_cert_chain(str(location))
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load ssl.keystore.location {location} (PEM certificate chain and unencrypted "
+        raise ValueError(f"cannot load {name} {location} (PEM certificate chain and unencrypted "
                          f"private key): {exc}") from None
-    if config.ssl_truststore_location:
+    name, location = truststore
+    if location:
         try:
-            context.load_verify_locations(cafile=str(config.ssl_truststore_location))
+            context.load_verify_locations(cafile=str(location))
         except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load ssl.truststore.location {config.ssl_truststore_location} "
-                             f"(PEM CA certificates): {exc}") from None
+            raise ValueError(f"cannot load {name} {location} (PEM CA certificates): {exc}") from None
+    return context
+
+
+def tls_context(config: BrokerConfig) -> ssl.SSLContext:
+    """The server-side TLS context of the TLS listeners; raises ValueError naming the bad file."""
+    context = _context(ssl.PROTOCOL_TLS_SERVER, config, ("ssl.keystore.location", config.ssl_keystore_location),
+                       ("ssl.truststore.location", config.ssl_truststore_location))
     context.verify_mode = {"none": ssl.CERT_NONE, "requested": ssl.CERT_OPTIONAL,
                            "required": ssl.CERT_REQUIRED}[config.ssl_client_auth]
     return context
+
+
+def replication_tls_contexts(config: BrokerConfig) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The replication port's (accepting, dialing) contexts for ``replication_security_protocol=SSL``.
+
+    Both present this node's certificate (``listener.name.replication.ssl.keystore.location``,
+    else ``ssl.keystore.location``) and require the peer's, verified against the trust store
+    (``listener.name.replication.ssl.truststore.location``, else ``ssl.truststore.location``):
+    mutual TLS whatever ``ssl.client.auth`` says (that one is for Kafka clients).  The dialing
+    side also checks that the peer's certificate names the host dialled when
+    ``ssl.endpoint.identification.algorithm`` is ``https`` (Kafka's default).  Raises
+    ValueError naming the setting whose file cannot be loaded.
+    """
+    keystore, truststore = config.replication_keystore, config.replication_truststore
+    server = _context(ssl.PROTOCOL_TLS_SERVER, config, keystore, truststore)
+    server.verify_mode = ssl.CERT_REQUIRED
+    client = _context(ssl.PROTOCOL_TLS_CLIENT, config, keystore, truststore)
+    client.check_hostname = config.ssl_endpoint_identification_algorithm == "https"
+    client.verify_mode = ssl.CERT_REQUIRED
+    return server, client
+
+
+def replication_peer_check(config: BrokerConfig, acls: Callable[[], Collection[AclBinding]]
+                           ) -> Callable[[dict[str, Any], str], str | None]:
+    """Whether a replication peer whose certificate verified may be a node (Kafka's model for brokers).
+
+    Its principal is the certificate subject through ``ssl.principal.mapping.rules``
+    (a subject no rule maps is refused).  With an authorizer (``authorizer.class.name``)
+    the principal must be allowed ClusterAction on the cluster, as Kafka requires of
+    the brokers and controllers that send it replication and Raft requests: a
+    ``super.users`` entry (what Kafka's documentation advises for broker principals; it
+    needs no replicated ACL, so a cluster can form with it) or an ALLOW ACL.  ``acls``
+    gives the current ACL list (the metadata image's).  Without an authorizer every
+    certificate the trust store verifies is a node.  Returns the check: ``(certificate,
+    host) -> None`` (admitted) or why not.
+    """
+    mapper = principal_mapper(config)
+    authorizer = authorizer_for(config, acls)
+
+    def check(certificate: dict[str, Any], host: str) -> str | None:
+        try:
+            principal = mapper.principal_for_certificate(certificate)
+        except ValueError as exc:
+            return f"its certificate maps to no principal (ssl.principal.mapping.rules): {exc}"
+        if authorizer is None:
+            return None
+        decision = authorizer.authorize(principal, host, AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER,
+                                        CLUSTER_RESOURCE_NAME)
+        if decision.allowed:
+            return None
+        return (f"{principal} is not a node: it may not ClusterAction on the cluster ({decision.reason}); "
+                "list the nodes' principals in super.users")
+
+    return check
 
 
 def principal_mapper(config: BrokerConfig) -> PrincipalMapper:
@@ -67,6 +138,8 @@ def check_security_files(config: BrokerConfig) -> None:
     raises ValueError with one line naming the setting and the problem."""
     if any(spec.tls for spec in config.kafka_listeners()):
         tls_context(config)
+    if config.replication_security_protocol == "SSL" and len(config.peers) > 1:
+        replication_tls_contexts(config)
     principal_mapper(config)
 
 
