@@ -70,6 +70,7 @@ from typing import AsyncIterator, Callable, Mapping
 
 import trio
 
+from ..metadata.view import Origin
 from ..storage import DEFAULT_PROFILE, StorageBackend, create_backend, open_group_committer
 from . import raft
 from .messages import (
@@ -81,7 +82,6 @@ from .messages import (
     SnapshotRequest,
     SnapshotResponse,
 )
-from ..metadata.view import Origin
 from .raft import NotLeader, RaftConfig, RaftNode, Role
 from .storage import RaftStorage
 from .transport import (
