@@ -59,6 +59,7 @@ from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
 from .security.authorizer import Authorizer, authorizer_for
+from .security.commands import command_check
 from .log.cleaner_manager import LogCleaner
 from .txn import TransactionCoordinator, TxnSettings
 from .txn.markers import ClusterMarkerWriter, LocalMarkerWriter
@@ -78,6 +79,7 @@ from .metadata import (
 )
 from .metadata.placement import PartitionLimits, TopicRequest, replica_assignment, topic_request_problem
 from .metadata.topic_configs import TOPIC_CONFIGS, deletes
+from .metadata.view import Origin
 from .protocol import ErrorCode
 from .storage import (
     TEST_BACKENDS,
@@ -121,7 +123,7 @@ class Broker:
     """
 
     def __init__(self, config: BrokerConfig, metadata: "MetadataLog | ReplicatedMetadataLog", logs: LogManager, cluster_id: str,
-                 consensus: "ConsensusNode | None" = None) -> None:
+                 consensus: "ConsensusNode | None" = None, authorizer: Authorizer | None = None) -> None:
         from .metrics import BrokerMetrics
 
         self.config = config
@@ -157,8 +159,9 @@ class Broker:
         self._coordinating_since: tuple[int, int] | None = None  # (controller epoch, its first log end)
         self.groups = GroupCoordinator(metadata, initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
                                        role=self if consensus is not None else None)
-        self.authorizer: Authorizer | None = authorizer_for(config, lambda: self.image.security.acls)
-        """ACL enforcement (``authorizer.class.name``); None allows everything."""
+        self.authorizer: Authorizer | None = authorizer
+        """ACL enforcement (``authorizer.class.name``; over ``metadata``'s ACLs, see
+        :func:`_open_metadata`); None allows everything."""
         self.cleaner = LogCleaner(
             self.committer, str(config.data_dir), logs, self._effective_config_of, enabled=config.log_cleaner_enable,
             threads=config.log_cleaner_threads, backoff_ms=config.log_cleaner_backoff_ms,
@@ -251,14 +254,16 @@ class Broker:
 
     # -- metadata changes ------------------------------------------------------
 
-    async def submit(self, command: Command) -> object:
+    async def submit(self, command: Command, origin: Origin | None = None) -> object:
         """Append a metadata command durably and apply it; the logs follow in the background.
 
-        Raises :class:`CommandRejected` with a Kafka error name.
+        ``origin``: the client whose request it is; the controller authorizes the
+        command for it (None: this node's own write).  Raises
+        :class:`CommandRejected` with a Kafka error name.
         Cancellation: the command may still be applied (and the logs synced).
         """
         try:
-            return await self.metadata.submit(command)
+            return await self.metadata.submit(command, origin)
         finally:
             self.logs.request_sync()
 
@@ -292,8 +297,8 @@ class Broker:
         await self.logs.in_step_with(self.image)
         return self.led_log(topic, partition)
 
-    async def create_topic(self, request: TopicRequest) -> TopicImage:
-        """Create a topic.  Raises :class:`CommandRejected` (Kafka error name)."""
+    async def create_topic(self, request: TopicRequest, origin: Origin | None = None) -> TopicImage:
+        """Create a topic for ``origin`` (as :meth:`submit`).  Raises :class:`CommandRejected` (Kafka error name)."""
         problem = topic_request_problem(self.image, request, PartitionLimits.of(self.config))
         if problem is not None:
             raise CommandRejected(*problem)
@@ -304,18 +309,18 @@ class Broker:
                                                             this_node=self.node_id),
             configs=dict(request.configs),
         )
-        topic = await self.submit(command)
+        topic = await self.submit(command, origin)
         assert isinstance(topic, TopicImage)
         log.info("created topic %s with %d partition(s)", request.name, request.num_partitions)
         return topic
 
-    async def auto_create_topic(self, name: str) -> TopicImage | None:
-        """Create ``name`` with the broker defaults if auto-creation is on; None if not created."""
+    async def auto_create_topic(self, name: str, origin: Origin | None = None) -> TopicImage | None:
+        """Create ``name`` with the broker defaults for ``origin`` if auto-creation is on; None if not created."""
         if not self.config.auto_create_topics_enable:
             return None
         request = TopicRequest(name, self.config.num_partitions, self.config.default_replication_factor, {})
         try:
-            return await self.create_topic(request)
+            return await self.create_topic(request, origin)
         except CommandRejected as exc:
             if exc.error == "TOPIC_ALREADY_EXISTS":
                 return self.image.topics.get(name)
@@ -528,10 +533,10 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
     cluster_id = _load_cluster_id(backend, data_dir) if len(config.peers) < 2 else _voters_cluster_id(config)
     try:
         async with open_group_committer(backend, data_dir, get_profile(config.wal_profile)) as committer, \
-                _open_metadata(config, committer, backend, data_dir, network, rng) as (metadata, consensus):
+                _open_metadata(config, committer, backend, data_dir, network, rng) as (metadata, consensus, authorizer):
             logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes,
                               replica_of=None if consensus is None else config.node_id)
-            broker = Broker(config, metadata, logs, cluster_id, consensus)
+            broker = Broker(config, metadata, logs, cluster_id, consensus, authorizer)
             replicas = None
             if consensus is not None:
                 from .cluster.replication import ReplicaManager
@@ -588,12 +593,19 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
 async def _open_metadata(
     config: BrokerConfig, committer: GroupCommitter, backend: StorageBackend, data_dir: str,
     network: "Network | None" = None, rng: random.Random | None = None,
-) -> AsyncIterator[tuple["MetadataLog | ReplicatedMetadataLog", "ConsensusNode | None"]]:
-    """The metadata log, and in cluster mode the Raft voter that feeds it; closed on exit."""
+) -> AsyncIterator[tuple["MetadataLog | ReplicatedMetadataLog", "ConsensusNode | None", Authorizer | None]]:
+    """The metadata log, in cluster mode the Raft voter that feeds it, and the authorizer over its
+    ACLs (None: none configured); closed on exit.
+
+    The metadata log authorizes the commands clients ask for with that authorizer
+    (:func:`~chronik.security.commands.command_check`) from before the Raft voter serves,
+    so no forwarded write is ever taken unchecked.
+    """
     if len(config.peers) < 2:
         metadata = MetadataLog.open(committer, data_dir, snapshot_every=config.metadata_snapshot_every)
+        authorizer = _authorize_commands(config, metadata)
         try:
-            yield metadata, None
+            yield metadata, None, authorizer
         finally:
             with trio.CancelScope(shield=True):
                 await metadata.aclose()
@@ -604,6 +616,7 @@ async def _open_metadata(
 
     network = network or TCP
     replicated = ReplicatedMetadataLog(commit_mode=config.metadata_commit, snapshot_every=config.metadata_snapshot_every)
+    authorizer = _authorize_commands(config, replicated)
     if config.replication_security_protocol == "SSL":
         network = _mutual_tls(config, network, replicated)
     listener = await network.listen(str(config.replication_listen))
@@ -617,9 +630,20 @@ async def _open_metadata(
         network=network, on_commit=replicated.apply_committed, commit_profile=config.wal_profile,
         request_timeout=config.controller_quorum_request_timeout_ms / 1000,
     ) as node:
+        # Attaching makes replicated's check (authorize, set above) the node's admission check, before
+        # the first checkpoint since the node started: no forward can have been answered without it.
         replicated.node = node
         node.answer_forwards_when_durable = config.metadata_commit == "leader"
-        yield replicated, node
+        yield replicated, node, authorizer
+
+
+def _authorize_commands(config: BrokerConfig, metadata: "MetadataLog | ReplicatedMetadataLog") -> Authorizer | None:
+    """The authorizer ``config`` asks for, over ``metadata``'s ACLs, made ``metadata``'s check of the
+    commands clients ask for (the controller's check, in cluster mode); None: none configured."""
+    authorizer = authorizer_for(config, lambda: metadata.image.security.acls)
+    if authorizer is not None:
+        metadata.authorize = command_check(authorizer)
+    return authorizer
 
 
 def _mutual_tls(config: BrokerConfig, network: "Network", metadata: "ReplicatedMetadataLog") -> "Network":

@@ -22,10 +22,10 @@ import pytest
 import trio
 import trustme
 
-from chronik.cluster.messages import ForwardResponse, Message, VoteRequest
+from chronik.cluster.messages import ForwardRequest, ForwardResponse, Message, VoteRequest
 from chronik.cluster.network import TCP, PeerRefused, listener_address
 from chronik.cluster.tls import TlsNetwork, TlsStream
-from chronik.cluster.transport import RaftTransport, encode_frame
+from chronik.cluster.transport import ForwardAnswer, RaftTransport, encode_frame
 from chronik.config import BrokerConfig
 from chronik.metadata.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType
 from chronik.server.security import replication_peer_check, replication_tls_contexts
@@ -121,8 +121,8 @@ async def test_two_nodes_exchange_raft_messages_and_forwards_over_mutual_tls(cer
     async with trio.open_nursery() as nursery:
         one, two = (await start_nodes(nursery, {1: network, 2: network})).values()
 
-        async def answer(payload: bytes) -> tuple[int, int, int]:
-            return (len(payload), 1, 3)
+        async def answer(request: ForwardRequest) -> ForwardAnswer:
+            return ForwardAnswer(len(request.payload), 1, 3)
 
         one.transport.on_forward = answer
         two.transport.send(vote(2, 1))

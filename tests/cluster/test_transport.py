@@ -21,6 +21,7 @@ from chronik.cluster.messages import (
     VoteResponse,
 )
 from chronik.cluster.transport import (
+    MAX_ERROR_MESSAGE_BYTES,
     WIRE_VERSION,
     CodecError,
     FrameReader,
@@ -40,8 +41,10 @@ MESSAGES = [
     AppendResponse(9, 3, 1, True, 13, 12),
     AppendResponse(9, 3, 1, False, 4, 0),
     ForwardRequest(0, 2, 1, 17, b"create topic y"),
+    ForwardRequest(0, 2, 1, 18, b"create topic z", "User:CN=\u00e9l\u00e8ve,O=Chronik", "2001:db8::7"),
     ForwardResponse(0, 1, 2, 17, 42, 1),
     ForwardResponse(0, 1, 2, 18, -1, -1),
+    ForwardResponse(0, 1, 2, 19, -1, 1, 29, "User:bob may not CREATE topic 'z'"),
     ReplicaFetchRequest(0, 2, 1, "tópic-1", "0123456789abcdef0123456789abcdef", 7, 2**40, 500, 1 << 20),
     ReplicaFetchResponse(0, 1, 2, 0, 42, 3, bytes(range(256))),
     ReplicaFetchResponse(0, 1, 2, 6, -1, -1, b""),
@@ -110,3 +113,18 @@ def test_parse_address() -> None:
     for bad in ("localhost", ":1", "h:x", "h:70000"):
         with pytest.raises(ValueError):
             parse_address(bad)
+
+
+def test_forward_strings_are_bounded_and_checked() -> None:
+    """A principal too long for its str16 is refused at encoding; a refusal's message is cut
+    to MAX_ERROR_MESSAGE_BYTES; a principal that is not UTF-8 is a clear error."""
+    with pytest.raises(CodecError, match="principal of 65536 bytes"):
+        encode_message(ForwardRequest(0, 2, 1, 1, b"", "x" * 65536, ""))
+    long = ForwardResponse(0, 1, 2, 1, -1, 1, 29, "\u00e9" * MAX_ERROR_MESSAGE_BYTES)
+    decoded = decode_message(encode_message(long))
+    assert isinstance(decoded, ForwardResponse)
+    assert decoded.error_message == "\u00e9" * (MAX_ERROR_MESSAGE_BYTES // 2)
+    body = bytearray(encode_message(ForwardRequest(0, 2, 1, 1, b"p", "User:a", "h")))
+    body[body.index(b"User:a")] = 0xFF
+    with pytest.raises(CodecError, match="principal is not UTF-8"):
+        decode_message(bytes(body))

@@ -289,6 +289,84 @@ def test_acls_created_on_one_node_apply_on_all(tmp_path: Path) -> None:
                     for r in described.resources] == [("shared", [(ANON, 8, 2)])]
 
 
+def create_topic_through(node: BrokerProcess, name: str) -> tuple[int, str | None]:
+    """CreateTopics v7 sent to ``node`` itself (admin clients send it to the controller that
+    Metadata names); the topic's error code and message."""
+    with Raw(node) as connection:
+        connection.send(request_frame(19, 7, {"topics": [{
+            "name": name, "num_partitions": 1, "replication_factor": 3, "assignments": [], "configs": []}],
+            "timeout_ms": 10000, "validate_only": False}))
+        frame = connection.read_frame()
+    assert frame is not None
+    (topic,) = decode_response(19, 7, frame, 5).topics
+    return topic.error_code, topic.error_message
+
+
+def auto_create_through(node: BrokerProcess, name: str) -> int:
+    """Metadata v12 for ``name`` with auto-creation, sent to ``node``; the topic's error code."""
+    with Raw(node) as connection:
+        connection.send(request_frame(3, 12, {"topics": [{"name": name, "topic_id": None}],
+                                              "allow_auto_topic_creation": True,
+                                              "include_topic_authorized_operations": False}))
+        frame = connection.read_frame()
+    assert frame is not None
+    (topic,) = decode_response(3, 12, frame, 5).topics
+    return topic.error_code
+
+
+def test_creating_topics_through_a_follower_is_authorized_by_the_controller(tmp_path: Path) -> None:
+    """CreateTopics sent to a non-controller reaches the controller with the client's principal
+    and host, and the controller authorizes it against its own image (Kafka's forwarding)."""
+    with running_cluster(tmp_path, *ENFORCE, "--set", "allow.everyone.if.no.acl.found=true") as cluster:
+        controller = eventually(cluster.controller)
+        follower = next(i for i in IDS if i != controller)
+        client = AdminClient({"bootstrap.servers": cluster.nodes[follower].bootstrap})
+        bindings = [  # ANONYMOUS may manage ACLs, see and create any topic, but not no-* ones from this host
+            AclBinding(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, ANON, "*",  # (CLUSTER)
+                       AclOperation.ALTER, AclPermissionType.ALLOW),
+            AclBinding(ResourceType.TOPIC, "*", ResourcePatternType.LITERAL, ANON, "*", AclOperation.CREATE,
+                       AclPermissionType.ALLOW),
+            AclBinding(ResourceType.TOPIC, "*", ResourcePatternType.LITERAL, ANON, "*", AclOperation.DESCRIBE,
+                       AclPermissionType.ALLOW),  # (Metadata shows a topic only to who may describe it)
+            AclBinding(ResourceType.TOPIC, "no-", ResourcePatternType.PREFIXED, ANON, "127.0.0.1",
+                       AclOperation.CREATE, AclPermissionType.DENY),
+        ]
+        for future in client.create_acls(bindings).values():
+            assert future.result(10) is None
+        everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+                                      AclPermissionType.ANY)
+        for i in IDS:  # committed, and applied on every node
+            node_client = AdminClient({"bootstrap.servers": cluster.nodes[i].bootstrap})
+            eventually(lambda: len(node_client.describe_acls(everything).result(10)) == len(bindings), 5.0)
+
+        # allowed: created, on every node; denied (here by the follower's own check: the same answer)
+        assert create_topic_through(cluster.nodes[follower], "ok-1") == (0, None)
+        for i in IDS:
+            eventually(lambda: "ok-1" in cluster.topics(i), 5.0)
+        assert create_topic_through(cluster.nodes[follower], "no-1")[0] == TOPIC_AUTHORIZATION_FAILED
+
+        # The controller decides: the follower restarts with ANONYMOUS a super user of its own, so
+        # its handlers let every write through -- and the controller's ACLs still refuse it (only
+        # the DENY for the client's host does: the host travels with the principal).
+        node = cluster.nodes[follower]
+        node.stop()
+        node.extra_args += ["--set", f"super.users={ANON}"]
+        node.start()
+        assert eventually(cluster.controller) == controller, "the controller moved while the follower restarted"
+        eventually(lambda: "ok-1" in cluster.topics(follower), 5.0)
+        assert create_topic_through(node, "no-2") == (TOPIC_AUTHORIZATION_FAILED, "User:ANONYMOUS may not CREATE topic 'no-2'")
+        cluster.nodes[controller].wait_for_log(
+            r"controller refused create_topic: principal User:ANONYMOUS from 127\.0\.0\.1 may not CREATE topic 'no-2'")
+        assert auto_create_through(node, "no-auto") == TOPIC_AUTHORIZATION_FAILED  # auto-creation is forwarded alike
+        assert create_topic_through(node, "ok-2") == (0, None)
+        assert auto_create_through(node, "ok-auto") == 0
+        for i in IDS:
+            eventually(lambda: {"ok-2", "ok-auto"} <= set(cluster.topics(i)), 5.0)
+            assert not {"no-1", "no-2", "no-auto"} & set(cluster.topics(i))
+        since_restart = node.output().rsplit("INFO chronik: starting node", 1)[1]
+        assert "authorization denied" not in since_restart  # the follower itself refused nothing
+
+
 @pytest.mark.skipif(JAVA_MISSING is not None, reason=JAVA_MISSING or "")
 def test_kafka_acls_tool_adds_lists_and_removes(tmp_path: Path) -> None:
     """Apache Kafka's kafka-acls (org.apache.kafka.tools.AclCommand) against an enforcing broker."""

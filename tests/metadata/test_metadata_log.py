@@ -19,6 +19,8 @@ from chronik.metadata import (
     decode_command,
     encode_command,
 )
+from chronik.metadata.commands import Command
+from chronik.metadata.view import Origin
 from chronik.storage import StorageBackend, open_group_committer
 
 
@@ -193,3 +195,29 @@ def test_broker_registrations_with_and_without_listener_endpoints() -> None:
     for b in snapshot["brokers"]:
         b.pop("listeners")  # a snapshot written before listeners existed
     assert MetadataImage.from_snapshot(snapshot).brokers[3].endpoint("SASL_SSL") == ("h3", 9092)
+
+
+async def test_a_clients_command_is_checked_before_it_is_appended(backend: StorageBackend, log_dir: str) -> None:
+    """With ``authorize`` set, a command submitted with an origin is appended only if the check
+    passes (a single node is its own controller); commands without one are not checked."""
+    checked: list[tuple[str, Origin]] = []
+
+    def authorize(command: Command, origin: Origin) -> None:
+        checked.append((command.type_name, origin))
+        if getattr(command, "name", None) == "denied":
+            raise CommandRejected("TOPIC_AUTHORIZATION_FAILED", f"{origin.principal} may not CREATE topic 'denied'")
+
+    alice = Origin("User:alice", "10.0.0.1")
+    async with open_group_committer(backend, log_dir) as committer:
+        metadata = MetadataLog.open(committer, log_dir)
+        metadata.authorize = authorize
+        await metadata.submit(RegisterBroker(1, "localhost", 9092, None))
+        before = metadata.next_offset
+        with pytest.raises(CommandRejected) as refused:
+            await metadata.submit(create("denied"), alice)
+        assert refused.value.error == "TOPIC_AUTHORIZATION_FAILED"
+        assert metadata.next_offset == before  # nothing appended
+        assert (await metadata.submit(create("allowed"), alice)).name == "allowed"
+        assert checked == [("create_topic", alice), ("create_topic", alice)]
+        assert set(metadata.image.topics) == {"allowed"}
+        await metadata.aclose()

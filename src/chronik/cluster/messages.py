@@ -154,6 +154,13 @@ class ForwardRequest:
 
     Not a Raft message: it travels on its own short connection and is answered
     on it (see :mod:`.transport`).  ``term`` is the sender's term (informational).
+
+    ``principal`` and ``client_host``: the client whose request the payload
+    is (its authenticated principal and its address), for the leader to
+    authorize it with (Kafka's Envelope, KIP-590).  An empty ``principal``: the
+    sending node writes on its own behalf (registration, ISR changes, ...),
+    trusted as it reached the replication port, which only nodes can (mutual TLS
+    when security is on).
     """
 
     term: int
@@ -161,12 +168,18 @@ class ForwardRequest:
     dst: int
     request_id: int
     payload: bytes
+    principal: str = ""
+    client_host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardResponse:
     """The leader's answer: the committed ``offset`` of the payload, or -1 and the
-    leader it knows of (-1: none) when it does not lead or the proposal was lost."""
+    leader it knows of (-1: none) when it does not lead or the proposal was lost.
+
+    ``error`` (a Kafka error code, 0: none) with ``error_message``: the leader
+    refused to propose the payload (offset -1), e.g. TOPIC_AUTHORIZATION_FAILED
+    when its image does not allow ``principal`` the change; final, not retried."""
 
     term: int
     src: int
@@ -174,6 +187,8 @@ class ForwardResponse:
     request_id: int
     offset: int
     leader_id: int
+    error: int = 0
+    error_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,20 @@ answered in leader mode may become visible in Metadata a moment later
 partitioned before a majority has it durable (at most the entries of the
 last replication round trip, ~1 ms on a LAN).
 
+Authorization (Kafka's forwarding with an Envelope, KIP-590): a command
+submitted with an :class:`~chronik.metadata.view.Origin` -- a client's
+request, whichever node it reached -- travels to the controller with the
+client's principal and host, and the controller runs :attr:`authorize` on it
+against *its own* committed image right before proposing it
+(:attr:`ConsensusNode.admit <chronik.cluster.node.ConsensusNode.admit>`).
+So a write that a follower allowed on a stale image (an ACL just removed
+that it has not applied yet) is still refused, with the Kafka error the
+controller's check gives (TOPIC_AUTHORIZATION_FAILED, ...), raised here as
+:class:`CommandRejected`.  Commands without an origin are this node's own
+(registration, ISR changes, fencing, group and transaction state) and are
+not checked: only nodes reach the replication port (mutual TLS, whose peer
+check already asks for ClusterAction, when security is on).
+
 Metadata offsets are Raft offsets; a new leader's control entry takes an
 offset too, so the image's ``applied_offset`` may skip numbers.
 
@@ -59,10 +73,12 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from ..metadata.commands import Command, decode_command, encode_command
+from ..metadata.commands import Command, UnknownCommand, decode_command, encode_command
 from ..metadata.image import CommandRejected, MetadataImage
 from ..metadata.log import Listener, decode_image, encode_image
-from .node import CommitUncertain, CommittedEntry, NotLeaderError, Snapshot
+from ..metadata.view import CommandCheck, Origin
+from ..protocol import ErrorCode
+from .node import CommitUncertain, CommittedEntry, NotLeaderError, ProposalRefused, Snapshot
 
 if TYPE_CHECKING:
     from .node import ConsensusNode
@@ -87,7 +103,10 @@ class ReplicatedMetadataLog:
         self.image = MetadataImage()
         self.snapshot_every = snapshot_every
         self._since_snapshot = 0  # commands applied since the last snapshot (taken or loaded)
-        self.node: ConsensusNode | None = None
+        self._node: ConsensusNode | None = None
+        self.authorize: CommandCheck | None = None
+        """The controller's check of a command submitted with an origin (None: every command is
+        taken).  Set it before the node serves: a forward admitted without it is not checked."""
         self.submit_timeout = submit_timeout
         self.commit_mode = commit_mode
         self._spec: MetadataImage | None = None  # leader mode: the image with the uncommitted log applied too
@@ -97,6 +116,30 @@ class ReplicatedMetadataLog:
         self._listeners: list[Listener] = []
         self._results: OrderedDict[int, tuple[Any, CommandRejected | None]] = OrderedDict()
         self._announce = True
+
+    @property
+    def node(self) -> ConsensusNode | None:
+        """The consensus node feeding this image; attaching it makes :meth:`_admit` its admission check."""
+        return self._node
+
+    @node.setter
+    def node(self, node: ConsensusNode | None) -> None:
+        self._node = node
+        if node is not None:
+            node.admit = self._admit
+
+    def _admit(self, payload: bytes, origin: Origin) -> None:
+        """On the controller: :attr:`authorize` the command ``payload`` for ``origin`` against this image."""
+        if self.authorize is None:
+            return
+        try:
+            command = decode_command(payload)
+        except UnknownCommand as exc:
+            raise ProposalRefused(int(ErrorCode.INVALID_REQUEST), str(exc)) from None
+        try:
+            self.authorize(command, origin)
+        except CommandRejected as exc:
+            raise ProposalRefused(int(ErrorCode[exc.error]), exc.message) from None
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(offset, command, result, rejection)`` after each apply."""
@@ -147,22 +190,26 @@ class ReplicatedMetadataLog:
         for listener in self._listeners:
             listener(snapshot.end - 1, None, None, None)  # type: ignore[arg-type]
 
-    async def submit(self, command: Command) -> Any:
+    async def submit(self, command: Command, origin: Origin | None = None) -> Any:
         """Commit ``command`` through the controller, apply it here, return its result.
 
-        Raises :class:`CommandRejected` if applying rejected it, with
-        ``NOT_CONTROLLER`` if no controller took it in time, and
+        With ``origin`` (a client asked for it) the controller authorizes it
+        first (see the module docstring).  Raises :class:`CommandRejected` if
+        the controller refused it (nothing committed) or applying rejected it,
+        with ``NOT_CONTROLLER`` if no controller took it in time, and
         ``REQUEST_TIMED_OUT`` if the controller took it but did not answer
         (it may have been applied).  Cancellation: the command may still be
         committed and applied; only the wait for its result ends.
         """
-        assert self.node is not None, "the consensus node is not running"
+        node = self.node
+        assert node is not None, "the consensus node is not running"
         try:
             if self.commit_mode == "leader":
-                offset, epoch = await self.node.submit_durable(encode_command(command), timeout=self.submit_timeout)
+                offset, epoch = await node.submit_durable(encode_command(command), timeout=self.submit_timeout,
+                                                          origin=origin)
                 result, error = self._predict(offset, epoch)
             else:
-                offset = await self.node.submit(encode_command(command), timeout=self.submit_timeout)
+                offset = await node.submit(encode_command(command), timeout=self.submit_timeout, origin=origin)
                 if offset not in self._results:  # reached this node inside a snapshot: applied, result unknown here
                     raise CommitUncertain(f"metadata offset {offset} was committed, but its result is not known here")
                 result, error = self._results.pop(offset)
@@ -170,6 +217,12 @@ class ReplicatedMetadataLog:
             raise CommandRejected("NOT_CONTROLLER", "no controller is available (no majority of voters reachable)") from None
         except CommitUncertain as exc:
             raise CommandRejected("REQUEST_TIMED_OUT", str(exc)) from None
+        except ProposalRefused as exc:
+            try:
+                name = ErrorCode(exc.code).name
+            except ValueError:  # a code this version does not know (a newer controller)
+                name = ErrorCode.UNKNOWN_SERVER_ERROR.name
+            raise CommandRejected(name, exc.message) from None
         if error is not None:
             raise error
         return result

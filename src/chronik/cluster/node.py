@@ -24,6 +24,17 @@ writer task that writes in issue order (a queued write that a newer one
 supersedes is skipped; only written states are reported durable).  Log
 durability comes from the WAL's ``on_durable`` hook.
 
+Admission: a payload submitted with an :class:`~chronik.metadata.view.Origin`
+(a client's request, here or forwarded from a follower with the client's
+principal and host) is handed to :attr:`ConsensusNode.admit` on the leader
+right before it is proposed, with no checkpoint in between, and only once the
+leader has committed an entry of its own epoch (so the state machine it
+checks against has every entry earlier leaders committed; until then the
+submitter is told to try again, as while there is no leader).  ``admit``
+refuses by raising :class:`ProposalRefused` (a Kafka error code), which
+reaches the submitter, on whichever node, as final.  Payloads without an
+origin (the nodes' own writes) are not checked.
+
 Committed entries are applied in offset order through ``on_commit`` and
 :meth:`ConsensusNode.committed`; ``control`` entries (a new leader's no-op)
 are skipped but take an offset.
@@ -59,15 +70,25 @@ from typing import AsyncIterator, Callable, Mapping
 
 import trio
 
+from ..metadata.view import Origin
 from ..storage import DEFAULT_PROFILE, StorageBackend, create_backend, open_group_committer
 from . import raft
-from .messages import AppendRequest, AppendResponse, Message, Snapshot, SnapshotRequest, SnapshotResponse
+from .messages import (
+    AppendRequest,
+    AppendResponse,
+    ForwardRequest,
+    Message,
+    Snapshot,
+    SnapshotRequest,
+    SnapshotResponse,
+)
 from .raft import NotLeader, RaftConfig, RaftNode, Role
 from .storage import RaftStorage
 from .transport import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SEND_QUEUE,
+    ForwardAnswer,
     ForwardFailed,
     RaftTransport,
 )
@@ -76,8 +97,8 @@ from .network import TCP, Network
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CommitUncertain", "CommittedEntry", "ConsensusNode", "ELECTION_TIMEOUT", "NotLeaderError", "ProposalLost",
-    "Snapshot", "open_raft_node",
+    "Admit", "CommitUncertain", "CommittedEntry", "ConsensusNode", "ELECTION_TIMEOUT", "NotLeaderError", "ProposalLost",
+    "ProposalRefused", "Snapshot", "open_raft_node",
 ]
 
 SNAPSHOT_CHUNK_BYTES = 1 << 20
@@ -115,6 +136,22 @@ class ProposalLost(Exception):
     def __init__(self, offset: int, epoch: int, committed_epoch: int) -> None:
         super().__init__(f"proposal at offset {offset} (epoch {epoch}) lost to an entry of epoch {committed_epoch}")
         self.offset = offset
+
+
+class ProposalRefused(Exception):
+    """The leader's :attr:`ConsensusNode.admit` refused the payload: ``code`` is a Kafka
+    error code (e.g. TOPIC_AUTHORIZATION_FAILED), ``message`` says why.  Nothing was
+    proposed; trying again gives the same answer until the leader's state changes."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Admit = Callable[[bytes, Origin], None]
+"""The leader's check of a payload submitted for a client (see the module docstring):
+returns to let it be proposed, raises :class:`ProposalRefused` to refuse it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +235,9 @@ class ConsensusNode:
         self.answer_forwards_when_durable = False
         """Answer a forwarded payload once it is durable in this (the leader's) log, not
         once committed: ``metadata.commit = "leader"`` (see :meth:`submit_durable`)."""
+        self.admit: Admit | None = None
+        """Checks, on the leader, each payload submitted with an origin before it is
+        proposed (see the module docstring); None: every payload is proposed."""
         self._announce_commit = True
         self._closed = False
         self.transport.on_forward = self._answer_forward
@@ -313,9 +353,20 @@ class ConsensusNode:
         """
         return await self._propose(payload, durable=True)
 
-    async def _propose(self, payload: bytes, *, durable: bool) -> tuple[int, int]:
+    def _own_epoch_committed(self) -> bool:
+        """Whether this leader has committed (and delivered) an entry of its own epoch, and so
+        every entry an earlier leader committed."""
+        end = self._commit_end
+        return end > 0 and self.epoch_at(end - 1) == self._core.term
+
+    async def _propose(self, payload: bytes, *, durable: bool, origin: Origin | None = None) -> tuple[int, int]:
         if self._closed:
             raise trio.ClosedResourceError("consensus node is closed")
+        if origin is not None and self.admit is not None and self._core.role is Role.LEADER:
+            if not self._own_epoch_committed():
+                await trio.lowlevel.checkpoint()
+                raise NotLeaderError(self.node_id, self.node_id)  # not a controller to check against yet: retry
+            self.admit(payload, origin)  # raises ProposalRefused; no checkpoint before the proposal
         result, actions = self._core.propose(trio.current_time(), payload)
         epoch = self._core.term
         self._run(actions)
@@ -334,7 +385,7 @@ class ConsensusNode:
             raise ProposalLost(result, epoch, -1 if found is None else found)
         return result, epoch
 
-    async def submit(self, payload: bytes, *, timeout: float = 10.0) -> int:
+    async def submit(self, payload: bytes, *, timeout: float = 10.0, origin: Origin | None = None) -> int:
         """Commit ``payload`` through the leader, wherever it is; its offset, once committed here.
 
         On the leader this is :meth:`propose`; on a follower the payload is
@@ -342,16 +393,20 @@ class ConsensusNode:
         call returns once this node has the offset committed too (so it has
         been delivered to ``on_commit`` here).  While there is no leader, or
         leadership moves, it tries again until ``timeout`` seconds passed.
+        With ``origin`` (a client's request) the leader first checks the payload
+        with its :attr:`admit` (see the module docstring).
 
         :raises NotLeaderError: no leader could take the payload in time (``leader_id`` None).
+        :raises ProposalRefused: the leader refused the payload (nothing was proposed).
         :raises CommitUncertain: a leader took the payload but its commit was
             not seen here in time; it may or may not commit.
 
         Cancellation: only the wait ends; the payload may still commit.
         """
-        return (await self._submit(payload, timeout, durable=False))[0]
+        return (await self._submit(payload, timeout, durable=False, origin=origin))[0]
 
-    async def submit_durable(self, payload: bytes, *, timeout: float = 10.0) -> tuple[int, int]:
+    async def submit_durable(self, payload: bytes, *, timeout: float = 10.0,
+                             origin: Origin | None = None) -> tuple[int, int]:
         """Like :meth:`submit`, but return ``(offset, epoch)`` once the leader has the entry
         durable (:meth:`propose_durable`) and this node's log holds it, not committed.
 
@@ -360,21 +415,28 @@ class ConsensusNode:
         commit only makes it slower.
 
         :raises NotLeaderError: no leader could take the payload in time.
+        :raises ProposalRefused: the leader refused the payload (nothing was proposed).
         :raises CommitUncertain: a leader took the payload but it did not reach
             this node's log in time (or another entry took its offset here).
         """
-        return await self._submit(payload, timeout, durable=True)
+        return await self._submit(payload, timeout, durable=True, origin=origin)
 
-    async def _submit(self, payload: bytes, timeout: float, *, durable: bool) -> tuple[int, int]:
+    async def _submit(self, payload: bytes, timeout: float, *, durable: bool,
+                      origin: Origin | None) -> tuple[int, int]:
         deadline = trio.current_time() + timeout
         while True:
             leader = self._core.leader_id
             try:
                 with trio.move_on_at(deadline):
                     if leader == self.node_id:
-                        return await self._propose(payload, durable=durable)
+                        return await self._propose(payload, durable=durable, origin=origin)
                     if leader is not None:
-                        answer = await self.transport.forward(leader, payload, max(deadline - trio.current_time(), 0.001))
+                        answer = await self.transport.forward(
+                            leader, payload, max(deadline - trio.current_time(), 0.001),
+                            principal=origin.principal if origin is not None else "",
+                            client_host=origin.host if origin is not None else "")
+                        if answer.error:
+                            raise ProposalRefused(answer.error, answer.error_message)
                         if answer.offset >= 0 and not durable:
                             await self.wait_committed(answer.offset)
                             committed = self.epoch_at(answer.offset)  # None: compacted (the leader saw it commit)
@@ -402,19 +464,21 @@ class ConsensusNode:
         self._durable.wake(self._core.durable_end)
         self._logged.wake(self._core.log_end)
 
-    async def _answer_forward(self, payload: bytes) -> tuple[int, int, int]:
-        """A follower's forwarded payload: ``(offset, leader_id, epoch)``, offset -1 when not
-        committed here (or, with :attr:`answer_forwards_when_durable`, not durable here)."""
+    async def _answer_forward(self, request: ForwardRequest) -> ForwardAnswer:
+        """A follower's forwarded payload: its offset and epoch once committed here (or, with
+        :attr:`answer_forwards_when_durable`, durable here); offset -1 and the leader this node
+        knows of when it was not, with an error code when :attr:`admit` refused it."""
+        origin = Origin(request.principal, request.client_host) if request.principal else None
         try:
-            if self.answer_forwards_when_durable:
-                offset, epoch = await self.propose_durable(payload)
-                return offset, self.node_id, epoch
-            offset, epoch = await self._propose(payload, durable=False)
-            return offset, self.node_id, epoch
+            offset, epoch = await self._propose(request.payload, durable=self.answer_forwards_when_durable,
+                                                origin=origin)
+            return ForwardAnswer(offset, self.node_id, epoch)
+        except ProposalRefused as exc:
+            return ForwardAnswer(-1, self.node_id, 0, exc.code, exc.message)
         except NotLeaderError as exc:
-            return -1, exc.leader_id if exc.leader_id is not None else -1, 0
+            return ForwardAnswer(-1, exc.leader_id if exc.leader_id is not None else -1, 0)
         except ProposalLost:
-            return -1, -1, 0
+            return ForwardAnswer(-1, -1, 0)
         except CommitUncertain as exc:
             # No answer says "may have committed": hanging up unanswered does, the
             # follower then reports the outcome as uncertain (ForwardFailed, sent=True).

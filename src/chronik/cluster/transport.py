@@ -1,6 +1,6 @@
 """The replication port: Raft messages as length-prefixed binary frames over TCP.
 
-Wire format (version 3, all integers big-endian)
+Wire format (version 4, all integers big-endian)
 ------------------------------------------------
 A connection carries frames, back to back, mostly in one direction (each node
 dials every peer for what it sends and serves what peers dial in; what comes
@@ -23,8 +23,10 @@ Body::
                           then per entry: epoch u64, flags u8 (bit 0: control),
                           length u32, payload
           AppendResponse  success u8, match_end u64, durable_end u64
-          ForwardRequest  request_id u64, length u32, payload
-          ForwardResponse request_id u64, offset i64, leader_id i32
+          ForwardRequest  request_id u64, principal str16, client_host str16,
+                          length u32, payload
+          ForwardResponse request_id u64, offset i64, leader_id i32, error i16,
+                          error_message str16
                           (the header's term: the epoch of the entry at offset)
           ReplicaFetchRequest  topic_id 16 bytes, partition i32, fetch_offset u64,
                                max_wait_ms u32, max_bytes u32, last_fetched_epoch i32,
@@ -36,6 +38,8 @@ Body::
                            length u32, chunk (at most RaftConfig.max_snapshot_chunk bytes)
           SnapshotResponse end u64, received u64, done u8
           Ack              received u64
+
+    str16: length u16, then that many bytes of UTF-8
 
 No checksum: TCP's is enough for messages that Raft re-checks anyway (a
 corrupted entry would fail its CRC in the WAL only after it is durable, so
@@ -68,17 +72,19 @@ time counts from the oldest unacknowledged send, or from the last
 acknowledgement that made progress) closes the connection and redials, and
 the messages in flight are lost as above.  Acks also prove the peer's event
 loop is running: a hung (SIGSTOPped) peer is redialled the same way.  Wire
-version 3 added the acknowledgements: a node never talks to one of another
-version (the first frame is refused with one warning line).
+version 3 added the acknowledgements, version 4 the client's principal and
+host in a forward request and the refusal in its answer: a node never talks
+to one of another version (the first frame is refused with one warning line).
 
 Forwarding (a metadata write sent to a follower) is request/response, so it
 does not ride on those queues: :meth:`RaftTransport.forward` dials the leader
 on a connection of its own, sends one ``ForwardRequest`` and reads the
 ``ForwardResponse`` from the same connection.  The listener tells the two
 kinds of connection apart by their first frame; a forward request is
-answered by the ``on_forward`` callback (the leader proposes and waits for
-the commit -- or, with ``metadata.commit = "leader"``, only for its own
-fsync) in a task of its own.
+answered by the ``on_forward`` callback (the leader authorizes the payload
+for the client named in the request, then proposes and waits for the commit
+-- or, with ``metadata.commit = "leader"``, only for its own fsync) in a
+task of its own.
 
 Data replication (:mod:`chronik.cluster.replication`) is request/response
 too, and pulled by the follower: each followed partition has a connection
@@ -133,7 +139,7 @@ from .network import listener_address, open_replication_listener, parse_address 
 
 log = logging.getLogger(__name__)
 
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
 DEFAULT_SEND_QUEUE = 1024
 DEFAULT_REQUEST_TIMEOUT = 1.0
@@ -151,8 +157,12 @@ _VOTE_RESPONSE = struct.Struct(">BB")
 _APPEND_REQUEST = struct.Struct(">QQQI")
 _ENTRY = struct.Struct(">QBI")
 _APPEND_RESPONSE = struct.Struct(">BQQ")
-_FORWARD_REQUEST = struct.Struct(">QI")
-_FORWARD_RESPONSE = struct.Struct(">Qqi")
+_FORWARD_REQUEST = struct.Struct(">Q")  # then principal str16, client_host str16, length u32, payload
+_FORWARD_RESPONSE = struct.Struct(">Qqih")  # then error_message str16
+_STR16 = struct.Struct(">H")
+_PAYLOAD_LENGTH = struct.Struct(">I")
+MAX_ERROR_MESSAGE_BYTES = 1024
+"""A forward refusal's message is cut to this many bytes of UTF-8 (it only ends up in a client's error)."""
 _REPLICA_FETCH_REQUEST = struct.Struct(">16siQIIiH")
 _REPLICA_FETCH_RESPONSE = struct.Struct(">hqqiqqI")
 _SNAPSHOT_REQUEST = struct.Struct(">QQQQI")
@@ -188,9 +198,13 @@ def encode_message(message: Frame) -> bytes:
     if isinstance(message, VoteRequest):
         return head + _VOTE_REQUEST.pack(message.last_epoch, message.log_end, message.pre_vote)
     if isinstance(message, ForwardRequest):
-        return head + _FORWARD_REQUEST.pack(message.request_id, len(message.payload)) + message.payload
+        return b"".join((head, _FORWARD_REQUEST.pack(message.request_id), _str16(message.principal, "principal"),
+                         _str16(message.client_host, "client_host"), _PAYLOAD_LENGTH.pack(len(message.payload)),
+                         message.payload))
     if isinstance(message, ForwardResponse):
-        return head + _FORWARD_RESPONSE.pack(message.request_id, message.offset, message.leader_id)
+        text = message.error_message.encode()[:MAX_ERROR_MESSAGE_BYTES].decode(errors="ignore")
+        return (head + _FORWARD_RESPONSE.pack(message.request_id, message.offset, message.leader_id, message.error)
+                + _str16(text, "error_message"))
     if isinstance(message, ReplicaFetchRequest):
         topic = message.topic.encode()
         return head + _REPLICA_FETCH_REQUEST.pack(
@@ -228,6 +242,24 @@ def _take(body: memoryview, pos: int, length: int, what: str, part: str) -> byte
     return bytes(body[pos : pos + length])
 
 
+def _str16(text: str, part: str) -> bytes:
+    """``text`` as a str16 (length u16, UTF-8); :class:`CodecError` if it is longer than that allows."""
+    data = text.encode()
+    if len(data) > 0xFFFF:
+        raise CodecError(f"{part} of {len(data)} bytes does not fit a str16")
+    return _STR16.pack(len(data)) + data
+
+
+def _read_str16(body: memoryview, pos: int, what: str, part: str) -> tuple[str, int]:
+    """The str16 ``part`` of ``what`` at ``pos``, and the position after it."""
+    (length,) = _unpack(_STR16, body, pos, what)
+    pos += _STR16.size
+    try:
+        return _take(body, pos, length, what, part).decode(), pos + length
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"{what} {part} is not UTF-8: {exc}") from None
+
+
 def decode_message(body: bytes | bytearray | memoryview) -> Frame:
     """Parse one frame body; raises :class:`CodecError` if it is not a valid message."""
     view = memoryview(body)
@@ -256,13 +288,17 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
         success, match_end, durable_end = _unpack(_APPEND_RESPONSE, view, pos, "AppendResponse")
         message, pos = AppendResponse(term, src, dst, bool(success), match_end, durable_end), pos + _APPEND_RESPONSE.size
     elif kind == 5:
-        request_id, length = _unpack(_FORWARD_REQUEST, view, pos, "ForwardRequest")
-        pos += _FORWARD_REQUEST.size
+        (request_id,) = _unpack(_FORWARD_REQUEST, view, pos, "ForwardRequest")
+        principal, pos = _read_str16(view, pos + _FORWARD_REQUEST.size, "ForwardRequest", "principal")
+        client_host, pos = _read_str16(view, pos, "ForwardRequest", "client_host")
+        (length,) = _unpack(_PAYLOAD_LENGTH, view, pos, "ForwardRequest")
+        pos += _PAYLOAD_LENGTH.size
         payload = _take(view, pos, length, "ForwardRequest", "payload")
-        message, pos = ForwardRequest(term, src, dst, request_id, payload), pos + length
+        message, pos = ForwardRequest(term, src, dst, request_id, payload, principal, client_host), pos + length
     elif kind == 6:
-        request_id, offset, leader_id = _unpack(_FORWARD_RESPONSE, view, pos, "ForwardResponse")
-        message, pos = ForwardResponse(term, src, dst, request_id, offset, leader_id), pos + _FORWARD_RESPONSE.size
+        request_id, offset, leader_id, error = _unpack(_FORWARD_RESPONSE, view, pos, "ForwardResponse")
+        error_message, pos = _read_str16(view, pos + _FORWARD_RESPONSE.size, "ForwardResponse", "error_message")
+        message = ForwardResponse(term, src, dst, request_id, offset, leader_id, error, error_message)
     elif kind == 7:
         topic_id, partition, fetch_offset, max_wait_ms, max_bytes, last_epoch, length = _unpack(
             _REPLICA_FETCH_REQUEST, view, pos, "ReplicaFetchRequest")
@@ -361,8 +397,21 @@ class ForwardFailed(Exception):
 _Queued = tuple[float, bytes]
 """A queued message: when it was queued, and its frame."""
 
-ForwardHandler = Callable[[bytes], Awaitable[tuple[int, int, int]]]
-"""``payload -> (offset, leader_id)``: the committed offset, or -1 and the known leader (-1: none)."""
+@dataclass(frozen=True, slots=True)
+class ForwardAnswer:
+    """What the leader answers a forward request with (see :class:`~.messages.ForwardResponse`):
+    the payload's ``offset`` and ``epoch``; or offset -1 and the leader it knows of
+    (``leader_id``, -1: none), with ``error`` (a Kafka error code) when it refused the payload."""
+
+    offset: int
+    leader_id: int
+    epoch: int
+    error: int = 0
+    error_message: str = ""
+
+
+ForwardHandler = Callable[[ForwardRequest], Awaitable[ForwardAnswer]]
+"""A forward request -> the leader's answer to it."""
 
 ReplicaFetchHandler = Callable[[ReplicaFetchRequest], Awaitable[ReplicaFetchResponse]]
 """A partition leader's answer to a follower's fetch (see :mod:`chronik.cluster.replication`)."""
@@ -479,11 +528,13 @@ class RaftTransport:
         self._refusals.log(log, logging.WARNING, key, message, *args)
 
     async def _answer_forward(self, stream: trio.abc.Stream, request: ForwardRequest) -> None:
-        offset, leader_id, epoch = -1, -1, 0
+        answer = ForwardAnswer(-1, -1, 0)
         if self.on_forward is not None:
-            offset, leader_id, epoch = await self.on_forward(request.payload)
+            answer = await self.on_forward(request)
         self.stats.forwarded += 1
-        await stream.send_all(encode_frame(ForwardResponse(epoch, self.node_id, request.src, request.request_id, offset, leader_id)))
+        await stream.send_all(encode_frame(ForwardResponse(
+            answer.epoch, self.node_id, request.src, request.request_id, answer.offset, answer.leader_id, answer.error,
+            answer.error_message)))
 
     async def _answer_replica_fetch(self, stream: trio.abc.Stream, request: ReplicaFetchRequest) -> None:
         handler = self.on_replica_fetch
@@ -493,8 +544,10 @@ class RaftTransport:
             answer = await handler(request)
         await stream.send_all(encode_frame(answer))
 
-    async def forward(self, peer: int, payload: bytes, timeout: float) -> ForwardResponse:
-        """Ask ``peer`` (the leader) to propose ``payload``; its answer.
+    async def forward(self, peer: int, payload: bytes, timeout: float, *, principal: str = "",
+                      client_host: str = "") -> ForwardResponse:
+        """Ask ``peer`` (the leader) to propose ``payload`` for the client ``principal`` at
+        ``client_host`` (empty: for this node itself); its answer.
 
         :raises ForwardFailed: no connection, or no answer within ``timeout``
             seconds (the payload may have been committed all the same).
@@ -502,7 +555,7 @@ class RaftTransport:
         Cancellation: the connection is closed; the peer may still commit the payload.
         """
         self._request_ids += 1
-        request = ForwardRequest(0, self.node_id, peer, self._request_ids, payload)
+        request = ForwardRequest(0, self.node_id, peer, self._request_ids, payload, principal, client_host)
         address = self.peers[peer]
         reader = FrameReader(self.max_frame_bytes)
         with trio.move_on_after(timeout):

@@ -104,7 +104,7 @@ async def handle_create_acls(ctx: RequestContext, request: Any) -> Any:
     outcomes: list[Any] = []
     if valid:
         try:
-            outcomes = list(await ctx.broker.submit(CreateAcls(acls=[b.to_list() for b in valid])))  # type: ignore[arg-type]
+            outcomes = list(await ctx.broker.submit(CreateAcls(acls=[b.to_list() for b in valid]), ctx.origin))  # type: ignore[arg-type]
         except CommandRejected as exc:
             outcomes = [[exc.error, exc.message]] * len(valid)
     answers = iter(outcomes)
@@ -138,7 +138,7 @@ async def handle_delete_acls(ctx: RequestContext, request: Any) -> Any:
     rejected: tuple[str, str] | None = None
     if valid:
         try:
-            deleted = list(await ctx.broker.submit(DeleteAcls(filters=[f.to_list() for f in valid])))  # type: ignore[arg-type]
+            deleted = list(await ctx.broker.submit(DeleteAcls(filters=[f.to_list() for f in valid]), ctx.origin))  # type: ignore[arg-type]
         except CommandRejected as exc:
             rejected = exc.error, exc.message
     answers = iter(deleted)

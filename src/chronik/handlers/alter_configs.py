@@ -67,7 +67,7 @@ async def alter_one(ctx: RequestContext, resource: Any, plan: Plan, validate_onl
             return resource_result(resource)
         command = plan(ctx, topic, resource.configs)
         if not validate_only:
-            await ctx.broker.submit(command)
+            await ctx.broker.submit(command, ctx.origin)
     except ResourceRefused as exc:
         return resource_result(resource, exc.code, exc.message)
     except CommandRejected as exc:

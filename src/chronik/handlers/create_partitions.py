@@ -71,7 +71,7 @@ async def create_partitions(ctx: RequestContext, wanted: Any, validate_only: boo
     if validate_only:
         return topic_result(wanted.name)
     try:
-        await broker.submit(CreatePartitions(name=wanted.name, new_replicas=new_replicas))
+        await broker.submit(CreatePartitions(name=wanted.name, new_replicas=new_replicas), ctx.origin)
     except CommandRejected as exc:
         return topic_result(wanted.name, ErrorCode[exc.error], exc.message)
     return topic_result(wanted.name)

@@ -76,7 +76,7 @@ async def create_one(ctx: RequestContext, creatable: Any, validate_only: bool) -
     if validate_only:
         return topic_result(name, ErrorCode.NONE, num_partitions=num_partitions, replication_factor=replication_factor)
     try:
-        topic = await broker.create_topic(request)
+        topic = await broker.create_topic(request, ctx.origin)
     except CommandRejected as exc:
         return topic_result(name, ErrorCode[exc.error], exc.message)
     return topic_result(

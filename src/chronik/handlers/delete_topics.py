@@ -50,7 +50,7 @@ async def handle_delete_topics(ctx: RequestContext, request: Any) -> Any:
             result.update(error_code=int(ErrorCode.INVALID_TOPIC_EXCEPTION), error_message="internal topic")
             continue
         try:
-            await broker.submit(DeleteTopic(name=topic.name, topic_id=topic.topic_id.hex))
+            await broker.submit(DeleteTopic(name=topic.name, topic_id=topic.topic_id.hex), ctx.origin)
         except CommandRejected as exc:
             result.update(error_code=int(ErrorCode[exc.error]), error_message=exc.message)
     return ctx.respond(throttle_time=0, responses=results)

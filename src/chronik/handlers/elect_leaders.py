@@ -53,7 +53,7 @@ async def handle_elect_leaders(ctx: RequestContext, request: Any) -> Any:
     if election_type not in (PREFERRED_ELECTION, UNCLEAN_ELECTION):
         return everyone(ErrorCode.INVALID_REQUEST, f"unknown election type {election_type}")
     try:
-        results = await ctx.broker.submit(ElectLeaders(election_type=election_type, partitions=wanted))
+        results = await ctx.broker.submit(ElectLeaders(election_type=election_type, partitions=wanted), ctx.origin)
     except CommandRejected as exc:
         return everyone(ErrorCode[exc.error], exc.message)
     assert isinstance(results, list)

@@ -107,7 +107,7 @@ async def handle_metadata(ctx: RequestContext, request: Any) -> Any:
                 continue
             if topic is None and may_create:
                 try:
-                    topic = await broker.auto_create_topic(name)
+                    topic = await broker.auto_create_topic(name, ctx.origin)
                 except CommandRejected as exc:
                     topics.append(topic_error(name, ErrorCode[exc.error]))
                     continue

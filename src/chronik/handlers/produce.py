@@ -166,7 +166,7 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
         if (topic is None and acks in (0, 1, -1) and transactional_id is None
                 and broker.config.auto_create_topics_enable and ctx.may_create_topic(name)):
             try:
-                topic = await broker.auto_create_topic(name)
+                topic = await broker.auto_create_topic(name, ctx.origin)
             except CommandRejected:
                 topic = None
         configs = broker.topic_config(topic) if topic is not None else {}

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..metadata.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
+from ..metadata.view import Origin
 from ..protocol import ApiVersionRange, RequestHeader, api_version_range, response_schema
 from ..protocol.build import build
 
@@ -134,6 +135,12 @@ class RequestContext:
     def advertised_address(self) -> "HostPort":
         """This node's address as the client should dial it: its listener's advertised address."""
         return self.advertised or self.broker.advertised
+
+    @property
+    def origin(self) -> Origin:
+        """Who sent the request, as a metadata write it causes carries it to the controller
+        (which authorizes the write again with it: see :mod:`chronik.security.commands`)."""
+        return Origin(self.principal, self.client_host)
 
     @property
     def api_version(self) -> int:

@@ -20,6 +20,7 @@ from ..log.manager import LogManager
 from ..log.partition import PartitionLog
 from ..metadata import Command, MetadataImage, TopicImage
 from ..metadata.placement import TopicRequest
+from ..metadata.view import Origin
 from ..metrics import BrokerMetrics
 from ..protocol import ErrorCode
 from ..txn import TransactionCoordinator
@@ -62,8 +63,11 @@ class BrokerServices(Protocol):
         """Why this node's metadata must not be acted on now; None when it is current enough."""
         ...
 
-    async def submit(self, command: Command) -> object:
-        """Append a metadata command durably and apply it; raises CommandRejected (Kafka error name)."""
+    async def submit(self, command: Command, origin: Origin | None = None) -> object:
+        """Append a metadata command durably and apply it; raises CommandRejected (Kafka error name).
+
+        ``origin``: the client whose request it is (``RequestContext.origin``), for the
+        controller to authorize it with; None for a command the node writes on its own."""
         ...
 
     def missing_log_error(self, topic: str | None, partition: int,
@@ -79,12 +83,12 @@ class BrokerServices(Protocol):
         """As :meth:`led_log`, after opening the logs the metadata has gained."""
         ...
 
-    async def create_topic(self, request: TopicRequest) -> TopicImage:
-        """Create a topic; raises CommandRejected (Kafka error name)."""
+    async def create_topic(self, request: TopicRequest, origin: Origin | None = None) -> TopicImage:
+        """Create a topic for ``origin`` (as :meth:`submit`); raises CommandRejected (Kafka error name)."""
         ...
 
-    async def auto_create_topic(self, name: str) -> TopicImage | None:
-        """Create ``name`` with the broker defaults if auto-creation is on; None if not created."""
+    async def auto_create_topic(self, name: str, origin: Origin | None = None) -> TopicImage | None:
+        """Create ``name`` with the broker defaults for ``origin`` if auto-creation is on; None if not created."""
         ...
 
     def topic_config(self, topic: TopicImage) -> Mapping[str, str]:

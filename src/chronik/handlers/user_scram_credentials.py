@@ -116,7 +116,7 @@ async def handle_alter_user_scram_credentials(ctx: RequestContext, request: Any)
         else:
             command = DeleteScramCredential(user=name, mechanism=mechanism.name)
         try:
-            await ctx.broker.submit(command)
+            await ctx.broker.submit(command, ctx.origin)
         except CommandRejected as exc:
             result.update(error_code=int(ErrorCode[exc.error]), error_message=exc.message)
     return ctx.respond(throttle_time=0, results=list(results.values()))

@@ -11,6 +11,10 @@ WAL (offset = next metadata offset), and when the WAL reports the entry durable
 wakes) apply every newly durable command *in log order* to the image, record
 each one's result, then notify listeners; finally the submitter wakes and gets
 its command's result.  So: append (durable) -> apply -> wake -> answer.
+A command submitted with an :class:`~chronik.metadata.view.Origin` (a
+client's request) is first authorized by :attr:`MetadataLog.authorize`
+against this image, with no checkpoint before the append: a single node is
+its own controller.
 
 Restart: load the newest valid snapshot, then replay the WAL entries after
 it.  A snapshot is taken when ``snapshot_every`` commands were applied since
@@ -38,6 +42,7 @@ from ..storage import Appended, GroupCommitter, WriteAheadLog
 from ..storage.files import read_file, replace_file_durably
 from .commands import Command, decode_command, encode_command
 from .image import CommandRejected, MetadataImage
+from .view import CommandCheck, Origin
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,8 @@ class MetadataLog:
         self._listeners: list[Listener] = []
         self._last_snapshot = image.applied_offset
         self.recovery: MetadataRecovery | None = None
+        self.authorize: CommandCheck | None = None
+        """Authorizes a command submitted with an origin (None: every command is taken)."""
 
     @classmethod
     def open(cls, committer: GroupCommitter, data_dir: str, *, snapshot_every: int = 10_000) -> "MetadataLog":
@@ -176,8 +183,14 @@ class MetadataLog:
             raise pending.error
         return pending.result
 
-    async def submit(self, command: Command) -> Any:
-        """Append ``command`` durably, apply it, return its result (:meth:`append` + :meth:`outcome`)."""
+    async def submit(self, command: Command, origin: Origin | None = None) -> Any:
+        """Append ``command`` durably, apply it, return its result (:meth:`append` + :meth:`outcome`).
+
+        With ``origin`` (a client asked for it) :attr:`authorize` checks it first;
+        a refusal raises :class:`CommandRejected` and nothing is appended.
+        """
+        if origin is not None and self.authorize is not None:
+            self.authorize(command, origin)
         return await self.outcome(self.append(command))
 
     def _on_durable(self, segment: int, end: int) -> None:

@@ -6,11 +6,20 @@ they receive these two things, not the object that assembles the broker.
 Both the single-node :class:`~chronik.metadata.log.MetadataLog` and the
 cluster's :class:`~chronik.cluster.metadata.ReplicatedMetadataLog` are a
 :class:`MetadataView`.
+
+A command a client asked for (CreateTopics, CreateAcls, ...) is submitted
+with its :class:`Origin`, the request's principal and client host; the node
+that orders the metadata log (the controller) authorizes it against its own
+image with a :data:`CommandCheck` before it takes it, wherever the request
+arrived (see :mod:`chronik.security.commands`).  Commands the node writes on
+its own behalf (registration, ISR changes, fencing, group and transaction
+state) have no origin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from .commands import Command
@@ -29,3 +38,20 @@ Submit: TypeAlias = Callable[[Command], Awaitable[object]]
 
 Raises :class:`~chronik.metadata.image.CommandRejected` with a Kafka error
 name.  Cancellation: the command may still be applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who asked for a metadata change: the Kafka request's authenticated ``principal``
+    (``User:name``) and the address of the client it came from (``host``, what ACL
+    host matching compares).  Kafka's Envelope carries the same two (KIP-590)."""
+
+    principal: str
+    host: str
+
+
+CommandCheck: TypeAlias = Callable[[Command, Origin], None]
+"""Authorize ``command`` for ``origin`` against the checking node's image: returns if
+allowed, raises :class:`~chronik.metadata.image.CommandRejected` (a Kafka
+``*_AUTHORIZATION_FAILED`` name) if not.  Synchronous and pure (no I/O), so a
+metadata log can run it and take the command with no checkpoint in between."""
