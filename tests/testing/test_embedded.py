@@ -96,6 +96,21 @@ def test_the_plugin_is_registered(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.pluginmanager.has_plugin("chronik")
 
 
+def test_pytest_rewrites_the_plugin_but_not_the_broker(pytestconfig: pytest.Config) -> None:
+    """pytest would rewrite the asserts of every chronik module (the distribution has a
+    pytest11 entry point): parsed and compiled by pytest, not loaded from their .pyc.
+    The plugin keeps that to chronik.testing (this session loaded it, as a user's does)."""
+    import chronik.broker
+    import chronik.testing._steps
+
+    hook = pytestconfig.pluginmanager.rewrite_hook
+    if hook is None:
+        pytest.skip("assertion rewriting is off (--assert=plain)")
+    assert not isinstance(chronik.broker.__loader__, type(hook))
+    assert not isinstance(sys.modules["chronik.protocol"].__loader__, type(hook))
+    assert isinstance(chronik.testing._steps.__loader__, type(hook))
+
+
 @pytest.mark.usefixtures("no_new_threads")
 def test_a_cluster_restarts_on_new_ports_when_one_was_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     """run_cluster picks its ports before the nodes bind them; one taken meanwhile means a new set."""
