@@ -55,6 +55,46 @@ def test_restart_and_kill_keep_port_and_data() -> None:
 
 
 @pytest.mark.usefixtures("no_new_threads")
+def test_a_job_keeps_one_connection_and_replaces_one_that_broke() -> None:
+    """The helpers' steps share one connection per broker; one the broker closed (a
+    restart between two steps) is replaced by a new one, not reported as a node down."""
+    with run_broker(wal_backend="memory") as broker:
+        address = broker.bootstrap_servers
+        connections = _wire.Connections(timeout=10)
+        try:
+            assert _wire.cluster_view(connections.call(address, _wire.metadata_request())).controller_id == 1
+            kept = connections._open[address]
+            connections.call(address, _wire.metadata_request())
+            assert connections._open[address] is kept
+            broker.restart()
+            assert _wire.cluster_view(connections.call(address, _wire.metadata_request())).controller_id == 1
+            assert connections._open[address] is not kept and kept.fileno() == -1
+            broker.kill()
+            with pytest.raises(OSError):  # down: a new connection fails too
+                connections.call(address, _wire.metadata_request())
+            assert connections._open == {}
+        finally:
+            connections.close()
+
+
+async def test_a_trio_job_keeps_one_connection_and_replaces_one_that_broke() -> None:
+    with run_broker(wal_backend="memory") as broker:
+        address = broker.bootstrap_servers
+        connections = _wire.AsyncConnections()
+        try:
+            await connections.call(address, _wire.metadata_request())
+            kept = connections._open[address]
+            await connections.call(address, _wire.metadata_request())
+            assert connections._open[address] is kept
+            await trio.to_thread.run_sync(broker.restart)
+            assert _wire.cluster_view(await connections.call(address, _wire.metadata_request())).controller_id == 1
+            assert connections._open[address] is not kept
+        finally:
+            await connections.aclose()
+        assert connections._open == {}
+
+
+@pytest.mark.usefixtures("no_new_threads")
 def test_a_failed_start_raises_and_leaves_nothing_running(tmp_path: Path) -> None:
     with run_broker(data_dir=tmp_path / "a") as first:
         host, port = _wire.parse_address(first.bootstrap_servers)
