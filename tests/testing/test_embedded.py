@@ -40,6 +40,7 @@ def test_restart_and_kill_keep_port_and_data() -> None:
         address, folder = broker.bootstrap_servers, broker.data_dir
         assert broker.config.num_partitions == 2 and broker.config.wal_backend in ("native", "python")
         broker.create_topic("kept", partitions=3)
+        assert metadata(address).topics["kept"].leaders == (1, 1, 1)  # ready once create_topic returns
         broker.restart()
         assert broker.bootstrap_servers == address
         assert metadata(address).topics["kept"].leaders == (1, 1, 1)

@@ -137,7 +137,8 @@ class EmbeddedBroker:
         Returns ``name``.  Raises :class:`BrokerRequestError` (TOPIC_ALREADY_EXISTS, INVALID_CONFIG, ...).
         """
         job = _steps.create_topic([self.bootstrap_servers], name, partitions, replication_factor,
-                                  {k: str(v) for k, v in (config or {}).items()}, timeout)
+                                  {k: str(v) for k, v in (config or {}).items()}, timeout,
+                                  single_node=len(self.config.peers) < 2)
         _steps.run_blocking(job, timeout)
         return name
 
@@ -265,7 +266,8 @@ class TrioBroker:
                            replication_factor: int = 1, timeout: float = REQUEST_TIMEOUT) -> str:
         """As :meth:`EmbeddedBroker.create_topic`.  Cancellation: the topic may or may not exist afterwards."""
         job = _steps.create_topic([self.bootstrap_servers], name, partitions, replication_factor,
-                                  {k: str(v) for k, v in (config or {}).items()}, timeout)
+                                  {k: str(v) for k, v in (config or {}).items()}, timeout,
+                                  single_node=len(self.config.peers) < 2)
         await _steps.run_trio(job)
         return name
 

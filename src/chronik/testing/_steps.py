@@ -122,9 +122,15 @@ def _first_taker(addresses: Sequence[str], request: bytes, result: "Callable[[by
 
 
 def create_topic(addresses: Sequence[str], name: str, partitions: int, replication_factor: int,
-                 config: dict[str, str], timeout: float) -> "Job[None]":
+                 config: dict[str, str], timeout: float, *, single_node: bool = False) -> "Job[None]":
     """CreateTopics on the first node that takes it, then wait until every
     node that answers shows the topic with a leader for every partition.
+
+    ``single_node``: ``addresses`` is one broker without peers.  It answers
+    CreateTopics once the topic is durable in its metadata log and applied
+    to the image its Metadata answers come from, itself the leader of every
+    partition: the answer is the readiness, and no Metadata is asked for.
+    (In a cluster the other nodes learn of the topic later, so each is asked.)
 
     Raises :class:`~chronik.testing._wire.BrokerRequestError` for a Kafka
     error that is not "try again later" (TOPIC_ALREADY_EXISTS, INVALID_CONFIG,
@@ -133,6 +139,8 @@ def create_topic(addresses: Sequence[str], name: str, partitions: int, replicati
     deadline = time.monotonic() + timeout
     request = _wire.create_topics_request(name, partitions, replication_factor, config, int(timeout * 1000))
     yield from _first_taker(addresses, request, _wire.create_topics_result, f"creating topic {name!r}", deadline)
+    if single_node:
+        return
     probe = _wire.metadata_request([name])
     pending = list(addresses)
     while pending:
