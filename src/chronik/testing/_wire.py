@@ -35,7 +35,9 @@ from chronik.protocol.build import build
 
 METADATA = (3, 12)
 """(api key, version) of the Metadata request sent."""
-CREATE_TOPICS = (19, 5)
+CREATE_TOPICS = (19, 4)
+"""v4: the last version whose answer does not list every config of the new topic (v5+),
+which the helpers never read and the broker would encode for each topic."""
 DELETE_TOPICS = (20, 6)
 CLIENT_ID = "chronik-testing"
 
