@@ -12,8 +12,8 @@ Rows (times from entering ``run_broker()`` to leaving it):
 * ``warm``: later brokers in one process (every broker of a session after the
   first: ``restart()``, ``run_broker()`` per test).
 * ``start->listening``: until ``run_broker()`` returns; ``start->metadata``:
-  until a real client's first Metadata succeeds (confluent-kafka
-  ``AdminClient.list_topics``, its client created before the clock starts);
+  until a real client's first Metadata succeeds (a confluent-kafka
+  ``AdminClient``, created once the address is known, and its ``list_topics``);
   ``teardown``: leaving the ``with`` block (logs closed, threads joined,
   folder removed).
 * ``suite +N topics``: a pytest run of N tests that each take ``chronik_topic``
@@ -25,6 +25,12 @@ Rows (times from entering ``run_broker()`` to leaving it):
 
 Targets (issue 17, durable backend): start->metadata p50 <= 300 ms and
 p99 <= 500 ms, teardown <= 200 ms, +100 topics <= 2 s.
+
+Imports are timed as a user's installed copy runs them: from ``.pyc`` files.
+A first line says how many chronik modules have no up-to-date ``.pyc`` (an
+editable checkout under ``PYTHONDONTWRITEBYTECODE``): those compile from
+source in every process, which adds to every row; ``python -m compileall
+src/chronik`` (as ``pip install`` does) before comparing figures.
 """
 
 from __future__ import annotations
@@ -41,6 +47,21 @@ from pathlib import Path
 from stats import percentile_ms
 
 HERE = Path(__file__).resolve().parent
+
+
+def modules_without_bytecode() -> tuple[int, int]:
+    """(chronik modules without an up-to-date .pyc, chronik modules)."""
+    import importlib.util
+
+    import chronik
+
+    sources = list(Path(chronik.__file__).parent.rglob("*.py"))
+    stale = 0
+    for source in sources:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.exists() or cached.stat().st_mtime < source.stat().st_mtime:
+            stale += 1
+    return stale, len(sources)
 
 
 def one_broker(backend: str) -> dict[str, float]:
@@ -149,6 +170,10 @@ def main() -> None:
 
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, "
           f"backend {args.backend}")
+    stale, modules = modules_without_bytecode()
+    if stale:
+        print(f"note: {stale} of {modules} chronik modules have no up-to-date .pyc and compile from source in every "
+              "process (python -m compileall src/chronik, as pip install does, to time what users run)")
     colds = [in_child(args.backend, 1) for _ in range(args.cold)]
     imports = [c[0]["imports"] for c in colds]
     cold = [c[1] for c in colds]
@@ -181,6 +206,7 @@ def main() -> None:
               f"teardown with {args.topics} partitions {parts['teardown_s']:.2f} s")
         report["suite"] = {"tests": args.topics, "with_topic_s": with_topics, "plain_s": plain, "added_s": added,
                            **parts}
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"json: {args.json}")
