@@ -12,19 +12,27 @@ Rows (times from entering ``run_broker()`` to leaving it):
 * ``warm``: later brokers in one process (every broker of a session after the
   first: ``restart()``, ``run_broker()`` per test).
 * ``start->listening``: until ``run_broker()`` returns; ``start->metadata``:
-  until a real client's first Metadata succeeds (confluent-kafka
-  ``AdminClient.list_topics``, its client created before the clock starts);
+  until a real client's first Metadata succeeds (a confluent-kafka
+  ``AdminClient``, created once the address is known, and its ``list_topics``);
   ``teardown``: leaving the ``with`` block (logs closed, threads joined,
   folder removed).
 * ``suite +N topics``: a pytest run of N tests that each take ``chronik_topic``
   minus the same N tests without it (both in fresh processes, plugin
-  installed in both; best of ``--repeat`` interleaved runs of each): what
+  installed in both; best of ``--repeat`` interleaved runs of each, each
+  kind in a project folder of its own kept across its runs): what
   the broker and the topics add to a suite, imports, start and teardown
   included; then, in one process, what N
-  ``create_topic`` calls and the teardown of a broker with N partitions cost.
+  ``create_topic`` calls and the teardown of a broker with N partitions cost;
+  then the first run of each kind in its new folder (see :func:`suite_rows`).
 
 Targets (issue 17, durable backend): start->metadata p50 <= 300 ms and
 p99 <= 500 ms, teardown <= 200 ms, +100 topics <= 2 s.
+
+Imports are timed as a user's installed copy runs them: from ``.pyc`` files.
+A first line says how many chronik modules have no up-to-date ``.pyc`` (an
+editable checkout under ``PYTHONDONTWRITEBYTECODE``): those compile from
+source in every process, which adds to every row; ``python -m compileall
+src/chronik`` (as ``pip install`` does) before comparing figures.
 """
 
 from __future__ import annotations
@@ -41,6 +49,21 @@ from pathlib import Path
 from stats import percentile_ms
 
 HERE = Path(__file__).resolve().parent
+
+
+def modules_without_bytecode() -> tuple[int, int]:
+    """(chronik modules without an up-to-date .pyc, chronik modules)."""
+    import importlib.util
+
+    import chronik
+
+    sources = list(Path(chronik.__file__).parent.rglob("*.py"))
+    stale = 0
+    for source in sources:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.exists() or cached.stat().st_mtime < source.stat().st_mtime:
+            stale += 1
+    return stale, len(sources)
 
 
 def one_broker(backend: str) -> dict[str, float]:
@@ -109,15 +132,39 @@ def test_with_topic(chronik_topic, n):
 PLAIN_TEST = USER_TEST.replace("chronik_topic, n", "n").replace("assert chronik_topic", "pass")
 
 
-def suite_seconds(source: str, backend: str) -> float:
-    with tempfile.TemporaryDirectory(prefix="chronik-bench-") as folder:
-        Path(folder, "test_user.py").write_text(source)
-        Path(folder, "pytest.ini").write_text(
-            f"[pytest]\nchronik_wal_backend = {backend}\nasyncio_default_fixture_loop_scope = function\n")
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", folder],
-                       cwd=folder, capture_output=True, check=True, timeout=300)
-        return time.perf_counter() - started
+def user_project(folder: Path, source: str, backend: str) -> Path:
+    """A user's project: one test file and its pytest.ini."""
+    folder.mkdir()
+    (folder / "test_user.py").write_text(source)
+    (folder / "pytest.ini").write_text(
+        f"[pytest]\nchronik_wal_backend = {backend}\nasyncio_default_fixture_loop_scope = function\n")
+    return folder
+
+
+def suite_seconds(project: Path) -> float:
+    """One pytest run of ``project``, in a fresh process, from its own folder."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
+                   cwd=project, capture_output=True, check=True, timeout=300)
+    return time.perf_counter() - started
+
+
+def suite_rows(count: int, backend: str, repeat: int) -> tuple[float, float, float, float]:
+    """(with, without chronik_topic: the best of ``repeat`` interleaved runs; then the first run of each).
+
+    Each kind runs in a project folder of its own, kept across its runs, as a
+    user's project is.  The first runs are timed apart: where hypothesis is
+    installed, importing the broker code (kio registers hypothesis strategies
+    for its types) makes hypothesis build its Unicode table, about 1 s of CPU,
+    cached in the project's ``.hypothesis/`` folder; a user's project pays it
+    once (a CI job in a fresh checkout, once per job).
+    """
+    with tempfile.TemporaryDirectory(prefix="chronik-bench-") as root:
+        with_topic = user_project(Path(root, "with"), USER_TEST.format(count=count), backend)
+        plain = user_project(Path(root, "plain"), PLAIN_TEST.format(count=count), backend)
+        first = (suite_seconds(with_topic), suite_seconds(plain))
+        pairs = [(suite_seconds(with_topic), suite_seconds(plain)) for _ in range(repeat)]
+    return min(p[0] for p in pairs), min(p[1] for p in pairs), first[0], first[1]
 
 
 def row(label: str, samples: list[dict[str, float]]) -> dict[str, object]:
@@ -149,6 +196,10 @@ def main() -> None:
 
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, "
           f"backend {args.backend}")
+    stale, modules = modules_without_bytecode()
+    if stale:
+        print(f"note: {stale} of {modules} chronik modules have no up-to-date .pyc and compile from source in every "
+              "process (python -m compileall src/chronik, as pip install does, to time what users run)")
     colds = [in_child(args.backend, 1) for _ in range(args.cold)]
     imports = [c[0]["imports"] for c in colds]
     cold = [c[1] for c in colds]
@@ -168,9 +219,7 @@ def main() -> None:
                                  "imports_p50_ms": percentile_ms(imports, 0.5)}
     if args.topics:
         # interleaved, best of --repeat: on a busy machine the minimum is the least disturbed run
-        pairs = [(suite_seconds(USER_TEST.format(count=args.topics), args.backend),
-                  suite_seconds(PLAIN_TEST.format(count=args.topics), args.backend)) for _ in range(args.repeat)]
-        with_topics, plain = min(p[0] for p in pairs), min(p[1] for p in pairs)
+        with_topics, plain, first_with, first_plain = suite_rows(args.topics, args.backend, args.repeat)
         added = with_topics - plain
         done = subprocess.run([sys.executable, __file__, "--child-topics", "--backend", args.backend,
                                "--topics", str(args.topics)], capture_output=True, text=True, check=True, timeout=300)
@@ -179,8 +228,13 @@ def main() -> None:
               f"+{added:.2f} s (target <= 2 s)")
         print(f"  of which, in one process: create_topic {parts['create_each_ms']:.1f} ms each, "
               f"teardown with {args.topics} partitions {parts['teardown_s']:.2f} s")
+        print(f"  first run of each in a new project folder: +{first_with - first_plain:.2f} s "
+              f"({first_with:.2f} s, {first_plain:.2f} s; with hypothesis installed this includes building "
+              "its Unicode table, cached in .hypothesis/)")
         report["suite"] = {"tests": args.topics, "with_topic_s": with_topics, "plain_s": plain, "added_s": added,
+                           "first_run_with_topic_s": first_with, "first_run_plain_s": first_plain,
                            **parts}
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"json: {args.json}")

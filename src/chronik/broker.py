@@ -55,7 +55,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .cluster.raft import Role
 from .config import BrokerConfig, HostPort
 from .groups import GroupCoordinator
 from .security.authorizer import Authorizer, authorizer_for
@@ -206,6 +205,8 @@ class Broker:
         consensus = self.consensus
         if consensus is None:
             return None
+        from .cluster.raft import Role  # cluster mode only: a single node never imports the consensus code
+
         if consensus.role is not Role.LEADER:
             self._coordinating_since = None
             return ErrorCode.NOT_COORDINATOR
@@ -237,6 +238,8 @@ class Broker:
         consensus = self.consensus
         if consensus is None:
             return None
+        from .cluster.raft import Role
+
         if consensus.role is Role.LEADER:
             loading = self.coordinator_error() == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
             return "this new controller is still applying earlier entries" if loading else None

@@ -6,8 +6,9 @@ import pytest
 
 from chronik.log import OffsetOutOfRange, PartitionLog
 from chronik.protocol import TimestampType, decode_records, parse_batch_header
+from chronik.storage import MemoryBackend, open_group_committer
 
-from .conftest import LOG_DIR, OpenLog, append, batch
+from .conftest import LOG_DIR, TOPIC_ID, OpenLog, append, batch
 
 
 def offsets_of(views: list[memoryview]) -> list[int]:
@@ -232,3 +233,39 @@ async def test_a_damaged_partition_file_is_rewritten_not_fatal(open_log, committ
     again = open_log()  # the file was rewritten
     assert again.log_end_offset == 3
     await again.aclose()
+
+
+class _RecordingBackend(MemoryBackend):
+    """Remembers every rename into, and every sync of, a directory, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+
+    def rename_file(self, src: str, dst: str) -> None:
+        super().rename_file(src, dst)
+        self.calls.append(("rename", dst))
+
+    def sync_dir(self, directory: str) -> None:
+        super().sync_dir(directory)
+        self.calls.append(("sync", directory))
+
+
+async def test_a_new_partition_is_durable_in_its_directory_before_it_is_handed_out() -> None:
+    """Its first segment and its partition file are renamed into place, then the
+    directory is synced once for both (not once each): a crash before that sync
+    leaves at most a partition without them, which the next open creates again."""
+    from chronik.log.partition import PARTITION_FILE
+    from chronik.storage.wal import segment_name
+
+    backend = _RecordingBackend()
+    async with open_group_committer(backend, "/data") as committer:
+        log = PartitionLog.open(committer, LOG_DIR, topic="t", partition=0, topic_id=TOPIC_ID, segment_bytes=1 << 20)
+        assert backend.calls == [("rename", f"{LOG_DIR}/{segment_name(0)}"), ("rename", f"{LOG_DIR}/{PARTITION_FILE}"),
+                                 ("sync", LOG_DIR)]
+        await append(log, batch([1]))
+        await log.aclose()
+        backend.calls.clear()
+        reopened = PartitionLog.open(committer, LOG_DIR, topic="t", partition=0, topic_id=TOPIC_ID, segment_bytes=1 << 20)
+        assert backend.calls == []  # nothing to create
+        await reopened.aclose()

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chronik.protocol import MalformedMessage, decode_request, encode_request, request_schema
-from chronik.protocol.messages import _decode, _reader
+from chronik.protocol.messages import _FAST_SCANS, _decode, _find_fast_scan, _reader
 from chronik.protocol.prescan import prescan
 from chronik.protocol.primitives import encode_unsigned_varint
 from chronik.protocol.produce_request import FIRST_VERSION, LAST_VERSION, scan_produce_request
@@ -133,6 +133,16 @@ def test_plain_requests_take_the_fast_path_and_match_kio_writer(version: int) ->
     written = b"".join(bytes(b) for b in encode_request(0, version, 7, "c", decoded))
     assert written.endswith(body)
     assert _decode(request_schema(0, version), body, 0) == generic(version, body)
+    used = _FAST_SCANS[request_schema(0, version)]  # what decode_request looked up (on first use)
+    assert used is not None and used.func is scan_produce_request and used.args == (version,)
+
+
+def test_only_produce_requests_have_a_fast_scan() -> None:
+    from chronik.protocol import response_schema
+
+    assert _find_fast_scan(response_schema(0, 9)) is None
+    assert _find_fast_scan(request_schema(3, 12)) is None  # Metadata
+    assert _find_fast_scan(request_schema(0, 9)).args == (9,)  # type: ignore[union-attr]
 
 
 def test_a_tagged_field_sends_v9_down_the_generic_path() -> None:

@@ -50,6 +50,17 @@ async def test_file_operations(backend: StorageBackend, log_dir: str) -> None:
     assert backend.list_dir(log_dir) == []
 
 
+async def test_write_durably_can_allocate_first(backend: StorageBackend, log_dir: str) -> None:
+    backend.make_dirs(log_dir)
+    f = backend.open_file(f"{log_dir}/a", create=True)
+    f.write_durably(0, b"header", allocate=4096)  # a new segment: allocated and headed, one fsync
+    assert f.size() == 4096
+    assert f.pread(0, 10) == b"header\0\0\0\0"
+    f.write_durably(4090, b"end", allocate=1024)  # already long enough: allocates nothing
+    assert f.size() == 4096 and f.pread(4088, 8) == b"\0\0end\0\0\0"
+    f.close()
+
+
 async def test_write_and_sync_places_every_write(backend: StorageBackend, log_dir: str) -> None:
     backend.make_dirs(log_dir)
     a = backend.open_file(f"{log_dir}/a", create=True)

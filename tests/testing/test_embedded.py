@@ -40,6 +40,7 @@ def test_restart_and_kill_keep_port_and_data() -> None:
         address, folder = broker.bootstrap_servers, broker.data_dir
         assert broker.config.num_partitions == 2 and broker.config.wal_backend in ("native", "python")
         broker.create_topic("kept", partitions=3)
+        assert metadata(address).topics["kept"].leaders == (1, 1, 1)  # ready once create_topic returns
         broker.restart()
         assert broker.bootstrap_servers == address
         assert metadata(address).topics["kept"].leaders == (1, 1, 1)
@@ -52,6 +53,46 @@ def test_restart_and_kill_keep_port_and_data() -> None:
         with pytest.raises(BrokerRequestError, match="TOPIC_ALREADY_EXISTS"):
             broker.create_topic("kept")
     assert not folder.exists()
+
+
+@pytest.mark.usefixtures("no_new_threads")
+def test_a_job_keeps_one_connection_and_replaces_one_that_broke() -> None:
+    """The helpers' steps share one connection per broker; one the broker closed (a
+    restart between two steps) is replaced by a new one, not reported as a node down."""
+    with run_broker(wal_backend="memory") as broker:
+        address = broker.bootstrap_servers
+        connections = _wire.Connections(timeout=10)
+        try:
+            assert _wire.cluster_view(connections.call(address, _wire.metadata_request())).controller_id == 1
+            kept = connections._open[address]
+            connections.call(address, _wire.metadata_request())
+            assert connections._open[address] is kept
+            broker.restart()
+            assert _wire.cluster_view(connections.call(address, _wire.metadata_request())).controller_id == 1
+            assert connections._open[address] is not kept and kept.fileno() == -1
+            broker.kill()
+            with pytest.raises(OSError):  # down: a new connection fails too
+                connections.call(address, _wire.metadata_request())
+            assert connections._open == {}
+        finally:
+            connections.close()
+
+
+async def test_a_trio_job_keeps_one_connection_and_replaces_one_that_broke() -> None:
+    with run_broker(wal_backend="memory") as broker:
+        address = broker.bootstrap_servers
+        connections = _wire.AsyncConnections()
+        try:
+            await connections.call(address, _wire.metadata_request())
+            kept = connections._open[address]
+            await connections.call(address, _wire.metadata_request())
+            assert connections._open[address] is kept
+            await trio.to_thread.run_sync(broker.restart)
+            assert _wire.cluster_view(await connections.call(address, _wire.metadata_request())).controller_id == 1
+            assert connections._open[address] is not kept
+        finally:
+            await connections.aclose()
+        assert connections._open == {}
 
 
 @pytest.mark.usefixtures("no_new_threads")
@@ -94,6 +135,21 @@ def test_loading_the_plugin_imports_no_broker_code() -> None:
 
 def test_the_plugin_is_registered(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.pluginmanager.has_plugin("chronik")
+
+
+def test_pytest_rewrites_the_plugin_but_not_the_broker(pytestconfig: pytest.Config) -> None:
+    """pytest would rewrite the asserts of every chronik module (the distribution has a
+    pytest11 entry point): parsed and compiled by pytest, not loaded from their .pyc.
+    The plugin keeps that to chronik.testing (this session loaded it, as a user's does)."""
+    import chronik.broker
+    import chronik.testing._steps
+
+    hook = pytestconfig.pluginmanager.rewrite_hook
+    if hook is None:
+        pytest.skip("assertion rewriting is off (--assert=plain)")
+    assert not isinstance(chronik.broker.__loader__, type(hook))
+    assert not isinstance(sys.modules["chronik.protocol"].__loader__, type(hook))
+    assert isinstance(chronik.testing._steps.__loader__, type(hook))
 
 
 @pytest.mark.usefixtures("no_new_threads")

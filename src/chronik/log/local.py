@@ -333,8 +333,9 @@ class LocalLog:
             self.index.keep(self.index.starting_at(self.wal.segments()[0].base_index), len(self.index))
         return deleted
 
-    def write_partition_file(self) -> None:
-        """Replace ``partition.json`` atomically and durably (blocks: fsyncs)."""
+    def write_partition_file(self, *, sync_dir: bool = True) -> None:
+        """Replace ``partition.json`` atomically and durably (blocks: fsyncs).  ``sync_dir``
+        False: the caller syncs the directory (see :func:`~chronik.storage.files.replace_file_durably`)."""
         data = json.dumps(
             {
                 "format": _FORMAT,
@@ -344,7 +345,7 @@ class LocalLog:
                 "log_start_offset": self.log_start_offset,
             }
         ).encode()
-        replace_file_durably(self.wal.backend, self.directory, PARTITION_FILE, data)
+        replace_file_durably(self.wal.backend, self.directory, PARTITION_FILE, data, sync_dir=sync_dir)
 
     async def aclose(self) -> None:
         """Flush and close the WAL.  Cancellation: as :meth:`WriteAheadLog.aclose`."""
@@ -382,12 +383,16 @@ def load_local_log(committer: GroupCommitter, directory: str, *, topic: str, par
     if meta is not None and meta.get("topic_id") != topic_id:
         raise ValueError(f"{directory} holds topic id {meta.get('topic_id')}, not {topic_id}")
     holder: list[LocalLog] = []
+    # Without a partition file (a new partition) the WAL's first segment and
+    # the partition file are renamed into the directory first, then it is
+    # synced once for both, before the log is handed out.
     wal = WriteAheadLog.open(
         committer,
         directory,
         segment_bytes=segment_bytes,
         preallocate_bytes=min(segment_bytes, 8 << 20),
         on_durable=lambda segment, end: holder[0]._wal_durable(segment, end),
+        sync_dir=meta is not None,
     )
     local = LocalLog(wal, directory, topic, partition, topic_id)
     holder.append(local)
@@ -406,7 +411,8 @@ def load_local_log(committer: GroupCommitter, directory: str, *, topic: str, par
         if damaged and len(local.index):
             local.log_start_offset = local.index.base(0)
         try:
-            local.write_partition_file()
+            local.write_partition_file(sync_dir=False)
+            backend.sync_dir(directory)
         except OSError:  # e.g. no space left: nothing is in flight, close and let the caller retry
             wal.close_files()
             raise

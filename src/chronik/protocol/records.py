@@ -53,9 +53,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
-import cramjam
-import lz4.frame  # type: ignore[import-untyped]
-import zstandard
 from crc32c import crc32c
 
 from .errors import CorruptRecord, InvalidRecord, RecordTooLarge, UnsupportedCompressionType
@@ -572,7 +569,7 @@ def _decompress(compression: Compression, data: memoryview, limit: int) -> bytes
                 return _unlz4(data, limit)
             case Compression.ZSTD:
                 return _unzstd(data, limit)
-    except (zlib.error, cramjam.DecompressionError, RuntimeError, zstandard.ZstdError, ValueError, struct.error) as exc:
+    except (zlib.error, RuntimeError, ValueError, struct.error) as exc:
         raise CorruptRecord(f"{compression.name} data does not decompress: {exc}") from exc
     raise AssertionError(f"not a compression codec: {compression!r}")
 
@@ -611,15 +608,27 @@ def _unsnappy(data: memoryview, limit: int) -> bytes:
     return bytes(out)
 
 
+# The codec libraries other than zlib are imported on first use: most brokers
+# (a test suite's, every fresh process) never meet a snappy, LZ4 or zstd batch,
+# and loading cramjam, lz4 and zstandard costs 10-30 ms of start-up.
+
+
 def _unsnappy_raw(block: memoryview, limit: int) -> bytes:
+    import cramjam
+
     # The raw format starts with the uncompressed length: check it before allocating.
     declared, _ = read_unsigned_varint(block, 0)
     if declared > limit:
         raise _expansion_error(limit)
-    return bytes(cramjam.snappy.decompress_raw(block))
+    try:
+        return bytes(cramjam.snappy.decompress_raw(block))
+    except cramjam.DecompressionError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def _unlz4(data: memoryview, limit: int) -> bytes:
+    import lz4.frame  # type: ignore[import-untyped]  # raises RuntimeError on bad data
+
     decompressor = lz4.frame.LZ4FrameDecompressor()
     out: bytes = decompressor.decompress(data, max_length=limit + 1)
     if len(out) > limit:
@@ -631,12 +640,17 @@ def _unlz4(data: memoryview, limit: int) -> bytes:
 
 def _unzstd(data: memoryview, limit: int) -> bytes:
     # A truncated stream yields fewer bytes, not an error; the record count check catches it.
+    import zstandard
+
     out = bytearray()
-    with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
-        while chunk := reader.read(limit + 1 - len(out)):
-            out += chunk
-            if len(out) > limit:
-                raise _expansion_error(limit)
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
+            while chunk := reader.read(limit + 1 - len(out)):
+                out += chunk
+                if len(out) > limit:
+                    raise _expansion_error(limit)
+    except zstandard.ZstdError as exc:
+        raise ValueError(str(exc)) from exc
     return bytes(out)
 
 
@@ -716,6 +730,12 @@ def _encode_record(record: Record, base_offset: int, base_timestamp: int) -> byt
 
 
 def _compress(compression: Compression, data: bytearray, snappy_framing: Literal["xerial", "raw"]) -> bytes:
+    if compression is Compression.SNAPPY:
+        import cramjam
+    elif compression is Compression.LZ4:
+        import lz4.frame  # type: ignore[import-untyped]
+    elif compression is Compression.ZSTD:
+        import zstandard
     match compression:
         case Compression.NONE:
             return bytes(data)

@@ -49,24 +49,27 @@ def create_fresh(backend: StorageBackend, path: str) -> SegmentFile:
 
 
 def replace_file_durably(
-    backend: StorageBackend, directory: str, name: str, data: bytes, *, preallocate: int = 0
+    backend: StorageBackend, directory: str, name: str, data: bytes, *, preallocate: int = 0, sync_dir: bool = True
 ) -> None:
     """Atomically replace ``directory/name`` with ``data``, durably (see the module docstring).
 
     ``preallocate``: the file is first made that long (zero-filled, allocated,
     see :meth:`~chronik.storage.interface.SegmentFile.preallocate`), so
-    ``data`` is followed by zeros up to that size.
+    ``data`` is followed by zeros up to that size; one fsync covers both.
+    ``sync_dir`` False leaves the directory sync to the caller, who must do it
+    before relying on the new content (files renamed into one directory
+    together need one sync, not one each); until then a crash may leave the
+    old content (or none), never a mix.
     """
     tmp = f"{directory}/{name}.tmp"
     file = create_fresh(backend, tmp)
     try:
-        if preallocate:
-            file.preallocate(preallocate)
-        file.write_durably(0, data)
+        file.write_durably(0, data, allocate=preallocate)
     finally:
         file.close()
     backend.rename_file(tmp, f"{directory}/{name}")
-    backend.sync_dir(directory)
+    if sync_dir:
+        backend.sync_dir(directory)
 
 
 def read_file(backend: StorageBackend, path: str) -> bytes | None:

@@ -100,11 +100,13 @@ class SegmentFile(Protocol):
         """Cut the file to ``length`` bytes, durably."""
         ...
 
-    def write_durably(self, offset: int, data: bytes) -> None:
+    def write_durably(self, offset: int, data: bytes, *, allocate: int = 0) -> None:
         """Write ``data`` at ``offset`` and fsync, on the calling thread.
 
         For rare, small metadata writes (segment headers, checkpoint files);
-        appends go through ``write_and_sync``.
+        appends go through ``write_and_sync``.  ``allocate``: first make the
+        file at least that long, as :meth:`preallocate` does; the one fsync
+        then makes both durable (a new segment: its allocation and its header).
         """
         ...
 

@@ -97,8 +97,11 @@ class MemoryFile:
             state.data.extend(bytes(length - len(state.data)))
         state.unsynced.clear()
 
-    def write_durably(self, offset: int, data: bytes) -> None:
+    def write_durably(self, offset: int, data: bytes, *, allocate: int = 0) -> None:
         state = self._state()
+        if allocate > len(state.data):
+            self._backend._reserve(allocate - len(state.data))
+            state.data.extend(bytes(allocate - len(state.data)))
         end = offset + len(data)
         if end > len(state.data):
             self._backend._reserve(end - len(state.data))

@@ -46,8 +46,13 @@ class OsFile:
         return os.pread(self._fd, length, offset)
 
     def preallocate(self, length: int) -> None:
+        if self._allocate(length):
+            os.fsync(self._fd)
+
+    def _allocate(self, length: int) -> bool:
+        """Make the file at least ``length`` bytes long (not yet durable); False if it already was."""
         if length <= self.size():
-            return
+            return False
         try:
             os.posix_fallocate(self._fd, 0, length)
         except OSError as exc:
@@ -56,13 +61,15 @@ class OsFile:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             os.ftruncate(self._fd, length)
-        os.fsync(self._fd)
+        return True
 
     def truncate(self, length: int) -> None:
         os.ftruncate(self._fd, length)
         os.fsync(self._fd)
 
-    def write_durably(self, offset: int, data: bytes) -> None:
+    def write_durably(self, offset: int, data: bytes, *, allocate: int = 0) -> None:
+        if allocate:
+            self._allocate(allocate)
         view = memoryview(data)
         while view:
             written = os.pwrite(self._fd, view, offset)

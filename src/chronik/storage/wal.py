@@ -294,11 +294,16 @@ class WriteAheadLog:
         preallocate_bytes: int = 32 << 20,
         start_index: int = 0,
         on_durable: Callable[[int, int], None] | None = None,
+        sync_dir: bool = True,
     ) -> "WriteAheadLog":
         """Open (creating if needed) the log in ``directory`` and recover its tail.
 
         ``start_index`` names the first segment of a brand-new log.  The
         result's :attr:`recovery` says what was scanned and cut.
+        ``sync_dir`` False: the first segment of a brand-new log is renamed
+        into place without syncing ``directory``; the caller must sync it
+        before the first append (a new partition syncs once for its segment
+        and its partition file).
         ``on_durable(segment_base, end_position)`` is called (from the
         committer task, before the appenders wake) each time entries of a
         segment become durable -- also for appends nobody waits for.
@@ -349,7 +354,8 @@ class WriteAheadLog:
         if scanner.stopped and deleted:
             backend.sync_dir(directory)
         if not segments:
-            segments.append(_create_segment(backend, directory, start_index, min(preallocate_bytes, segment_bytes)))
+            segments.append(_create_segment(backend, directory, start_index, min(preallocate_bytes, segment_bytes),
+                                            sync_dir=sync_dir))
         last_index = next((s.last_index for s in reversed(segments) if s.last_index is not None), None)
         report = RecoveryReport(
             segments=len(segments),
@@ -848,8 +854,10 @@ def _finish_swaps(backend: StorageBackend, directory: str, names: list[str]) -> 
     return swapped
 
 
-def _create_segment(backend: StorageBackend, directory: str, base_index: int, preallocate: int) -> Segment:
-    """Create a segment atomically: built and synced as ``<name>.tmp``, then renamed.
+def _create_segment(backend: StorageBackend, directory: str, base_index: int, preallocate: int, *,
+                    sync_dir: bool = True) -> Segment:
+    """Create a segment atomically: built and synced as ``<name>.tmp``, then renamed
+    (and the directory synced, unless ``sync_dir`` is False: the caller's job then).
 
     So a crash mid-creation never leaves a segment file without its header
     (:meth:`WriteAheadLog.open` deletes the leftover temporary file).
@@ -859,7 +867,7 @@ def _create_segment(backend: StorageBackend, directory: str, base_index: int, pr
     minimum = SEGMENT_HEADER.size + ENTRY_HEADER.size
 
     def create(size: int) -> None:
-        replace_file_durably(backend, directory, name, header, preallocate=size)
+        replace_file_durably(backend, directory, name, header, preallocate=size, sync_dir=sync_dir)
 
     _preallocate_or_less(create, max(preallocate, minimum), minimum)
     return Segment(base_index, backend.open_file(f"{directory}/{name}"), SEGMENT_HEADER.size, None)

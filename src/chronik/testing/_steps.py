@@ -4,8 +4,9 @@ Each job (create a topic and wait for its leaders; wait for a cluster to
 elect a controller) is a generator that yields :class:`Call` (send this
 request to that address) or :class:`Sleep`, and is sent back the response
 payload, or the ``OSError`` the call raised (a node that is down).  It returns
-its result or raises.  :func:`run_blocking` drives one with a blocking socket
+its result or raises.  :func:`run_blocking` drives one with blocking sockets
 and ``time.sleep`` (threads, pytest fixtures); :func:`run_trio` with trio.
+Both keep one connection per broker for the length of the job.
 """
 
 from __future__ import annotations
@@ -47,38 +48,51 @@ def _advance(job: "Job[T]", answer: "bytes | OSError | None") -> "tuple[Call | S
 
 
 def run_blocking(job: "Job[T]", timeout: float) -> T:
-    answer: bytes | OSError | None = None
-    while (advanced := _advance(job, answer))[0] is not None:
-        answer = _perform_blocking(advanced[0], timeout)  # type: ignore[arg-type]
-    return advanced[1]  # type: ignore[return-value]
+    """Run ``job`` on this thread, its calls on blocking sockets (one kept per broker until it ends)."""
+    connections = _wire.Connections(timeout)
+    try:
+        answer: bytes | OSError | None = None
+        while (advanced := _advance(job, answer))[0] is not None:
+            answer = _perform_blocking(advanced[0], connections)  # type: ignore[arg-type]
+        return advanced[1]  # type: ignore[return-value]
+    finally:
+        connections.close()
 
 
-def _perform_blocking(step: "Call | Sleep", timeout: float) -> "bytes | OSError | None":
+def _perform_blocking(step: "Call | Sleep", connections: _wire.Connections) -> "bytes | OSError | None":
     if isinstance(step, Sleep):
         time.sleep(step.seconds)
         return None
     try:
-        return _wire.call(step.address, step.request, timeout)
+        return connections.call(step.address, step.request)
     except OSError as exc:
         return exc
 
 
 async def run_trio(job: "Job[T]") -> T:
-    """Cancellation: the job stops where it is (a topic may or may not have been created)."""
-    answer: bytes | OSError | None = None
-    while (advanced := _advance(job, answer))[0] is not None:
-        answer = await _perform_trio(advanced[0])  # type: ignore[arg-type]
-    return advanced[1]  # type: ignore[return-value]
+    """Run ``job`` in this trio loop.  Cancellation: the job stops where it is (a topic may
+    or may not have been created); its connections are closed."""
+    import trio
+
+    connections = _wire.AsyncConnections()
+    try:
+        answer: bytes | OSError | None = None
+        while (advanced := _advance(job, answer))[0] is not None:
+            answer = await _perform_trio(advanced[0], connections)  # type: ignore[arg-type]
+        return advanced[1]  # type: ignore[return-value]
+    finally:
+        with trio.CancelScope(shield=True):
+            await connections.aclose()
 
 
-async def _perform_trio(step: "Call | Sleep") -> "bytes | OSError | None":
+async def _perform_trio(step: "Call | Sleep", connections: _wire.AsyncConnections) -> "bytes | OSError | None":
     import trio
 
     if isinstance(step, Sleep):
         await trio.sleep(step.seconds)
         return None
     try:
-        return await _wire.call_async(step.address, step.request)
+        return await connections.call(step.address, step.request)
     except OSError as exc:
         return exc
 
@@ -108,9 +122,15 @@ def _first_taker(addresses: Sequence[str], request: bytes, result: "Callable[[by
 
 
 def create_topic(addresses: Sequence[str], name: str, partitions: int, replication_factor: int,
-                 config: dict[str, str], timeout: float) -> "Job[None]":
+                 config: dict[str, str], timeout: float, *, single_node: bool = False) -> "Job[None]":
     """CreateTopics on the first node that takes it, then wait until every
     node that answers shows the topic with a leader for every partition.
+
+    ``single_node``: ``addresses`` is one broker without peers.  It answers
+    CreateTopics once the topic is durable in its metadata log and applied
+    to the image its Metadata answers come from, itself the leader of every
+    partition: the answer is the readiness, and no Metadata is asked for.
+    (In a cluster the other nodes learn of the topic later, so each is asked.)
 
     Raises :class:`~chronik.testing._wire.BrokerRequestError` for a Kafka
     error that is not "try again later" (TOPIC_ALREADY_EXISTS, INVALID_CONFIG,
@@ -119,6 +139,8 @@ def create_topic(addresses: Sequence[str], name: str, partitions: int, replicati
     deadline = time.monotonic() + timeout
     request = _wire.create_topics_request(name, partitions, replication_factor, config, int(timeout * 1000))
     yield from _first_taker(addresses, request, _wire.create_topics_result, f"creating topic {name!r}", deadline)
+    if single_node:
+        return
     probe = _wire.metadata_request([name])
     pending = list(addresses)
     while pending:

@@ -7,10 +7,12 @@ CreateTopics path a Kafka admin client uses.
 
 Requests are built and answers read sans-I/O (:func:`metadata_request`,
 :func:`create_topics_request`, :func:`read_response`); two small transports
-send them: :func:`call` on a blocking socket (for the thread-run broker and
-the pytest fixtures) and :func:`call_async` on a trio stream (for
-:func:`chronik.testing.open_broker`).  Each call opens and closes its own
-connection: nothing outlives it.
+send them: :class:`Connections` on blocking sockets (for the thread-run
+broker and the pytest fixtures) and :class:`AsyncConnections` on trio
+streams (for :func:`chronik.testing.open_broker`).  Each keeps one connection
+per broker for the steps of one job (create a topic, then see it in
+Metadata) and closes them when the job ends: nothing outlives it.
+:func:`call` is one request on a connection of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from chronik.protocol.build import build
 
 METADATA = (3, 12)
 """(api key, version) of the Metadata request sent."""
-CREATE_TOPICS = (19, 5)
+CREATE_TOPICS = (19, 4)
+"""v4: the last version whose answer does not list every config of the new topic (v5+),
+which the helpers never read and the broker would encode for each topic."""
 DELETE_TOPICS = (20, 6)
 CLIENT_ID = "chronik-testing"
 
@@ -134,25 +138,100 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(data)
 
 
+def _exchange(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    (size,) = struct.unpack(">i", _exactly(sock, 4))
+    return _exactly(sock, size)
+
+
 def call(address: str, request: bytes, timeout: float) -> bytes:
     """Send one request frame on a new connection and return the response payload (blocking)."""
     with socket.create_connection(parse_address(address), timeout=timeout) as sock:
-        sock.sendall(request)
-        (size,) = struct.unpack(">i", _exactly(sock, 4))
-        return _exactly(sock, size)
+        return _exchange(sock, request)
 
 
-async def call_async(address: str, request: bytes) -> bytes:
-    """:func:`call` for trio code.  Cancellation: the connection is closed, nothing else happens."""
-    import trio
+class Connections:
+    """Blocking connections kept for the length of one job, one per address, closed by :meth:`close`.
 
-    host, port = parse_address(address)
-    async with await trio.open_tcp_stream(host, port) as stream:
-        await stream.send_all(request)
-        buffer = bytearray()
-        while len(buffer) < 4 or len(buffer) < 4 + struct.unpack(">i", buffer[:4])[0]:
-            chunk = await stream.receive_some()
-            if not chunk:
-                raise ConnectionError("the broker closed the connection before answering")
-            buffer += chunk
-        return bytes(buffer[4:])
+    A job's requests go one at a time, so one connection per broker serves
+    them all (a new connection costs the broker an accept and a task, more
+    than a small request).  A request on a kept connection that fails is
+    sent once more on a new one: a call fails only when a fresh connection
+    does, as :func:`call` would.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._open: dict[str, socket.socket] = {}
+
+    def call(self, address: str, request: bytes) -> bytes:
+        kept = self._open.pop(address, None)
+        if kept is not None:
+            try:
+                answer = _exchange(kept, request)
+                self._open[address] = kept
+                return answer
+            except OSError:
+                kept.close()
+        sock = socket.create_connection(parse_address(address), timeout=self.timeout)
+        try:
+            answer = _exchange(sock, request)
+        except BaseException:
+            sock.close()
+            raise
+        self._open[address] = sock
+        return answer
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
+
+
+async def _exchange_async(stream: Any, request: bytes) -> bytes:
+    await stream.send_all(request)
+    buffer = bytearray()
+    while len(buffer) < 4 or len(buffer) < 4 + struct.unpack(">i", buffer[:4])[0]:
+        chunk = await stream.receive_some()
+        if not chunk:
+            raise ConnectionError("the broker closed the connection before answering")
+        buffer += chunk
+    return bytes(buffer[4:])
+
+
+class AsyncConnections:
+    """:class:`Connections` for trio code.  Cancellation: a call cancelled mid-request closes
+    its connection (its answer would be out of step), nothing else happens; :meth:`aclose`
+    closes the rest."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Any] = {}
+
+    async def call(self, address: str, request: bytes) -> bytes:
+        import trio
+
+        kept = self._open.pop(address, None)
+        if kept is not None:
+            try:
+                answer = await _exchange_async(kept, request)
+                self._open[address] = kept
+                return answer
+            except (OSError, trio.BrokenResourceError):
+                await trio.aclose_forcefully(kept)
+            except BaseException:
+                await trio.aclose_forcefully(kept)
+                raise
+        host, port = parse_address(address)
+        stream = await trio.open_tcp_stream(host, port)
+        try:
+            answer = await _exchange_async(stream, request)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        self._open[address] = stream
+        return answer
+
+    async def aclose(self) -> None:
+        import trio
+
+        while self._open:
+            await trio.aclose_forcefully(self._open.popitem()[1])

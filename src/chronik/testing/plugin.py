@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 MEMORY_NOTE = "memory (NOT durable: restart() and kill() lose every record and topic)"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    _rewrite_only_the_plugin(pluginmanager)
     parser.addini("chronik_broker_config", default="{}",
                   help="chronik: JSON object of broker settings (Kafka names or BrokerConfig fields) "
                        'for chronik_broker and chronik_cluster, e.g. {"num.partitions": 3}')
@@ -59,6 +60,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   help=f"chronik: WAL backend of the test brokers: durable (default; fsynced) or {MEMORY_NOTE}")
     parser.addini("chronik_group_initial_rebalance_delay_ms", default="0",
                   help="chronik: group.initial.rebalance.delay.ms of the test brokers (default 0: groups form at once)")
+
+
+def _rewrite_only_the_plugin(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Have pytest rewrite the asserts of :mod:`chronik.testing` only, not of the whole broker.
+
+    pytest marks for assertion rewriting every top-level package of a
+    distribution that has a ``pytest11`` entry point, so without this every
+    chronik module a fixture imports (the broker, the protocol layer: ~100
+    modules) goes through pytest's import hook: parsed, rewritten and compiled
+    by pytest instead of loaded from its ``.pyc`` -- every time where pytest
+    cannot cache the result (``PYTHONDONTWRITEBYTECODE``, a read-only
+    install), and on first use otherwise: ~0.5 s added to the first broker of
+    a session.  The broker's asserts are internal invariants, not checks a
+    user's test wants introspected.  Runs when the plugin is registered,
+    before any conftest imports chronik.  pytest keeps the marks in a private
+    set; should that change, this does nothing (imports are slower, nothing
+    else differs).
+    """
+    hook = getattr(pluginmanager, "rewrite_hook", None)
+    marked = getattr(hook, "_must_rewrite", None)
+    if hook is None or not isinstance(marked, set) or "chronik" not in marked:
+        return
+    marked.discard("chronik")
+    hook.mark_rewrite("chronik.testing")  # the plugin and its helpers, as pytest means to; clears its cache
 
 
 def pytest_configure(config: pytest.Config) -> None:
