@@ -70,6 +70,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -86,6 +87,7 @@ VALUE = b"v" * 100
 LINGER_MS = 2
 ABORT_EVERY = 4  # every 4th transaction is aborted
 PRODUCER = {"linger.ms": LINGER_MS, "delivery.report.only.error": True}
+TARGETS = {"produce-txn": (0.7, ">= 0.7x plain"), "consume-rc": (0.9, ">= 0.9x ru")}  # issue 13: x base
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,6 +203,13 @@ class Row:
         return self.broker_cpu_s / self.count * 1e6
 
 
+def judge(row: Row) -> None:
+    """Set the row's target and whether it is met, if it has one (TARGETS)."""
+    if row.workload in TARGETS:
+        value, row.target = TARGETS[row.workload]
+        row.met = row.vs_base is not None and row.vs_base >= value
+
+
 def thread_cpu_ns(pid: int) -> dict[int, int]:
     """CPU time of each live thread of a process in nanoseconds (/proc/PID/task/TID/schedstat, first field)."""
     times: dict[int, int] = {}
@@ -296,9 +305,8 @@ class TxnBench:
             dict(bootstrap=self.bootstrap, topic=topic, partition=p, transactions=transactions, records=records,
                  transactional_id=f"bench-{self.run_id}-{workload}-{p}") for p in range(producers)
         ], topic, producers * (transactions * records + transactions + 2), base)  # + markers, + the warm-up txn
+        judge(row)
         if workload == "produce-txn":
-            row.target = ">= 0.7x plain"
-            row.met = row.vs_base is not None and row.vs_base >= 0.7
             committed = (transactions - aborted(transactions)) * records + 1  # + the warm-up record
             self.consumed = (topic, transactions * records + 1, committed)
         return row
@@ -349,10 +357,10 @@ class TxnBench:
         rows = []
         for workload, (isolation, done) in zip(("consume-rc", "consume-ru"), reads.items()):
             expected = committed if isolation == "read_committed" else every
-            rates = sorted(d["offsets"] / d["seconds"] for d in done)
-            cpus = sorted(d["cpu_s"] for d in done if d["cpu_s"] is not None)
-            rate = rates[len(rates) // 2]
-            row = Row(workload, msgs_per_s=rate, broker_cpu_s=cpus[len(cpus) // 2] if cpus else None,
+            rates = [d["offsets"] / d["seconds"] for d in done]
+            cpus = [d["cpu_s"] for d in done if d["cpu_s"] is not None]
+            rate = statistics.median(rates)
+            row = Row(workload, msgs_per_s=rate, broker_cpu_s=statistics.median(cpus) if cpus else None,
                       count=done[0]["offsets"], seconds=done[0]["offsets"] / rate,
                       extra={"offsets_per_s_each": rates, "records": [d["records"] for d in done],
                              "expected_records": expected})
@@ -363,7 +371,7 @@ class TxnBench:
         rc, ru = rows
         rc.vs_base = rc.msgs_per_s / ru.msgs_per_s  # type: ignore[operator]
         rc.extra["base"] = "consume-ru"
-        rc.target, rc.met = ">= 0.9x ru", rc.vs_base >= 0.9
+        judge(rc)
         return rows
 
     def warm_up(self) -> None:
@@ -449,6 +457,29 @@ def measure(args: argparse.Namespace, name: str) -> single.Measured:
     return single.Measured(name, rows, failed, bootstrap)  # type: ignore[arg-type]
 
 
+MEDIAN_FIELDS = ("msgs_per_s", "txn_per_s", "p50_ms", "p99_ms", "vs_base", "broker_cpu_s", "count", "seconds")
+
+
+def median_of(name: str, runs: list[single.Measured]) -> single.Measured:
+    """One broker's rows over ``--repeat`` rounds: per workload, the median of each figure (a ratio
+    is each round's own, measured against its baseline in the same round); a row's error is kept."""
+    if len(runs) == 1:
+        return runs[0]
+    rows: list[Row] = []
+    for workload in dict.fromkeys(r.workload for run in runs for r in run.rows):
+        same: list[Row] = [r for run in runs for r in run.rows if r.workload == workload]  # type: ignore[misc]
+        row = Row(workload, extra={"broker": name, "rounds": len(same)})
+        for key in MEDIAN_FIELDS:
+            values = [v for r in same if (v := getattr(r, key)) is not None]
+            if values:
+                setattr(row, key, statistics.median(values))
+            row.extra[f"{key}_each"] = [getattr(r, key) for r in same]
+        row.error = next((r.error for r in same if r.error), None)
+        judge(row)
+        rows.append(row)
+    return single.Measured(name, rows, any(run.failed for run in runs), runs[-1].bootstrap)  # type: ignore[arg-type]
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
@@ -511,6 +542,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-data", action="store_true", help="keep the brokers' data directories")
     parser.add_argument("--consume-rounds", type=int, default=5,
                         help="reads of the produce-txn partition per isolation level, alternating (the median counts)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="K",
+                        help="run every broker K times, interleaved (Chronik, peers, Chronik, ...); medians count")
     parser.add_argument("--timeout", type=float, default=300.0, help="per-workload timeout in seconds")
     parser.add_argument("--json", type=Path, help="write the rows and the comparison here")
     args = parser.parse_args(argv)
@@ -521,8 +554,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.peer and args.bootstrap:
         parser.error("--peer starts its peers itself; it does not combine with --bootstrap")
-    if min(args.transactions, args.records, args.large_records, args.producers, args.consume_rounds) < 1:
-        parser.error("--transactions, --records, --large-records, --producers and --consume-rounds must be positive")
+    if min(args.transactions, args.records, args.large_records, args.producers, args.consume_rounds, args.repeat) < 1:
+        parser.error("--transactions, --records, --large-records, --producers, --consume-rounds and --repeat must be"
+                     " positive")
     return args
 
 
@@ -537,7 +571,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = single.machine_note()
     print(f"{args.transactions} transactions x {args.records} records per producer, {args.large_records}-record"
           f" transactions, {args.producers} producers in the -x rows, {len(VALUE)} B values", flush=True)
-    results = [measure(args, name) for name in names]
+    rounds: dict[str, list[single.Measured]] = {name: [] for name in names}
+    for n in range(args.repeat):
+        if args.repeat > 1:
+            print(f"-- round {n + 1} of {args.repeat}", flush=True)
+        for name in names:  # interleaved: each broker once per round, so load swings hit all alike
+            rounds[name].append(measure(args, name))
+    results = [median_of(name, runs) for name, runs in rounds.items()]
     for result in results:
         print()
         if len(results) > 1:
