@@ -19,15 +19,18 @@ one-record transaction.
 Workloads, T = ``--transactions``, R = ``--records``, L = ``--large-records``,
 N = ``--producers``:
 
-  produce-plain     one idempotent producer, T x R records to one partition:
-                    msg/s (the baseline of the next two rows)
+  produce-plain     one idempotent producer, T x R records to one partition,
+                    ``--plain-passes`` (5) times over, each pass flushed (one
+                    pass of 30,000 records lasts 50-100 ms, too short to time
+                    on a busy machine): msg/s, the baseline of the next two rows
   produce-txn       one transactional producer, T transactions of R records
                     (begin, produce, flush, commit): txn/s and msg/s.  Issue
                     13's definition; target: msg/s >= 0.7 x produce-plain
   produce-txn-L     the same T x R records as transactions of L records
                     (T x R / L of them), against produce-plain
-  produce-plain-xN  N idempotent producers at once, each T x R records to its
-                    own partition of one topic: msg/s (the next row's baseline)
+  produce-plain-xN  N idempotent producers at once, each T x R records (times
+                    the passes) to its own partition of one topic: msg/s (the
+                    next row's baseline)
   produce-txn-xN    N transactional producers at once (each its own
                     transactional.id and partition), T transactions of R
                     records each, against produce-plain-xN
@@ -103,8 +106,9 @@ def _produce(producer: Any, topic: str, partition: int, on_delivery: Any = None)
             producer.poll(0.01)
 
 
-def client_plain(bootstrap: str, topic: str, partition: int, count: int) -> Callable[[], dict]:
-    """An idempotent producer (acks=all) sending ``count`` records to one partition."""
+def client_plain(bootstrap: str, topic: str, partition: int, count: int, passes: int) -> Callable[[], dict]:
+    """An idempotent producer (acks=all) sending ``count`` records to one partition ``passes`` times,
+    each pass flushed."""
     import confluent_kafka
 
     errors: list[str] = []
@@ -120,14 +124,14 @@ def client_plain(bootstrap: str, topic: str, partition: int, count: int) -> Call
 
     def timed() -> dict:
         started = time.monotonic()
-        for _ in range(count):
-            _produce(producer, topic, partition, on_error)
-        left = producer.flush(120)
+        for _ in range(passes):
+            for _ in range(count):
+                _produce(producer, topic, partition, on_error)
+            if left := producer.flush(120):
+                raise RuntimeError(f"{left} records not delivered after flush(120)")
         finished = time.monotonic()
-        if left:
-            raise RuntimeError(f"{left} records not delivered after flush(120)")
-        return {"started": started, "finished": finished, "count": count, "transactions": 0, "end_txn": [],
-                "errors": errors}
+        return {"started": started, "finished": finished, "count": count * passes, "transactions": 0,
+                "end_txn": [], "errors": errors}
 
     return timed
 
@@ -294,10 +298,10 @@ class TxnBench:
 
     def plain(self, workload: str, producers: int) -> Row:
         topic = self.topic(workload, producers)
-        count = self.args.transactions * self.args.records
-        return self.produce(workload, client_plain,
-                            [dict(bootstrap=self.bootstrap, topic=topic, partition=p, count=count) for p in range(producers)],
-                            topic, producers * (count + 1))
+        count, passes = self.args.transactions * self.args.records, self.args.plain_passes
+        return self.produce(workload, client_plain, [
+            dict(bootstrap=self.bootstrap, topic=topic, partition=p, count=count, passes=passes) for p in range(producers)
+        ], topic, producers * (count * passes + 1))
 
     def txn(self, workload: str, producers: int, transactions: int, records: int, base: str) -> Row:
         topic = self.topic(workload, producers)
@@ -379,7 +383,7 @@ class TxnBench:
         if self.args.broker_warmup <= 0:
             return
         for name, client, kwargs in (
-            ("warmup-plain", client_plain, dict(count=self.args.broker_warmup * self.args.records)),
+            ("warmup-plain", client_plain, dict(count=self.args.broker_warmup * self.args.records, passes=1)),
             ("warmup-txn", client_txn, dict(transactions=self.args.broker_warmup, records=self.args.records,
                                             transactional_id=f"bench-{self.run_id}-warmup")),
         ):
@@ -540,6 +544,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra argument for `chronik serve` (repeatable; shell-split)")
     parser.add_argument("--data-parent", help="where the brokers' temporary data directories go (default: cwd)")
     parser.add_argument("--keep-data", action="store_true", help="keep the brokers' data directories")
+    parser.add_argument("--plain-passes", type=int, default=5,
+                        help="the plain rows send their T x R records this many times over (a pass lasts only ~0.1 s)")
     parser.add_argument("--consume-rounds", type=int, default=5,
                         help="reads of the produce-txn partition per isolation level, alternating (the median counts)")
     parser.add_argument("--repeat", type=int, default=1, metavar="K",
@@ -554,9 +560,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.peer and args.bootstrap:
         parser.error("--peer starts its peers itself; it does not combine with --bootstrap")
-    if min(args.transactions, args.records, args.large_records, args.producers, args.consume_rounds, args.repeat) < 1:
-        parser.error("--transactions, --records, --large-records, --producers, --consume-rounds and --repeat must be"
-                     " positive")
+    if min(args.transactions, args.records, args.large_records, args.producers, args.plain_passes,
+           args.consume_rounds, args.repeat) < 1:
+        parser.error("--transactions, --records, --large-records, --producers, --plain-passes, --consume-rounds and"
+                     " --repeat must be positive")
     return args
 
 
