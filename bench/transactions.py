@@ -2,8 +2,9 @@
 read_committed against read_uncommitted; Chronik and, with ``--peer``, Apache Kafka in the same run.
 
 Run:  python bench/transactions.py [--quick] [--transactions 300] [--records 100] [--large-records 1000]
-                                   [--producers 4] [--broker-warmup 100] [--peer kafka,tansu]
-                                   [--bootstrap HOST:PORT [--broker-pid PID]] [--json out.json]
+                                   [--producers 4] [--broker-warmup 100] [--plain-passes 5] [--consume-rounds 5]
+                                   [--repeat K] [--peer kafka,tansu] [--bootstrap HOST:PORT [--broker-pid PID]]
+                                   [--json out.json]
 
 Without ``--bootstrap`` the script starts its own ``python -m chronik serve``
 (fresh data directory under ``--data-parent``, default the current directory;
@@ -59,7 +60,10 @@ start signal to the last result, per million messages (= microseconds per messag
 
 ``--broker-warmup T``: before the timed rows, T transactions of R records and
 T x R plain records, untimed, on every broker, so that a JIT-compiled broker
-(Kafka) is measured warm.  With more than one broker a Markdown table
+(Kafka) is measured warm.  ``--repeat K`` runs every broker K times,
+interleaved (Chronik, peers, Chronik, ...), and reports per workload the
+median of each figure (of a ratio: of each round's own; the rounds' values
+are in the JSON as ``*_each``).  With more than one broker a Markdown table
 follows: a line per workload and metric, a column per broker, then Chronik /
 peer ratios; the "x plain" lines are each broker's own transactional/plain
 ratio.  JSON (``--json``) holds every row and that table.  The exit status is
