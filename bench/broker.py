@@ -134,9 +134,12 @@ class Row:
 # the child reports ready, waits for the common start signal, runs it and sends back a dict.
 
 
-def _child(name: str, kwargs: dict[str, Any], results: Any, go: Any) -> None:
+ClientFunction = Callable[..., Callable[[], dict]]
+
+
+def _child(client: str | ClientFunction, kwargs: dict[str, Any], results: Any, go: Any) -> None:
     try:
-        timed = CLIENTS[name](**kwargs)  # prepares, returns the timed callable
+        timed = (CLIENTS[client] if isinstance(client, str) else client)(**kwargs)  # prepares, returns the timed callable
         results.put(("ready", os.getpid(), None))
         go.wait()
         results.put(("done", os.getpid(), timed()))
@@ -144,12 +147,22 @@ def _child(name: str, kwargs: dict[str, Any], results: Any, go: Any) -> None:
         results.put(("error", os.getpid(), f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
 
 
-def run_clients(name: str, kwargs_list: list[dict[str, Any]], timeout: float, broker: BrokerProcess | None) -> list[dict[str, Any]]:
-    """Run one client process per kwargs, start them together, return their result dicts."""
+def run_clients(client: str | ClientFunction, kwargs_list: list[dict[str, Any]], timeout: float,
+                broker: BrokerProcess | None, on_go: Callable[[], None] | None = None,
+                on_done: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Run one client process per kwargs, start them together, return their result dicts.
+
+    ``client`` is a name in CLIENTS or a module-level client function of another script (it is
+    pickled by reference: the spawned child imports that script as its ``__main__``).
+    ``on_go`` is called once every client is ready, just before they are told to start, and
+    ``on_done`` once the last result is in, before the clients exit (e.g. to read the broker's CPU
+    time around the timed part alone).
+    """
+    name = client if isinstance(client, str) else client.__name__
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     go = ctx.Event()
-    procs = [ctx.Process(target=_child, args=(name, kw, results, go), daemon=True) for kw in kwargs_list]
+    procs = [ctx.Process(target=_child, args=(client, kw, results, go), daemon=True) for kw in kwargs_list]
     for p in procs:
         p.start()
     deadline = time.monotonic() + timeout
@@ -172,9 +185,13 @@ def run_clients(name: str, kwargs_list: list[dict[str, Any]], timeout: float, br
             if kind == "ready":
                 waiting_ready -= 1
                 if waiting_ready == 0:
+                    if on_go is not None:
+                        on_go()
                     go.set()
             else:
                 done.append(payload)
+        if on_done is not None:
+            on_done()
         return done
     finally:
         for p in procs:
@@ -337,7 +354,7 @@ def client_create_topics(bootstrap: str, prefix: str, count: int, replication_fa
     return timed
 
 
-CLIENTS: dict[str, Callable[..., Callable[[], dict]]] = {
+CLIENTS: dict[str, ClientFunction] = {
     "batch_produce": client_batch_produce,
     "closed_loop": client_closed_loop,
     "consume": client_consume,

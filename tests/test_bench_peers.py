@@ -1,4 +1,4 @@
-"""bench/peers.py and the comparison of bench/broker.py, without starting any broker.
+"""bench/peers.py and the comparisons of bench/broker.py and bench/transactions.py, without starting any broker.
 
 The benchmarks themselves are not run here (they measure, they do not test);
 these checks keep the plumbing honest: which peers ``--peer`` means, Kafka's
@@ -17,6 +17,7 @@ sys.path.insert(0, str(BENCH))
 
 import broker  # noqa: E402  (bench/broker.py)
 import peers  # noqa: E402  (bench/peers.py)
+import transactions  # noqa: E402  (bench/transactions.py)
 
 
 def test_peer_names_expand_and_keep_one_order() -> None:
@@ -83,3 +84,35 @@ def test_comparison_gives_chronik_over_peer_ratios() -> None:
     assert ("startup", "start-up ms") not in table  # no broker measured it
     assert any("Tansu produce-acksall: 1000000 messages acknowledged" in line for line in lines)
     assert any("Kafka default inflight-1: TimeoutError" in line for line in lines)
+
+
+def _txn_rows(plain: float, txn: float, p50: float, error: str | None = None) -> list:
+    rows = [transactions.Row("produce-plain", msgs_per_s=plain, count=30_000, broker_cpu_s=0.01),
+            transactions.Row("produce-txn", msgs_per_s=txn, txn_per_s=txn / 100, p50_ms=p50, vs_base=txn / plain,
+                             count=30_000, broker_cpu_s=0.6, error=error)]
+    transactions.judge(rows[1])
+    return rows
+
+
+def test_transactions_rounds_give_medians_of_each_rounds_own_ratio() -> None:
+    runs = [broker.Measured("chronik", _txn_rows(plain, txn, p50, error), False)
+            for plain, txn, p50, error in ((300_000.0, 9_000.0, 1.0, None), (100_000.0, 8_000.0, 3.0, "late marker"),
+                                           (900_000.0, 10_000.0, 2.0, None))]
+    row = {r.workload: r for r in transactions.median_of("chronik", runs).rows}["produce-txn"]
+    assert row.msgs_per_s == 9_000.0 and row.p50_ms == 2.0
+    assert row.vs_base == 0.03  # the median of 0.03, 0.08 and 0.011: each round against its own baseline
+    assert row.target == ">= 0.7x plain" and row.met is False
+    assert row.error == "late marker"
+    assert row.extra["vs_base_each"] == [0.03, 0.08, 10_000.0 / 900_000.0]
+
+
+def test_transactions_comparison_prints_each_brokers_own_ratio() -> None:
+    chronik = broker.Measured("chronik", _txn_rows(300_000.0, 15_000.0, 1.2), False)
+    kafka = broker.Measured("kafka", _txn_rows(600_000.0, 12_000.0, 0.5), False)
+    lines = broker.comparison_lines([chronik, kafka], transactions.compared(chronik.rows))
+    table = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line for line in lines[2:] if line.startswith("|")}
+    assert table[("produce-txn", "x plain")].endswith("| 0.05 | 0.02 | higher | 2.50× |")
+    assert table[("produce-txn", "txn/s")].endswith("| 150 | 120 | higher | 1.25× |")
+    assert table[("produce-txn", "EndTxn p50 ms")].endswith("| 1.2 | 0.5 | lower | 2.40× |")
+    assert table[("produce-txn", "CPU s/M msg")].endswith("| 20 | 20 | lower | 1.00× |")
+    assert ("produce-plain", "x plain") not in table
