@@ -257,8 +257,9 @@ class Listener:
         return twin
 
     def warn(self, peer: str, kind: str, message: str, *args: object) -> None:
-        """Log ``message`` at warning unless this peer had a line of this kind within the interval."""
-        self.per_peer.log(log, logging.WARNING, (peer, kind), message, *args)
+        """Log ``message`` at warning unless this peer had a line of this kind on this listener
+        within the interval (a failure on one listener does not hide one on another)."""
+        self.per_peer.log(log, logging.WARNING, (peer, kind, self.name), message, *args)
 
 
 def _addresses(stream: trio.SocketStream) -> tuple[str, str]:
