@@ -13,6 +13,8 @@ over a cap is closed before a byte is read), ``connections.max.idle.ms``
 ``request_arrival_timeout_ms`` (slow senders), and the per-connection budget
 of queued answers (:mod:`.connection`).  Every warning about one peer is
 logged at most once a minute per kind, however often the peer retries.
+After many connections closed (the count fell to half its peak, by 500 or
+more), freed memory is handed back to the operating system (:mod:`.memory`).
 
 Errors:
 
@@ -93,6 +95,7 @@ from .connection import (
     serve_pipelined,
 )
 from .limits import ConnectionLimits, LogLimiter
+from .memory import MemoryRelease
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +198,7 @@ async def serve_kafka(broker: KafkaServices, listeners: list[trio.SocketListener
     mapper = principal_mapper(config)
     shared = Listener(broker)  # connection caps count over every listener
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(shared.memory.run)
         await nursery.start(shared.idle.run)
         for item in bound:
             for address in listener_addresses(item.sockets):
@@ -241,13 +245,14 @@ async def accept_connections(tcp_listener: trio.SocketListener, handle: Callable
 
 
 class Listener:
-    """What the connections of one Kafka listener share: caps, log limiters, idle timer."""
+    """What the connections of one Kafka listener share: caps, log limiters, idle timer, memory release."""
 
     def __init__(self, broker: KafkaServices) -> None:
         config = broker.config
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self.per_peer = LogLimiter(LOG_INTERVAL)  # one line per peer IP and kind of trouble
         self.refused = LogLimiter(LOG_INTERVAL)  # one line for all refused connections
+        self.memory = MemoryRelease()  # freed memory back to the OS after many connections closed
         self.idle = IdleTimer(config.connections_max_idle_ms / 1000)  # every connection's idle timeout
         self.config = config
         self.name: str | None = None
@@ -313,6 +318,7 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
         if held is not None:
             log.warning("refusing connections: %s (%d more refused since the last line)", refusal, held)
         return
+    listener.memory.count(listener.limits.total)
     config = broker.config
     decoder = FrameDecoder(config.socket_request_max_bytes)
     broker.metrics.connections.inc()
@@ -374,6 +380,7 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
             stream.socket.close()  # the TLS stream may not have closed it (a failed handshake)
         broker.metrics.connections.dec()
         listener.limits.release(client_host)
+        listener.memory.count(listener.limits.total)
 
 
 @dataclass(slots=True)
