@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -15,6 +18,7 @@ from chronik.protocol import FrameDecoder, encode_frame
 from chronik.server.connection import (
     Buffers,
     ConnectionIdle,
+    IdleTimer,
     PendingResponse,
     RequestTimedOut,
     SendStalled,
@@ -228,17 +232,81 @@ async def serve_until_closed(stream: trio.SocketStream, **limits: float) -> Base
     return None
 
 
+@asynccontextmanager
+async def idle_timeout(kind: str, seconds: float) -> AsyncIterator[dict[str, Any]]:
+    """serve_pipelined's arguments for an idle timeout: the connection's own trio deadlines, or a shared IdleTimer."""
+    if kind == "own deadlines":
+        yield {"idle_timeout": seconds}
+        return
+    timer = IdleTimer(seconds)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(timer.run)
+        yield {"idle_timer": timer}
+        nursery.cancel_scope.cancel()
+
+
+IDLE_KINDS = ["own deadlines", "shared timer"]
+
+
+@pytest.mark.parametrize("kind", IDLE_KINDS)
 @pytest.mark.parametrize("sends", [b"", frame(b"answered")])
-async def test_an_idle_connection_is_closed(autojump_clock: trio.abc.Clock, sends: bytes) -> None:
+async def test_an_idle_connection_is_closed(autojump_clock: trio.abc.Clock, sends: bytes, kind: str) -> None:
     server_sock, client_sock = trio.socket.socketpair()
     client = trio.SocketStream(client_sock)
-    async with client:
+    async with client, idle_timeout(kind, 600) as limits:
         await client.send_all(sends)
         started = trio.current_time()
-        ended = await serve_until_closed(trio.SocketStream(server_sock), idle_timeout=600)
+        ended = await serve_until_closed(trio.SocketStream(server_sock), **limits)
         assert isinstance(ended, ConnectionIdle)
         assert 600 <= trio.current_time() - started < 601
         assert await client.receive_some(1 << 16) == (sends and frame(b"answered"))
+
+
+async def test_connections_sharing_a_timer_are_closed_each_at_its_own_deadline(autojump_clock: trio.abc.Clock) -> None:
+    ended: dict[int, float] = {}
+    async with idle_timeout("shared timer", 60) as limits, trio.open_nursery() as nursery:
+        clients = []
+        for n in range(3):
+            server_sock, client_sock = trio.socket.socketpair()
+            clients.append(trio.SocketStream(client_sock))
+
+            async def serve(n: int = n, stream: trio.SocketStream = trio.SocketStream(server_sock)) -> None:
+                assert isinstance(await serve_until_closed(stream, **limits), ConnectionIdle)
+                ended[n] = trio.current_time()
+            nursery.start_soon(serve)
+            await trio.sleep(10)
+        await clients[1].send_all(frame(b"still here"))  # at 30 s: connection 1 is idle from then on
+        assert await read_frames(clients[1], 1) == [b"still here"]
+    for client in clients:
+        await client.aclose()
+    assert ended[0] == pytest.approx(60, abs=0.01) and ended[2] == pytest.approx(80, abs=0.01)
+    assert 90 <= ended[1] < 90 + 1  # its last activity + 60 s (+ at most the busy linger)
+    assert limits["idle_timer"].armed == 0
+
+
+async def test_closed_connections_keep_nothing_alive_in_a_shared_timer(autojump_clock: trio.abc.Clock) -> None:
+    """A trio deadline that ends early stays in trio's heap, with its cancel scope, while an earlier live
+    deadline is above it -- here an older connection's, in a broker also every periodic task's -- until
+    its time (10 minutes for the idle timeout); a shared IdleTimer forgets a wait the moment it ends."""
+    def cancel_scopes() -> int:
+        return sum(type(o) is trio.CancelScope for o in gc.get_objects())
+
+    async with idle_timeout("shared timer", 600) as limits, trio.open_nursery() as nursery:
+        old_server, old_client = trio.socket.socketpair()
+        nursery.start_soon(functools.partial(serve_until_closed, trio.SocketStream(old_server), **limits))
+        await trio.sleep(1)  # resting: the earliest idle deadline from now on
+        before = cancel_scopes()
+        for _ in range(50):
+            server_sock, client_sock = trio.socket.socketpair()
+            async with trio.SocketStream(client_sock) as client:
+                nursery.start_soon(functools.partial(serve_until_closed, trio.SocketStream(server_sock), **limits))
+                await client.send_all(frame(b"hello"))
+                assert await read_frames(client, 1) == [b"hello"]  # one send
+                await trio.sleep(1)  # and a rest
+        await trio.sleep(1)
+        assert cancel_scopes() - before < 10
+        old_client.close()
+
 
 
 async def test_a_connection_with_an_answer_owed_is_not_idle(autojump_clock: trio.abc.Clock) -> None:
@@ -274,16 +342,19 @@ async def test_a_request_that_never_completes_is_cut_off(autojump_clock: trio.ab
         assert await read_frames(client, 1) == [b"first"]
 
 
-async def test_a_client_that_reads_nothing_is_cut_off(autojump_clock: trio.abc.Clock) -> None:
+@pytest.mark.parametrize("kind", IDLE_KINDS)
+async def test_a_client_that_reads_nothing_is_cut_off(autojump_clock: trio.abc.Clock, kind: str) -> None:
     async def big(request: bytes) -> Buffers:
         return encode_frame([b"x" * (4 << 20)])
 
     server_sock, client_sock = trio.socket.socketpair()
-    async with trio.SocketStream(client_sock) as client:
+    async with trio.SocketStream(client_sock) as client, idle_timeout(kind, 60) as limits:
         await client.send_all(frame(b"give me 4 MiB"))
+        started = trio.current_time()
         with pytest.raises(SendStalled):
             async with trio.SocketStream(server_sock) as server:
-                await serve_pipelined(server, FrameDecoder(1 << 20), big, idle_timeout=60)  # type: ignore[arg-type]
+                await serve_pipelined(server, FrameDecoder(1 << 20), big, **limits)  # type: ignore[arg-type]
+        assert 60 <= trio.current_time() - started < 61
 
 
 @pytest.mark.parametrize("ending", ["reset", "bad frame", "end of input"])

@@ -8,10 +8,13 @@ group commits.  Responses still go back strictly in request order
 (:mod:`.connection`).  A Produce with acks=0 gets no response.
 
 Limits: ``max.connections`` / ``max.connections.per.ip`` (a connection
-over a cap is closed before a byte is read), ``connections.max.idle.ms``,
+over a cap is closed before a byte is read), ``connections.max.idle.ms``
+(one :class:`~.connection.IdleTimer` for all of a listener's connections),
 ``request_arrival_timeout_ms`` (slow senders), and the per-connection budget
 of queued answers (:mod:`.connection`).  Every warning about one peer is
 logged at most once a minute per kind, however often the peer retries.
+After many connections closed (the count fell to half its peak, by 500 or
+more), freed memory is handed back to the operating system (:mod:`.memory`).
 
 Errors:
 
@@ -81,8 +84,18 @@ from ..protocol.build import build, error_codes
 from ..protocol.error_responses import LEGACY_PRODUCE_VERSIONS, error_response, legacy_produce_error_response
 from ..storage import GroupCommitter, StorageError
 from .security import SaslSession, enabled_mechanisms, principal_mapper, tls_context
-from .connection import Buffers, CloseAfterResponse, ConnectionIdle, PendingResponse, RequestTimedOut, SendStalled, serve_pipelined
+from .connection import (
+    Buffers,
+    CloseAfterResponse,
+    ConnectionIdle,
+    IdleTimer,
+    PendingResponse,
+    RequestTimedOut,
+    SendStalled,
+    serve_pipelined,
+)
 from .limits import ConnectionLimits, LogLimiter
+from .memory import MemoryRelease
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +198,8 @@ async def serve_kafka(broker: KafkaServices, listeners: list[trio.SocketListener
     mapper = principal_mapper(config)
     shared = Listener(broker)  # connection caps count over every listener
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(shared.memory.run)
+        await nursery.start(shared.idle.run)
         for item in bound:
             for address in listener_addresses(item.sockets):
                 log.info("listening for Kafka clients on %s:%d (listener %s, %s, advertised as %s)", address.host,
@@ -230,13 +245,15 @@ async def accept_connections(tcp_listener: trio.SocketListener, handle: Callable
 
 
 class Listener:
-    """What the connections of one Kafka listener share: the connection caps and the log limiters."""
+    """What the connections of one Kafka listener share: caps, log limiters, idle timer, memory release."""
 
     def __init__(self, broker: KafkaServices) -> None:
         config = broker.config
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self.per_peer = LogLimiter(LOG_INTERVAL)  # one line per peer IP and kind of trouble
         self.refused = LogLimiter(LOG_INTERVAL)  # one line for all refused connections
+        self.memory = MemoryRelease()  # freed memory back to the OS after many connections closed
+        self.idle = IdleTimer(config.connections_max_idle_ms / 1000)  # every connection's idle timeout
         self.config = config
         self.name: str | None = None
         self.protocol = "PLAINTEXT"
@@ -247,7 +264,7 @@ class Listener:
         self.sasl = False
 
     def for_spec(self, bound: "BoundListener", context: ssl.SSLContext | None, mapper: PrincipalMapper) -> "Listener":
-        """This listener's twin for one configured listener: same caps and log limiters, its own protocol."""
+        """This listener's twin for one configured listener: all of the above shared, its own protocol."""
         twin = copy.copy(self)
         twin.name, twin.protocol, twin.advertised = bound.name, bound.spec.protocol, bound.advertised
         twin.tls = context if bound.spec.tls else None
@@ -297,6 +314,7 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
         if held is not None:
             log.warning("refusing connections: %s (%d more refused since the last line)", refusal, held)
         return
+    listener.memory.count(listener.limits.total)
     config = broker.config
     decoder = FrameDecoder(config.socket_request_max_bytes)
     broker.metrics.connections.inc()
@@ -327,8 +345,7 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
 
         try:
             await serve_pipelined(connection, decoder, dispatch, burst_end=broker.committer.start_now,
-                                  idle_timeout=config.connections_max_idle_ms / 1000,
-                                  request_timeout=config.request_arrival_timeout_ms / 1000)
+                                  idle_timer=listener.idle, request_timeout=config.request_arrival_timeout_ms / 1000)
         finally:
             # A TLS close sends close_notify: bounded, so a client that reads nothing cannot hold
             # the connection's task (cancelled, trio closes the socket at once).
@@ -359,6 +376,7 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
             stream.socket.close()  # the TLS stream may not have closed it (a failed handshake)
         broker.metrics.connections.dec()
         listener.limits.release(client_host)
+        listener.memory.count(listener.limits.total)
 
 
 @dataclass(slots=True)
