@@ -92,6 +92,7 @@ from .connection import (
     PendingResponse,
     RequestTimedOut,
     SendStalled,
+    linger_until_client_closes,
     serve_pipelined,
 )
 from .limits import ConnectionLimits, LogLimiter
@@ -102,6 +103,9 @@ log = logging.getLogger(__name__)
 API_VERSIONS = 18
 #: Seconds a TLS connection's closing handshake (close_notify) may take.
 TLS_CLOSE_SECONDS = 1.0
+#: Seconds a connection refused with an answer (a failed SASL exchange) waits for the client to
+#: read it and close its side, before the broker closes (:func:`.connection.linger_until_client_closes`).
+FAILED_AUTHENTICATION_LINGER = 5.0
 PRODUCE = 0
 
 
@@ -303,7 +307,10 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
     (bounded by ``request_arrival_timeout_ms``); one that fails -- plaintext
     or garbage bytes, an untrusted or missing required client certificate --
     closes the connection with one rate-limited line.  On a SASL listener
-    requests go through :class:`~.security.SaslSession` until it succeeds.
+    requests go through :class:`~.security.SaslSession` until it succeeds; a
+    refused exchange's answer is sent, then the connection is held (input
+    discarded) until the client closes it or :data:`FAILED_AUTHENTICATION_LINGER`
+    passes, and only then closed.
     """
     listener = listener or Listener(broker)
     client_host, here = _addresses(stream)
@@ -346,6 +353,10 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
         try:
             await serve_pipelined(connection, decoder, dispatch, burst_end=broker.committer.start_now,
                                   idle_timer=listener.idle, request_timeout=config.request_arrival_timeout_ms / 1000)
+        except CloseAfterResponse as exc:
+            if exc.answered:  # the client reads the answer before our end of stream reaches it
+                await linger_until_client_closes(connection, FAILED_AUTHENTICATION_LINGER)
+            raise
         finally:
             # A TLS close sends close_notify: bounded, so a client that reads nothing cannot hold
             # the connection's task (cancelled, trio closes the socket at once).

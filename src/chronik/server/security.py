@@ -16,8 +16,11 @@ unauthenticated.  It may send ApiVersions, SaslHandshake (v0/v1) and, after a
 v1 handshake, SaslAuthenticate; after a v0 handshake the next frames are raw
 SASL tokens (Kafka's pre-KIP-152 form).  Anything else before the exchange
 succeeds closes the connection, as Kafka does.  A failed exchange is answered
-(SASL_AUTHENTICATION_FAILED with the reason) and the connection closes after
-``connection.failed.authentication.delay.ms``.
+(SASL_AUTHENTICATION_FAILED with the reason) after
+``connection.failed.authentication.delay.ms``, as Kafka does; the connection
+then closes once the client has closed its side, or after
+:data:`~chronik.server.kafka.FAILED_AUTHENTICATION_LINGER`
+(:func:`~chronik.server.connection.linger_until_client_closes` says why).
 """
 
 from __future__ import annotations
