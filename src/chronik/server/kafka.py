@@ -339,6 +339,8 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
                 cause = exc.__cause__ or exc
                 listener.warn(client_host, "tls", "TLS handshake with %s on listener %s (%s) failed: %s; closing "
                               "the connection", client_host, listener.name, here, cause)
+                if _client_certificate_refused(cause) and await _send_tls_alert(tls_stream, stream):
+                    await linger_until_client_closes(stream, FAILED_AUTHENTICATION_LINGER)
                 return
         session = (SaslSession(listener.mechanisms, _credential_lookup(broker), config.connections_max_reauth_ms)
                    if listener.sasl else None)
@@ -396,6 +398,33 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
         broker.metrics.connections.dec()
         listener.limits.release(client_host)
         listener.memory.count(listener.limits.total)
+
+
+def _client_certificate_refused(cause: BaseException) -> bool:
+    """Whether a failed TLS handshake refused the client's certificate (untrusted, expired, or missing
+    when ``ssl.client.auth=required``): an authentication failure the client should be told of."""
+    return isinstance(cause, ssl.SSLCertVerificationError) or (
+        isinstance(cause, ssl.SSLError) and cause.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE")
+
+
+async def _send_tls_alert(tls_stream: trio.SSLStream[trio.SocketStream], transport: trio.SocketStream) -> bool:
+    """Send what OpenSSL wrote for the client when the handshake failed -- its alert (unknown_ca,
+    certificate_required, ...) -- which trio leaves unsent when it raises.  Without it a client cannot
+    tell a refused certificate from a dropped connection (the Java client retries until it times out,
+    instead of raising SslAuthenticationException), as Kafka's own TLS layer flushes it.  Bounded by
+    ``TLS_CLOSE_SECONDS``; True when something was sent.  Reads trio's outgoing buffer (``_outgoing``,
+    trio pinned in pyproject); without one, nothing is sent."""
+    outgoing = getattr(tls_stream, "_outgoing", None)
+    pending = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    if not pending:
+        return False
+    with trio.move_on_after(TLS_CLOSE_SECONDS):
+        try:
+            await transport.send_all(pending)
+            return True
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+    return False
 
 
 @dataclass(slots=True)
