@@ -27,6 +27,7 @@ from pathlib import Path
 
 import aiokafka
 import confluent_kafka
+from confluent_kafka.admin import AdminClient, NewTopic
 import pytest
 import trustme
 
@@ -110,8 +111,12 @@ def deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float
     return {k: after[k] - before[k] for k in before}
 
 
-def new_topic(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+def new_topic(s: Secured, prefix: str) -> str:
+    """A topic made beforehand (through the PLAINTEXT listener), so a group's first assignment has it."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": s.bootstrap("PLAINTEXT")})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(20)
+    return topic
 
 
 # -- raw sockets: the broker's side ---------------------------------------------------------------------------
@@ -212,16 +217,13 @@ def test_confluent_kafka_re_authenticates_on_its_connections(reauth: Secured, mo
     before = counters(reauth)
     conf = librdkafka_conf(reauth, mode)  # SASL_SSL with SCRAM-SHA-512, SASL_PLAINTEXT with PLAIN
     errors: list[confluent_kafka.KafkaError] = []
-    topic = new_topic("ck-reauth")
+    topic = new_topic(reauth, "ck-reauth")
     producer = confluent_kafka.Producer({**conf, "acks": "all", "linger.ms": 5, "error_cb": errors.append})
     consumer = confluent_kafka.Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest",
-                                         "enable.auto.commit": False, "error_cb": errors.append,
-                                         "topic.metadata.refresh.interval.ms": 500})
+                                         "enable.auto.commit": False, "error_cb": errors.append})
     acked: list[int] = []
     got: list[int] = []
     try:
-        producer.produce(topic, b"-1")  # creates the topic
-        assert producer.flush(20) == 0
         consumer.subscribe([topic])
         started = time.monotonic()
         sent = 0
@@ -232,7 +234,7 @@ def test_confluent_kafka_re_authenticates_on_its_connections(reauth: Secured, mo
                 sent += 1
             producer.poll(0)
             message = consumer.poll(0.05)
-            if message is not None and message.error() is None and message.value() != b"-1":
+            if message is not None and message.error() is None:
                 got.append(int(message.value()))
         assert producer.flush(20) == 0
         consumer.commit(asynchronous=False)
@@ -250,32 +252,34 @@ def test_confluent_kafka_re_authenticates_on_its_connections(reauth: Secured, mo
 def test_kafka_python_re_authenticates_on_its_connections(reauth: Secured, mode: str) -> None:
     before = counters(reauth)
     conf = python_conf(reauth, mode)
-    topic = new_topic("kp-reauth")
+    topic = new_topic(reauth, "kp-reauth")
     producer = kafka.KafkaProducer(acks="all", linger_ms=5, **conf)
-    consumer = kafka.KafkaConsumer(group_id=f"g-{topic}", auto_offset_reset="earliest", enable_auto_commit=False,
-                                   fetch_max_wait_ms=100, **conf)
+    # assigned, not subscribed: under load kafka-python's group member was sometimes assigned nothing ("No
+    # partition metadata for topic") and never rejoined, which has nothing to do with re-authentication
+    # (the group path with re-authentication: the confluent-kafka and Java tests)
+    consumer = kafka.KafkaConsumer(auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100,
+                                   **conf)
     got: list[int] = []
     try:
-        producer.send(topic, b"-1").get(20)
-        consumer.subscribe([topic])
+        consumer.assign([kafka.TopicPartition(topic, 0)])
         started = time.monotonic()
         futures = []
         while time.monotonic() - started < RUN_SECONDS:
             futures.append(producer.send(topic, str(len(futures)).encode()))
             for records in consumer.poll(timeout_ms=50).values():
-                got += [int(r.value) for r in records if r.value != b"-1"]
+                got += [int(r.value) for r in records]
         acked = [f.get(20) for f in futures]
         deadline = time.monotonic() + 30
         while len(got) < len(futures) and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=200).values():
-                got += [int(r.value) for r in records if r.value != b"-1"]
+                got += [int(r.value) for r in records]
     finally:
         producer.close(5)
         consumer.close()
     assert len(acked) > 20 and got == list(range(len(futures)))
     change = deltas(before, counters(reauth))
     assert change["expired_killed"] == 0, change
-    assert change["reauthenticated"] >= 3, change
+    assert change["reauthenticated"] >= 2, change  # the producer's and the consumer's connections
 
 
 def test_aiokafka_does_not_re_authenticate_and_reconnects(reauth: Secured) -> None:
@@ -283,7 +287,7 @@ def test_aiokafka_does_not_re_authenticate_and_reconnects(reauth: Secured) -> No
     the producer reconnects and delivers everything."""
     before = counters(reauth)
     conf = python_conf(reauth, "SASL_PLAINTEXT")
-    topic = new_topic("aio-reauth")
+    topic = new_topic(reauth, "aio-reauth")
 
     async def run() -> int:
         producer = aiokafka.AIOKafkaProducer(acks="all", **conf)
