@@ -429,7 +429,8 @@ async def _send_tls_alert(tls_stream: trio.SSLStream[trio.SocketStream], transpo
 
 @dataclass(slots=True)
 class _ConnectionState:
-    """Who the connection is: its principal, and its SASL exchange until that succeeds."""
+    """Who the connection is: its principal, and its SASL exchange until that succeeds (kept while the
+    session has a lifetime, for re-authentication: ``connections.max.reauth.ms``)."""
 
     principal: str
     listener: Listener
