@@ -125,6 +125,15 @@ class BrokerMetrics:
         # State
         self.partitions = Gauge("chronik_partitions", "Partitions hosted by this broker.", registry=r)
         self.connections = Gauge("chronik_connections", "Open Kafka client connections.", registry=r)
+        self.sasl_reauthentications = Counter(
+            "chronik_sasl_reauthentications_total",
+            "SASL sessions renewed on their connection before they expired (KIP-368, connections.max.reauth.ms).",
+            registry=r)
+        self.expired_connections_killed = Counter(
+            "chronik_expired_connections_killed_total",
+            "Connections closed because a request came after their SASL session expired, without a "
+            "re-authentication (Kafka's expired-connections-killed-count).",
+            registry=r)
         self.log_dir_failed = Gauge(
             "chronik_log_dir_failed",
             "1 when the log directory has failed (a write or fsync error); the broker no longer accepts writes.",

@@ -22,6 +22,7 @@ from chronik.server.connection import (
     PendingResponse,
     RequestTimedOut,
     SendStalled,
+    linger_until_client_closes,
     serve_pipelined,
 )
 
@@ -397,3 +398,44 @@ async def test_closed_connections_leave_nothing_for_the_cyclic_collector(ending:
     finally:
         gc.enable()
     assert unreachable / 50 < 1, f"{unreachable} objects in reference cycles after 50 connections ended ({ending})"
+
+
+async def test_a_last_answer_lingers_until_the_client_closes(autojump_clock: trio.abc.Clock) -> None:
+    """After a last answer the server neither closes nor half-closes: it discards what the client still sends
+    and returns as soon as the client closes its side."""
+    server, client = trio.testing.memory_stream_pair()
+    closed_at: list[float] = []
+
+    async def linger() -> None:
+        assert await linger_until_client_closes(server, 5.0)
+        closed_at.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(linger)
+        await client.send_all(b"x" * 100_000)  # pipelined behind the refused request: read and dropped
+        await trio.sleep(3)
+        assert not closed_at
+        await client.send_eof()
+    assert closed_at == [pytest.approx(3.0)]
+
+
+async def test_a_client_that_never_closes_is_let_go_after_the_linger(autojump_clock: trio.abc.Clock) -> None:
+    server, client = trio.testing.memory_stream_pair()
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, b"garbage")
+        assert not await linger_until_client_closes(server, 5.0)
+    assert trio.current_time() - started == pytest.approx(5.0)
+
+
+async def test_a_reset_ends_the_linger() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client_sock = socket.create_connection(listener.getsockname())
+    server_sock, _ = listener.accept()
+    listener.close()
+    server = trio.SocketStream(trio.socket.from_stdlib_socket(server_sock))
+    client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client_sock.close()  # SO_LINGER 0: a reset, not a FIN
+    with trio.fail_after(5):
+        assert await linger_until_client_closes(server, 60.0)
+    await server.aclose()

@@ -178,6 +178,9 @@ _SETTINGS_LIST = (
            "SASL mechanisms the SASL listeners accept: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
     _kafka("connection.failed.authentication.delay.ms", _Int(0, 3_600_000),
            "Wait this long after a failed authentication before closing the connection."),
+    _kafka("connections.max.reauth.ms", _Int(0, _INT64_MAX),
+           "SASL session lifetime (KIP-368): above 0, SASL clients are told it and re-authenticate on their "
+           "connection before it ends; a request after it closes the connection. 0: sessions never end."),
     _Setting("request_arrival_timeout_ms", _Int(1, _INT64_MAX),
              "Close a connection whose request began to arrive but is still incomplete after this long "
              "(slow senders holding buffers).", "broker"),
@@ -309,6 +312,7 @@ class BrokerConfig:
     ssl_principal_mapping_rules: str = "DEFAULT"
     sasl_enabled_mechanisms: str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
     connection_failed_authentication_delay_ms: int = 100
+    connections_max_reauth_ms: int = 0
     request_arrival_timeout_ms: int = 30000
     max_partitions_per_topic: int = 2000
     max_partitions_per_request: int = 4000

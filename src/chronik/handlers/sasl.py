@@ -23,4 +23,4 @@ async def handle_sasl_handshake(ctx: RequestContext, request: Any) -> Any:
 async def handle_sasl_authenticate(ctx: RequestContext, request: Any) -> Any:
     return ctx.respond(error_code=int(ErrorCode.ILLEGAL_SASL_STATE),
                        error_message="SaslAuthenticate outside a SASL exchange (not a SASL listener, or already "
-                                     "authenticated)", auth_bytes=b"", session_lifetime_ms=0)
+                                     "authenticated)", auth_bytes=b"", session_lifetime=0)

@@ -110,11 +110,16 @@ class PendingResponse:
 
 
 class CloseAfterResponse(Exception):
-    """Raised by ``dispatch``: send ``buffers`` (after every answer owed before it), then close the connection."""
+    """Raised by ``dispatch``: send ``buffers`` (after every answer owed before it), then close the connection.
+
+    ``answered``: whether ``buffers`` held an answer (the caller then lets the
+    client read it before closing: :func:`linger_until_client_closes`).
+    """
 
     def __init__(self, buffers: Buffers, reason: str) -> None:
         super().__init__(reason)
         self.buffers = buffers
+        self.answered = bool(buffers)
 
 
 class ConnectionIdle(Exception):
@@ -276,6 +281,31 @@ async def send_buffers(stream: trio.abc.Stream, buffers: Buffers, stall: IdleTim
                     sent = 0
             continue
         raise SendStalled(f"the client read nothing for {stall.timeout:g} s")
+
+
+async def linger_until_client_closes(stream: trio.abc.Stream, timeout: float) -> bool:
+    """After a last answer, wait up to ``timeout`` seconds for the client to close its side; discard what it sends.
+
+    Closing at once would put the end of the stream (FIN, and with TLS
+    close_notify) right behind the answer, and a client that reads both in
+    one go may report only the disconnect: kafka-python 3.0 reads until
+    ``recv`` returns nothing and then drops what it read with the error.
+    Closing with input left unread would send a reset instead of a FIN, which
+    may cost the client the answer still unread in its receive path.  So the
+    connection stays open, read and discarded, until the client -- which
+    closes once it has read an error like SASL_AUTHENTICATION_FAILED --
+    closes, or until ``timeout`` passes.  Returns True when the client closed
+    (or the connection broke), False on timeout.  Cancellation: stops waiting;
+    the caller still closes the stream.
+    """
+    with trio.move_on_after(timeout):
+        try:
+            while await stream.receive_some(RECEIVE_BYTES):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+        return True
+    return False
 
 
 async def serve_pipelined(

@@ -92,6 +92,7 @@ from .connection import (
     PendingResponse,
     RequestTimedOut,
     SendStalled,
+    linger_until_client_closes,
     serve_pipelined,
 )
 from .limits import ConnectionLimits, LogLimiter
@@ -102,6 +103,9 @@ log = logging.getLogger(__name__)
 API_VERSIONS = 18
 #: Seconds a TLS connection's closing handshake (close_notify) may take.
 TLS_CLOSE_SECONDS = 1.0
+#: Seconds a connection refused with an answer (a failed SASL exchange) waits for the client to
+#: read it and close its side, before the broker closes (:func:`.connection.linger_until_client_closes`).
+FAILED_AUTHENTICATION_LINGER = 5.0
 PRODUCE = 0
 
 
@@ -303,7 +307,10 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
     (bounded by ``request_arrival_timeout_ms``); one that fails -- plaintext
     or garbage bytes, an untrusted or missing required client certificate --
     closes the connection with one rate-limited line.  On a SASL listener
-    requests go through :class:`~.security.SaslSession` until it succeeds.
+    requests go through :class:`~.security.SaslSession` until it succeeds; a
+    refused exchange's answer is sent, then the connection is held (input
+    discarded) until the client closes it or :data:`FAILED_AUTHENTICATION_LINGER`
+    passes, and only then closed.
     """
     listener = listener or Listener(broker)
     client_host, here = _addresses(stream)
@@ -332,20 +339,34 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
                 cause = exc.__cause__ or exc
                 listener.warn(client_host, "tls", "TLS handshake with %s on listener %s (%s) failed: %s; closing "
                               "the connection", client_host, listener.name, here, cause)
+                if _client_certificate_refused(cause) and await _send_tls_alert(tls_stream, stream):
+                    await linger_until_client_closes(stream, FAILED_AUTHENTICATION_LINGER)
                 return
-        session = SaslSession(listener.mechanisms, _credential_lookup(broker)) if listener.sasl else None
+        session = (SaslSession(listener.mechanisms, _credential_lookup(broker), config.connections_max_reauth_ms)
+                   if listener.sasl else None)
         state = _ConnectionState(principal, listener, session, client_host)
 
         def dispatch(frame: bytes) -> Awaitable[Buffers | PendingResponse | None]:
-            if state.session is not None:
-                if not state.session.authenticated:
+            session = state.session
+            if session is not None:
+                if not session.authenticated:
                     return _sasl_step(broker, state, frame)
-                state.principal, state.session = state.session.principal, None
+                state.principal = session.principal
+                if session.expires is None:  # no session lifetime: the exchange is over for good
+                    state.session = None
+                else:
+                    _check_session(broker, state, session, frame)
+                    if session.reauthenticating:
+                        return _sasl_step(broker, state, frame)
             return handle_frame(broker, frame, client_host, state.principal, listener.name, listener.advertised)
 
         try:
             await serve_pipelined(connection, decoder, dispatch, burst_end=broker.committer.start_now,
                                   idle_timer=listener.idle, request_timeout=config.request_arrival_timeout_ms / 1000)
+        except CloseAfterResponse as exc:
+            if exc.answered:  # the client reads the answer before our end of stream reaches it
+                await linger_until_client_closes(connection, FAILED_AUTHENTICATION_LINGER)
+            raise
         finally:
             # A TLS close sends close_notify: bounded, so a client that reads nothing cannot hold
             # the connection's task (cancelled, trio closes the socket at once).
@@ -379,9 +400,37 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
         listener.memory.count(listener.limits.total)
 
 
+def _client_certificate_refused(cause: BaseException) -> bool:
+    """Whether a failed TLS handshake refused the client's certificate (untrusted, expired, or missing
+    when ``ssl.client.auth=required``): an authentication failure the client should be told of."""
+    return isinstance(cause, ssl.SSLCertVerificationError) or (
+        isinstance(cause, ssl.SSLError) and cause.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE")
+
+
+async def _send_tls_alert(tls_stream: trio.SSLStream[trio.SocketStream], transport: trio.SocketStream) -> bool:
+    """Send what OpenSSL wrote for the client when the handshake failed -- its alert (unknown_ca,
+    certificate_required, ...) -- which trio leaves unsent when it raises.  Without it a client cannot
+    tell a refused certificate from a dropped connection (the Java client retries until it times out,
+    instead of raising SslAuthenticationException), as Kafka's own TLS layer flushes it.  Bounded by
+    ``TLS_CLOSE_SECONDS``; True when something was sent.  Reads trio's outgoing buffer (``_outgoing``,
+    trio pinned in pyproject); without one, nothing is sent."""
+    outgoing = getattr(tls_stream, "_outgoing", None)
+    pending = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    if not pending:
+        return False
+    with trio.move_on_after(TLS_CLOSE_SECONDS):
+        try:
+            await transport.send_all(pending)
+            return True
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+    return False
+
+
 @dataclass(slots=True)
 class _ConnectionState:
-    """Who the connection is: its principal, and its SASL exchange until that succeeds."""
+    """Who the connection is: its principal, and its SASL exchange until that succeeds (kept while the
+    session has a lifetime, for re-authentication: ``connections.max.reauth.ms``)."""
 
     principal: str
     listener: Listener
@@ -400,33 +449,58 @@ SASL_AUTHENTICATE = 36
 
 
 async def _token(session: SaslSession, data: bytes) -> bytes:
-    """``session.token(data)``, in a worker thread when it is CPU-heavy (PLAIN), so logins never stall the loop."""
+    """``session.token(data, now)``, in a worker thread when it is CPU-heavy (PLAIN), so logins never stall the loop."""
+    now = trio.current_time()
     if session.slow:
-        return await trio.to_thread.run_sync(session.token, data)
-    return session.token(data)
+        return await trio.to_thread.run_sync(session.token, data, now)
+    return session.token(data, now)
+
+
+def _check_session(broker: KafkaServices, state: _ConnectionState, session: SaslSession, frame: bytes) -> None:
+    """A request on an authenticated connection whose SASL session has a lifetime (KIP-368), as Kafka
+    checks it: a SaslHandshake may begin a re-authentication (then ``session.reauthenticating``);
+    anything else after the session expired closes the connection (:class:`_CloseConnection`)."""
+    now = trio.current_time()
+    api_key, api_version, _ = peek_request_ids(frame)
+    if api_key == SASL_HANDSHAKE and session.begin_reauthentication(now):
+        log.debug("%s (%s) re-authenticating on listener %s", state.client_host, session.principal, state.listener.name)
+        return
+    if session.expired(now):
+        broker.metrics.expired_connections_killed.inc()
+        state.listener.warn(state.client_host, "expired", "closing connection from %s (%s) on listener %s: its SASL "
+                            "session expired (connections.max.reauth.ms=%d) and the client sent API %d v%d instead of "
+                            "re-authenticating", state.client_host, session.principal, state.listener.name,
+                            session.max_reauth_ms, api_key, api_version)
+        raise _CloseConnection
 
 
 async def _sasl_step(broker: KafkaServices, state: _ConnectionState, frame: bytes) -> Buffers | PendingResponse | None:
-    """One request of a connection not yet authenticated on a SASL listener (see :mod:`.security`).
+    """One request of a connection not yet authenticated (or re-authenticating) on a SASL listener
+    (see :mod:`.security`).
 
     Raises :class:`CloseAfterResponse` (after ``connection.failed.authentication.delay.ms``)
     when the exchange fails, and :class:`_CloseConnection` for a request not allowed before it.
+    A completed exchange's SaslAuthenticate answer carries the session lifetime (v1+).
     """
     session = state.session
     assert session is not None
     delay = broker.config.connection_failed_authentication_delay_ms / 1000
+    reauthenticating = session.reauthenticating
     if session.raw:  # after a v0 handshake: a bare SASL token, answered by a bare token
         try:
-            return encode_frame([await _token(session, bytes(frame))])
+            reply = await _token(session, bytes(frame))
         except AuthenticationFailed as exc:
             await trio.sleep(delay)
             raise CloseAfterResponse([], f"SASL authentication failed: {exc}") from None
+        _note_authenticated(broker, state, session, reauthenticating)
+        return encode_frame([reply])
     api_key, api_version, correlation_id = peek_request_ids(frame)
     if api_key == API_VERSIONS:
         return await handle_frame(broker, frame, state.client_host, ANONYMOUS, state.listener.name, state.listener.advertised)
     if api_key not in (SASL_HANDSHAKE, SASL_AUTHENTICATE) or lookup(api_key, api_version) is None:
         state.listener.warn(state.client_host, "auth", "closing connection from %s on SASL listener %s: request "
-                            "(API %d v%d) before authentication", state.client_host, state.listener.name, api_key, api_version)
+                            "(API %d v%d) %s", state.client_host, state.listener.name, api_key, api_version,
+                            "during re-authentication" if session.reauthenticating else "before authentication")
         raise _CloseConnection
     header, request = decode_request_frame(frame)
 
@@ -448,10 +522,20 @@ async def _sasl_step(broker: KafkaServices, state: _ConnectionState, frame: byte
         reply = await _token(session, bytes(request.auth_bytes))
     except AuthenticationFailed as exc:
         await trio.sleep(delay)
+        what = "re-authentication" if reauthenticating else "authentication"
         raise CloseAfterResponse(answer({"error_code": int(ErrorCode.SASL_AUTHENTICATION_FAILED), "error_message": str(exc),
-                                         "auth_bytes": b"", "session_lifetime_ms": 0}),
-                                 f"SASL authentication failed: {exc}") from None
-    return answer({"error_code": 0, "error_message": None, "auth_bytes": reply, "session_lifetime_ms": 0})
+                                         "auth_bytes": b"", "session_lifetime": 0}),
+                                 f"SASL {what} failed: {exc}") from None
+    _note_authenticated(broker, state, session, reauthenticating)
+    lifetime_ms = session.lifetime_ms if session.authenticated else 0  # set by the exchange's last token only
+    return answer({"error_code": 0, "error_message": None, "auth_bytes": reply, "session_lifetime": lifetime_ms})
+
+
+def _note_authenticated(broker: KafkaServices, state: _ConnectionState, session: SaslSession, reauthenticating: bool) -> None:
+    """Count and log (debug) a re-authentication that just completed."""
+    if reauthenticating and session.authenticated:
+        broker.metrics.sasl_reauthentications.inc()
+        log.debug("%s (%s) re-authenticated on listener %s", state.client_host, session.principal, state.listener.name)
 
 
 class _CloseConnection(Exception):

@@ -16,8 +16,11 @@ unauthenticated.  It may send ApiVersions, SaslHandshake (v0/v1) and, after a
 v1 handshake, SaslAuthenticate; after a v0 handshake the next frames are raw
 SASL tokens (Kafka's pre-KIP-152 form).  Anything else before the exchange
 succeeds closes the connection, as Kafka does.  A failed exchange is answered
-(SASL_AUTHENTICATION_FAILED with the reason) and the connection closes after
-``connection.failed.authentication.delay.ms``.
+(SASL_AUTHENTICATION_FAILED with the reason) after
+``connection.failed.authentication.delay.ms``, as Kafka does; the connection
+then closes once the client has closed its side, or after
+:data:`~chronik.server.kafka.FAILED_AUTHENTICATION_LINGER`
+(:func:`~chronik.server.connection.linger_until_client_closes` says why).
 """
 
 from __future__ import annotations
@@ -150,25 +153,54 @@ def enabled_mechanisms(config: BrokerConfig) -> tuple[str, ...]:
 CredentialLookup = Callable[[str, str], ScramCredential | None]
 
 
+#: KIP-368: a connection may start re-authenticating at most once per this many seconds (as Kafka);
+#: a SaslHandshake sooner is an ordinary request (ILLEGAL_SASL_STATE).
+MIN_REAUTHENTICATION_INTERVAL = 1.0
+
+
 class SaslSession:
-    """Where one connection is in its SASL exchange (sans-I/O; the listener does the I/O).
+    """Where one connection is in its SASL exchange (sans-I/O; the listener does the I/O and the clock).
 
     States: ``handshake`` (nothing yet), ``authenticate`` (mechanism chosen,
     tokens expected; ``raw`` after a v0 handshake), ``done`` (``principal``
     set), ``failed``.
+
+    Session lifetime (KIP-368, ``connections.max.reauth.ms`` = ``max_reauth_ms``):
+    when it is above 0, each completed exchange sets ``lifetime_ms`` (what the
+    SaslAuthenticate v1+ answer tells the client) and ``expires`` (the clock
+    reading, in seconds, after which :meth:`expired`); with 0, ``expires`` is
+    None and the session never ends.  Before it ends the client re-authenticates
+    on the same connection: a SaslHandshake while ``done``
+    (:meth:`begin_reauthentication`, at most once per
+    :data:`MIN_REAUTHENTICATION_INTERVAL`) restarts the exchange, which must
+    use the mechanism of the previous one and end with the same principal
+    (otherwise it fails, as in Kafka); its success renews the lifetime.
+    Invariant: ``principal`` is the last authenticated one throughout a
+    re-authentication, and ``authenticated`` is False until it completes.
     """
 
-    def __init__(self, mechanisms: tuple[str, ...], lookup: CredentialLookup) -> None:
+    def __init__(self, mechanisms: tuple[str, ...], lookup: CredentialLookup, max_reauth_ms: int = 0) -> None:
         self.mechanisms = mechanisms
         self._lookup = lookup
+        self.max_reauth_ms = max_reauth_ms
         self.state = "handshake"
         self.raw = False
         self.principal = ANONYMOUS
+        self.mechanism: str | None = None
+        self.lifetime_ms = 0
+        self.expires: float | None = None
         self._exchange: ScramServerExchange | PlainServerExchange | None = None
+        self._reauth_started: float | None = None
+        self._previous: tuple[str, str] | None = None  # (mechanism, principal) while re-authenticating
+        self._refusal: str | None = None  # why the next token fails (a re-authentication changing mechanism)
 
     @property
     def authenticated(self) -> bool:
         return self.state == "done"
+
+    @property
+    def reauthenticating(self) -> bool:
+        return self._previous is not None
 
     @property
     def slow(self) -> bool:
@@ -176,22 +208,54 @@ class SaslSession:
         hash iterations); the listener then runs :meth:`token` in a worker thread, off the event loop."""
         return isinstance(self._exchange, PlainServerExchange)
 
+    def expired(self, now: float) -> bool:
+        """Whether the session has a lifetime and ``now`` is past it."""
+        return self.expires is not None and now > self.expires
+
+    def begin_reauthentication(self, now: float) -> bool:
+        """A SaslHandshake on an authenticated connection: True when it starts a re-authentication
+        (the session has a lifetime, and the last one started at least
+        :data:`MIN_REAUTHENTICATION_INTERVAL` ago); the handshake then goes to :meth:`handshake`."""
+        if self.state != "done" or self.expires is None or self.mechanism is None:
+            return False
+        if self._reauth_started is not None and now - self._reauth_started < MIN_REAUTHENTICATION_INTERVAL:
+            return False
+        self._reauth_started = now
+        self._previous = (self.mechanism, self.principal)
+        self.state = "handshake"
+        self.raw = False
+        return True
+
     def handshake(self, mechanism: str, version: int) -> bool:
-        """A SaslHandshake: True when ``mechanism`` is enabled (then tokens are expected)."""
+        """A SaslHandshake: True when ``mechanism`` is enabled (then tokens are expected).
+
+        A re-authentication naming another enabled mechanism is accepted here and
+        refused at its first token, as Kafka does."""
         if self.state != "handshake" or mechanism not in self.mechanisms:
             return False
+        if self._previous is not None and mechanism != self._previous[0]:
+            self._refusal = (f"SASL mechanism '{mechanism}' requested by client is not supported for "
+                             f"re-authentication of mechanism '{self._previous[0]}'")
         self._exchange = PlainServerExchange(self._lookup) if mechanism == "PLAIN" else ScramServerExchange(mechanism, self._lookup)
+        self.mechanism = mechanism
         self.state = "authenticate"
         self.raw = version == 0
         return True
 
-    def token(self, data: bytes) -> bytes:
-        """The next client token; returns the server's reply.  Raises AuthenticationFailed."""
+    def token(self, data: bytes, now: float = 0.0) -> bytes:
+        """The next client token, received at ``now``; returns the server's reply.  Raises AuthenticationFailed."""
         if self.state != "authenticate" or self._exchange is None:
             self.state = "failed"
             raise AuthenticationFailed("Unexpected SASL token: no SaslHandshake before it")
         try:
+            if self._refusal is not None:
+                raise AuthenticationFailed(self._refusal)
             result = self._exchange.receive(data)
+            if isinstance(result, Authenticated) and self._previous is not None:
+                principal = f"User:{result.user}"
+                if principal != self._previous[1]:
+                    raise AuthenticationFailed(f"Cannot change principals during re-authentication from "
+                                               f"{self._previous[1]}: {principal}")
         except AuthenticationFailed:
             self.state = "failed"
             self._exchange = None
@@ -200,5 +264,8 @@ class SaslSession:
             self.state = "done"
             self.principal = f"User:{result.user}"
             self._exchange = None
+            self._previous = None
+            self.lifetime_ms = self.max_reauth_ms if self.max_reauth_ms > 0 else 0
+            self.expires = now + self.lifetime_ms / 1000 if self.lifetime_ms else None
             return result.final_message
         return result

@@ -85,6 +85,13 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * bad usage.  The client's own log lines (slf4j-simple) go to stderr.  tests/integration/test_java.py
  * runs it once per scenario and client version.
  *
+ * <p>Client settings beyond bootstrap.servers (security.protocol, sasl.*, ssl.*) come from the
+ * properties file named by the system property chronik.client.config, for every client made.
+ * Security scenarios (tests/integration/test_java_security.py): secure (create a topic, produce,
+ * consume in a group, commit), authfail (admin, producer and consumer with refused credentials:
+ * the exception each surfaces), reauth (produce and consume for chronik.seconds seconds on the same
+ * connections; the clients' re-authentication and connection metrics).
+ *
  * <p>failover is interactive: it produces to and consumes every partition of an existing topic
  * (named by its fourth argument) until stdin says "stop"; it prints "READY" once every partition
  * took a write, and after a "mark" line prints "WRITABLE seconds" once every partition took a
@@ -126,6 +133,9 @@ public final class Checks {
                 case "admin": admin(); break;
                 case "transactions": transactions(); break;
                 case "failover": failover(args.length > 3 ? args[3] : "failover"); break;
+                case "secure": secure(); break;
+                case "authfail": authFailure(); break;
+                case "reauth": reauth(Double.parseDouble(System.getProperty("chronik.seconds", "7"))); break;
                 default:
                     System.err.println("unknown scenario " + scenario);
                     System.exit(2);
@@ -166,6 +176,14 @@ public final class Checks {
 
     static Properties common(String role) {
         Properties p = new Properties();
+        String config = System.getProperty("chronik.client.config");
+        if (config != null) {
+            try (java.io.Reader in = java.nio.file.Files.newBufferedReader(java.nio.file.Path.of(config))) {
+                p.load(in);
+            } catch (java.io.IOException e) {
+                throw new IllegalStateException("cannot read chronik.client.config " + config, e);
+            }
+        }
         p.put("bootstrap.servers", bootstrap);
         p.put("client.id", "chronik-checks-" + scenario + "-" + role);
         return p;
@@ -1101,5 +1119,170 @@ public final class Checks {
         result.put("consumed", consumed.size());
         result.put("failovers", failovers);
         result.put("seconds", (System.nanoTime() - started) / 1e9);
+    }
+
+    // ---------------------------------------------------------------- security (SASL, TLS)
+
+    /**
+     * Over the listener and credentials of chronik.client.config: an admin creates a topic (and sees the
+     * node at the address it connected to), a producer writes 20 records, a group consumer reads them back
+     * in order and commits.
+     */
+    static void secure() throws Exception {
+        String topic = "java-sec-" + RUN;
+        try (Admin admin = newAdmin()) {
+            createTopic(admin, topic, 1, Map.of());
+            List<String> nodes = new ArrayList<>();
+            for (Node node : get(admin.describeCluster().nodes())) {
+                nodes.add(node.host() + ":" + node.port());
+            }
+            result.put("nodes", nodes);
+        }
+        int count = 20;
+        try (KafkaProducer<byte[], byte[]> producer = producer(ProducerConfig.ACKS_CONFIG, "all")) {
+            for (int i = 0; i < count; i++) {
+                producer.send(new ProducerRecord<>(topic, 0, null, bytes("v" + i))).get(TIMEOUT_S, TimeUnit.SECONDS);
+            }
+        }
+        try (KafkaConsumer<byte[], byte[]> consumer = consumer("java-sec-g-" + RUN)) {
+            consumer.subscribe(List.of(topic));
+            List<String> values = new ArrayList<>();
+            for (ConsumerRecord<byte[], byte[]> r : readAtLeast(consumer, count)) {
+                values.add(new String(r.value(), StandardCharsets.UTF_8));
+            }
+            List<String> expected = new ArrayList<>();
+            for (int i = 0; i < count; i++) {
+                expected.add("v" + i);
+            }
+            check(values.equals(expected), "the consumer read what was produced, in order", values);
+            consumer.commitSync(Duration.ofSeconds(TIMEOUT_S));
+            TopicPartition tp = new TopicPartition(topic, 0);
+            OffsetAndMetadata committed = consumer.committed(Set.of(tp), Duration.ofSeconds(TIMEOUT_S)).get(tp);
+            check(committed != null && committed.offset() == count, "the group committed offset", committed);
+            result.put("received", values.size());
+        }
+        result.put("sent", count);
+    }
+
+    /** The exception class (and message) a refused client surfaces; a Java exception chain is searched for
+     * the first org.apache.kafka exception. */
+    static Map<String, Object> refusal(Throwable t) {
+        Map<String, Object> out = new LinkedHashMap<>();
+        while (t != null && !(t instanceof KafkaException) && t.getCause() != null && t.getCause() != t) {
+            t = t.getCause();
+        }
+        out.put("exception", t == null ? null : t.getClass().getName());
+        out.put("message", t == null ? null : t.getMessage());
+        return out;
+    }
+
+    /**
+     * With credentials (or a certificate) the broker refuses: what the admin client, the producer and the
+     * consumer each surface.  The caller asserts the exception type (SaslAuthenticationException,
+     * SslAuthenticationException); nothing may succeed.
+     */
+    static void authFailure() throws Exception {
+        String topic = "java-refused-" + RUN;
+        Properties ap = common("admin");
+        ap.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 10000);
+        ap.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 15000);
+        try (Admin admin = Admin.create(ap)) {
+            result.put("admin", refusal(failureOf(admin.describeCluster().nodes())));
+        }
+        try (KafkaProducer<byte[], byte[]> producer = producer(ProducerConfig.MAX_BLOCK_MS_CONFIG, 15000)) {
+            Throwable t = null;
+            try {
+                producer.send(new ProducerRecord<>(topic, bytes("never"))).get(TIMEOUT_S, TimeUnit.SECONDS);
+            } catch (ExecutionException e) {
+                t = e.getCause();
+            } catch (KafkaException e) {
+                t = e;
+            }
+            result.put("producer", refusal(t));
+        }
+        try (KafkaConsumer<byte[], byte[]> consumer = consumer(null)) {
+            consumer.assign(List.of(new TopicPartition(topic, 0)));
+            Throwable t = null;
+            long deadline = System.currentTimeMillis() + 15000;
+            try {
+                while (System.currentTimeMillis() < deadline) {
+                    check(consumer.poll(POLL).isEmpty(), "a refused consumer reads nothing");
+                }
+            } catch (KafkaException e) {
+                t = e;
+            }
+            result.put("consumer", refusal(t));
+        }
+    }
+
+    /** Sum of a client's selector metric (group producer-metrics / consumer-metrics) named ``name``. */
+    static double clientMetric(Map<org.apache.kafka.common.MetricName, ? extends org.apache.kafka.common.Metric> metrics,
+                               String name) {
+        double total = 0;
+        for (Map.Entry<org.apache.kafka.common.MetricName, ? extends org.apache.kafka.common.Metric> e : metrics.entrySet()) {
+            String group = e.getKey().group();
+            if (e.getKey().name().equals(name) && (group.equals("producer-metrics") || group.equals("consumer-metrics"))) {
+                total += ((Number) e.getValue().metricValue()).doubleValue();
+            }
+        }
+        return total;
+    }
+
+    static final String[] CONNECTION_METRICS = {"successful-authentication-total", "successful-reauthentication-total",
+        "failed-reauthentication-total", "connection-close-total", "connection-creation-total"};
+
+    /**
+     * A producer and a group consumer work for ``seconds`` (several SASL session lifetimes): every record
+     * acknowledged is consumed, and the clients' own metrics say how often they authenticated,
+     * re-authenticated and closed connections.
+     */
+    static void reauth(double seconds) throws Exception {
+        String topic = "java-reauth-" + RUN;
+        try (Admin admin = newAdmin()) {
+            createTopic(admin, topic, 1, Map.of());
+        }
+        List<String> acked = java.util.Collections.synchronizedList(new ArrayList<>());
+        List<String> errors = java.util.Collections.synchronizedList(new ArrayList<>());
+        List<String> got = new ArrayList<>();
+        try (KafkaProducer<byte[], byte[]> producer = producer(ProducerConfig.ACKS_CONFIG, "all",
+                ProducerConfig.LINGER_MS_CONFIG, 5);
+             KafkaConsumer<byte[], byte[]> consumer = consumer("java-reauth-g-" + RUN)) {
+            consumer.subscribe(List.of(topic));
+            long end = System.nanoTime() + (long) (seconds * 1e9);
+            int sent = 0;
+            while (System.nanoTime() < end) {
+                String value = Integer.toString(sent++);
+                producer.send(new ProducerRecord<>(topic, 0, null, bytes(value)), (metadata, e) -> {
+                    if (e != null) {
+                        errors.add(e.toString());
+                    } else {
+                        acked.add(value);
+                    }
+                });
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(50))) {
+                    got.add(new String(r.value(), StandardCharsets.UTF_8));
+                }
+            }
+            producer.flush();
+            long deadline = System.currentTimeMillis() + TIMEOUT_S * 1000L;
+            while (got.size() < sent && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(POLL)) {
+                    got.add(new String(r.value(), StandardCharsets.UTF_8));
+                }
+            }
+            check(errors.isEmpty(), "no send errors", errors.size() > 10 ? errors.subList(0, 10) : errors);
+            check(acked.size() == sent, "every record acknowledged", acked.size(), sent);
+            check(got.equals(new ArrayList<>(acked)), "every acknowledged record consumed, in order", got.size(), acked.size());
+            result.put("sent", sent);
+            result.put("received", got.size());
+            Map<String, Object> producerMetrics = new LinkedHashMap<>();
+            Map<String, Object> consumerMetrics = new LinkedHashMap<>();
+            for (String name : CONNECTION_METRICS) {
+                producerMetrics.put(name, clientMetric(producer.metrics(), name));
+                consumerMetrics.put(name, clientMetric(consumer.metrics(), name));
+            }
+            result.put("producer", producerMetrics);
+            result.put("consumer", consumerMetrics);
+        }
     }
 }
