@@ -48,7 +48,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -121,10 +121,14 @@ class Broker:
     """
 
     def __init__(self, config: BrokerConfig, metadata: "MetadataLog | ReplicatedMetadataLog", logs: LogManager, cluster_id: str,
-                 consensus: "ConsensusNode | None" = None) -> None:
+                 consensus: "ConsensusNode | None" = None, *, clock: Callable[[], float] = time.time,
+                 network: "Network | None" = None) -> None:
         from .metrics import BrokerMetrics
 
         self.config = config
+        self.clock = clock
+        """The wall clock (seconds since the epoch) of transaction timeouts, marker timestamps, retention
+        and producer-id expiry (see :func:`open_broker`)."""
         self.metrics = BrokerMetrics()
         self.committer = logs.committer
         self.committer.on_commit = self.metrics.record_wal_sync
@@ -174,13 +178,14 @@ class Broker:
         self.metrics.cleaner_uncleanable.set_function(lambda: len(self.cleaner.uncleanable))
         # transactions (issue 13): coordinated where groups are, state in the metadata log
         markers: LocalMarkerWriter | ClusterMarkerWriter = LocalMarkerWriter(
-            lambda: self.metadata.image, self.partition_log, config.node_id)
+            lambda: self.metadata.image, self.partition_log, config.node_id, clock)
         if consensus is not None:  # partitions led elsewhere get their markers by WriteTxnMarkers
-            markers = ClusterMarkerWriter(markers, lambda: self.metadata.image, config.node_id)
+            markers = ClusterMarkerWriter(markers, lambda: self.metadata.image, config.node_id,
+                                          trio.open_tcp_stream if network is None else _kafka_dialler(network))
         self.transactions = TransactionCoordinator(
             metadata, markers, self.next_producer_id,
             TxnSettings(config.transaction_max_timeout_ms, config.transactional_id_expiration_ms),
-            role=self if consensus is not None else None)
+            role=self if consensus is not None else None, clock=clock)
 
     @property
     def image(self) -> MetadataImage:
@@ -402,7 +407,7 @@ class Broker:
 
     def apply_retention(self) -> int:
         """Delete segments past each topic's retention limits; returns segments deleted."""
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         deleted = 0
         for partition_log in self.logs:
             topic = self.image.topics.get(partition_log.topic)
@@ -423,7 +428,7 @@ class Broker:
 
     def expire_producers(self) -> int:
         """Forget producer ids idle past ``producer.id.expiration.ms`` in every local log; returns how many."""
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         expiration_ms = self.config.producer_id_expiration_ms
         return sum(partition_log.expire_producers(now_ms, expiration_ms) for partition_log in self.logs)
 
@@ -491,7 +496,7 @@ def _voters_cluster_id(config: BrokerConfig) -> str:
 
 @asynccontextmanager
 async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = None, network: "Network | None" = None,
-                      rng: random.Random | None = None) -> AsyncIterator[Broker]:
+                      rng: random.Random | None = None, clock: Callable[[], float] = time.time) -> AsyncIterator[Broker]:
     """Lock and recover the data directory and yield a ready :class:`Broker` (see the module docstring).
 
     The data directory's lock (:mod:`chronik.storage.lock`) is taken before
@@ -502,8 +507,11 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
     process (``tests/cluster/test_cluster_simulation.py``): ``backend``, a
     storage backend instance to use instead of creating ``config.wal_backend``
     (the caller's: not closed here); ``network``, how cluster mode reaches its
-    peers (:mod:`chronik.cluster.network`; None: TCP); ``rng``, the Raft
-    node's randomness (election timeouts, backoff jitter; None: unseeded).
+    peers (:mod:`chronik.cluster.network`; None: TCP), their Raft and replication
+    listeners and, for WriteTxnMarkers, their Kafka listeners; ``rng``, the Raft
+    node's randomness (election timeouts, backoff jitter; None: unseeded);
+    ``clock``, the wall clock of :attr:`Broker.clock` (a simulated one under
+    trio's ``MockClock``, so transaction timeouts follow simulated time).
 
     Raises :class:`~chronik.storage.UnknownBackendError` for an unusable WAL
     backend, :class:`~chronik.storage.lock.DataDirectoryError` for a data
@@ -513,7 +521,7 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
     in_memory = isinstance(backend, MemoryBackend) if backend is not None else config.wal_backend in TEST_BACKENDS
     lock = None if in_memory else DataDirLock(config.data_dir).acquire()
     try:
-        async with _open_broker(config, backend=backend, network=network, rng=rng) as broker:
+        async with _open_broker(config, backend=backend, network=network, rng=rng, clock=clock) as broker:
             yield broker
     finally:
         if lock is not None:
@@ -522,7 +530,7 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
 
 @asynccontextmanager
 async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, network: "Network | None",
-                       rng: random.Random | None) -> AsyncIterator[Broker]:
+                       rng: random.Random | None, clock: Callable[[], float]) -> AsyncIterator[Broker]:
     started = time.perf_counter()
     data_dir = str(config.data_dir)
     owned = backend is None
@@ -535,7 +543,7 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
                 _open_metadata(config, committer, backend, data_dir, network, rng) as (metadata, consensus):
             logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes,
                               replica_of=None if consensus is None else config.node_id)
-            broker = Broker(config, metadata, logs, cluster_id, consensus)
+            broker = Broker(config, metadata, logs, cluster_id, consensus, clock=clock, network=network)
             replicas = None
             if consensus is not None:
                 from .cluster.network import TCP
@@ -623,6 +631,15 @@ async def _open_metadata(
         replicated.node = node
         node.answer_forwards_when_durable = config.metadata_commit == "leader"
         yield replicated, node
+
+
+def _kafka_dialler(network: "Network") -> Callable[[str, int], Awaitable[trio.abc.Stream]]:
+    """Dial another node's Kafka listener (``host``, ``port`` as it registered them) through ``network``."""
+
+    async def connect(host: str, port: int) -> trio.abc.Stream:
+        return await network.connect(str(HostPort(host, port)))
+
+    return connect
 
 
 async def register_self(broker: Broker) -> None:

@@ -12,9 +12,11 @@ no marker.  A partition this node does not lead is reported failed
 its leader as the metadata image names it: this node's through
 :class:`LocalMarkerWriter`, another node's in one WriteTxnMarkers (v1)
 request per leader over its Kafka listener (whose handler uses a
-:class:`LocalMarkerWriter` there).  A leader that cannot be reached, or that
-answers an error, leaves those partitions failed; the coordinator retries,
-looking the leaders up again.
+:class:`LocalMarkerWriter` there), dialled with ``connect`` (TCP; a
+whole-cluster simulation passes its in-memory network's).  A leader that
+cannot be reached, whose connection breaks before it answers, or that answers
+an error, leaves those partitions failed; the coordinator retries, looking
+the leaders up again.
 Cancellation: an appended marker stays appended (a second one later is harmless).
 """
 
@@ -42,17 +44,21 @@ REMOTE_TIMEOUT_SECONDS = 15.0
 
 
 class LocalMarkerWriter:
+    """``clock``: the wall clock (seconds since the epoch) that stamps the markers."""
+
     def __init__(self, image: Callable[[], MetadataImage],
-                 partition_log: Callable[[str, int], Awaitable[PartitionLog | None]], node_id: int) -> None:
+                 partition_log: Callable[[str, int], Awaitable[PartitionLog | None]], node_id: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self._image = image
         self._partition_log = partition_log
         self._node_id = node_id
+        self._clock = clock
 
     async def write_markers(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
                             partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
         failed: dict[tuple[str, int], ErrorCode] = {}
         written: list[tuple[tuple[str, int], PartitionLog, AppendInfo, bool]] = []
-        now = int(time.time() * 1000)
+        now = int(self._clock() * 1000)
         for topic_name, index in partitions:
             topic = self._image().topics.get(topic_name)
             if topic is None or index >= len(topic.partitions):
@@ -85,10 +91,12 @@ class LocalMarkerWriter:
 class ClusterMarkerWriter:
     """Markers to each partition's leader: here directly, elsewhere by WriteTxnMarkers."""
 
-    def __init__(self, local: LocalMarkerWriter, image: Callable[[], MetadataImage], node_id: int) -> None:
+    def __init__(self, local: LocalMarkerWriter, image: Callable[[], MetadataImage], node_id: int,
+                 connect: Callable[[str, int], Awaitable[trio.abc.Stream]] = trio.open_tcp_stream) -> None:
         self._local = local
         self._image = image
         self._node_id = node_id
+        self._connect = connect
         self._correlation = itertools.count(1)
 
     async def write_markers(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
@@ -136,7 +144,7 @@ class ClusterMarkerWriter:
         correlation_id = next(self._correlation)
         frame = b"".join(encode_frame(encode_request(WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION, correlation_id,
                                                      f"chronik-txn-{self._node_id}", request)))
-        stream = await trio.open_tcp_stream(host, port)
+        stream = await self._connect(host, port)
         async with stream:
             await stream.send_all(frame)
             decoder = FrameDecoder()
