@@ -123,7 +123,7 @@ class ClusterMarkerWriter:
                 with trio.fail_after(REMOTE_TIMEOUT_SECONDS):
                     failed.update(await self._remote(broker.host, broker.port, producer_id, producer_epoch, commit,
                                                      coordinator_epoch, owned))
-            except (OSError, trio.TooSlowError, ValueError) as exc:
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError, ValueError) as exc:
                 log.info("WriteTxnMarkers to node %d failed: %s", leader, exc)
                 failed.update({p: ErrorCode.NETWORK_EXCEPTION for p in owned})
 
