@@ -286,13 +286,22 @@ class Broker:
 
     def led_log(self, topic: str, partition: int) -> PartitionLog | None:
         """The local log of a partition this node serves (in cluster mode: leads, with
-        current metadata); None if none."""
+        current metadata, and -- when replicated -- the replica manager has taken the lead
+        up in that leader epoch); None if none.
+
+        Between the metadata naming this node leader and the replica manager's next
+        reconcile the log still follows (its fetcher may still append the old leader's
+        batches, and a batch appended now would carry no leader epoch, so a replica that
+        had another batch at that offset would never truncate it): not served yet."""
         partition_log = self.logs.get(topic, partition)
         if partition_log is not None and self.consensus is not None:
             if self.metadata_lag() is not None:
                 return None
             found = self.image.topics.get(topic)
             if found is None or partition >= len(found.partitions) or found.partitions[partition].leader != self.node_id:
+                return None
+            led = found.partitions[partition]
+            if len(led.replicas) > 1 and partition_log.leader_epoch != led.leader_epoch:
                 return None
         return partition_log
 
