@@ -3,8 +3,11 @@
 :class:`LocalMarkerWriter` appends one control batch per partition through
 :meth:`~chronik.log.partition.PartitionLog.append_marker` and returns once each
 is durable and, for a replicated partition, below the high watermark (acks=all
-rules: every in-sync replica has it), so a marker the coordinator counts as
-written survives the loss of the leader.  A partition whose topic is gone needs
+rules: every in-sync replica has it) while this node still leads in the leader
+epoch it appended in, so a marker the coordinator counts as written survives
+the loss of the leader.  (A leader that lost the lead meanwhile may have
+truncated the marker, and as a follower its high watermark is the new
+leader's, over other batches: that partition is failed, and written again.)  A partition whose topic is gone needs
 no marker.  A partition this node does not lead is reported failed
 (NOT_LEADER_OR_FOLLOWER) and retried by the coordinator.
 
@@ -57,7 +60,7 @@ class LocalMarkerWriter:
     async def write_markers(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
                             partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
         failed: dict[tuple[str, int], ErrorCode] = {}
-        written: list[tuple[tuple[str, int], PartitionLog, AppendInfo, bool]] = []
+        written: list[tuple[tuple[str, int], PartitionLog, AppendInfo, int | None]] = []
         now = int(self._clock() * 1000)
         for topic_name, index in partitions:
             topic = self._image().topics.get(topic_name)
@@ -73,17 +76,21 @@ class LocalMarkerWriter:
                 failed[(topic_name, index)] = ErrorCode.KAFKA_STORAGE_ERROR
                 continue
             replicated = len(topic.partitions[index].replicas) > 1
-            written.append(((topic_name, index), partition_log, info, replicated))
-        for key, partition_log, info, replicated in written:
+            written.append(((topic_name, index), partition_log, info, partition_log.leader_epoch if replicated else None))
+        for key, partition_log, info, leader_epoch in written:
             try:
                 await partition_log.wait_durable(info)
             except StorageError:
                 failed[key] = ErrorCode.KAFKA_STORAGE_ERROR
                 continue
-            if replicated:
+            if leader_epoch is not None:  # replicated
                 with trio.move_on_after(MARKER_WAIT_SECONDS):
                     await partition_log.wait_high_watermark(info.last_offset + 1)
-                if partition_log.high_watermark <= info.last_offset:
+                topic = self._image().topics.get(key[0])
+                led = None if topic is None or key[1] >= len(topic.partitions) else topic.partitions[key[1]]
+                if led is None or (led.leader, led.leader_epoch) != (self._node_id, leader_epoch):
+                    failed[key] = ErrorCode.NOT_LEADER_OR_FOLLOWER
+                elif partition_log.high_watermark <= info.last_offset:
                     failed[key] = ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
         return failed
 
