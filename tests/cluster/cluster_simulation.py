@@ -302,7 +302,7 @@ class ClusterSimulation:
                                        clock=lambda: TIMESTAMP / 1000 + trio.current_time()) as broker:
                     incarnation.broker = broker
                     broker.metadata.add_listener(
-                        lambda offset, command, *_: self._applied(incarnation, offset, command))
+                        lambda offset, command, _result, rejected: self._applied(incarnation, offset, command, rejected))
                     kafka_listener = await self.net.node(i).listen(str(self.configs[i].listen))
                     async with kafka_listener, trio.open_nursery() as nursery:
                         incarnation.nursery = nursery
@@ -592,7 +592,7 @@ class ClusterSimulation:
         if known != node_id:
             self.violations.append(f"two controllers in epoch {term}: nodes {known} and {node_id}")
 
-    def _applied(self, incarnation: Incarnation, offset: int, command: Any) -> None:
+    def _applied(self, incarnation: Incarnation, offset: int, command: Any, rejected: Exception | None) -> None:
         if command is None:  # the image was loaded from a snapshot ending at offset
             incarnation.last_applied = offset
             return
@@ -600,8 +600,8 @@ class ClusterSimulation:
             self.violations.append(f"node {incarnation.node_id} applied metadata offset {offset} after {incarnation.last_applied}")
         incarnation.last_applied = offset
         known = self.applied.setdefault(offset, command)
-        if known is command and isinstance(command, PutTransaction) and command.state in PREPARING:
-            self._decided(command)
+        if known is command and rejected is None and isinstance(command, PutTransaction) and command.state in PREPARING:
+            self._decided(command)  # (a rejected one -- a stale or repeated write -- decides nothing)
         if known != command:
             self.violations.append(f"node {incarnation.node_id} applied {command} at metadata offset {offset}; "
                                    f"another node applied {known}")

@@ -50,12 +50,12 @@ from chronik.protocol import parse_batch_header, split_batches
 from ..txn.history import History
 
 TIMESTAMP = 1_700_000_000_000
-TXN_TIMEOUT_MS = 5000
+TXN_TIMEOUT_MS = 3000
 """The producers' transaction.timeout.ms (simulated time): the coordinator aborts what they leave open."""
 REQUEST_TIMEOUT = 15.0
 OPERATION_SECONDS = 8.0
 BACKOFF = 0.1
-THINK_SECONDS = 0.4
+THINK_SECONDS = 0.6
 """Mean pause between two transactions of one producer."""
 COMMIT_PROBABILITY = 0.75
 
