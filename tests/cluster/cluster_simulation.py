@@ -729,10 +729,17 @@ class ClusterSimulation:
                 for index, partition in enumerate(topic.partitions):
                     partition_log = broker.logs.get(name, index)
                     ends = "-" if partition_log is None else f"end {partition_log.log_end_offset} hw {partition_log.high_watermark}"
+                    if partition_log is not None and partition_log.last_stable_offset != partition_log.high_watermark:
+                        ends += (f" last stable offset {partition_log.last_stable_offset} (open transactions: producer "
+                                 f"-> first offset {dict(sorted(partition_log.producers.ongoing.items()))})")
                     parts.append(f"  {name}-{index} leader {partition.leader} epoch {partition.leader_epoch} "
                                  f"isr {partition.isr} replicas {partition.replicas}: {ends}")
             fenced = sorted(b for b, found in broker.image.brokers.items() if found.fenced)
             parts.append(f"  fenced {fenced}")
+        if controller is not None and controller.broker is not None:
+            for transactional_id, txn in sorted(controller.broker.image.transactions.items()):
+                parts.append(f"transaction {transactional_id}: producer {txn.producer_id} epoch {txn.producer_epoch} "
+                             f"{txn.state} {txn.partitions}")
         return "\n".join(parts)
 
     def _final_check(self) -> None:

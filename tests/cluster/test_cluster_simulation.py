@@ -40,11 +40,11 @@ def seeds(default: range) -> list[int]:
 
 
 def run_seeds(seed_list: list[int], nodes: int, chaos_seconds: float, test: str, *,
-              snapshots: bool = SNAPSHOTS) -> tuple[int, int]:
+              snapshots: bool = SNAPSHOTS, producers: int = 3) -> tuple[int, int]:
     """Run each seed; (acks=all records acknowledged, transactions committed) over them all."""
     acked = committed = 0
     for seed in seed_list:
-        sim = ClusterSimulation(seed, nodes, chaos_seconds=chaos_seconds, snapshots=snapshots)
+        sim = ClusterSimulation(seed, nodes, chaos_seconds=chaos_seconds, snapshots=snapshots, producers=producers)
         try:
             sim.run()
         except BaseException as exc:
@@ -85,23 +85,37 @@ def test_cluster_simulation(nodes: int, snapshots: bool) -> None:
     # got CommitterClosed from the committer cancelled with the node (fixed: RaftStorage._drop_segments
     # keeps the segments then)
     (3, 82, 20.0, True),
-    # transactions (each found once the simulation learned them):
-    # the transaction coordinator's node went down with BrokenResourceError when a partition leader's
-    # connection broke during WriteTxnMarkers (fixed: ClusterMarkerWriter fails those partitions, retried)
-    (3, 101, 6.0, False),
-    # replicas disagreeing below the high watermark: a marker appended on a node the metadata had just
-    # named leader, before its replica manager took the lead up, carried no leader epoch, so the old
-    # leader never truncated the batch it had at that offset (fixed: Broker.led_log serves a replicated
-    # partition only once led in the current epoch)
-    (3, 113, 6.0, False),
-    # replicas disagreeing below the high watermark: a transactional produce waited for the partition to
-    # show in its transaction after the leadership check, and appended to what was a follower's log by then
-    # (fixed: the wait comes first)
-    (3, 24, 15.0, False),
 ])
 def test_cluster_simulation_regressions(nodes: int, seed: int, chaos_seconds: float, snapshots: bool) -> None:
     run_seeds([seed], nodes, chaos_seconds,
               f"test_cluster_simulation_regressions[{nodes}-{seed}-{chaos_seconds}-{snapshots}]", snapshots=snapshots)
+
+
+@pytest.mark.parametrize(("nodes", "seed", "chaos_seconds", "producers"), [
+    # Found once the simulation learned transactions; each fails again with its fix undone (the number of
+    # transactional producers is part of the scenario: it changes which transactions meet which faults).
+    # The transaction coordinator's node went down with BrokenResourceError when a partition leader's
+    # connection broke during WriteTxnMarkers (fixed: ClusterMarkerWriter fails those partitions, retried).
+    (3, 101, 6.0, 3),
+    # Replicas disagreeing below the high watermark: a marker (or batch) appended on a node the metadata had
+    # just named leader, before its replica manager took the lead up, carried no leader epoch, so the old
+    # leader never truncated the batch it had at that offset (fixed: Broker.led_log serves a replicated
+    # partition only once led in the current epoch).
+    (3, 16, 9.0, 3),
+    # Replicas disagreeing below the high watermark: a transactional produce waited for the partition to show
+    # in its transaction after the leadership check, and appended to what was a follower's log by then
+    # (fixed: the wait comes first).
+    (3, 30, 10.0, 4),
+    # A hanging transaction (no convergence: an LSO stuck for good) and its committed records lost in one
+    # partition: the leader appended the commit marker, lost the lead and truncated it, and the marker writer
+    # counted it written since the high watermark (the new leader's) had passed its offset (fixed: the
+    # writer also checks it still leads in the epoch it appended in).
+    (5, 6, 10.0, 2),
+])
+def test_cluster_simulation_transaction_regressions(nodes: int, seed: int, chaos_seconds: float, producers: int) -> None:
+    run_seeds([seed], nodes, chaos_seconds,
+              f"test_cluster_simulation_transaction_regressions[{nodes}-{seed}-{chaos_seconds}-{producers}]",
+              snapshots=False, producers=producers)
 
 
 def test_a_node_restarted_from_a_snapshot_acts_only_once_caught_up() -> None:
