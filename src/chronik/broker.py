@@ -48,7 +48,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -122,10 +122,14 @@ class Broker:
     """
 
     def __init__(self, config: BrokerConfig, metadata: "MetadataLog | ReplicatedMetadataLog", logs: LogManager, cluster_id: str,
-                 consensus: "ConsensusNode | None" = None, authorizer: Authorizer | None = None) -> None:
+                 consensus: "ConsensusNode | None" = None, authorizer: Authorizer | None = None, *,
+                 clock: Callable[[], float] = time.time, network: "Network | None" = None) -> None:
         from .metrics import BrokerMetrics
 
         self.config = config
+        self.clock = clock
+        """The wall clock (seconds since the epoch) of transaction timeouts, marker timestamps, retention
+        and producer-id expiry (see :func:`open_broker`)."""
         self.metrics = BrokerMetrics()
         self.committer = logs.committer
         self.committer.on_commit = self.metrics.record_wal_sync
@@ -172,13 +176,14 @@ class Broker:
         self.metrics.cleaner_uncleanable.set_function(lambda: len(self.cleaner.uncleanable))
         # transactions (issue 13): coordinated where groups are, state in the metadata log
         markers: LocalMarkerWriter | ClusterMarkerWriter = LocalMarkerWriter(
-            lambda: self.metadata.image, self.partition_log, config.node_id)
+            lambda: self.metadata.image, self.partition_log, config.node_id, clock)
         if consensus is not None:  # partitions led elsewhere get their markers by WriteTxnMarkers
-            markers = ClusterMarkerWriter(markers, lambda: self.metadata.image, config.node_id)
+            markers = ClusterMarkerWriter(markers, lambda: self.metadata.image, config.node_id,
+                                          trio.open_tcp_stream if network is None else _kafka_dialler(network))
         self.transactions = TransactionCoordinator(
             metadata, markers, self.next_producer_id,
             TxnSettings(config.transaction_max_timeout_ms, config.transactional_id_expiration_ms),
-            role=self if consensus is not None else None)
+            role=self if consensus is not None else None, clock=clock)
 
     @property
     def image(self) -> MetadataImage:
@@ -285,13 +290,22 @@ class Broker:
 
     def led_log(self, topic: str, partition: int) -> PartitionLog | None:
         """The local log of a partition this node serves (in cluster mode: leads, with
-        current metadata); None if none."""
+        current metadata, and -- when replicated -- the replica manager has taken the lead
+        up in that leader epoch); None if none.
+
+        Between the metadata naming this node leader and the replica manager's next
+        reconcile the log still follows (its fetcher may still append the old leader's
+        batches, and a batch appended now would carry no leader epoch, so a replica that
+        had another batch at that offset would never truncate it): not served yet."""
         partition_log = self.logs.get(topic, partition)
         if partition_log is not None and self.consensus is not None:
             if self.metadata_lag() is not None:
                 return None
             found = self.image.topics.get(topic)
             if found is None or partition >= len(found.partitions) or found.partitions[partition].leader != self.node_id:
+                return None
+            led = found.partitions[partition]
+            if len(led.replicas) > 1 and partition_log.leader_epoch != led.leader_epoch:
                 return None
         return partition_log
 
@@ -406,7 +420,7 @@ class Broker:
 
     def apply_retention(self) -> int:
         """Delete segments past each topic's retention limits; returns segments deleted."""
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         deleted = 0
         for partition_log in self.logs:
             topic = self.image.topics.get(partition_log.topic)
@@ -427,7 +441,7 @@ class Broker:
 
     def expire_producers(self) -> int:
         """Forget producer ids idle past ``producer.id.expiration.ms`` in every local log; returns how many."""
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         expiration_ms = self.config.producer_id_expiration_ms
         return sum(partition_log.expire_producers(now_ms, expiration_ms) for partition_log in self.logs)
 
@@ -495,7 +509,7 @@ def _voters_cluster_id(config: BrokerConfig) -> str:
 
 @asynccontextmanager
 async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = None, network: "Network | None" = None,
-                      rng: random.Random | None = None) -> AsyncIterator[Broker]:
+                      rng: random.Random | None = None, clock: Callable[[], float] = time.time) -> AsyncIterator[Broker]:
     """Lock and recover the data directory and yield a ready :class:`Broker` (see the module docstring).
 
     The data directory's lock (:mod:`chronik.storage.lock`) is taken before
@@ -506,8 +520,11 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
     process (``tests/cluster/test_cluster_simulation.py``): ``backend``, a
     storage backend instance to use instead of creating ``config.wal_backend``
     (the caller's: not closed here); ``network``, how cluster mode reaches its
-    peers (:mod:`chronik.cluster.network`; None: TCP); ``rng``, the Raft
-    node's randomness (election timeouts, backoff jitter; None: unseeded).
+    peers (:mod:`chronik.cluster.network`; None: TCP), their Raft and replication
+    listeners and, for WriteTxnMarkers, their Kafka listeners; ``rng``, the Raft
+    node's randomness (election timeouts, backoff jitter; None: unseeded);
+    ``clock``, the wall clock of :attr:`Broker.clock` (a simulated one under
+    trio's ``MockClock``, so transaction timeouts follow simulated time).
 
     Raises :class:`~chronik.storage.UnknownBackendError` for an unusable WAL
     backend, :class:`~chronik.storage.lock.DataDirectoryError` for a data
@@ -517,7 +534,7 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
     in_memory = isinstance(backend, MemoryBackend) if backend is not None else config.wal_backend in TEST_BACKENDS
     lock = None if in_memory else DataDirLock(config.data_dir).acquire()
     try:
-        async with _open_broker(config, backend=backend, network=network, rng=rng) as broker:
+        async with _open_broker(config, backend=backend, network=network, rng=rng, clock=clock) as broker:
             yield broker
     finally:
         if lock is not None:
@@ -526,7 +543,7 @@ async def open_broker(config: BrokerConfig, *, backend: StorageBackend | None = 
 
 @asynccontextmanager
 async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, network: "Network | None",
-                       rng: random.Random | None) -> AsyncIterator[Broker]:
+                       rng: random.Random | None, clock: Callable[[], float]) -> AsyncIterator[Broker]:
     started = time.perf_counter()
     data_dir = str(config.data_dir)
     owned = backend is None
@@ -539,7 +556,7 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
                 _open_metadata(config, committer, backend, data_dir, network, rng) as (metadata, consensus, authorizer):
             logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes,
                               replica_of=None if consensus is None else config.node_id)
-            broker = Broker(config, metadata, logs, cluster_id, consensus, authorizer)
+            broker = Broker(config, metadata, logs, cluster_id, consensus, authorizer, clock=clock, network=network)
             replicas = None
             if consensus is not None:
                 from .cluster.replication import ReplicaManager
@@ -664,6 +681,15 @@ def _mutual_tls(config: BrokerConfig, network: "Network", metadata: "ReplicatedM
              "must be super users or allowed ClusterAction" if config.authorizer_class_name
              else "admitted on any certificate the trust store verifies")
     return TlsNetwork(network, server, client, admit=admit)
+
+
+def _kafka_dialler(network: "Network") -> Callable[[str, int], Awaitable[trio.abc.Stream]]:
+    """Dial another node's Kafka listener (``host``, ``port`` as it registered them) through ``network``."""
+
+    async def connect(host: str, port: int) -> trio.abc.Stream:
+        return await network.connect(str(HostPort(host, port)))
+
+    return connect
 
 
 async def register_self(broker: Broker) -> None:

@@ -25,8 +25,8 @@ The world, one random action at a time (exponential gaps of simulated time):
   (:func:`chronik.server.kafka.handle_frame`) in a task of that node;
 * create a topic (a metadata command, through whichever node: forwarded to
   the controller), replication factor 3 or all nodes, ``min.insync.replicas``
-  1 or 2 (and ``retention.ms`` -1: the retention check reads the wall clock,
-  and a record retention deleted is not "lost"; see ``topic_configs``);
+  1 or 2 (and ``retention.ms`` -1: a record retention deleted is not "lost";
+  see ``topic_configs``);
 * crash a node: its disk keeps only what was synced (``FaultyBackend.crash``,
   sometimes tearing the newest unsynced write; every disk takes a few
   milliseconds per sync, so there is often something unsynced), its connections die, its
@@ -34,6 +34,18 @@ The world, one random action at a time (exponential gaps of simulated time):
   it later on the surviving disk;
 * partition the network (one node cut off, or a minority from a majority),
   heal it; break a random connection.
+
+Alongside, through the same request path, with randomness of their own (so a
+seed's chaos is the same with or without them): a few transactional producers
+(``sim_transactions.py``: FindCoordinator, InitProducerId, AddPartitionsToTxn,
+transactional Produce, EndTxn commit or abort, retrying and re-initialising as a
+client does) and a read_committed reader (Fetch isolation_level 1, one
+partition at a time, dropping aborted transactions' records as a consumer
+does).  The brokers' wall clock (``open_broker(clock=...)``: transaction
+timeouts, marker timestamps) is simulated time, and a coordinator reaches
+other leaders' Kafka listeners (WriteTxnMarkers) over the simulated network.
+Every transaction's decision is noted when its PrepareCommit/PrepareAbort
+becomes committed metadata (a metadata listener).
 
 Checked on every step (after each action and every ``CHECK_SECONDS``), a
 failure raising :class:`SafetyViolation`:
@@ -50,13 +62,24 @@ failure raising :class:`SafetyViolation`:
   watermark is identical to the batch any other replica had at that offset
   below its own;
 * no acknowledged acks=all record is lost or moved: once any replica's high
-  watermark passes its offset, the batch at that offset is the acknowledged one.
+  watermark passes its offset, the batch at that offset is the acknowledged one;
+* a read_committed read returns no record of a transaction that is not
+  decided to commit at that moment (no aborted or uncommitted reads);
+* each transaction's decision is taken once, under its producer's id and epoch.
 
-After the chaos phase everything is healed and restarted; the cluster must
-then converge within ``CONVERGE_SECONDS`` (a controller, every broker
-unfenced, every partition led with a full ISR and every replica at the
-leader's end), and every acks=all record is read back at its offset from its
-partition's leader.
+After the chaos phase the producers stop (what they left open, the
+coordinator aborts at the transaction timeout) and everything is healed and
+restarted; the cluster must then converge within ``CONVERGE_SECONDS`` (a
+controller, every broker unfenced, every partition led with a full ISR and
+every replica at the leader's end, no transaction open or deciding and every
+last stable offset at the high watermark), and every acks=all record is read
+back at its offset from its partition's leader.  Every partition is then read
+read_committed from its leader and the transactions' history checked
+(``tests/txn/history.py``, as the process-level checker does: no aborted
+reads, lost committed writes, partial transactions, duplicates, records out of
+the order written, non-monotonic offsets or uncommitted reads), and each
+transaction against its decision: all of its records visible if it was decided
+to commit, none otherwise, and its producer never told the opposite.
 """
 
 from __future__ import annotations
@@ -76,15 +99,20 @@ from chronik.cluster.raft import Role
 from chronik.config import BrokerConfig, HostPort, Peer
 from chronik.log.partition import PartitionLog
 from chronik.metadata import CreateTopic
+from chronik.metadata.commands import PutTransaction
 from chronik.metadata.placement import replica_assignment
 from chronik.protocol import (
-    Record, decode_response, encode_batch, encode_frame, encode_request, parse_batch_header, request_schema,
+    FrameDecoder, Record, decode_response, encode_batch, encode_frame, encode_request, parse_batch_header,
+    request_schema,
 )
 from chronik.protocol.build import build
-from chronik.server.connection import PendingResponse
+from chronik.protocol.headers import response_header_version
+from chronik.server.connection import PendingResponse, serve_pipelined
 from chronik.server.kafka import handle_frame
 from chronik.storage import FaultyBackend
 
+from ..txn.history import History, check, txn_of
+from .sim_transactions import FETCH, REQUEST_TIMEOUT, VERSIONS, SimTxn, TxnProducer, fetch_body, read_committed
 from .simnet import SimNetwork
 
 DATA_DIR = "/data"
@@ -92,6 +120,11 @@ PRODUCE_VERSION = 8  # not flexible: a 4-byte response header
 CHECK_SECONDS = 0.05
 CONVERGE_SECONDS = 60.0
 TIMESTAMP = 1_700_000_000_000
+READ_GAP = 0.2
+"""Mean simulated seconds between two read_committed reads during the chaos."""
+FINAL_READ_SECONDS = 10.0
+PREPARING = {"PrepareCommit": "commit", "PrepareAbort": "abort"}
+UNSETTLED = ("Ongoing", *PREPARING)
 
 
 class SafetyViolation(AssertionError):
@@ -148,7 +181,7 @@ class _ControllerLog(logging.Handler):
 
 class ClusterSimulation:
     def __init__(self, seed: int, nodes: int, *, chaos_seconds: float = 20.0, action_gap: float = 0.1,
-                 snapshots: bool = False) -> None:
+                 snapshots: bool = False, producers: int = 3) -> None:
         self.seed = seed
         self.nodes = list(range(1, nodes + 1))
         self.chaos_seconds = chaos_seconds
@@ -186,8 +219,17 @@ class ClusterSimulation:
         self.steps = 0
         self.topic_configs = {"retention.ms": "-1"}
         """Configs of every topic created; by default nothing is deleted by retention (the
-        records' timestamps are fixed, the retention check uses the wall clock)."""
+        records' timestamps are fixed; the brokers' clock moves on from them in simulated time)."""
         self._nursery: trio.Nursery | None = None
+        # transactions: the producers' own randomness, so the chaos above replays as without them
+        self.history = History()  # every producer's transactions, and what the reader saw
+        self.producers = [TxnProducer(self, f"x{n}", random.Random(f"txn-{seed}-{n}"), self.history)
+                          for n in range(producers)]
+        self.txns: dict[str, SimTxn] = {}  # name -> transaction
+        self.txn_open: dict[str, SimTxn] = {}  # transactional id -> its producer's transaction now
+        self.txn_trace: list[str] = []
+        self.read_from: dict[tuple[str, int], int] = {}  # the read_committed reader's position per partition
+        self.final_read: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
 
     # -- running -----------------------------------------------------------------
 
@@ -226,13 +268,22 @@ class ClusterSimulation:
             for _ in range(2):
                 self._create_topic()
             chaos_end = trio.current_time() + self.chaos_seconds
-            while trio.current_time() < chaos_end:
-                await trio.sleep(self.rng.expovariate(1 / self.action_gap))
-                await self._act()
-                self.check()
+            async with trio.open_nursery() as clients:
+                for producer in self.producers:
+                    clients.start_soon(producer.run)
+                if self.producers:
+                    clients.start_soon(self._read_committed_along)
+                while trio.current_time() < chaos_end:
+                    await trio.sleep(self.rng.expovariate(1 / self.action_gap))
+                    await self._act()
+                    self.check()
+                clients.cancel_scope.cancel()  # what they left open, the coordinator aborts at its timeout
             await self._heal_all()
-            await self._wait_for(self._converged, CONVERGE_SECONDS, "convergence after healing")
+            await self._wait_for(lambda: self._converged() and self._transactions_settled(), CONVERGE_SECONDS,
+                                 "convergence after healing")
             self._final_check()
+            if self.producers:
+                await self._final_transactions_check()
             nursery.cancel_scope.cancel()
 
     async def _start(self, i: int) -> None:
@@ -247,17 +298,37 @@ class ClusterSimulation:
         rng = random.Random(f"raft-{self.seed}-{i}-{incarnation.number}")
         try:
             with incarnation.scope:
-                async with open_broker(self.configs[i], backend=self.backends[i], network=self.net.node(i), rng=rng) as broker:
+                async with open_broker(self.configs[i], backend=self.backends[i], network=self.net.node(i), rng=rng,
+                                       clock=lambda: TIMESTAMP / 1000 + trio.current_time()) as broker:
                     incarnation.broker = broker
                     broker.metadata.add_listener(
-                        lambda offset, command, *_: self._applied(incarnation, offset, command))
-                    async with trio.open_nursery() as nursery:
+                        lambda offset, command, _result, rejected: self._applied(incarnation, offset, command, rejected))
+                    kafka_listener = await self.net.node(i).listen(str(self.configs[i].listen))
+                    async with kafka_listener, trio.open_nursery() as nursery:
                         incarnation.nursery = nursery
                         nursery.start_soon(register_self, broker)
+                        nursery.start_soon(self._serve_kafka, broker, kafka_listener, nursery)
                         task_status.started()
                         await trio.sleep_forever()
         finally:
             incarnation.done.set()
+
+    @staticmethod
+    async def _serve_kafka(broker: Broker, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery) -> None:
+        """The node's Kafka listener on the simulated network: what other nodes dial (WriteTxnMarkers)."""
+
+        async def serve(stream: trio.abc.Stream) -> None:
+            peer = getattr(stream, "peer", "?")
+            try:
+                await serve_pipelined(stream, FrameDecoder(broker.config.socket_request_max_bytes),
+                                      lambda frame: handle_frame(broker, frame, peer))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                await stream.aclose()
+
+        while True:
+            nursery.start_soon(serve, await listener.accept())
 
     async def _crash(self, i: int) -> None:
         if self.rng.random() < 0.5:  # crash in the middle of a sync, when there is one within 0.2 s
@@ -347,6 +418,102 @@ class ClusterSimulation:
         live = [incarnation for _, incarnation in sorted(self.live.items()) if incarnation.broker is not None]
         return self.rng.choice(live) if live else None
 
+    # -- clients (transactions) ------------------------------------------------------
+
+    async def call(self, node_id: int, api_key: int, api_version: int, body: dict[str, Any],
+                   timeout: float = REQUEST_TIMEOUT) -> Any | None:
+        """A client's request to a node, through :func:`handle_frame` in a task of that node (as
+        :meth:`_produce` sends its own); its decoded answer, or None when there is none: the node
+        is down, crashed before answering (its tasks are cancelled), or took ``timeout``."""
+        target = self.live.get(node_id)
+        if target is None or target.broker is None or target.nursery is None:
+            await trio.sleep(0.01)  # connection refused
+            return None
+        broker = target.broker
+        frame = request_frame(api_key, api_version, body)
+        answers: list[bytes] = []
+        done = trio.Event()
+
+        async def serve() -> None:
+            try:
+                result: Any = await handle_frame(broker, frame, "sim")
+                while isinstance(result, PendingResponse):
+                    result = await result.finish()
+                if result is not None:
+                    answers.append(b"".join(bytes(b) for b in result))
+            finally:
+                done.set()
+
+        target.nursery.start_soon(serve)
+        with trio.move_on_after(timeout):
+            await done.wait()
+        if not answers:
+            return None
+        return decode_response(api_key, api_version, answers[0], 8 + response_header_version(api_key, api_version))
+
+    def some_broker(self, rng: random.Random) -> Broker | None:
+        live = [incarnation.broker for _, incarnation in sorted(self.live.items()) if incarnation.broker is not None]
+        return rng.choice(live) if live else None
+
+    def began(self, txn: SimTxn) -> None:
+        self.txns[txn.name] = txn
+        self.txn_open[txn.transactional_id] = txn
+
+    def txn_log(self, what: str) -> None:
+        self.txn_trace.append(f"{trio.current_time():9.3f} {what}")
+
+    def _decided(self, command: PutTransaction) -> None:
+        """A transaction's decision is committed metadata: note it on the transaction its producer runs."""
+        txn = self.txn_open.get(command.transactional_id)
+        decision = PREPARING[command.state]
+        what = f"{command.state} of {command.transactional_id} (producer {command.producer_id} epoch {command.producer_epoch})"
+        if txn is None:
+            self.violations.append(f"{what} committed, but its producer began no transaction")
+        elif txn.decision is not None:
+            self.violations.append(f"{what} committed for {txn.name}, which was decided ({txn.decision}) already")
+        elif command.producer_id != txn.producer_id or command.producer_epoch not in (txn.producer_epoch,
+                                                                                      txn.producer_epoch + 1):
+            self.violations.append(f"{what} committed for {txn.name} of producer {txn.producer_id} epoch "
+                                   f"{txn.producer_epoch}")
+        else:
+            txn.decision, txn.decided_at = decision, trio.current_time()
+            self.txn_log(f"{txn.name} decided: {decision}")
+
+    async def _read_committed_along(self) -> None:
+        """A read_committed reader during the chaos: one partition at a time, from where it was."""
+        rng = random.Random(f"reader-{self.seed}")
+        while True:
+            await trio.sleep(rng.expovariate(1 / READ_GAP))
+            broker = self.some_broker(rng)
+            if broker is None:
+                continue
+            every = [(name, index, partition.leader) for name, topic in sorted(broker.image.topics.items())
+                     for index, partition in enumerate(topic.partitions)]
+            if every:
+                await self._read_committed(*rng.choice(every))
+
+    async def _read_committed(self, topic: str, partition: int, node_id: int) -> None:
+        """Read ``topic``-``partition`` read_committed from ``node_id`` on from the reader's position, and
+        check each transactional record read is of a transaction decided to commit by now."""
+        key = (topic, partition)
+        offset = self.read_from.get(key, 0)
+        answer = await self.call(node_id, FETCH, VERSIONS[FETCH], fetch_body(topic, partition, offset))
+        if answer is None or answer.responses[0].partitions[0].error_code != 0:
+            return
+        data = answer.responses[0].partitions[0]
+        kept, self.read_from[key] = read_committed(data.records, data.aborted_transactions or (), offset)
+        for record in kept:
+            if not record.transactional:
+                continue
+            self.history.observed.append((key, record.offset, record.value))
+            txn = self.txns.get(txn_of(record.value))
+            if txn is None or txn.decision != "commit":
+                state = "unknown" if txn is None else txn.decision or "undecided"
+                self.violations.append(
+                    f"a read_committed fetch from node {node_id} returned {record.value!r} ({topic}-{partition} offset "
+                    f"{record.offset}; high watermark {data.high_watermark}, last stable offset "
+                    f"{data.last_stable_offset}) of a transaction {state} at that moment")
+
     def _create_topic(self) -> None:
         via = self._some_live()
         if via is None or via.broker is None or via.nursery is None:
@@ -412,8 +579,10 @@ class ClusterSimulation:
 
     def fail(self, message: str) -> SafetyViolation:
         recent = "\n  ".join(self.trace[-15:])
+        transactions = "\n  ".join(self.txn_trace[-15:])
         return SafetyViolation(f"seed {self.seed}, {len(self.nodes)} nodes, t={trio.current_time():.3f}: {message}\n"
-                               f"last actions:\n  {recent}")
+                               f"last actions:\n  {recent}"
+                               + (f"\nlast transaction events:\n  {transactions}" if transactions else ""))
 
     def _log(self, what: str) -> None:
         self.trace.append(f"{trio.current_time():9.3f} {what}")
@@ -423,7 +592,7 @@ class ClusterSimulation:
         if known != node_id:
             self.violations.append(f"two controllers in epoch {term}: nodes {known} and {node_id}")
 
-    def _applied(self, incarnation: Incarnation, offset: int, command: Any) -> None:
+    def _applied(self, incarnation: Incarnation, offset: int, command: Any, rejected: Exception | None) -> None:
         if command is None:  # the image was loaded from a snapshot ending at offset
             incarnation.last_applied = offset
             return
@@ -431,6 +600,8 @@ class ClusterSimulation:
             self.violations.append(f"node {incarnation.node_id} applied metadata offset {offset} after {incarnation.last_applied}")
         incarnation.last_applied = offset
         known = self.applied.setdefault(offset, command)
+        if known is command and rejected is None and isinstance(command, PutTransaction) and command.state in PREPARING:
+            self._decided(command)  # (a rejected one -- a stale or repeated write -- decides nothing)
         if known != command:
             self.violations.append(f"node {incarnation.node_id} applied {command} at metadata offset {offset}; "
                                    f"another node applied {known}")
@@ -558,10 +729,17 @@ class ClusterSimulation:
                 for index, partition in enumerate(topic.partitions):
                     partition_log = broker.logs.get(name, index)
                     ends = "-" if partition_log is None else f"end {partition_log.log_end_offset} hw {partition_log.high_watermark}"
+                    if partition_log is not None and partition_log.last_stable_offset != partition_log.high_watermark:
+                        ends += (f" last stable offset {partition_log.last_stable_offset} (open transactions: producer "
+                                 f"-> first offset {dict(sorted(partition_log.producers.ongoing.items()))})")
                     parts.append(f"  {name}-{index} leader {partition.leader} epoch {partition.leader_epoch} "
                                  f"isr {partition.isr} replicas {partition.replicas}: {ends}")
             fenced = sorted(b for b, found in broker.image.brokers.items() if found.fenced)
             parts.append(f"  fenced {fenced}")
+        if controller is not None and controller.broker is not None:
+            for transactional_id, txn in sorted(controller.broker.image.transactions.items()):
+                parts.append(f"transaction {transactional_id}: producer {txn.producer_id} epoch {txn.producer_epoch} "
+                             f"{txn.state} {txn.partitions}")
         return "\n".join(parts)
 
     def _final_check(self) -> None:
@@ -586,15 +764,94 @@ class ClusterSimulation:
                 raise self.fail(f"acks=all record {acked.value!r} ({acked.topic}-{acked.partition} offset "
                                 f"{acked.offset}) is not at its offset on the leader after healing")
 
+    def _transactions_settled(self) -> bool:
+        """No transaction is open or deciding, and every partition's last stable offset is its high watermark."""
+        controller = self._leader()
+        if controller is None or controller.broker is None:
+            return False
+        image = controller.broker.image
+        if any(txn.state in UNSETTLED for txn in image.transactions.values()):
+            return False
+        for name, topic in image.topics.items():
+            for index, partition in enumerate(topic.partitions):
+                leader = self.live.get(partition.leader)
+                leader_log = None if leader is None or leader.broker is None else leader.broker.logs.get(name, index)
+                if leader_log is None or leader_log.last_stable_offset != leader_log.high_watermark:
+                    return False
+        return True
+
+    async def _final_transactions_check(self) -> None:
+        """Read every partition read_committed from its leader and check the history (``tests/txn/history.py``),
+        and every transaction's records against the coordinator's decision: all of a committed one's, none
+        of any other's."""
+        controller = self._leader()
+        assert controller is not None and controller.broker is not None
+        for name, topic in sorted(controller.broker.image.topics.items()):
+            for index, partition in enumerate(topic.partitions):
+                leader = self.live[partition.leader].broker
+                assert leader is not None
+                leader_log = leader.logs.get(name, index)
+                assert leader_log is not None
+                records = self.final_read[(name, index)] = []
+                offset = leader_log.log_start_offset
+                deadline = trio.current_time() + FINAL_READ_SECONDS
+                while offset < leader_log.high_watermark:
+                    answer = await self.call(partition.leader, FETCH, VERSIONS[FETCH], fetch_body(name, index, offset))
+                    data = None if answer is None else answer.responses[0].partitions[0]
+                    if data is None or data.error_code != 0:
+                        # a client retries (a new controller answers NOT_LEADER_OR_FOLLOWER while it loads)
+                        if trio.current_time() < deadline:
+                            await trio.sleep(CHECK_SECONDS)
+                            continue
+                        raise self.fail(f"the final read_committed fetch of {name}-{index} at offset {offset} from its "
+                                        f"leader {partition.leader} failed: {data and data.error_code}")
+                    kept, following = read_committed(data.records, data.aborted_transactions or (), offset)
+                    if following == offset:
+                        raise self.fail(f"the final read_committed fetch of {name}-{index} stopped at offset {offset}, "
+                                        f"below the high watermark {leader_log.high_watermark}")
+                    records.extend((record.offset, record.value) for record in kept if record.transactional)
+                    offset = following
+        anomalies = check(self.history, self.final_read)
+        if any(anomalies.values()):
+            raise self.fail(f"transaction anomalies: {anomalies}")
+        visible = {value for records in self.final_read.values() for _, value in records}
+        for name, values in self.history.attempted.items():
+            txn = self.txns[name]
+            outcome = self.history.outcome[name]
+            present = sum(1 for value in values if value in visible)
+            wrong = None
+            if (outcome == "committed") != (txn.decision == "commit") and outcome != "unknown":
+                wrong = f"its producer was told {outcome}"
+            elif txn.decision == "commit" and present != len(values):
+                wrong = f"{present} of its {len(values)} records are visible"
+            elif txn.decision != "commit" and present:
+                wrong = f"{present} of its {len(values)} records are visible"
+            if wrong is not None:
+                raise self.fail(f"transaction {name}, decided {txn.decision or 'never'}: {wrong}")
+
+    def transaction_counts(self) -> dict[str, int]:
+        outcomes = {name: 0 for name in ("committed", "aborted", "unknown")}
+        for outcome in self.history.outcome.values():
+            outcomes[outcome] += 1
+        outcomes["read_along"] = len(self.history.observed)
+        outcomes["read_in_the_end"] = sum(len(records) for records in self.final_read.values())
+        return outcomes
+
     def fingerprint(self) -> tuple[object, ...]:
         return (self.steps, tuple(self.trace), tuple((a.topic, a.partition, a.offset, a.value) for a in self.acked),
-                tuple(sorted(self.committed.items())), tuple(sorted(self.controllers.items())))
+                tuple(sorted(self.committed.items())), tuple(sorted(self.controllers.items())), tuple(self.txn_trace),
+                tuple(self.history.observed), tuple(sorted(self.final_read.items())))
 
 
 def produce_frame(topic: str, partition: int, value: bytes, acks: int) -> bytes:
     batch = bytes(encode_batch([Record(0, TIMESTAMP, None, value)]))
-    request = build(request_schema(0, PRODUCE_VERSION), {
+    return request_frame(0, PRODUCE_VERSION, {
         "transactional_id": None, "acks": acks, "timeout": 3000,
         "topic_data": [{"name": topic, "partition_data": [{"index": partition, "records": batch}]}]})
-    frame = b"".join(bytes(b) for b in encode_frame(encode_request(0, PRODUCE_VERSION, 1, "sim", request)))
+
+
+def request_frame(api_key: int, api_version: int, body: dict[str, Any]) -> bytes:
+    """A request as :func:`handle_frame` takes it: the frame without its size."""
+    request = build(request_schema(api_key, api_version), body)
+    frame = b"".join(bytes(b) for b in encode_frame(encode_request(api_key, api_version, 1, "sim", request)))
     return frame[4:]

@@ -7,15 +7,10 @@ random moments (so also between a decision and its markers).  Every
 transaction's outcome as its producer saw it is noted: committed (commit
 returned), aborted (abort returned) or unknown (the producer failed in
 between).  Then a final read_committed read of everything is checked, with the
-concurrent reads, for:
-
-* aborted reads (G1a): a record of an aborted transaction is read;
-* lost committed writes: a committed transaction is not wholly visible;
-* partial transactions: some but not all records of a transaction are visible;
-* duplicates: a record is visible twice;
-* non-monotonic offsets: a partition's offsets go back or repeat in a read;
-* uncommitted reads: the reader saw a record whose transaction is not
-  (in the end) committed.
+concurrent reads, by :func:`tests.txn.history.check` (shared with the wired
+cluster simulation, which runs the same checks on every seed): aborted reads
+(G1a), lost committed writes, partial transactions, duplicates, records out of
+the order written, non-monotonic offsets, uncommitted reads.
 
 The counts are printed (``-s`` shows them) and every anomaly count must be 0.
 """
@@ -26,76 +21,15 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
 import confluent_kafka
 
+from ..txn.history import History, check
 from .brokerproc import BrokerProcess
 from .clients import confluent_read_all, create_topic, end_transaction
 
 TOPIC = "jepsen"
 PARTITIONS = 4
-
-
-@dataclass
-class History:
-    attempted: dict[str, list[bytes]] = field(default_factory=dict)  # txn -> values it wrote
-    outcome: dict[str, str] = field(default_factory=dict)  # txn -> committed | aborted | unknown
-    observed: list[tuple[int, int, bytes]] = field(default_factory=list)  # concurrent reads
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def txn_of(value: bytes) -> str:
-    return value.decode().rsplit("-", 1)[0]
-
-
-def check(history: History, final: dict[int, list[tuple[int, bytes]]]) -> dict[str, int]:
-    """Anomaly counts (see the module docstring) of a history and the final read."""
-    visible = Counter(v for records in final.values() for _, v in records)
-    anomalies = Counter[str]()
-    anomalies["duplicates"] = sum(n - 1 for n in visible.values() if n > 1)
-    for records in final.values():
-        offsets = [o for o, _ in records]
-        anomalies["non_monotonic_offsets"] += sum(1 for a, b in zip(offsets, offsets[1:]) if b <= a)
-    committed_in_the_end = set()
-    for txn, values in history.attempted.items():
-        present = [v for v in values if v in visible]
-        outcome = history.outcome.get(txn, "unknown")
-        if present and len(present) != len(values):
-            anomalies["partial_transactions"] += 1
-        if outcome == "aborted" and present:
-            anomalies["aborted_reads"] += 1
-        if outcome == "committed" and len(present) != len(values):
-            anomalies["lost_committed_writes"] += 1
-        if values and len(present) == len(values):
-            committed_in_the_end.add(txn)
-    last: dict[int, int] = {}
-    for partition, offset, value in history.observed:
-        if offset <= last.get(partition, -1):
-            anomalies["non_monotonic_offsets"] += 1
-        last[partition] = offset
-        txn = txn_of(value)
-        if history.outcome.get(txn) == "aborted":
-            anomalies["aborted_reads"] += 1
-        elif txn not in committed_in_the_end:
-            anomalies["uncommitted_reads"] += 1
-    for name in ("aborted_reads", "lost_committed_writes", "partial_transactions", "duplicates",
-                 "non_monotonic_offsets", "uncommitted_reads"):
-        anomalies.setdefault(name, 0)
-    return dict(anomalies)
-
-
-def test_checker_finds_what_it_looks_for() -> None:
-    """The checker itself, on a made-up history with one anomaly of each kind."""
-    history = History()
-    history.attempted = {"a-0": [b"a-0-0", b"a-0-1"], "a-1": [b"a-1-0"], "a-2": [b"a-2-0", b"a-2-1"],
-                         "a-3": [b"a-3-0"], "a-4": [b"a-4-0"]}
-    history.outcome = {"a-0": "committed", "a-1": "aborted", "a-2": "unknown", "a-3": "committed"}
-    history.observed = [(0, 0, b"a-0-0"), (0, 0, b"a-0-1"), (1, 5, b"a-4-0")]
-    final = {0: [(0, b"a-0-0"), (1, b"a-0-1"), (1, b"a-1-0"), (3, b"a-2-0"), (4, b"a-0-0")], 1: []}
-    assert check(history, final) == {"aborted_reads": 1, "lost_committed_writes": 1, "partial_transactions": 1,
-                                     "duplicates": 1, "non_monotonic_offsets": 2, "uncommitted_reads": 1}
 
 
 class Writer(threading.Thread):

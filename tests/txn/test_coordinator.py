@@ -12,11 +12,12 @@ import trio
 from chronik.broker import open_broker
 from chronik.config import BrokerConfig
 from chronik.metadata import CommandRejected
-from chronik.metadata.commands import CreateTopic, StageTxnOffsets
+from chronik.metadata.commands import CreateTopic, RegisterBroker, StageTxnOffsets
 from chronik.metadata.image import CommittedOffset, MetadataImage
 from chronik.metadata.placement import TopicRequest
 from chronik.protocol import ErrorCode, Record, encode_batch, validate_batch
 from chronik.txn import state as core
+from chronik.txn.markers import ClusterMarkerWriter, LocalMarkerWriter
 
 MAX = 900_000
 
@@ -278,3 +279,40 @@ async def test_end_txn_of_a_transaction_with_group_offsets_answers_once_they_are
             gated.gate.set()
         assert answered == [ErrorCode.NONE]
         assert broker.image.group_offsets["g"][("in", 0)].offset == 5
+
+
+class _ResetStream(trio.abc.Stream):
+    """A connection the peer resets once the request is sent (its node died, say)."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        raise trio.BrokenResourceError("connection reset by peer")
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_leader_whose_connection_breaks_leaves_its_markers_failed_not_the_coordinator_dead() -> None:
+    """Found by the wired cluster simulation (seed 0): a partition leader that went away while a
+    WriteTxnMarkers request was out raised BrokenResourceError through the coordinator's task, which
+    took the whole node down; its partitions are failed (retried later) like any unreachable leader's."""
+    image = MetadataImage()
+    image.apply(0, RegisterBroker(2, "n2", 9092))
+    image.apply(1, CreateTopic("out", "0" * 32, [[2]]))
+    assert image.topics["out"].partitions[0].leader == 2
+
+    async def no_local_log(topic: str, partition: int) -> None:
+        return None
+
+    async def connect(host: str, port: int) -> trio.abc.Stream:
+        assert (host, port) == ("n2", 9092)
+        return _ResetStream()
+
+    writer = ClusterMarkerWriter(LocalMarkerWriter(lambda: image, no_local_log, 1), lambda: image, 1, connect)
+    assert await writer.write_markers(7, 0, True, 0, [("out", 0)]) == {("out", 0): ErrorCode.NETWORK_EXCEPTION}

@@ -175,6 +175,12 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
             if acks not in (0, 1, -1):
                 results.append(partition_result(index, ErrorCode.INVALID_REQUIRED_ACKS))
                 continue
+            if transactional_id is not None and topic is not None:
+                # Before this node's leadership is checked (just below), not after: the wait lets
+                # leadership move, and a batch appended once this node follows would sit in its
+                # log where the leader has another (the replicas would diverge).
+                await broker.transactions.wait_partition_added(transactional_id, name, index)
+                topic = broker.image.topics.get(name)
             partition_log = await broker.partition_log(name, index) if topic is not None else None
             if partition_log is None:
                 results.append(partition_result(index, broker.missing_log_error(name, index)))
@@ -191,7 +197,6 @@ async def handle_produce(ctx: RequestContext, request: Any) -> Any:
                     continue
             check = None
             if transactional_id is not None:
-                await broker.transactions.wait_partition_added(transactional_id, name, index)
                 check = functools.partial(_verify, broker.transactions, transactional_id, name, index)
             try:
                 infos, nbytes, nrecords = append_records(

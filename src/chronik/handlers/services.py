@@ -11,7 +11,7 @@ configuration and the metrics.  Handlers never touch files.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..config import BrokerConfig, HostPort
@@ -48,6 +48,8 @@ class BrokerServices(Protocol):
     authorizer: Authorizer | None
     """ACL enforcement (``authorizer.class.name``); None: every request is allowed
     (handlers ask through :meth:`~chronik.handlers.registry.RequestContext.authorized`)."""
+    clock: Callable[[], float]
+    """The wall clock, in seconds since the epoch (``time.time``; a simulation's own in tests)."""
 
     @property
     def image(self) -> MetadataImage:

@@ -45,7 +45,7 @@ async def caught_up(ctx: RequestContext, producer_id: int, producer_epoch: int) 
 @handles(27, 1, 1)
 async def handle_write_txn_markers(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
-    writer = LocalMarkerWriter(lambda: broker.image, broker.partition_log, broker.node_id)
+    writer = LocalMarkerWriter(lambda: broker.image, broker.partition_log, broker.node_id, broker.clock)
     answers = []
     for marker in request.markers:
         wanted = [(t.name, int(p)) for t in marker.topics for p in t.partition_indexes]

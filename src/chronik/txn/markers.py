@@ -3,8 +3,11 @@
 :class:`LocalMarkerWriter` appends one control batch per partition through
 :meth:`~chronik.log.partition.PartitionLog.append_marker` and returns once each
 is durable and, for a replicated partition, below the high watermark (acks=all
-rules: every in-sync replica has it), so a marker the coordinator counts as
-written survives the loss of the leader.  A partition whose topic is gone needs
+rules: every in-sync replica has it) while this node still leads in the leader
+epoch it appended in, so a marker the coordinator counts as written survives
+the loss of the leader.  (A leader that lost the lead meanwhile may have
+truncated the marker, and as a follower its high watermark is the new
+leader's, over other batches: that partition is failed, and written again.)  A partition whose topic is gone needs
 no marker.  A partition this node does not lead is reported failed
 (NOT_LEADER_OR_FOLLOWER) and retried by the coordinator.
 
@@ -12,9 +15,11 @@ no marker.  A partition this node does not lead is reported failed
 its leader as the metadata image names it: this node's through
 :class:`LocalMarkerWriter`, another node's in one WriteTxnMarkers (v1)
 request per leader over its Kafka listener (whose handler uses a
-:class:`LocalMarkerWriter` there).  A leader that cannot be reached, or that
-answers an error, leaves those partitions failed; the coordinator retries,
-looking the leaders up again.
+:class:`LocalMarkerWriter` there), dialled with ``connect`` (TCP; a
+whole-cluster simulation passes its in-memory network's).  A leader that
+cannot be reached, whose connection breaks before it answers, or that answers
+an error, leaves those partitions failed; the coordinator retries, looking
+the leaders up again.
 Cancellation: an appended marker stays appended (a second one later is harmless).
 """
 
@@ -42,11 +47,15 @@ REMOTE_TIMEOUT_SECONDS = 15.0
 
 
 class LocalMarkerWriter:
+    """``clock``: the wall clock (seconds since the epoch) that stamps the markers."""
+
     def __init__(self, image: Callable[[], MetadataImage],
-                 partition_log: Callable[[str, int], Awaitable[PartitionLog | None]], node_id: int) -> None:
+                 partition_log: Callable[[str, int], Awaitable[PartitionLog | None]], node_id: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self._image = image
         self._partition_log = partition_log
         self._node_id = node_id
+        self._clock = clock
 
     def writes_locally(self, partitions: Sequence[tuple[str, int]]) -> bool:
         """Always: these markers are written here (or fail here and are retried)."""
@@ -55,8 +64,8 @@ class LocalMarkerWriter:
     async def write_markers(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
                             partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
         failed: dict[tuple[str, int], ErrorCode] = {}
-        written: list[tuple[tuple[str, int], PartitionLog, AppendInfo, bool]] = []
-        now = int(time.time() * 1000)
+        written: list[tuple[tuple[str, int], PartitionLog, AppendInfo, int | None]] = []
+        now = int(self._clock() * 1000)
         for topic_name, index in partitions:
             topic = self._image().topics.get(topic_name)
             if topic is None or index >= len(topic.partitions):
@@ -71,17 +80,21 @@ class LocalMarkerWriter:
                 failed[(topic_name, index)] = ErrorCode.KAFKA_STORAGE_ERROR
                 continue
             replicated = len(topic.partitions[index].replicas) > 1
-            written.append(((topic_name, index), partition_log, info, replicated))
-        for key, partition_log, info, replicated in written:
+            written.append(((topic_name, index), partition_log, info, partition_log.leader_epoch if replicated else None))
+        for key, partition_log, info, leader_epoch in written:
             try:
                 await partition_log.wait_durable(info)
             except StorageError:
                 failed[key] = ErrorCode.KAFKA_STORAGE_ERROR
                 continue
-            if replicated:
+            if leader_epoch is not None:  # replicated
                 with trio.move_on_after(MARKER_WAIT_SECONDS):
                     await partition_log.wait_high_watermark(info.last_offset + 1)
-                if partition_log.high_watermark <= info.last_offset:
+                topic = self._image().topics.get(key[0])
+                led = None if topic is None or key[1] >= len(topic.partitions) else topic.partitions[key[1]]
+                if led is None or (led.leader, led.leader_epoch) != (self._node_id, leader_epoch):
+                    failed[key] = ErrorCode.NOT_LEADER_OR_FOLLOWER
+                elif partition_log.high_watermark <= info.last_offset:
                     failed[key] = ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
         return failed
 
@@ -89,10 +102,12 @@ class LocalMarkerWriter:
 class ClusterMarkerWriter:
     """Markers to each partition's leader: here directly, elsewhere by WriteTxnMarkers."""
 
-    def __init__(self, local: LocalMarkerWriter, image: Callable[[], MetadataImage], node_id: int) -> None:
+    def __init__(self, local: LocalMarkerWriter, image: Callable[[], MetadataImage], node_id: int,
+                 connect: Callable[[str, int], Awaitable[trio.abc.Stream]] = trio.open_tcp_stream) -> None:
         self._local = local
         self._image = image
         self._node_id = node_id
+        self._connect = connect
         self._correlation = itertools.count(1)
 
     def writes_locally(self, partitions: Sequence[tuple[str, int]]) -> bool:
@@ -128,7 +143,7 @@ class ClusterMarkerWriter:
                 with trio.fail_after(REMOTE_TIMEOUT_SECONDS):
                     failed.update(await self._remote(broker.host, broker.port, producer_id, producer_epoch, commit,
                                                      coordinator_epoch, owned))
-            except (OSError, trio.TooSlowError, ValueError) as exc:
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError, ValueError) as exc:
                 log.info("WriteTxnMarkers to node %d failed: %s", leader, exc)
                 failed.update({p: ErrorCode.NETWORK_EXCEPTION for p in owned})
 
@@ -149,7 +164,7 @@ class ClusterMarkerWriter:
         correlation_id = next(self._correlation)
         frame = b"".join(encode_frame(encode_request(WRITE_TXN_MARKERS, WRITE_TXN_MARKERS_VERSION, correlation_id,
                                                      f"chronik-txn-{self._node_id}", request)))
-        stream = await trio.open_tcp_stream(host, port)
+        stream = await self._connect(host, port)
         async with stream:
             await stream.send_all(frame)
             decoder = FrameDecoder()
