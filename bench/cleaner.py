@@ -84,10 +84,19 @@ async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
         before = log.size_bytes()
         started = time.perf_counter()
         run = trio.to_thread.run_sync if not os.environ.get("CLEANER_INLINE") else (lambda f: _now(f))
-        # unpaced, as in the broker's cleaner process (chronik.log.cleaner_process)
-        stats = await run(lambda: clean_partition(
-            log.wal, spans, 0, segment_bytes=8 << 20, budget_bytes=128 << 20, delete_retention_ms=86400000,
-            now_ms=int(time.time() * 1000), pause=lambda: None))
+        cpu = []
+
+        def work():  # type: ignore[no-untyped-def]
+            # unpaced, as in the broker's cleaner process (chronik.log.cleaner_process)
+            cpu_started = time.thread_time()
+            try:
+                return clean_partition(
+                    log.wal, spans, 0, segment_bytes=8 << 20, budget_bytes=128 << 20, delete_retention_ms=86400000,
+                    now_ms=int(time.time() * 1000), pause=lambda: None)
+            finally:
+                cpu.append(time.thread_time() - cpu_started)
+
+        stats = await run(work)
         elapsed = time.perf_counter() - started
         for replacement, headers in stats.replacements:
             log.install_cleaned(replacement, headers)
@@ -95,15 +104,17 @@ async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
         await log.aclose()
     await backend.aclose()
     return {"mb_read": stats.bytes_read / 1e6, "seconds": elapsed, "mb_per_s": stats.bytes_read / 1e6 / elapsed,
+            "cpu_seconds": cpu[0], "mb_per_cpu_s": stats.bytes_read / 1e6 / cpu[0],
             "map_seconds": stats.map_seconds, "records_read": stats.records_read, "records_kept": stats.records_kept,
             "bytes_before": before, "bytes_after": after, "reclaimed": 1 - after / before}
 
 
-def _latency(producer_conf: dict, topic: str, seconds: float) -> list[float]:
+def _latency(producer_conf: dict, topic: str, seconds: float) -> list[tuple[float, float]]:
+    """(start time, seconds) of each probe: one 256 B message in flight, acks=all."""
     import confluent_kafka
 
     producer = confluent_kafka.Producer({**producer_conf, "acks": "all", "linger.ms": 0})
-    latencies: list[float] = []
+    samples: list[tuple[float, float]] = []
     payload = os.urandom(RECORD_BYTES)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -112,9 +123,9 @@ def _latency(producer_conf: dict, topic: str, seconds: float) -> list[float]:
         producer.produce(topic, payload, on_delivery=lambda err, msg: done.set())
         while not done.is_set():
             producer.poll(0.001)
-        latencies.append(time.perf_counter() - started)
+        samples.append((started, time.perf_counter() - started))
     producer.flush(10)
-    return latencies
+    return samples
 
 
 async def _now(work):  # type: ignore[no-untyped-def]
@@ -123,7 +134,7 @@ async def _now(work):  # type: ignore[no-untyped-def]
 
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else float("nan")
 
 
 def _fill(conf: dict, mb: float, keys: int, seed: int, stop: threading.Event | None = None,
@@ -136,7 +147,13 @@ def _fill(conf: dict, mb: float, keys: int, seed: int, stop: threading.Event | N
     started = time.monotonic()
     sent = 0
     while sent < mb * (1 << 20) and not (stop is not None and stop.is_set()):
-        producer.produce("compacted", payload, key=b"key-%011d" % rng.randrange(keys))
+        key = b"key-%011d" % rng.randrange(keys)
+        while True:
+            try:
+                producer.produce("compacted", payload, key=key)
+                break
+            except BufferError:  # the client's queue is full: let the broker catch up
+                producer.poll(0.05)
         sent += RECORD_BYTES
         if sent % (1 << 16) < RECORD_BYTES:
             producer.poll(0)
@@ -147,26 +164,46 @@ def _fill(conf: dict, mb: float, keys: int, seed: int, stop: threading.Event | N
     producer.flush(120)
 
 
-def _one_broker(mb: int, keys: int, seconds: float, directory: str, cleaner: bool) -> tuple[list[float], list[str]]:
-    """Latency samples of the probe while updates stream into a compacted topic, and the pass lines."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+PASS_START_MARGIN = 0.3
+"""Seconds before a pass's own time counted as cleaning too (starting the cleaner process)."""
+
+
+def _one_broker(mb: int, keys: int, seconds: float, directory: str, cleaner: bool,
+                extra: list[str]) -> tuple[list[tuple[float, float]], list[tuple[float, float]], list[str]]:
+    """Probe samples while updates stream into a compacted topic whose backlog has just
+    become cleanable, the intervals during which cleaning passes ran, and the pass lines.
+
+    The backlog is written while the topic is ``cleanup.policy=delete``; the
+    measurement starts when it is altered to ``compact``, so a cleaner has the
+    whole backlog to clean during the window (with the cleaner disabled the
+    same alteration changes nothing).
+    """
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
     data = f"{directory}/broker-{'on' if cleaner else 'off'}"
+    shutil.rmtree(data, ignore_errors=True)
     cmd = [sys.executable, "-m", "chronik", "serve", "--data-dir", data, "--listen", "127.0.0.1:0",
            "--set", "log.cleaner.backoff.ms=200", "--set", f"log.cleaner.enable={'true' if cleaner else 'false'}"]
+    for setting in extra:
+        cmd += ["--set", setting]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
+    passes: list[tuple[float, float]] = []
     ready = threading.Event()
     port = []
 
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
+            now = time.perf_counter()
             lines.append(line)
             found = re.search(r"listening for Kafka clients on [^:]+:(\d+)", line)
             if found:
                 port.append(int(found.group(1)))
                 ready.set()
+            cleaned = re.search(r"log cleaner: cleaned .* in ([0-9.]+) s", line)
+            if cleaned:
+                passes.append((now - float(cleaned.group(1)) - PASS_START_MARGIN, now))
 
     threading.Thread(target=read, daemon=True).start()
     try:
@@ -175,7 +212,7 @@ def _one_broker(mb: int, keys: int, seconds: float, directory: str, cleaner: boo
         admin = AdminClient(conf)
         for future in admin.create_topics([
             NewTopic("latency", 1, 1),
-            NewTopic("compacted", 1, 1, config={"cleanup.policy": "compact", "segment.bytes": str(8 << 20),
+            NewTopic("compacted", 1, 1, config={"cleanup.policy": "delete", "segment.bytes": str(8 << 20),
                                                 "min.cleanable.dirty.ratio": "0.1"}),
         ]).values():
             future.result(10)
@@ -185,23 +222,55 @@ def _one_broker(mb: int, keys: int, seconds: float, directory: str, cleaner: boo
         streaming = threading.Thread(target=_fill, args=(conf, 1 << 20, keys, 2, stop, 2.0))
         streaming.start()
         try:
+            compact = ConfigResource("TOPIC", "compacted", incremental_configs=[
+                ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
+            for future in admin.incremental_alter_configs([compact]).values():
+                future.result(10)
             samples = _latency(conf, "latency", seconds)
         finally:
             stop.set()
             streaming.join()
-        return samples, [line.strip() for line in lines if "log cleaner: cleaned compacted" in line]
+        return samples, passes, [line.strip() for line in lines if "log cleaner: cleaned compacted" in line]
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-def _produce_latency(mb: int, keys: int, seconds: float, directory: str) -> dict[str, object]:
-    idle, _ = _one_broker(mb, keys, seconds, directory, cleaner=False)
-    cleaning, passes = _one_broker(mb, keys, seconds, directory, cleaner=True)
+def _produce_latency(mb: int, keys: int, seconds: float, directory: str, rounds: int,
+                     extra: list[str]) -> dict[str, object]:
+    """``rounds`` of (cleaner off, cleaner on), alternating which goes first (ABBA), samples pooled."""
+    idle: list[float] = []
+    cleaning: list[float] = []
+    during: list[float] = []
+    per_round = []
+    lines: list[str] = []
+    passes_during = 0
+    busy = 0.0
+    for n in range(rounds):
+        result = {}
+        for on in ((False, True) if n % 2 == 0 else (True, False)):
+            samples, passes, pass_lines = _one_broker(mb, keys, seconds, directory, on, extra)
+            latencies = [latency for _, latency in samples]
+            result[on] = latencies
+            if on:
+                cleaning += latencies
+                lines += pass_lines
+                window = (samples[0][0], samples[-1][0]) if samples else (0.0, 0.0)
+                overlapping = [(max(a, window[0]), min(b, window[1])) for a, b in passes if b > window[0] and a < window[1]]
+                passes_during += len(overlapping)
+                busy += sum(b - a for a, b in overlapping)
+                during += [latency for t, latency in samples if any(a <= t <= b for a, b in overlapping)]
+            else:
+                idle += latencies
+        per_round.append((_percentile(result[False], 0.99), _percentile(result[True], 0.99)))
     return {"idle_p50_ms": _percentile(idle, 0.5), "idle_p99_ms": _percentile(idle, 0.99),
             "cleaning_p50_ms": _percentile(cleaning, 0.5), "cleaning_p99_ms": _percentile(cleaning, 0.99),
             "p99_increase": _percentile(cleaning, 0.99) / _percentile(idle, 0.99) - 1,
-            "passes_during": len(passes), "samples": len(cleaning), "pass_lines": passes[-3:]}
+            "during_pass_p50_ms": _percentile(during, 0.5), "during_pass_p99_ms": _percentile(during, 0.99),
+            "during_pass_p99_increase": _percentile(during, 0.99) / _percentile(idle, 0.99) - 1,
+            "samples_idle": len(idle), "samples": len(cleaning), "samples_during_pass": len(during),
+            "passes_during": passes_during, "seconds_cleaning": busy, "rounds_p99_ms": per_round,
+            "pass_lines": lines[-3:]}
 
 
 def main() -> None:
@@ -210,23 +279,34 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1, help="latency rounds (cleaner off and on in each, ABBA)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a broker setting for both brokers of the latency measurement")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="chronik-bench-cleaner-")
     try:
-        results: dict[str, object] = {"throughput": trio.run(_throughput, args.mb, args.keys, directory)}
-        t = results["throughput"]
-        assert isinstance(t, dict)
-        print(f"cleaner: {t['mb_read']:.1f} MB in {t['seconds']:.2f} s = {t['mb_per_s']:.1f} MB/s "
-              f"(target >= 50; map {t['map_seconds']:.2f} s), {t['records_kept']} of {t['records_read']} records kept, "
-              f"{100 * t['reclaimed']:.1f}% of the bytes reclaimed")
+        results: dict[str, object] = {}
+        if not args.skip_throughput:
+            t = trio.run(_throughput, args.mb, args.keys, directory)
+            results["throughput"] = t
+            print(f"cleaner: {t['mb_read']:.1f} MB in {t['seconds']:.2f} s = {t['mb_per_s']:.1f} MB/s "
+                  f"(target >= 50; map {t['map_seconds']:.2f} s; {t['cpu_seconds']:.2f} s of CPU = "
+                  f"{t['mb_per_cpu_s']:.1f} MB per CPU second), {t['records_kept']} of {t['records_read']} records kept, "
+                  f"{100 * t['reclaimed']:.1f}% of the bytes reclaimed")
         if not args.skip_latency:
-            latency = _produce_latency(args.mb, args.keys, args.seconds, directory)
+            latency = _produce_latency(args.mb, args.keys, args.seconds, directory, args.rounds, args.set)
             results["latency"] = latency
-            print(f"produce (1 in flight, acks=all): idle p50 {latency['idle_p50_ms']:.2f} ms p99 "
-                  f"{latency['idle_p99_ms']:.2f} ms; while cleaning p50 {latency['cleaning_p50_ms']:.2f} ms p99 "
-                  f"{latency['cleaning_p99_ms']:.2f} ms ({100 * latency['p99_increase']:+.0f}%, target <= +20%); "
-                  f"{latency['passes_during']} pass(es) during the measurement")
+            print(f"produce (1 in flight, acks=all), {args.rounds} round(s) of {args.seconds:.0f} s per broker: "
+                  f"cleaner off p50 {latency['idle_p50_ms']:.2f} ms p99 {latency['idle_p99_ms']:.2f} ms "
+                  f"({latency['samples_idle']} samples); cleaner on p50 {latency['cleaning_p50_ms']:.2f} ms p99 "
+                  f"{latency['cleaning_p99_ms']:.2f} ms ({100 * latency['p99_increase']:+.0f}%, target <= +20%)")
+            print(f"  while a pass ran ({latency['passes_during']} pass(es), {latency['seconds_cleaning']:.1f} s, "
+                  f"{latency['samples_during_pass']} samples): p50 {latency['during_pass_p50_ms']:.2f} ms "
+                  f"p99 {latency['during_pass_p99_ms']:.2f} ms ({100 * latency['during_pass_p99_increase']:+.0f}%); "
+                  f"p99 per round (off, on): "
+                  + ", ".join(f"({a:.2f}, {b:.2f})" for a, b in latency["rounds_p99_ms"]))
             for line in latency["pass_lines"]:
                 print("  ", line)
         if args.json:
