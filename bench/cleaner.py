@@ -92,7 +92,7 @@ async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
             try:
                 return clean_partition(
                     log.wal, spans, 0, segment_bytes=8 << 20, budget_bytes=128 << 20, delete_retention_ms=86400000,
-                    now_ms=int(time.time() * 1000), pause=lambda: None)
+                    now_ms=int(time.time() * 1000), pause=lambda _: None)
             finally:
                 cpu.append(time.thread_time() - cpu_started)
 

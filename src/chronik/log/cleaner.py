@@ -48,13 +48,16 @@ child process (:mod:`chronik.log.cleaner_process`) on the segment files, and
 :class:`~chronik.storage.wal.WriteAheadLog` (the in-memory backends, tests,
 benchmarks), pausing (``time.sleep(0)``, which releases the GIL) every
 millisecond of work (:class:`Pacer`) so an event loop thread is never kept
-waiting for long.  :func:`commit` then finishes the swaps on disk.  None of
+waiting for long.  Either way the bytes read and written are paced by a
+:class:`Throttler` (``log.cleaner.io.max.bytes.per.second``).
+:func:`commit` then finishes the swaps on disk.  None of
 this changes the :class:`~chronik.log.partition.PartitionLog`: the caller
 installs the result on the event loop (:meth:`PartitionLog.install_cleaned`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -118,21 +121,66 @@ class PassStats:
         return self.bytes_written / self.bytes_read if self.bytes_read else 1.0
 
 
+class Throttler:
+    """Paces a pass's I/O: called with the bytes of each batch read and written, it
+    sleeps as needed so they average at most ``bytes_per_second`` (Kafka's
+    ``log.cleaner.io.max.bytes.per.second``; ``sys.float_info.max``, Kafka's
+    default, means no limit).
+
+    It sleeps whenever the bytes since the start of the current period are
+    more than :attr:`MIN_SLEEP` seconds ahead of the rate, so the I/O comes in
+    steps of at most about ``MIN_SLEEP * bytes_per_second`` bytes rather than
+    bursts.  A period lasts :attr:`PERIOD` seconds: time the pass lost to other
+    work (a busy CPU) is not made up for by a burst later.
+    """
+
+    MIN_SLEEP = 0.01
+    PERIOD = 1.0
+
+    __slots__ = ("bytes_per_second", "_clock", "_sleep", "_start", "_bytes")
+
+    def __init__(self, bytes_per_second: float = sys.float_info.max, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        if not bytes_per_second > 0:
+            raise ValueError(f"an I/O rate must be positive, not {bytes_per_second}")
+        self.bytes_per_second = bytes_per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._start = clock()
+        self._bytes = 0
+
+    def __call__(self, nbytes: int = 0) -> None:
+        if self.bytes_per_second >= sys.float_info.max:
+            return
+        self._bytes += nbytes
+        elapsed = self._clock() - self._start
+        ahead = self._bytes / self.bytes_per_second - elapsed
+        if ahead >= self.MIN_SLEEP:
+            self._sleep(ahead)
+            elapsed += ahead
+        if elapsed >= self.PERIOD:
+            self._start = self._clock()
+            self._bytes = 0
+
+
 PAUSE_EVERY_SECONDS = 0.001
 """CPU time the cleaner's thread works between two voluntary releases of the GIL."""
 
 
-class Pacer:
-    """Called after every batch: every :data:`PAUSE_EVERY_SECONDS` it sleeps 0 s, which
-    releases the GIL, so the event loop thread waits at most about that long for it
-    (rather than the interpreter's 5 ms switch interval)."""
+class Pacer(Throttler):
+    """A :class:`Throttler` for a pass run in a thread of the broker: besides pacing
+    the I/O, every :data:`PAUSE_EVERY_SECONDS` it sleeps 0 s, which releases the
+    GIL, so the event loop thread waits at most about that long for it (rather
+    than the interpreter's 5 ms switch interval)."""
 
     __slots__ = ("_next",)
 
-    def __init__(self) -> None:
+    def __init__(self, bytes_per_second: float = sys.float_info.max) -> None:
+        super().__init__(bytes_per_second)
         self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
 
-    def __call__(self) -> None:
+    def __call__(self, nbytes: int = 0) -> None:
+        super().__call__(nbytes)
         now = time.perf_counter()
         if now >= self._next:
             time.sleep(0)
@@ -207,8 +255,12 @@ SCANNED_ENTRY_OVERHEAD = 120
 """Bytes a kept scan result is counted as per record, besides the batch's records data."""
 
 
+Pause = Callable[[int], None]
+"""Called with the bytes of each batch read (and written): a :class:`Throttler` or :class:`Pacer`."""
+
+
 def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[Span], budget_bytes: int, *,
-                     pause: Callable[[], None] | None = None,
+                     pause: Pause | None = None,
                      scanned: Scanned | None = None,
                      aborted: list[Aborted] | None = None) -> tuple[dict[bytes, int], int]:
     """Map each key of the ``dirty`` segments to its latest offset; return the map and
@@ -231,6 +283,7 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
     end = dirty[0].base if dirty else 0
     for span in dirty:
         for batch in read(span):
+            pause(len(batch))
             header = parse_batch_header(batch)
             if header.is_control:
                 txns.marker_discardable(header, control_type(batch))
@@ -254,7 +307,6 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
                 offsets.update(zip(keys, map(base.__add__, scan.offset_deltas)))
                 key_bytes = sum(map(len, keys))
             size += (len(offsets) - before) * (MAP_ENTRY_OVERHEAD + key_bytes // len(keys))
-            pause()
         end = span.next_offset
         if size > budget_bytes:
             break
@@ -353,7 +405,7 @@ WriteReplacement = Callable[[int, int, Iterator[tuple[int, memoryview | bytearra
 
 def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span], first_dirty: int, *,
                    segment_bytes: int, budget_bytes: int, delete_retention_ms: int, now_ms: int,
-                   pause: Callable[[], None] | None = None, aborted: list[Aborted] | None = None,
+                   pause: Pause | None = None, aborted: list[Aborted] | None = None,
                    keep: frozenset[int] | set[int] = frozenset()) -> PassStats:
     """One pass over the cleanable ``spans`` (sealed, oldest first, below the last stable
     offset): ``aborted`` is the aborted-transaction index, ``keep`` the batches
@@ -386,9 +438,10 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
                     stats.bytes_read += len(payload)
                     kept = clean_batch(payload, header, offsets, now_ms, delete_retention_ms, stats,
                                        scans.pop(header.base_offset, None), txns=txns, keep=keep)
-                    pause()
                     if kept is None:
+                        pause(len(payload))
                         continue
+                    pause(len(payload) + len(kept))
                     if kept is not payload:
                         header = parse_batch_header(kept)
                     headers.append(header)
@@ -429,7 +482,7 @@ def commit(wal: WriteAheadLog, stats: PassStats) -> None:
 
 def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, segment_bytes: int,
                     budget_bytes: int, delete_retention_ms: int, now_ms: int,
-                    pause: Callable[[], None] | None = None, aborted: list[Aborted] | None = None,
+                    pause: Pause | None = None, aborted: list[Aborted] | None = None,
                     keep: frozenset[int] | set[int] = frozenset()) -> PassStats:
     """:func:`clean_segments` on ``wal``'s own files, then :func:`commit`, in this thread.
     The result's replacements are to be installed on the event loop."""
@@ -441,5 +494,6 @@ def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, 
     return stats
 
 
-__all__ = ["MAP_ENTRY_OVERHEAD", "Aborted", "PassStats", "Span", "TxnTracker", "build_offset_map", "clean_batch", "clean_partition",
+__all__ = ["MAP_ENTRY_OVERHEAD", "Aborted", "Pacer", "PassStats", "Pause", "Span", "Throttler", "TxnTracker", "build_offset_map",
+           "clean_batch", "clean_partition",
            "clean_segments", "commit", "control_type", "group_spans"]

@@ -1,0 +1,177 @@
+"""The cleaner's child process on real files, and the I/O throttle (log.cleaner.io.max.bytes.per.second)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from chronik.log import PartitionLog
+from chronik.log.cleaner import Span, Throttler, commit
+from chronik.log.cleaner_process import CleanerProcess
+from chronik.protocol import Record, decode_records, encode_batch
+from chronik.storage import create_backend, get_profile, open_group_committer
+
+from .conftest import append
+
+NOW = int(time.time() * 1000)
+PARAMS = dict(segment_bytes=1 << 20, budget_bytes=1 << 20, delete_retention_ms=0, now_ms=NOW)
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_throttler_holds_the_average_rate() -> None:
+    fake = FakeTime()
+    throttle = Throttler(1000.0, clock=fake.clock, sleep=fake.sleep)
+    started = fake.now
+    for _ in range(100):  # 100 x 50 bytes, with 1 ms of work each: 50 kB/s unthrottled
+        fake.now += 0.001
+        throttle(50)
+    assert fake.slept and max(fake.slept) < 0.1  # it waited, in small steps
+    assert 5000 / (fake.now - started) == pytest.approx(1000.0, rel=0.02)
+
+
+def test_the_throttler_lets_a_slow_pass_be_and_the_default_never_waits() -> None:
+    fake = FakeTime()
+    slow = Throttler(1000.0, clock=fake.clock, sleep=fake.sleep)
+    unlimited = Throttler(clock=fake.clock, sleep=fake.sleep)
+    for _ in range(50):
+        fake.now += 0.1
+        slow(50)  # 500 bytes/s, below the limit
+        unlimited(1 << 30)
+    assert fake.slept == []
+    with pytest.raises(ValueError):
+        Throttler(0.0)
+
+
+@asynccontextmanager
+async def written_log(directory: Path) -> AsyncIterator[tuple[PartitionLog, dict[bytes, bytes]]]:
+    """A partition on the python backend (real files), 30 updates of 8 keys over sealed segments."""
+    latest: dict[bytes, bytes] = {}
+    async with open_group_committer(create_backend("python"), str(directory), get_profile("throughput")) as committer:
+        log = PartitionLog.open(committer, f"{directory}/t-0", topic="t", partition=0, topic_id="0" * 32,
+                                segment_bytes=2048)
+        try:
+            for r in range(30):
+                pairs = [(b"k%d" % k, b"value %d of %d" % (r, k) + b"." * 40) for k in range(8)]
+                latest.update(pairs)
+                await append(log, encode_batch([Record(i, NOW - 1000, key, value) for i, (key, value) in enumerate(pairs)]))
+            log.wal.roll()
+            yield log, latest
+        finally:
+            await log.aclose()
+
+
+async def test_the_process_cleans_passes_one_after_another_and_dies_with_its_stdin(tmp_path: Path) -> None:
+    process = CleanerProcess()
+    async with written_log(tmp_path) as (log, latest):
+        spans = [Span(*s) for s in log.sealed_segments()]
+        stats = process.run(log.directory, spans, 0, **PARAMS)
+        assert stats.error is None and stats.replacements and stats.records_kept == len(latest)
+        commit(log.wal, stats)
+        for replacement, headers in stats.replacements:
+            log.install_cleaned(replacement, headers)
+        records = [r for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
+        assert {r.key: r.value for r in records} == latest and len(records) == len(latest)
+        child = process._child
+        assert child is not None
+        again = process.run(log.directory, [Span(*s) for s in log.sealed_segments()], stats.end_offset, **PARAMS)
+        assert process._child is child  # the same process, started once
+        assert again.error is None
+        process.close()
+    assert child.returncode == 0  # it exited as its stdin closed
+
+
+async def test_a_dead_process_fails_one_pass_and_the_next_starts_another(tmp_path: Path) -> None:
+    process = CleanerProcess()
+    async with written_log(tmp_path) as (log, _):
+        spans = [Span(*s) for s in log.sealed_segments()]
+        process.run(log.directory, [], 0, **PARAMS)  # started, nothing to clean
+        child = process._child
+        assert child is not None
+        child.kill()
+        child.wait()
+        # found dead before the pass: replaced at once
+        assert process.run(log.directory, spans, 0, **PARAMS).error is None
+        assert process._child is not child
+        with pytest.raises(RuntimeError, match="cleaner process: .*FileNotFoundError"):
+            process.run(f"{tmp_path}/no-such-log", spans, 0, **PARAMS)
+        assert process.run(log.directory, spans, 0, **PARAMS).error is None  # a failed pass leaves it usable
+        process.close()
+
+
+BROKER = """
+import os, pickle, subprocess, sys, time
+from chronik.log.cleaner_process import _write_frame
+child = subprocess.Popen([sys.executable, "-m", "chronik.log.cleaner_process", str(os.getpid())], stdin=subprocess.PIPE)
+with open(sys.argv[1], "rb") as f:
+    _write_frame(child.stdin, f.read())
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+async def test_the_child_exits_when_its_broker_dies_even_mid_pass(tmp_path: Path) -> None:
+    """A stand-in broker sends a pass throttled to 200 bytes/s (it would take minutes) and is
+    killed with -9: its pipe to the child closes, and the child goes at once, mid-pass."""
+    async with written_log(tmp_path) as (log, _):
+        spans = [Span(*s) for s in log.sealed_segments()]
+        request = tmp_path / "request"
+        request.write_bytes(pickle.dumps((log.directory, spans, 0, {**PARAMS, "io_max_bytes_per_second": 200.0})))
+        broker = subprocess.Popen([sys.executable, "-c", BROKER, str(request)], stdout=subprocess.PIPE, text=True)
+        assert broker.stdout is not None
+        child_pid = int(broker.stdout.readline())
+        time.sleep(1.0)
+        os.kill(child_pid, 0)  # alive (and busy) while the broker is
+        broker.send_signal(signal.SIGKILL)
+        broker.wait()
+        broker.stdout.close()
+        deadline = time.monotonic() + 5
+        while not _gone(child_pid):
+            assert time.monotonic() < deadline, "the cleaner process outlived its broker"
+            time.sleep(0.05)
+        assert not [n for n in os.listdir(log.directory) if n.endswith((".swap", ".cleaned"))]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reaped here if this process became its subreaper
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].startswith("Z")  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+def test_the_child_runs_at_a_low_priority() -> None:
+    process = CleanerProcess()
+    try:
+        process.run("/nonexistent", [], 0, **PARAMS)
+        child = process._child
+        assert child is not None
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 19
+        if hasattr(os, "sched_getscheduler"):
+            assert os.sched_getscheduler(child.pid) == os.SCHED_BATCH
+    finally:
+        process.close()
