@@ -98,8 +98,8 @@ async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
 
         stats = await run(work)
         elapsed = time.perf_counter() - started
-        for replacement, headers in stats.replacements:
-            log.install_cleaned(replacement, headers)
+        for replacement, rows in stats.replacements:
+            log.install_cleaned(replacement, rows)
         after = log.size_bytes()
         await log.aclose()
     await backend.aclose()

@@ -88,8 +88,8 @@ async def test_the_process_cleans_passes_one_after_another_and_dies_with_its_std
         stats = process.run(log.directory, spans, 0, **PARAMS)
         assert stats.error is None and stats.replacements and stats.records_kept == len(latest)
         commit(log.wal, stats)
-        for replacement, headers in stats.replacements:
-            log.install_cleaned(replacement, headers)
+        for replacement, rows in stats.replacements:
+            log.install_cleaned(replacement, rows)
         records = [r for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
         assert {r.key: r.value for r in records} == latest and len(records) == len(latest)
         child = process._child

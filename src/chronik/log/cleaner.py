@@ -76,6 +76,7 @@ from ..protocol import (
     scan_records,
 )
 from ..storage.wal import Replacement, WriteAheadLog
+from .segment import BatchRows
 
 MAP_ENTRY_OVERHEAD = 80
 """Bytes an offset-map entry is counted as, besides its key (a Python dict entry, int and bytes object)."""
@@ -113,7 +114,7 @@ class PassStats:
     first_offset: int = 0
     end_offset: int = 0  # the pass cleaned [first_offset, end_offset); the next dirty section starts here
     error: Exception | None = None  # what stopped the pass early (the replacements before it are committed)
-    replacements: list[tuple[Replacement, list[BatchHeader]]] = field(default_factory=list)
+    replacements: list[tuple[Replacement, BatchRows]] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -429,9 +430,9 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
     stats.segments_before = len(to_clean)
     txns = TxnTracker(aborted or [])
     for group in group_spans(to_clean, segment_bytes):
-        headers: list[BatchHeader] = []
+        rows = BatchRows.empty()
 
-        def cleaned(group: list[Span] = group, headers: list[BatchHeader] = headers) -> Iterator[tuple[int, memoryview | bytearray]]:
+        def cleaned(group: list[Span] = group, rows: BatchRows = rows) -> Iterator[tuple[int, memoryview | bytearray]]:
             for span in group:
                 for payload in read(span):
                     header = parse_batch_header(payload)
@@ -444,7 +445,7 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
                     pause(len(payload) + len(kept))
                     if kept is not payload:
                         header = parse_batch_header(kept)
-                    headers.append(header)
+                    rows.add(header)
                     stats.batches_written += 1
                     stats.bytes_written += len(kept)
                     yield header.base_offset, kept
@@ -454,8 +455,8 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
         except Exception as exc:  # noqa: BLE001 -- reported to the caller with what was written before it
             stats.error = exc
             break
-        stats.replacements.append((replacement, headers))
-        stats.segments_after += 1 if headers else 0
+        stats.replacements.append((replacement, rows))
+        stats.segments_after += 1 if rows.bases else 0
     stats.seconds = time.perf_counter() - started
     return stats
 

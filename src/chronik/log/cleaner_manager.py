@@ -268,8 +268,8 @@ class LogCleaner:
                     self._processes.append(process)
             if partition_log.closed:
                 return True
-            for replacement, headers in stats.replacements:
-                partition_log.install_cleaned(replacement, headers)
+            for replacement, rows in stats.replacements:
+                partition_log.install_cleaned(replacement, rows)
             partition_log.producers.forget_aborted_markers(set(stats.markers_removed))
             if stats.error is not None:
                 raise stats.error
