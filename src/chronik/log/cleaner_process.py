@@ -17,23 +17,29 @@ traceback text)`` (it raised).
 
 Lifetime: a thread of the child reads the requests, so it sees its stdin
 close at once, even in the middle of a pass, and then exits the process on
-the spot (``os._exit``).  The broker's death closes that pipe (no other
-process holds its write end), so a cleaner never outlives a killed broker:
+the spot (``os._exit``), and it checks that its parent is still the broker
+before each batch.  The broker's death closes that pipe (no other process
+holds its write end) and reparents the child, so a cleaner never outlives a
+killed broker:
 a swap file written after the restarted broker opened the log would be
 completed by its next open, over segments that changed since.  (A
 ``PR_SET_PDEATHSIG`` would follow the *thread* that started the child, and
 the broker's worker threads come and go.)  It also exits if its parent is
 already gone when it starts.
 
-Scheduling: the child runs under ``SCHED_BATCH`` at nice 19: it never
-preempts the broker's threads when they wake up, and gets a small share of a
-busy CPU (enough to finish, unlike ``SCHED_IDLE``, which a saturated
-machine could starve for good).  Its I/O is paced by
+Scheduling (:func:`_lower_priority`): the child runs in a session of its
+own, whose CPU autogroup (if the kernel groups by session) has nice 19, and
+itself under ``SCHED_BATCH`` at nice 19: it does not take CPU time from the
+broker's group, never preempts the broker's threads when they wake up, and
+gets a small share of a busy CPU (enough to finish, unlike ``SCHED_IDLE``,
+which a saturated machine could starve for good).  Being in its own session,
+it does not get the terminal's signals (Ctrl-C) meant for the broker.  Its I/O is paced by
 ``log.cleaner.io.max.bytes.per.second`` (see :class:`~chronik.log.cleaner.Throttler`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import queue
@@ -41,6 +47,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from typing import IO, Any
 
@@ -81,7 +88,7 @@ class CleanerProcess:
     def _start(self) -> subprocess.Popen[bytes]:
         # stderr is the broker's: a crash's traceback lands in its log output
         return subprocess.Popen([sys.executable, "-m", "chronik.log.cleaner_process", str(os.getpid())],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
 
     def run(self, directory: str, spans: list[Span], first_dirty: int, **params: Any) -> PassStats:
         """:func:`~chronik.log.cleaner.clean_segments` over ``directory``'s segment files in the
@@ -134,6 +141,26 @@ class CleanerProcess:
 
 
 def _lower_priority() -> None:
+    """Yield the CPU to the broker, as far as an unprivileged process can.
+
+    The child is the leader of a session of its own (``start_new_session``), so
+    where the kernel groups tasks by session for CPU shares (autogroups: a
+    broker started from a shell, outside a cpu cgroup) it has a group of its
+    own, whose nice value it sets to 19: its CPU time is then not charged to
+    the broker's group.  (Nice values only weigh tasks within a group; in the
+    broker's group, every millisecond the cleaner ran would be one the broker
+    waits for while other groups run.)  Then the process itself: nice 19 and
+    ``SCHED_BATCH``.  Each step is skipped where the system has no such thing.
+    """
+    for _ in range(20):
+        try:
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write(str(NICE))
+            break
+        except OSError as exc:  # EAGAIN: another process set an autogroup's nice in the last 100 ms
+            if exc.errno != errno.EAGAIN:
+                break
+            time.sleep(0.05)
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except (OSError, AttributeError):  # not Linux
@@ -153,8 +180,13 @@ def _read_requests(requests: queue.SimpleQueue[bytes]) -> None:
 
 
 def _main() -> None:
-    if os.getppid() != int(sys.argv[1]):
-        os._exit(1)  # the broker that started it is already gone
+    broker = int(sys.argv[1])
+
+    def check_broker() -> None:
+        if os.getppid() != broker:  # reparented: the broker is gone (its pipe's end of file is on its way)
+            os._exit(1)
+
+    check_broker()
     _lower_priority()
     from ..storage import create_backend
     from ..storage.wal import read_sealed_segment, write_replacement
@@ -167,10 +199,15 @@ def _main() -> None:
         directory, spans, first_dirty, params = pickle.loads(requests.get())
         try:
             throttler = Throttler(params.pop("io_max_bytes_per_second", sys.float_info.max))
+
+            def pause(nbytes: int) -> None:
+                check_broker()  # before each batch, besides the reader thread's end of file
+                throttler(nbytes)
+
             stats = clean_segments(
                 lambda span: (payload for _, payload in read_sealed_segment(backend, directory, span.base)),
                 lambda first, end, entries: write_replacement(backend, directory, first, end, entries),
-                spans, first_dirty, pause=throttler, **params)
+                spans, first_dirty, pause=pause, **params)
             if stats.error is not None:  # the exception's class may not unpickle in the parent: keep its words
                 stats.error = RuntimeError(f"{type(stats.error).__name__}: {stats.error}")
             reply = pickle.dumps(("ok", stats))
