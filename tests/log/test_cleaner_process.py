@@ -13,12 +13,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import trio
 
 from chronik.log import PartitionLog
 from chronik.log.cleaner import Span, Throttler, commit
+from chronik.log.cleaner_manager import LogCleaner
 from chronik.log.cleaner_process import CleanerProcess
+from chronik.metadata.topic_configs import TOPIC_CONFIGS
 from chronik.protocol import Record, decode_records, encode_batch
-from chronik.storage import create_backend, get_profile, open_group_committer
+from chronik.storage import GroupCommitter, create_backend, get_profile, open_group_committer
+from chronik.storage.files import create_fresh
+from chronik.storage.wal import discard_replacements, write_replacement
 
 from .conftest import append
 
@@ -64,8 +69,9 @@ def test_the_throttler_lets_a_slow_pass_be_and_the_default_never_waits() -> None
 
 
 @asynccontextmanager
-async def written_log(directory: Path) -> AsyncIterator[tuple[PartitionLog, dict[bytes, bytes]]]:
-    """A partition on the python backend (real files), 30 updates of 8 keys over sealed segments."""
+async def written_log(directory: Path) -> AsyncIterator[tuple[PartitionLog, dict[bytes, bytes], GroupCommitter]]:
+    """A partition on the python backend (real files), 30 updates of 8 keys over sealed segments;
+    the latest value of each key; the log's committer."""
     latest: dict[bytes, bytes] = {}
     async with open_group_committer(create_backend("python"), str(directory), get_profile("throughput")) as committer:
         log = PartitionLog.open(committer, f"{directory}/t-0", topic="t", partition=0, topic_id="0" * 32,
@@ -76,14 +82,14 @@ async def written_log(directory: Path) -> AsyncIterator[tuple[PartitionLog, dict
                 latest.update(pairs)
                 await append(log, encode_batch([Record(i, NOW - 1000, key, value) for i, (key, value) in enumerate(pairs)]))
             log.wal.roll()
-            yield log, latest
+            yield log, latest, committer
         finally:
             await log.aclose()
 
 
 async def test_the_process_cleans_passes_one_after_another_and_dies_with_its_stdin(tmp_path: Path) -> None:
     process = CleanerProcess()
-    async with written_log(tmp_path) as (log, latest):
+    async with written_log(tmp_path) as (log, latest, committer):
         spans = [Span(*s) for s in log.sealed_segments()]
         stats = process.run(log.directory, spans, 0, **PARAMS)
         assert stats.error is None and stats.replacements and stats.records_kept == len(latest)
@@ -103,7 +109,7 @@ async def test_the_process_cleans_passes_one_after_another_and_dies_with_its_std
 
 async def test_a_dead_process_fails_one_pass_and_the_next_starts_another(tmp_path: Path) -> None:
     process = CleanerProcess()
-    async with written_log(tmp_path) as (log, _):
+    async with written_log(tmp_path) as (log, _, _):
         spans = [Span(*s) for s in log.sealed_segments()]
         process.run(log.directory, [], 0, **PARAMS)  # started, nothing to clean
         child = process._child
@@ -134,7 +140,7 @@ async def test_the_child_exits_when_its_broker_dies_even_mid_pass(tmp_path: Path
     """A stand-in broker sends a pass throttled to 200 bytes/s (it would take minutes) and is
     killed with -9: its pipe to the child closes, and the child goes, mid-pass, leaving
     no swap file."""
-    async with written_log(tmp_path) as (log, _):
+    async with written_log(tmp_path) as (log, _, _):
         spans = [Span(*s) for s in log.sealed_segments()]
         request = tmp_path / "request"
         request.write_bytes(pickle.dumps((log.directory, spans, 0, {**PARAMS, "io_max_bytes_per_second": 200.0})))
@@ -179,3 +185,39 @@ def test_the_child_runs_at_a_low_priority() -> None:
             assert Path(f"/proc/{child.pid}/autogroup").read_text().split()[-1] == "19"
     finally:
         process.close()
+
+
+async def test_stopping_the_cleaner_abandons_a_pass_in_flight_and_leaves_the_log_as_it_was(tmp_path: Path) -> None:
+    async with written_log(tmp_path) as (log, latest, committer):
+        before = [(r.offset, r.key, r.value) for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
+        configs = {name: d.default for name, d in TOPIC_CONFIGS.items()}
+        configs.update({"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"})
+        cleaner = LogCleaner(committer, str(tmp_path), [log], lambda _topic: configs, backoff_ms=10,
+                             io_max_bytes_per_second=1000.0)  # a pass would take about a minute
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cleaner.run)
+            while not cleaner._running:
+                await trio.sleep(0.05)
+            await trio.sleep(1.0)  # the process is mid-pass (the first batches read, throttled)
+            started = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - started < 10
+        assert not [n for n in os.listdir(log.directory) if n.endswith((".swap", ".cleaned"))]
+        assert cleaner.uncleanable == {}
+        after = [(r.offset, r.key, r.value) for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
+        assert after == before and len(before) > len(latest)
+
+
+async def test_discard_replacements_removes_what_an_abandoned_pass_wrote(tmp_path: Path) -> None:
+    async with written_log(tmp_path) as (log, _, committer):
+        segments = sorted(n for n in os.listdir(log.directory) if n.endswith(".wal"))
+        spans = [Span(*s) for s in log.sealed_segments()]
+        backend = committer.backend
+        swap = write_replacement(backend, log.directory, spans[0].base, spans[1].next_offset, iter([]))
+        cleaned = create_fresh(backend, f"{log.directory}/{spans[2].base:020d}.wal.cleaned")
+        cleaned.close()
+        assert sorted(discard_replacements(backend, log.directory)) == sorted(
+            [Path(swap.swap_path).name, f"{spans[2].base:020d}.wal.cleaned"])
+        assert sorted(n for n in os.listdir(log.directory) if n.endswith(".wal")) == segments
+        assert not [n for n in os.listdir(log.directory) if n.endswith((".swap", ".cleaned"))]
+        assert discard_replacements(backend, log.directory) == []

@@ -51,6 +51,7 @@ import trio
 from ..metadata.topic_configs import is_compacted
 from ..storage import GroupCommitter, MemoryBackend
 from ..storage.files import read_file, replace_file_durably, run_blocking
+from ..storage.wal import discard_replacements
 from .cleaner import Pacer, PassStats, Span, clean_partition, commit
 from .cleaner_process import CleanerProcess
 from .partition import PartitionLog
@@ -94,6 +95,8 @@ class LogCleaner:
         unlimited = io_max_bytes_per_second >= sys.float_info.max
         self.io_bytes_per_second = io_max_bytes_per_second if unlimited else io_max_bytes_per_second / threads
         self._processes: list[CleanerProcess] = []  # idle cleaner processes, for the next passes
+        self._running: set[CleanerProcess] = set()  # cleaner processes running a pass
+        self._stopping = False  # run() was cancelled: passes in flight are being abandoned
         self.on_pass: Callable[[PartitionLog, PassStats], None] | None = None
         self.on_error: Callable[[PartitionLog], None] | None = None
         self.uncleanable: dict[tuple[str, int], str] = {}
@@ -187,20 +190,33 @@ class LogCleaner:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Roll due segments every second and (if enabled) clean, until cancelled.
 
-        Cancellation: a pass in its worker thread runs to its end (its
-        replacements are durable and complete on disk; installed or not, the
-        files are consistent), then the service stops.
+        Cancellation: a pass still running in a cleaner process is abandoned
+        (as Kafka's cleaner threads abort theirs on shutdown): the process is
+        killed and the swap files it wrote are deleted, so the log stays as it
+        was (a long pass at low priority on a busy machine would otherwise hold
+        up the broker's shutdown).  A pass the process had finished is
+        committed and installed as usual.  An inline pass (in-memory backends)
+        runs to its end.  Then the service stops.
         """
         await run_blocking(self.committer.backend, self._load_checkpoint)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._roll_loop)
                 if self.enabled:
+                    nursery.start_soon(self._abort_passes_when_cancelled)
                     for _ in range(self.threads):
                         nursery.start_soon(self._worker)
                 task_status.started()
         finally:
             self.close()
+
+    async def _abort_passes_when_cancelled(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._stopping = True
+            for process in list(self._running):
+                process.abort()
 
     def close(self) -> None:
         """Stop the idle cleaner processes (each exits as its stdin closes, at once).
@@ -262,9 +278,20 @@ class LogCleaner:
                     **params))
             else:
                 process = self._processes.pop() if self._processes else CleanerProcess()
+                self._running.add(process)
                 try:
                     stats = await trio.to_thread.run_sync(in_process, process)
+                except Exception:
+                    if not self._stopping:
+                        raise
+                    with trio.CancelScope(shield=True):
+                        left = await run_blocking(self.committer.backend, discard_replacements, self.committer.backend,
+                                                  partition_log.directory)
+                    log.info("log cleaner: abandoned the pass over %s-%d, the cleaner is stopping (%d unfinished "
+                             "replacement file(s) deleted)", *key, len(left))
+                    return True
                 finally:
+                    self._running.discard(process)
                     self._processes.append(process)
             if partition_log.closed:
                 return True

@@ -118,6 +118,14 @@ class CleanerProcess:
             stats: PassStats = result
             return stats
 
+    def abort(self) -> None:
+        """Kill the child, from any thread: a pass in flight fails at once (its :meth:`run`
+        raises; the swap files it wrote are left, see :func:`chronik.storage.wal.discard_replacements`),
+        a pass already answered stands, and the next pass starts another child."""
+        child = self._child
+        if child is not None:
+            child.kill()
+
     def close(self) -> None:
         """Stop the child (it exits when its stdin closes); never waits for long. Idempotent."""
         if self._child is not None:

@@ -791,6 +791,19 @@ def write_replacement(backend: StorageBackend, directory: str, first: int, end: 
     return Replacement(first, end, swap, indexes, positions, sizes, written)
 
 
+def discard_replacements(backend: StorageBackend, directory: str) -> list[str]:
+    """Delete the replacements an abandoned writer left in ``directory`` (``.cleaned`` files and
+    ``.swap`` files never committed), durably; return their names.  Only while no
+    :meth:`WriteAheadLog.commit_replacement` is under way there: the old segments are
+    intact until one starts, so nothing is lost."""
+    names = [name for name in backend.list_dir(directory) if name.endswith((_CLEANED_SUFFIX, _SWAP_SUFFIX))]
+    for name in names:
+        backend.delete_file(f"{directory}/{name}")
+    if names:
+        backend.sync_dir(directory)
+    return names
+
+
 def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int) -> Iterator[tuple[int, memoryview]]:
     """``(index, payload)`` of every entry of a sealed segment file, read by name (for a
     cleaner process; the owner of the log keeps it from being deleted meanwhile).
