@@ -221,3 +221,27 @@ async def test_discard_replacements_removes_what_an_abandoned_pass_wrote(tmp_pat
         assert sorted(n for n in os.listdir(log.directory) if n.endswith(".wal")) == segments
         assert not [n for n in os.listdir(log.directory) if n.endswith((".swap", ".cleaned"))]
         assert discard_replacements(backend, log.directory) == []
+
+
+def test_a_child_started_in_the_callers_session_leaves_that_sessions_cpu_share_alone() -> None:
+    """Started without a session of its own (as the stand-in broker above does), the child
+    makes one rather than lowering the priority of its starter's whole session."""
+    own = Path("/proc/self/autogroup")
+    before = own.read_text() if own.exists() else None
+    child = subprocess.Popen([sys.executable, "-m", "chronik.log.cleaner_process", str(os.getpid())],
+                             stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while os.getsid(child.pid) != child.pid:
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.05)
+        while os.getpriority(os.PRIO_PROCESS, child.pid) != 19:  # its last step
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.05)
+        if before is not None:
+            assert own.read_text() == before
+            assert Path(f"/proc/{child.pid}/autogroup").read_text().split()[-1] == "19"
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(30)

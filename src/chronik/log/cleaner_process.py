@@ -151,16 +151,24 @@ class CleanerProcess:
 def _lower_priority() -> None:
     """Yield the CPU to the broker, as far as an unprivileged process can.
 
-    The child is the leader of a session of its own (``start_new_session``), so
-    where the kernel groups tasks by session for CPU shares (autogroups: a
-    broker started from a shell, outside a cpu cgroup) it has a group of its
-    own, whose nice value it sets to 19: its CPU time is then not charged to
-    the broker's group.  (Nice values only weigh tasks within a group; in the
+    The child is the leader of a session of its own (``start_new_session``, or
+    its own ``setsid``), so where the kernel groups tasks by session for CPU
+    shares (autogroups: a broker started from a shell, outside a cpu cgroup)
+    it has a group of its own, whose nice value it sets to 19: its CPU time is
+    then not charged to the broker's group.  (It touches an autogroup only as
+    its session's leader: otherwise the group would be the session's of
+    whoever started it.)  (Nice values only weigh tasks within a group; in the
     broker's group, every millisecond the cleaner ran would be one the broker
     waits for while other groups run.)  Then the process itself: nice 19 and
     ``SCHED_BATCH``.  Each step is skipped where the system has no such thing.
     """
-    for _ in range(20):
+    try:
+        os.setsid()  # already done when started by CleanerProcess (start_new_session)
+    except OSError:
+        pass
+    # An autogroup belongs to a session: never set the nice of one this process does not lead
+    # (it would be the whole session's of whoever started it).
+    for _ in range(20 if os.getsid(0) == os.getpid() else 0):
         try:
             with open("/proc/self/autogroup", "w") as autogroup:
                 autogroup.write(str(NICE))
