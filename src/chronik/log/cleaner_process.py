@@ -27,13 +27,14 @@ completed by its next open, over segments that changed since.  (A
 the broker's worker threads come and go.)  It also exits if its parent is
 already gone when it starts.
 
-Scheduling (:func:`_lower_priority`): the child runs in a session of its
-own, whose CPU autogroup (if the kernel groups by session) has nice 19, and
-itself under ``SCHED_BATCH`` at nice 19: it does not take CPU time from the
-broker's group, never preempts the broker's threads when they wake up, and
-gets a small share of a busy CPU (enough to finish, unlike ``SCHED_IDLE``,
-which a saturated machine could starve for good).  Being in its own session,
-it does not get the terminal's signals (Ctrl-C) meant for the broker.  Its I/O is paced by
+Scheduling (:func:`_lower_priority`, applied by the broker as it starts
+the child): the child runs in a session of its own, whose CPU autogroup (if
+the kernel groups by session) has nice 19, and itself under ``SCHED_BATCH``
+at nice 19: it does not take CPU time from the broker's group, never
+preempts the broker's threads when they wake up, and gets a small share of
+a busy CPU (enough to finish, unlike ``SCHED_IDLE``, which a saturated
+machine could starve for good).  Being in its own session, it does not get
+the terminal's signals (Ctrl-C) meant for the broker.  Its I/O is paced by
 ``log.cleaner.io.max.bytes.per.second`` (see :class:`~chronik.log.cleaner.Throttler`).
 """
 
@@ -87,8 +88,10 @@ class CleanerProcess:
 
     def _start(self) -> subprocess.Popen[bytes]:
         # stderr is the broker's: a crash's traceback lands in its log output
-        return subprocess.Popen([sys.executable, "-m", "chronik.log.cleaner_process", str(os.getpid())],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        child = subprocess.Popen([sys.executable, "-m", "chronik.log.cleaner_process", str(os.getpid())],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        _lower_priority(child.pid)
+        return child
 
     def run(self, directory: str, spans: list[Span], first_dirty: int, **params: Any) -> PassStats:
         """:func:`~chronik.log.cleaner.clean_segments` over ``directory``'s segment files in the
@@ -148,29 +151,24 @@ class CleanerProcess:
             return child.wait()
 
 
-def _lower_priority() -> None:
-    """Yield the CPU to the broker, as far as an unprivileged process can.
+def _lower_priority(pid: int) -> None:
+    """Make process ``pid`` (a child just started in a session of its own) yield the CPU to
+    the broker, as far as an unprivileged process can; applied by the broker right
+    after starting it, so it covers the child's start-up too (importing the
+    package, about half a second of CPU).
 
-    The child is the leader of a session of its own (``start_new_session``, or
-    its own ``setsid``), so where the kernel groups tasks by session for CPU
-    shares (autogroups: a broker started from a shell, outside a cpu cgroup)
-    it has a group of its own, whose nice value it sets to 19: its CPU time is
-    then not charged to the broker's group.  (It touches an autogroup only as
-    its session's leader: otherwise the group would be the session's of
-    whoever started it.)  (Nice values only weigh tasks within a group; in the
-    broker's group, every millisecond the cleaner ran would be one the broker
-    waits for while other groups run.)  Then the process itself: nice 19 and
-    ``SCHED_BATCH``.  Each step is skipped where the system has no such thing.
+    Where the kernel groups tasks by session for CPU shares (autogroups: a
+    broker started from a shell, outside a cpu cgroup) the child's session has
+    a group of its own, whose nice value becomes 19: its CPU time is then not
+    charged to the broker's group.  (Nice values only weigh tasks within a
+    group; in the broker's group, every millisecond the cleaner ran would be
+    one the broker waits for while other groups run.)  Then the process
+    itself: nice 19 and ``SCHED_BATCH`` (the threads it starts later inherit
+    both).  Each step is skipped where the system has no such thing.
     """
-    try:
-        os.setsid()  # already done when started by CleanerProcess (start_new_session)
-    except OSError:
-        pass
-    # An autogroup belongs to a session: never set the nice of one this process does not lead
-    # (it would be the whole session's of whoever started it).
-    for _ in range(20 if os.getsid(0) == os.getpid() else 0):
+    for _ in range(20):
         try:
-            with open("/proc/self/autogroup", "w") as autogroup:
+            with open(f"/proc/{pid}/autogroup", "w") as autogroup:
                 autogroup.write(str(NICE))
             break
         except OSError as exc:  # EAGAIN: another process set an autogroup's nice in the last 100 ms
@@ -178,11 +176,11 @@ def _lower_priority() -> None:
                 break
             time.sleep(0.05)
     try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))
     except (OSError, AttributeError):  # not Linux
         pass
     try:
-        os.nice(NICE)
+        os.setpriority(os.PRIO_PROCESS, pid, NICE)
     except OSError:
         pass
 
@@ -203,7 +201,6 @@ def _main() -> None:
             os._exit(1)
 
     check_broker()
-    _lower_priority()
     from ..storage import create_backend
     from ..storage.wal import read_sealed_segment, write_replacement
 
