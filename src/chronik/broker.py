@@ -168,7 +168,8 @@ class Broker:
         self.cleaner = LogCleaner(
             self.committer, str(config.data_dir), logs, self._effective_config_of, enabled=config.log_cleaner_enable,
             threads=config.log_cleaner_threads, backoff_ms=config.log_cleaner_backoff_ms,
-            dedupe_buffer_bytes=config.log_cleaner_dedupe_buffer_size)
+            dedupe_buffer_bytes=config.log_cleaner_dedupe_buffer_size,
+            io_max_bytes_per_second=config.log_cleaner_io_max_bytes_per_second)
         self.cleaner.on_pass = lambda _log, stats: self.metrics.record_cleaner_pass(
             stats.bytes_read, stats.bytes_written, stats.seconds)
         self.cleaner.on_error = lambda _log: self.metrics.cleaner_errors.inc()

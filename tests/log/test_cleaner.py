@@ -145,7 +145,7 @@ async def test_an_interrupted_swap_is_completed_or_discarded_on_open(open_log: O
     assert not [n for n in backend.list_dir(LOG_DIR) if ".cleaned" in n]
     # a durable swap file whose old segments were not all deleted yet: completed
     stats = clean_partition(reopened.wal, [Span(*s) for s in reopened.sealed_segments()], 0, segment_bytes=1 << 20,
-                            budget_bytes=1 << 20, delete_retention_ms=0, now_ms=NOW, pause=lambda: None)
+                            budget_bytes=1 << 20, delete_retention_ms=0, now_ms=NOW, pause=lambda _: None)
     assert stats.replacements and stats.error is None
     await reopened.aclose()
     again = open_log(segment_bytes=4096)

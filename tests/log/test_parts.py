@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from array import array
+
 from chronik.log.replica import LeaderEpochCache, ReplicaState
-from chronik.log.segment import BatchIndex
+from chronik.log.segment import BatchIndex, BatchRows
 from chronik.protocol import BatchHeader
 from chronik.storage import EntryLocation
 from chronik.storage.wal import ENTRY_HEADER
@@ -45,6 +47,28 @@ def test_keep_trims_every_column_at_once() -> None:
     assert rows(index) == everything[1:3]
     index.keep(0, 0)
     assert len(index) == 0 and rows(index) == []
+
+
+def test_replace_range_swaps_a_compacted_range_and_keeps_the_time_column_sorted() -> None:
+    index = indexed((0, 2, 50), (2, 3, 90), (5, 1, 70), (6, 2, 60), (8, 1, 95))
+    everything = rows(index)
+    cleaned = BatchRows.empty()
+    for kept in (header(2, 3, 40), header(5, 1, 70)):  # batch 2 lost its record of time 90
+        cleaned.add(kept)
+    index.replace_range(2, 6, cleaned, 2, array("q", [16, 116]), array("q", [100, 100]))
+    assert rows(index) == [everything[0], (2, 4, 40, EntryLocation(2, 16, 100)), (5, 5, 70, EntryLocation(2, 116, 100)),
+                           *everything[3:]]
+    running = [index.reaching_timestamp(t) for t in range(0, 100, 5)]
+    assert running == sorted(running)  # still a running maximum (the rows after the range keep theirs: upper bounds)
+    assert [index.reaching_timestamp(t) for t in (50, 51, 70, 71, 95, 96)] == [0, 2, 2, 3, 4, 5]
+    nothing = BatchRows.empty()
+    index.replace_range(0, 2, nothing, 0, array("q"), array("q"))  # a range cleaned to nothing
+    assert rows(index)[0][0] == 2 and len(index) == 4
+    higher = BatchRows.empty()
+    higher.add(header(2, 3, 99))  # not a subset after all: the rows after it are recomputed
+    index.replace_range(2, 5, higher, 2, array("q", [16]), array("q", [100]))
+    running = [index.reaching_timestamp(t) for t in range(0, 101)]
+    assert running == sorted(running) and index.reaching_timestamp(99) == 0 and index.reaching_timestamp(100) == 4
 
 
 def test_the_leader_epoch_cache_answers_offset_for_leader_epoch() -> None:

@@ -7,6 +7,7 @@ TOML spellings, flag and environment variable.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -116,6 +117,9 @@ _SETTINGS_LIST = (
     _kafka("log.cleaner.dedupe.buffer.size", _Int(1 << 16, _INT64_MAX),
            "Memory for the key -> offset map of one cleaning, over all cleaner threads; a pass that would need "
            "more cleans fewer segments."),
+    _kafka("log.cleaner.io.max.bytes.per.second", _Float(1.0, sys.float_info.max),
+           "The log cleaner's I/O (bytes read plus written), averaged, over all cleaner threads; the default "
+           "is no limit."),
     _kafka("log.cleaner.min.cleanable.ratio", _Float(0.0, 1.0), "Topic default min.cleanable.dirty.ratio."),
     _kafka("log.cleaner.min.compaction.lag.ms", _Int(0, _INT64_MAX), "Topic default min.compaction.lag.ms."),
     _kafka("log.cleaner.max.compaction.lag.ms", _Int(1, _INT64_MAX), "Topic default max.compaction.lag.ms."),
@@ -279,6 +283,7 @@ class BrokerConfig:
     log_cleaner_threads: int = 1
     log_cleaner_backoff_ms: int = 15000
     log_cleaner_dedupe_buffer_size: int = 134217728
+    log_cleaner_io_max_bytes_per_second: float = sys.float_info.max
     log_cleaner_min_cleanable_ratio: float = 0.5
     log_cleaner_min_compaction_lag_ms: int = 0
     log_cleaner_max_compaction_lag_ms: int = 9223372036854775807

@@ -48,21 +48,26 @@ child process (:mod:`chronik.log.cleaner_process`) on the segment files, and
 :class:`~chronik.storage.wal.WriteAheadLog` (the in-memory backends, tests,
 benchmarks), pausing (``time.sleep(0)``, which releases the GIL) every
 millisecond of work (:class:`Pacer`) so an event loop thread is never kept
-waiting for long.  :func:`commit` then finishes the swaps on disk.  None of
+waiting for long.  Either way the bytes read and written are paced by a
+:class:`Throttler` (``log.cleaner.io.max.bytes.per.second``).
+:func:`commit` then finishes the swaps on disk.  None of
 this changes the :class:`~chronik.log.partition.PartitionLog`: the caller
 installs the result on the event loop (:meth:`PartitionLog.install_cleaned`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import le
 
 from ..protocol import (
     BatchHeader,
     ControlRecordType,
-    RawRecord,
+    RecordScan,
     control_record_type,
     decode_records,
     parse_batch_header,
@@ -71,6 +76,7 @@ from ..protocol import (
     scan_records,
 )
 from ..storage.wal import Replacement, WriteAheadLog
+from .segment import BatchRows
 
 MAP_ENTRY_OVERHEAD = 80
 """Bytes an offset-map entry is counted as, besides its key (a Python dict entry, int and bytes object)."""
@@ -108,7 +114,7 @@ class PassStats:
     first_offset: int = 0
     end_offset: int = 0  # the pass cleaned [first_offset, end_offset); the next dirty section starts here
     error: Exception | None = None  # what stopped the pass early (the replacements before it are committed)
-    replacements: list[tuple[Replacement, list[BatchHeader]]] = field(default_factory=list)
+    replacements: list[tuple[Replacement, BatchRows]] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -116,21 +122,66 @@ class PassStats:
         return self.bytes_written / self.bytes_read if self.bytes_read else 1.0
 
 
+class Throttler:
+    """Paces a pass's I/O: called with the bytes of each batch read and written, it
+    sleeps as needed so they average at most ``bytes_per_second`` (Kafka's
+    ``log.cleaner.io.max.bytes.per.second``; ``sys.float_info.max``, Kafka's
+    default, means no limit).
+
+    It sleeps whenever the bytes since the start of the current period are
+    more than :attr:`MIN_SLEEP` seconds ahead of the rate, so the I/O comes in
+    steps of at most about ``MIN_SLEEP * bytes_per_second`` bytes rather than
+    bursts.  A period lasts :attr:`PERIOD` seconds: time the pass lost to other
+    work (a busy CPU) is not made up for by a burst later.
+    """
+
+    MIN_SLEEP = 0.01
+    PERIOD = 1.0
+
+    __slots__ = ("bytes_per_second", "_clock", "_sleep", "_start", "_bytes")
+
+    def __init__(self, bytes_per_second: float = sys.float_info.max, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        if not bytes_per_second > 0:
+            raise ValueError(f"an I/O rate must be positive, not {bytes_per_second}")
+        self.bytes_per_second = bytes_per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._start = clock()
+        self._bytes = 0
+
+    def __call__(self, nbytes: int = 0) -> None:
+        if self.bytes_per_second >= sys.float_info.max:
+            return
+        self._bytes += nbytes
+        elapsed = self._clock() - self._start
+        ahead = self._bytes / self.bytes_per_second - elapsed
+        if ahead >= self.MIN_SLEEP:
+            self._sleep(ahead)
+            elapsed += ahead
+        if elapsed >= self.PERIOD:
+            self._start = self._clock()
+            self._bytes = 0
+
+
 PAUSE_EVERY_SECONDS = 0.001
 """CPU time the cleaner's thread works between two voluntary releases of the GIL."""
 
 
-class Pacer:
-    """Called after every batch: every :data:`PAUSE_EVERY_SECONDS` it sleeps 0 s, which
-    releases the GIL, so the event loop thread waits at most about that long for it
-    (rather than the interpreter's 5 ms switch interval)."""
+class Pacer(Throttler):
+    """A :class:`Throttler` for a pass run in a thread of the broker: besides pacing
+    the I/O, every :data:`PAUSE_EVERY_SECONDS` it sleeps 0 s, which releases the
+    GIL, so the event loop thread waits at most about that long for it (rather
+    than the interpreter's 5 ms switch interval)."""
 
     __slots__ = ("_next",)
 
-    def __init__(self) -> None:
+    def __init__(self, bytes_per_second: float = sys.float_info.max) -> None:
+        super().__init__(bytes_per_second)
         self._next = time.perf_counter() + PAUSE_EVERY_SECONDS
 
-    def __call__(self) -> None:
+    def __call__(self, nbytes: int = 0) -> None:
+        super().__call__(nbytes)
         now = time.perf_counter()
         if now >= self._next:
             time.sleep(0)
@@ -199,14 +250,18 @@ def control_type(batch: memoryview | bytes | bytearray) -> int | None:
     return control_record_type(records[0]) if records else None
 
 
-Scanned = dict[int, tuple[memoryview, list[RawRecord]]]
+Scanned = dict[int, tuple[memoryview, RecordScan]]
 """Batches already decompressed and scanned by the mapping, by base offset (reused by the rewrite)."""
 SCANNED_ENTRY_OVERHEAD = 120
 """Bytes a kept scan result is counted as per record, besides the batch's records data."""
 
 
+Pause = Callable[[int], None]
+"""Called with the bytes of each batch read (and written): a :class:`Throttler` or :class:`Pacer`."""
+
+
 def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[Span], budget_bytes: int, *,
-                     pause: Callable[[], None] | None = None,
+                     pause: Pause | None = None,
                      scanned: Scanned | None = None,
                      aborted: list[Aborted] | None = None) -> tuple[dict[bytes, int], int]:
     """Map each key of the ``dirty`` segments to its latest offset; return the map and
@@ -217,6 +272,9 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
     keeps the scans (up to another ``budget_bytes``) so the rewrite of those
     batches need not decompress and scan them again.  Records of ``aborted``
     transactions are not mapped (they must not hide an older committed value).
+    A batch's keys enter the map in one ``dict.update`` (later records of a key
+    in the batch win, as their offsets are higher); the size of a new entry is
+    estimated with the batch's mean key length.
     """
     txns = TxnTracker(aborted or [])
     pause = pause or Pacer()
@@ -226,6 +284,7 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
     end = dirty[0].base if dirty else 0
     for span in dirty:
         for batch in read(span):
+            pause(len(batch))
             header = parse_batch_header(batch)
             if header.is_control:
                 txns.marker_discardable(header, control_type(batch))
@@ -234,18 +293,21 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
                 continue
             base = header.base_offset
             data = records_data(batch, header)
-            records = scan_records(header, data)
+            scan = scan_records(header, data)
+            keys = scan.keys
+            if not keys:
+                continue
             if scanned is not None and kept_bytes < budget_bytes:
-                scanned[base] = (data, records)
-                kept_bytes += len(data) + SCANNED_ENTRY_OVERHEAD * len(records)
-            for record in records:
-                key = record.key
-                if key is None:
-                    continue
-                if key not in offsets:
-                    size += len(key) + MAP_ENTRY_OVERHEAD
-                offsets[key] = base + record.offset_delta
-            pause()
+                scanned[base] = (data, scan)
+                kept_bytes += len(data) + SCANNED_ENTRY_OVERHEAD * len(keys)
+            before = len(offsets)
+            if None in keys:  # records without a key are not mapped (a compacted topic refuses them)
+                offsets.update((key, base + delta) for key, delta in zip(keys, scan.offset_deltas) if key is not None)
+                key_bytes = sum(len(key) for key in keys if key is not None)
+            else:
+                offsets.update(zip(keys, map(base.__add__, scan.offset_deltas)))
+                key_bytes = sum(map(len, keys))
+            size += (len(offsets) - before) * (MAP_ENTRY_OVERHEAD + key_bytes // len(keys))
         end = span.next_offset
         if size > budget_bytes:
             break
@@ -254,13 +316,19 @@ def build_offset_map(read: Callable[[Span], Iterator[memoryview]], dirty: list[S
 
 def clean_batch(batch: memoryview, header: BatchHeader, offsets: dict[bytes, int], now_ms: int,
                 delete_retention_ms: int, stats: PassStats,
-                scanned: tuple[memoryview, list[RawRecord]] | None = None, *,
+                scanned: tuple[memoryview, RecordScan] | None = None, *,
                 txns: TxnTracker | None = None, keep: frozenset[int] | set[int] = frozenset()) -> memoryview | bytearray | None:
     """The batch as a cleaned log keeps it: unchanged, rebuilt with fewer records
     (or a delete horizon), or None when nothing of it remains (see the module docstring).
     ``scanned``: its records data and scan, if the mapping kept them; ``txns``
     tracks the transactions of the batches read so far (this one is noted);
-    ``keep``: base offsets of batches kept even if emptied."""
+    ``keep``: base offsets of batches kept even if emptied.
+
+    Which records stay is decided for the whole batch at once: record ``i`` is
+    superseded when the map holds a later offset for its key, a test run by
+    ``map`` over the scan's columns, so the common outcomes -- nothing left,
+    or everything -- cost no Python loop over the records.
+    """
     stats.batches_read += 1
     txns = txns or TxnTracker([])
     if header.is_control:
@@ -276,38 +344,45 @@ def clean_batch(batch: memoryview, header: BatchHeader, offsets: dict[bytes, int
         if header.has_delete_horizon:
             return batch
         data = records_data(batch, header)
-        return rebuild_batch(batch, header, data, scan_records(header, data), delete_horizon=now_ms + delete_retention_ms)
-    data, records = scanned if scanned is not None else (records_data(batch, header), [])
+        scan = scan_records(header, data)
+        return rebuild_batch(batch, header, data, scan, range(len(scan.keys)),
+                             delete_horizon=now_ms + delete_retention_ms)
     if scanned is None:
-        records = scan_records(header, data)
-    stats.records_read += len(records)
+        data = records_data(batch, header)
+        scan = scan_records(header, data)
+    else:
+        data, scan = scanned
+    keys = scan.keys
+    count = len(keys)
+    stats.records_read += count
     if txns.data_batch(header):
-        stats.aborted_removed += len(records)
-        return rebuild_batch(batch, header, data, []) if header.base_offset in keep else None
-    horizon_passed = header.has_delete_horizon and header.base_timestamp <= now_ms
+        stats.aborted_removed += count
+        return rebuild_batch(batch, header, data, scan, []) if header.base_offset in keep else None
     base = header.base_offset
-    kept = []
+    # latest offset of the key (-1: not mapped) <= this record's offset: nothing later supersedes it
+    kept = list(map(le, map(offsets.get, keys, repeat(-1)), map(base.__add__, scan.offset_deltas)))
+    if None in keys:  # records without a key go (offsets.get(None) said -1)
+        for i, key in enumerate(keys):
+            if key is None:
+                kept[i] = False
     tombstones = False
-    for record in records:
-        key = record.key
-        if key is None:
-            continue
-        latest = offsets.get(key)
-        if latest is not None and latest > base + record.offset_delta:
-            continue
-        if record.is_tombstone:
-            if horizon_passed:
-                stats.tombstones_removed += 1
-                continue
-            tombstones = True
-        kept.append(record)
-    stats.records_kept += len(kept)
-    if not kept:
-        return rebuild_batch(batch, header, data, []) if header.base_offset in keep else None
+    if scan.tombstones:
+        horizon_passed = header.has_delete_horizon and header.base_timestamp <= now_ms
+        for i in scan.tombstones:
+            if kept[i]:
+                if horizon_passed:
+                    kept[i] = False
+                    stats.tombstones_removed += 1
+                else:
+                    tombstones = True
+    kept_count = kept.count(True)
+    stats.records_kept += kept_count
+    if not kept_count:
+        return rebuild_batch(batch, header, data, scan, []) if header.base_offset in keep else None
     needs_horizon = tombstones and not header.has_delete_horizon
-    if len(kept) == len(records) and not needs_horizon:
+    if kept_count == count and not needs_horizon:
         return batch
-    return rebuild_batch(batch, header, data, kept,
+    return rebuild_batch(batch, header, data, scan, list(compress(range(count), kept)),
                          delete_horizon=now_ms + delete_retention_ms if needs_horizon else None)
 
 
@@ -331,7 +406,7 @@ WriteReplacement = Callable[[int, int, Iterator[tuple[int, memoryview | bytearra
 
 def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span], first_dirty: int, *,
                    segment_bytes: int, budget_bytes: int, delete_retention_ms: int, now_ms: int,
-                   pause: Callable[[], None] | None = None, aborted: list[Aborted] | None = None,
+                   pause: Pause | None = None, aborted: list[Aborted] | None = None,
                    keep: frozenset[int] | set[int] = frozenset()) -> PassStats:
     """One pass over the cleanable ``spans`` (sealed, oldest first, below the last stable
     offset): ``aborted`` is the aborted-transaction index, ``keep`` the batches
@@ -355,21 +430,22 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
     stats.segments_before = len(to_clean)
     txns = TxnTracker(aborted or [])
     for group in group_spans(to_clean, segment_bytes):
-        headers: list[BatchHeader] = []
+        rows = BatchRows.empty()
 
-        def cleaned(group: list[Span] = group, headers: list[BatchHeader] = headers) -> Iterator[tuple[int, memoryview | bytearray]]:
+        def cleaned(group: list[Span] = group, rows: BatchRows = rows) -> Iterator[tuple[int, memoryview | bytearray]]:
             for span in group:
                 for payload in read(span):
                     header = parse_batch_header(payload)
                     stats.bytes_read += len(payload)
                     kept = clean_batch(payload, header, offsets, now_ms, delete_retention_ms, stats,
                                        scans.pop(header.base_offset, None), txns=txns, keep=keep)
-                    pause()
                     if kept is None:
+                        pause(len(payload))
                         continue
+                    pause(len(payload) + len(kept))
                     if kept is not payload:
                         header = parse_batch_header(kept)
-                    headers.append(header)
+                    rows.add(header)
                     stats.batches_written += 1
                     stats.bytes_written += len(kept)
                     yield header.base_offset, kept
@@ -379,8 +455,8 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
         except Exception as exc:  # noqa: BLE001 -- reported to the caller with what was written before it
             stats.error = exc
             break
-        stats.replacements.append((replacement, headers))
-        stats.segments_after += 1 if headers else 0
+        stats.replacements.append((replacement, rows))
+        stats.segments_after += 1 if rows.bases else 0
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -407,7 +483,7 @@ def commit(wal: WriteAheadLog, stats: PassStats) -> None:
 
 def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, segment_bytes: int,
                     budget_bytes: int, delete_retention_ms: int, now_ms: int,
-                    pause: Callable[[], None] | None = None, aborted: list[Aborted] | None = None,
+                    pause: Pause | None = None, aborted: list[Aborted] | None = None,
                     keep: frozenset[int] | set[int] = frozenset()) -> PassStats:
     """:func:`clean_segments` on ``wal``'s own files, then :func:`commit`, in this thread.
     The result's replacements are to be installed on the event loop."""
@@ -419,5 +495,6 @@ def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, 
     return stats
 
 
-__all__ = ["MAP_ENTRY_OVERHEAD", "Aborted", "PassStats", "Span", "TxnTracker", "build_offset_map", "clean_batch", "clean_partition",
+__all__ = ["MAP_ENTRY_OVERHEAD", "Aborted", "Pacer", "PassStats", "Pause", "Span", "Throttler", "TxnTracker", "build_offset_map",
+           "clean_batch", "clean_partition",
            "clean_segments", "commit", "control_type", "group_spans"]

@@ -14,12 +14,15 @@ Kafka's ``LogCleanerManager`` semantics:
   ``min.cleanable.dirty.ratio``, or whose oldest dirty record is older than
   ``max.compaction.lag.ms`` (then whatever its ratio).
 * ``log.cleaner.threads`` passes run at once, each on its own partition, each
-  with ``log.cleaner.dedupe.buffer.size / threads`` of offset map.  When
-  nothing is cleanable a worker sleeps ``log.cleaner.backoff.ms``.
-* The rewriting runs in a child process
-  (:mod:`chronik.log.cleaner_process`, waited for by a worker thread, which
-  then commits the swaps), so its CPU work never holds the broker's GIL; on
-  the in-memory backends it runs inline
+  with ``log.cleaner.dedupe.buffer.size / threads`` of offset map and
+  ``log.cleaner.io.max.bytes.per.second / threads`` of I/O (bytes read plus
+  written; Kafka's limit is for all threads together).  When nothing is
+  cleanable a worker sleeps ``log.cleaner.backoff.ms``.
+* The rewriting runs in a child process at a low CPU priority
+  (:class:`chronik.log.cleaner_process.CleanerProcess`, one per pass at a
+  time, kept for the next pass; waited for by a worker thread, which then
+  commits the swaps), so its CPU work never holds the broker's GIL; on the
+  in-memory backends it runs inline
   (:func:`chronik.log.cleaner.clean_partition`).  The result is installed on
   the event loop.  A pass that fails marks its partition *uncleanable* (logged
   with the reason, counted in the metrics) until the broker restarts.
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -47,8 +51,9 @@ import trio
 from ..metadata.topic_configs import is_compacted
 from ..storage import GroupCommitter, MemoryBackend
 from ..storage.files import read_file, replace_file_durably, run_blocking
-from .cleaner import PassStats, Span, clean_partition, commit
-from .cleaner_process import run_in_process
+from ..storage.wal import discard_replacements
+from .cleaner import Pacer, PassStats, Span, clean_partition, commit
+from .cleaner_process import CleanerProcess
 from .partition import PartitionLog
 
 log = logging.getLogger(__name__)
@@ -77,7 +82,8 @@ class LogCleaner:
 
     def __init__(self, committer: GroupCommitter, data_dir: str, logs: Iterable[PartitionLog],
                  topic_config: Callable[[str], Mapping[str, str] | None], *, enabled: bool = True,
-                 threads: int = 1, backoff_ms: int = 15000, dedupe_buffer_bytes: int = 128 << 20) -> None:
+                 threads: int = 1, backoff_ms: int = 15000, dedupe_buffer_bytes: int = 128 << 20,
+                 io_max_bytes_per_second: float = sys.float_info.max) -> None:
         self.committer = committer
         self.data_dir = data_dir
         self.logs = logs
@@ -86,6 +92,11 @@ class LogCleaner:
         self.threads = threads
         self.backoff = backoff_ms / 1000
         self.budget_bytes = max(1, dedupe_buffer_bytes // threads)
+        unlimited = io_max_bytes_per_second >= sys.float_info.max
+        self.io_bytes_per_second = io_max_bytes_per_second if unlimited else io_max_bytes_per_second / threads
+        self._processes: list[CleanerProcess] = []  # idle cleaner processes, for the next passes
+        self._running: set[CleanerProcess] = set()  # cleaner processes running a pass
+        self._stopping = False  # run() was cancelled: passes in flight are being abandoned
         self.on_pass: Callable[[PartitionLog, PassStats], None] | None = None
         self.on_error: Callable[[PartitionLog], None] | None = None
         self.uncleanable: dict[tuple[str, int], str] = {}
@@ -179,17 +190,39 @@ class LogCleaner:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Roll due segments every second and (if enabled) clean, until cancelled.
 
-        Cancellation: a pass in its worker thread runs to its end (its
-        replacements are durable and complete on disk; installed or not, the
-        files are consistent), then the service stops.
+        Cancellation: a pass still running in a cleaner process is abandoned
+        (as Kafka's cleaner threads abort theirs on shutdown): the process is
+        killed and the swap files it wrote are deleted, so the log stays as it
+        was (a long pass at low priority on a busy machine would otherwise hold
+        up the broker's shutdown).  A pass the process had finished is
+        committed and installed as usual.  An inline pass (in-memory backends)
+        runs to its end.  Then the service stops.
         """
         await run_blocking(self.committer.backend, self._load_checkpoint)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._roll_loop)
-            if self.enabled:
-                for _ in range(self.threads):
-                    nursery.start_soon(self._worker)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._roll_loop)
+                if self.enabled:
+                    nursery.start_soon(self._abort_passes_when_cancelled)
+                    for _ in range(self.threads):
+                        nursery.start_soon(self._worker)
+                task_status.started()
+        finally:
+            self.close()
+
+    async def _abort_passes_when_cancelled(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._stopping = True
+            for process in list(self._running):
+                process.abort()
+
+    def close(self) -> None:
+        """Stop the idle cleaner processes (each exits as its stdin closes, at once).
+        Call it when no pass runs; :meth:`run` does on its way out."""
+        while self._processes:
+            self._processes.pop().close()
 
     def wake(self) -> None:
         """Look for work now rather than after the backoff (tests, config changes)."""
@@ -232,21 +265,38 @@ class LogCleaner:
                       aborted=[tuple(txn) for txn in partition_log.producers.aborted],
                       keep=partition_log.producers.batches_to_keep())
 
-        def in_process() -> PassStats:
-            stats = run_in_process(partition_log.directory, candidate.spans, candidate.first_dirty, **params)
+        def in_process(process: CleanerProcess) -> PassStats:
+            stats = process.run(partition_log.directory, candidate.spans, candidate.first_dirty,
+                                io_max_bytes_per_second=self.io_bytes_per_second, **params)
             commit(partition_log.wal, stats)
             return stats
 
         try:
             if isinstance(self.committer.backend, MemoryBackend):
                 stats = await run_blocking(self.committer.backend, lambda: clean_partition(
-                    partition_log.wal, candidate.spans, candidate.first_dirty, **params))
+                    partition_log.wal, candidate.spans, candidate.first_dirty, pause=Pacer(self.io_bytes_per_second),
+                    **params))
             else:
-                stats = await trio.to_thread.run_sync(in_process)
+                process = self._processes.pop() if self._processes else CleanerProcess()
+                self._running.add(process)
+                try:
+                    stats = await trio.to_thread.run_sync(in_process, process)
+                except Exception:
+                    if not self._stopping:
+                        raise
+                    with trio.CancelScope(shield=True):
+                        left = await run_blocking(self.committer.backend, discard_replacements, self.committer.backend,
+                                                  partition_log.directory)
+                    log.info("log cleaner: abandoned the pass over %s-%d, the cleaner is stopping (%d unfinished "
+                             "replacement file(s) deleted)", *key, len(left))
+                    return True
+                finally:
+                    self._running.discard(process)
+                    self._processes.append(process)
             if partition_log.closed:
                 return True
-            for replacement, headers in stats.replacements:
-                partition_log.install_cleaned(replacement, headers)
+            for replacement, rows in stats.replacements:
+                partition_log.install_cleaned(replacement, rows)
             partition_log.producers.forget_aborted_markers(set(stats.markers_removed))
             if stats.error is not None:
                 raise stats.error

@@ -1,83 +1,232 @@
-"""A cleaning pass in a child process, so its CPU work never competes for the broker's GIL.
+"""Cleaning passes in a child process, so their CPU work never competes for the broker's GIL.
 
-The broker's worker thread starts ``python -m chronik.log.cleaner_process``,
-writes the pass's parameters to its stdin (pickle) and reads the
-:class:`~chronik.log.cleaner.PassStats` back from its stdout.  The child
-reads the sealed segments by name and writes the durable swap files
+:class:`CleanerProcess` runs ``python -m chronik.log.cleaner_process
+<broker pid>`` once and reuses it for every pass of one cleaner worker:
+starting it (importing the package) costs about half a second of CPU, which
+a child per pass would spend again each time, on a machine where the
+broker's own threads want the cores.  The child reads the sealed segments by
+name and writes the durable swap files
 (:func:`chronik.log.cleaner.clean_segments`); committing them and switching
 reads over stays with the broker, which owns the log.
 
-The child asks the kernel to kill it when its parent thread ends
-(``PR_SET_PDEATHSIG``) and exits at once if its parent is already gone: a
-cleaner outliving a killed broker must not leave a swap file behind the
-restarted one (the next open would complete it over segments that changed
-since).  It runs at a lower CPU priority (nice +10) than the broker.
+Protocol, on the child's stdin and stdout: frames of a 4-byte big-endian
+length and a pickle.  A request is ``(directory, spans, first_dirty,
+params)``; the reply is ``("ok", PassStats)`` (the pass ran; a failure
+while rewriting is in ``PassStats.error``, as words) or ``("error",
+traceback text)`` (it raised).
+
+Lifetime: a thread of the child reads the requests, so it sees its stdin
+close at once, even in the middle of a pass, and then exits the process on
+the spot (``os._exit``), and it checks that its parent is still the broker
+before each batch.  The broker's death closes that pipe (no other process
+holds its write end) and reparents the child, so a cleaner never outlives a
+killed broker:
+a swap file written after the restarted broker opened the log would be
+completed by its next open, over segments that changed since.  (A
+``PR_SET_PDEATHSIG`` would follow the *thread* that started the child, and
+the broker's worker threads come and go.)  It also exits if its parent is
+already gone when it starts.
+
+Scheduling (:func:`_lower_priority`, applied by the broker as it starts
+the child): the child runs in a session of its own, whose CPU autogroup (if
+the kernel groups by session) has nice 19, and itself under ``SCHED_BATCH``
+at nice 19: it does not take CPU time from the broker's group, never
+preempts the broker's threads when they wake up, and gets a small share of
+a busy CPU (enough to finish, unlike ``SCHED_IDLE``, which a saturated
+machine could starve for good).  Being in its own session, it does not get
+the terminal's signals (Ctrl-C) meant for the broker.  Its I/O is paced by
+``log.cleaner.io.max.bytes.per.second`` (see :class:`~chronik.log.cleaner.Throttler`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
-import signal
+import queue
+import struct
 import subprocess
 import sys
-from typing import Any
+import threading
+import time
+import traceback
+from typing import IO, Any
 
-from .cleaner import PassStats, Span, clean_segments
+from .cleaner import PassStats, Span, Throttler, clean_segments
 
-NICE = 10
+NICE = 19
+_FRAME = struct.Struct(">I")
 
 
-def run_in_process(directory: str, spans: list[Span], first_dirty: int, **params: Any) -> PassStats:
-    """:func:`~chronik.log.cleaner.clean_segments` over ``directory``'s segment files, in a child
-    process; the replacements are written, not committed.
+def _write_frame(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(_FRAME.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
 
-    Blocking: call it from a worker thread, which must stay alive until it
-    returns (the child dies with it).
 
-    :raises RuntimeError: the child failed (its stderr tail is in the message).
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    """The next frame, or None at the end of the stream (a frame cut short counts as the end)."""
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    (size,) = _FRAME.unpack(head)
+    payload = stream.read(size)
+    return payload if len(payload) == size else None
+
+
+class CleanerProcess:
+    """One child process that runs cleaning passes, one at a time, started at the first.
+
+    Blocking: call :meth:`run` from a worker thread (never two at once);
+    :meth:`close` when the cleaner stops.  A child that died (killed,
+    crashed) is replaced at the next pass.
     """
-    request = pickle.dumps((os.getpid(), directory, spans, first_dirty, params))
-    child = subprocess.Popen([sys.executable, "-m", "chronik.log.cleaner_process"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = child.communicate(request)
-    if child.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"cleaner process exited with status {child.returncode}: {' / '.join(tail)}")
-    stats: PassStats = pickle.loads(out)
-    return stats
+
+    def __init__(self) -> None:
+        self._child: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        # stderr is the broker's: a crash's traceback lands in its log output
+        child = subprocess.Popen([sys.executable, "-m", "chronik.log.cleaner_process", str(os.getpid())],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        _lower_priority(child.pid)
+        return child
+
+    def run(self, directory: str, spans: list[Span], first_dirty: int, **params: Any) -> PassStats:
+        """:func:`~chronik.log.cleaner.clean_segments` over ``directory``'s segment files in the
+        child; the replacements are written, not committed.
+
+        :raises RuntimeError: the pass raised, or the child died (the next call starts another).
+        """
+        with self._lock:
+            child = self._child
+            if child is not None and child.poll() is not None:  # died since the last pass
+                self._discard(child)
+                child = None
+            if child is None:
+                child = self._child = self._start()
+            assert child.stdin is not None and child.stdout is not None
+            try:
+                _write_frame(child.stdin, pickle.dumps((directory, spans, first_dirty, params)))
+                reply = _read_frame(child.stdout)
+            except OSError:  # BrokenPipeError: it died before reading the request
+                reply = None
+            if reply is None:
+                status = self._discard(child)
+                raise RuntimeError(f"cleaner process exited with status {status} during a pass")
+            outcome, result = pickle.loads(reply)
+            if outcome != "ok":
+                raise RuntimeError(f"cleaner process: {result.strip().splitlines()[-1]}\n{result}")
+            stats: PassStats = result
+            return stats
+
+    def abort(self) -> None:
+        """Kill the child, from any thread: a pass in flight fails at once (its :meth:`run`
+        raises; the swap files it wrote are left, see :func:`chronik.storage.wal.discard_replacements`),
+        a pass already answered stands, and the next pass starts another child."""
+        child = self._child
+        if child is not None:
+            child.kill()
+
+    def close(self) -> None:
+        """Stop the child (it exits when its stdin closes); never waits for long. Idempotent."""
+        if self._child is not None:
+            self._discard(self._child)
+
+    def _discard(self, child: subprocess.Popen[bytes]) -> int:
+        """Close the pipes to ``child``, wait for it to exit (killed if it takes over 5 s); its status."""
+        if self._child is child:
+            self._child = None
+        for pipe in (child.stdin, child.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:  # BrokenPipeError flushing a dead child's stdin
+                pass
+        try:
+            return child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def _lower_priority(pid: int) -> None:
+    """Make process ``pid`` (a child just started in a session of its own) yield the CPU to
+    the broker, as far as an unprivileged process can; applied by the broker right
+    after starting it, so it covers the child's start-up too (importing the
+    package, about half a second of CPU).
+
+    Where the kernel groups tasks by session for CPU shares (autogroups: a
+    broker started from a shell, outside a cpu cgroup) the child's session has
+    a group of its own, whose nice value becomes 19: its CPU time is then not
+    charged to the broker's group.  (Nice values only weigh tasks within a
+    group; in the broker's group, every millisecond the cleaner ran would be
+    one the broker waits for while other groups run.)  Then the process
+    itself: nice 19 and ``SCHED_BATCH`` (the threads it starts later inherit
+    both).  Each step is skipped where the system has no such thing.
+    """
+    for _ in range(20):
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as autogroup:
+                autogroup.write(str(NICE))
+            break
+        except OSError as exc:  # EAGAIN: another process set an autogroup's nice in the last 100 ms
+            if exc.errno != errno.EAGAIN:
+                break
+            time.sleep(0.05)
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent check below still applies
+        os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))
+    except (OSError, AttributeError):  # not Linux
         pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, NICE)
+    except OSError:
+        pass
+
+
+def _read_requests(requests: queue.SimpleQueue[bytes]) -> None:
+    while True:
+        frame = _read_frame(sys.stdin.buffer)
+        if frame is None:  # the broker closed the pipe or died: stop now, even mid-pass
+            os._exit(0)
+        requests.put(frame)
 
 
 def _main() -> None:
-    parent_pid, directory, spans, first_dirty, params = pickle.load(sys.stdin.buffer)
-    _die_with_parent(parent_pid)
-    try:
-        os.nice(NICE)
-    except OSError:
-        pass
+    broker = int(sys.argv[1])
+
+    def check_broker() -> None:
+        if os.getppid() != broker:  # reparented: the broker is gone (its pipe's end of file is on its way)
+            os._exit(1)
+
+    check_broker()
     from ..storage import create_backend
     from ..storage.wal import read_sealed_segment, write_replacement
 
     backend = create_backend("python")
-    stats = clean_segments(
-        lambda span: (payload for _, payload in read_sealed_segment(backend, directory, span.base)),
-        lambda first, end, entries: write_replacement(backend, directory, first, end, entries),
-        spans, first_dirty, pause=lambda: None, **params)
-    if stats.error is not None:  # the exception's class may not unpickle in the parent: keep its words
-        stats.error = RuntimeError(f"{type(stats.error).__name__}: {stats.error}")
-    sys.stdout.buffer.write(pickle.dumps(stats))
-    sys.stdout.buffer.flush()
+    requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    threading.Thread(target=_read_requests, args=(requests,), daemon=True).start()
+    out = sys.stdout.buffer
+    while True:
+        directory, spans, first_dirty, params = pickle.loads(requests.get())
+        try:
+            throttler = Throttler(params.pop("io_max_bytes_per_second", sys.float_info.max))
+
+            def pause(nbytes: int) -> None:
+                check_broker()  # before each batch, besides the reader thread's end of file
+                throttler(nbytes)
+
+            stats = clean_segments(
+                lambda span: (payload for _, payload in read_sealed_segment(backend, directory, span.base)),
+                lambda first, end, entries: write_replacement(backend, directory, first, end, entries),
+                spans, first_dirty, pause=pause, **params)
+            if stats.error is not None:  # the exception's class may not unpickle in the parent: keep its words
+                stats.error = RuntimeError(f"{type(stats.error).__name__}: {stats.error}")
+            reply = pickle.dumps(("ok", stats))
+        except Exception:  # noqa: BLE001 -- reported to the broker, which marks the partition uncleanable
+            reply = pickle.dumps(("error", traceback.format_exc()))
+        _write_frame(out, reply)
 
 
 if __name__ == "__main__":

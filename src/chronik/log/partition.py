@@ -94,6 +94,7 @@ from .local import (
 )
 from .producer_state import AbortedTxn, ProducerStateTable, SequenceError, is_idempotent
 from .replica import LeaderEpochCache, ReplicaState
+from .segment import BatchRows
 
 log = logging.getLogger(__name__)
 
@@ -570,13 +571,14 @@ class PartitionLog:
         while self._cleaning is not None:
             await self._cleaning.wait()
 
-    def install_cleaned(self, replacement: Any, headers: list[BatchHeader]) -> None:
+    def install_cleaned(self, replacement: Any, rows: BatchRows) -> None:
         """Serve reads from a committed replacement of segments (``WriteAheadLog.commit_replacement``
-        done) whose entries are the batches ``headers``: switch the WAL over and
-        re-index the replaced range.  Never blocks."""
+        done) whose entries are the batches ``rows``: switch the WAL over and
+        re-index the replaced range.  Never blocks; costs column copies and
+        a pass over the new rows, not over the rest of the log."""
         self.wal.switch_to_replacement(replacement)
-        self.local.index.replace_range(replacement.first, replacement.end, headers,
-                                       [(replacement.first, position, size) for _, position, size in replacement.entries])
+        self.local.index.replace_range(replacement.first, replacement.end, rows, replacement.first,
+                                       replacement.positions, replacement.sizes)
 
     def roll_if_older(self, now_ms: int, max_age_ms: int) -> bool:
         """Roll the active segment once it has held data for ``max_age_ms`` (segment.ms,

@@ -26,10 +26,30 @@ from __future__ import annotations
 
 import bisect
 from array import array
+from itertools import accumulate, islice
+from typing import NamedTuple
 
 from ..protocol import BatchHeader
 from ..storage import EntryLocation
 from ..storage.wal import ENTRY_HEADER
+
+
+class BatchRows(NamedTuple):
+    """Index rows of batches, column by column (``array('q')``, no object per batch):
+    what a cleaning pass reports of the batches it kept (see :meth:`BatchIndex.replace_range`)."""
+
+    bases: array  # type: ignore[type-arg]
+    lasts: array  # type: ignore[type-arg]
+    max_timestamps: array  # type: ignore[type-arg]
+
+    @classmethod
+    def empty(cls) -> "BatchRows":
+        return cls(array("q"), array("q"), array("q"))
+
+    def add(self, header: BatchHeader) -> None:
+        self.bases.append(header.base_offset)
+        self.lasts.append(header.last_offset)
+        self.max_timestamps.append(header.max_timestamp)
 
 
 class BatchIndex:
@@ -44,8 +64,9 @@ class BatchIndex:
     * Rows are in offset order and the offset ranges do not overlap: base
       offsets and last offsets both strictly increase.
     * The running max timestamp never decreases.  After a prefix is trimmed
-      it may still count the timestamps of dropped rows: an upper bound,
-      which only makes a time lookup start its scan earlier.
+      or a range compacted (:meth:`replace_range`) it may still count the
+      timestamps of dropped rows: an upper bound, which only makes a time
+      lookup start its scan earlier.
     * Every column has the same length; rows are added only at the end
       (:meth:`append`) and removed only by :meth:`keep`, which cuts every
       column at once (a suffix after a truncation, a prefix after segments
@@ -87,24 +108,32 @@ class BatchIndex:
         self._positions.append(location.position)
         self._sizes.append(location.size)
 
-    def replace_range(self, first: int, end: int, headers: list[BatchHeader],
-                      locations: list[tuple[int, int, int]]) -> None:
-        """Replace the rows of the batches based in ``[first, end)`` with ``headers``
-        stored at ``locations`` (segment, position, size): a compacted segment
-        swapped in.  ``headers`` must lie in the same offset range, in order;
-        the running max timestamp is recomputed from the first replaced row."""
+    def replace_range(self, first: int, end: int, rows: BatchRows, segment: int,
+                      positions: array, sizes: array) -> None:  # type: ignore[type-arg]
+        """Replace the rows of the batches based in ``[first, end)`` with ``rows``, stored in
+        WAL segment ``segment`` at ``positions`` with ``sizes``: a compacted
+        segment swapped in.  ``rows`` must lie in the same offset range, in
+        order, with max timestamps no higher than those of the rows they
+        replace (a cleaned batch keeps a subset of its records), so the running
+        max timestamps of the rows after the range stay upper bounds and are
+        left alone: the work is slicing columns plus one pass over the new rows,
+        however long the log is (this runs on the event loop)."""
         i, j = self.starting_at(first), self.starting_at(end)
-        self._bases[i:j] = array("q", (h.base_offset for h in headers))
-        self._lasts[i:j] = array("q", (h.last_offset for h in headers))
-        self._max_timestamps[i:j] = array("q", (h.max_timestamp for h in headers))
-        self._segments[i:j] = array("q", (segment for segment, _, _ in locations))
-        self._positions[i:j] = array("q", (position for _, position, _ in locations))
-        self._sizes[i:j] = array("q", (size for _, _, size in locations))
+        count = len(rows.bases)
+        self._bases[i:j] = rows.bases
+        self._lasts[i:j] = rows.lasts
+        self._max_timestamps[i:j] = rows.max_timestamps
+        self._segments[i:j] = array("q", (segment,)) * count
+        self._positions[i:j] = positions
+        self._sizes[i:j] = sizes
         running = self._running_max_timestamp[i - 1] if i else -1
-        del self._running_max_timestamp[i:]
-        for timestamp in self._max_timestamps[i:]:
-            running = max(running, timestamp)
-            self._running_max_timestamp.append(running)
+        new = array("q", islice(accumulate(rows.max_timestamps, max, initial=running), 1, None))
+        self._running_max_timestamp[i:j] = new
+        after = i + count
+        if new and after < len(self._running_max_timestamp) and self._running_max_timestamp[after] < new[-1]:
+            # not a subset after all: recompute the rest, so the column stays sorted
+            self._running_max_timestamp[after:] = array("q", islice(accumulate(
+                self._max_timestamps[after:], max, initial=new[-1]), 1, None))
 
     def keep(self, start: int, end: int) -> None:
         """Keep rows ``[start, end)`` only, dropping the others from every column: the one trim."""

@@ -79,6 +79,7 @@ import errno
 import logging
 import struct
 import time
+from array import array
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple
 
@@ -660,7 +661,7 @@ class WriteAheadLog:
         for segment in old:
             self.backend.delete_file(segment.path)
         self.backend.sync_dir(self.directory)
-        if replacement.entries:
+        if replacement.indexes:
             self.backend.rename_file(replacement.swap_path, f"{self.directory}/{segment_name(first)}")
         else:
             self.backend.delete_file(replacement.swap_path)
@@ -672,9 +673,9 @@ class WriteAheadLog:
         first, end = replacement.first, replacement.end
         old = [s for s in self._segments if first <= s.base_index < end]
         new: list[Segment] = []
-        if replacement.entries:
+        if replacement.indexes:
             path = f"{self.directory}/{segment_name(first)}"
-            segment = Segment(first, self.backend.open_file(path), replacement.size, replacement.entries[-1][0])
+            segment = Segment(first, self.backend.open_file(path), replacement.size, replacement.indexes[-1])
             segment.on_durable = self._on_durable
             new.append(segment)
         at = self._segments.index(old[0])
@@ -747,13 +748,18 @@ class WriteAheadLog:
 class Replacement:
     """A durable replacement of the sealed segments in [first, end) (see :meth:`WriteAheadLog.write_replacement`).
 
-    ``entries`` are ``(index, position, size)`` of each entry in the new segment.
+    Entry ``i`` of the new segment has index ``indexes[i]`` and lies at byte
+    ``positions[i]``, ``sizes[i]`` bytes long: columns of machine integers
+    (``array('q')``), which a cleaner process sends back and the owner of the
+    log indexes without an object per entry.
     """
 
     first: int
     end: int
     swap_path: str
-    entries: list[tuple[int, int, int]]
+    indexes: array[int]
+    positions: array[int]
+    sizes: array[int]
     size: int
 
 
@@ -762,7 +768,7 @@ def write_replacement(backend: StorageBackend, directory: str, first: int, end: 
     """:meth:`WriteAheadLog.write_replacement` on the files alone (for a cleaner process)."""
     cleaned = f"{directory}/{segment_name(first)}{_CLEANED_SUFFIX[len(SEGMENT_SUFFIX):]}"
     file = create_fresh(backend, cleaned)
-    located: list[tuple[int, int, int]] = []
+    indexes, positions, sizes = array("q"), array("q"), array("q")
     try:
         chunk = bytearray(SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0))
         written = 0
@@ -771,7 +777,9 @@ def write_replacement(backend: StorageBackend, directory: str, first: int, end: 
             if not first <= index < end or index <= last:
                 raise ValueError(f"replacement entry {index} is out of order or outside [{first}, {end})")
             last = index
-            located.append((index, written + len(chunk), ENTRY_HEADER.size + len(payload)))
+            indexes.append(index)
+            positions.append(written + len(chunk))
+            sizes.append(ENTRY_HEADER.size + len(payload))
             chunk += encode_entry_header(index, payload)
             chunk += payload
             if len(chunk) >= _WRITE_CHUNK:
@@ -786,7 +794,20 @@ def write_replacement(backend: StorageBackend, directory: str, first: int, end: 
     swap = f"{directory}/{first:020d}-{end:020d}{_SWAP_SUFFIX}"
     backend.rename_file(cleaned, swap)
     backend.sync_dir(directory)
-    return Replacement(first, end, swap, located, written)
+    return Replacement(first, end, swap, indexes, positions, sizes, written)
+
+
+def discard_replacements(backend: StorageBackend, directory: str) -> list[str]:
+    """Delete the replacements an abandoned writer left in ``directory`` (``.cleaned`` files and
+    ``.swap`` files never committed), durably; return their names.  Only while no
+    :meth:`WriteAheadLog.commit_replacement` is under way there: the old segments are
+    intact until one starts, so nothing is lost."""
+    names = [name for name in backend.list_dir(directory) if name.endswith((_CLEANED_SUFFIX, _SWAP_SUFFIX))]
+    for name in names:
+        backend.delete_file(f"{directory}/{name}")
+    if names:
+        backend.sync_dir(directory)
+    return names
 
 
 def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int) -> Iterator[tuple[int, memoryview]]:
