@@ -203,8 +203,10 @@ def _main() -> None:
 
             stats = clean_segments(
                 lambda span: (payload for _, payload in read_sealed_segment(backend, directory, span.base)),
-                lambda first, end, entries: write_replacement(backend, directory, first, end, entries),
+                lambda first, end, entries: write_replacement(backend, directory, first, end, entries, sync=False),
                 spans, first_dirty, pause=pause, **params)
+            if stats.replacements:
+                backend.sync_dir(directory)  # once for all the swap files: now they are committable
             if stats.error is not None:  # the exception's class may not unpickle in the parent: keep its words
                 stats.error = RuntimeError(f"{type(stats.error).__name__}: {stats.error}")
             reply = pickle.dumps(("ok", stats))
