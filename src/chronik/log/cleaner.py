@@ -463,22 +463,30 @@ def clean_segments(read: ReadSegment, write: WriteReplacement, spans: list[Span]
 
 def commit(wal: WriteAheadLog, stats: PassStats) -> None:
     """Commit the replacements of a pass on disk (:meth:`WriteAheadLog.commit_replacement`),
-    in order.  On a failure the uncommitted swap files are deleted (a swap left
-    behind would be completed by the next open, over segments that may have
-    changed since), the list keeps the committed ones and ``error`` is set.
-    Blocking: run it in a worker thread."""
-    for n, (replacement, _) in enumerate(stats.replacements):
+    in order, with one directory sync each plus one at the end (rather than two
+    each: directory syncs queue behind the file system's journal, as the
+    log's own fdatasyncs do).  On a failure the uncommitted swap files are
+    deleted (a swap left behind would be completed by the next open, over
+    segments that may have changed since), the list keeps the committed ones
+    and ``error`` is set.  Blocking: run it in a worker thread."""
+    committed = 0
+    try:
+        for replacement, _ in stats.replacements:
+            wal.commit_replacement(replacement, sync=False)
+            committed += 1
+    except Exception as exc:  # noqa: BLE001 -- reported to the caller
+        for left, _ in stats.replacements[committed:]:
+            try:
+                wal.backend.delete_file(left.swap_path)
+            except OSError:
+                pass
+        del stats.replacements[committed:]
+        stats.error = stats.error or exc
+    if committed:
         try:
-            wal.commit_replacement(replacement)
-        except Exception as exc:  # noqa: BLE001 -- reported to the caller
-            for left, _ in stats.replacements[n:]:
-                try:
-                    wal.backend.delete_file(left.swap_path)
-                except OSError:
-                    pass
-            del stats.replacements[n:]
+            wal.backend.sync_dir(wal.directory)
+        except Exception as exc:  # noqa: BLE001 -- the renames are not durable: the next open finishes them
             stats.error = stats.error or exc
-            return
 
 
 def clean_partition(wal: WriteAheadLog, spans: list[Span], first_dirty: int, *, segment_bytes: int,

@@ -282,11 +282,13 @@ class LogCleaner:
                 try:
                     stats = await trio.to_thread.run_sync(in_process, process)
                 except Exception:
-                    if not self._stopping:
-                        raise
+                    # the pass failed or was abandoned in the process (commit() never raises): no commit
+                    # is under way, so the swap files it may have left go, before deletions resume
                     with trio.CancelScope(shield=True):
                         left = await run_blocking(self.committer.backend, discard_replacements, self.committer.backend,
                                                   partition_log.directory)
+                    if not self._stopping:
+                        raise
                     log.info("log cleaner: abandoned the pass over %s-%d, the cleaner is stopping (%d unfinished "
                              "replacement file(s) deleted)", *key, len(left))
                     return True

@@ -645,9 +645,16 @@ class WriteAheadLog:
         """
         return write_replacement(self.backend, self.directory, first, end, entries)
 
-    def commit_replacement(self, replacement: "Replacement") -> None:
+    def commit_replacement(self, replacement: "Replacement", *, sync: bool = True) -> None:
         """Finish a swap on disk: delete the segments a durable replacement replaces,
-        then rename it into place (or delete it when it holds no entry).
+        sync the directory, then rename it into place (or delete it when it holds
+        no entry) and sync the directory again.
+
+        ``sync=False`` leaves that last sync to the caller, who commits several
+        replacements in a row and syncs once at the end: each commit's first
+        sync also makes the previous rename durable, and a crash before it
+        leaves a swap file whose old segments are gone, which the next open
+        completes (as after a crash between the two syncs).
 
         Blocking (directory fsyncs): call it from the worker thread that ran
         :meth:`write_replacement`.  Reads keep working meanwhile -- they use the
@@ -665,7 +672,8 @@ class WriteAheadLog:
             self.backend.rename_file(replacement.swap_path, f"{self.directory}/{segment_name(first)}")
         else:
             self.backend.delete_file(replacement.swap_path)
-        self.backend.sync_dir(self.directory)
+        if sync:
+            self.backend.sync_dir(self.directory)
 
     def switch_to_replacement(self, replacement: "Replacement") -> None:
         """Serve reads from a committed replacement: the old segments' files are closed.
@@ -764,8 +772,13 @@ class Replacement:
 
 
 def write_replacement(backend: StorageBackend, directory: str, first: int, end: int,
-                      entries: Iterator[tuple[int, Buffer]]) -> Replacement:
-    """:meth:`WriteAheadLog.write_replacement` on the files alone (for a cleaner process)."""
+                      entries: Iterator[tuple[int, Buffer]], *, sync: bool = True) -> Replacement:
+    """:meth:`WriteAheadLog.write_replacement` on the files alone (for a cleaner process).
+
+    ``sync=False`` leaves the directory sync that makes the swap file's name
+    durable to the caller, who writes several and syncs once: until then the
+    replacement is not committable (a crash leaves it a ``.cleaned`` file or a
+    complete ``.swap``, either of which the next open handles)."""
     cleaned = f"{directory}/{segment_name(first)}{_CLEANED_SUFFIX[len(SEGMENT_SUFFIX):]}"
     file = create_fresh(backend, cleaned)
     indexes, positions, sizes = array("q"), array("q"), array("q")
@@ -793,7 +806,8 @@ def write_replacement(backend: StorageBackend, directory: str, first: int, end: 
         file.close()
     swap = f"{directory}/{first:020d}-{end:020d}{_SWAP_SUFFIX}"
     backend.rename_file(cleaned, swap)
-    backend.sync_dir(directory)
+    if sync:
+        backend.sync_dir(directory)
     return Replacement(first, end, swap, indexes, positions, sizes, written)
 
 
