@@ -796,19 +796,24 @@ def measure(args: argparse.Namespace, name: str) -> Measured:
         failed = True
     finally:
         broker_peak = rss_mb(broker_pid, "VmHWM") if broker_pid else None
-        if broker is not None:
-            dead = broker.proc is not None and broker.proc.poll() is not None
-            if dead or failed:
-                print(f"---- {name} log (last 30 lines) ----\n" + "\n".join(broker.log_lines[-30:]), file=sys.stderr)
-            try:
-                broker.stop(timeout=30)
-            except Exception:  # noqa: BLE001 - a broker that will not stop is killed
-                broker.kill()
-        if data_dir is not None and not args.keep_data:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        stop_own_broker(name, broker, data_dir, failed=failed, keep_data=args.keep_data)
     for row in rows:
         row.extra["broker"] = name
     return Measured(name, rows, failed, bootstrap, broker_peak)
+
+
+def stop_own_broker(name: str, broker: Any, data_dir: Any, *, failed: bool, keep_data: bool) -> None:
+    """Stop a broker this script started (killed if it will not stop), after printing its last
+    log lines if the benchmark failed or the broker died; remove its data unless ``keep_data``."""
+    if broker is not None:
+        if failed or (broker.proc is not None and broker.proc.poll() is not None):
+            print(f"---- {name} log (last 30 lines) ----\n" + "\n".join(broker.log_lines[-30:]), file=sys.stderr)
+        try:
+            broker.stop(timeout=30)
+        except Exception:  # noqa: BLE001 - a broker that will not stop is killed
+            broker.kill()
+    if data_dir is not None and not keep_data:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # Comparison: (workload, Row field, label, higher is better)

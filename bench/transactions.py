@@ -76,7 +76,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -451,15 +450,7 @@ def measure(args: argparse.Namespace, name: str) -> single.Measured:
         print(f"benchmark of {name} aborted: {type(exc).__name__}: {exc}", file=sys.stderr)
         failed = True
     finally:
-        if broker is not None:
-            if failed or (broker.proc is not None and broker.proc.poll() is not None):
-                print(f"---- {name} log (last 30 lines) ----\n" + "\n".join(broker.log_lines[-30:]), file=sys.stderr)
-            try:
-                broker.stop(timeout=30)
-            except Exception:  # noqa: BLE001 - a broker that will not stop is killed
-                broker.kill()
-        if data_dir is not None and not args.keep_data:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        single.stop_own_broker(name, broker, data_dir, failed=failed, keep_data=args.keep_data)
     for row in rows:
         row.extra["broker"] = name
     return single.Measured(name, rows, failed, bootstrap)  # type: ignore[arg-type]
