@@ -240,3 +240,21 @@ def test_a_child_started_by_hand_leaves_its_starters_cpu_share_alone() -> None:
         child.stdin.close()
         child.wait(30)
         child.stdout.close()
+
+
+def test_a_child_whose_broker_stopped_reading_exits_quietly() -> None:
+    """The broker stops (or dies) while a pass finishes: the reply meets a closed pipe, and
+    the child exits 0 with nothing on the stderr it shares with the broker's log (it printed a
+    BrokenPipeError traceback there)."""
+    child = subprocess.Popen([sys.executable, "-m", "chronik.log.cleaner_process", str(os.getpid())],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # nobody reads the reply
+    try:
+        _write_frame(child.stdin, pickle.dumps(("/nonexistent", [], 0, PARAMS)))
+        assert child.wait(60) == 0  # its stdin still open: the failed reply, not end of file, ended it
+        assert child.stderr.read() == b""
+    finally:
+        child.stdin.close()
+        child.wait(30)
+        child.stderr.close()

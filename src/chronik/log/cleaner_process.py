@@ -211,7 +211,10 @@ def _main() -> None:
             reply = pickle.dumps(("ok", stats))
         except Exception:  # noqa: BLE001 -- reported to the broker, which marks the partition uncleanable
             reply = pickle.dumps(("error", traceback.format_exc()))
-        _write_frame(out, reply)
+        try:
+            _write_frame(out, reply)
+        except OSError:  # BrokenPipeError: the broker stopped or died while this pass finished
+            os._exit(0)  # quietly, as the reader thread does at end of file: no traceback in its log
 
 
 if __name__ == "__main__":
