@@ -84,6 +84,7 @@ from ..protocol.build import build, error_codes
 from ..protocol.error_responses import LEGACY_PRODUCE_VERSIONS, error_response, legacy_produce_error_response
 from ..storage import GroupCommitter, StorageError
 from .security import SaslSession, enabled_mechanisms, principal_mapper, tls_context
+from .tls import TlsSocketStream
 from .connection import (
     Buffers,
     CloseAfterResponse,
@@ -326,10 +327,11 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
     decoder = FrameDecoder(config.socket_request_max_bytes)
     broker.metrics.connections.inc()
     connection: trio.abc.Stream = stream
+    tls_stream: TlsSocketStream | None = None
     try:
         principal = ANONYMOUS
         if listener.tls is not None:
-            tls_stream = trio.SSLStream(stream, listener.tls, server_side=True)
+            tls_stream = TlsSocketStream(stream, listener.tls)
             connection = tls_stream
             try:
                 with trio.fail_after(config.request_arrival_timeout_ms / 1000):
@@ -339,8 +341,15 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
                 cause = exc.__cause__ or exc
                 listener.warn(client_host, "tls", "TLS handshake with %s on listener %s (%s) failed: %s; closing "
                               "the connection", client_host, listener.name, here, cause)
-                if _client_certificate_refused(cause) and await _send_tls_alert(tls_stream, stream):
-                    await linger_until_client_closes(stream, FAILED_AUTHENTICATION_LINGER)
+                if _client_certificate_refused(cause):
+                    # OpenSSL sent its alert (unknown_ca, certificate_required, ...) as the handshake
+                    # failed: let the client read it before the close (a Java client then raises
+                    # SslAuthenticationException instead of retrying until it times out).
+                    transport = tls_stream.detach_transport()
+                    try:
+                        await linger_until_client_closes(transport, FAILED_AUTHENTICATION_LINGER)
+                    finally:
+                        transport.socket.close()
                 return
         session = (SaslSession(listener.mechanisms, _credential_lookup(broker), config.connections_max_reauth_ms)
                    if listener.sasl else None)
@@ -393,8 +402,10 @@ async def serve_connection(broker: KafkaServices, stream: trio.SocketStream, lis
     except Exception:
         log.exception("closing connection from %s after an unexpected error", client_host)
     finally:
-        if connection is not stream:
-            stream.socket.close()  # the TLS stream may not have closed it (a failed handshake)
+        if tls_stream is not None:
+            tls_stream.close()  # a failed handshake or a cancelled close left it open
+        else:
+            stream.socket.close()
         broker.metrics.connections.dec()
         listener.limits.release(client_host)
         listener.memory.count(listener.limits.total)
@@ -405,26 +416,6 @@ def _client_certificate_refused(cause: BaseException) -> bool:
     when ``ssl.client.auth=required``): an authentication failure the client should be told of."""
     return isinstance(cause, ssl.SSLCertVerificationError) or (
         isinstance(cause, ssl.SSLError) and cause.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE")
-
-
-async def _send_tls_alert(tls_stream: trio.SSLStream[trio.SocketStream], transport: trio.SocketStream) -> bool:
-    """Send what OpenSSL wrote for the client when the handshake failed -- its alert (unknown_ca,
-    certificate_required, ...) -- which trio leaves unsent when it raises.  Without it a client cannot
-    tell a refused certificate from a dropped connection (the Java client retries until it times out,
-    instead of raising SslAuthenticationException), as Kafka's own TLS layer flushes it.  Bounded by
-    ``TLS_CLOSE_SECONDS``; True when something was sent.  Reads trio's outgoing buffer (``_outgoing``,
-    trio pinned in pyproject); without one, nothing is sent."""
-    outgoing = getattr(tls_stream, "_outgoing", None)
-    pending = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
-    if not pending:
-        return False
-    with trio.move_on_after(TLS_CLOSE_SECONDS):
-        try:
-            await transport.send_all(pending)
-            return True
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            pass
-    return False
 
 
 @dataclass(slots=True)

@@ -62,11 +62,12 @@ def _context(purpose: int, config: BrokerConfig, keystore: tuple[str, str | None
 
 
 def tls_context(config: BrokerConfig) -> ssl.SSLContext:
-    """The server-side TLS context of the TLS listeners; raises ValueError naming the bad file."""
+    """The server-side TLS context of the TLS listeners (no renegotiation); raises ValueError naming the bad file."""
     context = _context(ssl.PROTOCOL_TLS_SERVER, config, ("ssl.keystore.location", config.ssl_keystore_location),
                        ("ssl.truststore.location", config.ssl_truststore_location))
     context.verify_mode = {"none": ssl.CERT_NONE, "requested": ssl.CERT_OPTIONAL,
                            "required": ssl.CERT_REQUIRED}[config.ssl_client_auth]
+    context.options |= ssl.OP_NO_RENEGOTIATION  # Kafka refuses TLS 1.2 renegotiation too (see .tls)
     return context
 
 
