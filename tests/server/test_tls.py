@@ -16,7 +16,7 @@ import pytest
 import trio
 import trustme
 
-from chronik.server.tls import TlsSocketStream
+from chronik.tlsstream import TlsSocketStream
 
 
 @dataclass
