@@ -29,6 +29,9 @@ from chronik.cluster.transport import ForwardAnswer, RaftTransport, encode_frame
 from chronik.config import BrokerConfig
 from chronik.metadata.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType
 from chronik.server.security import replication_peer_check, replication_tls_contexts
+from chronik.tlsstream import TlsSocketStream
+
+from .simnet import SimNetwork
 
 LOGGER = "chronik.cluster.transport"
 NODE_SUBJECT = "User:CN=chronik-node,OU=cluster,O=Example"
@@ -72,11 +75,11 @@ def tls_config(certs: Certs, keystore: str = "node.pem", **settings: Any) -> Bro
                         ssl_truststore_location=certs.path("ca.pem"), **settings)
 
 
-def tls_network(certs: Certs, keystore: str = "node.pem", acls: list[AclBinding] | None = None,
+def tls_network(certs: Certs, keystore: str = "node.pem", acls: list[AclBinding] | None = None, inner: Any = TCP,
                 **settings: Any) -> TlsNetwork:
     config = tls_config(certs, keystore, **settings)
     server, client = replication_tls_contexts(config)
-    return TlsNetwork(TCP, server, client, admit=replication_peer_check(config, lambda: acls or []))
+    return TlsNetwork(inner, server, client, admit=replication_peer_check(config, lambda: acls or []))
 
 
 class Node:
@@ -90,9 +93,10 @@ class Node:
         self.transport: RaftTransport
 
 
-async def start_nodes(nursery: trio.Nursery, networks: dict[int, Any]) -> dict[int, Node]:
-    """One node per ``{id: network}``, each with every other as a peer, serving."""
-    nodes = {i: Node(i, await network.listen("127.0.0.1:0")) for i, network in networks.items()}
+async def start_nodes(nursery: trio.Nursery, networks: dict[int, Any], address: str = "127.0.0.1:0") -> dict[int, Node]:
+    """One node per ``{id: network}``, each with every other as a peer, serving (listening on
+    ``address``, where ``{id}`` is the node's id)."""
+    nodes = {i: Node(i, await network.listen(address.format(id=i))) for i, network in networks.items()}
     for i, node in nodes.items():
         node.transport = RaftTransport(i, node.listener, {j: n.address for j, n in nodes.items() if j != i},
                                        node.delivered.append, random.Random(i), network=networks[i])
@@ -139,7 +143,7 @@ async def test_two_nodes_exchange_raft_messages_and_forwards_over_mutual_tls(cer
 
 @pytest.mark.parametrize("keystore,truststore,refused_by_acceptor,dialer_says", [
     ("rogue.pem", "ca.pem", "certificate not accepted: self-signed certificate in certificate chain",
-     "it may not accept this node's certificate"),
+     "the peer does not trust this node's certificate (unknown CA)"),  # the acceptor's alert
 ], ids=["certificate from another CA"])
 async def test_a_node_with_a_certificate_from_another_ca_delivers_nothing_either_way(
         certs: Certs, caplog: pytest.LogCaptureFixture, keystore: str, truststore: str, refused_by_acceptor: str,
@@ -171,6 +175,81 @@ async def test_a_node_with_a_certificate_from_another_ca_delivers_nothing_either
     assert any(dialer_says in line for line in lost), lost
     # one line per peer and direction a minute, however often it redials
     assert len([line for line in lines if line.startswith("node 1: refused")]) == 1
+
+
+async def test_one_read_returns_every_record_received_over_tcp(certs: Certs) -> None:
+    """Over TCP the stream is a TlsSocketStream: a 1 MiB write (64 TLS records) is read in a few
+    receives, not one per record (trio.SSLStream's 16 KiB at most)."""
+    async with trio.open_nursery() as nursery:
+        network = tls_network(certs)
+        listener = await network.listen("127.0.0.1:0")
+        accepted: list[trio.abc.Stream] = []
+        nursery.start_soon(lambda: _accept_into(listener, accepted))
+        dialer = await network.connect(listener_address(listener))
+        await wait_until(lambda: accepted)
+        (acceptor,) = accepted
+        payload = random.Random(5).randbytes(1 << 20)
+        sizes: list[int] = []
+
+        async def read() -> None:
+            while sum(sizes) < len(payload):
+                sizes.append(len(await acceptor.receive_some(1 << 20)))
+                await trio.sleep(0.01)  # let records pile up, as behind a busy reader
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(read)
+            await dialer.send_all(payload)
+        assert max(sizes) > 16 * 1024 and len(sizes) < 64, sizes
+        assert isinstance(dialer, TlsStream) and isinstance(dialer._ssl, TlsSocketStream)
+        await dialer.aclose()
+        assert await acceptor.receive_some() == b""  # close_notify
+        await acceptor.aclose()
+        await listener.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def _accept_into(listener: trio.abc.Listener[trio.abc.Stream], accepted: list[trio.abc.Stream]) -> None:
+    stream = await listener.accept()
+    assert isinstance(stream, TlsStream)
+    await stream.handshake()  # the acceptor's side, in this task (as the transport's connection task does)
+    accepted.append(stream)
+
+
+@pytest.mark.parametrize("keystore,delivered", [("sim.pem", True), ("sim-rogue.pem", False)],
+                         ids=["a node certificate", "a certificate from another CA"])
+async def test_an_in_memory_network_carries_mutual_tls_through_trio_ssl_streams(
+        certs: Certs, caplog: pytest.LogCaptureFixture, keystore: str, delivered: bool) -> None:
+    """A network without sockets (the simulation's) gets trio.SSLStream: the same handshake, checks
+    and refusals; a refused dialer learns it from the connection closing (no alert over memory)."""
+    caplog.set_level(logging.INFO, LOGGER)
+    certs.issue("sim.pem", "n1", "n2", common_name="chronik-node", organization_unit_name="cluster")
+    rogue = trustme.CA()
+    certs.issue("sim-rogue.pem", "n2", ca=rogue, common_name="chronik-node", organization_unit_name="cluster")
+    sim = SimNetwork(random.Random(3), spike_probability=0)
+    rogue_network = tls_network(certs, keystore, inner=sim.node(2))
+    rogue_network.client.load_verify_locations(cadata=rogue.cert_pem.bytes().decode())  # it trusts itself
+    async with trio.open_nursery() as nursery:
+        one, two = (await start_nodes(nursery, {1: tls_network(certs, "sim.pem", inner=sim.node(1)),
+                                                2: rogue_network}, "n{id}:9291")).values()
+        for term in range(1, 4):
+            two.transport.send(vote(2, 1, term))
+            await trio.sleep(0.05)
+        if delivered:
+            await wait_until(lambda: len(one.delivered) == 3)
+            assert one.delivered == [vote(2, 1, term) for term in range(1, 4)]
+            assert one.transport.stats.refused == two.transport.stats.refused == 0
+        else:
+            await wait_until(lambda: one.transport.stats.refused >= 1)
+            assert one.delivered == []
+        nursery.cancel_scope.cancel()
+    lines = refusals(caplog)
+    if delivered:
+        assert lines == []
+    else:
+        assert any(line.startswith("node 1: refused replication connection from node 2")
+                   and "certificate not accepted" in line for line in lines), lines
+        lost = [r.getMessage() for r in caplog.records if r.name == LOGGER and r.getMessage().startswith("node 2")]
+        assert any("it may not accept this node's certificate" in line for line in lost), lost
 
 
 def plaintext_dial(address: str, data: bytes) -> bytes:

@@ -1,4 +1,5 @@
-"""``TlsSocketStream``, the server side of a Kafka TLS connection, against trio's own TLS client over loopback TCP.
+"""``TlsSocketStream`` (:mod:`chronik.tlsstream`): the server side of a Kafka TLS connection against trio's own
+TLS client over loopback TCP, and both sides against each other (the replication port's use).
 
 On Linux loopback a ``send_all`` that returned has put its bytes in the
 receiver's socket buffer, so "every record already received" is exact here.
@@ -16,7 +17,7 @@ import pytest
 import trio
 import trustme
 
-from chronik.server.tls import TlsSocketStream
+from chronik.tlsstream import TlsSocketStream
 
 
 @dataclass
@@ -61,9 +62,9 @@ async def tcp_pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream
 
 
 @asynccontextmanager
-async def tls_pair(ca: trustme.CA) -> AsyncIterator[Pair]:
+async def tls_pair(ca: trustme.CA, **options: bool) -> AsyncIterator[Pair]:
     async with tcp_pair() as (transport, raw_client):
-        server = TlsSocketStream(transport, server_context(ca))
+        server = TlsSocketStream(transport, server_context(ca), **options)
         client = trio.SSLStream(raw_client, client_context(ca), server_hostname="127.0.0.1")
         try:
             async with trio.open_nursery() as nursery:
@@ -161,6 +162,62 @@ async def test_an_end_of_input_without_close_notify_is_an_end_of_input(ca: trust
     async with tls_pair(ca) as pair:
         await pair.client.transport_stream.aclose()
         assert await pair.server.receive_some() == b""
+
+
+@pytest.mark.parametrize("ragged_is_error", [False, True], ids=["suppress_ragged_eofs", "ragged EOF is an error"])
+async def test_records_received_before_a_failure_come_first(ca: trustme.CA, ragged_is_error: bool) -> None:
+    """Records already received when the end of input (no close_notify) comes are returned; then the end
+    is b"" or, with ``suppress_ragged_eofs=False``, a broken stream with ``ssl.SSLEOFError`` as the cause."""
+    async with tls_pair(ca, suppress_ragged_eofs=not ragged_is_error) as pair:
+        for i in range(3):
+            await pair.client.send_all(bytes([i]) * 1000)
+        await pair.client.transport_stream.aclose()
+        await trio.sleep(0.05)  # all three records and the FIN are in the server's socket buffer
+        assert await pair.server.receive_some() == b"".join(bytes([i]) * 1000 for i in range(3))
+        if ragged_is_error:
+            with pytest.raises(trio.BrokenResourceError) as broken:
+                await pair.server.receive_some()
+            assert isinstance(broken.value.__cause__, ssl.SSLEOFError)
+            with pytest.raises(trio.BrokenResourceError):
+                await pair.server.send_all(b"x")
+        else:
+            assert await pair.server.receive_some() == b""
+
+
+async def test_both_sides_over_tcp_with_hostname_checking(ca: trustme.CA) -> None:
+    """The dialing side (``server_side=False``) verifies the server's certificate and host name."""
+    for hostname, verified in (("127.0.0.1", True), ("10.9.9.9", False)):
+        async with tcp_pair() as (transport, raw_client):
+            server = TlsSocketStream(transport, server_context(ca))
+            client = TlsSocketStream(raw_client, client_context(ca), server_side=False, server_hostname=hostname)
+            try:
+                if verified:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(server.do_handshake)
+                        nursery.start_soon(client.do_handshake)
+                    assert client.getpeercert()["subjectAltName"] == (("IP Address", "127.0.0.1"),)
+                    payload = os.urandom(300_000)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(client.send_all, payload)
+                        got = b""
+                        while len(got) < len(payload):
+                            got += await server.receive_some()
+                    assert got == payload
+                    await server.send_all(b"answer")
+                    assert await client.receive_some() == b"answer"
+                    await client.aclose()
+                    assert await server.receive_some() == b""
+                else:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(server.do_handshake)  # fails on the client's alert
+                        with pytest.raises(trio.BrokenResourceError) as refused:
+                            await client.do_handshake()
+                        nursery.cancel_scope.cancel()
+                    assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
+                    assert "IP address mismatch" in str(refused.value.__cause__)
+            finally:
+                server.close()
+                client.close()
 
 
 async def test_a_refused_client_certificate_gets_its_alert(ca: trustme.CA) -> None:

@@ -31,6 +31,19 @@ Closing sends a ``close_notify`` but waits for it at most
 :data:`CLOSE_TIMEOUT` seconds (a stalled peer cannot hold the closing task;
 the TCP connection is then closed at once); a stream whose handshake never
 completed is closed without one.
+
+The TLS itself: over a real TCP connection (a :class:`trio.SocketStream`,
+what :data:`~.network.TCP` gives) a :class:`chronik.tlsstream.TlsSocketStream`,
+where OpenSSL reads and writes the socket and one read returns every TLS
+record already received (``trio.SSLStream`` returns one record, at most
+16 KiB, per read: a follower's fetch of 1 MiB took 64 trips through the
+scheduler; docs/benchmarks.md).  Over anything else -- a test's in-memory
+network (tests/cluster/simnet.py), which has no socket for OpenSSL to use --
+a ``trio.SSLStream``.  Both behave alike here: a failed handshake or an alert
+breaks the stream with the ``ssl`` error as the cause, and an end of input
+without ``close_notify`` breaks it too (``ssl.SSLEOFError``).  One difference
+a peer sees: over TCP a refused handshake leaves OpenSSL's alert on the wire
+(``unknown ca``), so a dialer refused for its certificate learns why.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from typing import Any, Callable
 
 import trio
 
+from ..tlsstream import TlsSocketStream
 from .network import Network, PeerRefused, listener_address, parse_address, peer_name
 
 __all__ = ["CLOSE_TIMEOUT", "HANDSHAKE_TIMEOUT", "PeerCheck", "TlsListener", "TlsNetwork", "TlsStream"]
@@ -83,11 +97,13 @@ def describe_tls_failure(error: BaseException | None) -> str:
 
 
 class TlsStream(trio.abc.Stream):
-    """A ``trio.SSLStream`` whose handshake (and admission check) happens once, before the first
+    """TLS over ``transport`` whose handshake (and admission check) happens once, before the first
     byte either way, and whose failures are :class:`~.network.PeerRefused`; see the module docstring.
 
     ``peer``: who is at the other end (for log lines).  ``certificate``: the
-    peer's verified certificate once the handshake is done.
+    peer's verified certificate once the handshake is done.  Construction does
+    no I/O: the TLS stream over ``transport`` is made by :meth:`handshake`, in
+    the task that first uses the stream.
     """
 
     def __init__(self, transport: trio.abc.Stream, context: ssl.SSLContext, *, server_side: bool,
@@ -95,7 +111,9 @@ class TlsStream(trio.abc.Stream):
                  handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self.transport_stream = transport
         self.peer = peer_name(transport)
-        self._ssl = trio.SSLStream(transport, context, server_side=server_side, server_hostname=server_hostname)
+        self._context = context
+        self._server_hostname = server_hostname
+        self._ssl: TlsSocketStream | trio.SSLStream[trio.abc.Stream] | None = None
         self._admit = admit
         self._handshake_timeout = handshake_timeout
         self._server_side = server_side
@@ -112,6 +130,7 @@ class TlsStream(trio.abc.Stream):
 
         :raises PeerRefused: not TLS, a certificate not verified (either way),
             a handshake not done within ``handshake_timeout``, or a peer ``admit`` refused.
+        :raises ConnectionError: the TCP connection was gone before the handshake began.
 
         Cancellation: the stream is left unusable; close it.
         """
@@ -119,6 +138,11 @@ class TlsStream(trio.abc.Stream):
             return
         if self._refused is not None:
             raise PeerRefused(self._refused)
+        if self._ssl is None:
+            try:
+                self._ssl = self._wrap()
+            except trio.BrokenResourceError as exc:
+                raise ConnectionError(f"the connection closed before its TLS handshake: {exc}") from exc
         try:
             with trio.fail_after(self._handshake_timeout):
                 await self._ssl.do_handshake()
@@ -134,8 +158,20 @@ class TlsStream(trio.abc.Stream):
             raise PeerRefused(self._refused)
         self._ready = True
 
+    def _wrap(self) -> TlsSocketStream | trio.SSLStream[trio.abc.Stream]:
+        """The TLS stream over the transport: a :class:`TlsSocketStream` on a real socket, else a
+        ``trio.SSLStream`` (see the module docstring).  No I/O.  Raises BrokenResourceError (the TCP
+        peer is gone already; the ``OSError`` as the cause)."""
+        transport = self.transport_stream
+        if isinstance(transport, trio.SocketStream):
+            return TlsSocketStream(transport, self._context, server_side=self._server_side,
+                                   server_hostname=self._server_hostname, suppress_ragged_eofs=False)
+        return trio.SSLStream(transport, self._context, server_side=self._server_side,
+                              server_hostname=self._server_hostname)
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.handshake()
+        assert self._ssl is not None
         try:
             await self._ssl.send_all(data)
         except trio.BrokenResourceError as exc:
@@ -144,6 +180,7 @@ class TlsStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         await self.handshake()
+        assert self._ssl is not None
         try:
             data = await self._ssl.receive_some(max_bytes)
         except trio.BrokenResourceError as exc:
@@ -155,8 +192,9 @@ class TlsStream(trio.abc.Stream):
     def _raise_refusal(self, exc: trio.BrokenResourceError) -> None:
         """After the handshake: an alert from the peer (TLS 1.3 rejects a client certificate only
         now), or -- on the dialing side, before a byte came back -- a close without ``close_notify``
-        (what a trio peer that refused our certificate does: it sends no alert) is a
-        :class:`PeerRefused` saying so; anything else stays a broken stream."""
+        (what a peer does whose ``admit`` refused us, or a ``trio.SSLStream`` peer that refused our
+        certificate: neither sends an alert) is a :class:`PeerRefused` saying so; anything else
+        stays a broken stream."""
         cause = exc.__cause__
         if isinstance(cause, ssl.SSLError) and (cause.reason or "") in _ALERTS:
             raise PeerRefused(describe_tls_failure(cause)) from exc
@@ -165,18 +203,26 @@ class TlsStream(trio.abc.Stream):
                               "node's certificate (see its log)") from exc
 
     async def wait_send_all_might_not_block(self) -> None:
+        await self.handshake()
+        assert self._ssl is not None
         await self._ssl.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
         """Send ``close_notify`` (at most :data:`CLOSE_TIMEOUT` seconds; none if the handshake
         never completed) and close the TCP connection.  Cancellation: closed at once."""
-        if not self._ready:
-            await trio.aclose_forcefully(self.transport_stream)
+        if not self._ready or self._ssl is None:
+            await self.abort()
             return
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self._ssl.aclose()
             return
-        await trio.aclose_forcefully(self.transport_stream)  # SSLStream.aclose closed it too, when cancelled
+        await self.abort()  # both streams' aclose closed the connection too, when cancelled
+
+    async def abort(self) -> None:
+        """Close the connection at once, without ``close_notify`` (idempotent)."""
+        if isinstance(self._ssl, TlsSocketStream):
+            self._ssl.close()  # it owns the socket; the transport's is detached, closing it is a no-op
+        await trio.aclose_forcefully(self.transport_stream)
 
 
 class TlsListener(trio.abc.Listener[trio.abc.Stream]):
@@ -236,6 +282,6 @@ class TlsNetwork:
         try:
             await stream.handshake()
         except BaseException:
-            await trio.aclose_forcefully(stream.transport_stream)
+            await stream.abort()
             raise
         return stream

@@ -83,8 +83,8 @@ from ..protocol import (
 from ..protocol.build import build, error_codes
 from ..protocol.error_responses import LEGACY_PRODUCE_VERSIONS, error_response, legacy_produce_error_response
 from ..storage import GroupCommitter, StorageError
+from ..tlsstream import TlsSocketStream
 from .security import SaslSession, enabled_mechanisms, principal_mapper, tls_context
-from .tls import TlsSocketStream
 from .connection import (
     Buffers,
     CloseAfterResponse,

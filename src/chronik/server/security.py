@@ -41,9 +41,10 @@ _TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TL
 def _context(purpose: int, config: BrokerConfig, keystore: tuple[str, str | None],
              truststore: tuple[str, str | None]) -> ssl.SSLContext:
     """A context of ``purpose`` (``ssl.PROTOCOL_TLS_SERVER``/``_CLIENT``) with ``ssl.enabled.protocols``,
-    the key store and the trust store (each ``(setting name, PEM file)``; no trust store: none loaded).
-    Raises ValueError naming the setting whose file cannot be loaded."""
+    the key store and the trust store (each ``(setting name, PEM file)``; no trust store: none loaded),
+    no renegotiation.  Raises ValueError naming the setting whose file cannot be loaded."""
     context = ssl.SSLContext(purpose)
+    context.options |= ssl.OP_NO_RENEGOTIATION  # Kafka refuses TLS 1.2 renegotiation too (see chronik.tlsstream)
     versions = sorted(_TLS_VERSIONS[v.strip()] for v in config.ssl_enabled_protocols.split(",") if v.strip())
     context.minimum_version, context.maximum_version = versions[0], versions[-1]
     name, location = keystore
@@ -67,7 +68,6 @@ def tls_context(config: BrokerConfig) -> ssl.SSLContext:
                        ("ssl.truststore.location", config.ssl_truststore_location))
     context.verify_mode = {"none": ssl.CERT_NONE, "requested": ssl.CERT_OPTIONAL,
                            "required": ssl.CERT_REQUIRED}[config.ssl_client_auth]
-    context.options |= ssl.OP_NO_RENEGOTIATION  # Kafka refuses TLS 1.2 renegotiation too (see .tls)
     return context
 
 

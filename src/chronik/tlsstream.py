@@ -1,14 +1,21 @@
-"""TLS for one Kafka connection: a trio stream over a non-blocking ``ssl.SSLSocket``.
+"""TLS over a socket: a trio stream over a non-blocking ``ssl.SSLSocket``, either side of the handshake.
+
+Used by the Kafka TLS listeners (:mod:`chronik.server.kafka`, the server
+side) and by the replication port's mutual TLS (:mod:`chronik.cluster.tls`,
+both sides).  It sits low in the layers (beside :mod:`chronik.config`) so
+that both may import it; it imports nothing of Chronik.
 
 Why not ``trio.SSLStream``: it runs OpenSSL over memory BIOs and returns
 one TLS record per ``receive_some`` -- at most 16 KiB, and librdkafka
 writes records of a few KiB -- each costing a trip through trio's scheduler
-and the connection's read loop (measured: a 1 MiB produce request arrived
-in ~300 receives; SASL_SSL produced at 0.4-0.5x PLAINTEXT).  Here OpenSSL
-reads from and writes to the socket itself (no copies through memory BIOs),
-and :meth:`TlsSocketStream.receive_some` returns every record already
-received, up to ``max_bytes``, in one call; :meth:`~TlsSocketStream.send_all`
-writes a whole response with one ``SSL_write``.
+and the reader's loop (measured: a 1 MiB produce request arrived in ~300
+receives; SASL_SSL produced at 0.4-0.5x PLAINTEXT; docs/benchmarks.md).
+Here OpenSSL reads from and writes to the socket itself (no copies through
+memory BIOs), and :meth:`TlsSocketStream.receive_some` returns every record
+already received, up to ``max_bytes``, in one call;
+:meth:`~TlsSocketStream.send_all` writes a whole buffer with one
+``SSL_write``.  It needs a real socket: a stream that is not a
+:class:`trio.SocketStream` (a test's in-memory network) needs ``trio.SSLStream``.
 
 Invariants:
 
@@ -17,21 +24,27 @@ Invariants:
   :meth:`~TlsSocketStream.close` / :meth:`~TlsSocketStream.aclose` close
   it.  :meth:`~TlsSocketStream.detach_transport` hands it back, unencrypted
   (to discard a refused client's input after a failed handshake).
-* One task receives at a time and one task sends at a time (the connection's
+* One task receives at a time and one task sends at a time (a connection's
   reader and writer), as with every trio stream.  Waiting for the socket:
   the receiving side waits for readability; both sides may need to wait
   for writability (a receive can make OpenSSL write an alert), and they
   share one wait (trio lets one task at a time wait for a socket's
   writability).
-* TLS renegotiation is refused, as Kafka refuses it: the listener's context
-  sets ``OP_NO_RENEGOTIATION`` (:func:`.security.tls_context`), and a send
-  that OpenSSL says must first read (the only cause: a renegotiation in
-  progress) breaks the stream.
+* TLS renegotiation is not supported: the contexts set
+  ``OP_NO_RENEGOTIATION`` (:func:`chronik.server.security.tls_context`,
+  :func:`~chronik.server.security.replication_tls_contexts`; Kafka refuses
+  it too), and a send that OpenSSL says must first read (the only cause: a
+  renegotiation in progress) breaks the stream.
 * A failed handshake leaves OpenSSL's alert (unknown_ca,
   certificate_required, ...) on the wire: OpenSSL writes it to the socket
   itself before the failure is raised.
-* An end of input without close_notify is an end of input (b""), as the
-  Kafka protocol's frames carry their own lengths.
+* An end of input without close_notify is an end of input (b"") by default,
+  as the Kafka protocol's frames carry their own lengths; with
+  ``suppress_ragged_eofs=False`` it breaks the stream (``ssl.SSLEOFError``
+  as the cause), as ``trio.SSLStream`` does.
+* Nothing received is lost to a failure: when the socket fails (or a
+  ragged end of input comes) after some records were read in the same
+  call, those are returned and the failure is raised by the next call.
 
 Errors: ``ssl.SSLError`` and ``OSError`` become :class:`trio.BrokenResourceError`
 (the original is its ``__cause__``); using a closed stream raises
@@ -116,25 +129,35 @@ def _shutdown(sock: ssl.SSLSocket) -> int:
 
 
 class TlsSocketStream(trio.abc.Stream):
-    """The server side of a TLS connection, over the socket of ``transport`` (see the module docstring).
+    """One side of a TLS connection, over the socket of ``transport`` (see the module docstring).
 
-    Construction takes the socket from ``transport`` (no I/O); :meth:`do_handshake`
-    must be awaited before anything is sent or received.
+    ``server_side``: the accepting side (default) or the dialing side, which
+    checks the peer's certificate against ``server_hostname`` when
+    ``context.check_hostname`` is set.  ``suppress_ragged_eofs``: whether an
+    end of input without close_notify is an end of input (default) or breaks
+    the stream.  Construction takes the socket from ``transport`` (no I/O);
+    :meth:`do_handshake` must be awaited before anything is sent or received.
     """
 
-    __slots__ = ("_sock", "_handshaken", "_broken", "_writable")
+    __slots__ = ("_sock", "_handshaken", "_broken", "_failure", "_writable")
 
-    def __init__(self, transport: trio.SocketStream, context: ssl.SSLContext) -> None:
+    def __init__(self, transport: trio.SocketStream, context: ssl.SSLContext, *, server_side: bool = True,
+                 server_hostname: str | None = None, suppress_ragged_eofs: bool = True) -> None:
         raw = socket.socket(fileno=transport.socket.detach())
         try:
             raw.setblocking(False)
             self._sock: ssl.SSLSocket | None = context.wrap_socket(
-                raw, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=True)
-        except OSError as exc:  # the client is already gone (ENOTCONN)
+                raw, server_side=server_side, server_hostname=server_hostname, do_handshake_on_connect=False,
+                suppress_ragged_eofs=suppress_ragged_eofs)
+        except OSError as exc:  # the peer is already gone (ENOTCONN)
             raw.close()
             raise trio.BrokenResourceError(str(exc)) from exc
+        except BaseException:  # e.g. ValueError: a client context checking host names given none
+            raw.close()
+            raise
         self._handshaken = False
         self._broken = False
+        self._failure: trio.BrokenResourceError | None = None  # met after data: for the next receive_some
         self._writable: trio.Event | None = None  # set when the task waiting for writability is done
 
     def _socket(self) -> ssl.SSLSocket:
@@ -160,7 +183,7 @@ class TlsSocketStream(trio.abc.Stream):
             shared.set()
 
     async def do_handshake(self) -> None:
-        """Run the TLS handshake (the server's side).  Raises BrokenResourceError (the ``ssl`` error
+        """Run the TLS handshake (this stream's side of it).  Raises BrokenResourceError (the ``ssl`` error
         as ``__cause__``) when it fails; cancelled, the stream is broken."""
         sock = self._socket()
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -173,12 +196,18 @@ class TlsSocketStream(trio.abc.Stream):
         self._handshaken = True
 
     def getpeercert(self) -> dict | None:
-        """The client's verified certificate (``ssl.SSLSocket.getpeercert``), None when it gave none."""
+        """The peer's verified certificate (``ssl.SSLSocket.getpeercert``), None when it gave none."""
         return self._socket().getpeercert()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Every decrypted byte available, up to ``max_bytes``; waits until there is at least one.
-        b"" at end of input.  Cancelled only while waiting, when nothing was received."""
+        b"" at end of input.  Cancelled only while waiting, when nothing was received.  A failure met
+        after some data was read is raised by the next call (the data is returned first)."""
+        if self._failure is not None and self._sock is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            failure, self._failure = self._failure, None
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            raise failure
         sock = self._socket()
         size = DEFAULT_RECEIVE_BYTES if max_bytes is None else max_bytes
         if size < 1:
@@ -190,8 +219,11 @@ class TlsSocketStream(trio.abc.Stream):
         while got < size:
             try:
                 data = _read(sock, min(size - got, _RECORD_BYTES))
-            except trio.BrokenResourceError:
+            except trio.BrokenResourceError as exc:
                 self._broken = True
+                if chunks:  # what came before the failure is returned first
+                    self._failure = exc
+                    break
                 raise
             if type(data) is bytes:
                 if not data:
@@ -227,7 +259,7 @@ class TlsSocketStream(trio.abc.Stream):
         try:
             while want := _write(sock, view):
                 if want == _WANT_READ:
-                    raise trio.BrokenResourceError("the client began a TLS renegotiation, which is not supported")
+                    raise trio.BrokenResourceError("the peer began a TLS renegotiation, which is not supported")
                 await self._wait(sock, want)
                 waited = True
         except BaseException:
@@ -243,7 +275,7 @@ class TlsSocketStream(trio.abc.Stream):
 
     def detach_transport(self) -> trio.SocketStream:
         """The socket, unencrypted, as a trio stream (this stream is closed): after a failed handshake,
-        to read and discard what a refused client still sends (its TLS session is dead)."""
+        to read and discard what a refused peer still sends (its TLS session is dead)."""
         sock = self._sock
         if sock is None:
             raise trio.ClosedResourceError("the TLS stream is closed")
