@@ -88,7 +88,7 @@ import crc32c
 from .committer import CommitBatch, GroupCommitter
 from .errors import CorruptEntryError, StorageError
 from .files import create_fresh, replace_file_durably, run_blocking
-from .interface import Buffer, SegmentFile, StorageBackend
+from .interface import SYSCALL_STEP, Buffer, SegmentFile, StorageBackend
 
 log = logging.getLogger(__name__)
 
@@ -836,7 +836,7 @@ def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int
         position = SEGMENT_HEADER.size
         while position < size:
             head = memoryview(file.pread(position, ENTRY_HEADER.size))
-            buf = memoryview(file.pread(position, max(_SCAN_CHUNK, _Recovery._needed(head, 0))))
+            buf = _pread_in_steps(file, position, min(size - position, max(_SCAN_CHUNK, _Recovery._needed(head, 0))))
             pos = 0
             while True:
                 try:
@@ -853,6 +853,21 @@ def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int
             position += pos
     finally:
         file.close()
+
+
+def _pread_in_steps(file: SegmentFile, offset: int, length: int) -> memoryview:
+    """Up to ``length`` bytes at ``offset`` (fewer at the end of the file), read with one
+    system call per :data:`~chronik.storage.interface.SYSCALL_STEP` bytes into one buffer:
+    a cleaner process, even at idle priority, then never holds a CPU in the kernel
+    for long (see there)."""
+    buf = memoryview(bytearray(length))
+    filled = 0
+    while filled < length:
+        count = file.pread_into(offset + filled, buf[filled : filled + SYSCALL_STEP])
+        if count == 0:
+            break
+        filled += count
+    return buf[:filled]
 
 
 def _finish_swaps(backend: StorageBackend, directory: str, names: list[str]) -> list[tuple[int, int]]:
