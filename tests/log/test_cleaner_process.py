@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from chronik.log import PartitionLog
-from chronik.log.cleaner import Span, Throttler, commit
+from chronik.log.cleaner import Span, Throttler, Yielder, commit
 from chronik.log.cleaner_manager import LogCleaner
 from chronik.log.cleaner_process import CleanerProcess, _read_frame, _write_frame
 from chronik.metadata.topic_configs import TOPIC_CONFIGS
@@ -66,6 +66,21 @@ def test_the_throttler_lets_a_slow_pass_be_and_the_default_never_waits() -> None
     assert fake.slept == []
     with pytest.raises(ValueError):
         Throttler(0.0)
+
+
+def test_the_yielder_rests_after_each_stretch_of_work() -> None:
+    fake = FakeTime()
+    rest = Yielder(clock=fake.clock, sleep=fake.sleep)
+    for _ in range(100):  # 100 batches of 0.3 ms each: 30 ms of work
+        fake.now += 0.0003
+        rest()
+    assert fake.slept == [Yielder.REST] * len(fake.slept)
+    assert len(fake.slept) == pytest.approx(0.030 / (4 * 0.0003), abs=2)  # once per 4 batches (1.2 ms >= WORK)
+    quick = Yielder(clock=fake.clock, sleep=fake.sleep)
+    fake.slept.clear()
+    fake.now += Yielder.WORK / 2
+    quick()
+    assert fake.slept == []  # not before WORK has passed
 
 
 @asynccontextmanager
