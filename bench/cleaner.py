@@ -109,7 +109,8 @@ async def _throughput(mb: int, keys: int, directory: str, batch_records: int = B
         stats = await run(work)
         elapsed = time.perf_counter() - started
         for replacement, rows in stats.replacements:
-            log.install_cleaned(replacement, rows)
+            for old in log.install_cleaned(replacement, rows):
+                old.close()
         after = log.size_bytes()
         await log.aclose()
     await backend.aclose()

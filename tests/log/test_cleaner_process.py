@@ -7,6 +7,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ import trio
 
 from chronik.log import PartitionLog
 from chronik.log.cleaner import Span, Throttler, Yielder, commit
+from chronik.log import cleaner_manager
 from chronik.log.cleaner_manager import LogCleaner
 from chronik.log.cleaner_process import CleanerProcess, _read_frame, _write_frame
 from chronik.metadata.topic_configs import TOPIC_CONFIGS
@@ -110,7 +112,8 @@ async def test_the_process_cleans_passes_one_after_another_and_dies_with_its_std
         assert stats.error is None and stats.replacements and stats.records_kept == len(latest)
         commit(log.wal, stats)
         for replacement, rows in stats.replacements:
-            log.install_cleaned(replacement, rows)
+            for old in log.install_cleaned(replacement, rows):
+                old.close()
         records = [r for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
         assert {r.key: r.value for r in records} == latest and len(records) == len(latest)
         child = process._child
@@ -220,6 +223,47 @@ async def test_stopping_the_cleaner_abandons_a_pass_in_flight_and_leaves_the_log
         assert cleaner.uncleanable == {}
         after = [(r.offset, r.key, r.value) for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
         assert after == before and len(before) > len(latest)
+
+
+def _deleted_files_open_in(directory: str) -> list[str]:
+    """Files of ``directory`` this process still holds open although they were deleted."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(directory) and target.endswith(" (deleted)"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+async def test_a_pass_closes_the_replaced_segments_off_the_event_loop(tmp_path: Path) -> None:
+    async with written_log(tmp_path) as (log, latest, committer):
+        configs = {name: d.default for name, d in TOPIC_CONFIGS.items()}
+        configs.update({"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"})
+        cleaner = LogCleaner(committer, str(tmp_path), [log], lambda _topic: configs)
+        closed_in: list[bool] = []
+        real_close_files = cleaner_manager.close_files
+
+        def close_files(files):  # type: ignore[no-untyped-def]
+            files = list(files)
+            closed_in.append(bool(files) and threading.current_thread() is not threading.main_thread())
+            real_close_files(files)
+
+        cleaner_manager.close_files = close_files  # type: ignore[assignment]
+        try:
+            [candidate] = cleaner.candidates(NOW)
+            assert await cleaner.clean(candidate)
+        finally:
+            cleaner_manager.close_files = real_close_files  # type: ignore[assignment]
+            cleaner.close()
+        assert cleaner.uncleanable == {}
+        assert closed_in == [True]  # in a worker thread
+        assert _deleted_files_open_in(log.directory) == []
+        records = [r for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
+        assert {r.key: r.value for r in records} == latest and len(records) == len(latest)
 
 
 async def test_discard_replacements_removes_what_an_abandoned_pass_wrote(tmp_path: Path) -> None:

@@ -675,8 +675,12 @@ class WriteAheadLog:
         if sync:
             self.backend.sync_dir(self.directory)
 
-    def switch_to_replacement(self, replacement: "Replacement") -> None:
-        """Serve reads from a committed replacement: the old segments' files are closed.
+    def switch_to_replacement(self, replacement: "Replacement") -> list[SegmentFile]:
+        """Serve reads from a committed replacement; return the old segments' files, still
+        open, for the caller to close once nothing reads them -- off the event loop
+        (:func:`~chronik.storage.files.close_files`): the last close of a deleted
+        segment frees its blocks and cached pages, ~2.3 ms per 8 MiB segment on
+        the development VM, which would stall every connection of a broker.
         Never blocks on fsync (one open)."""
         first, end = replacement.first, replacement.end
         old = [s for s in self._segments if first <= s.base_index < end]
@@ -688,8 +692,7 @@ class WriteAheadLog:
             new.append(segment)
         at = self._segments.index(old[0])
         self._segments[at:at + len(old)] = new
-        for segment in old:
-            segment.file.close()
+        return [segment.file for segment in old]
 
     def delete_segment(self, base_index: int) -> None:
         """Delete a sealed segment (retention).  The active segment cannot be deleted."""
