@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from chronik.log import PartitionLog
-from chronik.log.cleaner import Span, Throttler, Yielder, commit
+from chronik.log.cleaner import Span, Throttler, Yielder, commit, tasks_waiting_for_a_cpu
 from chronik.log import cleaner_manager
 from chronik.log.cleaner_manager import LogCleaner
 from chronik.log.cleaner_process import CleanerProcess, _read_frame, _write_frame
@@ -70,19 +70,40 @@ def test_the_throttler_lets_a_slow_pass_be_and_the_default_never_waits() -> None
         Throttler(0.0)
 
 
-def test_the_yielder_rests_after_each_stretch_of_work() -> None:
+def test_the_yielder_rests_after_each_stretch_of_work_when_a_task_waits_for_a_cpu() -> None:
     fake = FakeTime()
-    rest = Yielder(clock=fake.clock, sleep=fake.sleep)
+    busy = [True]
+    rest = Yielder(clock=fake.clock, sleep=fake.sleep, waiting=lambda: busy[0])
     for _ in range(100):  # 100 batches of 0.3 ms each: 30 ms of work
         fake.now += 0.0003
         rest()
     assert fake.slept == [Yielder.REST] * len(fake.slept)
     assert len(fake.slept) == pytest.approx(0.030 / (4 * 0.0003), abs=2)  # once per 4 batches (1.2 ms >= WORK)
-    quick = Yielder(clock=fake.clock, sleep=fake.sleep)
     fake.slept.clear()
+    busy[0] = False  # nothing waits: no rest
+    for _ in range(100):
+        fake.now += 0.0003
+        rest()
+    assert fake.slept == []
+    quick = Yielder(clock=fake.clock, sleep=fake.sleep, waiting=lambda: True)
     fake.now += Yielder.WORK / 2
     quick()
     assert fake.slept == []  # not before WORK has passed
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs /proc/loadavg")
+def test_more_spinning_processes_than_cpus_count_as_tasks_waiting() -> None:
+    waiting = tasks_waiting_for_a_cpu()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(len(os.sched_getaffinity(0)) + 1)]
+    try:
+        deadline = time.monotonic() + 10
+        while not waiting() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert waiting()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 @asynccontextmanager
