@@ -1,14 +1,16 @@
 """Log cleaner benchmark: compaction throughput, space reclaimed, produce latency while cleaning.
 
-Run:  python bench/cleaner.py [--mb 64] [--keys 20000] [--seconds 8] [--rounds 1] [--skip-latency]
-                               [--skip-throughput] [--set NAME=VALUE ...] [--json out.json]
+Run:  python bench/cleaner.py [--mb 64] [--keys 20000] [--batch-records 1000] [--seconds 8] [--rounds 1]
+                               [--skip-latency] [--skip-throughput] [--set NAME=VALUE ...] [--json out.json]
 
 1. **Throughput** (in-process, the WAL backend the broker would use): a
-   partition log filled with ``--mb`` MB of 256 B records in batches of 1000,
+   partition log filled with ``--mb`` MB of 256 B records in batches of
+   ``--batch-records`` (1000),
    keys drawn from ``--keys`` distinct keys (so each key is updated many
    times), segments of 8 MiB; then one cleaning pass
-   (:func:`chronik.log.cleaner.clean_partition`, unpaced as in the broker's
-   cleaner process) over every sealed segment.
+   (:func:`chronik.log.cleaner.clean_partition`, paced as in the broker's
+   cleaner process: no I/O limit, a :class:`~chronik.log.cleaner.Yielder`
+   rest after every millisecond of work) over every sealed segment.
    Reports MB/s (bytes read by the pass / its time, map and rewrite
    included, the fsyncs of the swap too), the pass's CPU seconds (on a shared
    machine the wall time includes waiting for a core) and the space reclaimed.
@@ -50,7 +52,7 @@ RECORD_BYTES = 256
 BATCH_RECORDS = 1000  # ~256 KB batches, as librdkafka sends them under load (batch.size 1 MB)
 
 
-def _batches(total_bytes: int, keys: int, seed: int = 14) -> list[bytearray]:
+def _batches(total_bytes: int, keys: int, seed: int = 14, batch_records: int = BATCH_RECORDS) -> list[bytearray]:
     from chronik.protocol import Record, encode_batch
 
     rng = random.Random(seed)
@@ -60,14 +62,14 @@ def _batches(total_bytes: int, keys: int, seed: int = 14) -> list[bytearray]:
     payload = rng.randbytes(value_len)
     made = 0
     while made < total_bytes:
-        records = [Record(i, now, b"key-%011d" % rng.randrange(keys), payload) for i in range(BATCH_RECORDS)]
+        records = [Record(i, now, b"key-%011d" % rng.randrange(keys), payload) for i in range(batch_records)]
         batch = encode_batch(records)
         batches.append(batch)
         made += len(batch)
     return batches
 
 
-async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
+async def _throughput(mb: int, keys: int, directory: str, batch_records: int = BATCH_RECORDS) -> dict[str, float]:
     from chronik.log import PartitionLog
     from chronik.log import cleaner as _cleaner
     from chronik.log.cleaner import Span
@@ -76,7 +78,7 @@ async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
     from chronik.storage import create_backend, get_profile, open_group_committer
 
     backend = create_backend("")
-    batches = _batches(mb << 20, keys)
+    batches = _batches(mb << 20, keys, batch_records=batch_records)
     async with open_group_committer(backend, directory, get_profile("throughput")) as committer:
         log = PartitionLog.open(committer, f"{directory}/bench-0", topic="bench", partition=0, topic_id="0" * 32,
                                 segment_bytes=8 << 20)
@@ -93,19 +95,22 @@ async def _throughput(mb: int, keys: int, directory: str) -> dict[str, float]:
         cpu = []
 
         def work():  # type: ignore[no-untyped-def]
-            # unpaced, as in the broker's cleaner process (chronik.log.cleaner_process)
+            # as in the broker's cleaner process (chronik.log.cleaner_process): no I/O limit, a short rest
+            # after every millisecond of work (Yielder)
             cpu_started = time.thread_time()
+            rest = _cleaner.Yielder()
             try:
                 return clean_partition(
                     log.wal, spans, 0, segment_bytes=8 << 20, budget_bytes=128 << 20, delete_retention_ms=86400000,
-                    now_ms=int(time.time() * 1000), pause=lambda _: None)
+                    now_ms=int(time.time() * 1000), pause=lambda _: rest())
             finally:
                 cpu.append(time.thread_time() - cpu_started)
 
         stats = await run(work)
         elapsed = time.perf_counter() - started
         for replacement, rows in stats.replacements:
-            log.install_cleaned(replacement, rows)
+            for old in log.install_cleaned(replacement, rows):
+                old.close()
         after = log.size_bytes()
         await log.aclose()
     await backend.aclose()
@@ -323,6 +328,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=64)
     parser.add_argument("--keys", type=int, default=20000)
+    parser.add_argument("--batch-records", type=int, default=BATCH_RECORDS,
+                        help="records per batch of the throughput measurement's log")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
@@ -335,7 +342,7 @@ def main() -> None:
     try:
         results: dict[str, object] = {}
         if not args.skip_throughput:
-            t = trio.run(_throughput, args.mb, args.keys, directory)
+            t = trio.run(_throughput, args.mb, args.keys, directory, args.batch_records)
             results["throughput"] = t
             print(f"cleaner: {t['mb_read']:.1f} MB in {t['seconds']:.2f} s = {t['mb_per_s']:.1f} MB/s "
                   f"(target >= 50; map {t['map_seconds']:.2f} s; {t['cpu_seconds']:.2f} s of CPU = "

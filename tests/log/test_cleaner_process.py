@@ -7,6 +7,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,8 @@ import pytest
 import trio
 
 from chronik.log import PartitionLog
-from chronik.log.cleaner import Span, Throttler, commit
+from chronik.log.cleaner import Span, Throttler, Yielder, commit, tasks_waiting_for_a_cpu
+from chronik.log import cleaner_manager
 from chronik.log.cleaner_manager import LogCleaner
 from chronik.log.cleaner_process import CleanerProcess, _read_frame, _write_frame
 from chronik.metadata.topic_configs import TOPIC_CONFIGS
@@ -68,6 +70,42 @@ def test_the_throttler_lets_a_slow_pass_be_and_the_default_never_waits() -> None
         Throttler(0.0)
 
 
+def test_the_yielder_rests_after_each_stretch_of_work_when_a_task_waits_for_a_cpu() -> None:
+    fake = FakeTime()
+    busy = [True]
+    rest = Yielder(clock=fake.clock, sleep=fake.sleep, waiting=lambda: busy[0])
+    for _ in range(100):  # 100 batches of 0.3 ms each: 30 ms of work
+        fake.now += 0.0003
+        rest()
+    assert fake.slept == [Yielder.REST] * len(fake.slept)
+    assert len(fake.slept) == pytest.approx(0.030 / (4 * 0.0003), abs=2)  # once per 4 batches (1.2 ms >= WORK)
+    fake.slept.clear()
+    busy[0] = False  # nothing waits: no rest
+    for _ in range(100):
+        fake.now += 0.0003
+        rest()
+    assert fake.slept == []
+    quick = Yielder(clock=fake.clock, sleep=fake.sleep, waiting=lambda: True)
+    fake.now += Yielder.WORK / 2
+    quick()
+    assert fake.slept == []  # not before WORK has passed
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs /proc/loadavg")
+def test_more_spinning_processes_than_cpus_count_as_tasks_waiting() -> None:
+    waiting = tasks_waiting_for_a_cpu()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(len(os.sched_getaffinity(0)) + 1)]
+    try:
+        deadline = time.monotonic() + 10
+        while not waiting() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert waiting()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 @asynccontextmanager
 async def written_log(directory: Path) -> AsyncIterator[tuple[PartitionLog, dict[bytes, bytes], GroupCommitter]]:
     """A partition on the python backend (real files), 30 updates of 8 keys over sealed segments;
@@ -95,7 +133,8 @@ async def test_the_process_cleans_passes_one_after_another_and_dies_with_its_std
         assert stats.error is None and stats.replacements and stats.records_kept == len(latest)
         commit(log.wal, stats)
         for replacement, rows in stats.replacements:
-            log.install_cleaned(replacement, rows)
+            for old in log.install_cleaned(replacement, rows):
+                old.close()
         records = [r for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
         assert {r.key: r.value for r in records} == latest and len(records) == len(latest)
         child = process._child
@@ -205,6 +244,47 @@ async def test_stopping_the_cleaner_abandons_a_pass_in_flight_and_leaves_the_log
         assert cleaner.uncleanable == {}
         after = [(r.offset, r.key, r.value) for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
         assert after == before and len(before) > len(latest)
+
+
+def _deleted_files_open_in(directory: str) -> list[str]:
+    """Files of ``directory`` this process still holds open although they were deleted."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(directory) and target.endswith(" (deleted)"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+async def test_a_pass_closes_the_replaced_segments_off_the_event_loop(tmp_path: Path) -> None:
+    async with written_log(tmp_path) as (log, latest, committer):
+        configs = {name: d.default for name, d in TOPIC_CONFIGS.items()}
+        configs.update({"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"})
+        cleaner = LogCleaner(committer, str(tmp_path), [log], lambda _topic: configs)
+        closed_in: list[bool] = []
+        real_close_files = cleaner_manager.close_files
+
+        def close_files(files):  # type: ignore[no-untyped-def]
+            files = list(files)
+            closed_in.append(bool(files) and threading.current_thread() is not threading.main_thread())
+            real_close_files(files)
+
+        cleaner_manager.close_files = close_files  # type: ignore[assignment]
+        try:
+            [candidate] = cleaner.candidates(NOW)
+            assert await cleaner.clean(candidate)
+        finally:
+            cleaner_manager.close_files = real_close_files  # type: ignore[assignment]
+            cleaner.close()
+        assert cleaner.uncleanable == {}
+        assert closed_in == [True]  # in a worker thread
+        assert _deleted_files_open_in(log.directory) == []
+        records = [r for stored in log.read(0, 1 << 30) for r in decode_records(stored)]
+        assert {r.key: r.value for r in records} == latest and len(records) == len(latest)
 
 
 async def test_discard_replacements_removes_what_an_abandoned_pass_wrote(tmp_path: Path) -> None:

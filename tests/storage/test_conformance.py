@@ -15,7 +15,8 @@ from chronik.storage import (
     open_group_committer,
 )
 from chronik.storage.committer import COPY_BELOW
-from chronik.storage.wal import ENTRY_HEADER, SEGMENT_HEADER, EntryLocation, segment_name
+from chronik.storage import osfiles, wal as wal_module
+from chronik.storage.wal import ENTRY_HEADER, SEGMENT_HEADER, EntryLocation, read_sealed_segment, segment_name
 
 
 # -- the StorageBackend contract ----------------------------------------------
@@ -48,6 +49,20 @@ async def test_file_operations(backend: StorageBackend, log_dir: str) -> None:
     g.close()
     backend.delete_file(f"{log_dir}/b.bin")
     assert backend.list_dir(log_dir) == []
+
+
+async def test_pread_into_fills_a_buffer_up_to_the_end_of_the_file(backend: StorageBackend, log_dir: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(osfiles, "SYSCALL_STEP", 1000)  # write_durably writes in steps of this many bytes
+    backend.make_dirs(log_dir)
+    f = backend.open_file(f"{log_dir}/a", create=True)
+    data = random.Random(3).randbytes(5000)
+    f.write_durably(0, data)
+    buf = memoryview(bytearray(3000))
+    assert f.pread_into(1000, buf[:2000]) == 2000 and bytes(buf[:2000]) == data[1000:3000]
+    assert f.pread_into(4000, buf) == 1000 and bytes(buf[:1000]) == data[4000:]  # short at the end
+    assert f.pread_into(5000, buf) == 0
+    f.close()
 
 
 async def test_write_durably_can_allocate_first(backend: StorageBackend, log_dir: str) -> None:
@@ -144,6 +159,46 @@ async def test_reopen_returns_every_entry(backend: StorageBackend, log_dir: str)
         with pytest.raises(ValueError):
             wal.append(2990, b"dup")
         await wal.append_durable(3000, b"next")
+        await wal.aclose()
+
+
+async def test_read_sealed_segment_reads_in_steps_across_entries(backend: StorageBackend, log_dir: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cleaner process reads a sealed segment in system calls of at most SYSCALL_STEP bytes
+    (here 1000), into chunks of _SCAN_CHUNK (here 4096): entries that straddle a step,
+    a chunk, or are larger than a chunk come out whole and in order."""
+    monkeypatch.setattr(wal_module, "SYSCALL_STEP", 1000)
+    monkeypatch.setattr(wal_module, "_SCAN_CHUNK", 4096)
+    rng = random.Random(11)
+    payloads = [rng.randbytes(rng.choice((0, 10, 999, 1000, 2500, 9000))) for _ in range(60)]
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=1 << 20, preallocate_bytes=16 << 10)
+        for i, payload in enumerate(payloads):
+            wal.append(i, payload)
+        await wal.flush()
+        wal.roll()
+        base = wal.segments()[0].base_index
+        reads: list[int] = []
+        real_open = backend.open_file
+
+        def counting_open(path: str, *, create: bool = False):  # type: ignore[no-untyped-def]
+            file = real_open(path, create=create)
+            pread_into = file.pread_into
+
+            class Counted:
+                def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+                    return getattr(file, name)
+
+                def pread_into(self, offset: int, buffer: memoryview) -> int:
+                    reads.append(len(buffer))
+                    return pread_into(offset, buffer)
+            return Counted()
+
+        monkeypatch.setattr(backend, "open_file", counting_open)
+        got = [(index, bytes(payload)) for index, payload in read_sealed_segment(backend, log_dir, base)]
+        monkeypatch.undo()
+        assert got == list(enumerate(payloads))
+        assert reads and max(reads) <= 1000
         await wal.aclose()
 
 

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 import trio
 
 from ..metadata.topic_configs import is_compacted
-from ..storage import GroupCommitter, MemoryBackend
-from ..storage.files import read_file, replace_file_durably, run_blocking
+from ..storage import GroupCommitter, MemoryBackend, SegmentFile
+from ..storage.files import close_files, read_file, replace_file_durably, run_blocking
 from ..storage.wal import discard_replacements
 from .cleaner import Pacer, PassStats, Span, clean_partition, commit
 from .cleaner_process import CleanerProcess
@@ -297,8 +297,13 @@ class LogCleaner:
                     self._processes.append(process)
             if partition_log.closed:
                 return True
-            for replacement, rows in stats.replacements:
-                partition_log.install_cleaned(replacement, rows)
+            old_files: list[SegmentFile] = []
+            try:
+                for replacement, rows in stats.replacements:
+                    old_files += partition_log.install_cleaned(replacement, rows)
+            finally:  # off the event loop: closing a deleted segment frees it (see install_cleaned)
+                with trio.CancelScope(shield=True):
+                    await run_blocking(self.committer.backend, close_files, old_files)
             partition_log.producers.forget_aborted_markers(set(stats.markers_removed))
             if stats.error is not None:
                 raise stats.error

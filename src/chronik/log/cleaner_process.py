@@ -38,6 +38,14 @@ being charged to the broker's group), with ``SCHED_BATCH`` or
 ``SCHED_IDLE``, doubled that p50 to 0.7-0.9 ms and gave a p99 of 6-7 ms: a
 waking task does not preempt another group's at once, so a broker thread
 waited for the cleaner's slice to end.
+
+``SCHED_IDLE`` is not enough on its own on a kernel without full preemption
+(``PREEMPT_NONE``): the pass also rests a moment after every millisecond of
+work (:class:`~chronik.log.cleaner.Yielder`), so a wake-up that does not
+preempt it waits at most that long rather than a tick, and reads its segments
+in system calls of at most 256 KiB
+(:data:`~chronik.storage.interface.SYSCALL_STEP`), so it never holds a CPU in
+the kernel for long.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ import threading
 import traceback
 from typing import IO, Any
 
-from .cleaner import PassStats, Span, Throttler, clean_segments
+from .cleaner import PassStats, Span, Throttler, Yielder, clean_segments
 
 NICE = 19
 _FRAME = struct.Struct(">I")
@@ -195,10 +203,12 @@ def _main() -> None:
         directory, spans, first_dirty, params = pickle.loads(requests.get())
         try:
             throttler = Throttler(params.pop("io_max_bytes_per_second", sys.float_info.max))
+            rest = Yielder()
 
             def pause(nbytes: int) -> None:
                 check_broker()  # before each batch, besides the reader thread's end of file
                 throttler(nbytes)
+                rest()
 
             stats = clean_segments(
                 lambda span: (payload for _, payload in read_sealed_segment(backend, directory, span.base)),

@@ -83,7 +83,7 @@ from ..protocol import (
     set_log_append_time,
     set_partition_leader_epoch,
 )
-from ..storage import Appended, GroupCommitter, WriteAheadLog
+from ..storage import Appended, GroupCommitter, SegmentFile, WriteAheadLog
 from .local import (
     PARTITION_FILE,
     LocalLog,
@@ -571,14 +571,18 @@ class PartitionLog:
         while self._cleaning is not None:
             await self._cleaning.wait()
 
-    def install_cleaned(self, replacement: Any, rows: BatchRows) -> None:
+    def install_cleaned(self, replacement: Any, rows: BatchRows) -> list[SegmentFile]:
         """Serve reads from a committed replacement of segments (``WriteAheadLog.commit_replacement``
         done) whose entries are the batches ``rows``: switch the WAL over and
         re-index the replaced range.  Never blocks; costs column copies and
-        a pass over the new rows, not over the rest of the log."""
-        self.wal.switch_to_replacement(replacement)
+        a pass over the new rows, not over the rest of the log.  Returns the
+        replaced segments' files, still open: the caller closes them off the
+        event loop (:func:`chronik.storage.files.close_files`; see
+        ``WriteAheadLog.switch_to_replacement``)."""
+        old_files = self.wal.switch_to_replacement(replacement)
         self.local.index.replace_range(replacement.first, replacement.end, rows, replacement.first,
                                        replacement.positions, replacement.sizes)
+        return old_files
 
     def roll_if_older(self, now_ms: int, max_age_ms: int) -> bool:
         """Roll the active segment once it has held data for ``max_age_ms`` (segment.ms,

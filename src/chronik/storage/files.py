@@ -11,7 +11,7 @@ backend work without stalling the event loop.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import trio
 
@@ -37,6 +37,13 @@ async def run_blocking(backend: StorageBackend, work: Callable[..., T], *args: o
         await trio.lowlevel.cancel_shielded_checkpoint()
         return result
     return await trio.to_thread.run_sync(work, *args)
+
+
+def close_files(files: Iterable[SegmentFile]) -> None:
+    """Close every file of ``files`` (blocking: the last close of a deleted file frees its
+    blocks; see :meth:`~chronik.storage.wal.WriteAheadLog.switch_to_replacement`)."""
+    for file in files:
+        file.close()
 
 
 def create_fresh(backend: StorageBackend, path: str) -> SegmentFile:

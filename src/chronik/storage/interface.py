@@ -70,6 +70,20 @@ class BackendStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+SYSCALL_STEP = 256 << 10
+"""The most bytes :meth:`SegmentFile.write_durably` on real files hands to one ``pwrite`` (and a cleaner
+process to one ``pread_into``, see :func:`chronik.storage.wal.read_sealed_segment`).
+
+A kernel built without full preemption (``PREEMPT_NONE``, the default of many
+server and VM kernels, this development VM's included) reschedules a process
+inside a system call only at the call's end or at a voluntary point, and
+copying large page-cache folios has few: a 4 MiB ``pread`` of a file cached in
+large folios held a CPU for ~2 ms here, even at ``SCHED_IDLE``, and a broker
+thread (or the kernel thread finishing its ``fdatasync``) woken onto that CPU
+waited for it.  256 KiB keeps such a wait near 0.1 ms, for a system call more
+per 256 KiB (~1 us)."""
+
+
 @runtime_checkable
 class SegmentFile(Protocol):
     """An open file of a log: read, size, preallocate, truncate, close."""
@@ -87,6 +101,11 @@ class SegmentFile(Protocol):
         ...
 
     def pread(self, offset: int, length: int) -> bytes: ...
+
+    def pread_into(self, offset: int, buffer: memoryview) -> int:
+        """Read up to ``len(buffer)`` bytes at ``offset`` into ``buffer`` with one system
+        call; the count read (short only at the end of the file, 0 past it)."""
+        ...
 
     def preallocate(self, length: int) -> None:
         """Make the file at least ``length`` bytes long, zero-filled, allocated on disk.

@@ -81,6 +81,11 @@ class MemoryFile:
     def pread(self, offset: int, length: int) -> bytes:
         return bytes(self._state().data[offset : offset + length])
 
+    def pread_into(self, offset: int, buffer: memoryview) -> int:
+        data = self._state().data[offset : offset + len(buffer)]
+        buffer[: len(data)] = data
+        return len(data)
+
     def preallocate(self, length: int) -> None:
         data = self._state().data
         if length > len(data):

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Awaitable, Callable, Sequence
 
-from .interface import BackendStats, FileWrite
+from .interface import SYSCALL_STEP, BackendStats, FileWrite
 from .sync_worker import SyncWorker
 
 
@@ -44,6 +44,9 @@ class OsFile:
 
     def pread(self, offset: int, length: int) -> bytes:
         return os.pread(self._fd, length, offset)
+
+    def pread_into(self, offset: int, buffer: memoryview) -> int:
+        return os.preadv(self._fd, [buffer], offset)
 
     def preallocate(self, length: int) -> None:
         if self._allocate(length):
@@ -72,7 +75,7 @@ class OsFile:
             self._allocate(allocate)
         view = memoryview(data)
         while view:
-            written = os.pwrite(self._fd, view, offset)
+            written = os.pwrite(self._fd, view[:SYSCALL_STEP], offset)
             view, offset = view[written:], offset + written
         os.fsync(self._fd)
 

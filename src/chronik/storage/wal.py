@@ -88,7 +88,7 @@ import crc32c
 from .committer import CommitBatch, GroupCommitter
 from .errors import CorruptEntryError, StorageError
 from .files import create_fresh, replace_file_durably, run_blocking
-from .interface import Buffer, SegmentFile, StorageBackend
+from .interface import SYSCALL_STEP, Buffer, SegmentFile, StorageBackend
 
 log = logging.getLogger(__name__)
 
@@ -675,8 +675,12 @@ class WriteAheadLog:
         if sync:
             self.backend.sync_dir(self.directory)
 
-    def switch_to_replacement(self, replacement: "Replacement") -> None:
-        """Serve reads from a committed replacement: the old segments' files are closed.
+    def switch_to_replacement(self, replacement: "Replacement") -> list[SegmentFile]:
+        """Serve reads from a committed replacement; return the old segments' files, still
+        open, for the caller to close once nothing reads them -- off the event loop
+        (:func:`~chronik.storage.files.close_files`): the last close of a deleted
+        segment frees its blocks and cached pages, ~2.3 ms per 8 MiB segment on
+        the development VM, which would stall every connection of a broker.
         Never blocks on fsync (one open)."""
         first, end = replacement.first, replacement.end
         old = [s for s in self._segments if first <= s.base_index < end]
@@ -688,8 +692,7 @@ class WriteAheadLog:
             new.append(segment)
         at = self._segments.index(old[0])
         self._segments[at:at + len(old)] = new
-        for segment in old:
-            segment.file.close()
+        return [segment.file for segment in old]
 
     def delete_segment(self, base_index: int) -> None:
         """Delete a sealed segment (retention).  The active segment cannot be deleted."""
@@ -836,7 +839,7 @@ def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int
         position = SEGMENT_HEADER.size
         while position < size:
             head = memoryview(file.pread(position, ENTRY_HEADER.size))
-            buf = memoryview(file.pread(position, max(_SCAN_CHUNK, _Recovery._needed(head, 0))))
+            buf = _pread_in_steps(file, position, min(size - position, max(_SCAN_CHUNK, _Recovery._needed(head, 0))))
             pos = 0
             while True:
                 try:
@@ -853,6 +856,21 @@ def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int
             position += pos
     finally:
         file.close()
+
+
+def _pread_in_steps(file: SegmentFile, offset: int, length: int) -> memoryview:
+    """Up to ``length`` bytes at ``offset`` (fewer at the end of the file), read with one
+    system call per :data:`~chronik.storage.interface.SYSCALL_STEP` bytes into one buffer:
+    a cleaner process, even at idle priority, then never holds a CPU in the kernel
+    for long (see there)."""
+    buf = memoryview(bytearray(length))
+    filled = 0
+    while filled < length:
+        count = file.pread_into(offset + filled, buf[filled : filled + SYSCALL_STEP])
+        if count == 0:
+            break
+        filled += count
+    return buf[:filled]
 
 
 def _finish_swaps(backend: StorageBackend, directory: str, names: list[str]) -> list[tuple[int, int]]:
