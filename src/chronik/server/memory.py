@@ -88,27 +88,26 @@ def release_freed_memory() -> Released:
     before = resident_bytes()
     started = time.perf_counter()
     collected = gc.collect(2)
-    trim = _malloc_trim()
-    trimmed = None if trim is None else bool(trim(0))
+    trimmed = None if _TRIM is None else bool(_TRIM(0))
     seconds = time.perf_counter() - started
     return Released(collected, trimmed, seconds, before, resident_bytes())
 
 
-_trim: list[Callable[[int], int] | None] = []
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
+def _find_malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, or None (musl, macOS, Windows have none)."""
-    if not _trim:
-        try:
-            function = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError, TypeError):
-            _trim.append(None)
-        else:
-            function.argtypes = [ctypes.c_size_t]
-            function.restype = ctypes.c_int
-            _trim.append(function)
-    return _trim[0]
+    try:
+        function = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function
+
+
+#: Looked up once, when this module is imported, not at the first release: the
+#: lookup creates a few dozen long-lived objects (a ctypes function type) which,
+#: made during a release, land in the storm's emptied pools and keep arenas mapped.
+_TRIM = _find_malloc_trim()
 
 
 def resident_bytes() -> int | None:
