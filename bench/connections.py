@@ -32,9 +32,10 @@ Exit status 1 when a target is missed.
 
 ``--allocator malloc`` runs the broker with ``PYTHONMALLOC=malloc``.  With
 CPython's own allocator (``default``) a 1 MiB arena stays mapped while any
-block in it is in use, and a few dozen long-lived objects allocated while
-the connections were open keep half or more of their arenas; with glibc's
-allocator ``malloc_trim`` returns memory page by page (bench/README.md and
+block in it is in use, and a few dozen blocks of long-lived tasks, timers
+and metrics, allocated while the connections were open or after, keep about
+half of their arenas; with glibc's allocator ``malloc_trim`` returns memory
+page by page (bench/README.md and
 docs/operations.md, "Memory", have both sets of figures and the cost).
 Raises the soft ``RLIMIT_NOFILE`` of this process (the broker inherits it)
 to fit the connections; as root it raises the hard limit too.

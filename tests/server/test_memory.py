@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import platform
 import sys
+import weakref
 
 import pytest
 import trio
 import trio.testing
 
+from chronik.server.kafka import accept_connections
+from chronik.server.limits import LogLimiter
 from chronik.server.memory import MemoryRelease, Released, release_freed_memory, resident_bytes
 
 
@@ -116,3 +119,30 @@ async def test_endless_churn_waits_at_most_max_wait_and_releases_at_most_once_pe
     gaps = [b - a for a, b in zip(recorder.times, recorder.times[1:])]
     assert all(gap >= 10.0 for gap in gaps)
     assert len(recorder.times) <= elapsed / 10.0 + 1
+
+
+async def test_the_accept_loop_keeps_no_reference_to_the_last_connection() -> None:
+    """The last connection of a storm is freed when it closes, not when the next one comes.
+
+    (Its stream and sockets otherwise stayed allocated, and kept the allocator
+    arena they sat in mapped, while the broker was idle after the storm.)
+    """
+    handed: list[weakref.ref[trio.SocketStream]] = []
+    done = trio.Event()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        handed.append(weakref.ref(stream))
+        await stream.aclose()
+        del stream
+        done.set()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_connections, listeners[0], handle, nursery, LogLimiter(60.0))
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await done.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the accept loop waits for the next connection
+        assert handed and handed[0]() is None
+        await client.aclose()
+        nursery.cancel_scope.cancel()

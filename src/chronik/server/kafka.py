@@ -230,7 +230,11 @@ async def accept_connections(tcp_listener: trio.SocketListener, handle: Callable
     Like ``trio.serve_listeners`` but without its per-connection wrapper:
     ``handle`` closes its own stream (no forced close raising Cancelled per
     connection, no extra frame per idle connection), and running out of file
-    descriptors is logged once per interval, not ten times a second.
+    descriptors is logged once per interval, not ten times a second.  This
+    task keeps no reference to a connection it handed over: the last one of
+    a storm would otherwise stay allocated (its stream and sockets, closed)
+    until the next connection came, and keep the allocator arena it sits in
+    mapped (:mod:`.memory`).
     Cancellation: the listening socket is closed.
     """
     async with tcp_listener:
@@ -247,6 +251,7 @@ async def accept_connections(tcp_listener: trio.SocketListener, handle: Callable
                 await trio.sleep(_ACCEPT_RETRY_SECONDS)
             else:
                 nursery.start_soon(handle, stream)
+                del stream  # the connection's task owns it now (see the docstring)
 
 
 class Listener:

@@ -19,13 +19,17 @@ about 30 MiB (the connections' 6 KiB each) higher, because
   ``malloc_trim``.
 
 :func:`release_freed_memory` does both.  What it cannot give back: a pymalloc
-arena that still holds one live block -- the frame of a long-lived task that
-suspended while the connections were open, a timer entry -- stays mapped.
-With CPython's own allocator that is half or more of the connections'
-arenas (RSS stays 25-55 % above its earlier size after 5,000 connections);
-with ``PYTHONMALLOC=malloc`` every object lives in glibc's heap, which
+arena that still holds one live block.  After 5,000 connections 14-18 arenas
+stay mapped, held by 1-14 blocks each: the listener's pending accept (trio's
+wait objects, the task's counters), the timer entries and wait objects of
+long-lived tasks that re-armed while the connections were open or since,
+Prometheus metric values (a new float per update), caches made the first
+time connections rested.  Blocks allocated after the storm go to the same
+nearly empty pools (pymalloc allocates from the pool that last had room), so
+the arenas stay, and RSS stays 20-36 % above its earlier size; with
+``PYTHONMALLOC=malloc`` every object lives in glibc's heap, which
 ``malloc_trim`` returns page by page, and the resident size goes back to
-where it was (docs/operations.md, "Memory").
+where it was (docs/operations.md, "Memory"; bench/README.md).
 
 :class:`MemoryRelease` decides when: after the open-connection count fell to
 half its peak or lower, by at least :data:`MIN_DROP` connections, once
@@ -88,27 +92,26 @@ def release_freed_memory() -> Released:
     before = resident_bytes()
     started = time.perf_counter()
     collected = gc.collect(2)
-    trim = _malloc_trim()
-    trimmed = None if trim is None else bool(trim(0))
+    trimmed = None if _TRIM is None else bool(_TRIM(0))
     seconds = time.perf_counter() - started
     return Released(collected, trimmed, seconds, before, resident_bytes())
 
 
-_trim: list[Callable[[int], int] | None] = []
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
+def _find_malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, or None (musl, macOS, Windows have none)."""
-    if not _trim:
-        try:
-            function = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError, TypeError):
-            _trim.append(None)
-        else:
-            function.argtypes = [ctypes.c_size_t]
-            function.restype = ctypes.c_int
-            _trim.append(function)
-    return _trim[0]
+    try:
+        function = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function
+
+
+#: Looked up once, when this module is imported, not at the first release: the
+#: lookup creates a few dozen long-lived objects (a ctypes function type) which,
+#: made during a release, land in the storm's emptied pools and keep arenas mapped.
+_TRIM = _find_malloc_trim()
 
 
 def resident_bytes() -> int | None:
