@@ -27,9 +27,19 @@ object; the handler's kio response goes through ``encode_response`` and
 ``encode_frame`` into a list of buffers for the socket.  The produce path
 splits the ``records`` field with ``split_batches``, checks each batch with
 ``validate_batch``, and stamps offsets with ``assign_offsets``.
+
+The names from ``apis``, ``headers`` and ``messages`` load at their first
+use (PEP 562 ``__getattr__``): they import kio's schema classes, about 0.2 s
+of CPU (more with ``hypothesis`` installed, which kio's types then import),
+which a process that only needs ``records`` -- the log cleaner's child
+process -- should not pay.
 """
 
-from .apis import ApiVersionRange, api_version_range, known_api_versions, request_schema, response_schema
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CorruptRecord,
     ErrorCode,
@@ -44,18 +54,6 @@ from .errors import (
     UnsupportedVersion,
 )
 from .framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
-from .headers import (
-    RequestHeader,
-    RequestIds,
-    encode_request_header,
-    encode_response_header,
-    parse_request_header,
-    parse_response_header,
-    peek_request_ids,
-    request_header_version,
-    response_header_version,
-)
-from .messages import BufferList, decode_request, decode_request_frame, decode_response, encode_request, encode_response
 from .primitives import BytesLike
 from .records import (
     BATCH_HEADER_BYTES,
@@ -84,6 +82,43 @@ from .records import (
     split_batches,
     validate_batch,
 )
+
+if TYPE_CHECKING:
+    from .apis import ApiVersionRange, api_version_range, known_api_versions, request_schema, response_schema
+    from .headers import (
+        RequestHeader,
+        RequestIds,
+        encode_request_header,
+        encode_response_header,
+        parse_request_header,
+        parse_response_header,
+        peek_request_ids,
+        request_header_version,
+        response_header_version,
+    )
+    from .messages import BufferList, decode_request, decode_request_frame, decode_response, encode_request, encode_response
+
+_LAZY = {
+    # module: the names it exports here, imported at the first use of one of them
+    ".apis": ("ApiVersionRange", "api_version_range", "known_api_versions", "request_schema", "response_schema"),
+    ".headers": ("RequestHeader", "RequestIds", "encode_request_header", "encode_response_header",
+                 "parse_request_header", "parse_response_header", "peek_request_ids", "request_header_version",
+                 "response_header_version"),
+    ".messages": ("BufferList", "decode_request", "decode_request_frame", "decode_response", "encode_request",
+                  "encode_response"),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: the kio-based names, imported at first use (then cached in the module)."""
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BATCH_HEADER_BYTES",
