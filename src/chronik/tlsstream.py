@@ -62,6 +62,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -72,43 +74,21 @@ DEFAULT_RECEIVE_BYTES = 256 * 1024
 #: The most plaintext one TLS record carries.
 _RECORD_BYTES = 16 * 1024
 
-_WANT_READ = 1
-_WANT_WRITE = 2
+#: What a non-blocking OpenSSL call waits for (:func:`_attempt`): never a call's own result.
+_WANT_READ = -1
+_WANT_WRITE = -2
 
 
-def _read(sock: ssl.SSLSocket, size: int) -> bytes | int:
-    """One ``SSL_read``: the bytes of (at most) one record, b"" at end of input, or what OpenSSL waits for.
+def _attempt(operation: Callable[..., Any], *args: Any) -> Any:
+    """One non-blocking OpenSSL call (``SSL_read``, ``SSL_write``, the handshake): its result, or
+    ``_WANT_READ`` / ``_WANT_WRITE``, what it waits for (then call again with the same arguments).
+    Any other failure raises ``trio.BrokenResourceError`` with the ``ssl`` error as its cause.
 
     A plain function, so that a would-block exception's traceback holds only this frame: a resting
     connection's coroutine frames are never materialised as frame objects (see :mod:`.connection`).
     """
     try:
-        return sock.recv(size)
-    except ssl.SSLWantReadError:
-        return _WANT_READ
-    except ssl.SSLWantWriteError:
-        return _WANT_WRITE
-    except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
-        raise trio.BrokenResourceError(str(exc)) from exc
-
-
-def _write(sock: ssl.SSLSocket, data: memoryview) -> int:
-    """One ``SSL_write`` of all of ``data``: 0 when done, else what OpenSSL waits for (call again with the same data)."""
-    try:
-        sock.send(data)
-        return 0
-    except ssl.SSLWantWriteError:
-        return _WANT_WRITE
-    except ssl.SSLWantReadError:
-        return _WANT_READ
-    except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
-        raise trio.BrokenResourceError(str(exc)) from exc
-
-
-def _handshake(sock: ssl.SSLSocket) -> int:
-    try:
-        sock.do_handshake()
-        return 0
+        return operation(*args)
     except ssl.SSLWantReadError:
         return _WANT_READ
     except ssl.SSLWantWriteError:
@@ -188,7 +168,7 @@ class TlsSocketStream(trio.abc.Stream):
         sock = self._socket()
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            while want := _handshake(sock):
+            while (want := _attempt(sock.do_handshake)) is not None:  # None: done
                 await self._wait(sock, want)
         except BaseException:
             self._broken = True
@@ -218,7 +198,7 @@ class TlsSocketStream(trio.abc.Stream):
         waited = False
         while got < size:
             try:
-                data = _read(sock, min(size - got, _RECORD_BYTES))
+                data = _attempt(sock.recv, min(size - got, _RECORD_BYTES))
             except trio.BrokenResourceError as exc:
                 self._broken = True
                 if chunks:  # what came before the failure is returned first
@@ -257,7 +237,8 @@ class TlsSocketStream(trio.abc.Stream):
         view = memoryview(data)
         waited = False
         try:
-            while want := _write(sock, view):
+            # one SSL_write of all of it (no partial writes): the count sent, or what it waits for
+            while (want := _attempt(sock.send, view)) in (_WANT_READ, _WANT_WRITE):
                 if want == _WANT_READ:
                     raise trio.BrokenResourceError("the peer began a TLS renegotiation, which is not supported")
                 await self._wait(sock, want)

@@ -15,31 +15,21 @@ metadata layer under it as it starts.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .manager import LogManager
     from .partition import AppendInfo, OffsetOutOfRange, PartitionLog
     from .producer_state import ProducerStateTable, SequenceError
 
-_LAZY = {
+_LAZY_NAMES, __getattr__ = lazy_exports(__name__, globals(), {
     # module: the names it exports here, imported at the first use of one of them
     ".manager": ("LogManager",),
     ".partition": ("AppendInfo", "OffsetOutOfRange", "PartitionLog"),
     ".producer_state": ("ProducerStateTable", "SequenceError"),
-}
-_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """PEP 562: the names above, imported at first use (then cached in the module)."""
-    module = _LAZY_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+})
 
 
 __all__ = ["AppendInfo", "LogManager", "OffsetOutOfRange", "PartitionLog", "ProducerStateTable", "SequenceError"]

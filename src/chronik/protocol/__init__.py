@@ -37,8 +37,9 @@ process -- should not pay.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 from .errors import (
     CorruptRecord,
@@ -98,7 +99,7 @@ if TYPE_CHECKING:
     )
     from .messages import BufferList, decode_request, decode_request_frame, decode_response, encode_request, encode_response
 
-_LAZY = {
+_LAZY_NAMES, __getattr__ = lazy_exports(__name__, globals(), {
     # module: the names it exports here, imported at the first use of one of them
     ".apis": ("ApiVersionRange", "api_version_range", "known_api_versions", "request_schema", "response_schema"),
     ".headers": ("RequestHeader", "RequestIds", "encode_request_header", "encode_response_header",
@@ -106,18 +107,7 @@ _LAZY = {
                  "response_header_version"),
     ".messages": ("BufferList", "decode_request", "decode_request_frame", "decode_response", "encode_request",
                   "encode_response"),
-}
-_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """PEP 562: the kio-based names, imported at first use (then cached in the module)."""
-    module = _LAZY_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+})
 
 
 __all__ = [
