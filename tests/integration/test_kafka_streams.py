@@ -7,11 +7,11 @@ changelog topic Streams creates) and streams the counts to an output topic.  The
 is stopped, its local state deleted and started again: the counts must go on from where they
 were, restored from the changelog.
 
-Streams creates changelog topics with cleanup.policy=compact.  The ``default`` variant runs
-only when the broker accepts compact topics (asked at run time with a validate-only
-CreateTopics); the ``delete`` variant configures the store's changelog with
-cleanup.policy=delete, which a broker without compaction serves today.  (Both variants were
-checked to pass against an Apache Kafka 4.4 broker.)  The ``eos`` variant runs the same
+Streams creates changelog topics with cleanup.policy=compact: the ``default`` variant
+restores its store from a compacted changelog (a broker that refused compact topics, asked at
+run time with a validate-only CreateTopics, would skip it).  (A third variant, a changelog
+configured with cleanup.policy=delete for brokers without compaction, was dropped once
+compaction landed: its restore path is the same.)  The ``eos`` variant runs the same
 topology exactly-once (transactions: each commit writes the output, the changelog, the
 repartition records and the input offsets in one transaction); its output, read
 ``read_committed``, must hold every word's counts 1, 2, ... n once each, in order, and the
@@ -123,8 +123,7 @@ def wait_for_counts(bootstrap: str, topic: str, expected: dict[str, int], app: A
         time.sleep(0.2)
 
 
-VARIANTS = {"default": ("default", "at_least_once"), "delete": ("delete", "at_least_once"),
-            "eos": ("default", "exactly_once_v2")}
+VARIANTS = {"default": ("default", "at_least_once"), "eos": ("default", "exactly_once_v2")}
 """variant -> (the changelog's cleanup policy, Streams' processing.guarantee)."""
 
 
@@ -159,9 +158,8 @@ def test_streams_word_count_restores_its_state_after_a_restart(streams_broker: B
 
     app = App(bootstrap, variant, tmp_path / "state-1", log)
     try:
-        # Streams gives the changelog records their input's timestamps: with timestamps from 1970
-        # the broker's retention (7 days, checked every 30 s) deleted the delete-policy changelog
-        # between the two runs once the test ran late enough, and the second run restored nothing
+        # Streams gives the changelog records their input's timestamps: current ones, so no
+        # retention (7 days, checked every 30 s) can delete them between the two runs
         now = int(time.time() * 1000)
         confluent_produce(bootstrap, lines, [Sent(None, b"the quick brown fox", [], now), Sent(None, b"The end", [], now)],
                           partition=0)
@@ -177,7 +175,7 @@ def test_streams_word_count_restores_its_state_after_a_restart(streams_broker: B
     assert changelog in topics and repartition in topics, sorted(topics)
     resource = ConfigResource(ConfigResource.Type.TOPIC, changelog)
     configs = admin.describe_configs([resource])[resource].result(15)
-    assert configs["cleanup.policy"].value == ("compact" if policy == "default" else "delete")
+    assert configs["cleanup.policy"].value == "compact"
 
     # a new run with no local state: the store comes back from the changelog
     app = App(bootstrap, variant, tmp_path / "state-2", log)
