@@ -57,6 +57,7 @@ installs the result on the event loop (:meth:`PartitionLog.install_cleaned`).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -252,14 +253,10 @@ class Yielder:
             self._next = self._clock() + self.WORK
 
 
-_waiting_test: list[Callable[[], bool]] = []
-
-
+@functools.cache
 def _default_waiting() -> Callable[[], bool]:
     """One :func:`tasks_waiting_for_a_cpu` per process (it keeps a file open)."""
-    if not _waiting_test:
-        _waiting_test.append(tasks_waiting_for_a_cpu())
-    return _waiting_test[0]
+    return tasks_waiting_for_a_cpu()
 
 
 Aborted = tuple[int, int, int]
