@@ -419,3 +419,79 @@ async def test_a_batch_started_now_settles_when_the_committer_is_cancelled(backe
         if hasattr(backend, "begin_write_and_sync"):  # it was with the backend: the shielded flush finished it
             assert [e.index for s in wal.segments() for e in wal.iter_entries(s.base_index)] == [0]
         await wal.aclose()
+
+
+# -- the log's last index when the active segment holds no entry ----------------
+# A roll leaves an empty active segment until the next append (the partition's
+# segment.ms, a metadata snapshot, a kill -9 between a size roll and the write of
+# the entry that caused it).  The entries before it are in sealed segments that a
+# reopen does not scan; the log's last index must survive anyway.
+
+
+async def _fill_and_roll(committer, log_dir: str) -> tuple[WriteAheadLog, int]:  # type: ignore[no-untyped-def]
+    wal = WriteAheadLog.open(committer, log_dir, segment_bytes=4096, preallocate_bytes=4096)
+    for i in range(12):
+        await wal.append_durable(i * 3, bytes([i]) * 1000)
+    wal.roll()
+    assert len(wal.segments()) >= 3 and wal.segments()[-1].data_bytes == 0
+    return wal, 33
+
+
+async def _reopened_last_index(committer, log_dir: str, *, scans_sealed: bool = False) -> int | None:  # type: ignore[no-untyped-def]
+    wal = WriteAheadLog.open(committer, log_dir, segment_bytes=4096, preallocate_bytes=4096)
+    try:
+        assert wal.recovery.last_index == wal.last_index
+        # a sealed segment before the recovery point has no last index unless it was scanned
+        assert (wal.segments()[-2].last_index is not None) == scans_sealed
+        last = wal.last_index
+        assert last is not None
+        with pytest.raises(ValueError):
+            wal.append(last, b"an index already used")
+        await wal.append_durable(last + 1, b"appended after the reopen")
+        return last
+    finally:
+        await wal.aclose()
+
+
+async def test_last_index_survives_a_clean_restart_after_a_roll(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal, last = await _fill_and_roll(committer, log_dir)
+        await wal.aclose()
+        assert await _reopened_last_index(committer, log_dir) == last
+        assert await _reopened_last_index(committer, log_dir) == last + 1
+
+
+async def test_last_index_survives_a_crash_right_after_a_roll(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal, last = await _fill_and_roll(committer, log_dir)
+        wal.close_files()  # as a kill -9 leaves it: no recovery point written at close
+        assert await _reopened_last_index(committer, log_dir) == last
+
+
+async def test_last_index_from_an_older_recovery_point_scans_the_sealed_segment(
+        backend: StorageBackend, log_dir: str) -> None:
+    """Recovery points written before the log's last index was carried say -1 at a
+    segment start; the sealed segment before it is scanned to find that index."""
+    async with open_group_committer(backend, log_dir) as committer:
+        wal, last = await _fill_and_roll(committer, log_dir)
+        active = wal.segments()[-1].base_index
+        wal.close_files()
+        wal_module._write_recovery_point(backend, log_dir, (active, SEGMENT_HEADER.size, -1))
+        assert await _reopened_last_index(committer, log_dir, scans_sealed=True) == last
+
+
+async def test_truncate_to_a_segment_start_after_a_reopen(backend: StorageBackend, log_dir: str) -> None:
+    async with open_group_committer(backend, log_dir) as committer:
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=4096, preallocate_bytes=4096)
+        for i in range(12):
+            await wal.append_durable(i, bytes([i]) * 1000)
+        await wal.aclose()
+        wal = WriteAheadLog.open(committer, log_dir, segment_bytes=4096, preallocate_bytes=4096)
+        active = wal.segments()[-1]
+        first_of_active = next(wal.iter_entries(active.base_index))
+        wal.truncate(first_of_active.location)  # the sealed segments before it were never scanned
+        assert wal.last_index == first_of_active.index - 1
+        with pytest.raises(ValueError):
+            wal.append(first_of_active.index - 1, b"an index already used")
+        await wal.append_durable(first_of_active.index, b"again")
+        await wal.aclose()

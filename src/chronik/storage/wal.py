@@ -41,7 +41,12 @@ Recovery point file (24 bytes): ``segment_base:u64, position:u64,
 last_index:i64`` followed by the CRC-32C of those 24 bytes (28 bytes in all).
 Every entry before ``position`` of segment ``segment_base`` (and every earlier
 segment) is known complete and durable; ``last_index`` is the index of the
-entry just before ``position`` (-1 if ``position`` is the segment start).
+newest entry before ``position``, in that segment or an earlier one (-1 if
+there is none, or if it is not known).  At a segment start it is how a reopen
+learns the log's last index without scanning the sealed segments: a roll
+leaves the active segment empty until the next append.  Files written before
+the field carried an earlier segment's index say -1 there; a reopen that finds
+-1 and sealed entries before the point scans the newest sealed segment instead.
 
 Invariants
 ----------
@@ -358,6 +363,10 @@ class WriteAheadLog:
             segments.append(_create_segment(backend, directory, start_index, min(preallocate_bytes, segment_bytes),
                                             sync_dir=sync_dir))
         last_index = next((s.last_index for s in reversed(segments) if s.last_index is not None), None)
+        if last_index is None and point is not None and point[2] >= 0:
+            last_index = point[2]  # every scanned segment is empty: the newest entry is before the point
+        if last_index is None:
+            last_index = _newest_index(segments)  # a point from an older release, or none: scan if needed
         report = RecoveryReport(
             segments=len(segments),
             entries_scanned=scanner.entries,
@@ -526,13 +535,16 @@ class WriteAheadLog:
                 and self._segments[0].write_end == SEGMENT_HEADER.size)
 
     def _current_recovery_point(self) -> tuple[int, int, int]:
-        for segment in self._segments:
+        for n, segment in enumerate(self._segments):
             if segment.durable_end < segment.write_end:
-                point = (segment.base_index, SEGMENT_HEADER.size, -1)
+                before = _newest_index(self._segments[:n], scan=False)
+                point = (segment.base_index, SEGMENT_HEADER.size, -1 if before is None else before)
                 break
         else:
+            # Everything appended is durable, so the newest entry is the log's last.
             active = self._segments[-1]
-            point = (active.base_index, active.durable_end, -1 if active.last_index is None else active.last_index)
+            last = self._last_index_cache
+            point = (active.base_index, active.durable_end, -1 if last is None else last)
         return point
 
     # -- reading ---------------------------------------------------------
@@ -625,9 +637,7 @@ class WriteAheadLog:
         segment.last_index = None
         for entry in self.iter_entries(segment.base_index):
             segment.last_index = entry.index
-        self._last_index_cache = next(
-            (s.last_index for s in reversed(self._segments) if s.last_index is not None), None
-        )
+        self._last_index_cache = _newest_index(self._segments)
         self._write_recovery_point()
         self.backend.sync_dir(self.directory)
 
@@ -835,27 +845,32 @@ def read_sealed_segment(backend: StorageBackend, directory: str, base_index: int
     """
     file = backend.open_file(f"{directory}/{segment_name(base_index)}")
     try:
-        size = file.size()
-        position = SEGMENT_HEADER.size
-        while position < size:
-            head = memoryview(file.pread(position, ENTRY_HEADER.size))
-            buf = _pread_in_steps(file, position, min(size - position, max(_SCAN_CHUNK, _Recovery._needed(head, 0))))
-            pos = 0
-            while True:
-                try:
-                    decoded = _decode_entry(buf, pos)
-                except _InvalidEntry as exc:
-                    raise CorruptEntryError(file.path, position + pos, str(exc)) from None
-                if decoded is None:
-                    break
-                index, payload, entry_size = decoded
-                yield index, payload
-                pos += entry_size
-            if pos == 0:
-                raise CorruptEntryError(file.path, position, "entry runs past the end of the sealed segment")
-            position += pos
+        yield from _sealed_entries(file)
     finally:
         file.close()
+
+
+def _sealed_entries(file: SegmentFile) -> Iterator[tuple[int, memoryview]]:
+    """``(index, payload)`` of every entry of an open sealed segment (see :func:`read_sealed_segment`)."""
+    size = file.size()
+    position = SEGMENT_HEADER.size
+    while position < size:
+        head = memoryview(file.pread(position, ENTRY_HEADER.size))
+        buf = _pread_in_steps(file, position, min(size - position, max(_SCAN_CHUNK, _Recovery._needed(head, 0))))
+        pos = 0
+        while True:
+            try:
+                decoded = _decode_entry(buf, pos)
+            except _InvalidEntry as exc:
+                raise CorruptEntryError(file.path, position + pos, str(exc)) from None
+            if decoded is None:
+                break
+            index, payload, entry_size = decoded
+            yield index, payload
+            pos += entry_size
+        if pos == 0:
+            raise CorruptEntryError(file.path, position, "entry runs past the end of the sealed segment")
+        position += pos
 
 
 def _pread_in_steps(file: SegmentFile, offset: int, length: int) -> memoryview:
@@ -905,6 +920,33 @@ def _finish_swaps(backend: StorageBackend, directory: str, names: list[str]) -> 
         log.info("%s: finished the interrupted swap of segments [%d, %d)", directory, first, end)
         swapped.append((first, end))
     return swapped
+
+
+def _newest_index(segments: list[Segment], *, scan: bool = True) -> int | None:
+    """The index of the newest entry in ``segments``, None if they hold none.
+
+    A sealed segment that a reopen did not scan (it lies before the recovery
+    point) has ``last_index`` None although it holds entries: with ``scan`` it
+    is read once (blocking ``pread`` calls, up to a segment's size) and its
+    last index kept; without, None is returned for "not known".
+    """
+    for segment in reversed(segments):
+        if segment.last_index is not None:
+            return segment.last_index
+        if segment.write_end > SEGMENT_HEADER.size:
+            if not scan:
+                return None
+            segment.last_index = _scan_last_index(segment)
+            return segment.last_index
+    return None
+
+
+def _scan_last_index(segment: Segment) -> int | None:
+    """The index of the last entry of a sealed segment, read from its start."""
+    last: int | None = None
+    for last, _ in _sealed_entries(segment.file):
+        pass
+    return last
 
 
 def _create_segment(backend: StorageBackend, directory: str, base_index: int, preallocate: int, *,
