@@ -176,6 +176,25 @@ async def test_install_keeps_a_continuing_log_or_discards_it() -> None:
         await storage.aclose()
 
 
+async def test_a_discarding_install_after_a_restart_discards_the_sealed_segments_too() -> None:
+    """A reopen does not scan the sealed WAL segments before its recovery point; the
+    log they hold must still go when an installed snapshot discards it."""
+    backend = MemoryBackend()
+    await compacted_store(backend)  # entries 10..19 in more than one segment
+    async with open_group_committer(backend, "/n") as committer:
+        storage = await RaftStorage.open(committer, "/n")
+        assert len(storage.wal.segments()) > 1
+        await storage.install_snapshot(Snapshot(40, 3, b"leader-40"), discard_log=True)
+        assert (storage.log_start, storage.log_end) == (40, 40)
+        await fill(storage, log_of(2, 40, epoch=3))
+        await storage.aclose()
+    async with open_group_committer(backend, "/n") as committer:
+        storage = await RaftStorage.open(committer, "/n")
+        assert storage.recovered.snapshot == Snapshot(40, 3, b"leader-40")
+        assert storage.recovered.entries == log_of(2, 40, epoch=3)
+        await storage.aclose()
+
+
 async def test_an_install_cut_short_by_a_crash_is_completed_at_open() -> None:
     """The snapshot became durable, the old log (which does not reach it) was not discarded yet."""
     backend = MemoryBackend()

@@ -459,7 +459,7 @@ def _load_newest_snapshot(backend: StorageBackend, directory: str, names: list[s
 
 def _first_location(wal: WriteAheadLog) -> EntryLocation | None:
     for info in wal.segments():
-        if info.last_index is not None:
+        if info.data_bytes:  # (a sealed segment a reopen did not scan has entries but no last_index)
             for item in wal.iter_entries(info.base_index):
                 return item.location
     return None
@@ -469,7 +469,7 @@ async def _sync_segments(backend: StorageBackend, wal: WriteAheadLog) -> None:
     """fsync every segment holding entries: recovery may have kept bytes that
     were written but never synced, and the node is about to call them durable."""
     for info in wal.segments():
-        if info.last_index is None:
+        if not info.data_bytes:
             continue
         file = backend.open_file(info.path)
         try:
