@@ -7,8 +7,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -53,6 +55,42 @@ def test_restart_and_kill_keep_port_and_data() -> None:
         with pytest.raises(BrokerRequestError, match="TOPIC_ALREADY_EXISTS"):
             broker.create_topic("kept")
     assert not folder.exists()
+
+
+@pytest.mark.usefixtures("no_new_threads")
+def test_kill_loses_no_acknowledged_record() -> None:
+    """kill() is abrupt, but every record a client had acknowledged (acks=all, so fsynced
+    by the durable backend) is read back after start(), by a real client."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    with run_broker() as broker:
+        topic = broker.create_topic("acked", partitions=2)
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "acks": "all", "linger.ms": 0})
+        acked: list[tuple[int, bytes]] = []
+
+        def delivered(err: object, message: Any) -> None:
+            if err is None:
+                acked.append((message.partition(), message.value()))
+
+        for i in range(200):
+            producer.produce(topic, f"r{i}".encode(), partition=i % 2, on_delivery=delivered)
+        assert producer.flush(10) == 0
+        assert len(acked) == 200
+        broker.kill()
+        broker.start()
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "after-kill",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition(topic, p, 0) for p in (0, 1)])
+        try:
+            read: list[tuple[int, bytes]] = []
+            deadline = time.monotonic() + 20
+            while len(read) < len(acked) and time.monotonic() < deadline:
+                message = consumer.poll(1.0)
+                if message is not None and message.error() is None:
+                    read.append((message.partition(), message.value()))
+        finally:
+            consumer.close()
+        assert sorted(read) == sorted(acked)
 
 
 @pytest.mark.usefixtures("no_new_threads")

@@ -175,6 +175,17 @@ def test_kill_then_the_next_topic_starts_it_again(chronik_broker):
 
 def test_after_kill(chronik_broker, chronik_topic):
     assert chronik_broker.running
+
+
+@pytest.mark.chronik_cluster(nodes=2, **{"num.partitions": 2})
+def test_cluster_marker(chronik_cluster):
+    assert sorted(chronik_cluster.nodes) == [1, 2]
+    for node in chronik_cluster.nodes.values():  # the marker's settings over the ini's
+        assert (node.config.num_partitions, node.config.wal_backend) == (2, "memory")
+        assert node.config.group_initial_rebalance_delay_ms == 250
+    topic = chronik_cluster.create_topic("two-replicas")
+    admin = AdminClient({"bootstrap.servers": chronik_cluster.bootstrap_servers})
+    assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions[0].replicas) == 2
 '''
 
 
@@ -182,7 +193,7 @@ def test_ini_options_markers_and_kill(pytester: pytest.Pytester, monkeypatch: py
     ini = ('chronik_broker_config = {"num.partitions": 3}\nchronik_wal_backend = memory\n'
            "chronik_group_initial_rebalance_delay_ms = 250\n")
     result = run_user_suite(pytester, monkeypatch, {"test_settings_user.py": SETTINGS}, "-p", "no:randomly", ini=ini)
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     assert_no_leaks(pytester)
 
 

@@ -3,7 +3,8 @@ that finds the chronik plugin through its ``pytest11`` entry point (nothing else
 
 Every run also leaves a leak report: when each pytest process (controller or
 xdist worker) unconfigures -- after the session fixtures are torn down -- a
-conftest hook writes the Python threads still alive, and the sockets still open to
+conftest hook writes the Python threads still alive, the sockets still open and the
+files still open in a broker's temporary data folder (``chronik-test-*``) to
 ``leaks-<worker>.json``.  The run gets a fresh ``TMPDIR`` of its own, where no
 ``chronik-test-*`` folder may be left once every process has finished.
 """
@@ -28,6 +29,7 @@ def pytest_unconfigure(config):
     report = {
         "threads": sorted(t.name for t in threading.enumerate() if t is not threading.main_thread()),
         "sockets": [target for target in fds if target.startswith("socket:")],
+        "files": [target for target in fds if "/chronik-test-" in target],
     }
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(os.path.join(os.environ["CHRONIK_LEAK_DIR"], f"leaks-{worker}.json"), "w") as out:
@@ -62,11 +64,13 @@ def leak_reports(pytester: pytest.Pytester) -> dict[str, dict[str, list[str]]]:
 
 
 def assert_no_leaks(pytester: pytest.Pytester) -> None:
-    """Every pytest process of the run left no thread of its own and no socket, and the run no folder."""
+    """Every pytest process of the run left no thread of its own, no socket and no file of a
+    broker's open, and the run no folder."""
     reports = leak_reports(pytester)
     assert reports, "no leak report written"
     for worker, report in reports.items():
         threads = [name for name in report["threads"] if not name.startswith(TRIO_CACHE_THREAD)]
         assert threads == [], (worker, report)
         assert report["sockets"] == [], (worker, report)
+        assert report["files"] == [], (worker, report)
     assert list((pytester.path / "tmp").iterdir()) == []
