@@ -5,12 +5,14 @@ checked by import-linter, whose graph (grimp) counts every import
 statement: at module level, inside functions and under ``TYPE_CHECKING``.
 The first test checks the package as it is; the others copy it, inject one
 forbidden import and check that the same contracts report it, so the first
-test cannot pass by checking nothing.
+test cannot pass by checking nothing.  The last checks that the layer picture
+of docs/architecture.md draws the same layers.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,3 +98,28 @@ def test_the_protocol_codec_must_not_import_trio(tmp_path: Path) -> None:
     result = check_contracts(inject(tmp_path, "protocol/framing.py", "def _injected() -> None:\n    import trio\n"))
     assert result.returncode != 0
     assert "the protocol codec is sans-I/O: no trio, no storage BROKEN" in result.stdout, result.stdout
+
+
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+_DRAWN = re.compile(r"(?:^|\| )chronik/([a-z_]+)(?:/|\.py)")
+
+
+def drawn_layers() -> list[set[str]]:
+    """The layer picture of docs/architecture.md, top down: a line that starts with a
+    module opens a layer; a module after ``| `` is a sibling in the current one."""
+    picture = ARCHITECTURE.read_text().split("## Layers\n", 1)[1].split("```\n", 2)[1]
+    layers: list[set[str]] = []
+    for line in picture.splitlines():
+        for match in _DRAWN.finditer(line):
+            name = f"chronik.{match.group(1)}"
+            if match.start() == 0:
+                layers.append({name})
+            else:
+                layers[-1].add(name)
+    return layers
+
+
+def test_the_architecture_guide_draws_the_layers_of_the_contract() -> None:
+    contracts = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    assert drawn_layers() == [{name.strip() for name in layer.split("|")} for layer in layers]

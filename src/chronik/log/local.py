@@ -13,7 +13,13 @@ On-disk layout (directory ``<data_dir>/<topic>-<partition>``)::
                              :mod:`chronik.storage.wal`); one entry per record
                              batch, entry index = the batch's base offset,
                              payload = the batch exactly as served
-    recovery-point           the WAL's
+    recovery-point           the WAL's recovery point: where its recovery
+                             may start scanning (:mod:`chronik.storage.wal`)
+    *.wal.tmp, *.wal.cleaned, *.wal.swap
+                             transient WAL files: a segment being created,
+                             a compaction's replacement being written, one
+                             ready to swap in; on open the WAL deletes the
+                             first two and completes the swap
     partition.json           {"format": 1, "topic", "partition", "topic_id",
                               "log_start_offset"}, replaced atomically
 
