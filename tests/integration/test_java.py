@@ -263,6 +263,27 @@ def test_java_transactions_on_a_cluster(java_cluster: Cluster, module: str) -> N
     assert result["endOffsets"] == 26 + 2 * 5
 
 
+@pytest.mark.parametrize("module", CLIENTS)
+def test_java_idempotent_producer_groups_and_admin_on_a_cluster(java_cluster: Cluster, module: str) -> None:
+    """The single-node idempotent, consumer-group and Admin scenarios with replication factor 3,
+    through every node: partition leaders and the group coordinator on different nodes, Admin
+    requests forwarded to the controller (createTopics, createPartitions, configs, deleteRecords,
+    electLeaders, group offsets)."""
+    bootstrap = cluster_bootstrap(java_cluster)
+    idempotent, _ = run_checks(module, "idempotent", bootstrap, "3")
+    assert idempotent["perPartition"] == 1000
+    groups, _ = run_checks(module, "groups", bootstrap, "3")
+    assert groups["resumed"] == 8
+    assert groups["eager"]["revoked"] == [[0, 1, 2, 3]] and len(groups["cooperative"]["revoked"]) == 1
+    assert groups["eager"]["state"] == groups["cooperative"]["state"] == "Stable"
+    assert len(groups["static"]["partitions"]) == 2
+    admin, _ = run_checks(module, "admin", bootstrap, "3")
+    assert admin["nodes"] == 3 and admin["controller"] == java_cluster.controller()
+    assert admin["listOffsets"]["maxTimestamp"] == [7, 1_700_000_100_000]
+    assert admin["listOffsets"]["afterDeleteRecords"] == 4
+    assert admin["electLeaders"] == "ElectionNotNeededException"
+
+
 class Lines:
     """A child's stdout, line by line, read by a thread (so waits can time out)."""
 

@@ -37,6 +37,15 @@ TRANSACTIONS = "org.apache.kafka.tools.TransactionsCommand"
 TXN_ID, TXN_TOPIC = "tools-txn", "txn"
 """The transactional id the fixture leaves a transaction open under, and the topic it wrote (partition 1)."""
 CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"
+UNSUPPORTED = {
+    "kafka-metadata-quorum": ("org.apache.kafka.tools.MetadataQuorumCommand", ["describe", "--status"], "DESCRIBE_QUORUM"),
+    "kafka-log-dirs": ("org.apache.kafka.tools.LogDirsCommand", ["--describe"], "DESCRIBE_LOG_DIRS"),
+    "kafka-reassign-partitions": ("org.apache.kafka.tools.reassign.ReassignPartitionsCommand", ["--list"],
+                                  "LIST_PARTITION_REASSIGNMENTS"),
+    "kafka-client-metrics": ("org.apache.kafka.tools.ClientMetricsCommand", ["--list"], "LIST_CONFIG_RESOURCES"),
+}
+"""Tools README's compatibility section lists as unsupported: tool -> (main class, arguments after
+--bootstrap-server, the API the client finds missing)."""
 
 
 class Ran(NamedTuple):
@@ -80,6 +89,7 @@ def commands(bootstrap: str, stdin: Path) -> dict[str, tuple[str | None, str, li
         "txn-describe": (None, TRANSACTIONS, [*b, "describe", "--transactional-id", TXN_ID]),
         "txn-describe-unknown": (None, TRANSACTIONS, [*b, "describe", "--transactional-id", "no-such-txn"]),
         "txn-producers": (None, TRANSACTIONS, [*b, "describe-producers", "--topic", TXN_TOPIC, "--partition", "1"]),
+        **{tool: (None, main, [*b, *args]) for tool, (main, args, _) in UNSUPPORTED.items()},
         "delete": (None, TOPICS, [*b, "--delete", "--topic", "tools"]),
         "list-after-delete": (None, TOPICS, [*b, "--list"]),
     }
@@ -223,3 +233,11 @@ def test_kafka_transactions_list_describe_and_describe_producers(ran: dict[str, 
     assert producer == {"ProducerId": listed["ProducerId"], "ProducerEpoch": "0", "LatestCoordinatorEpoch": "-1",
                         "LastSequence": "2", "CurrentTransactionStartOffset": "0"}
     assert abs(last_timestamp - time.time() * 1000) < 300_000
+
+
+def test_tools_for_apis_chronik_does_not_serve_fail_naming_the_api(ran: dict[str, Ran]) -> None:
+    """The tools README lists as unsupported end with status 1 and the client's "The node does
+    not support <API>" (Chronik does not advertise the API), not with a hang or a wrong answer."""
+    for tool, (_, _, api) in UNSUPPORTED.items():
+        r = ran[tool]
+        assert r.status == 1 and f"The node does not support {api}" in r.out + r.err, (tool, r)
