@@ -211,6 +211,8 @@ class TxnProducer:
                 if not produced:
                     break
         commit = produced and self.rng.random() < COMMIT_PROBABILITY
+        if commit:
+            self.history.commit_requested[txn.name] = len(self.history.observed)
         error, _ = await self._coordinator_call(END_TXN, {
             "transactional_id": self.transactional_id, "producer_id": self.producer_id,
             "producer_epoch": self.producer_epoch, "committed": commit})

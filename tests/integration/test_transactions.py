@@ -4,7 +4,8 @@ Commit some transactions and abort others across several partitions: a
 read_committed consumer sees exactly the committed records, in order, and a
 read_uncommitted consumer everything; consume-transform-produce with
 ``send_offsets_to_transaction``; fencing of a zombie; the broker aborting a
-transaction past its timeout; kill -9 in the middle of transactions.
+transaction past its timeout; every step over the raw protocol; aiokafka and
+kafka-python.  kill -9 in the middle of transactions: ``test_txn_checker.py``.
 """
 
 from __future__ import annotations

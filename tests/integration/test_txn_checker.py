@@ -10,7 +10,9 @@ between).  Then a final read_committed read of everything is checked, with the
 concurrent reads, by :func:`tests.txn.history.check` (shared with the wired
 cluster simulation, which runs the same checks on every seed): aborted reads
 (G1a), lost committed writes, partial transactions, duplicates, records out of
-the order written, non-monotonic offsets, uncommitted reads.
+the order written, non-monotonic offsets, uncommitted reads (of a transaction
+never committed, or read before its writer asked to commit it: each writer
+notes that before sending EndTxn).
 
 The counts are printed (``-s`` shows them) and every anomaly count must be 0.
 """
@@ -66,6 +68,13 @@ class Writer(threading.Thread):
                 producer.begin_transaction()
                 for value in values:
                     producer.produce(TOPIC, value, partition=self.rng.randrange(PARTITIONS))
+                # the records reach the log before the decision (an abort would drop unsent ones), and the
+                # transaction stays open a moment longer: the reader has something it must not see
+                producer.flush(10)
+                time.sleep(self.rng.uniform(0, 0.02))
+                if commit:  # noted before EndTxn is sent: no read of it may come earlier
+                    with self.history.lock:
+                        self.history.commit_requested.setdefault(txn, len(self.history.observed))
                 end_transaction(producer, commit)
                 outcome = "committed" if commit else "aborted"
             except confluent_kafka.KafkaException as exc:

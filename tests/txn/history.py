@@ -10,7 +10,10 @@ read_committed readers saw along the way:
 * ``outcome``: transaction name -> ``committed`` (commit returned),
   ``aborted`` (abort returned) or ``unknown`` (the writer failed in between);
 * ``observed``: ``(partition, offset, value)`` read concurrently, in the order
-  each reader got them (a partition is any hashable key).
+  each reader got them (a partition is any hashable key);
+* ``commit_requested``: transaction name -> ``len(observed)`` when its writer
+  first asked to commit it, noted before the request is sent (so a record of it
+  observed at a lower index was read before any commit could be decided).
 
 :func:`check` takes it with a final read_committed read of every partition
 and counts, every one of which must be 0:
@@ -21,7 +24,8 @@ and counts, every one of which must be 0:
 * ``duplicates``: a record is visible twice;
 * ``out_of_order_writes``: a transaction's records in one partition are not in the order written;
 * ``non_monotonic_offsets``: a partition's offsets go back or repeat in a read;
-* ``uncommitted_reads``: a reader saw a record whose transaction is not (in the end) committed.
+* ``uncommitted_reads``: a reader saw a record of a transaction that is not committed in the end,
+  or saw it before its writer had asked to commit it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class History:
     attempted: dict[str, list[bytes]] = field(default_factory=dict)  # txn -> values it wrote, in order
     outcome: dict[str, str] = field(default_factory=dict)  # txn -> committed | aborted | unknown
     observed: list[tuple[Hashable, int, bytes]] = field(default_factory=list)  # concurrent reads
+    commit_requested: dict[str, int] = field(default_factory=dict)  # txn -> len(observed) when commit was asked
     lock: threading.Lock = field(default_factory=threading.Lock)  # for writers and readers in threads
 
 
@@ -82,15 +87,15 @@ def check(history: History, final: Mapping[Hashable, Sequence[tuple[int, bytes]]
         if values and len(present) == len(values):
             committed_in_the_end.add(txn)
     last_offset: dict[Hashable, int] = {}
-    for partition, offset, value in history.observed:
+    for index, (partition, offset, value) in enumerate(history.observed):
         if offset <= last_offset.get(partition, -1):
             anomalies["non_monotonic_offsets"] += 1
         last_offset[partition] = offset
         txn = txn_of(value)
         if history.outcome.get(txn) == "aborted":
             anomalies["aborted_reads"] += 1
-        elif txn not in committed_in_the_end:
-            anomalies["uncommitted_reads"] += 1
+        elif txn not in committed_in_the_end or history.commit_requested.get(txn, index + 1) > index:
+            anomalies["uncommitted_reads"] += 1  # never committed, or read before its commit was asked
     for name in ANOMALIES:
         anomalies.setdefault(name, 0)
     return dict(anomalies)
