@@ -78,7 +78,7 @@ from .metadata import (
 )
 from .metadata.placement import PartitionLimits, TopicRequest, replica_assignment, topic_request_problem
 from .metadata.topic_configs import TOPIC_CONFIGS, deletes
-from .metadata.view import Origin
+from .metadata.view import Origin, QuorumInfo, QuorumReplica
 from .protocol import ErrorCode
 from .storage import (
     TEST_BACKENDS,
@@ -260,6 +260,24 @@ class Broker:
     @property
     def coordinator_epoch(self) -> int:
         return 0 if self.consensus is None else self.consensus.term
+
+    async def describe_quorum(self) -> QuorumInfo:
+        """The metadata quorum as its leader sees it (Kafka's DescribeQuorum).
+
+        In cluster mode the Raft leader's view, asked of it if this node follows
+        (:meth:`~chronik.cluster.node.ConsensusNode.describe_quorum`; raises
+        :class:`~chronik.metadata.view.QuorumUnavailable`).  A single node is the sole
+        voter and leader of its metadata log, elected by nobody: epoch 0, and its log end
+        -- every command is applied once durable, so the end of what it applied -- is both
+        its own log end and the high watermark; its times are now.
+        Cancellation: safe; nothing changes.
+        """
+        if self.consensus is not None:
+            return await self.consensus.describe_quorum()
+        await trio.lowlevel.checkpoint()
+        end = self.metadata.image.applied_offset + 1
+        now = int(self.clock() * 1000)
+        return QuorumInfo(self.node_id, 0, end, (QuorumReplica(self.node_id, end, now, now),))
 
     # -- metadata changes ------------------------------------------------------
 
@@ -554,7 +572,7 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
     cluster_id = _load_cluster_id(backend, data_dir) if len(config.peers) < 2 else _voters_cluster_id(config)
     try:
         async with open_group_committer(backend, data_dir, get_profile(config.wal_profile)) as committer, \
-                _open_metadata(config, committer, backend, data_dir, network, rng) as (metadata, consensus, authorizer):
+                _open_metadata(config, committer, backend, data_dir, network, rng, clock) as (metadata, consensus, authorizer):
             logs = LogManager(committer, data_dir, default_segment_bytes=config.log_segment_bytes,
                               replica_of=None if consensus is None else config.node_id)
             broker = Broker(config, metadata, logs, cluster_id, consensus, authorizer, clock=clock, network=network)
@@ -613,10 +631,10 @@ async def _open_broker(config: BrokerConfig, *, backend: StorageBackend | None, 
 @asynccontextmanager
 async def _open_metadata(
     config: BrokerConfig, committer: GroupCommitter, backend: StorageBackend, data_dir: str,
-    network: "Network | None" = None, rng: random.Random | None = None,
+    network: "Network | None" = None, rng: random.Random | None = None, clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[tuple["MetadataLog | ReplicatedMetadataLog", "ConsensusNode | None", Authorizer | None]]:
-    """The metadata log, in cluster mode the Raft voter that feeds it, and the authorizer over its
-    ACLs (None: none configured); closed on exit.
+    """The metadata log, in cluster mode the Raft voter that feeds it (dating what it reports of
+    the quorum by ``clock``), and the authorizer over its ACLs (None: none configured); closed on exit.
 
     The metadata log authorizes the commands clients ask for with that authorizer
     (:func:`~chronik.security.commands.command_check`) from before the Raft voter serves,
@@ -649,7 +667,7 @@ async def _open_metadata(
     async with open_raft_node(
         config.node_id, voters, f"{data_dir}/{RAFT_DIR}", rng=rng or random.Random(), backend=raft_backend, listener=listener,
         network=network, on_commit=replicated.apply_committed, commit_profile=config.wal_profile,
-        request_timeout=config.controller_quorum_request_timeout_ms / 1000,
+        request_timeout=config.controller_quorum_request_timeout_ms / 1000, wall_clock=clock,
     ) as node:
         # Attaching makes replicated's check (authorize, set above) the node's admission check, before
         # the first checkpoint since the node started: no forward can have been answered without it.

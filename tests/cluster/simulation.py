@@ -337,6 +337,8 @@ class Simulation:
             elif isinstance(action, raft.RoleChanged):
                 if action.role is Role.LEADER:
                     self._check_new_leader(node_id, node, action.term)
+        if node.role is Role.LEADER:
+            self._check_quorum_view(node_id, node)
         self._reschedule_tick(node_id)
 
     def _disk_delay(self) -> float:
@@ -383,6 +385,29 @@ class Simulation:
         for offset, entry in enumerate(self.committed):
             if offset >= node.log_start and node.entry(offset) != entry:
                 raise self.fail(f"leader {node_id} of term {term} has a different entry at committed {offset}")
+
+    def _check_quorum_view(self, node_id: int, node: RaftNode) -> None:
+        """What a leader reports of the quorum (DescribeQuorum) is true: its epoch and commit
+        end, its own durable end, and -- while no node is in a later term (whose leader may
+        have cut a follower's log back) -- no follower's end beyond what that follower holds
+        durably, nor beyond the leader's log; times in the past, caught up no later than fetched."""
+        view = node.quorum(self.now)
+        if not isinstance(view, raft.QuorumView):
+            raise self.fail(f"leader {node_id} cannot describe its quorum: {view}")
+        if (view.leader_id, view.epoch, view.high_watermark) != (node_id, node.term, node.commit_end):
+            raise self.fail(f"leader {node_id} describes its quorum as {view}, term {node.term}, commit end {node.commit_end}")
+        if [v.node_id for v in view.voters] != list(self.ids) or view.voters[node_id - 1].end != node.durable_end:
+            raise self.fail(f"leader {node_id} lists the voters as {view.voters} (durable end {node.durable_end})")
+        newest = max([d.hard[0] for d in self.disks.values()] + [n.term for n in self.nodes.values() if n is not None])
+        for voter in view.voters:
+            if voter.node_id == node_id or voter.end is None:
+                continue
+            assert voter.last_fetch is not None and voter.last_fetch <= self.now
+            if voter.last_caught_up is not None and voter.last_caught_up > voter.last_fetch:
+                raise self.fail(f"leader {node_id} says {voter} caught up after it last fetched")
+            if newest == node.term and not voter.end <= min(self.disks[voter.node_id].durable_end, node.log_end):
+                raise self.fail(f"leader {node_id} reports {voter}, its durable end is "
+                                f"{self.disks[voter.node_id].durable_end}, the leader's log ends at {node.log_end}")
 
     def _maybe_snapshot(self, node_id: int, node: RaftNode) -> None:
         """Every ``snapshot_every`` applied offsets the state machine snapshots itself."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import struct
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
@@ -21,6 +22,8 @@ import trio
 from chronik.cluster.node import CommitUncertain, CommittedEntry, ConsensusNode, NotLeaderError, open_raft_node
 from chronik.cluster.raft import Role
 from chronik.cluster.transport import listener_address, open_replication_listener
+from chronik.metadata.view import QuorumInfo, QuorumUnavailable
+from chronik.protocol import ErrorCode
 from chronik.storage import MemoryBackend
 
 ELECTION = 0.15
@@ -263,3 +266,32 @@ async def test_submit_without_a_majority_gives_up_with_not_leader() -> None:
             await cluster.stop(i)
         with pytest.raises((CommitUncertain, NotLeaderError)):  # which one depends on when it steps down
             await leader.submit(b"alone", timeout=0.5)
+
+
+async def test_every_node_describes_the_quorum_as_the_leader_sees_it() -> None:
+    """DescribeQuorum's source: the leader's view, with its times on the wall clock; a follower
+    asks the leader over the replication port; without a leader the answer is NOT_LEADER_OR_FOLLOWER."""
+    async with running_cluster(7) as (cluster, leader):
+        for i in range(5):
+            await leader.propose(b"q-%d" % i)
+        await cluster.wait_converged()
+        end = leader.commit_end
+
+        def level(info: QuorumInfo) -> bool:
+            return all(v.log_end_offset == end for v in info.voters)
+
+        for node in cluster.nodes.values():
+            with trio.fail_after(3):
+                while not level(info := await node.describe_quorum()):
+                    await trio.sleep(0.01)
+            assert (info.leader_id, info.leader_epoch, info.high_watermark) == (leader.node_id, leader.term, end)
+            assert [v.replica_id for v in info.voters] == [1, 2, 3]
+            now_ms = time.time() * 1000
+            for voter in info.voters:
+                assert now_ms - 2000 < voter.last_caught_up_timestamp <= voter.last_fetch_timestamp <= now_ms
+        for i in [i for i in cluster.ids if i != leader.node_id]:
+            await cluster.stop(i)
+        await eventually(lambda: leader.role is not Role.LEADER)  # check quorum: it steps down
+        with pytest.raises(QuorumUnavailable) as refused:
+            await leader.describe_quorum()
+        assert refused.value.error == ErrorCode.NOT_LEADER_OR_FOLLOWER

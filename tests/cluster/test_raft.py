@@ -26,11 +26,13 @@ from chronik.cluster.raft import (
     InstallSnapshot,
     NotLeader,
     PersistHardState,
+    QuorumView,
     RaftConfig,
     RaftNode,
     Role,
     Send,
     TruncateLog,
+    VoterProgress,
 )
 
 VOTERS = (1, 2, 3)
@@ -250,6 +252,61 @@ def test_stale_durability_report_after_truncation_is_ignored() -> None:
     assert n.durable_end == 1
     n.log_durable(0.0, 2, 1)  # the old offset 1 (epoch 1) became durable: not what we hold now
     assert n.durable_end == 1
+
+
+# ---------------------------------------------------------------- the leader's view of the quorum (DescribeQuorum)
+
+
+def test_only_the_leader_describes_the_quorum_and_a_new_leader_knows_no_follower_yet() -> None:
+    follower = node(2)
+    persist_all(follower, follower.receive(0.0, AppendRequest(1, 3, 2, 0, 0, (), 0)))
+    assert follower.quorum(1.0) == NotLeader(3)
+    leader = node(1, term=4, entries=entries(1, 4))  # recovered from its disk: durable
+    elect(leader)  # epoch 5; its no-op at offset 2 is not durable yet, nothing is committed yet
+    assert leader.quorum(10.5) == QuorumView(1, 5, 0, (
+        VoterProgress(1, 2, 10.5, 10.5), VoterProgress(2, None, None, None), VoterProgress(3, None, None, None)))
+
+
+def test_quorum_view_tracks_each_followers_durable_end_and_when_it_fetched_and_caught_up() -> None:
+    """Kafka's LeaderState rules: a successful answer is a fetch; caught up when the follower's
+    durable end reaches the leader's own at that answer, or the leader's end as of its previous
+    answer (then caught up as of that previous answer).  A rejection is no fetch."""
+    leader = node(1)
+    elect(leader)  # the no-op at offset 0
+    leader.log_durable(10.0, 1, 1)
+    assert leader.commit_end == 0  # one durable copy of three
+    leader.receive(11.0, AppendResponse(1, 2, 1, True, 1, 1))  # caught up with the leader's end 1
+    assert leader.commit_end == 1
+    for offset in (1, 2):
+        leader.propose(11.0, b"x%d" % offset)
+    leader.log_durable(11.0, 3, 1)
+    leader.receive(12.0, AppendResponse(1, 2, 1, True, 2, 2))  # behind the leader's 3: still caught up as of 11.0
+    view = leader.quorum(12.5)
+    assert isinstance(view, QuorumView) and (view.epoch, view.high_watermark) == (1, 2)
+    assert view.voters[1] == VoterProgress(2, 2, 12.0, 11.0)
+    leader.propose(12.5, b"x3")
+    leader.log_durable(12.5, 4, 1)
+    leader.receive(13.0, AppendResponse(1, 2, 1, True, 3, 3))  # reached 3, the leader's end at 12.0
+    assert leader.quorum(13.0).voters[1] == VoterProgress(2, 3, 13.0, 12.0)  # type: ignore[union-attr]
+    leader.receive(14.0, AppendResponse(1, 2, 1, False, 0, 0))  # a rejection is no fetch
+    leader.receive(14.0, AppendResponse(1, 3, 1, True, 4, 4))
+    view = leader.quorum(14.5)
+    assert isinstance(view, QuorumView)
+    assert view.voters == (VoterProgress(1, 4, 14.5, 14.5), VoterProgress(2, 3, 13.0, 12.0), VoterProgress(3, 4, 14.0, 14.0))
+    assert view.high_watermark == 4
+
+
+def test_the_quorum_view_starts_afresh_with_each_term() -> None:
+    leader = node(1)
+    elect(leader)
+    leader.receive(10.0, AppendResponse(1, 2, 1, True, 1, 1))
+    leader.receive(10.0, AppendResponse(2, 3, 1, False, 0, 0))  # deposed
+    assert leader.quorum(10.0) == NotLeader(None)
+    elect(leader, now=20.0)
+    leader.log_durable(20.0, 2, 3)
+    view = leader.quorum(20.0)
+    assert isinstance(view, QuorumView) and view.epoch == 3
+    assert [v.end for v in view.voters] == [2, None, None]
 
 
 def test_config_is_validated() -> None:

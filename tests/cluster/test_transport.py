@@ -13,6 +13,8 @@ from chronik.cluster.messages import (
     Entry,
     ForwardRequest,
     ForwardResponse,
+    QuorumRequest,
+    QuorumResponse,
     ReplicaFetchRequest,
     ReplicaFetchResponse,
     SnapshotRequest,
@@ -30,6 +32,7 @@ from chronik.cluster.transport import (
     encode_message,
     parse_address,
 )
+from chronik.metadata.view import QuorumReplica
 
 MESSAGES = [
     VoteRequest(7, 1, 2, 6, 42, pre_vote=True),
@@ -56,6 +59,11 @@ MESSAGES = [
     SnapshotResponse(9, 3, 1, 2**40, 256, False),
     SnapshotResponse(9, 3, 1, 5, 300, True),
     Ack(0, 2, 1, 2**40),
+    QuorumRequest(4, 2, 1, 2**40),
+    QuorumResponse(7, 1, 2, 2**40, 0, 1, 1234, (QuorumReplica(1, 1234, 1_700_000_000_123, 1_700_000_000_123),
+                                                QuorumReplica(2, 1200, 1_700_000_000_100, 1_700_000_000_050),
+                                                QuorumReplica(3, -1, -1, -1))),
+    QuorumResponse(0, 2, 3, 5, 6, -1, -1, ()),
 ]
 
 
@@ -127,4 +135,11 @@ def test_forward_strings_are_bounded_and_checked() -> None:
     body = bytearray(encode_message(ForwardRequest(0, 2, 1, 1, b"p", "User:a", "h")))
     body[body.index(b"User:a")] = 0xFF
     with pytest.raises(CodecError, match="principal is not UTF-8"):
+        decode_message(bytes(body))
+
+
+def test_a_quorum_response_whose_voter_count_lies_is_an_error() -> None:
+    body = bytearray(encode_message(QuorumResponse(7, 1, 2, 1, 0, 1, 9, (QuorumReplica(1, 9, 5, 5),))))
+    struct.pack_into(">I", body, len(body) - 28 - 4, 1 << 31)  # the voter count
+    with pytest.raises(CodecError, match="truncated QuorumResponse voter 1"):
         decode_message(bytes(body))

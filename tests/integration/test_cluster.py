@@ -45,6 +45,8 @@ class Cluster:
                  config_files: bool = False) -> None:
         ports = free_ports(2 * len(IDS))
         kafka, replication = dict(zip(IDS, ports)), dict(zip(IDS, ports[len(IDS):]))
+        self.replication = {i: f"127.0.0.1:{port}" for i, port in replication.items()}
+        """Each node's replication (Raft) address."""
         self.nodes = {i: self._node(root, i, kafka, replication, extra_args, racks, config_files) for i in IDS}
 
     @staticmethod

@@ -184,13 +184,19 @@ def test_java_consumer_groups(java_broker: BrokerProcess, module: str) -> None:
 
 @pytest.mark.parametrize("module", CLIENTS)
 def test_java_admin_client(java_broker: BrokerProcess, module: str) -> None:
-    """describeCluster; createTopics (existing, invalid config), listTopics, createPartitions,
+    """describeCluster, describeMetadataQuorum; createTopics (existing, invalid config), listTopics, createPartitions,
     describeTopics; describeConfigs and incrementalAlterConfigs (SET, DELETE), broker configs;
     listOffsets earliest/latest/max-timestamp/for-timestamp; deleteRecords; electLeaders;
     consumer groups: describe (active, empty), list, listConsumerGroupOffsets,
     alterConsumerGroupOffsets, deleteConsumerGroupOffsets, deleteConsumerGroups; deleteTopics."""
     result, _ = run_checks(module, "admin", java_broker.bootstrap)
     assert result["nodes"] == 1 and result["controller"] == 1
+    quorum = result["metadataQuorum"]
+    (voter,) = quorum.pop("voters")
+    assert quorum == {"leaderId": 1, "leaderEpoch": 0, "highWatermark": voter["logEndOffset"], "observers": 0,
+                      "endpoints": {}}
+    assert voter["id"] == 1 and voter["directoryId"] == "AAAAAAAAAAAAAAAAAAAAAA" and voter["logEndOffset"] > 0
+    assert voter["lastFetchTimestamp"] == voter["lastCaughtUpTimestamp"] > time.time() * 1000 - 120_000
     assert result["listOffsets"]["maxTimestamp"] == [7, 1_700_000_100_000]
     assert result["listOffsets"]["afterDeleteRecords"] == 4
     assert result["electLeaders"] == "ElectionNotNeededException"
@@ -268,7 +274,7 @@ def test_java_idempotent_producer_groups_and_admin_on_a_cluster(java_cluster: Cl
     """The single-node idempotent, consumer-group and Admin scenarios with replication factor 3,
     through every node: partition leaders and the group coordinator on different nodes, Admin
     requests forwarded to the controller (createTopics, createPartitions, configs, deleteRecords,
-    electLeaders, group offsets)."""
+    electLeaders, group offsets, describeMetadataQuorum)."""
     bootstrap = cluster_bootstrap(java_cluster)
     idempotent, _ = run_checks(module, "idempotent", bootstrap, "3")
     assert idempotent["perPartition"] == 1000
@@ -279,6 +285,11 @@ def test_java_idempotent_producer_groups_and_admin_on_a_cluster(java_cluster: Cl
     assert len(groups["static"]["partitions"]) == 2
     admin, _ = run_checks(module, "admin", bootstrap, "3")
     assert admin["nodes"] == 3 and admin["controller"] == java_cluster.controller()
+    quorum = admin["metadataQuorum"]
+    assert quorum["leaderId"] == admin["controller"] and quorum["leaderEpoch"] >= 1 and quorum["observers"] == 0
+    assert [v["id"] for v in quorum["voters"]] == [1, 2, 3]
+    assert all(v["logEndOffset"] > 0 and v["lastFetchTimestamp"] > 0 for v in quorum["voters"])
+    assert quorum["endpoints"] == {str(i): [f"REPLICATION://{address}"] for i, address in java_cluster.replication.items()}
     assert admin["listOffsets"]["maxTimestamp"] == [7, 1_700_000_100_000]
     assert admin["listOffsets"]["afterDeleteRecords"] == 4
     assert admin["electLeaders"] == "ElectionNotNeededException"

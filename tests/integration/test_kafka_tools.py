@@ -37,8 +37,8 @@ TRANSACTIONS = "org.apache.kafka.tools.TransactionsCommand"
 TXN_ID, TXN_TOPIC = "tools-txn", "txn"
 """The transactional id the fixture leaves a transaction open under, and the topic it wrote (partition 1)."""
 CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance"
+QUORUM = "org.apache.kafka.tools.MetadataQuorumCommand"
 UNSUPPORTED = {
-    "kafka-metadata-quorum": ("org.apache.kafka.tools.MetadataQuorumCommand", ["describe", "--status"], "DESCRIBE_QUORUM"),
     "kafka-log-dirs": ("org.apache.kafka.tools.LogDirsCommand", ["--describe"], "DESCRIBE_LOG_DIRS"),
     "kafka-reassign-partitions": ("org.apache.kafka.tools.reassign.ReassignPartitionsCommand", ["--list"],
                                   "LIST_PARTITION_REASSIGNMENTS"),
@@ -60,8 +60,12 @@ def commands(bootstrap: str, stdin: Path) -> dict[str, tuple[str | None, str, li
     group = ["--group", "tools-group"]
     topic_config = ["--entity-type", "topics", "--entity-name", "tools"]
     return {
+        "quorum-status": (None, QUORUM, [*b, "describe", "--status"]),
         "create": (None, TOPICS, [*b, "--create", "--topic", "tools", "--partitions", "3", "--replication-factor", "1",
                                   "--config", "retention.ms=3600000"]),
+        "quorum-status-after-create": (None, QUORUM, [*b, "describe", "--status"]),
+        "quorum-replication": (None, QUORUM, [*b, "describe", "--replication"]),
+        "quorum-replication-human": (None, QUORUM, [*b, "describe", "--replication", "--human-readable"]),
         "create-again": (None, TOPICS, [*b, "--create", "--topic", "tools", "--partitions", "3"]),
         "describe": (None, TOPICS, [*b, "--describe", "--topic", "tools"]),
         "alter": (None, TOPICS, [*b, "--alter", "--topic", "tools", "--partitions", "4"]),
@@ -233,6 +237,31 @@ def test_kafka_transactions_list_describe_and_describe_producers(ran: dict[str, 
     assert producer == {"ProducerId": listed["ProducerId"], "ProducerEpoch": "0", "LatestCoordinatorEpoch": "-1",
                         "LastSequence": "2", "CurrentTransactionStartOffset": "0"}
     assert abs(last_timestamp - time.time() * 1000) < 300_000
+
+
+def quorum_status(ran: dict[str, Ran], name: str) -> dict[str, str]:
+    """What ``kafka-metadata-quorum describe --status`` printed, field by field."""
+    return dict(re.fullmatch(r"(\w+):\s+(.*)", line).groups() for line in ok(ran, name))  # type: ignore[union-attr]
+
+
+def test_kafka_metadata_quorum_on_a_single_node(ran: dict[str, Ran]) -> None:
+    """The node is the sole voter and leader of its metadata log (epoch 0: it was never elected);
+    the high watermark is the metadata log's end, one further after kafka-topics --create (one
+    CreateTopic command); the leader's times are the answer's."""
+    before, after = quorum_status(ran, "quorum-status"), quorum_status(ran, "quorum-status-after-create")
+    high_watermark = int(after.pop("HighWatermark"))
+    assert high_watermark == int(before.pop("HighWatermark")) + 1
+    assert after == before
+    assert re.fullmatch(r"[\w-]{22}", after.pop("ClusterId"))
+    assert after == {"LeaderId": "1", "LeaderEpoch": "0", "MaxFollowerLag": "0", "MaxFollowerLagTimeMs": "0",
+                     "CurrentVoters": '[{"id": 1}]', "CurrentObservers": "[]"}
+    (row,) = table(ran, "quorum-replication")
+    fetched, caught_up = int(row.pop("LastFetchTimestamp")), int(row.pop("LastCaughtUpTimestamp"))
+    assert row == {"NodeId": "1", "DirectoryId": "AAAAAAAAAAAAAAAAAAAAAA", "LogEndOffset": str(high_watermark),
+                   "Lag": "0", "Status": "Leader"}
+    assert fetched == caught_up and abs(fetched - time.time() * 1000) < 120_000
+    (human,) = table(ran, "quorum-replication-human")
+    assert re.fullmatch(r"\d+ ms ago", human["LastFetchTimestamp"]) and human["Status"] == "Leader"
 
 
 def test_tools_for_apis_chronik_does_not_serve_fail_naming_the_api(ran: dict[str, Ran]) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from ..metadata.view import QuorumReplica
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -246,6 +248,35 @@ class ReplicaFetchResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class QuorumRequest:
+    """A node asks the leader how it sees the metadata quorum (Kafka's DescribeQuorum, which a
+    broker forwards to the active controller).  Like a forward request it travels on a
+    connection of its own and is answered on it.  ``term`` is the sender's (informational)."""
+
+    term: int
+    src: int
+    dst: int
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumResponse:
+    """The answer to a :class:`QuorumRequest`: ``error`` 0, ``term`` the leader's epoch, its
+    ``high_watermark`` (commit end) and its ``voters`` (times on the leader's wall clock); or
+    ``error`` NOT_LEADER_OR_FOLLOWER (6) from a node that does not lead, ``leader_id`` the
+    leader it knows of (-1: none) and no voters."""
+
+    term: int
+    src: int
+    dst: int
+    request_id: int
+    error: int
+    leader_id: int
+    high_watermark: int
+    voters: tuple[QuorumReplica, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     """Transport level, never seen by Raft: the node that serves a connection carrying
     Raft messages has taken ``received`` of them from it so far (sent back on the same
@@ -258,4 +289,5 @@ class Ack:
     received: int
 
 
-Frame = Union[Message, ForwardRequest, ForwardResponse, ReplicaFetchRequest, ReplicaFetchResponse, Ack]
+Frame = Union[Message, ForwardRequest, ForwardResponse, ReplicaFetchRequest, ReplicaFetchResponse, QuorumRequest,
+              QuorumResponse, Ack]

@@ -52,6 +52,12 @@ supersedes an older one not yet started), then the core forgets the entries
 below and the WAL segments wholly below the older kept snapshot are deleted
 (log line ``snapshot taken at offset X``, X = ``end - 1``).
 
+The quorum (Kafka's DescribeQuorum): :meth:`ConsensusNode.describe_quorum`
+gives the leader's view (:meth:`RaftNode.quorum <.raft.RaftNode.quorum>`),
+its times turned from trio's clock into the node's wall clock (``wall_clock``,
+ms since the epoch) -- on the leader, or asked of it over the replication port
+by a follower, as a Kafka broker forwards DescribeQuorum to the controller.
+
 A failure of the disk (``LogDirectoryFailed``) or a broken invariant
 (``ConsensusError``) propagates out of the task that met it and so out of
 :func:`open_raft_node`: the node stops rather than run on a lie.
@@ -63,6 +69,7 @@ import heapq
 import itertools
 import logging
 import random
+import time
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -70,7 +77,8 @@ from typing import AsyncIterator, Callable, Mapping
 
 import trio
 
-from ..metadata.view import Origin
+from ..metadata.view import Origin, QuorumInfo, QuorumReplica, QuorumUnavailable
+from ..protocol import ErrorCode
 from ..storage import DEFAULT_PROFILE, StorageBackend, create_backend, open_group_committer
 from . import raft
 from .messages import (
@@ -78,6 +86,8 @@ from .messages import (
     AppendResponse,
     ForwardRequest,
     Message,
+    QuorumRequest,
+    QuorumResponse,
     Snapshot,
     SnapshotRequest,
     SnapshotResponse,
@@ -209,8 +219,10 @@ class ConsensusNode:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         max_age: float = float("inf"),
         network: Network = TCP,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._core = core
+        self._wall_clock = wall_clock
         self._storage = storage
         self._on_commit = on_commit
         self.transport = RaftTransport(
@@ -241,6 +253,7 @@ class ConsensusNode:
         self._announce_commit = True
         self._closed = False
         self.transport.on_forward = self._answer_forward
+        self.transport.on_describe_quorum = self._answer_quorum
         started = trio.current_time()
         self._followed: int | None = None  # the last controller this node followed
         self.last_heard: dict[int, float] = {peer: started for peer in peers}
@@ -484,6 +497,51 @@ class ConsensusNode:
             # follower then reports the outcome as uncertain (ForwardFailed, sent=True).
             raise trio.BrokenResourceError(str(exc)) from exc
 
+    async def describe_quorum(self) -> QuorumInfo:
+        """The metadata quorum as its leader sees it now: this node's view if it leads, else
+        its leader's, asked over the replication port (waiting at most the transport's
+        request timeout).
+
+        :raises QuorumUnavailable: no leader is known, the node asked no longer leads
+            (NOT_LEADER_OR_FOLLOWER), or it did not answer in time (REQUEST_TIMED_OUT).
+
+        Cancellation: safe; nothing changes.
+        """
+        leader = self._core.leader_id
+        if leader == self.node_id:
+            answer = self._answer_quorum(QuorumRequest(self._core.term, self.node_id, self.node_id, 0))
+            await trio.lowlevel.checkpoint()
+        elif leader is None:
+            await trio.lowlevel.checkpoint()
+            raise QuorumUnavailable(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                                    f"node {self.node_id} knows no controller now (an election is under way)")
+        else:
+            try:
+                answer = await self.transport.describe_quorum(leader, self.transport.request_timeout)
+            except ForwardFailed as exc:
+                raise QuorumUnavailable(ErrorCode.REQUEST_TIMED_OUT, f"controller {leader} did not answer: {exc}") from exc
+        if answer.error:
+            raise QuorumUnavailable(answer.error, f"node {answer.src} no longer leads the metadata quorum")
+        return QuorumInfo(answer.src, answer.term, answer.high_watermark, answer.voters)
+
+    def _answer_quorum(self, request: QuorumRequest) -> QuorumResponse:
+        """The quorum as this node sees it if it leads (times on the wall clock), else
+        NOT_LEADER_OR_FOLLOWER naming the leader it knows of."""
+        now, wall = trio.current_time(), self._wall_clock()
+        view = self._core.quorum(now)
+        if isinstance(view, NotLeader):
+            leader = -1 if view.leader_id is None else view.leader_id
+            return QuorumResponse(self._core.term, self.node_id, request.src, request.request_id,
+                                  ErrorCode.NOT_LEADER_OR_FOLLOWER, leader, -1, ())
+
+        def wall_ms(at: float | None) -> int:
+            return -1 if at is None else int((wall - (now - at)) * 1000)
+
+        voters = tuple(QuorumReplica(v.node_id, -1 if v.end is None else v.end, wall_ms(v.last_fetch),
+                                     wall_ms(v.last_caught_up)) for v in view.voters)
+        return QuorumResponse(view.epoch, self.node_id, request.src, request.request_id, 0, self.node_id,
+                              view.high_watermark, voters)
+
     async def wait_committed(self, offset: int) -> None:
         """Return once ``offset`` is committed (and delivered to ``on_commit``).
 
@@ -684,6 +742,7 @@ async def open_raft_node(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     send_queue: int = DEFAULT_SEND_QUEUE,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[ConsensusNode]:
     """Run voter ``node_id`` of the cluster ``voters`` (id -> replication ``host:port``).
 
@@ -696,7 +755,8 @@ async def open_raft_node(
     than ``election_timeout`` is stale and dropped.  ``on_commit`` is called synchronously, in offset order, for every
     committed command, and with a :class:`~.messages.Snapshot` where the state
     machine must reset to one (the newest on disk, first of all; see the
-    module docstring).
+    module docstring).  ``wall_clock`` (seconds since the epoch) dates what
+    :meth:`ConsensusNode.describe_quorum` reports.
 
     Raises :class:`~chronik.cluster.storage.HardStateCorrupt` if the term and
     vote cannot be trusted, :class:`~chronik.cluster.storage.SnapshotCorrupt`
@@ -726,7 +786,7 @@ async def open_raft_node(
             peers = {peer: address for peer, address in voters.items() if peer != node_id}
             node = ConsensusNode(
                 core, storage, listener, peers, rng, on_commit, max_frame_bytes=max_frame_bytes, send_queue=send_queue,
-                request_timeout=request_timeout, max_age=election_timeout, network=network,
+                request_timeout=request_timeout, max_age=election_timeout, network=network, wall_clock=wall_clock,
             )
             try:
                 async with trio.open_nursery() as nursery:

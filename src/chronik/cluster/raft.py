@@ -90,6 +90,19 @@ lost and no committed entry is ever replaced.
 On restart, rebuild the node from what is durable (:class:`DurableState`):
 the hard state, the newest snapshot and the log after it; it starts as a
 follower whose commit end is the log start (the snapshot's end).
+
+The quorum as its leader sees it (Kafka's DescribeQuorum, KIP-595/KIP-836):
+:meth:`RaftNode.quorum` is a pure snapshot of the leader's replication
+bookkeeping -- epoch, commit end (the high watermark), and per voter its
+durable log end and when the leader last heard a successful append response
+from it (Kafka's *last fetch*; push replication's answers are what pulls are
+in KRaft) and when it was last caught up.  Caught up follows Kafka's
+``LeaderState``: a response reporting an end at or past the leader's own
+durable end at that moment means caught up now; one reaching the leader's
+durable end as of the previous response means caught up as of that previous
+response.  The bookkeeping starts afresh with each term (unknown until the
+follower's first answer, as a new KRaft leader's); times are the driver's
+clock, as given with each event.
 """
 
 from __future__ import annotations
@@ -119,12 +132,14 @@ __all__ = [
     "InstallSnapshot",
     "NotLeader",
     "PersistHardState",
+    "QuorumView",
     "RaftConfig",
     "RaftNode",
     "Role",
     "RoleChanged",
     "Send",
     "TruncateLog",
+    "VoterProgress",
 ]
 
 
@@ -197,6 +212,60 @@ class NotLeader:
     """A proposal reached a non-leader; ``leader_id`` is the leader it knows of, if any."""
 
     leader_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class VoterProgress:
+    """One voter as its leader sees it (see the module docstring).
+
+    ``end``: its durable log end, the part of its log the leader counts
+    towards commit (the leader's own durable end for the leader); None until
+    it first answered this leader.  ``last_fetch``/``last_caught_up``: when
+    the leader last took a successful append response from it / when it was
+    last caught up with the leader's durable end; None if not yet this term.
+    The leader's own are the time of the query.  Times are the driver's clock.
+    """
+
+    node_id: int
+    end: int | None
+    last_fetch: float | None
+    last_caught_up: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumView:
+    """The metadata quorum as its leader sees it at one moment (:meth:`RaftNode.quorum`).
+
+    ``epoch`` is the leader's term, ``high_watermark`` its commit end;
+    ``voters`` every voter, the leader included, by id.
+    """
+
+    leader_id: int
+    epoch: int
+    high_watermark: int
+    voters: tuple[VoterProgress, ...]
+
+
+@dataclass(slots=True)
+class _Progress:
+    """A leader's record of one follower for :class:`VoterProgress` (None: not this term yet)."""
+
+    end: int | None = None
+    last_fetch: float | None = None
+    last_caught_up: float | None = None
+    leader_end_at_fetch: int | None = None  # the leader's durable end when ``last_fetch`` was taken
+
+    def fetched(self, now: float, end: int, leader_end: int) -> None:
+        """A successful response at ``now`` put the follower's durable end at ``end`` while the
+        leader's own was ``leader_end``: caught up now, or as of the previous response if it
+        reached the leader's end then (Kafka's ``ReplicaState.updateFollowerState``)."""
+        if end >= leader_end:
+            self.last_caught_up = now
+        elif self.leader_end_at_fetch is not None and end >= self.leader_end_at_fetch:
+            self.last_caught_up = self.last_fetch  # (no earlier than any caught-up time before it)
+        self.leader_end_at_fetch = leader_end
+        self.last_fetch = now
+        self.end = end
 
 
 # ---------------------------------------------------------------- configuration and state
@@ -292,6 +361,7 @@ class RaftNode:
         self._acked: dict[int, int] = {}  # durable part of it
         self._snapshot_out: dict[int, tuple[Snapshot, int]] = {}  # peer -> (snapshot being sent, bytes acknowledged)
         self._last_heard: dict[int, float] = {}
+        self._progress: dict[int, _Progress] = {}  # for quorum(): what each follower last reported
         self._heartbeat_deadline = _NEVER
         self._quorum_deadline = _NEVER
         self._out: list[Action] = []
@@ -338,6 +408,20 @@ class RaftNode:
     def snapshot(self) -> Snapshot | None:
         """The newest snapshot this node holds (taken, installed or recovered)."""
         return self._snapshot
+
+    def quorum(self, now: float) -> QuorumView | NotLeader:
+        """The quorum as this leader sees it at ``now`` (see the module docstring); a
+        non-leader answers :class:`NotLeader` with the leader it knows of.  Changes nothing."""
+        if self._role is not Role.LEADER:
+            return NotLeader(self._leader)
+        voters = []
+        for voter in self.config.voters:
+            if voter == self._id:
+                voters.append(VoterProgress(voter, self._durable_end, now, now))
+            else:
+                p = self._progress[voter]
+                voters.append(VoterProgress(voter, p.end, p.last_fetch, p.last_caught_up))
+        return QuorumView(self._id, self._term, self._commit, tuple(voters))
 
     def entry(self, offset: int) -> Entry:
         if not self._log_start <= offset < self.log_end:
@@ -557,6 +641,7 @@ class RaftNode:
             self._next[peer] = end
             self._acked[peer] = 0
             self._last_heard[peer] = now  # a grace period of one election timeout
+            self._progress[peer] = _Progress()
         self._quorum_deadline = now + self.config.election_timeout
         self._heartbeat_deadline = now + self.config.heartbeat_interval
         # a no-op of our own term: lets us commit the entries of earlier terms (section 5.4.2)
@@ -656,6 +741,7 @@ class RaftNode:
             if pinned is not None and response.match_end >= pinned[0].end:
                 del self._snapshot_out[peer]  # it has the snapshot and the log after it
                 self._trim()
+            self._progress[peer].fetched(now, max(self._acked[peer], response.durable_end), self._durable_end)
             if response.durable_end > self._acked[peer]:
                 self._acked[peer] = response.durable_end
                 self._maybe_commit()
@@ -800,6 +886,7 @@ class RaftNode:
             self._next.clear()
             self._acked.clear()
             self._last_heard.clear()
+            self._progress.clear()
             self._snapshot_out.clear()
         self._role, self._leader = role, leader
 

@@ -1,6 +1,6 @@
 """The replication port: Raft messages as length-prefixed binary frames over TCP.
 
-Wire format (version 4, all integers big-endian)
+Wire format (version 5, all integers big-endian)
 ------------------------------------------------
 A connection carries frames, back to back, mostly in one direction (each node
 dials every peer for what it sends and serves what peers dial in; what comes
@@ -14,7 +14,8 @@ Body::
     0  1  version  (1)
     1  1  type     1 VoteRequest, 2 VoteResponse, 3 AppendRequest, 4 AppendResponse,
                    5 ForwardRequest, 6 ForwardResponse, 7 ReplicaFetchRequest,
-                   8 ReplicaFetchResponse, 9 SnapshotRequest, 10 SnapshotResponse, 11 Ack
+                   8 ReplicaFetchResponse, 9 SnapshotRequest, 10 SnapshotResponse, 11 Ack,
+                   12 QuorumRequest, 13 QuorumResponse
     2  .  fields, in the order of the dataclass in :mod:`chronik.cluster.messages`:
           term u64, src i32, dst i32, then
           VoteRequest     last_epoch u64, log_end u64, pre_vote u8
@@ -38,6 +39,11 @@ Body::
                            length u32, chunk (at most RaftConfig.max_snapshot_chunk bytes)
           SnapshotResponse end u64, received u64, done u8
           Ack              received u64
+          QuorumRequest    request_id u64
+          QuorumResponse   request_id u64, error i16, leader_id i32, high_watermark i64,
+                           count u32, then per voter: replica_id i32, log_end_offset i64,
+                           last_fetch_timestamp i64, last_caught_up_timestamp i64
+                           (the header's term: the leader's epoch)
 
     str16: length u16, then that many bytes of UTF-8
 
@@ -74,7 +80,8 @@ the messages in flight are lost as above.  Acks also prove the peer's event
 loop is running: a hung (SIGSTOPped) peer is redialled the same way.  Wire
 version 3 added the acknowledgements, version 4 the client's principal and
 host in a forward request and the refusal in its answer: a node never talks
-to one of another version (the first frame is refused with one warning line).
+to one of another version (the first frame is refused with one warning line);
+version 5 added the quorum request and its answer.
 
 Forwarding (a metadata write sent to a follower) is request/response, so it
 does not ride on those queues: :meth:`RaftTransport.forward` dials the leader
@@ -85,6 +92,12 @@ answered by the ``on_forward`` callback (the leader authorizes the payload
 for the client named in the request, then proposes and waits for the commit
 -- or, with ``metadata.commit = "leader"``, only for its own fsync) in a
 task of its own.
+
+A quorum request (Kafka's DescribeQuorum, asked of a follower) is
+request/response the same way: :meth:`RaftTransport.describe_quorum` sends one
+``QuorumRequest`` on a connection of its own and reads the ``QuorumResponse``,
+which the ``on_describe_quorum`` callback (the leader's view, see
+:meth:`~chronik.cluster.node.ConsensusNode.describe_quorum`) produces.
 
 Data replication (:mod:`chronik.cluster.replication`) is request/response
 too, and pulled by the follower: each followed partition has a connection
@@ -125,6 +138,8 @@ from .messages import (
     ForwardRequest,
     ForwardResponse,
     Frame,
+    QuorumRequest,
+    QuorumResponse,
     ReplicaFetchRequest,
     ReplicaFetchResponse,
     Message,
@@ -133,13 +148,14 @@ from .messages import (
     VoteRequest,
     VoteResponse,
 )
+from ..metadata.view import QuorumReplica
 from ..ratelimit import LogLimiter
 from .network import TCP, Network, PeerRefused, dial, peer_name
 from .network import listener_address, open_replication_listener, parse_address  # noqa: F401  (their old home)
 
 log = logging.getLogger(__name__)
 
-WIRE_VERSION = 4
+WIRE_VERSION = 5
 DEFAULT_MAX_FRAME_BYTES = 64 << 20
 DEFAULT_SEND_QUEUE = 1024
 DEFAULT_REQUEST_TIMEOUT = 1.0
@@ -168,11 +184,15 @@ _REPLICA_FETCH_RESPONSE = struct.Struct(">hqqiqqI")
 _SNAPSHOT_REQUEST = struct.Struct(">QQQQI")
 _SNAPSHOT_RESPONSE = struct.Struct(">QQB")
 _ACK = struct.Struct(">Q")
+_QUORUM_REQUEST = struct.Struct(">Q")
+_QUORUM_RESPONSE = struct.Struct(">QhiqI")
+_QUORUM_VOTER = struct.Struct(">iqqq")
 _CONTROL = 1
 
 _TYPES: dict[type, int] = {
     VoteRequest: 1, VoteResponse: 2, AppendRequest: 3, AppendResponse: 4, ForwardRequest: 5, ForwardResponse: 6,
     ReplicaFetchRequest: 7, ReplicaFetchResponse: 8, SnapshotRequest: 9, SnapshotResponse: 10, Ack: 11,
+    QuorumRequest: 12, QuorumResponse: 13,
 }
 
 
@@ -221,6 +241,13 @@ def encode_message(message: Frame) -> bytes:
         return head + _SNAPSHOT_RESPONSE.pack(message.end, message.received, message.done)
     if isinstance(message, Ack):
         return head + _ACK.pack(message.received)
+    if isinstance(message, QuorumRequest):
+        return head + _QUORUM_REQUEST.pack(message.request_id)
+    if isinstance(message, QuorumResponse):
+        return b"".join([head, _QUORUM_RESPONSE.pack(message.request_id, message.error, message.leader_id,
+                                                     message.high_watermark, len(message.voters))]
+                        + [_QUORUM_VOTER.pack(v.replica_id, v.log_end_offset, v.last_fetch_timestamp,
+                                              v.last_caught_up_timestamp) for v in message.voters])
     return head + _VOTE_RESPONSE.pack(message.granted, message.pre_vote)
 
 
@@ -329,6 +356,17 @@ def decode_message(body: bytes | bytearray | memoryview) -> Frame:
     elif kind == 11:
         (received,) = _unpack(_ACK, view, pos, "Ack")
         message, pos = Ack(term, src, dst, received), pos + _ACK.size
+    elif kind == 12:
+        (request_id,) = _unpack(_QUORUM_REQUEST, view, pos, "QuorumRequest")
+        message, pos = QuorumRequest(term, src, dst, request_id), pos + _QUORUM_REQUEST.size
+    elif kind == 13:
+        request_id, error, leader_id, high_watermark, count = _unpack(_QUORUM_RESPONSE, view, pos, "QuorumResponse")
+        pos += _QUORUM_RESPONSE.size
+        voters = []
+        for n in range(count):  # each voter is unpacked from the body: a lying count runs out of bytes
+            voters.append(QuorumReplica(*_unpack(_QUORUM_VOTER, view, pos, f"QuorumResponse voter {n}")))
+            pos += _QUORUM_VOTER.size
+        message = QuorumResponse(term, src, dst, request_id, error, leader_id, high_watermark, tuple(voters))
     else:
         raise CodecError(f"unknown message type {kind}")
     if pos != len(view):
@@ -416,6 +454,9 @@ ForwardHandler = Callable[[ForwardRequest], Awaitable[ForwardAnswer]]
 ReplicaFetchHandler = Callable[[ReplicaFetchRequest], Awaitable[ReplicaFetchResponse]]
 """A partition leader's answer to a follower's fetch (see :mod:`chronik.cluster.replication`)."""
 
+QuorumHandler = Callable[[QuorumRequest], QuorumResponse]
+"""This node's answer to a quorum request: its view as the leader, or NOT_LEADER_OR_FOLLOWER."""
+
 
 class RaftTransport:
     """One node's side of the replication port: a listener and one sender per peer.
@@ -450,6 +491,7 @@ class RaftTransport:
         self.stats = TransportStats()
         self.on_forward: ForwardHandler | None = None
         self.on_replica_fetch: ReplicaFetchHandler | None = None
+        self.on_describe_quorum: QuorumHandler | None = None
         self._refusals = LogLimiter(REFUSAL_LOG_INTERVAL)
         self._request_ids = 0
         self._queues: dict[int, tuple[trio.MemorySendChannel[_Queued], trio.MemoryReceiveChannel[_Queued]]] = {
@@ -504,7 +546,10 @@ class RaftTransport:
                         if isinstance(message, ReplicaFetchRequest):
                             await self._answer_replica_fetch(stream, message)
                             continue
-                        if isinstance(message, (ForwardResponse, ReplicaFetchResponse, Ack)):
+                        if isinstance(message, QuorumRequest):
+                            await self._answer_quorum(stream, message)
+                            return
+                        if isinstance(message, (ForwardResponse, ReplicaFetchResponse, QuorumResponse, Ack)):
                             raise CodecError(f"unexpected {type(message).__name__}")
                         self.stats.received += 1
                         received += 1
@@ -544,6 +589,13 @@ class RaftTransport:
             answer = await handler(request)
         await stream.send_all(encode_frame(answer))
 
+    async def _answer_quorum(self, stream: trio.abc.Stream, request: QuorumRequest) -> None:
+        if self.on_describe_quorum is None:
+            answer = QuorumResponse(0, self.node_id, request.src, request.request_id, NOT_LEADER_OR_FOLLOWER, -1, -1, ())
+        else:
+            answer = self.on_describe_quorum(request)
+        await stream.send_all(encode_frame(answer))
+
     async def forward(self, peer: int, payload: bytes, timeout: float, *, principal: str = "",
                       client_host: str = "") -> ForwardResponse:
         """Ask ``peer`` (the leader) to propose ``payload`` for the client ``principal`` at
@@ -556,6 +608,30 @@ class RaftTransport:
         """
         self._request_ids += 1
         request = ForwardRequest(0, self.node_id, peer, self._request_ids, payload, principal, client_host)
+        answer = await self._ask(peer, request, timeout, "forward request")
+        assert isinstance(answer, ForwardResponse)
+        return answer
+
+    async def describe_quorum(self, peer: int, timeout: float) -> QuorumResponse:
+        """Ask ``peer`` (the leader) how it sees the metadata quorum; its answer.
+
+        :raises ForwardFailed: no connection, or no answer within ``timeout`` seconds.
+
+        Cancellation: the connection is closed; nothing changes anywhere.
+        """
+        self._request_ids += 1
+        answer = await self._ask(peer, QuorumRequest(0, self.node_id, peer, self._request_ids), timeout, "quorum request")
+        assert isinstance(answer, QuorumResponse)
+        return answer
+
+    async def _ask(self, peer: int, request: ForwardRequest | QuorumRequest, timeout: float, what: str) -> Frame:
+        """Send ``request`` to ``peer`` on a connection of its own and return the answer with its
+        request id (a ForwardResponse to a ForwardRequest, a QuorumResponse to a QuorumRequest).
+
+        :raises ForwardFailed: no connection (``sent`` false), or no answer within ``timeout``
+            seconds, a broken connection or a frame that is not the answer (``sent`` true).
+        """
+        answer_type = ForwardResponse if isinstance(request, ForwardRequest) else QuorumResponse
         address = self.peers[peer]
         reader = FrameReader(self.max_frame_bytes)
         with trio.move_on_after(timeout):
@@ -571,13 +647,13 @@ class RaftTransport:
                         if not data:
                             break
                         for message in reader.feed(data):
-                            if isinstance(message, ForwardResponse) and message.request_id == request.request_id:
+                            if isinstance(message, answer_type) and message.request_id == request.request_id:
                                 return message
-                            raise CodecError(f"unexpected {type(message).__name__} in answer to a forward request")
+                            raise CodecError(f"unexpected {type(message).__name__} in answer to a {what}")
                 except (trio.BrokenResourceError, OSError, CodecError) as exc:
-                    raise ForwardFailed(f"forward request to node {peer} failed: {exc}", sent=True) from exc
-            raise ForwardFailed(f"node {peer} closed the connection without answering the forward request", sent=True)
-        raise ForwardFailed(f"node {peer} did not answer the forward request within {timeout:g} s", sent=True)
+                    raise ForwardFailed(f"{what} to node {peer} failed: {exc}", sent=True) from exc
+            raise ForwardFailed(f"node {peer} closed the connection without answering the {what}", sent=True)
+        raise ForwardFailed(f"node {peer} did not answer the {what} within {timeout:g} s", sent=True)
 
     async def _feed_peer(self, peer: int) -> None:
         """Keep a connection to ``peer`` and send it the queued messages, for ever."""

@@ -20,7 +20,7 @@ from ..log.manager import LogManager
 from ..log.partition import PartitionLog
 from ..metadata import Command, MetadataImage, TopicImage
 from ..metadata.placement import TopicRequest
-from ..metadata.view import Origin
+from ..metadata.view import Origin, QuorumInfo
 from ..metrics import BrokerMetrics
 from ..protocol import ErrorCode
 from ..txn import TransactionCoordinator
@@ -99,4 +99,9 @@ class BrokerServices(Protocol):
 
     async def next_producer_id(self) -> int:
         """A producer id never handed out before."""
+        ...
+
+    async def describe_quorum(self) -> QuorumInfo:
+        """The metadata quorum as its leader sees it (DescribeQuorum); raises
+        :class:`~chronik.metadata.view.QuorumUnavailable` when no leader can say."""
         ...

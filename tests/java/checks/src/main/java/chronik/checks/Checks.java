@@ -40,6 +40,8 @@ import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.QuorumInfo;
+import org.apache.kafka.clients.admin.RaftVoterEndpoint;
 import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -880,6 +882,7 @@ public final class Checks {
             check(!nodes.isEmpty() && controller != null && clusterId != null && !clusterId.isEmpty(), "describeCluster", nodes, controller, clusterId);
             result.put("nodes", nodes.size());
             result.put("controller", controller == null ? null : controller.id());
+            metadataQuorum(admin, controller == null ? -1 : controller.id());
 
             createTopic(admin, topic, 3, Map.of("retention.ms", "3600000"));
             Throwable exists = failureOf(admin.createTopics(List.of(new NewTopic(topic, 1, replicationFactor))).all());
@@ -960,6 +963,39 @@ public final class Checks {
         check(earliest == 4, "earliest offset after deleteRecords", earliest);
         out.put("afterDeleteRecords", earliest);
         result.put("listOffsets", out);
+    }
+
+    /** describeMetadataQuorum (DescribeQuorum): the leader, its epoch and high watermark, each voter (-1: unknown). */
+    static void metadataQuorum(Admin admin, int controller) throws Exception {
+        QuorumInfo quorum = get(admin.describeMetadataQuorum().quorumInfo());
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("leaderId", quorum.leaderId());
+        out.put("leaderEpoch", quorum.leaderEpoch());
+        out.put("highWatermark", quorum.highWatermark());
+        List<Map<String, Object>> voters = new ArrayList<>();
+        for (QuorumInfo.ReplicaState voter : quorum.voters()) {
+            Map<String, Object> v = new LinkedHashMap<>();
+            v.put("id", voter.replicaId());
+            v.put("directoryId", voter.replicaDirectoryId().toString());
+            v.put("logEndOffset", voter.logEndOffset());
+            v.put("lastFetchTimestamp", voter.lastFetchTimestamp().orElse(-1));
+            v.put("lastCaughtUpTimestamp", voter.lastCaughtUpTimestamp().orElse(-1));
+            voters.add(v);
+        }
+        out.put("voters", voters);
+        out.put("observers", quorum.observers().size());
+        Map<String, List<String>> endpoints = new TreeMap<>();
+        for (QuorumInfo.Node node : quorum.nodes().values()) {
+            List<String> listeners = new ArrayList<>();
+            for (RaftVoterEndpoint endpoint : node.endpoints()) {
+                listeners.add(endpoint.name() + "://" + endpoint.host() + ":" + endpoint.port());
+            }
+            endpoints.put(Integer.toString(node.nodeId()), listeners);
+        }
+        out.put("endpoints", endpoints);
+        check(quorum.leaderId() == controller, "describeMetadataQuorum leader is the controller", quorum.leaderId(), controller);
+        check(quorum.highWatermark() > 0 && !quorum.voters().isEmpty(), "describeMetadataQuorum high watermark and voters", quorum);
+        result.put("metadataQuorum", out);
     }
 
     static void electLeaders(Admin admin, String topic) throws Exception {
