@@ -4,7 +4,7 @@ The tools are the main classes ``bin/kafka-*.sh`` run, taken from the Maven arti
 (``tests/java/tools``, no tarball).  One JVM runs every command in order
 (``chronik.tools.ToolRunner``); each test asserts on what one tool printed, as a Kafka user
 would read it.  A confluent-kafka producer holds a transaction open while the tools run, for
-kafka-transactions to show.  Skipped without java and the built Maven project, unless
+kafka-transactions to show; ``kafka-transactions abort`` gets a broker (and a JVM) of its own.  Skipped without java and the built Maven project, unless
 ``CHRONIK_REQUIRE_JAVA=1`` (see test_java.py).
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,9 @@ import confluent_kafka
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .brokerproc import running_broker
+from .brokerproc import BrokerProcess, running_broker
+from .clients import Sent, confluent_produce, confluent_read_all, create_topic
+from .raw import Raw
 from .test_java import MISSING, java_command
 
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
@@ -270,3 +274,60 @@ def test_tools_for_apis_chronik_does_not_serve_fail_naming_the_api(ran: dict[str
     for tool, (_, _, api) in UNSUPPORTED.items():
         r = ran[tool]
         assert r.status == 1 and f"The node does not support {api}" in r.out + r.err, (tool, r)
+
+
+def read_committed_end(broker: BrokerProcess, topic: str) -> int:
+    """ListOffsets latest with READ_COMMITTED: the last stable offset of partition 0."""
+    with Raw(broker) as raw:
+        answer = raw.call(2, 7, {"replica_id": -1, "isolation_level": 1, "topics": [
+            {"name": topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}]}]})
+    return int(answer.topics[0].partitions[0].offset)
+
+
+def test_kafka_transactions_abort_of_an_open_transaction_whose_producer_died(tmp_path: Path) -> None:
+    """An operator unblocks read_committed readers held back by a transaction whose producer was
+    killed (transaction.timeout.ms 15 minutes): describe-producers shows where it starts,
+    find-hanging does not count it as hanging (the coordinator still has it open on that
+    partition, Kafka's definition), ``abort --start-offset`` writes an abort marker
+    (Admin.abortTransaction: WriteTxnMarkers with the producer's epoch and coordinator epoch),
+    and then read_committed readers get past it and see none of its records."""
+    with running_broker(tmp_path / "data") as broker:
+        create_topic(broker.bootstrap, "hang", 1)
+        confluent_produce(broker.bootstrap, "hang", [Sent(None, b"before", [], 0)])
+        script = textwrap.dedent(f"""
+            import os, confluent_kafka
+            producer = confluent_kafka.Producer({{"bootstrap.servers": "{broker.bootstrap}",
+                                                  "transactional.id": "dies", "transaction.timeout.ms": 900000}})
+            producer.init_transactions(30)
+            producer.begin_transaction()
+            for i in range(3):
+                producer.produce("hang", b"open-%d" % i, partition=0)
+            assert producer.flush(30) == 0
+            os._exit(0)  # killed: neither commits nor aborts
+        """)
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+        confluent_produce(broker.bootstrap, "hang", [Sent(None, b"after", [], 0)])
+        assert read_committed_end(broker, "hang") == 1  # held at the open transaction's first offset
+        b = ["--bootstrap-server", broker.bootstrap]
+        where = ["--topic", "hang", "--partition", "0"]
+        ran = run_tools(tmp_path, {
+            "producers": (None, TRANSACTIONS, [*b, "describe-producers", *where]),
+            "find-hanging": (None, TRANSACTIONS, [*b, "find-hanging", "--topic", "hang", "--max-transaction-timeout", "0"]),
+            "abort": (None, TRANSACTIONS, [*b, "abort", *where, "--start-offset", "1"]),
+            "producers-after": (None, TRANSACTIONS, [*b, "describe-producers", *where]),
+        })
+        # the plain producer is idempotent too (librdkafka's default): two producers, one open transaction
+        before = {row["ProducerId"]: row for row in table(ran, "producers")}
+        (dead,) = [row for row in before.values() if row["CurrentTransactionStartOffset"] != "None"]
+        assert (dead["ProducerEpoch"], dead["LatestCoordinatorEpoch"], dead["LastSequence"],
+                dead["CurrentTransactionStartOffset"]) == ("0", "-1", "2", "1")
+        assert table(ran, "find-hanging") == []
+        assert ok(ran, "abort") == []
+        after = {row["ProducerId"]: row for row in table(ran, "producers-after")}
+        assert after[dead["ProducerId"]]["CurrentTransactionStartOffset"] == "None"
+        assert after[dead["ProducerId"]]["LatestCoordinatorEpoch"] == "0"  # the abort marker's (the tool's 0 for -1)
+        assert read_committed_end(broker, "hang") == 6  # before, 3 aborted, after, the abort marker
+        committed = confluent_read_all(broker.bootstrap, "hang", 1, "read_committed")
+        assert [value for _, value in committed[0]] == [b"before", b"after"]
+        everything = confluent_read_all(broker.bootstrap, "hang", 1, "read_uncommitted")
+        assert [value for _, value in everything[0]] == [b"before", b"open-0", b"open-1", b"open-2", b"after"]

@@ -447,3 +447,57 @@ def test_idle_producer_ids_expire(tmp_path: Any) -> None:
         assert len(listed()) == 1
         assert values(confluent_read_all(proc.bootstrap, "idle", 1, "read_uncommitted"))[0] == [
             b"before-0", b"before-1", b"before-2", b"after"]
+
+
+def test_a_marker_from_a_stale_coordinator_epoch_is_fenced(broker: BrokerProcess) -> None:
+    """The partition keeps each producer's coordinator epoch (its newest marker's, reported by
+    DescribeProducers): a WriteTxnMarkers from an older coordinator epoch is answered
+    TRANSACTION_COORDINATOR_FENCED and appends nothing, also after a restart (the epoch is read
+    back from the log)."""
+    create_topic(broker.bootstrap, "fence", 1)
+    producer = txn_producer(broker.bootstrap, "fence-1")
+    producer.begin_transaction()
+    producer.produce("fence", b"committed", partition=0)
+    producer.commit_transaction(10)
+
+    def producer_state(raw: Raw) -> tuple[int, int, int]:
+        described = raw.call(61, 0, {"topics": [{"name": "fence", "partition_indexes": [0]}]})
+        (state,) = described.topics[0].partitions[0].active_producers
+        return state.producer_id, state.producer_epoch, state.coordinator_epoch
+
+    def write_marker(raw: Raw, pid: int, epoch: int, coordinator_epoch: int) -> int:
+        answer = raw.call(27, 1, {"markers": [{
+            "producer_id": pid, "producer_epoch": epoch, "transaction_result": False,
+            "coordinator_epoch": coordinator_epoch, "topics": [{"name": "fence", "partition_indexes": [0]}]}]})
+        (marker,) = answer.markers
+        (topic,) = marker.topics
+        (partition,) = topic.partitions
+        assert (marker.producer_id, topic.name, partition.partition_index) == (pid, "fence", 0)
+        return int(partition.error_code)
+
+    def log_end() -> int:
+        with Raw(broker) as raw:
+            answer = raw.call(2, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+                {"name": "fence", "partitions": [{"partition_index": 0, "current_leader_epoch": -1,
+                                                  "timestamp": -1}]}]})
+        return int(answer.topics[0].partitions[0].offset)
+
+    with Raw(broker) as raw:
+        pid, epoch, coordinator_epoch = producer_state(raw)
+        assert coordinator_epoch == 0  # the single node's coordinator epoch, from the commit marker
+        assert write_marker(raw, pid, epoch, 5) == ErrorCode.NONE  # a newer coordinator's marker
+        assert producer_state(raw) == (pid, epoch, 5)
+    end = log_end()
+    assert end == 3  # record, commit marker, the epoch-5 marker
+    for attempt in ("before", "after a restart"):
+        with Raw(broker) as raw:
+            assert write_marker(raw, pid, epoch, 4) == ErrorCode.TRANSACTION_COORDINATOR_FENCED, attempt
+            assert write_marker(raw, pid, epoch, 0) == ErrorCode.TRANSACTION_COORDINATOR_FENCED, attempt
+            assert producer_state(raw) == (pid, epoch, 5), attempt
+        assert log_end() == end, attempt
+        if attempt == "before":
+            broker.restart()
+    with Raw(broker) as raw:
+        assert write_marker(raw, pid, epoch, 5) == ErrorCode.NONE  # the same epoch again is accepted
+    assert log_end() == end + 1
+    assert values(confluent_read_all(broker.bootstrap, "fence", 1, "read_committed")) == {0: [b"committed"]}

@@ -26,8 +26,8 @@ def txn(pid: int, seq: int, pairs: list[tuple[bytes, bytes]], epoch: int = 0) ->
     return encode_batch(records, producer_id=pid, producer_epoch=epoch, base_sequence=seq, is_transactional=True)
 
 
-async def end_txn(log: PartitionLog, pid: int, commit: bool, epoch: int = 0) -> int:
-    info = log.append_marker(pid, epoch, commit, coordinator_epoch=1, timestamp_ms=NOW)
+async def end_txn(log: PartitionLog, pid: int, commit: bool, epoch: int = 0, coordinator_epoch: int = 1) -> int:
+    info = log.append_marker(pid, epoch, commit, coordinator_epoch=coordinator_epoch, timestamp_ms=NOW)
     await log.wait_durable(info)
     return info.base_offset
 
@@ -155,3 +155,30 @@ async def test_each_producers_newest_batch_stays_so_its_state_survives(open_log:
     retry = encode_batch([Record(0, NOW, b"a", b"newest")], producer_id=11, producer_epoch=2, base_sequence=1)
     assert reopened.producers.check(parse_batch_header(retry)) == newest_at  # still a retry, not a new batch
     assert reopened.producers.aborted == log.producers.aborted
+
+
+async def test_each_producers_newest_marker_stays_so_its_coordinator_epoch_survives(
+        open_log: OpenLog, committer: GroupCommitter) -> None:
+    """With no producer-state snapshots, the coordinator epoch is read back from the markers:
+    a producer's newest marker stays even once nothing of its transaction is left."""
+    log = open_log(segment_bytes=2048)
+    await append(log, txn(13, 0, [(b"x", b"aborted x")]))
+    abort = await end_txn(log, 13, False, coordinator_epoch=5)
+    # pid 13's newest batch is a later one: only the newest-marker rule keeps the marker
+    later = encode_batch([Record(0, NOW, b"y", b"y")], producer_id=13, producer_epoch=1, base_sequence=0)
+    await append(log, later)
+    await pad(log, b"p")
+    await pad(log, b"q")
+    before = log.producers.describe()
+    assert [(p.producer_id, p.coordinator_epoch) for p in before] == [(13, 5)]
+    cleaner = cleaner_for(committer, log, configs(**{"delete.retention.ms": "100"}))
+    for tag in (b"r", b"s", b"t"):
+        assert await clean_once(cleaner)
+        time.sleep(0.15)
+        await pad(log, tag)
+        await pad(log, tag + b"2")
+    assert b"aborted x" not in b"".join(r.value or b"" for r in read_all(log))
+    assert abort in markers(log)
+    assert log.producers.describe() == before
+    await log.aclose()
+    assert open_log(segment_bytes=2048).producers.describe() == before

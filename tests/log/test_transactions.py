@@ -96,3 +96,64 @@ async def test_aborted_index_entries_below_the_log_start_are_forgotten(open_log:
     await marker(log, 7, commit=False)                 # 5
     log.advance_log_start(3)
     assert log.aborted_transactions(0, 10) == [(5, 7, 3)]
+
+
+def coordinator_epochs(log: PartitionLog) -> dict[int, int]:
+    return {p.producer_id: p.coordinator_epoch for p in log.producers.describe()}
+
+
+async def test_a_marker_from_an_older_coordinator_epoch_is_fenced_and_nothing_is_appended(open_log: OpenLog) -> None:
+    log = open_log()
+    await append(log, txn_batch(7, 0))                            # 0-1 pid 7, open
+    assert coordinator_epochs(log) == {7: -1}                      # no marker yet: any epoch goes
+    await log.wait_durable(log.append_marker(7, 0, True, 5, 1))    # 2 commit from coordinator epoch 5
+    assert coordinator_epochs(log) == {7: 5}
+    await append(log, txn_batch(7, 2))                             # 3-4 the next transaction, open
+    end = log.log_end_offset
+    with pytest.raises(SequenceError) as raised:
+        log.append_marker(7, 0, False, 4, 1)                       # a deposed coordinator's abort
+    assert raised.value.error == ErrorCode.TRANSACTION_COORDINATOR_FENCED
+    assert (log.log_end_offset, log.last_stable_offset, log.producers.ongoing) == (end, 3, {7: 3})
+    assert coordinator_epochs(log) == {7: 5}
+    await log.wait_durable(log.append_marker(7, 0, True, 5, 1))    # 5 the same epoch is accepted
+    await append(log, txn_batch(7, 4))                             # 6-7
+    await log.wait_durable(log.append_marker(7, 0, False, 6, 1))   # 8 a newer epoch is accepted and kept
+    assert coordinator_epochs(log) == {7: 6}
+    with pytest.raises(SequenceError):
+        log.append_marker(7, 0, True, 5, 1)
+    # a marker for a producer with no state here is accepted at any epoch; epochs are per producer
+    await log.wait_durable(log.append_marker(9, 0, False, 0, 1))   # 9
+    assert coordinator_epochs(log) == {7: 6, 9: 0}
+    assert log.log_end_offset == 10
+
+
+async def test_the_coordinator_epoch_survives_a_rebuild_a_new_producer_epoch_and_replication(
+        open_log: OpenLog, committer) -> None:  # type: ignore[no-untyped-def]
+    from .test_replication import follower_log
+
+    log = open_log()
+    await append(log, txn_batch(7, 0))                             # 0-1
+    await log.wait_durable(log.append_marker(7, 0, True, 5, 1))    # 2
+    await append(log, txn_batch(7, 0, epoch=1))                    # 3-4 pid 7 epoch 1 (InitProducerId bumped it)
+    assert coordinator_epochs(log) == {7: 5}                       # kept across the producer epoch
+    with pytest.raises(SequenceError):
+        log.append_marker(7, 1, False, 4, 1)
+    await log.aclose()
+    reopened = open_log()                                          # rebuilt from the log: read from the marker
+    assert coordinator_epochs(reopened) == {7: 5}
+    with pytest.raises(SequenceError) as raised:
+        reopened.append_marker(7, 1, False, 4, 1)
+    assert raised.value.error == ErrorCode.TRANSACTION_COORDINATOR_FENCED
+    await reopened.wait_durable(reopened.append_marker(7, 1, False, 8, 1))  # 5
+    await reopened.truncate_to(5)                                  # the epoch-8 marker goes: back to 5
+    assert coordinator_epochs(reopened) == {7: 5}
+    reopened.append_marker(7, 1, False, 5, 1)                      # 5 again, accepted
+    await reopened.wait_durable(reopened.append_marker(7, 1, False, 8, 1))  # 6
+    follower = follower_log(committer)                             # a follower (a next leader) copies the markers
+    follower.follow()
+    for stored in reopened.read(0, 1 << 20):
+        info = follower.append_replicated(stored)
+    await follower.wait_durable(info)
+    assert coordinator_epochs(follower) == {7: 8}
+    with pytest.raises(SequenceError):
+        follower.append_marker(7, 1, False, 7, 1)

@@ -316,3 +316,52 @@ async def test_a_leader_whose_connection_breaks_leaves_its_markers_failed_not_th
 
     writer = ClusterMarkerWriter(LocalMarkerWriter(lambda: image, no_local_log, 1), lambda: image, 1, connect)
     assert await writer.write_markers(7, 0, True, 0, [("out", 0)]) == {("out", 0): ErrorCode.NETWORK_EXCEPTION}
+
+
+class EpochRole:
+    """This node coordinates, at a coordinator epoch the test moves."""
+
+    def __init__(self, epoch: int) -> None:
+        self.coordinator_epoch = epoch
+
+    def coordinator_error(self) -> ErrorCode | None:
+        return None
+
+
+async def test_a_coordinator_fenced_by_a_partition_stops_completing_the_transaction(tmp_path: Path) -> None:
+    """As Kafka's coordinator on TRANSACTION_COORDINATOR_FENCED: a partition holds a marker of the
+    producer from a newer coordinator epoch, so this coordinator is deposed; its own marker is
+    refused there (nothing appended), it does not write the Complete state, and it does not try
+    again at that epoch; at a newer epoch of its own it completes the transaction."""
+    config = BrokerConfig(data_dir=tmp_path, wal_backend="memory")
+    async with open_broker(config) as broker:
+        await broker.create_topic(TopicRequest("out", 1, 1, {}))
+        txns = broker.transactions
+        role = EpochRole(3)
+        txns._role = role  # type: ignore[assignment]
+        error, pid, epoch = await txns.init_producer_id("t", 60000, -1, -1)
+        assert await txns.add_partitions("t", pid, epoch, [("out", 0)]) == {("out", 0): ErrorCode.NONE}
+        log = await broker.partition_log("out", 0)
+        assert log is not None
+        data = encode_batch([Record(0, 1, None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=0,
+                            is_transactional=True)
+        await log.wait_durable(log.append_batch(data, validate_batch(data), log_append_time=None))
+        # a newer coordinator (epoch 5) already aborted this producer's transaction here
+        await log.wait_durable(log.append_marker(pid, epoch, False, 5, 1))
+        end = log.log_end_offset
+        assert await txns.end_txn("t", pid, epoch, True) == ErrorCode.NONE  # the decision is durable
+        with trio.fail_after(5):
+            while "t" in txns._completing:
+                await trio.sleep(0.01)
+        for _ in range(3):  # the timer does not take it up again at this epoch
+            txns.check_now()
+            await trio.sleep(0.05)
+        assert broker.image.transactions["t"].state == "PrepareCommit" and "t" not in txns._completing
+        assert log.log_end_offset == end and log.aborted_transactions(0, end) == [(end - 1, pid, 0)]
+        role.coordinator_epoch = 5  # coordinating again, at the newer epoch: it finishes
+        with trio.fail_after(10):
+            while broker.image.transactions["t"].state != "CompleteCommit":
+                txns.check_now()
+                await trio.sleep(0.02)
+        assert log.log_end_offset == end + 1  # its marker, accepted at the equal epoch
+        assert log.aborted_transactions(0, end + 1) == [(end - 1, pid, 0)]  # the abort still stands

@@ -4,16 +4,27 @@ Each marker (commit or abort of one producer's transaction) is appended to
 every named partition this node leads, and answered once durable (and, for a
 replicated partition, below the high watermark: acks=all rules), per
 partition; a partition not led here gets NOT_LEADER_OR_FOLLOWER (the
-coordinator looks the leader up again and retries).
+coordinator looks the leader up again and retries), and one holding a marker
+of that producer from a newer coordinator epoch TRANSACTION_COORDINATOR_FENCED
+(the sender is a deposed coordinator; nothing is appended).
 
-Before writing, this node waits (up to :data:`CATCH_UP_SECONDS`) until its
-replicated copy of the coordinator's state no longer shows the producer's
-transaction Ongoing at the marker's epoch: the coordinator persisted the
-decision before sending the markers, and once this node has applied it the
-KIP-890 check of Produce here refuses that transaction's late batches, so none
-can land after its marker and leave a transaction hanging.  Until then the
-partitions are answered COORDINATOR_LOAD_IN_PROGRESS (retried).  v0 is gone from Kafka 4
-and not served; v2 (KIP-890 part 2's transaction version) neither.
+Before writing, a node that does not coordinate transactions itself waits (up
+to :data:`CATCH_UP_SECONDS`) until its replicated copy of the coordinator's
+state no longer shows the producer's transaction Ongoing at the marker's
+epoch: the coordinator persisted the decision before sending the markers, and
+once this node has applied it the KIP-890 check of Produce here refuses that
+transaction's late batches, so none can land after its marker and leave a
+transaction hanging.  Until then the partitions are answered
+COORDINATOR_LOAD_IN_PROGRESS (retried).  The node that coordinates (a single
+node; the controller) has the coordinator's state itself, so it does not wait:
+a marker for a transaction it shows Ongoing comes from no decision of its own
+but from an operator (``kafka-transactions.sh abort``, ``Admin.abortTransaction``),
+and is written as Kafka writes it, refused only by the coordinator-epoch check.
+On another node such an abort is answered COORDINATOR_LOAD_IN_PROGRESS after
+the wait (it cannot be told from a marker whose decision this node has not
+applied yet); an abort of a hanging transaction (one the coordinator no longer
+shows Ongoing at that epoch) is written at once everywhere.  v0 is gone from
+Kafka 4 and not served; v2 (KIP-890 part 2's transaction version) neither.
 """
 
 from __future__ import annotations
@@ -31,7 +42,10 @@ CATCH_UP_SECONDS = 5.0
 
 
 async def caught_up(ctx: RequestContext, producer_id: int, producer_epoch: int) -> bool:
-    """Whether this node's metadata shows the producer's transaction decided (waits a while)."""
+    """Whether this node coordinates transactions, or its metadata shows the producer's
+    transaction decided (waits a while)."""
+    if ctx.broker.transactions.availability() is None:
+        return True  # the coordinator's own state: nothing to catch up with
     with trio.move_on_after(CATCH_UP_SECONDS):
         while True:
             ongoing = any(t.producer_id == producer_id and t.producer_epoch == producer_epoch and t.state == "Ongoing"

@@ -24,9 +24,10 @@ The semantics are Kafka's ``LogCleaner``/``Cleaner``; scheduling lives in
    (offsets are never renumbered, so gaps appear), the same producer fields,
    leader epoch and codec (recompressed), a new recordsCount, maxTimestamp
    and CRC-32C.  A batch with nothing left goes, unless it is a producer's
-   newest (data) batch (:meth:`ProducerStateTable.batches_to_keep`): that one
-   stays, emptied if need be, so idempotence and epochs survive (Kafka's
-   ``isBatchLastRecordOfProducer``).
+   newest (data) batch or newest marker (:meth:`ProducerStateTable.batches_to_keep`):
+   that one stays, emptied if need be, so idempotence, epochs and coordinator
+   epochs survive (Kafka's ``isBatchLastRecordOfProducer``; Kafka keeps the
+   coordinator epoch in producer-state snapshots, which Chronik has not).
    Transactions (Kafka's ``CleanedTransactionMetadata``, :class:`TxnTracker`):
    the cleanable section ends at the last stable offset (see
    :meth:`PartitionLog.sealed_segments`), so every transaction in it is

@@ -25,7 +25,9 @@ aborted-transaction index, rebuilt from the stored batches on open and after
 a truncation (markers are read back to know commit from abort).  The last
 stable offset (:attr:`PartitionLog.last_stable_offset`) sits beside the high
 watermark; markers are appended by :meth:`PartitionLog.append_marker` (the
-coordinator's side; followers copy them like any batch).  Compaction (a
+coordinator's side, refused TRANSACTION_COORDINATOR_FENCED from an older
+coordinator epoch than the producer's newest marker here; followers copy them
+like any batch, which carries the coordinator epoch over to them).  Compaction (a
 cleaner rewriting sealed segments, then swapping them in) works through
 :mod:`~chronik.log.local`; it cleans only below the last stable offset,
 drops aborted data and (once no data of theirs is left) markers, keeps each
@@ -76,6 +78,7 @@ from ..protocol import (
     ProtocolError,
     assign_offsets,
     control_record,
+    control_record_coordinator_epoch,
     control_record_type,
     decode_records,
     encode_batch,
@@ -92,7 +95,7 @@ from .local import (
     PartitionUnreadable,
     load_local_log,
 )
-from .producer_state import AbortedTxn, ProducerStateTable, SequenceError, is_idempotent
+from .producer_state import AbortedTxn, EndTxnMarker, ProducerStateTable, SequenceError, is_idempotent
 from .replica import LeaderEpochCache, ReplicaState
 from .segment import BatchRows
 
@@ -153,7 +156,7 @@ class PartitionLog:
 
         def observe(header: BatchHeader, payload: memoryview) -> None:
             epochs.assign(header.partition_leader_epoch, header.base_offset)
-            producers.observe(header, marker_type(header, payload))
+            producers.observe(header, end_txn_marker(header, payload))
 
         local, recovery = load_local_log(committer, directory, topic=topic, partition=partition, topic_id=topic_id,
                                          segment_bytes=segment_bytes, observe=observe)
@@ -276,7 +279,11 @@ class PartitionLog:
         The batch: one control record, key = version 0 + type (0 abort, 1
         commit), value = version 0 + ``coordinator_epoch``; attributes with
         the control and transactional bits; the producer's id and epoch.
+
+        :raises SequenceError: TRANSACTION_COORDINATOR_FENCED, ``coordinator_epoch`` is
+            older than that of the producer's newest marker here (nothing is appended).
         """
+        self.producers.check_marker(producer_id, coordinator_epoch)
         record = control_record(ControlRecordType.COMMIT if commit else ControlRecordType.ABORT, coordinator_epoch,
                                 0, timestamp_ms)
         batch = encode_batch([record], producer_id=producer_id, producer_epoch=producer_epoch,
@@ -292,7 +299,7 @@ class PartitionLog:
     def _store(self, batch: memoryview | bytes | bytearray, header: BatchHeader) -> Appended:
         appended = self.local.append(batch, header)
         self.epochs.assign(header.partition_leader_epoch, header.base_offset)
-        self.producers.observe(header, marker_type(header, batch))
+        self.producers.observe(header, end_txn_marker(header, batch))
         return appended
 
     def durable_settled(self, info: AppendInfo) -> bool:
@@ -428,7 +435,7 @@ class PartitionLog:
     def _rebuild_producer_state(self) -> None:
         self.producers = ProducerStateTable()
         for header, payload in self.local.batches():
-            self.producers.observe(header, marker_type(header, payload))
+            self.producers.observe(header, end_txn_marker(header, payload))
 
     # -- reading -------------------------------------------------------------
 
@@ -608,8 +615,9 @@ class PartitionLog:
         self.local.delete_files()
 
 
-def marker_type(header: BatchHeader, batch: memoryview | bytes | bytearray) -> int | None:
-    """The control record type of a control batch (0 abort, 1 commit); None for data batches.
+def end_txn_marker(header: BatchHeader, batch: memoryview | bytes | bytearray) -> EndTxnMarker | None:
+    """What the record of a control batch says: its type (0 abort, 1 commit) and, for those
+    two, the coordinator epoch; None for data batches.
 
     :raises ProtocolError: a control batch without a readable control record.
     """
@@ -618,10 +626,13 @@ def marker_type(header: BatchHeader, batch: memoryview | bytes | bytearray) -> i
     records = decode_records(batch)
     if not records:
         raise ProtocolError(f"control batch at offset {header.base_offset} holds no record")
-    return control_record_type(records[0])
+    control_type = control_record_type(records[0])
+    if control_type not in (ControlRecordType.ABORT, ControlRecordType.COMMIT):
+        return EndTxnMarker(control_type, None)
+    return EndTxnMarker(control_type, control_record_coordinator_epoch(records[0]))
 
 
-__all__ = ["AbortedTxn", "AppendInfo", "marker_type", "OffsetOutOfRange", "PARTITION_FILE", "PartitionLog", "PartitionRecovery",
+__all__ = ["AbortedTxn", "AppendInfo", "end_txn_marker", "OffsetOutOfRange", "PARTITION_FILE", "PartitionLog", "PartitionRecovery",
            "PartitionUnreadable", "SequenceError"]
 
 

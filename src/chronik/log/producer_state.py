@@ -24,6 +24,20 @@ Transactions (Kafka's ``ProducerStateManager`` and ``.txnindex``):
   producer's epoch (a marker written after fencing carries the bumped epoch,
   so the zombie's later batches are refused as an older epoch), and the next
   batch of that newer epoch must start at sequence 0;
+* each producer's *coordinator epoch* is that of the newest marker written
+  for it here (-1: none yet; Kafka's ``ProducerStateEntry.coordinatorEpoch``).
+  A marker is appended (:meth:`ProducerStateTable.check_marker`) only if its
+  coordinator epoch is at least that one, else TRANSACTION_COORDINATOR_FENCED:
+  a deposed coordinator (an older epoch) cannot end a transaction the current
+  one has already ended or will end.  Equal is accepted (the same coordinator
+  writing again after a retry or for the next transaction).  A marker the
+  table only observes (a follower copying the leader's, a rebuild) is not
+  checked: it sets the epoch, as in Kafka, where only the appending leader
+  refuses (the leader's checks keep a producer's coordinator epochs
+  non-decreasing along a log, unless it expired in between).  A new producer
+  epoch keeps the coordinator epoch, as in Kafka; an expired producer loses
+  it, and so does a rebuild after retention deleted the segments holding its
+  markers (Kafka would keep it in a producer-state snapshot);
 * an abort marker that ends a transaction holding data here appends
   ``(producer id, first offset, marker offset)`` to :attr:`aborted`, in
   marker-offset order -- the aborted-transaction index Fetch answers from;
@@ -32,10 +46,12 @@ Transactions (Kafka's ``ProducerStateManager`` and ``.txnindex``):
   offset until the marker is below it (Kafka's unreplicated transactions),
   so a read_committed reader never sees data whose marker it cannot see.
 
-The table, the ongoing transactions and the aborted index are all rebuilt
-after a restart or a truncation by :meth:`ProducerStateTable.observe` on every
-stored batch, in offset order (nothing of it is stored separately, so nothing
-stale is ever trusted).
+The table, the ongoing transactions, the coordinator epochs and the aborted
+index are all rebuilt after a restart or a truncation by
+:meth:`ProducerStateTable.observe` on every stored batch, in offset order
+(nothing of it is stored separately -- there are no producer-state snapshots
+-- so nothing stale is ever trusted; the coordinator epoch is read back from
+each marker's value).
 
 Expiry (Kafka's ``producer.id.expiration.ms``): :meth:`ProducerStateTable.expire`
 forgets a producer with no ongoing transaction here once its newest batch's
@@ -51,7 +67,9 @@ that data is left, its abort marker (Kafka waits ``delete.retention.ms``); it
 must never drop a marker while data of its transaction remains before it, nor
 touch anything at or above the last stable offset.  It keeps the batches
 :meth:`ProducerStateTable.batches_to_keep` names (emptied if need be), so the
-producers' epochs and sequences are unchanged by a swap, and it removes an
+producers' epochs, sequences and coordinator epochs are unchanged by a swap
+(Kafka keeps the coordinator epoch in its producer-state snapshots; with no
+snapshots, each producer's newest marker is kept instead), and it removes an
 abort marker only once no data of its transaction is left, so after a swap
 only the index entries of the removed markers are dropped
 (:meth:`forget_aborted_markers`); a rebuild from the stored batches gives the
@@ -81,6 +99,32 @@ class _ProducerEntry:
     """Base offset of the producer's newest batch, data or marker (the cleaner keeps it)."""
     last_timestamp: int = -1
     """The max timestamp of the producer's newest batch (data or marker), as Kafka's producer state keeps it."""
+    coordinator_epoch: int = -1
+    """The coordinator epoch of the producer's newest marker (-1: none)."""
+    last_marker: int = -1
+    """Base offset of the producer's newest marker (the cleaner keeps it: it carries the coordinator epoch)."""
+
+    def renewed(self, epoch: int) -> "_ProducerEntry":
+        """The entry of a new producer epoch: no sequences yet, the same coordinator epoch and newest marker."""
+        return _ProducerEntry(epoch, -1, coordinator_epoch=self.coordinator_epoch, last_marker=self.last_marker)
+
+
+class EndTxnMarker(NamedTuple):
+    """What a control batch's record says (Kafka's ``EndTransactionMarker``)."""
+
+    control_type: int  # 0 abort, 1 commit (ControlRecordType), or a newer type
+    coordinator_epoch: int | None  # None for a type that is not a commit or abort
+
+
+class ProducerDescription(NamedTuple):
+    """One producer's state here, as DescribeProducers reports it."""
+
+    producer_id: int
+    epoch: int
+    last_sequence: int
+    last_timestamp: int
+    coordinator_epoch: int  # -1: no marker seen for it
+    txn_start_offset: int  # first offset of its ongoing transaction, -1: none
 
 
 class AbortedTxn(NamedTuple):
@@ -171,10 +215,24 @@ class ProducerStateTable:
         entry = self._producers.get(producer_id)
         return None if entry is None else entry.epoch
 
-    def observe(self, header: BatchHeader, marker: int | None = None) -> None:
-        """Record an appended (or recovered) batch; ``header.base_offset`` is its offset.
+    def check_marker(self, producer_id: int, coordinator_epoch: int) -> None:
+        """Validate a marker the transaction coordinator is about to append for ``producer_id``.
 
-        ``marker`` is the control record type (0 abort, 1 commit) of a control batch.
+        :raises SequenceError: TRANSACTION_COORDINATOR_FENCED, an older coordinator
+            epoch than that of the producer's newest marker here.
+        """
+        entry = self._producers.get(producer_id)
+        if entry is not None and coordinator_epoch < entry.coordinator_epoch:
+            raise SequenceError(
+                ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+                f"marker for producer {producer_id} from coordinator epoch {coordinator_epoch}, "
+                f"older than {entry.coordinator_epoch}",
+            )
+
+    def observe(self, header: BatchHeader, marker: EndTxnMarker | None = None) -> None:
+        """Record an appended (or recovered, or replicated) batch; ``header.base_offset`` is its offset.
+
+        ``marker`` is what the record of a control batch says.  Nothing is checked here.
         """
         if header.is_control:
             self._observe_marker(header, marker)
@@ -184,25 +242,32 @@ class ProducerStateTable:
         if not is_idempotent(header):
             return
         entry = self._producers.get(header.producer_id)
-        if entry is None or header.producer_epoch != entry.epoch:
+        if entry is None:
             entry = self._producers[header.producer_id] = _ProducerEntry(header.producer_epoch, -1)
+        elif header.producer_epoch != entry.epoch:
+            entry = self._producers[header.producer_id] = entry.renewed(header.producer_epoch)
         entry.last_sequence = _last_sequence(header)
         entry.last_timestamp = header.max_timestamp
         entry.recent.append((header.base_sequence, entry.last_sequence, header.base_offset))
         entry.last_batch = header.base_offset
 
-    def _observe_marker(self, header: BatchHeader, marker: int | None) -> None:
+    def _observe_marker(self, header: BatchHeader, marker: EndTxnMarker | None) -> None:
         pid = header.producer_id
         entry = self._producers.get(pid)
-        if entry is None or header.producer_epoch > entry.epoch:
+        if entry is None:
             entry = self._producers[pid] = _ProducerEntry(header.producer_epoch, -1)
+        elif header.producer_epoch > entry.epoch:
+            entry = self._producers[pid] = entry.renewed(header.producer_epoch)
         entry.last_batch = header.base_offset
         entry.last_timestamp = header.max_timestamp
+        if marker is not None and marker.coordinator_epoch is not None:
+            entry.coordinator_epoch = marker.coordinator_epoch
+            entry.last_marker = header.base_offset
         first = self.ongoing.pop(pid, None)
         if first is None:
             return
         self._completing.append((header.base_offset, first))
-        if marker == 0:  # ControlRecordType.ABORT
+        if marker is not None and marker.control_type == 0:  # ControlRecordType.ABORT
             self.aborted.append(AbortedTxn(header.base_offset, pid, first))
 
     def last_stable_offset(self, high_watermark: int) -> int:
@@ -217,10 +282,10 @@ class ProducerStateTable:
             lso = min(lso, min(self.ongoing.values()))
         return lso
 
-    def describe(self) -> list[tuple[int, int, int, int, int]]:
-        """(producer id, epoch, last sequence, last timestamp, first offset of its ongoing transaction
-        or -1) per producer."""
-        return [(pid, entry.epoch, entry.last_sequence, entry.last_timestamp, self.ongoing.get(pid, -1))
+    def describe(self) -> list[ProducerDescription]:
+        """Every producer's state here, by producer id."""
+        return [ProducerDescription(pid, entry.epoch, entry.last_sequence, entry.last_timestamp,
+                                    entry.coordinator_epoch, self.ongoing.get(pid, -1))
                 for pid, entry in sorted(self._producers.items())]
 
     def first_unstable_producer(self) -> tuple[int, int] | None:
@@ -238,14 +303,17 @@ class ProducerStateTable:
 
     def batches_to_keep(self) -> set[int]:
         """Base offsets of the batches compaction must keep (possibly emptied) so this table
-        survives a rebuild: each producer's newest data batch (its sequence state) and
-        newest batch (a later marker carries its epoch), Kafka's ``isBatchLastRecordOfProducer``."""
+        survives a rebuild: each producer's newest data batch (its sequence state),
+        newest batch (a later marker carries its epoch; Kafka's ``isBatchLastRecordOfProducer``)
+        and newest marker (its coordinator epoch)."""
         keep = set()
         for entry in self._producers.values():
             if entry.recent:
                 keep.add(entry.recent[-1][2])
             if entry.last_batch >= 0:
                 keep.add(entry.last_batch)
+            if entry.last_marker >= 0:
+                keep.add(entry.last_marker)
         return keep
 
     def forget_aborted_markers(self, markers: set[int]) -> None:

@@ -798,3 +798,14 @@ def control_record_type(record: Record) -> int:
         raise CorruptRecord(f"control record at offset {record.offset} has no valid key")
     (control_type,) = INT16.unpack_from(record.key, 2)
     return int(control_type)
+
+
+def control_record_coordinator_epoch(record: Record) -> int:
+    """The coordinator epoch a commit or abort marker record carries (its value: version, then the epoch).
+
+    :raises CorruptRecord: the value is too short to be a marker's value.
+    """
+    if record.value is None or len(record.value) < 6:
+        raise CorruptRecord(f"control record at offset {record.offset} has no valid marker value")
+    (coordinator_epoch,) = INT32.unpack_from(record.value, 2)
+    return int(coordinator_epoch)

@@ -44,7 +44,11 @@ which is written only after every marker.  After a restart
 or a coordinator move, :meth:`TransactionCoordinator.run` finds every
 transaction left in a Prepare state and writes its markers again (writing a
 marker twice is harmless: the second finds no ongoing transaction of that
-producer); it also aborts Ongoing transactions past ``transaction.timeout.ms``
+producer).  A partition that answers TRANSACTION_COORDINATOR_FENCED (it has a
+marker of that producer from a newer coordinator epoch) means this
+coordinator was deposed: as in Kafka, it stops completing that transaction
+(until its coordinator epoch changes), leaving it to the newer one.
+:meth:`TransactionCoordinator.run` also aborts Ongoing transactions past ``transaction.timeout.ms``
 (bumping the epoch, which fences their producer) and forgets ids idle for
 ``transactional.id.expiration.ms``.
 
@@ -139,6 +143,7 @@ class TransactionCoordinator:
         self._clock = clock
         self._locks: dict[str, trio.Lock] = {}
         self._completing: dict[str, trio.Event] = {}  # set once the Complete state is durable (or it stopped)
+        self._fenced: dict[str, int] = {}  # id -> coordinator epoch whose markers a partition refused as fenced
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
 
@@ -324,6 +329,8 @@ class TransactionCoordinator:
     def _start_completion(self, transactional_id: str) -> None:
         if transactional_id in self._completing or self._nursery is None:
             return
+        if self._fenced.get(transactional_id) == self._role.coordinator_epoch:
+            return  # a newer coordinator ends it (see _complete)
         self._completing[transactional_id] = trio.Event()
         self._nursery.start_soon(self._complete, transactional_id)
 
@@ -340,13 +347,24 @@ class TransactionCoordinator:
             while True:
                 current = self.state(transactional_id)
                 if current is None or current.state not in core.PREPARING:
+                    self._fenced.pop(transactional_id, None)
                     return
                 if self._role.coordinator_error() is not None:
                     return  # the next coordinator finishes it
                 commit = current.state == core.PREPARE_COMMIT
+                coordinator_epoch = self._role.coordinator_epoch
                 failed = await self._markers.write_markers(
-                    current.producer_id, current.producer_epoch, commit, self._role.coordinator_epoch,
+                    current.producer_id, current.producer_epoch, commit, coordinator_epoch,
                     [(str(t), int(p)) for t, p in current.partitions])
+                fenced = sorted(p for p, error in failed.items() if error == ErrorCode.TRANSACTION_COORDINATOR_FENCED)
+                if fenced:
+                    # as Kafka's coordinator does: a partition has seen a newer coordinator's
+                    # marker for this producer, so this one is deposed and stops; the
+                    # transaction's state is not touched (the newer coordinator ends it)
+                    log.warning("transaction %r: coordinator epoch %d fenced by %s; no longer completing it",
+                                transactional_id, coordinator_epoch, fenced)
+                    self._fenced[transactional_id] = coordinator_epoch
+                    return
                 if failed:
                     log.warning("transaction %r: markers not written yet to %s; retrying", transactional_id,
                                 sorted(failed.items()))
@@ -360,6 +378,7 @@ class TransactionCoordinator:
                     except CommandRejected as exc:
                         log.info("transaction %r completion not written: %s", transactional_id, exc.message)
                         continue
+                self._fenced.pop(transactional_id, None)
                 log.debug("transaction %r of producer %d/%d %s", transactional_id, current.producer_id,
                           current.producer_epoch, "committed" if commit else "aborted")
                 return

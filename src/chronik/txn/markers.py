@@ -9,7 +9,12 @@ the loss of the leader.  (A leader that lost the lead meanwhile may have
 truncated the marker, and as a follower its high watermark is the new
 leader's, over other batches: that partition is failed, and written again.)  A partition whose topic is gone needs
 no marker.  A partition this node does not lead is reported failed
-(NOT_LEADER_OR_FOLLOWER) and retried by the coordinator.
+(NOT_LEADER_OR_FOLLOWER) and retried by the coordinator.  A partition that
+has a newer coordinator epoch for the producer than the marker's refuses it
+(TRANSACTION_COORDINATOR_FENCED, see :mod:`chronik.log.producer_state`):
+the writer is a deposed coordinator, and
+:class:`~chronik.txn.coordinator.TransactionCoordinator` stops completing
+that transaction.
 
 :class:`ClusterMarkerWriter` (cluster mode) sends each partition's marker to
 its leader as the metadata image names it: this node's through
@@ -32,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from ..log.partition import AppendInfo, PartitionLog
+from ..log.partition import AppendInfo, PartitionLog, SequenceError
 from ..metadata.image import MetadataImage
 from ..protocol import ErrorCode, FrameDecoder, decode_response, encode_frame, encode_request, request_schema
 from ..protocol.build import build
@@ -76,6 +81,10 @@ class LocalMarkerWriter:
                 continue
             try:
                 info = partition_log.append_marker(producer_id, producer_epoch, commit, coordinator_epoch, now)
+            except SequenceError as exc:  # TRANSACTION_COORDINATOR_FENCED: a newer coordinator wrote here
+                log.warning("%s-%d: %s", topic_name, index, exc)
+                failed[(topic_name, index)] = exc.error
+                continue
             except StorageError:
                 failed[(topic_name, index)] = ErrorCode.KAFKA_STORAGE_ERROR
                 continue
