@@ -13,12 +13,20 @@ import errno
 import os
 import struct
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import confluent_kafka
 import pytest
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
 from .brokerproc import BrokerProcess, one_line_error, serve
 from .clients import Sent, confluent_consume, confluent_produce
@@ -131,8 +139,9 @@ def test_partitions_without_space_are_offline_until_space_returns(small_disk: Pa
 
 def test_after_the_log_directory_failed_every_api_answers_storage_error(small_disk: Path) -> None:
     """Fill the disk under a producing broker: refused produces, then CreateTopics, CreatePartitions,
-    DeleteTopics and AlterConfigs (which write the metadata log) all answer KAFKA_STORAGE_ERROR and
-    the connection lives on; acknowledged records survive a restart once there is room."""
+    DeleteTopics, AlterConfigs and IncrementalAlterConfigs (which write the metadata log) all answer
+    KAFKA_STORAGE_ERROR and the connection lives on; acknowledged records survive a restart once
+    there is room."""
     broker = BrokerProcess(small_disk / "data").start()
     try:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
@@ -151,6 +160,16 @@ def test_after_the_log_directory_failed_every_api_answers_storage_error(small_di
                 future.result(15)
             assert info.value.args[0].name() == "KAFKA_STORAGE_ERROR"
         for future in admin.delete_topics(["a"]).values():
+            with pytest.raises(confluent_kafka.KafkaException) as info:
+                future.result(15)
+            assert info.value.args[0].name() == "KAFKA_STORAGE_ERROR"
+        replace = ConfigResource(ConfigResource.Type.TOPIC, "a", set_config={"retention.ms": "3600000"})
+        increment = ConfigResource(ConfigResource.Type.TOPIC, "a", incremental_configs=[
+            ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # legacy AlterConfigs, as a client may send it
+            replaced = admin.alter_configs([replace])
+        for future in [*replaced.values(), *admin.incremental_alter_configs([increment]).values()]:
             with pytest.raises(confluent_kafka.KafkaException) as info:
                 future.result(15)
             assert info.value.args[0].name() == "KAFKA_STORAGE_ERROR"
