@@ -37,6 +37,17 @@ async def pad(log: PartitionLog, tag: bytes, count: int = PAD) -> None:
     await append(log, keyed([(b"%s%d" % (tag, i), b"pad" * 40) for i in range(count)]))
 
 
+async def clean_past_the_horizon(log: PartitionLog, committer: GroupCommitter) -> None:
+    """Three cleaning passes with delete.retention.ms=100, each followed by a pause past
+    that horizon and fresh padding, so every marker whose data went can go too."""
+    cleaner = cleaner_for(committer, log, configs(**{"delete.retention.ms": "100"}))
+    for tag in (b"r", b"s", b"t"):
+        assert await clean_once(cleaner)
+        time.sleep(0.15)
+        await pad(log, tag)
+        await pad(log, tag + b"2")
+
+
 def markers(log: PartitionLog) -> list[int]:
     return [parse_batch_header(b).base_offset for b in log.read(log.log_start_offset, 1 << 30)
             if parse_batch_header(b).is_control]
@@ -84,12 +95,7 @@ async def test_a_marker_stays_while_data_of_its_transaction_remains(open_log: Op
     await end_txn(log, 9, True)
     await pad(log, b"p")
     await pad(log, b"q")
-    cleaner = cleaner_for(committer, log, configs(**{"delete.retention.ms": "100"}))
-    for tag in (b"r", b"s", b"t"):
-        assert await clean_once(cleaner)
-        time.sleep(0.15)
-        await pad(log, tag)
-        await pad(log, tag + b"2")
+    await clean_past_the_horizon(log, committer)
     left = markers(log)
     assert commit9 in left  # its data (k) is the latest value of k: still there
     assert abort5 not in left  # its data went in the first pass, then its horizon passed
@@ -171,12 +177,7 @@ async def test_each_producers_newest_marker_stays_so_its_coordinator_epoch_survi
     await pad(log, b"q")
     before = log.producers.describe()
     assert [(p.producer_id, p.coordinator_epoch) for p in before] == [(13, 5)]
-    cleaner = cleaner_for(committer, log, configs(**{"delete.retention.ms": "100"}))
-    for tag in (b"r", b"s", b"t"):
-        assert await clean_once(cleaner)
-        time.sleep(0.15)
-        await pad(log, tag)
-        await pad(log, tag + b"2")
+    await clean_past_the_horizon(log, committer)
     assert b"aborted x" not in b"".join(r.value or b"" for r in read_all(log))
     assert abort in markers(log)
     assert log.producers.describe() == before

@@ -9,17 +9,28 @@ from pathlib import Path
 import pytest
 import trio
 
-from chronik.broker import open_broker
+from chronik.broker import Broker, open_broker
 from chronik.config import BrokerConfig
 from chronik.metadata import CommandRejected
 from chronik.metadata.commands import CreateTopic, RegisterBroker, StageTxnOffsets
 from chronik.metadata.image import CommittedOffset, MetadataImage
 from chronik.metadata.placement import TopicRequest
+from chronik.log import PartitionLog
 from chronik.protocol import ErrorCode, Record, encode_batch, validate_batch
 from chronik.txn import state as core
 from chronik.txn.markers import ClusterMarkerWriter, LocalMarkerWriter
 
 MAX = 900_000
+
+
+async def write_in_transaction(broker: Broker, pid: int, epoch: int, partition: int) -> PartitionLog:
+    """Append one transactional record of producer ``pid`` to ``out``-``partition``, durably."""
+    log = await broker.partition_log("out", partition)
+    assert log is not None
+    data = encode_batch([Record(0, 1, None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=0,
+                        is_transactional=True)
+    await log.wait_durable(log.append_batch(data, validate_batch(data), log_append_time=None))
+    return log
 
 
 def apply(image: MetadataImage, outcome: core.Outcome) -> None:
@@ -133,11 +144,7 @@ async def test_a_decision_survives_a_crash_before_its_markers(tmp_path: Path, mo
             ("out", 0): ErrorCode.NONE, ("out", 1): ErrorCode.NONE}
         assert await txns.add_offsets("t", pid, epoch, "g") == ErrorCode.NONE
         for p in range(2):
-            data = encode_batch([Record(0, 1, None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=0,
-                                is_transactional=True)
-            log = await broker.partition_log("out", p)
-            assert log is not None
-            await log.wait_durable(log.append_batch(data, validate_batch(data), log_append_time=None))
+            log = await write_in_transaction(broker, pid, epoch, p)
             assert log.last_stable_offset == 0
         assert (await txns.stage_offsets("t", "g", pid, epoch, [["in", 0, 5, -1, None]]))[0] == ErrorCode.NONE
         assert broker.image.group_offsets.get("g") is None
@@ -224,11 +231,7 @@ async def test_end_txn_answers_the_durable_decision_and_the_next_request_waits_f
         txns._markers = gated  # type: ignore[assignment]
         error, pid, epoch = await txns.init_producer_id("t", 60000, -1, -1)
         assert await txns.add_partitions("t", pid, epoch, [("out", 0)]) == {("out", 0): ErrorCode.NONE}
-        log = await broker.partition_log("out", 0)
-        assert log is not None
-        data = encode_batch([Record(0, 1, None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=0,
-                            is_transactional=True)
-        await log.wait_durable(log.append_batch(data, validate_batch(data), log_append_time=None))
+        log = await write_in_transaction(broker, pid, epoch, 0)
         with trio.fail_after(2):  # not held back by the markers
             assert await txns.end_txn("t", pid, epoch, True) == ErrorCode.NONE
         assert broker.image.transactions["t"].state == "PrepareCommit"
@@ -341,11 +344,7 @@ async def test_a_coordinator_fenced_by_a_partition_stops_completing_the_transact
         txns._role = role  # type: ignore[assignment]
         error, pid, epoch = await txns.init_producer_id("t", 60000, -1, -1)
         assert await txns.add_partitions("t", pid, epoch, [("out", 0)]) == {("out", 0): ErrorCode.NONE}
-        log = await broker.partition_log("out", 0)
-        assert log is not None
-        data = encode_batch([Record(0, 1, None, b"x")], producer_id=pid, producer_epoch=epoch, base_sequence=0,
-                            is_transactional=True)
-        await log.wait_durable(log.append_batch(data, validate_batch(data), log_append_time=None))
+        log = await write_in_transaction(broker, pid, epoch, 0)
         # a newer coordinator (epoch 5) already aborted this producer's transaction here
         await log.wait_durable(log.append_marker(pid, epoch, False, 5, 1))
         end = log.log_end_offset
