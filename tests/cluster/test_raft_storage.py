@@ -157,6 +157,15 @@ async def test_a_damaged_snapshot_the_log_cannot_stand_in_for_refuses_to_start()
             await RaftStorage.open(committer, "/n")
 
 
+async def assert_recovers(backend: MemoryBackend, snapshot: Snapshot, entries: tuple[Entry, ...]) -> None:
+    """Reopening the store in ``/n`` recovers ``snapshot`` and, after it, ``entries``."""
+    async with open_group_committer(backend, "/n") as committer:
+        storage = await RaftStorage.open(committer, "/n")
+        assert storage.recovered.snapshot == snapshot
+        assert storage.recovered.entries == entries
+        await storage.aclose()
+
+
 async def test_install_keeps_a_continuing_log_or_discards_it() -> None:
     backend = MemoryBackend()
     async with open_group_committer(backend, "/n") as committer:
@@ -169,11 +178,7 @@ async def test_install_keeps_a_continuing_log_or_discards_it() -> None:
         assert [n for n in backend.list_dir("/n") if n.startswith("snapshot-")] == [snapshot_name(30)]
         await fill(storage, log_of(2, 30, epoch=4))
         await storage.aclose()
-    async with open_group_committer(backend, "/n") as committer:
-        storage = await RaftStorage.open(committer, "/n")
-        assert storage.recovered.snapshot == Snapshot(30, 4, b"leader-30")
-        assert storage.recovered.entries == log_of(2, 30, epoch=4)
-        await storage.aclose()
+    await assert_recovers(backend, Snapshot(30, 4, b"leader-30"), log_of(2, 30, epoch=4))
 
 
 async def test_a_discarding_install_after_a_restart_discards_the_sealed_segments_too() -> None:
@@ -188,11 +193,7 @@ async def test_a_discarding_install_after_a_restart_discards_the_sealed_segments
         assert (storage.log_start, storage.log_end) == (40, 40)
         await fill(storage, log_of(2, 40, epoch=3))
         await storage.aclose()
-    async with open_group_committer(backend, "/n") as committer:
-        storage = await RaftStorage.open(committer, "/n")
-        assert storage.recovered.snapshot == Snapshot(40, 3, b"leader-40")
-        assert storage.recovered.entries == log_of(2, 40, epoch=3)
-        await storage.aclose()
+    await assert_recovers(backend, Snapshot(40, 3, b"leader-40"), log_of(2, 40, epoch=3))
 
 
 async def test_an_install_cut_short_by_a_crash_is_completed_at_open() -> None:
