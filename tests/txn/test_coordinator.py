@@ -119,6 +119,59 @@ def test_a_stale_writer_is_rejected_by_the_image() -> None:
     assert raised.value.error == "CONCURRENT_TRANSACTIONS"
 
 
+def test_a_stale_writer_is_rejected_when_the_state_it_saw_has_come_round_again() -> None:
+    """Cluster seed 10005 (3 nodes): a controller cut off in a minority timed out producer x1's
+    transaction and submitted its PrepareAbort (partitions [t2-0]); the metadata submit path kept
+    retrying it and forwarded it to the next controller after the heal, by when x1 had committed that
+    transaction and begun the next one, in the same producer epoch, on t4-0, t4-1 and t2-0.  The image
+    checked only [producer id, epoch, state] -- Ongoing again -- and took the stale abort: the new
+    transaction's markers went to t2-0 only, its records in t4-0 stayed open, and the producer's next
+    transaction there committed them with its own.  The state's version tells the two Ongoing apart."""
+    image = MetadataImage()
+    txns = image.transactions
+    apply(image, core.init_producer_id(None, "t", 3000, MAX, -1, -1, 0, new_producer_id=1))
+    apply(image, core.add_partitions(txns["t"], 1, 0, [("t2", 0)], 4001))
+    stale = core.expire(txns["t"], 7899, 10**9)  # the old controller's timeout abort, delivered late
+    assert stale is not None and stale.put is not None and stale.put.state == "PrepareAbort"
+    apply(image, core.end_txn(txns["t"], 1, 0, True, 4500))
+    image.apply(image.applied_offset + 1, core.complete(txns["t"], 4600))
+    apply(image, core.add_partitions(txns["t"], 1, 0, [("t4", 1), ("t4", 0), ("t2", 0)], 9174))
+    assert (txns["t"].producer_id, txns["t"].producer_epoch, txns["t"].state) == (1, 0, "Ongoing")
+    with pytest.raises(CommandRejected) as raised:
+        apply(image, stale)
+    assert raised.value.error == "CONCURRENT_TRANSACTIONS"
+    assert txns["t"].state == "Ongoing" and txns["t"].partitions == [["t4", 1], ["t4", 0], ["t2", 0]]
+    # the current coordinator's own abort of it is taken, and covers every partition
+    outcome = core.expire(txns["t"], 9174 + 3001, 10**9)
+    assert outcome is not None
+    apply(image, outcome)
+    assert txns["t"].state == "PrepareAbort" and txns["t"].partitions == [["t4", 1], ["t4", 0], ["t2", 0]]
+
+
+def test_a_command_logged_before_the_version_existed_replays_as_it_was_applied() -> None:
+    """Metadata logs hold PutTransaction commands whose ``expected`` has three elements (no version):
+    replayed, they are checked on those three, so an upgraded node rebuilds the same image."""
+    from chronik.metadata.commands import PutTransaction, decode_command
+
+    image = MetadataImage()
+    old = [
+        b'{"v":1,"type":"put_transaction","transactional_id":"t","producer_id":1,"producer_epoch":0,"state":"Empty",'
+        b'"partitions":[],"groups":[],"timeout_ms":3000,"started_ms":-1,"updated_ms":1,"expected":null,'
+        b'"last_producer_epoch":-1}',
+        b'{"v":1,"type":"put_transaction","transactional_id":"t","producer_id":1,"producer_epoch":0,"state":"Ongoing",'
+        b'"partitions":[["a",0]],"groups":[],"timeout_ms":3000,"started_ms":2,"updated_ms":2,'
+        b'"expected":[1,0,"Empty"],"last_producer_epoch":-1}',
+    ]
+    for payload in old:
+        command = decode_command(payload)
+        assert isinstance(command, PutTransaction) and command.version == 0
+        image.apply(image.applied_offset + 1, command)
+    assert (image.transactions["t"].state, image.transactions["t"].version) == ("Ongoing", 0)
+    apply(image, core.end_txn(image.transactions["t"], 1, 0, False, 3))  # a new writer on the old state
+    assert (image.transactions["t"].state, image.transactions["t"].version) == ("PrepareAbort", 1)
+    assert MetadataImage.from_snapshot(image.to_snapshot()).transactions == image.transactions
+
+
 class StuckMarkers:
     """A marker writer that never finishes: the broker 'crashes' between the decision and the markers."""
 

@@ -221,10 +221,18 @@ class PutTransaction(Command):
     ``state`` is one of Empty, Ongoing, PrepareCommit, PrepareAbort,
     CompleteCommit, CompleteAbort, Dead (Dead removes the id).
     ``partitions`` holds ``[topic, partition]`` entries, ``groups`` the
-    consumer groups whose offsets the transaction commits.  ``expected`` is
-    ``[producer_id, producer_epoch, state]`` as the writer saw them (None: the
-    id was unknown); the command is rejected (CONCURRENT_TRANSACTIONS) unless
-    the image still says exactly that, so two writers can never both win.
+    consumer groups whose offsets the transaction commits.  ``version`` counts
+    the id's writes: the state it replaces had ``version - 1`` (0 for a new id,
+    and in commands logged before the field existed).  ``expected`` is
+    ``[producer_id, producer_epoch, state, version]`` of the state the writer
+    computed from (None: the id was unknown); the command is rejected
+    (CONCURRENT_TRANSACTIONS) unless the image still holds that very state, so
+    two writers can never both win.  The version is what makes that exact: id,
+    epoch and state alone come round again (each transaction of one producer
+    epoch is Ongoing once), and a deposed coordinator's command, which the
+    metadata submit path retries and forwards to the next controller for up to
+    its timeout, must not land on a later transaction.  (A three-element
+    ``expected``, logged before the version existed, is compared on those three.)
     Applying CompleteCommit makes the transaction's staged offsets of each
     group (:class:`StageTxnOffsets`) committed offsets; CompleteAbort drops them.
     """
@@ -241,6 +249,7 @@ class PutTransaction(Command):
     updated_ms: int
     expected: list[Any] | None = None
     last_producer_epoch: int = -1
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ class TransactionImage:
     started_ms: int
     updated_ms: int
     last_producer_epoch: int = -1
+    version: int = 0
 
 
 @dataclass(slots=True)
@@ -463,8 +464,12 @@ class MetadataImage:
 
     def _apply_put_transaction(self, c: PutTransaction) -> TransactionImage | None:
         current = self.transactions.get(c.transactional_id)
-        seen = None if current is None else [current.producer_id, current.producer_epoch, current.state]
-        if seen != (None if c.expected is None else list(c.expected)):
+        expected = None if c.expected is None else list(c.expected)
+        seen = None if current is None else [current.producer_id, current.producer_epoch, current.state,
+                                             current.version]
+        if seen is not None and expected is not None and len(expected) == 3:
+            seen = seen[:3]  # logged before commands named the version: replayed as it was applied then
+        if seen != expected:
             raise CommandRejected("CONCURRENT_TRANSACTIONS",
                                   f"transactional id {c.transactional_id!r} changed meanwhile ({seen} != {c.expected})")
         if c.state in ("CompleteCommit", "CompleteAbort"):
@@ -485,7 +490,7 @@ class MetadataImage:
             return None
         txn = TransactionImage(c.transactional_id, c.producer_id, c.producer_epoch, c.state,
                                [list(p) for p in c.partitions], list(c.groups), c.timeout_ms, c.started_ms,
-                               c.updated_ms, c.last_producer_epoch)
+                               c.updated_ms, c.last_producer_epoch, c.version)
         self.transactions[c.transactional_id] = txn
         return txn
 

@@ -71,14 +71,17 @@ class Outcome:
 
 
 def _expected(current: TransactionImage | None) -> list[object] | None:
-    return None if current is None else [current.producer_id, current.producer_epoch, current.state]
+    """The state a command is computed from, as the image checks it (see :class:`PutTransaction`)."""
+    return None if current is None else [current.producer_id, current.producer_epoch, current.state,
+                                         current.version]
 
 
 def _put(current: TransactionImage | None, transactional_id: str, *, producer_id: int, producer_epoch: int,
          state: str, partitions: list[list[object]], groups: list[str], timeout_ms: int, started_ms: int,
          now_ms: int, last_producer_epoch: int = -1) -> PutTransaction:
     return PutTransaction(transactional_id, producer_id, producer_epoch, state, partitions, groups, timeout_ms,
-                          started_ms, now_ms, _expected(current), last_producer_epoch)
+                          started_ms, now_ms, _expected(current), last_producer_epoch,
+                          0 if current is None else current.version + 1)
 
 
 def _with(current: TransactionImage, now_ms: int, **changes: object) -> PutTransaction:
