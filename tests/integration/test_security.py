@@ -344,8 +344,9 @@ def test_confluent_untrusted_client_certificate(secured: Secured) -> None:
     secured.broker.wait_for_log("TLS handshake with 127.0.0.1 on listener SSL .* failed")
 
 
-#: kafka-python 3 bootstraps for ``bootstrap_timeout_ms`` (30 s by default) whatever the failures; 2.x has no such setting.
-KAFKA_PYTHON_BOOTSTRAP = {"bootstrap_timeout_ms": 5000} if int(kafka.__version__.split(".")[0]) >= 3 else {}
+#: kafka-python 3 bootstraps for ``bootstrap_timeout_ms`` (30 s by default) whatever the failures; 2.x has no such
+#: setting.  Its reconnection backoff grows, so most attempts come early (measured: 13 logged failures in 2.5 s, 15 in 5 s).
+KAFKA_PYTHON_BOOTSTRAP = {"bootstrap_timeout_ms": 2500} if int(kafka.__version__.split(".")[0]) >= 3 else {}
 
 
 @pytest.fixture
