@@ -26,7 +26,7 @@ from chronik.storage import create_backend
 
 from .clients import Sent, confluent_consume, confluent_produce
 from .raw import Raw, request_frame
-from .test_cluster import IDS, T0, Cluster, eventually, running_cluster
+from .test_cluster import IDS, T0, Cluster, eventually, running_cluster, stop_all
 from .test_controlled_shutdown import metrics_of
 from .test_replication import read_replica
 
@@ -139,8 +139,7 @@ def test_a_follower_behind_the_leaders_log_start_restarts_there_and_checkpoints_
         assert confluent_produce(bootstrap, "ret", [Sent(None, b"last", [], T0)]) == [23]
         time.sleep(0.5)
         topic_id = meta.topic_id.hex
-        for node in cluster.nodes.values():
-            node.stop()
+        stop_all(cluster)
 
     replicas = {i: read_replica(tmp_path / f"node{i}", "ret", topic_id) for i in IDS}
     start, end, batches = replicas[victim]

@@ -22,7 +22,7 @@ from chronik.storage import create_backend, default_backend_name, open_group_com
 
 from .clients import Sent, confluent_consume, confluent_produce
 from .raw import Raw, produce_frame
-from .test_cluster import IDS, T0, Cluster, eventually, running_cluster
+from .test_cluster import IDS, T0, Cluster, eventually, running_cluster, stop_all
 
 LAG_MS = 1500
 
@@ -110,8 +110,7 @@ def test_acks_all_replicates_isr_shrinks_and_a_restarted_follower_catches_up(tmp
         assert re.search(r"strict-0: ISR \[1, 2, 3\] -> \[\d, \d\]", cluster.nodes[leader].output()) \
             or f"fenced broker {victim};" in cluster.nodes[controller].output()
         topic_ids = {t: meta[t].topic_id.hex for t in ("r", "strict")}
-        for node in cluster.nodes.values():
-            node.stop()
+        stop_all(cluster)
 
     for topic, topic_id in topic_ids.items():
         replicas = {i: stored_batches(tmp_path / f"node{i}", topic, topic_id) for i in IDS}

@@ -26,7 +26,7 @@ from chronik.cluster.messages import VoteRequest
 from chronik.cluster.transport import encode_frame
 
 from .clients import Sent, confluent_consume, confluent_produce
-from .test_cluster import IDS, T0, Cluster, eventually, running
+from .test_cluster import IDS, T0, Cluster, eventually, running, stop_all
 from .test_replication import isr, stored_batches
 
 NODE_PRINCIPAL = "User:CN=chronik-node,OU=cluster,O=Example"
@@ -145,8 +145,7 @@ def test_three_nodes_replicate_and_fail_over_over_mutual_tls(tmp_path: Path, cer
         topic_id = cluster.topics(successor)["r"].topic_id.hex
         assert all(not refusals(cluster, i) for i in survivors)  # the nodes never refused each other
         assert all("User:CN=alice" in line for line in refusals(cluster, leader))
-        for node in cluster.nodes.values():
-            node.stop()
+        stop_all(cluster)
 
     replicas = {i: stored_batches(tmp_path / f"node{i}", "r", topic_id) for i in IDS}
     assert replicas[1] == replicas[2] == replicas[3] and b"w9" in b"".join(replicas[1])
