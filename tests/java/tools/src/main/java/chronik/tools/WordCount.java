@@ -80,7 +80,9 @@ public final class WordCount {
         props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
         props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 100);
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0); // every update goes downstream
-        props.put(StreamsConfig.consumerPrefix("session.timeout.ms"), 10000);
+        // a restarted application waits for the previous run's member (Streams does not leave the group on
+        // close) to time out: Kafka's group.min.session.timeout.ms, the shortest a Kafka broker accepts
+        props.put(StreamsConfig.consumerPrefix("session.timeout.ms"), 6000);
         props.put(StreamsConfig.consumerPrefix("heartbeat.interval.ms"), 500);
 
         Materialized<String, Long, KeyValueStore<Bytes, byte[]>> store =
