@@ -47,6 +47,8 @@ class BrokerProcess:
         self.own_listeners = own_listeners
         self.proc: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
+        self.log_mark = 0
+        """:meth:`wait_for_log` looks at the lines from this index on (a shared broker's test: its own)."""
         self._reader: threading.Thread | None = None
 
     @property
@@ -136,11 +138,11 @@ class BrokerProcess:
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
         while time.monotonic() < deadline:
-            for line in self.log_lines:
+            for line in self.log_lines[self.log_mark:]:
                 if regex.search(line):
                     return line
             time.sleep(0.05)
-        raise AssertionError(f"no log line matching {pattern!r} in:\n{self.output()}")
+        raise AssertionError(f"no log line matching {pattern!r} in:\n" + "\n".join(self.log_lines[self.log_mark:]))
 
 
 def broker_environment() -> dict[str, str]:

@@ -6,6 +6,7 @@ import random
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import confluent_kafka
@@ -36,6 +37,12 @@ RECORDS = [
     Sent(bytes(range(256)), _rng.randbytes(5000), [("bin", bytes(range(256)))], T0 - 10_000),  # older than the rest
     Sent(b"big", b"abc" * 30_000, [], T0 + 5),
 ]
+
+
+@pytest.fixture
+def broker(shared_module_broker: BrokerProcess) -> BrokerProcess:
+    """One broker for the module (:func:`~.conftest.shared_module_broker`): each test its own topics."""
+    return shared_module_broker
 
 
 def expected(records: list[Sent], offsets: list[int]) -> list[Received]:
@@ -141,11 +148,13 @@ ONE_BATCH = [Sent(None, b"r%d" % i, [], ts) for i, ts in enumerate([1000, 2000, 
 
 @pytest.fixture
 def one_batch_topic(broker: BrokerProcess) -> str:
-    """Five records produced as one batch (linger), timestamps 1000, 2000, 3000, 2500, 4000, after one other record."""
-    confluent_produce(broker.bootstrap, "times", [Sent(None, b"first", [], 500)])
-    offsets = confluent_produce(broker.bootstrap, "times", ONE_BATCH, **{"linger.ms": 500, "batch.num.messages": 10})
+    """A new topic: five records produced as one batch (linger), timestamps 1000, 2000, 3000, 2500, 4000,
+    after one other record."""
+    topic = f"times-{uuid.uuid4().hex[:8]}"
+    confluent_produce(broker.bootstrap, topic, [Sent(None, b"first", [], 500)])
+    offsets = confluent_produce(broker.bootstrap, topic, ONE_BATCH, **{"linger.ms": 500, "batch.num.messages": 10})
     assert offsets == [1, 2, 3, 4, 5]
-    return "times"
+    return topic
 
 
 def test_offsets_for_times_inside_one_batch_with_confluent(broker: BrokerProcess, one_batch_topic: str) -> None:
@@ -310,8 +319,6 @@ def test_data_dir_holds_batches_as_sent(broker: BrokerProcess, tmp_path: Path) -
 
 
 def test_fetch_v13_addresses_topics_by_id(broker: BrokerProcess) -> None:
-    import uuid
-
     from chronik.protocol import decode_records, decode_response
 
     from .raw import Raw, fetch_frame
