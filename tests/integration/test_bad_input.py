@@ -1,8 +1,10 @@
 """Hostile and broken input over raw sockets: each gets an error or a closed connection, nothing else breaks.
 
 After every kind of abuse the broker must still serve a fresh connection and
-still hold the records stored before, unchanged (the ``broker`` fixture also
-fails the test if the broker logged a traceback).
+still hold the records stored before, unchanged (the broker fixtures also
+fail the test if the broker logged a traceback).  The tests share one broker
+(:func:`~.conftest.shared_module_broker`), which holds the stored records from
+the start; the memory test, which measures the broker's growth, has its own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import confluent_kafka
 import pytest
 
 from chronik.protocol import decode_response
@@ -25,15 +28,36 @@ from .clients import Sent, confluent_consume, confluent_produce
 STORED = [Sent(b"k%d" % i, b"stored-%d" % i, [("h", b"%d" % i)], 1_700_000_000_000 + i) for i in range(20)]
 
 
-@pytest.fixture
-def stored(broker: BrokerProcess) -> Iterator[BrokerProcess]:
-    """A broker holding STORED in topic "kept"; afterwards: still serving, records unchanged."""
+def store(broker: BrokerProcess) -> BrokerProcess:
     confluent_produce(broker.bootstrap, "kept", STORED, **{"compression.type": "gzip"})
-    yield broker
+    return broker
+
+
+def assert_still_serving(broker: BrokerProcess) -> None:
+    """The broker runs, answers a fresh connection and holds STORED unchanged."""
     assert broker.proc is not None and broker.proc.poll() is None, broker.output()
     api_versions_answered(broker)
     got = confluent_consume(broker.bootstrap, "kept", len(STORED))
     assert [(r.key, r.value, r.headers, r.timestamp) for r in got] == [tuple(s) for s in STORED]
+
+
+@pytest.fixture(scope="module")
+def module_stored(module_broker: BrokerProcess) -> BrokerProcess:
+    return store(module_broker)
+
+
+@pytest.fixture
+def stored(module_stored: BrokerProcess, shared_module_broker: BrokerProcess) -> Iterator[BrokerProcess]:
+    """The module's broker, holding STORED in topic "kept"; afterwards: still serving, records unchanged."""
+    yield shared_module_broker
+    assert_still_serving(shared_module_broker)
+
+
+@pytest.fixture
+def fresh_stored(broker: BrokerProcess) -> Iterator[BrokerProcess]:
+    """A broker of the test's own holding STORED in topic "kept"; afterwards: still serving, records unchanged."""
+    yield store(broker)
+    assert_still_serving(broker)
 
 
 def api_versions_answered(broker: BrokerProcess, correlation_id: int = 99) -> None:
@@ -174,13 +198,23 @@ def test_a_truncated_request_body_closes_the_connection(stored: BrokerProcess) -
 
 
 def test_clients_disconnecting_mid_request(stored: BrokerProcess) -> None:
+    end = log_end(stored, "kept")
     produce = produce_frame("kept", 0, b"never stored")
-    fetch = fetch_frame("kept", len(STORED), max_wait_ms=30_000)
+    fetch = fetch_frame("kept", end, max_wait_ms=30_000)
     for data in (produce[: len(produce) // 2], produce[:3], fetch, fetch + produce[:10]):
         with Raw(stored) as raw:
             raw.send(data)
     # A half-sent produce never reaches the log; the parked fetches are dropped with their connections.
-    assert confluent_produce(stored.bootstrap, "kept", [Sent(None, b"next", [], 1)]) == [len(STORED)]
+    assert confluent_produce(stored.bootstrap, "kept", [Sent(None, b"next", [], 1)]) == [end]
+
+
+def log_end(broker: BrokerProcess, topic: str) -> int:
+    """The high watermark of ``topic``-0."""
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "log-end"})
+    try:
+        return int(consumer.get_watermark_offsets(confluent_kafka.TopicPartition(topic, 0), 10)[1])
+    finally:
+        consumer.close()
 
 
 #: How long a connection holding an incomplete frame must stay open and silent.
@@ -309,13 +343,15 @@ def test_mutated_requests_get_an_answer_or_a_closed_connection(stored: BrokerPro
 # -- memory an attacker could pin ----------------------------------------------------------
 
 
-def test_pipelined_huge_fetches_and_resets_keep_the_broker_memory_bounded(stored: BrokerProcess) -> None:
+def test_pipelined_huge_fetches_and_resets_keep_the_broker_memory_bounded(fresh_stored: BrokerProcess) -> None:
     """Clients that ask for 2 GiB answers and never read them, then vanish with a reset.
 
     Each connection may hold its budget of queued answers (8 MiB) plus the
     one being sent; before the fix each held all 16 answers (and, after a
-    reset, kept them until a garbage collection).
+    reset, kept them until a garbage collection).  On a broker of its own: no other test's memory to
+    come and go while it measures.
     """
+    stored = fresh_stored
     value = b"h" * 8000
     confluent_produce(stored.bootstrap, "heavy", [Sent(None, value, [], 1_700_000_000_000 + i) for i in range(1000)],
                       **{"linger.ms": 50, "batch.size": 1 << 20})
