@@ -63,12 +63,7 @@ class Cluster:
 
     def metadata(self, node_id: int) -> Any:
         """A Metadata v12 answer (all topics) from this node alone."""
-        with Raw(self.nodes[node_id]) as connection:
-            connection.send(request_frame(3, 12, {"topics": None, "allow_auto_topic_creation": False,
-                                                  "include_topic_authorized_operations": False}))
-            frame = connection.read_frame()
-        assert frame is not None
-        return decode_response(3, 12, frame, 5)
+        return node_metadata(self.nodes[node_id])
 
     def controller(self, among: tuple[int, ...] = IDS) -> int | None:
         """The controller every node in ``among`` names, once all have registered brokers; else None."""
@@ -80,6 +75,16 @@ class Cluster:
 
     def topics(self, node_id: int) -> dict[str, Any]:
         return {t.name: t for t in self.metadata(node_id).topics}
+
+
+def node_metadata(node: BrokerProcess) -> Any:
+    """A Metadata v12 answer (all topics) from ``node`` alone."""
+    with Raw(node) as connection:
+        connection.send(request_frame(3, 12, {"topics": None, "allow_auto_topic_creation": False,
+                                              "include_topic_authorized_operations": False}))
+        frame = connection.read_frame()
+    assert frame is not None
+    return decode_response(3, 12, frame, 5)
 
 
 def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -135,7 +140,7 @@ def stop_all(cluster: Cluster) -> None:
 
     def view(node_id: int) -> Any:
         try:
-            return cluster.metadata(node_id)
+            return node_metadata(cluster.nodes[node_id])  # (``cluster`` may be anything with ``nodes``)
         except (OSError, AssertionError):
             return None
 
